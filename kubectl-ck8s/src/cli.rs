@@ -1,0 +1,59 @@
+//! Flags, defined once with their help text, and the dispatch to each flow.
+
+use crate::exit::{Failure, Verdict};
+use crate::output::OutputFormat;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-ck8s",
+    bin_name = "kubectl ck8s",
+    version,
+    about = "The codex-k8s runbooks as one kubectl plugin",
+    long_about = "The codex-k8s runbooks as one kubectl plugin.\n\nExit codes: 0 all checks passed, 1 a check failed or a violation was found, 2 usage, connection or permission error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags kubectl users expect on every command.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Path to the kubeconfig file to use.
+    #[arg(long, global = true, env = "KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// The name of the kubeconfig context to use.
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The production namespace.
+    #[arg(short = 'n', long, global = true, env = "CODEXK8S_PRODUCTION_NAMESPACE", default_value = "codex-k8s-prod")]
+    pub namespace: String,
+    /// The production domain.
+    #[arg(long, global = true, env = "CODEXK8S_PRODUCTION_DOMAIN")]
+    pub domain: Option<String>,
+    /// How long to wait for a single server request (e.g. 10s, 1m).
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: std::time::Duration,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// More logging on stderr (-v, -vv).
+    #[arg(short = 'v', long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Evaluate, test, scaffold and inspect WASM policies.
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
+}
+
+pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
+    match cli.command {
+        Command::Policy(cmd) => crate::policy::run(cmd, &cli.global).await,
+    }
+}

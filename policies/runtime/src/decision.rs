@@ -1,0 +1,83 @@
+//! What the modes make of the outcomes: one place, for the webhook and the plugin alike.
+
+use crate::config::{Mode, OnError};
+use crate::set::{Evaluation, OutcomeResult};
+use ck8s_policy_api::Violation;
+use std::fmt;
+
+/// One violation, or one policy error, attributed to its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub policy: String,
+    pub kind: FindingKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FindingKind {
+    Violation(Violation),
+    /// The policy could not judge; the text says why.
+    Error(String),
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            FindingKind::Violation(v) => write!(f, "[{}] {v}", self.policy),
+            FindingKind::Error(e) => write!(f, "[{}] policy error: {e}", self.policy),
+        }
+    }
+}
+
+/// The verdict on a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Violations of `deny` policies and errors of `onError: fail` policies.
+    pub denials: Vec<Finding>,
+    /// Violations of `warn` policies and errors of `onError: ignore` policies.
+    pub warnings: Vec<Finding>,
+    /// Violations of `audit` policies.
+    pub audits: Vec<Finding>,
+}
+
+impl Decision {
+    pub fn from_evaluation(evaluation: &Evaluation) -> Self {
+        let mut d = Decision { allowed: true, ..Default::default() };
+        let Evaluation::Judged(outcomes) = evaluation else {
+            return d;
+        };
+        for o in outcomes {
+            match &o.result {
+                OutcomeResult::NotInspected | OutcomeResult::Allowed => {}
+                OutcomeResult::Violations(vs) => {
+                    let bucket = match o.mode {
+                        Mode::Deny => &mut d.denials,
+                        Mode::Warn => &mut d.warnings,
+                        Mode::Audit => &mut d.audits,
+                    };
+                    bucket.extend(vs.iter().map(|v| Finding { policy: o.policy.clone(), kind: FindingKind::Violation(v.clone()) }));
+                }
+                OutcomeResult::Error(e) => {
+                    let f = Finding { policy: o.policy.clone(), kind: FindingKind::Error(e.to_string()) };
+                    match o.on_error {
+                        OnError::Fail => d.denials.push(f),
+                        OnError::Ignore => d.warnings.push(f),
+                    }
+                }
+            }
+        }
+        d.allowed = d.denials.is_empty();
+        d
+    }
+
+    /// The denial message: one line per finding, policy, field path, value and fix.
+    pub fn denial_message(&self) -> String {
+        let mut s = format!("ck8s denied the request ({} violation{}):", self.denials.len(), if self.denials.len() == 1 { "" } else { "s" });
+        for f in &self.denials {
+            s.push_str("\n- ");
+            s.push_str(&f.to_string());
+        }
+        s
+    }
+}
+

@@ -1,0 +1,222 @@
+//! One engine per process, with every limit named and defaulted here.
+
+use crate::error::LoadError;
+use crate::policy::{LoadedPolicy, PolicySource};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
+
+/// The limits every evaluation runs under.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// CPU wall-clock deadline of one evaluation (enforced by epoch interruption).
+    pub deadline: Duration,
+    /// Largest linear memory one instance may grow to.
+    pub memory_bytes: usize,
+    /// Largest verdict a policy may return.
+    pub max_output_bytes: usize,
+    /// Wasm stack limit (deep recursion traps cleanly at this depth).
+    pub max_wasm_stack: usize,
+    /// Instances that may exist at once; evaluations beyond it fail fast with
+    /// [`crate::PolicyError::Capacity`]. Callers bound their concurrency below this.
+    pub max_instances: u32,
+    /// Memory kept mapped between instances of a pool slot: a small policy's whole working
+    /// set, so reusing a slot costs no page faults.
+    pub keep_resident_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            deadline: Duration::from_millis(100),
+            memory_bytes: 64 << 20,
+            max_output_bytes: 1 << 20,
+            max_wasm_stack: 512 << 10,
+            max_instances: 256,
+            keep_resident_bytes: 256 << 10,
+        }
+    }
+}
+
+/// How often the epoch advances. A deadline is rounded up to whole ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// The engine, its limits, and the compiled-module caches.
+pub struct Runtime {
+    engine: Engine,
+    limits: Limits,
+    deadline_ticks: u64,
+    artifact_dir: Option<PathBuf>,
+    compat_hash: String,
+    /// Modules by wasm digest: a reload that finds the same bytes reuses the module.
+    modules: Mutex<HashMap<String, Module>>,
+    _ticker: Arc<EpochTicker>,
+}
+
+struct EpochTicker {
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Runtime {
+    /// A runtime with `limits`, caching precompiled artifacts in `artifact_dir` if given.
+    pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(limits.max_instances)
+            .total_memories(limits.max_instances)
+            .total_tables(limits.max_instances)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(limits.keep_resident_bytes)
+            .table_keep_resident(limits.keep_resident_bytes);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.max_wasm_stack)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Io(format!("cannot start the wasm engine: {e}")))?;
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let compat_hash = format!("{:016x}", h.finish());
+
+        let ticker = Arc::new(EpochTicker { stop: false.into() });
+        {
+            let engine = engine.clone();
+            let ticker = Arc::downgrade(&ticker);
+            std::thread::Builder::new()
+                .name("ck8s-epoch".into())
+                .spawn(move || {
+                    while let Some(t) = ticker.upgrade() {
+                        if t.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
+                        drop(t);
+                        std::thread::sleep(EPOCH_TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Io(format!("cannot start the epoch thread: {e}")))?;
+        }
+        let deadline_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1) as u64;
+        if let Some(dir) = &artifact_dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LoadError::Io(format!("cannot create artifact cache {}: {e}", dir.display())))?;
+        }
+        Ok(Runtime {
+            engine,
+            limits,
+            deadline_ticks,
+            artifact_dir,
+            compat_hash,
+            modules: Mutex::new(HashMap::new()),
+            _ticker: ticker,
+        })
+    }
+
+    /// The default artifact cache: `$CK8S_CACHE_DIR`, else `$XDG_CACHE_HOME/ck8s`, else
+    /// `~/.cache/ck8s`.
+    pub fn default_artifact_dir() -> Option<PathBuf> {
+        if let Some(d) = std::env::var_os("CK8S_CACHE_DIR") {
+            return Some(d.into());
+        }
+        if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+            return Some(PathBuf::from(d).join("ck8s"));
+        }
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ck8s"))
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub(crate) fn deadline_ticks(&self) -> u64 {
+        self.deadline_ticks
+    }
+
+    /// Loads and validates a policy from wasm bytes (or WAT text, for tests).
+    pub fn load(&self, source: PolicySource, wasm: &[u8]) -> Result<LoadedPolicy, LoadError> {
+        let digest = hex::encode(Sha256::digest(wasm));
+        let module = self.module(&source, &digest, wasm)?;
+        LoadedPolicy::new(self, source, digest, wasm.len(), module)
+    }
+
+    /// Every built-in policy, loaded.
+    pub fn load_builtin(&self) -> Result<Vec<LoadedPolicy>, LoadError> {
+        ck8s_builtin_policies::BUILTIN
+            .iter()
+            .map(|(name, wasm)| self.load(PolicySource::Builtin(name.to_string()), wasm))
+            .collect()
+    }
+
+    /// Loads every `*.wasm` file in `dir`, sorted by name; one error fails the whole set so
+    /// that a half-loaded directory never goes into service.
+    pub fn load_dir(&self, dir: &std::path::Path) -> Result<Vec<LoadedPolicy>, LoadError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io(format!("cannot read policies directory {}: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|path| {
+                let wasm = std::fs::read(&path).map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
+                self.load(PolicySource::File(path), &wasm)
+            })
+            .collect()
+    }
+
+    fn module(&self, source: &PolicySource, digest: &str, wasm: &[u8]) -> Result<Module, LoadError> {
+        if let Some(m) = self.modules.lock().unwrap().get(digest) {
+            return Ok(m.clone());
+        }
+        let cached = self.artifact_dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_hash)));
+        let mut module = None;
+        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // SAFETY: artifacts in this directory are written only by `Module::serialize`
+            // below, under a name that binds them to the wasm digest and this engine's
+            // compatibility hash; deserialize also checks the engine configuration.
+            match unsafe { Module::deserialize_file(&self.engine, path) } {
+                Ok(m) => module = Some(m),
+                Err(e) => tracing::warn!(artifact = %path.display(), error = %e, "ignoring unusable precompiled artifact"),
+            }
+        }
+        let module = match module {
+            Some(m) => m,
+            None => {
+                let m = Module::new(&self.engine, wasm)
+                    .map_err(|e| LoadError::Invalid { source_name: source.to_string(), message: format!("{e:#}") })?;
+                if let Some(path) = cached {
+                    if let Err(e) = write_artifact(&path, &m) {
+                        tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled policy");
+                    }
+                }
+                m
+            }
+        };
+        self.modules.lock().unwrap().insert(digest.to_string(), module.clone());
+        Ok(module)
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self._ticker.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Writes atomically (temp file + rename) so a concurrent reader never sees half a file.
+fn write_artifact(path: &std::path::Path, module: &Module) -> std::io::Result<()> {
+    let bytes = module.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,278 @@
+//! One validated policy module and the evaluation of it in a fresh instance.
+
+use crate::engine::Runtime;
+use crate::error::{LoadError, PolicyError};
+use ck8s_policy_api::{ABI_VERSION, PolicyMetadata, Verdict, exports, unpack};
+use std::fmt;
+use std::path::PathBuf;
+use wasmtime::{
+    Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, ResourceLimiter, Store, Trap, TypedFunc,
+};
+
+/// Where a policy came from, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    Builtin(String),
+    File(PathBuf),
+    Inline(String),
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Builtin(name) => write!(f, "builtin:{name}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Inline(name) => write!(f, "{name}"),
+        }
+    }
+}
+
+/// A policy ready to evaluate: compiled, linked against an empty import set, exports
+/// checked, metadata read.
+pub struct LoadedPolicy {
+    pub metadata: PolicyMetadata,
+    pub source: PolicySource,
+    /// sha256 of the wasm bytes.
+    pub digest: String,
+    pub wasm_size: usize,
+    engine: Engine,
+    pre: InstancePre<StoreState>,
+    exports: Exports,
+    deadline_ticks: u64,
+    memory_bytes: usize,
+    deadline: std::time::Duration,
+    max_output: usize,
+}
+
+/// Export handles resolved once per module, so a call does no string lookups.
+#[derive(Clone)]
+struct Exports {
+    memory: ModuleExport,
+    alloc: ModuleExport,
+    metadata: ModuleExport,
+    validate: ModuleExport,
+    abi_version: ModuleExport,
+}
+
+/// Per-instance state: the memory limiter.
+pub(crate) struct StoreState {
+    limiter: MemoryCap,
+}
+
+struct MemoryCap {
+    limit: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.exceeded = true;
+            // Trap rather than return -1: a Rust guest would abort anyway, and a trap we
+            // can attribute says "memory limit" instead of "unreachable".
+            wasmtime::bail!("memory limit reached");
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl LoadedPolicy {
+    pub(crate) fn new(
+        runtime: &Runtime,
+        source: PolicySource,
+        digest: String,
+        wasm_size: usize,
+        module: Module,
+    ) -> Result<Self, LoadError> {
+        let name = source.to_string();
+        if let Some(import) = module.imports().next() {
+            return Err(LoadError::Import { source_name: name, import: format!("{}::{}", import.module(), import.name()) });
+        }
+        let export = |e: &str| {
+            module.get_export_index(e).ok_or_else(|| LoadError::Export { source_name: name.clone(), export: e.to_string() })
+        };
+        let exports = Exports {
+            memory: export(exports::MEMORY)?,
+            alloc: export(exports::ALLOC)?,
+            metadata: export(exports::METADATA)?,
+            validate: export(exports::VALIDATE)?,
+            abi_version: export(exports::ABI_VERSION)?,
+        };
+        let linker: Linker<StoreState> = Linker::new(runtime.engine());
+        let pre = linker
+            .instantiate_pre(&module)
+            .map_err(|e| LoadError::Invalid { source_name: name.clone(), message: format!("{e:#}") })?;
+        let limits = runtime.limits();
+        let mut policy = LoadedPolicy {
+            metadata: PolicyMetadata {
+                name: String::new(),
+                version: String::new(),
+                description: String::new(),
+                rules: vec![],
+                settings: vec![],
+            },
+            source,
+            digest,
+            wasm_size,
+            engine: runtime.engine().clone(),
+            pre,
+            exports,
+            deadline_ticks: runtime.deadline_ticks(),
+            memory_bytes: limits.memory_bytes,
+            deadline: limits.deadline,
+            max_output: limits.max_output_bytes,
+        };
+
+        // Ask the module who it is, inside the same limits as any evaluation.
+        let (mut store, instance) =
+            policy.instantiate().map_err(|error| LoadError::Start { source_name: name.clone(), error })?;
+        let abi: TypedFunc<(), i32> = policy
+            .func(&mut store, &instance, &policy.exports.abi_version)
+            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::ABI_VERSION.into() })?;
+        let found = abi.call(&mut store, ()).map_err(|e| LoadError::Start { source_name: name.clone(), error: policy.classify(&store, e) })?;
+        if found != ABI_VERSION {
+            return Err(LoadError::AbiVersion { source_name: name, found, expected: ABI_VERSION });
+        }
+        let meta: TypedFunc<(), i64> = policy
+            .func(&mut store, &instance, &policy.exports.metadata)
+            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::METADATA.into() })?;
+        let packed = meta.call(&mut store, ()).map_err(|e| LoadError::Start { source_name: name.clone(), error: policy.classify(&store, e) })?;
+        let bytes = policy
+            .read_output(&mut store, &instance, packed)
+            .map_err(|error| LoadError::Start { source_name: name.clone(), error })?;
+        let metadata: PolicyMetadata = serde_json::from_slice(&bytes)
+            .map_err(|e| LoadError::Metadata { source_name: name.clone(), message: e.to_string() })?;
+        validate_metadata(&metadata).map_err(|message| LoadError::Metadata { source_name: name.clone(), message })?;
+        // Validate that the validate export has the right type, once.
+        policy
+            .func::<(i32, i32, i32, i32), i64>(&mut store, &instance, &policy.exports.validate)
+            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::VALIDATE.into() })?;
+        policy
+            .func::<i32, i32>(&mut store, &instance, &policy.exports.alloc)
+            .ok_or_else(|| LoadError::Export { source_name: name, export: exports::ALLOC.into() })?;
+        policy.metadata = metadata;
+        Ok(policy)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    fn instantiate(&self) -> Result<(Store<StoreState>, Instance), PolicyError> {
+        let mut store = Store::new(&self.engine, StoreState { limiter: MemoryCap { limit: self.memory_bytes, exceeded: false } });
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+        match self.pre.instantiate(&mut store) {
+            Ok(instance) => Ok((store, instance)),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg.contains("maximum concurrent") || msg.contains("pooling") || msg.contains("limit") {
+                    Err(PolicyError::Capacity(msg))
+                } else {
+                    Err(self.classify(&store, e))
+                }
+            }
+        }
+    }
+
+    fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        export: &ModuleExport,
+    ) -> Option<TypedFunc<P, R>> {
+        instance.get_module_export(&mut *store, export)?.into_func()?.typed(&*store).ok()
+    }
+
+    fn memory(&self, store: &mut Store<StoreState>, instance: &Instance) -> Result<Memory, PolicyError> {
+        instance
+            .get_module_export(&mut *store, &self.exports.memory)
+            .and_then(|e| e.into_memory())
+            .ok_or_else(|| PolicyError::BadOutput("export `memory` is not a memory".into()))
+    }
+
+    /// Evaluates one request in a fresh instance. `request` is a JSON
+    /// [`ck8s_policy_api::EvaluationRequest`], `settings` the policy's merged settings.
+    pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
+        let (mut store, instance) = self.instantiate()?;
+        let alloc: TypedFunc<i32, i32> =
+            self.func(&mut store, &instance, &self.exports.alloc).ok_or_else(|| PolicyError::BadOutput("bad `ck8s_alloc`".into()))?;
+        let validate: TypedFunc<(i32, i32, i32, i32), i64> = self
+            .func(&mut store, &instance, &self.exports.validate)
+            .ok_or_else(|| PolicyError::BadOutput("bad `ck8s_validate`".into()))?;
+        let memory = self.memory(&mut store, &instance)?;
+
+        let put = |store: &mut Store<StoreState>, bytes: &[u8]| -> Result<i32, PolicyError> {
+            let len = i32::try_from(bytes.len()).map_err(|_| PolicyError::MemoryLimit(self.memory_bytes))?;
+            let ptr = alloc.call(&mut *store, len).map_err(|e| self.classify(store, e))?;
+            memory
+                .write(&mut *store, ptr as u32 as usize, bytes)
+                .map_err(|_| PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into()))?;
+            Ok(ptr)
+        };
+        let req_ptr = put(&mut store, request)?;
+        let settings_ptr = put(&mut store, settings)?;
+        let packed = validate
+            .call(&mut store, (req_ptr, request.len() as i32, settings_ptr, settings.len() as i32))
+            .map_err(|e| self.classify(&store, e))?;
+        let out = self.read_output(&mut store, &instance, packed)?;
+        let verdict: Verdict = serde_json::from_slice(&out).map_err(|e| PolicyError::BadOutput(e.to_string()))?;
+        match verdict.error {
+            Some(message) => Err(PolicyError::Guest(message)),
+            None => Ok(verdict),
+        }
+    }
+
+    fn read_output(&self, store: &mut Store<StoreState>, instance: &Instance, packed: i64) -> Result<Vec<u8>, PolicyError> {
+        let (ptr, len) = unpack(packed);
+        if len as usize > self.max_output {
+            return Err(PolicyError::OutputTooLarge(len as usize, self.max_output));
+        }
+        let memory = self.memory(store, instance)?;
+        memory
+            .data(&*store)
+            .get(ptr as usize..ptr as usize + len as usize)
+            .map(|s| s.to_vec())
+            .ok_or_else(|| PolicyError::BadOutput(format!("output {ptr:#x}+{len} lies outside memory")))
+    }
+
+    fn classify(&self, store: &Store<StoreState>, error: wasmtime::Error) -> PolicyError {
+        if store.data().limiter.exceeded {
+            return PolicyError::MemoryLimit(self.memory_bytes);
+        }
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => PolicyError::Timeout(self.deadline),
+            Some(Trap::StackOverflow) => PolicyError::StackOverflow,
+            Some(trap) => PolicyError::Trap(trap.to_string()),
+            None => PolicyError::Trap(format!("{error:#}")),
+        }
+    }
+}
+
+fn validate_metadata(m: &PolicyMetadata) -> Result<(), String> {
+    let ok_name = !m.name.is_empty()
+        && m.name.len() <= 63
+        && m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !m.name.starts_with('-')
+        && !m.name.ends_with('-');
+    if !ok_name {
+        return Err(format!("policy name {:?} must be lower-kebab-case, 1-63 characters", m.name));
+    }
+    if m.rules.is_empty() {
+        return Err(format!("policy {} declares no rules, so it would never be called", m.name));
+    }
+    for r in &m.rules {
+        if r.api_groups.is_empty() || r.api_versions.is_empty() || r.resources.is_empty() || r.operations.is_empty() {
+            return Err(format!("policy {} has a rule with an empty list: {r:?}", m.name));
+        }
+        if r.resources.iter().any(|res| res.contains('/')) {
+            return Err(format!("policy {}: subresources are never judged, rule resources may not contain '/'", m.name));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The policies in service, with their configuration, and the evaluation of a request.
+
+use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
+use crate::error::PolicyError;
+use crate::policy::LoadedPolicy;
+use crate::subject::{NotJudged, Subject};
+use ck8s_policy_api::Violation;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Entry {
+    policy: Arc<LoadedPolicy>,
+    config: PolicyConfig,
+    /// Defaults merged with the configured settings, serialized once.
+    settings_json: Vec<u8>,
+}
+
+/// An immutable set of policies and their configuration. The webhook swaps whole sets
+/// atomically on reload; a request keeps the set it started with.
+pub struct PolicySet {
+    entries: Vec<Entry>,
+}
+
+/// What one policy made of one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub policy: String,
+    pub mode: Mode,
+    pub on_error: OnError,
+    pub result: OutcomeResult,
+    pub elapsed: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutcomeResult {
+    /// The policy's rules do not cover this kind/operation: it was not called.
+    NotInspected,
+    Allowed,
+    Violations(Vec<Violation>),
+    Error(PolicyError),
+}
+
+/// The result of evaluating a request against a set.
+#[derive(Debug, Clone)]
+pub enum Evaluation {
+    /// The shared request rules allowed it without asking any policy.
+    NotJudged(NotJudged),
+    Judged(Vec<Outcome>),
+}
+
+impl PolicySet {
+    /// Builds a set; fails on duplicate policy names, configuration for a policy that is not
+    /// loaded, or a setting the policy does not declare (a typo would otherwise be ignored).
+    pub fn new(policies: Vec<Arc<LoadedPolicy>>, config: &SettingsFile) -> Result<Self, String> {
+        let mut entries: Vec<Entry> = Vec::with_capacity(policies.len());
+        for policy in policies {
+            let name = policy.name().to_string();
+            if let Some(other) = entries.iter().find(|e| e.policy.name() == name) {
+                return Err(format!("two policies are called {name}: {} and {}", other.policy.source, policy.source));
+            }
+            let cfg = config.policies.get(&name).cloned().unwrap_or_default();
+            let mut settings = policy.metadata.default_settings();
+            for (key, value) in &cfg.settings {
+                if !settings.contains_key(key) {
+                    let known: Vec<_> = policy.metadata.settings.iter().map(|s| s.name.as_str()).collect();
+                    return Err(format!("policy {name} has no setting {key:?} (known: {})", known.join(", ")));
+                }
+                settings.insert(key.clone(), value.clone());
+            }
+            let settings_json = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
+            entries.push(Entry { policy, config: cfg, settings_json });
+        }
+        for name in config.policies.keys() {
+            if !entries.iter().any(|e| e.policy.name() == name) {
+                let loaded: Vec<_> = entries.iter().map(|e| e.policy.name()).collect();
+                return Err(format!("config names policy {name:?}, which is not loaded (loaded: {})", loaded.join(", ")));
+            }
+        }
+        Ok(PolicySet { entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The policies in evaluation order, with their configuration.
+    pub fn policies(&self) -> impl Iterator<Item = (&Arc<LoadedPolicy>, &PolicyConfig)> {
+        self.entries.iter().map(|e| (&e.policy, &e.config))
+    }
+
+    /// Applies the shared request rules, then asks every policy whose rules cover the request,
+    /// each in a fresh instance.
+    pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
+        if let Some(reason) = subject.not_judged() {
+            return Evaluation::NotJudged(reason);
+        }
+        let (group, version, resource) = &subject.resource;
+        let mut request: Option<Vec<u8>> = None;
+        let outcomes = self
+            .entries
+            .iter()
+            .map(|e| {
+                let start = Instant::now();
+                let result = if !e.policy.metadata.inspects(group, version, resource, subject.operation) {
+                    OutcomeResult::NotInspected
+                } else {
+                    let request = request.get_or_insert_with(|| subject.request_json());
+                    match e.policy.evaluate(request, &e.settings_json) {
+                        Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
+                        Ok(v) => OutcomeResult::Violations(v.violations),
+                        Err(err) => OutcomeResult::Error(err),
+                    }
+                };
+                Outcome {
+                    policy: e.policy.name().to_string(),
+                    mode: e.config.mode,
+                    on_error: e.config.on_error,
+                    result,
+                    elapsed: start.elapsed(),
+                }
+            })
+            .collect();
+        Evaluation::Judged(outcomes)
+    }
+}

@@ -1,0 +1,148 @@
+//! What is judged: one object and the request around it, from the webhook or a manifest.
+
+use crate::admission::AdmissionRequest;
+use crate::kinds::{resource_for_kind, split_api_version};
+use ck8s_policy_api::{EvaluationRequest, GroupVersionKind, Operation};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// The object under review and the request's facts policies may need.
+#[derive(Debug, Clone)]
+pub struct Subject<'a> {
+    pub operation: Operation,
+    pub kind: GroupVersionKind,
+    /// `(group, version, resource)`, matched against the policies' rules.
+    pub resource: (String, String, String),
+    pub sub_resource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub dry_run: bool,
+    pub object: Option<&'a RawValue>,
+}
+
+/// Why a request is allowed without asking any policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotJudged {
+    /// DELETE and CONNECT carry no new object to judge.
+    Operation(Operation),
+    /// `status`, `scale`, ...: only the main resource is judged.
+    SubResource,
+    /// An UPDATE of an object with `deletionTimestamp` set: finalizers must be removable.
+    BeingDeleted,
+    /// No object in the request.
+    NoObject,
+}
+
+impl fmt::Display for NotJudged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Operation(op) => write!(f, "{op} requests are always allowed"),
+            Self::SubResource => f.write_str("subresource requests are not judged"),
+            Self::BeingDeleted => f.write_str("the object is being deleted"),
+            Self::NoObject => f.write_str("the request carries no object"),
+        }
+    }
+}
+
+impl<'a> Subject<'a> {
+    /// The subject of a webhook request.
+    pub fn from_admission(req: &'a AdmissionRequest<'a>) -> Self {
+        Subject {
+            operation: req.operation,
+            kind: req.kind.clone(),
+            resource: (req.resource.group.clone(), req.resource.version.clone(), req.resource.resource.clone()),
+            sub_resource: req.sub_resource.as_deref().unwrap_or(""),
+            namespace: req.namespace.as_deref().unwrap_or(""),
+            name: req.name.as_deref().unwrap_or(""),
+            dry_run: req.dry_run.unwrap_or(false),
+            object: req.object,
+        }
+    }
+
+    /// The subject of a manifest judged offline, as if it were being created (`operation`
+    /// may say otherwise). The resource is guessed from the kind, as kubectl does without
+    /// discovery.
+    pub fn from_manifest(object: &'a RawValue, operation: Operation) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Head<'a> {
+            #[serde(default, borrow)]
+            api_version: Option<&'a str>,
+            #[serde(default, borrow)]
+            kind: Option<&'a str>,
+            #[serde(default, borrow)]
+            metadata: Option<Meta<'a>>,
+        }
+        #[derive(Deserialize, Default)]
+        struct Meta<'a> {
+            #[serde(default, borrow)]
+            name: Option<&'a str>,
+            #[serde(default, borrow)]
+            namespace: Option<&'a str>,
+        }
+        let head: Head<'a> = serde_json::from_str(object.get()).map_err(|e| format!("not a Kubernetes object: {e}"))?;
+        let api_version = head.api_version.filter(|s| !s.is_empty()).ok_or("object has no apiVersion")?;
+        let kind = head.kind.filter(|s| !s.is_empty()).ok_or("object has no kind")?;
+        let (group, version) = split_api_version(api_version);
+        let meta = head.metadata.unwrap_or_default();
+        Ok(Subject {
+            operation,
+            kind: GroupVersionKind { group: group.into(), version: version.into(), kind: kind.into() },
+            resource: (group.into(), version.into(), resource_for_kind(kind)),
+            sub_resource: "",
+            namespace: meta.namespace.unwrap_or(""),
+            name: meta.name.unwrap_or(""),
+            dry_run: false,
+            object: Some(object),
+        })
+    }
+
+    /// The request rules every policy shares: `Some(reason)` if no policy is asked.
+    pub fn not_judged(&self) -> Option<NotJudged> {
+        if matches!(self.operation, Operation::Delete | Operation::Connect) {
+            return Some(NotJudged::Operation(self.operation));
+        }
+        if !self.sub_resource.is_empty() {
+            return Some(NotJudged::SubResource);
+        }
+        let object = self.object.filter(|o| o.get() != "null")?;
+        if self.operation == Operation::Update && being_deleted(object) {
+            return Some(NotJudged::BeingDeleted);
+        }
+        None
+    }
+
+    /// The JSON [`EvaluationRequest`] handed to every policy; built once per request.
+    pub fn request_json(&self) -> Vec<u8> {
+        let null = RawValue::NULL;
+        let request = EvaluationRequest {
+            operation: self.operation,
+            kind: self.kind.clone(),
+            namespace: self.namespace.to_string(),
+            name: self.name.to_string(),
+            dry_run: self.dry_run,
+            object: self.object.unwrap_or(null),
+        };
+        serde_json::to_vec(&request).expect("a request of strings and raw JSON always serializes")
+    }
+}
+
+fn being_deleted(object: &RawValue) -> bool {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        #[serde(default)]
+        deletion_timestamp: Option<IgnoredAny>,
+    }
+    #[derive(Deserialize)]
+    struct Obj {
+        #[serde(default)]
+        metadata: Option<Meta>,
+    }
+    serde_json::from_str::<Obj>(object.get())
+        .ok()
+        .and_then(|o| o.metadata)
+        .is_some_and(|m| m.deletion_timestamp.is_some())
+}

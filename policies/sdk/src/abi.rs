@@ -1,0 +1,39 @@
+//! The guest half of the ABI (see `ck8s_policy_api`): buffers and the evaluation entry point.
+
+use crate::{Policy, Request};
+use ck8s_policy_api::Verdict;
+
+/// Allocates a buffer the host writes input into. Never freed: each instance lives for one
+/// evaluation and its whole memory is dropped with it.
+pub fn __alloc(len: i32) -> i32 {
+    let len = len.max(0) as usize;
+    let mut buf: Vec<u8> = Vec::with_capacity(len.max(1));
+    let ptr = buf.as_mut_ptr();
+    core::mem::forget(buf);
+    ptr as usize as i32
+}
+
+/// Leaks an output buffer and packs its address for the host.
+pub fn __leak_output(bytes: Vec<u8>) -> i64 {
+    let bytes = bytes.into_boxed_slice();
+    let len = bytes.len() as u32;
+    let ptr = Box::into_raw(bytes) as *mut u8 as usize as u32;
+    ck8s_policy_api::pack(ptr, len)
+}
+
+/// Parses request and settings, runs the policy, and turns every failure into a verdict
+/// with `error` set, so that a malformed input never traps the guest.
+pub fn __run<P: Policy>(request: &[u8], settings: &[u8]) -> Verdict {
+    let settings: P::Settings = match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
+        Ok(s) => s,
+        Err(e) => return error(format!("settings do not parse: {e}")),
+    };
+    match Request::parse(request) {
+        Ok(req) => Verdict { violations: P::validate(&req, &settings), error: None },
+        Err(e) => error(e),
+    }
+}
+
+fn error(message: String) -> Verdict {
+    Verdict { violations: Vec::new(), error: Some(message) }
+}

@@ -1,0 +1,212 @@
+//! The guest SDK for ck8s policies.
+//!
+//! A policy is a type implementing [`Policy`] plus one [`export_policy!`] line; the SDK does
+//! the rest: the ABI exports, parsing the request into a typed, borrowed view of the object
+//! ([`Object`]), defaulting settings, and the walks every policy needs with field paths in
+//! kubectl's style:
+//!
+//! - [`Object::pod_specs`] / [`Object::containers`]: every pod spec of every pod-bearing kind
+//!   (Pod, PodTemplate, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController,
+//!   Job, CronJob) and every container in it (containers, initContainers, ephemeralContainers);
+//! - [`Object::env_literals`]: `env[].value` literals (`valueFrom` is a reference, not a literal);
+//! - [`Object::config_entries`]: ConfigMap `data`, Secret `data` (decoded) and `stringData`;
+//! - [`Object::literals_named`]: every literal an environment variable of that name can get;
+//! - [`Object::metadata_entries`]: labels and annotations of the object and its templates.
+//!
+//! It is not a general Kubernetes model: fields no walker needs are skipped while parsing,
+//! which is what keeps an evaluation at tens of microseconds. A policy that needs more can
+//! parse [`Request::raw_object`] itself.
+//!
+//! With the `testing` helpers the same code runs natively, so rule tables are ordinary
+//! `cargo test` cases.
+
+mod abi;
+mod object;
+pub mod rules;
+pub mod testing;
+
+pub use ck8s_policy_api::{
+    GroupVersionKind, Operation, PolicyMetadata, Rule, SettingSpec, ValueSource, Verdict, Violation,
+};
+pub use object::{
+    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object, ObjectMeta, PodSpecRef,
+    PodTemplateSpec, Spec, StrMap,
+};
+#[doc(hidden)]
+pub use abi::__run;
+#[doc(hidden)]
+pub use abi::{__alloc, __leak_output};
+
+pub use serde_json;
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+
+/// A ck8s policy: its metadata and a pure decision over one request.
+pub trait Policy {
+    /// The policy's settings; missing fields take the defaults declared in [`Policy::metadata`]
+    /// (the host fills them in), so a `#[serde(default)]` is only needed for native tests.
+    type Settings: DeserializeOwned;
+
+    fn metadata() -> PolicyMetadata;
+
+    /// Everything wrong with the request's object; empty means allowed.
+    fn validate(request: &Request<'_>, settings: &Self::Settings) -> Vec<Violation>;
+}
+
+/// The request a policy judges, with the object parsed into a typed view.
+pub struct Request<'a> {
+    pub operation: Operation,
+    pub kind: GroupVersionKind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub dry_run: bool,
+    pub object: Object<'a>,
+    raw_object: &'a RawValue,
+}
+
+impl<'a> Request<'a> {
+    /// Parses the JSON the host sends ([`ck8s_policy_api::EvaluationRequest`]).
+    pub fn parse(json: &'a [u8]) -> Result<Self, String> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire<'a> {
+            operation: Operation,
+            #[serde(default)]
+            kind: GroupVersionKind,
+            #[serde(default, borrow)]
+            namespace: Option<&'a str>,
+            #[serde(default, borrow)]
+            name: Option<&'a str>,
+            #[serde(default)]
+            dry_run: bool,
+            #[serde(borrow)]
+            object: &'a RawValue,
+        }
+        let wire: Wire<'a> =
+            serde_json::from_slice(json).map_err(|e| format!("request does not parse: {e}"))?;
+        let object = Object::parse(&wire.kind, wire.object.get())?;
+        Ok(Request {
+            operation: wire.operation,
+            kind: wire.kind,
+            namespace: wire.namespace.unwrap_or(""),
+            name: wire.name.unwrap_or(""),
+            dry_run: wire.dry_run,
+            object,
+            raw_object: wire.object,
+        })
+    }
+
+    /// The object exactly as the API server sent it, for fields the typed view skips.
+    pub fn raw_object(&self) -> &'a str {
+        self.raw_object.get()
+    }
+}
+
+/// A violation with the builder methods policies use.
+pub fn violation(path: impl Into<String>, message: impl Into<String>) -> Violation {
+    Violation {
+        path: path.into(),
+        message: message.into(),
+        value: None,
+        source: ValueSource::Literal,
+        fix: String::new(),
+    }
+}
+
+/// Builder methods on [`Violation`] for policy code.
+pub trait ViolationExt {
+    fn fix(self, fix: impl Into<String>) -> Self;
+    fn value(self, value: impl Into<String>) -> Self;
+}
+
+impl ViolationExt for Violation {
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = fix.into();
+        self
+    }
+    fn value(mut self, value: impl Into<String>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+}
+
+impl Literal<'_> {
+    /// A violation at this literal's path; the value is attached unless it comes from a Secret.
+    pub fn violation(&self, message: impl Into<String>, fix: impl Into<String>) -> Violation {
+        Violation {
+            path: self.path.clone(),
+            message: message.into(),
+            value: match self.source {
+                ValueSource::Literal => Some(self.value.to_string()),
+                ValueSource::Secret => None,
+            },
+            source: self.source,
+            fix: fix.into(),
+        }
+    }
+}
+
+/// Exports a [`Policy`] through the ck8s ABI. Put it once in the policy crate's `lib.rs`.
+///
+/// ```ignore
+/// ck8s_policy_sdk::export_policy!(NoLatestTag);
+/// ```
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __ck8s_exports {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_abi_version() -> i32 {
+                $crate::__abi_version()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_alloc(len: i32) -> i32 {
+                $crate::__alloc(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_metadata() -> i64 {
+                let json = $crate::__to_json(&<$policy as $crate::Policy>::metadata());
+                $crate::__leak_output(json)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_validate(
+                req_ptr: i32,
+                req_len: i32,
+                settings_ptr: i32,
+                settings_len: i32,
+            ) -> i64 {
+                // SAFETY: the host wrote `len` bytes at buffers it got from `ck8s_alloc`.
+                let (req, settings) = unsafe {
+                    (
+                        ::core::slice::from_raw_parts(req_ptr as usize as *const u8, req_len as usize),
+                        ::core::slice::from_raw_parts(
+                            settings_ptr as usize as *const u8,
+                            settings_len as usize,
+                        ),
+                    )
+                };
+                let verdict = $crate::__run::<$policy>(req, settings);
+                $crate::__leak_output($crate::__to_json(&verdict))
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub fn __abi_version() -> i32 {
+    ck8s_policy_api::ABI_VERSION
+}
+
+#[doc(hidden)]
+pub fn __to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_else(|e| {
+        format!(r#"{{"violations":[],"error":"cannot encode output: {e}"}}"#).into_bytes()
+    })
+}

@@ -1,0 +1,486 @@
+//! A typed, borrowed view of a Kubernetes object: only the fields the walkers need.
+//!
+//! Shapes are chosen by `group/kind`, because only for built-in kinds does the API server
+//! guarantee them (a custom resource may call anything `spec.template`). For every other kind
+//! only `metadata` is read, which is the same for all objects.
+
+use base64::Engine as _;
+use ck8s_policy_api::{GroupVersionKind, ValueSource};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
+
+/// The object under review.
+#[derive(Debug, Default)]
+pub struct Object<'a> {
+    pub kind: String,
+    pub metadata: ObjectMeta<'a>,
+    /// Pod spec, workload spec or CronJob spec, by kind.
+    pub spec: Option<Spec<'a>>,
+    /// Top-level `template` of a PodTemplate.
+    pub template: Option<PodTemplateSpec<'a>>,
+    /// ConfigMap `data`, or Secret `data` (still base64).
+    pub data: StrMap<'a>,
+    /// Secret `stringData` (manifests; the API server folds it into `data`).
+    pub string_data: StrMap<'a>,
+}
+
+/// How a kind is laid out, which decides what is parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `spec` is a pod spec.
+    Pod,
+    /// `spec.template` (Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job).
+    Workload,
+    /// `spec.jobTemplate.spec.template`.
+    CronJob,
+    /// top-level `template`.
+    PodTemplate,
+    ConfigMap,
+    Secret,
+    /// anything else: metadata only.
+    Other,
+}
+
+fn shape(group: &str, kind: &str) -> Shape {
+    match (group, kind) {
+        ("", "Pod") => Shape::Pod,
+        ("", "PodTemplate") => Shape::PodTemplate,
+        ("", "ReplicationController")
+        | ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet")
+        | ("batch", "Job") => Shape::Workload,
+        ("batch", "CronJob") => Shape::CronJob,
+        ("", "ConfigMap") => Shape::ConfigMap,
+        ("", "Secret") => Shape::Secret,
+        _ => Shape::Other,
+    }
+}
+
+#[derive(Deserialize)]
+struct WithSpec<'a> {
+    #[serde(default, borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    spec: Option<Spec<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WithTemplate<'a> {
+    #[serde(default, borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    template: Option<PodTemplateSpec<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WithData<'a> {
+    #[serde(default, borrow)]
+    metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    data: StrMap<'a>,
+    #[serde(default, borrow)]
+    string_data: StrMap<'a>,
+}
+
+#[derive(Deserialize)]
+struct MetaOnly<'a> {
+    #[serde(default, borrow)]
+    metadata: ObjectMeta<'a>,
+}
+
+impl<'a> Object<'a> {
+    /// Parses `json` as an object of kind `gvk`.
+    pub fn parse(gvk: &GroupVersionKind, json: &'a str) -> Result<Self, String> {
+        let kind = gvk.kind.clone();
+        let err = |e: serde_json::Error| format!("{} does not parse: {e}", display_kind(gvk));
+        Ok(match shape(&gvk.group, &gvk.kind) {
+            Shape::Pod | Shape::Workload | Shape::CronJob => {
+                let o: WithSpec = serde_json::from_str(json).map_err(err)?;
+                Object { kind, metadata: o.metadata, spec: o.spec, ..Default::default() }
+            }
+            Shape::PodTemplate => {
+                let o: WithTemplate = serde_json::from_str(json).map_err(err)?;
+                Object { kind, metadata: o.metadata, template: o.template, ..Default::default() }
+            }
+            Shape::ConfigMap | Shape::Secret => {
+                let o: WithData = serde_json::from_str(json).map_err(err)?;
+                Object {
+                    kind,
+                    metadata: o.metadata,
+                    data: o.data,
+                    string_data: o.string_data,
+                    ..Default::default()
+                }
+            }
+            Shape::Other => {
+                let o: MetaOnly = serde_json::from_str(json).map_err(err)?;
+                Object { kind, metadata: o.metadata, ..Default::default() }
+            }
+        })
+    }
+
+    fn is_secret(&self) -> bool {
+        self.kind == "Secret"
+    }
+}
+
+fn display_kind(gvk: &GroupVersionKind) -> String {
+    if gvk.group.is_empty() { format!("{}/{}", gvk.version, gvk.kind) } else { format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind) }
+}
+
+/// The part of `metadata` policies read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectMeta<'a> {
+    #[serde(default, borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub labels: StrMap<'a>,
+    #[serde(default, borrow)]
+    pub annotations: StrMap<'a>,
+    #[serde(default, borrow)]
+    pub deletion_timestamp: Option<Cow<'a, str>>,
+}
+
+/// A spec: a pod spec (`containers`...), a workload spec (`template`) or a CronJob spec
+/// (`jobTemplate`). One type, because the walk is the same and the kind decides what is set.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec<'a> {
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub containers: Vec<Container<'a>>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub init_containers: Vec<Container<'a>>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub ephemeral_containers: Vec<Container<'a>>,
+    #[serde(default, borrow)]
+    pub template: Option<Box<PodTemplateSpec<'a>>>,
+    #[serde(default, borrow)]
+    pub job_template: Option<Box<PodTemplateSpec<'a>>>,
+}
+
+/// `metadata` + `spec`: a pod template, or a CronJob's job template.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodTemplateSpec<'a> {
+    #[serde(default, borrow)]
+    pub metadata: ObjectMeta<'a>,
+    #[serde(default, borrow)]
+    pub spec: Option<Spec<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container<'a> {
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub image: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub command: Vec<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub args: Vec<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "nullable")]
+    pub env: Vec<EnvVar<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvVar<'a> {
+    #[serde(default, borrow)]
+    pub name: Cow<'a, str>,
+    /// The literal value; `None` when unset or when the variable uses `valueFrom`.
+    #[serde(default, borrow)]
+    pub value: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub value_from: Option<IgnoredAny>,
+}
+
+fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A string-to-string map in document order (labels, annotations, ConfigMap data).
+///
+/// Lenient where manifests are sloppy: `null` and non-string scalars (`enabled: true`
+/// unquoted in YAML) are kept as text rather than failing the whole object.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StrMap<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'a> StrMap<'a> {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A scalar read as text.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or scalar")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_string())))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed("")))
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed("")))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrMap<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrMap<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of strings")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StrMap::default())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StrMap::default())
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some((k, v)) = map.next_entry::<Text<'de>, Text<'de>>()? {
+                    out.push((k.0, v.0));
+                }
+                Ok(StrMap(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Which container list a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerKind {
+    Container,
+    Init,
+    Ephemeral,
+}
+
+/// A pod spec and its field path (`spec.template.spec`).
+pub struct PodSpecRef<'o, 'a> {
+    pub path: String,
+    pub spec: &'o Spec<'a>,
+}
+
+/// A container and its field path (`spec.template.spec.initContainers[0]`).
+pub struct ContainerRef<'o, 'a> {
+    pub path: String,
+    pub kind: ContainerKind,
+    pub container: &'o Container<'a>,
+}
+
+/// A literal value that a setting can take, wherever it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal<'o> {
+    /// `spec.template.spec.containers[0].env[NAME]`, `data.NAME`, `stringData.NAME`.
+    pub path: String,
+    /// The variable or key name.
+    pub name: &'o str,
+    pub value: Cow<'o, str>,
+    pub source: ValueSource,
+}
+
+/// Whether a metadata entry is a label or an annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaField {
+    Label,
+    Annotation,
+}
+
+impl MetaField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetaField::Label => "label",
+            MetaField::Annotation => "annotation",
+        }
+    }
+}
+
+/// One label or annotation of the object or of a template inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaEntry<'o> {
+    /// `metadata.labels[app]`, `spec.template.metadata.annotations[x]`.
+    pub path: String,
+    pub field: MetaField,
+    pub key: &'o str,
+    pub value: &'o str,
+}
+
+impl<'a> Object<'a> {
+    /// Every pod spec in the object, outermost first.
+    pub fn pod_specs(&self) -> Vec<PodSpecRef<'_, 'a>> {
+        let mut out = Vec::new();
+        if let Some(spec) = &self.spec {
+            walk_spec(spec, "spec".to_string(), &mut out);
+        }
+        if let Some(t) = &self.template {
+            if let Some(spec) = &t.spec {
+                walk_spec(spec, "template.spec".to_string(), &mut out);
+            }
+        }
+        out
+    }
+
+    /// Every container of every pod spec: containers, initContainers, ephemeralContainers.
+    pub fn containers(&self) -> Vec<ContainerRef<'_, 'a>> {
+        let mut out = Vec::new();
+        for pod in self.pod_specs() {
+            for (list, kind, field) in [
+                (&pod.spec.containers, ContainerKind::Container, "containers"),
+                (&pod.spec.init_containers, ContainerKind::Init, "initContainers"),
+                (&pod.spec.ephemeral_containers, ContainerKind::Ephemeral, "ephemeralContainers"),
+            ] {
+                for (i, container) in list.iter().enumerate() {
+                    out.push(ContainerRef { path: format!("{}.{field}[{i}]", pod.path), kind, container });
+                }
+            }
+        }
+        out
+    }
+
+    /// Every `env[].value` literal (variables using `valueFrom` are references and skipped).
+    pub fn env_literals(&self) -> Vec<Literal<'_>> {
+        let mut out = Vec::new();
+        for c in self.containers() {
+            for var in &c.container.env {
+                if let Some(value) = &var.value {
+                    out.push(Literal {
+                        path: format!("{}.env[{}]", c.path, var.name),
+                        name: &var.name,
+                        value: Cow::Borrowed(value),
+                        source: ValueSource::Literal,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// ConfigMap `data`, Secret `data` (base64-decoded; undecodable values are skipped, the
+    /// API server rejects them anyway) and Secret `stringData`.
+    pub fn config_entries(&self) -> Vec<Literal<'_>> {
+        let secret = self.is_secret();
+        let source = if secret { ValueSource::Secret } else { ValueSource::Literal };
+        let mut out = Vec::new();
+        for (k, v) in self.data.iter() {
+            let value = if secret {
+                match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
+                    Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+                    Err(_) => continue,
+                }
+            } else {
+                Cow::Borrowed(v)
+            };
+            out.push(Literal { path: format!("data.{k}"), name: k, value, source });
+        }
+        for (k, v) in self.string_data.iter() {
+            out.push(Literal { path: format!("stringData.{k}"), name: k, value: Cow::Borrowed(v), source });
+        }
+        out
+    }
+
+    /// Every literal that an environment variable called `name` can take from this object:
+    /// container env literals and ConfigMap/Secret keys of that name.
+    pub fn literals_named(&self, name: &str) -> Vec<Literal<'_>> {
+        let mut all = self.env_literals();
+        all.extend(self.config_entries());
+        all.retain(|l| l.name == name);
+        all
+    }
+
+    /// Every metadata block: the object's and each embedded template's, with its path.
+    pub fn metadata_blocks(&self) -> Vec<(String, &ObjectMeta<'a>)> {
+        let mut out = vec![("metadata".to_string(), &self.metadata)];
+        fn templates<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<(String, &'o ObjectMeta<'a>)>) {
+            for (field, t) in [("template", &spec.template), ("jobTemplate", &spec.job_template)] {
+                if let Some(t) = t {
+                    let p = format!("{path}.{field}");
+                    out.push((format!("{p}.metadata"), &t.metadata));
+                    if let Some(inner) = &t.spec {
+                        templates(inner, format!("{p}.spec"), out);
+                    }
+                }
+            }
+        }
+        if let Some(spec) = &self.spec {
+            templates(spec, "spec".to_string(), &mut out);
+        }
+        if let Some(t) = &self.template {
+            out.push(("template.metadata".to_string(), &t.metadata));
+        }
+        out
+    }
+
+    /// Every label and annotation of the object and of every embedded template.
+    pub fn metadata_entries(&self) -> Vec<MetaEntry<'_>> {
+        let mut out = Vec::new();
+        for (path, meta) in self.metadata_blocks() {
+            for (field, map, name) in
+                [(MetaField::Label, &meta.labels, "labels"), (MetaField::Annotation, &meta.annotations, "annotations")]
+            {
+                for (key, value) in map.iter() {
+                    out.push(MetaEntry { path: format!("{path}.{name}[{key}]"), field, key, value });
+                }
+            }
+        }
+        out
+    }
+}
+
+fn walk_spec<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<PodSpecRef<'o, 'a>>) {
+    if !spec.containers.is_empty() || !spec.init_containers.is_empty() || !spec.ephemeral_containers.is_empty() {
+        out.push(PodSpecRef { path: path.clone(), spec });
+    }
+    for (field, t) in [("template", &spec.template), ("jobTemplate", &spec.job_template)] {
+        if let Some(inner) = t.as_ref().and_then(|t| t.spec.as_ref()) {
+            walk_spec(inner, format!("{path}.{field}.spec"), out);
+        }
+    }
+}
