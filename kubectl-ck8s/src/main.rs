@@ -14,9 +14,17 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     exit::init_tracing(cli.global.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return exit::report(exit::Failure::usage(format!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return exit::report(exit::Failure::usage(format!(
+                "cannot start the async runtime: {e}"
+            )));
+        }
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(code) => code.into(),

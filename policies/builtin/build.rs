@@ -20,10 +20,19 @@ fn main() {
     let policies_dir = manifest_dir.parent().unwrap();
     let workspace = policies_dir.parent().unwrap();
     for dir in ["api", "sdk", "build-ref", "legacy-labels", "kaniko-cache"] {
-        println!("cargo:rerun-if-changed={}", policies_dir.join(dir).join("src").display());
-        println!("cargo:rerun-if-changed={}", policies_dir.join(dir).join("Cargo.toml").display());
+        println!(
+            "cargo:rerun-if-changed={}",
+            policies_dir.join(dir).join("src").display()
+        );
+        println!(
+            "cargo:rerun-if-changed={}",
+            policies_dir.join(dir).join("Cargo.toml").display()
+        );
     }
-    println!("cargo:rerun-if-changed={}", workspace.join(".cargo/config.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace.join(".cargo/config.toml").display()
+    );
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share <target>/wasm-policies
     // between all profiles and hashes so the guests are compiled once.
@@ -34,28 +43,53 @@ fn main() {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
-        .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
+        .args([
+            "build",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+            "--target-dir",
+        ])
         .arg(&wasm_target_dir);
     for (krate, _) in POLICIES {
         cmd.args(["-p", krate]);
     }
     // The outer build's flags are for the host, not for the guests: let .cargo/config.toml's
     // [target.wasm32-unknown-unknown] rustflags apply.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("failed to run cargo for the wasm policies");
+    let status = cmd
+        .status()
+        .expect("failed to run cargo for the wasm policies");
     if !status.success() {
         panic!(
             "building the built-in policies for {TARGET} failed.\nhelp: run `rustup target add {TARGET}` if the target is missing"
         );
     }
 
-    let mut generated = String::from("/// `(policy name, wasm bytes)` of every built-in policy.\npub static BUILTIN: &[(&str, &[u8])] = &[\n");
+    let mut generated = String::from(
+        "/// `(policy name, wasm bytes)` of every built-in policy.\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
     for (krate, name) in POLICIES {
-        let file = wasm_target_dir.join(TARGET).join(PROFILE).join(format!("{}.wasm", krate.replace('-', "_")));
+        let file = wasm_target_dir
+            .join(TARGET)
+            .join(PROFILE)
+            .join(format!("{}.wasm", krate.replace('-', "_")));
         assert!(file.exists(), "expected {}", file.display());
-        generated.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", file.display().to_string()));
+        generated.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            file.display().to_string()
+        ));
     }
     generated.push_str("];\n");
     std::fs::write(out_dir.join("builtin.rs"), generated).unwrap();

@@ -97,7 +97,13 @@ pub struct Rule {
 
 impl Rule {
     /// Whether a request for `group/version/resource` with `operation` falls under this rule.
-    pub fn matches(&self, group: &str, version: &str, resource: &str, operation: Operation) -> bool {
+    pub fn matches(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        operation: Operation,
+    ) -> bool {
         fn any(list: &[String], value: &str) -> bool {
             list.iter().any(|v| v == "*" || v == value)
         }
@@ -133,12 +139,23 @@ pub struct PolicyMetadata {
 impl PolicyMetadata {
     /// The defaults of every setting, as a JSON object.
     pub fn default_settings(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.settings.iter().map(|s| (s.name.clone(), s.default.clone())).collect()
+        self.settings
+            .iter()
+            .map(|s| (s.name.clone(), s.default.clone()))
+            .collect()
     }
 
     /// Whether any rule covers the request.
-    pub fn inspects(&self, group: &str, version: &str, resource: &str, operation: Operation) -> bool {
-        self.rules.iter().any(|r| r.matches(group, version, resource, operation))
+    pub fn inspects(
+        &self,
+        group: &str,
+        version: &str,
+        resource: &str,
+        operation: Operation,
+    ) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.matches(group, version, resource, operation))
     }
 }
 

@@ -30,7 +30,8 @@ impl Policy for BuildRef {
         PolicyMetadata {
             name: "build-ref".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "CODEXK8S_BUILD_REF must be a valid git ref or commit SHA, never a CLI flag".into(),
+            description:
+                "CODEXK8S_BUILD_REF must be a valid git ref or commit SHA, never a CLI flag".into(),
             rules: ck8s_policy_sdk::rules::env_and_config(),
             settings: vec![SettingSpec {
                 name: "names".into(),
@@ -45,7 +46,9 @@ impl Policy for BuildRef {
         for name in &settings.names {
             for literal in request.object.literals_named(name) {
                 if let Err(problem) = check_ref(&literal.value) {
-                    out.push(literal.violation(format!("{name} is not a valid git ref: {problem}"), FIX));
+                    out.push(
+                        literal.violation(format!("{name} is not a valid git ref: {problem}"), FIX),
+                    );
                 }
             }
         }
@@ -54,4 +57,3 @@ impl Policy for BuildRef {
 }
 
 export_policy!(BuildRef);
-

@@ -31,17 +31,25 @@ impl fmt::Display for RefProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Empty => f.write_str("it is empty"),
-            Self::LooksLikeFlag => f.write_str("it starts with '-', so git reads it as a command-line flag"),
+            Self::LooksLikeFlag => {
+                f.write_str("it starts with '-', so git reads it as a command-line flag")
+            }
             Self::Whitespace => f.write_str("it contains whitespace"),
             Self::ControlCharacter => f.write_str("it contains a control character"),
-            Self::ForbiddenCharacter(c) => write!(f, "it contains {c:?}, which git forbids in ref names"),
+            Self::ForbiddenCharacter(c) => {
+                write!(f, "it contains {c:?}, which git forbids in ref names")
+            }
             Self::DoubleDot => f.write_str("it contains '..'"),
             Self::AtBrace => f.write_str("it contains '@{'"),
             Self::LoneAt => f.write_str("it is the single character '@'"),
             Self::BadSlash => f.write_str("it starts or ends with '/' or contains '//'"),
             Self::TrailingDot => f.write_str("it ends with '.'"),
-            Self::ComponentStartsWithDot => f.write_str("a '/'-separated component starts with '.'"),
-            Self::ComponentEndsWithLock => f.write_str("a '/'-separated component ends with '.lock'"),
+            Self::ComponentStartsWithDot => {
+                f.write_str("a '/'-separated component starts with '.'")
+            }
+            Self::ComponentEndsWithLock => {
+                f.write_str("a '/'-separated component ends with '.lock'")
+            }
         }
     }
 }

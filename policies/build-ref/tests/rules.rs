@@ -6,7 +6,11 @@ use ck8s_policy_sdk::{ValueSource, Verdict};
 use serde_json::{Value, json};
 
 fn deployment_with_ref(value: &str) -> Value {
-    with_pod_spec("apps/v1", "Deployment", pod_spec_with_env(json!([{ "name": "CODEXK8S_BUILD_REF", "value": value }])))
+    with_pod_spec(
+        "apps/v1",
+        "Deployment",
+        pod_spec_with_env(json!([{ "name": "CODEXK8S_BUILD_REF", "value": value }])),
+    )
 }
 
 fn check(object: &Value) -> Verdict {
@@ -39,10 +43,17 @@ fn values_as_the_runbook_names_them() {
 fn denial_names_field_value_and_fix() {
     let verdict = check(&deployment_with_ref("-b feature/x"));
     let v = &verdict.violations[0];
-    assert_eq!(v.path, "spec.template.spec.containers[0].env[CODEXK8S_BUILD_REF]");
+    assert_eq!(
+        v.path,
+        "spec.template.spec.containers[0].env[CODEXK8S_BUILD_REF]"
+    );
     assert_eq!(v.value.as_deref(), Some("-b feature/x"));
     assert!(v.message.contains("command-line flag"), "{}", v.message);
-    assert!(v.fix.contains("main, feature/<branch> or a commit SHA"), "{}", v.fix);
+    assert!(
+        v.fix.contains("main, feature/<branch> or a commit SHA"),
+        "{}",
+        v.fix
+    );
 }
 
 #[test]
@@ -55,7 +66,11 @@ fn every_pod_bearing_kind_and_container_list() {
             ]}]});
             let verdict = check(&with_pod_spec(api_version, kind, pod_spec));
             let paths: Vec<_> = verdict.violations.iter().map(|v| v.path.as_str()).collect();
-            assert_eq!(paths, [format!("{pod_path}.{list}[0].env[CODEXK8S_BUILD_REF]")], "{kind} {list}");
+            assert_eq!(
+                paths,
+                [format!("{pod_path}.{list}[0].env[CODEXK8S_BUILD_REF]")],
+                "{kind} {list}"
+            );
         }
     }
 }
@@ -84,7 +99,10 @@ fn secret_values_are_judged_but_never_shown() {
         "stringData": { "CODEXK8S_BUILD_REF": "--orphan" } });
     let verdict = check(&secret);
     let paths: Vec<_> = verdict.violations.iter().map(|v| v.path.as_str()).collect();
-    assert_eq!(paths, ["data.CODEXK8S_BUILD_REF", "stringData.CODEXK8S_BUILD_REF"]);
+    assert_eq!(
+        paths,
+        ["data.CODEXK8S_BUILD_REF", "stringData.CODEXK8S_BUILD_REF"]
+    );
     for v in &verdict.violations {
         assert_eq!(v.value, None);
         assert_eq!(v.source, ValueSource::Secret);
@@ -102,7 +120,11 @@ fn a_custom_resource_with_the_same_shape_is_not_judged() {
 
 #[test]
 fn settings_change_the_names_checked() {
-    let obj = with_pod_spec("v1", "Pod", pod_spec_with_env(json!([{ "name": "MY_REF", "value": "-b x" }])));
+    let obj = with_pod_spec(
+        "v1",
+        "Pod",
+        pod_spec_with_env(json!([{ "name": "MY_REF", "value": "-b x" }])),
+    );
     assert!(check(&obj).allowed());
     assert!(!review::<BuildRef>("CREATE", &obj, &json!({ "names": ["MY_REF"] })).allowed());
 }
@@ -111,5 +133,12 @@ fn settings_change_the_names_checked() {
 fn malformed_objects_are_errors_not_panics() {
     let obj = json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {}, "spec": { "template": { "spec": { "containers": "nope" } } } });
     let verdict = check(&obj);
-    assert!(verdict.error.as_deref().unwrap_or("").contains("does not parse"), "{verdict:?}");
+    assert!(
+        verdict
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not parse"),
+        "{verdict:?}"
+    );
 }

@@ -8,5 +8,8 @@ include!(concat!(env!("OUT_DIR"), "/builtin.rs"));
 
 /// The wasm bytes of the built-in policy called `name`.
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, bytes)| *bytes)
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, bytes)| *bytes)
 }

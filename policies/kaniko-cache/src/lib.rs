@@ -6,7 +6,9 @@
 //! policy rejects turning it back on (env, ConfigMap, Secret) and Kaniko executor containers
 //! started with `--cache` / `--cache=true`.
 
-use ck8s_policy_sdk::{Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation};
+use ck8s_policy_sdk::{
+    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation,
+};
 use serde::Deserialize;
 
 pub struct KanikoCache;
@@ -26,7 +28,9 @@ pub const FIX_FLAG: &str = "remove --cache (or pass --cache=false): a re-enabled
 /// `true`, `1`, `yes`, `on` in any case, surrounding spaces ignored.
 pub fn is_truthy(value: &str) -> bool {
     let v = value.trim();
-    ["true", "1", "yes", "on"].iter().any(|t| v.eq_ignore_ascii_case(t))
+    ["true", "1", "yes", "on"]
+        .iter()
+        .any(|t| v.eq_ignore_ascii_case(t))
 }
 
 /// Whether a Kaniko argument turns the cache on. Kaniko's flags are Go bools: `--cache` alone
@@ -71,7 +75,9 @@ impl Policy for KanikoCache {
         for name in &s.names {
             for literal in request.object.literals_named(name) {
                 if is_truthy(&literal.value) {
-                    out.push(literal.violation(format!("{name} re-enables the Kaniko cache"), FIX_ENV));
+                    out.push(
+                        literal.violation(format!("{name} re-enables the Kaniko cache"), FIX_ENV),
+                    );
                 }
             }
         }
@@ -80,13 +86,19 @@ impl Policy for KanikoCache {
             if !image.contains(s.executor_image.as_str()) {
                 continue;
             }
-            for (field, list) in [("command", &c.container.command), ("args", &c.container.args)] {
+            for (field, list) in [
+                ("command", &c.container.command),
+                ("args", &c.container.args),
+            ] {
                 for (i, arg) in list.iter().enumerate() {
                     if is_cache_flag_on(arg) {
                         out.push(
-                            violation(format!("{}.{field}[{i}]", c.path), "Kaniko executor started with the cache enabled")
-                                .value(arg.as_ref())
-                                .fix(FIX_FLAG),
+                            violation(
+                                format!("{}.{field}[{i}]", c.path),
+                                "Kaniko executor started with the cache enabled",
+                            )
+                            .value(arg.as_ref())
+                            .fix(FIX_FLAG),
                         );
                     }
                 }

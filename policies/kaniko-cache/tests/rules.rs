@@ -12,8 +12,21 @@ fn check(object: &Value) -> Verdict {
 #[test]
 fn truthy_values() {
     for (v, on) in [
-        ("true", true), ("TRUE", true), (" True ", true), ("1", true), ("yes", true), ("YES", true), ("on", true), ("On", true),
-        ("false", false), ("0", false), ("no", false), ("off", false), ("", false), ("enabled", false), ("truee", false),
+        ("true", true),
+        ("TRUE", true),
+        (" True ", true),
+        ("1", true),
+        ("yes", true),
+        ("YES", true),
+        ("on", true),
+        ("On", true),
+        ("false", false),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+        ("", false),
+        ("enabled", false),
+        ("truee", false),
     ] {
         assert_eq!(is_truthy(v), on, "{v:?}");
     }
@@ -22,9 +35,18 @@ fn truthy_values() {
 #[test]
 fn executor_flags() {
     for (arg, on) in [
-        ("--cache", true), ("--cache=true", true), ("--cache=TRUE", true), ("--cache=1", true), ("--cache=t", true),
-        ("--cache=false", false), ("--cache=0", false), ("--cache-repo=registry/cache", false), ("--cache-dir=/cache", false),
-        ("--cache-ttl=6h", false), ("--no-push", false), ("cache", false),
+        ("--cache", true),
+        ("--cache=true", true),
+        ("--cache=TRUE", true),
+        ("--cache=1", true),
+        ("--cache=t", true),
+        ("--cache=false", false),
+        ("--cache=0", false),
+        ("--cache-repo=registry/cache", false),
+        ("--cache-dir=/cache", false),
+        ("--cache-ttl=6h", false),
+        ("--no-push", false),
+        ("cache", false),
     ] {
         assert_eq!(is_cache_flag_on(arg), on, "{arg:?}");
     }
@@ -33,12 +55,31 @@ fn executor_flags() {
 #[test]
 fn env_in_every_pod_bearing_kind() {
     for (api_version, kind, pod_path) in POD_BEARING {
-        let obj = with_pod_spec(api_version, kind, pod_spec_with_env(json!([{ "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "true" }])));
+        let obj = with_pod_spec(
+            api_version,
+            kind,
+            pod_spec_with_env(
+                json!([{ "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "true" }]),
+            ),
+        );
         let verdict = check(&obj);
         assert_eq!(verdict.violations.len(), 1, "{kind}");
-        assert_eq!(verdict.violations[0].path, format!("{pod_path}.containers[0].env[CODEXK8S_KANIKO_CACHE_ENABLED]"));
-        assert!(verdict.violations[0].fix.contains("CODEXK8S_KANIKO_CACHE_ENABLED=false"));
-        let off = with_pod_spec(api_version, kind, pod_spec_with_env(json!([{ "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "false" }])));
+        assert_eq!(
+            verdict.violations[0].path,
+            format!("{pod_path}.containers[0].env[CODEXK8S_KANIKO_CACHE_ENABLED]")
+        );
+        assert!(
+            verdict.violations[0]
+                .fix
+                .contains("CODEXK8S_KANIKO_CACHE_ENABLED=false")
+        );
+        let off = with_pod_spec(
+            api_version,
+            kind,
+            pod_spec_with_env(
+                json!([{ "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "false" }]),
+            ),
+        );
         assert!(check(&off).allowed(), "{kind}");
     }
 }
@@ -46,7 +87,10 @@ fn env_in_every_pod_bearing_kind() {
 #[test]
 fn configmap_and_secret() {
     let cm = json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "codex-k8s-runtime" }, "data": { "CODEXK8S_KANIKO_CACHE_ENABLED": " Yes " } });
-    assert_eq!(check(&cm).violations[0].path, "data.CODEXK8S_KANIKO_CACHE_ENABLED");
+    assert_eq!(
+        check(&cm).violations[0].path,
+        "data.CODEXK8S_KANIKO_CACHE_ENABLED"
+    );
     let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "s" }, "data": { "CODEXK8S_KANIKO_CACHE_ENABLED": "dHJ1ZQ==" } });
     let verdict = check(&secret);
     assert_eq!(verdict.violations[0].source, ValueSource::Secret);
@@ -57,12 +101,30 @@ fn configmap_and_secret() {
 
 #[test]
 fn kaniko_executor_with_cache_flag() {
-    let pod = |image: &str, args: Value| with_pod_spec("batch/v1", "Job", json!({ "containers": [{ "name": "kaniko", "image": image, "args": args }] }));
-    let verdict = check(&pod("gcr.io/kaniko-project/executor:v1.23.2", json!(["--dockerfile=Dockerfile", "--cache=true"])));
+    let pod = |image: &str, args: Value| {
+        with_pod_spec(
+            "batch/v1",
+            "Job",
+            json!({ "containers": [{ "name": "kaniko", "image": image, "args": args }] }),
+        )
+    };
+    let verdict = check(&pod(
+        "gcr.io/kaniko-project/executor:v1.23.2",
+        json!(["--dockerfile=Dockerfile", "--cache=true"]),
+    ));
     assert_eq!(verdict.violations.len(), 1);
-    assert_eq!(verdict.violations[0].path, "spec.template.spec.containers[0].args[1]");
+    assert_eq!(
+        verdict.violations[0].path,
+        "spec.template.spec.containers[0].args[1]"
+    );
     assert_eq!(verdict.violations[0].value.as_deref(), Some("--cache=true"));
-    assert!(check(&pod("gcr.io/kaniko-project/executor:debug", json!(["--cache=false", "--cache-repo=r/c"]))).allowed());
+    assert!(
+        check(&pod(
+            "gcr.io/kaniko-project/executor:debug",
+            json!(["--cache=false", "--cache-repo=r/c"])
+        ))
+        .allowed()
+    );
     // the same flag on some other image is not Kaniko's business
     assert!(check(&pod("busybox", json!(["--cache"]))).allowed());
 }

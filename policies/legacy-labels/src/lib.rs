@@ -5,7 +5,9 @@
 //! `codexk8s.io/managed-by`, `namespace-purpose`, `runtime-mode`, `project-id`, `run-id`,
 //! `correlation-id` or any other key under that prefix are rejected with the replacement key.
 
-use ck8s_policy_sdk::{Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation};
+use ck8s_policy_sdk::{
+    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation,
+};
 use serde::Deserialize;
 
 pub struct LegacyLabels;
@@ -22,7 +24,8 @@ pub struct Settings {
 /// Only the exact prefix counts: `notcodexk8s.io/x` or `example.com/codexk8s.io` are other
 /// domains that merely contain the text.
 pub fn replacement(key: &str, legacy_prefix: &str, replacement_prefix: &str) -> Option<String> {
-    key.strip_prefix(legacy_prefix).map(|rest| format!("{replacement_prefix}{rest}"))
+    key.strip_prefix(legacy_prefix)
+        .map(|rest| format!("{replacement_prefix}{rest}"))
 }
 
 impl Policy for LegacyLabels {
@@ -32,7 +35,9 @@ impl Policy for LegacyLabels {
         PolicyMetadata {
             name: "legacy-labels".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            description: "labels and annotations must use codex-k8s.dev/, not the legacy codexk8s.io/ prefix".into(),
+            description:
+                "labels and annotations must use codex-k8s.dev/, not the legacy codexk8s.io/ prefix"
+                    .into(),
             rules: ck8s_policy_sdk::rules::all_objects(),
             settings: vec![
                 SettingSpec {
@@ -59,10 +64,20 @@ impl Policy for LegacyLabels {
                 Some(
                     violation(
                         entry.path,
-                        format!("legacy {} key {} (the platform moved to {})", entry.field.as_str(), entry.key, s.replacement_prefix),
+                        format!(
+                            "legacy {} key {} (the platform moved to {})",
+                            entry.field.as_str(),
+                            entry.key,
+                            s.replacement_prefix
+                        ),
                     )
                     .value(entry.value)
-                    .fix(format!("rename {} {} to {}", entry.field.as_str(), entry.key, new_key)),
+                    .fix(format!(
+                        "rename {} {} to {}",
+                        entry.field.as_str(),
+                        entry.key,
+                        new_key
+                    )),
                 )
             })
             .collect()

@@ -120,7 +120,8 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
     if exceeds_depth(body, MAX_DEPTH) {
         return Err(ReviewError::TooDeep(MAX_DEPTH));
     }
-    let review: Review = serde_json::from_str(text).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    let review: Review =
+        serde_json::from_str(text).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     match review.api_version.as_deref() {
         Some("admission.k8s.io/v1") => {}
         other => return Err(ReviewError::ApiVersion(other.unwrap_or("").to_string())),
@@ -162,18 +163,39 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_v1_review() {
         assert_eq!(parse_review(b"\xff\xfe").unwrap_err(), ReviewError::NotUtf8);
-        assert!(matches!(parse_review(b"not json").unwrap_err(), ReviewError::Malformed(_)));
+        assert!(matches!(
+            parse_review(b"not json").unwrap_err(),
+            ReviewError::Malformed(_)
+        ));
         let v1beta1 = REVIEW.replace("admission.k8s.io/v1", "admission.k8s.io/v1beta1");
-        assert!(matches!(parse_review(v1beta1.as_bytes()).unwrap_err(), ReviewError::ApiVersion(_)));
+        assert!(matches!(
+            parse_review(v1beta1.as_bytes()).unwrap_err(),
+            ReviewError::ApiVersion(_)
+        ));
         let kind = REVIEW.replace("\"AdmissionReview\"", "\"Pod\"");
-        assert!(matches!(parse_review(kind.as_bytes()).unwrap_err(), ReviewError::Kind(_)));
+        assert!(matches!(
+            parse_review(kind.as_bytes()).unwrap_err(),
+            ReviewError::Kind(_)
+        ));
         let none = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
-        assert_eq!(parse_review(none.as_bytes()).unwrap_err(), ReviewError::NoRequest);
+        assert_eq!(
+            parse_review(none.as_bytes()).unwrap_err(),
+            ReviewError::NoRequest
+        );
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
-        let nested = REVIEW.replace("\"dryRun\":false", &format!("\"dryRun\":false,\"x\":{deep}"));
-        assert_eq!(parse_review(nested.as_bytes()).unwrap_err(), ReviewError::TooDeep(MAX_DEPTH));
+        let nested = REVIEW.replace(
+            "\"dryRun\":false",
+            &format!("\"dryRun\":false,\"x\":{deep}"),
+        );
+        assert_eq!(
+            parse_review(nested.as_bytes()).unwrap_err(),
+            ReviewError::TooDeep(MAX_DEPTH)
+        );
         // brackets inside strings do not count
-        let in_string = REVIEW.replace("\"name\":\"web\",", &format!("\"name\":\"{}\",", "[".repeat(1000)));
+        let in_string = REVIEW.replace(
+            "\"name\":\"web\",",
+            &format!("\"name\":\"{}\",", "[".repeat(1000)),
+        );
         assert!(parse_review(in_string.as_bytes()).is_ok());
     }
 }

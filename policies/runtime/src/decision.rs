@@ -42,7 +42,10 @@ pub struct Decision {
 
 impl Decision {
     pub fn from_evaluation(evaluation: &Evaluation) -> Self {
-        let mut d = Decision { allowed: true, ..Default::default() };
+        let mut d = Decision {
+            allowed: true,
+            ..Default::default()
+        };
         let Evaluation::Judged(outcomes) = evaluation else {
             return d;
         };
@@ -55,10 +58,16 @@ impl Decision {
                         Mode::Warn => &mut d.warnings,
                         Mode::Audit => &mut d.audits,
                     };
-                    bucket.extend(vs.iter().map(|v| Finding { policy: o.policy.clone(), kind: FindingKind::Violation(v.clone()) }));
+                    bucket.extend(vs.iter().map(|v| Finding {
+                        policy: o.policy.clone(),
+                        kind: FindingKind::Violation(v.clone()),
+                    }));
                 }
                 OutcomeResult::Error(e) => {
-                    let f = Finding { policy: o.policy.clone(), kind: FindingKind::Error(e.to_string()) };
+                    let f = Finding {
+                        policy: o.policy.clone(),
+                        kind: FindingKind::Error(e.to_string()),
+                    };
                     match o.on_error {
                         OnError::Fail => d.denials.push(f),
                         OnError::Ignore => d.warnings.push(f),
@@ -72,7 +81,11 @@ impl Decision {
 
     /// The denial message: one line per finding, policy, field path, value and fix.
     pub fn denial_message(&self) -> String {
-        let mut s = format!("ck8s denied the request ({} violation{}):", self.denials.len(), if self.denials.len() == 1 { "" } else { "s" });
+        let mut s = format!(
+            "ck8s denied the request ({} violation{}):",
+            self.denials.len(),
+            if self.denials.len() == 1 { "" } else { "s" }
+        );
         for f in &self.denials {
             s.push_str("\n- ");
             s.push_str(&f.to_string());
@@ -80,4 +93,3 @@ impl Decision {
         s
     }
 }
-

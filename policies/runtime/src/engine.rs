@@ -77,7 +77,8 @@ impl Runtime {
             .max_wasm_stack(limits.max_wasm_stack)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(|e| LoadError::Io(format!("cannot start the wasm engine: {e}")))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| LoadError::Io(format!("cannot start the wasm engine: {e}")))?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -101,10 +102,18 @@ impl Runtime {
                 })
                 .map_err(|e| LoadError::Io(format!("cannot start the epoch thread: {e}")))?;
         }
-        let deadline_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()).max(1) as u64;
+        let deadline_ticks = limits
+            .deadline
+            .as_nanos()
+            .div_ceil(EPOCH_TICK.as_nanos())
+            .max(1) as u64;
         if let Some(dir) = &artifact_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| LoadError::Io(format!("cannot create artifact cache {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                LoadError::Io(format!(
+                    "cannot create artifact cache {}: {e}",
+                    dir.display()
+                ))
+            })?;
         }
         Ok(Runtime {
             engine,
@@ -159,7 +168,12 @@ impl Runtime {
     /// Loads every `*.wasm` file in `dir`, sorted by name; one error fails the whole set so
     /// that a half-loaded directory never goes into service.
     pub fn load_dir(&self, dir: &std::path::Path) -> Result<Vec<LoadedPolicy>, LoadError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| LoadError::Io(format!("cannot read policies directory {}: {e}", dir.display())))?;
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            LoadError::Io(format!(
+                "cannot read policies directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
@@ -168,32 +182,50 @@ impl Runtime {
         files
             .into_iter()
             .map(|path| {
-                let wasm = std::fs::read(&path).map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
+                let wasm = std::fs::read(&path)
+                    .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
                 self.load(PolicySource::File(path), &wasm)
             })
             .collect()
     }
 
-    fn module(&self, source: &PolicySource, digest: &str, wasm: &[u8]) -> Result<Module, LoadError> {
+    fn module(
+        &self,
+        source: &PolicySource,
+        digest: &str,
+        wasm: &[u8],
+    ) -> Result<Module, LoadError> {
         if let Some(m) = self.modules.lock().unwrap().get(digest) {
             return Ok(m.clone());
         }
-        let cached = self.artifact_dir.as_ref().map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_hash)));
+        let cached = self
+            .artifact_dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_hash)));
         let mut module = None;
         if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+            // Read, not mmap (`deserialize_file`): a file truncated under a mapped module
+            // would kill the process with SIGBUS; a copy of a few hundred KiB costs ~0.1 ms.
             // SAFETY: artifacts in this directory are written only by `Module::serialize`
             // below, under a name that binds them to the wasm digest and this engine's
             // compatibility hash; deserialize also checks the engine configuration.
-            match unsafe { Module::deserialize_file(&self.engine, path) } {
+            match std::fs::read(path)
+                .map_err(wasmtime::Error::from)
+                .and_then(|bytes| unsafe { Module::deserialize(&self.engine, bytes) })
+            {
                 Ok(m) => module = Some(m),
-                Err(e) => tracing::warn!(artifact = %path.display(), error = %e, "ignoring unusable precompiled artifact"),
+                Err(e) => {
+                    tracing::warn!(artifact = %path.display(), error = %e, "ignoring unusable precompiled artifact")
+                }
             }
         }
         let module = match module {
             Some(m) => m,
             None => {
-                let m = Module::new(&self.engine, wasm)
-                    .map_err(|e| LoadError::Invalid { source_name: source.to_string(), message: format!("{e:#}") })?;
+                let m = Module::new(&self.engine, wasm).map_err(|e| LoadError::Invalid {
+                    source_name: source.to_string(),
+                    message: format!("{e:#}"),
+                })?;
                 if let Some(path) = cached {
                     if let Err(e) = write_artifact(&path, &m) {
                         tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled policy");
@@ -202,20 +234,27 @@ impl Runtime {
                 m
             }
         };
-        self.modules.lock().unwrap().insert(digest.to_string(), module.clone());
+        self.modules
+            .lock()
+            .unwrap()
+            .insert(digest.to_string(), module.clone());
         Ok(module)
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        self._ticker.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self._ticker
+            .stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// Writes atomically (temp file + rename) so a concurrent reader never sees half a file.
 fn write_artifact(path: &std::path::Path, module: &Module) -> std::io::Result<()> {
-    let bytes = module.serialize().map_err(|e| std::io::Error::other(e.to_string()))?;
+    let bytes = module
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)

@@ -4,17 +4,30 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{source_name}: not a valid WebAssembly module: {message}")]
-    Invalid { source_name: String, message: String },
+    Invalid {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}: imports {import}, but ck8s policies may import nothing (ABI v{abi})", abi = ck8s_policy_api::ABI_VERSION)]
     Import { source_name: String, import: String },
     #[error("{source_name}: missing or mistyped export `{export}` (see the ck8s policy ABI)")]
     Export { source_name: String, export: String },
     #[error("{source_name}: ABI version {found}, this host speaks {expected}")]
-    AbiVersion { source_name: String, found: i32, expected: i32 },
+    AbiVersion {
+        source_name: String,
+        found: i32,
+        expected: i32,
+    },
     #[error("{source_name}: metadata: {message}")]
-    Metadata { source_name: String, message: String },
+    Metadata {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}: {error}")]
-    Start { source_name: String, error: PolicyError },
+    Start {
+        source_name: String,
+        error: PolicyError,
+    },
     #[error("{0}")]
     Io(String),
 }

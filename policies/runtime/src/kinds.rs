@@ -14,7 +14,11 @@ pub fn resource_for_kind(kind: &str) -> String {
             return format!("{stem}ies");
         }
     }
-    if lower.ends_with('s') || lower.ends_with("ch") || lower.ends_with("sh") || lower.ends_with('x') {
+    if lower.ends_with('s')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+        || lower.ends_with('x')
+    {
         return format!("{lower}es");
     }
     format!("{lower}s")

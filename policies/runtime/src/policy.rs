@@ -6,7 +6,8 @@ use ck8s_policy_api::{ABI_VERSION, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
 use std::path::PathBuf;
 use wasmtime::{
-    Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, ResourceLimiter, Store, Trap, TypedFunc,
+    Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, ResourceLimiter, Store,
+    Trap, TypedFunc,
 };
 
 /// Where a policy came from, for messages.
@@ -65,7 +66,12 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.exceeded = true;
             // Trap rather than return -1: a Rust guest would abort anyway, and a trap we
@@ -75,7 +81,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 }
@@ -90,10 +101,16 @@ impl LoadedPolicy {
     ) -> Result<Self, LoadError> {
         let name = source.to_string();
         if let Some(import) = module.imports().next() {
-            return Err(LoadError::Import { source_name: name, import: format!("{}::{}", import.module(), import.name()) });
+            return Err(LoadError::Import {
+                source_name: name,
+                import: format!("{}::{}", import.module(), import.name()),
+            });
         }
         let export = |e: &str| {
-            module.get_export_index(e).ok_or_else(|| LoadError::Export { source_name: name.clone(), export: e.to_string() })
+            module.get_export_index(e).ok_or_else(|| LoadError::Export {
+                source_name: name.clone(),
+                export: e.to_string(),
+            })
         };
         let exports = Exports {
             memory: export(exports::MEMORY)?,
@@ -105,7 +122,10 @@ impl LoadedPolicy {
         let linker: Linker<StoreState> = Linker::new(runtime.engine());
         let pre = linker
             .instantiate_pre(&module)
-            .map_err(|e| LoadError::Invalid { source_name: name.clone(), message: format!("{e:#}") })?;
+            .map_err(|e| LoadError::Invalid {
+                source_name: name.clone(),
+                message: format!("{e:#}"),
+            })?;
         let limits = runtime.limits();
         let mut policy = LoadedPolicy {
             metadata: PolicyMetadata {
@@ -128,32 +148,65 @@ impl LoadedPolicy {
         };
 
         // Ask the module who it is, inside the same limits as any evaluation.
-        let (mut store, instance) =
-            policy.instantiate().map_err(|error| LoadError::Start { source_name: name.clone(), error })?;
+        let (mut store, instance) = policy.instantiate().map_err(|error| LoadError::Start {
+            source_name: name.clone(),
+            error,
+        })?;
         let abi: TypedFunc<(), i32> = policy
             .func(&mut store, &instance, &policy.exports.abi_version)
-            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::ABI_VERSION.into() })?;
-        let found = abi.call(&mut store, ()).map_err(|e| LoadError::Start { source_name: name.clone(), error: policy.classify(&store, e) })?;
+            .ok_or_else(|| LoadError::Export {
+                source_name: name.clone(),
+                export: exports::ABI_VERSION.into(),
+            })?;
+        let found = abi.call(&mut store, ()).map_err(|e| LoadError::Start {
+            source_name: name.clone(),
+            error: policy.classify(&store, e),
+        })?;
         if found != ABI_VERSION {
-            return Err(LoadError::AbiVersion { source_name: name, found, expected: ABI_VERSION });
+            return Err(LoadError::AbiVersion {
+                source_name: name,
+                found,
+                expected: ABI_VERSION,
+            });
         }
         let meta: TypedFunc<(), i64> = policy
             .func(&mut store, &instance, &policy.exports.metadata)
-            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::METADATA.into() })?;
-        let packed = meta.call(&mut store, ()).map_err(|e| LoadError::Start { source_name: name.clone(), error: policy.classify(&store, e) })?;
+            .ok_or_else(|| LoadError::Export {
+                source_name: name.clone(),
+                export: exports::METADATA.into(),
+            })?;
+        let packed = meta.call(&mut store, ()).map_err(|e| LoadError::Start {
+            source_name: name.clone(),
+            error: policy.classify(&store, e),
+        })?;
         let bytes = policy
             .read_output(&mut store, &instance, packed)
-            .map_err(|error| LoadError::Start { source_name: name.clone(), error })?;
-        let metadata: PolicyMetadata = serde_json::from_slice(&bytes)
-            .map_err(|e| LoadError::Metadata { source_name: name.clone(), message: e.to_string() })?;
-        validate_metadata(&metadata).map_err(|message| LoadError::Metadata { source_name: name.clone(), message })?;
+            .map_err(|error| LoadError::Start {
+                source_name: name.clone(),
+                error,
+            })?;
+        let metadata: PolicyMetadata =
+            serde_json::from_slice(&bytes).map_err(|e| LoadError::Metadata {
+                source_name: name.clone(),
+                message: e.to_string(),
+            })?;
+        validate_metadata(&metadata).map_err(|message| LoadError::Metadata {
+            source_name: name.clone(),
+            message,
+        })?;
         // Validate that the validate export has the right type, once.
         policy
             .func::<(i32, i32, i32, i32), i64>(&mut store, &instance, &policy.exports.validate)
-            .ok_or_else(|| LoadError::Export { source_name: name.clone(), export: exports::VALIDATE.into() })?;
+            .ok_or_else(|| LoadError::Export {
+                source_name: name.clone(),
+                export: exports::VALIDATE.into(),
+            })?;
         policy
             .func::<i32, i32>(&mut store, &instance, &policy.exports.alloc)
-            .ok_or_else(|| LoadError::Export { source_name: name, export: exports::ALLOC.into() })?;
+            .ok_or_else(|| LoadError::Export {
+                source_name: name,
+                export: exports::ALLOC.into(),
+            })?;
         policy.metadata = metadata;
         Ok(policy)
     }
@@ -163,7 +216,15 @@ impl LoadedPolicy {
     }
 
     fn instantiate(&self) -> Result<(Store<StoreState>, Instance), PolicyError> {
-        let mut store = Store::new(&self.engine, StoreState { limiter: MemoryCap { limit: self.memory_bytes, exceeded: false } });
+        let mut store = Store::new(
+            &self.engine,
+            StoreState {
+                limiter: MemoryCap {
+                    limit: self.memory_bytes,
+                    exceeded: false,
+                },
+            },
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
@@ -171,7 +232,10 @@ impl LoadedPolicy {
             Ok(instance) => Ok((store, instance)),
             Err(e) => {
                 let msg = format!("{e:#}");
-                if msg.contains("maximum concurrent") || msg.contains("pooling") || msg.contains("limit") {
+                if msg.contains("maximum concurrent")
+                    || msg.contains("pooling")
+                    || msg.contains("limit")
+                {
                     Err(PolicyError::Capacity(msg))
                 } else {
                     Err(self.classify(&store, e))
@@ -186,10 +250,18 @@ impl LoadedPolicy {
         instance: &Instance,
         export: &ModuleExport,
     ) -> Option<TypedFunc<P, R>> {
-        instance.get_module_export(&mut *store, export)?.into_func()?.typed(&*store).ok()
+        instance
+            .get_module_export(&mut *store, export)?
+            .into_func()?
+            .typed(&*store)
+            .ok()
     }
 
-    fn memory(&self, store: &mut Store<StoreState>, instance: &Instance) -> Result<Memory, PolicyError> {
+    fn memory(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+    ) -> Result<Memory, PolicyError> {
         instance
             .get_module_export(&mut *store, &self.exports.memory)
             .and_then(|e| e.into_memory())
@@ -200,35 +272,55 @@ impl LoadedPolicy {
     /// [`ck8s_policy_api::EvaluationRequest`], `settings` the policy's merged settings.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
         let (mut store, instance) = self.instantiate()?;
-        let alloc: TypedFunc<i32, i32> =
-            self.func(&mut store, &instance, &self.exports.alloc).ok_or_else(|| PolicyError::BadOutput("bad `ck8s_alloc`".into()))?;
+        let alloc: TypedFunc<i32, i32> = self
+            .func(&mut store, &instance, &self.exports.alloc)
+            .ok_or_else(|| PolicyError::BadOutput("bad `ck8s_alloc`".into()))?;
         let validate: TypedFunc<(i32, i32, i32, i32), i64> = self
             .func(&mut store, &instance, &self.exports.validate)
             .ok_or_else(|| PolicyError::BadOutput("bad `ck8s_validate`".into()))?;
         let memory = self.memory(&mut store, &instance)?;
 
         let put = |store: &mut Store<StoreState>, bytes: &[u8]| -> Result<i32, PolicyError> {
-            let len = i32::try_from(bytes.len()).map_err(|_| PolicyError::MemoryLimit(self.memory_bytes))?;
-            let ptr = alloc.call(&mut *store, len).map_err(|e| self.classify(store, e))?;
+            let len = i32::try_from(bytes.len())
+                .map_err(|_| PolicyError::MemoryLimit(self.memory_bytes))?;
+            let ptr = alloc
+                .call(&mut *store, len)
+                .map_err(|e| self.classify(store, e))?;
             memory
                 .write(&mut *store, ptr as u32 as usize, bytes)
-                .map_err(|_| PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into()))?;
+                .map_err(|_| {
+                    PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into())
+                })?;
             Ok(ptr)
         };
         let req_ptr = put(&mut store, request)?;
         let settings_ptr = put(&mut store, settings)?;
         let packed = validate
-            .call(&mut store, (req_ptr, request.len() as i32, settings_ptr, settings.len() as i32))
+            .call(
+                &mut store,
+                (
+                    req_ptr,
+                    request.len() as i32,
+                    settings_ptr,
+                    settings.len() as i32,
+                ),
+            )
             .map_err(|e| self.classify(&store, e))?;
         let out = self.read_output(&mut store, &instance, packed)?;
-        let verdict: Verdict = serde_json::from_slice(&out).map_err(|e| PolicyError::BadOutput(e.to_string()))?;
+        let verdict: Verdict =
+            serde_json::from_slice(&out).map_err(|e| PolicyError::BadOutput(e.to_string()))?;
         match verdict.error {
             Some(message) => Err(PolicyError::Guest(message)),
             None => Ok(verdict),
         }
     }
 
-    fn read_output(&self, store: &mut Store<StoreState>, instance: &Instance, packed: i64) -> Result<Vec<u8>, PolicyError> {
+    fn read_output(
+        &self,
+        store: &mut Store<StoreState>,
+        instance: &Instance,
+        packed: i64,
+    ) -> Result<Vec<u8>, PolicyError> {
         let (ptr, len) = unpack(packed);
         if len as usize > self.max_output {
             return Err(PolicyError::OutputTooLarge(len as usize, self.max_output));
@@ -238,7 +330,9 @@ impl LoadedPolicy {
             .data(&*store)
             .get(ptr as usize..ptr as usize + len as usize)
             .map(|s| s.to_vec())
-            .ok_or_else(|| PolicyError::BadOutput(format!("output {ptr:#x}+{len} lies outside memory")))
+            .ok_or_else(|| {
+                PolicyError::BadOutput(format!("output {ptr:#x}+{len} lies outside memory"))
+            })
     }
 
     fn classify(&self, store: &Store<StoreState>, error: wasmtime::Error) -> PolicyError {
@@ -257,21 +351,39 @@ impl LoadedPolicy {
 fn validate_metadata(m: &PolicyMetadata) -> Result<(), String> {
     let ok_name = !m.name.is_empty()
         && m.name.len() <= 63
-        && m.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && m.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !m.name.starts_with('-')
         && !m.name.ends_with('-');
     if !ok_name {
-        return Err(format!("policy name {:?} must be lower-kebab-case, 1-63 characters", m.name));
+        return Err(format!(
+            "policy name {:?} must be lower-kebab-case, 1-63 characters",
+            m.name
+        ));
     }
     if m.rules.is_empty() {
-        return Err(format!("policy {} declares no rules, so it would never be called", m.name));
+        return Err(format!(
+            "policy {} declares no rules, so it would never be called",
+            m.name
+        ));
     }
     for r in &m.rules {
-        if r.api_groups.is_empty() || r.api_versions.is_empty() || r.resources.is_empty() || r.operations.is_empty() {
-            return Err(format!("policy {} has a rule with an empty list: {r:?}", m.name));
+        if r.api_groups.is_empty()
+            || r.api_versions.is_empty()
+            || r.resources.is_empty()
+            || r.operations.is_empty()
+        {
+            return Err(format!(
+                "policy {} has a rule with an empty list: {r:?}",
+                m.name
+            ));
         }
         if r.resources.iter().any(|res| res.contains('/')) {
-            return Err(format!("policy {}: subresources are never judged, rule resources may not contain '/'", m.name));
+            return Err(format!(
+                "policy {}: subresources are never judged, rule resources may not contain '/'",
+                m.name
+            ));
         }
     }
     Ok(())

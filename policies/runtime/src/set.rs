@@ -56,24 +56,42 @@ impl PolicySet {
         for policy in policies {
             let name = policy.name().to_string();
             if let Some(other) = entries.iter().find(|e| e.policy.name() == name) {
-                return Err(format!("two policies are called {name}: {} and {}", other.policy.source, policy.source));
+                return Err(format!(
+                    "two policies are called {name}: {} and {}",
+                    other.policy.source, policy.source
+                ));
             }
             let cfg = config.policies.get(&name).cloned().unwrap_or_default();
             let mut settings = policy.metadata.default_settings();
             for (key, value) in &cfg.settings {
                 if !settings.contains_key(key) {
-                    let known: Vec<_> = policy.metadata.settings.iter().map(|s| s.name.as_str()).collect();
-                    return Err(format!("policy {name} has no setting {key:?} (known: {})", known.join(", ")));
+                    let known: Vec<_> = policy
+                        .metadata
+                        .settings
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect();
+                    return Err(format!(
+                        "policy {name} has no setting {key:?} (known: {})",
+                        known.join(", ")
+                    ));
                 }
                 settings.insert(key.clone(), value.clone());
             }
             let settings_json = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
-            entries.push(Entry { policy, config: cfg, settings_json });
+            entries.push(Entry {
+                policy,
+                config: cfg,
+                settings_json,
+            });
         }
         for name in config.policies.keys() {
             if !entries.iter().any(|e| e.policy.name() == name) {
                 let loaded: Vec<_> = entries.iter().map(|e| e.policy.name()).collect();
-                return Err(format!("config names policy {name:?}, which is not loaded (loaded: {})", loaded.join(", ")));
+                return Err(format!(
+                    "config names policy {name:?}, which is not loaded (loaded: {})",
+                    loaded.join(", ")
+                ));
             }
         }
         Ok(PolicySet { entries })
@@ -105,16 +123,21 @@ impl PolicySet {
             .iter()
             .map(|e| {
                 let start = Instant::now();
-                let result = if !e.policy.metadata.inspects(group, version, resource, subject.operation) {
-                    OutcomeResult::NotInspected
-                } else {
-                    let request = request.get_or_insert_with(|| subject.request_json());
-                    match e.policy.evaluate(request, &e.settings_json) {
-                        Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
-                        Ok(v) => OutcomeResult::Violations(v.violations),
-                        Err(err) => OutcomeResult::Error(err),
-                    }
-                };
+                let result =
+                    if !e
+                        .policy
+                        .metadata
+                        .inspects(group, version, resource, subject.operation)
+                    {
+                        OutcomeResult::NotInspected
+                    } else {
+                        let request = request.get_or_insert_with(|| subject.request_json());
+                        match e.policy.evaluate(request, &e.settings_json) {
+                            Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
+                            Ok(v) => OutcomeResult::Violations(v.violations),
+                            Err(err) => OutcomeResult::Error(err),
+                        }
+                    };
                 Outcome {
                     policy: e.policy.name().to_string(),
                     mode: e.config.mode,

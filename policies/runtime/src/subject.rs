@@ -52,7 +52,11 @@ impl<'a> Subject<'a> {
         Subject {
             operation: req.operation,
             kind: req.kind.clone(),
-            resource: (req.resource.group.clone(), req.resource.version.clone(), req.resource.resource.clone()),
+            resource: (
+                req.resource.group.clone(),
+                req.resource.version.clone(),
+                req.resource.resource.clone(),
+            ),
             sub_resource: req.sub_resource.as_deref().unwrap_or(""),
             namespace: req.namespace.as_deref().unwrap_or(""),
             name: req.name.as_deref().unwrap_or(""),
@@ -82,14 +86,25 @@ impl<'a> Subject<'a> {
             #[serde(default, borrow)]
             namespace: Option<&'a str>,
         }
-        let head: Head<'a> = serde_json::from_str(object.get()).map_err(|e| format!("not a Kubernetes object: {e}"))?;
-        let api_version = head.api_version.filter(|s| !s.is_empty()).ok_or("object has no apiVersion")?;
-        let kind = head.kind.filter(|s| !s.is_empty()).ok_or("object has no kind")?;
+        let head: Head<'a> = serde_json::from_str(object.get())
+            .map_err(|e| format!("not a Kubernetes object: {e}"))?;
+        let api_version = head
+            .api_version
+            .filter(|s| !s.is_empty())
+            .ok_or("object has no apiVersion")?;
+        let kind = head
+            .kind
+            .filter(|s| !s.is_empty())
+            .ok_or("object has no kind")?;
         let (group, version) = split_api_version(api_version);
         let meta = head.metadata.unwrap_or_default();
         Ok(Subject {
             operation,
-            kind: GroupVersionKind { group: group.into(), version: version.into(), kind: kind.into() },
+            kind: GroupVersionKind {
+                group: group.into(),
+                version: version.into(),
+                kind: kind.into(),
+            },
             resource: (group.into(), version.into(), resource_for_kind(kind)),
             sub_resource: "",
             namespace: meta.namespace.unwrap_or(""),

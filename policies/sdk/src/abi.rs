@@ -24,16 +24,23 @@ pub fn __leak_output(bytes: Vec<u8>) -> i64 {
 /// Parses request and settings, runs the policy, and turns every failure into a verdict
 /// with `error` set, so that a malformed input never traps the guest.
 pub fn __run<P: Policy>(request: &[u8], settings: &[u8]) -> Verdict {
-    let settings: P::Settings = match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
-        Ok(s) => s,
-        Err(e) => return error(format!("settings do not parse: {e}")),
-    };
+    let settings: P::Settings =
+        match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
+            Ok(s) => s,
+            Err(e) => return error(format!("settings do not parse: {e}")),
+        };
     match Request::parse(request) {
-        Ok(req) => Verdict { violations: P::validate(&req, &settings), error: None },
+        Ok(req) => Verdict {
+            violations: P::validate(&req, &settings),
+            error: None,
+        },
         Err(e) => error(e),
     }
 }
 
 fn error(message: String) -> Verdict {
-    Verdict { violations: Vec::new(), error: Some(message) }
+    Verdict {
+        violations: Vec::new(),
+        error: Some(message),
+    }
 }

@@ -25,20 +25,20 @@ mod object;
 pub mod rules;
 pub mod testing;
 
-pub use ck8s_policy_api::{
-    GroupVersionKind, Operation, PolicyMetadata, Rule, SettingSpec, ValueSource, Verdict, Violation,
-};
-pub use object::{
-    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object, ObjectMeta, PodSpecRef,
-    PodTemplateSpec, Spec, StrMap,
-};
 #[doc(hidden)]
 pub use abi::__run;
 #[doc(hidden)]
 pub use abi::{__alloc, __leak_output};
+pub use ck8s_policy_api::{
+    GroupVersionKind, Operation, PolicyMetadata, Rule, SettingSpec, ValueSource, Verdict, Violation,
+};
+pub use object::{
+    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object,
+    ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap,
+};
 
-pub use serde_json;
 use serde::de::DeserializeOwned;
+pub use serde_json;
 use serde_json::value::RawValue;
 
 /// A ck8s policy: its metadata and a pure decision over one request.
@@ -185,7 +185,10 @@ macro_rules! export_policy {
                 // SAFETY: the host wrote `len` bytes at buffers it got from `ck8s_alloc`.
                 let (req, settings) = unsafe {
                     (
-                        ::core::slice::from_raw_parts(req_ptr as usize as *const u8, req_len as usize),
+                        ::core::slice::from_raw_parts(
+                            req_ptr as usize as *const u8,
+                            req_len as usize,
+                        ),
                         ::core::slice::from_raw_parts(
                             settings_ptr as usize as *const u8,
                             settings_len as usize,

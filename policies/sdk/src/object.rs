@@ -6,8 +6,8 @@
 
 use base64::Engine as _;
 use ck8s_policy_api::{GroupVersionKind, ValueSource};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -98,11 +98,21 @@ impl<'a> Object<'a> {
         Ok(match shape(&gvk.group, &gvk.kind) {
             Shape::Pod | Shape::Workload | Shape::CronJob => {
                 let o: WithSpec = serde_json::from_str(json).map_err(err)?;
-                Object { kind, metadata: o.metadata, spec: o.spec, ..Default::default() }
+                Object {
+                    kind,
+                    metadata: o.metadata,
+                    spec: o.spec,
+                    ..Default::default()
+                }
             }
             Shape::PodTemplate => {
                 let o: WithTemplate = serde_json::from_str(json).map_err(err)?;
-                Object { kind, metadata: o.metadata, template: o.template, ..Default::default() }
+                Object {
+                    kind,
+                    metadata: o.metadata,
+                    template: o.template,
+                    ..Default::default()
+                }
             }
             Shape::ConfigMap | Shape::Secret => {
                 let o: WithData = serde_json::from_str(json).map_err(err)?;
@@ -116,7 +126,11 @@ impl<'a> Object<'a> {
             }
             Shape::Other => {
                 let o: MetaOnly = serde_json::from_str(json).map_err(err)?;
-                Object { kind, metadata: o.metadata, ..Default::default() }
+                Object {
+                    kind,
+                    metadata: o.metadata,
+                    ..Default::default()
+                }
             }
         })
     }
@@ -127,7 +141,11 @@ impl<'a> Object<'a> {
 }
 
 fn display_kind(gvk: &GroupVersionKind) -> String {
-    if gvk.group.is_empty() { format!("{}/{}", gvk.version, gvk.kind) } else { format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind) }
+    if gvk.group.is_empty() {
+        format!("{}/{}", gvk.version, gvk.kind)
+    } else {
+        format!("{}/{}/{}", gvk.group, gvk.version, gvk.kind)
+    }
 }
 
 /// The part of `metadata` policies read.
@@ -216,7 +234,10 @@ pub struct StrMap<'a>(pub Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
 impl<'a> StrMap<'a> {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_ref())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_ref())
     }
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v.as_ref()))
@@ -374,11 +395,23 @@ impl<'a> Object<'a> {
         for pod in self.pod_specs() {
             for (list, kind, field) in [
                 (&pod.spec.containers, ContainerKind::Container, "containers"),
-                (&pod.spec.init_containers, ContainerKind::Init, "initContainers"),
-                (&pod.spec.ephemeral_containers, ContainerKind::Ephemeral, "ephemeralContainers"),
+                (
+                    &pod.spec.init_containers,
+                    ContainerKind::Init,
+                    "initContainers",
+                ),
+                (
+                    &pod.spec.ephemeral_containers,
+                    ContainerKind::Ephemeral,
+                    "ephemeralContainers",
+                ),
             ] {
                 for (i, container) in list.iter().enumerate() {
-                    out.push(ContainerRef { path: format!("{}.{field}[{i}]", pod.path), kind, container });
+                    out.push(ContainerRef {
+                        path: format!("{}.{field}[{i}]", pod.path),
+                        kind,
+                        container,
+                    });
                 }
             }
         }
@@ -407,7 +440,11 @@ impl<'a> Object<'a> {
     /// API server rejects them anyway) and Secret `stringData`.
     pub fn config_entries(&self) -> Vec<Literal<'_>> {
         let secret = self.is_secret();
-        let source = if secret { ValueSource::Secret } else { ValueSource::Literal };
+        let source = if secret {
+            ValueSource::Secret
+        } else {
+            ValueSource::Literal
+        };
         let mut out = Vec::new();
         for (k, v) in self.data.iter() {
             let value = if secret {
@@ -418,10 +455,20 @@ impl<'a> Object<'a> {
             } else {
                 Cow::Borrowed(v)
             };
-            out.push(Literal { path: format!("data.{k}"), name: k, value, source });
+            out.push(Literal {
+                path: format!("data.{k}"),
+                name: k,
+                value,
+                source,
+            });
         }
         for (k, v) in self.string_data.iter() {
-            out.push(Literal { path: format!("stringData.{k}"), name: k, value: Cow::Borrowed(v), source });
+            out.push(Literal {
+                path: format!("stringData.{k}"),
+                name: k,
+                value: Cow::Borrowed(v),
+                source,
+            });
         }
         out
     }
@@ -438,8 +485,15 @@ impl<'a> Object<'a> {
     /// Every metadata block: the object's and each embedded template's, with its path.
     pub fn metadata_blocks(&self) -> Vec<(String, &ObjectMeta<'a>)> {
         let mut out = vec![("metadata".to_string(), &self.metadata)];
-        fn templates<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<(String, &'o ObjectMeta<'a>)>) {
-            for (field, t) in [("template", &spec.template), ("jobTemplate", &spec.job_template)] {
+        fn templates<'o, 'a>(
+            spec: &'o Spec<'a>,
+            path: String,
+            out: &mut Vec<(String, &'o ObjectMeta<'a>)>,
+        ) {
+            for (field, t) in [
+                ("template", &spec.template),
+                ("jobTemplate", &spec.job_template),
+            ] {
                 if let Some(t) = t {
                     let p = format!("{path}.{field}");
                     out.push((format!("{p}.metadata"), &t.metadata));
@@ -462,11 +516,17 @@ impl<'a> Object<'a> {
     pub fn metadata_entries(&self) -> Vec<MetaEntry<'_>> {
         let mut out = Vec::new();
         for (path, meta) in self.metadata_blocks() {
-            for (field, map, name) in
-                [(MetaField::Label, &meta.labels, "labels"), (MetaField::Annotation, &meta.annotations, "annotations")]
-            {
+            for (field, map, name) in [
+                (MetaField::Label, &meta.labels, "labels"),
+                (MetaField::Annotation, &meta.annotations, "annotations"),
+            ] {
                 for (key, value) in map.iter() {
-                    out.push(MetaEntry { path: format!("{path}.{name}[{key}]"), field, key, value });
+                    out.push(MetaEntry {
+                        path: format!("{path}.{name}[{key}]"),
+                        field,
+                        key,
+                        value,
+                    });
                 }
             }
         }
@@ -475,10 +535,19 @@ impl<'a> Object<'a> {
 }
 
 fn walk_spec<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<PodSpecRef<'o, 'a>>) {
-    if !spec.containers.is_empty() || !spec.init_containers.is_empty() || !spec.ephemeral_containers.is_empty() {
-        out.push(PodSpecRef { path: path.clone(), spec });
+    if !spec.containers.is_empty()
+        || !spec.init_containers.is_empty()
+        || !spec.ephemeral_containers.is_empty()
+    {
+        out.push(PodSpecRef {
+            path: path.clone(),
+            spec,
+        });
     }
-    for (field, t) in [("template", &spec.template), ("jobTemplate", &spec.job_template)] {
+    for (field, t) in [
+        ("template", &spec.template),
+        ("jobTemplate", &spec.job_template),
+    ] {
         if let Some(inner) = t.as_ref().and_then(|t| t.spec.as_ref()) {
             walk_spec(inner, format!("{path}.{field}.spec"), out);
         }

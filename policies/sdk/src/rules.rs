@@ -15,7 +15,10 @@ fn rule(group: &str, resources: &[&str]) -> Rule {
 pub fn pod_bearing() -> Vec<Rule> {
     vec![
         rule("", &["pods", "podtemplates", "replicationcontrollers"]),
-        rule("apps", &["deployments", "statefulsets", "daemonsets", "replicasets"]),
+        rule(
+            "apps",
+            &["deployments", "statefulsets", "daemonsets", "replicasets"],
+        ),
         rule("batch", &["jobs", "cronjobs"]),
     ]
 }
@@ -24,7 +27,9 @@ pub fn pod_bearing() -> Vec<Rule> {
 /// literal value can be written.
 pub fn env_and_config() -> Vec<Rule> {
     let mut rules = pod_bearing();
-    rules[0].resources.extend(["configmaps".to_string(), "secrets".to_string()]);
+    rules[0]
+        .resources
+        .extend(["configmaps".to_string(), "secrets".to_string()]);
     rules
 }
 

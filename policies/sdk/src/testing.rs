@@ -49,7 +49,8 @@ pub const POD_BEARING: &[(&str, &str, &str)] = &[
 
 /// An object of `kind` whose pod spec is `pod_spec`, placed where that kind keeps it.
 pub fn with_pod_spec(api_version: &str, kind: &str, pod_spec: Value) -> Value {
-    let template = serde_json::json!({ "metadata": { "labels": { "app": "demo" } }, "spec": pod_spec });
+    let template =
+        serde_json::json!({ "metadata": { "labels": { "app": "demo" } }, "spec": pod_spec });
     let mut object = serde_json::json!({
         "apiVersion": api_version,
         "kind": kind,

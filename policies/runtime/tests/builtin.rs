@@ -1,0 +1,263 @@
+//! The built-in policies run as WebAssembly through the runtime: request rules, modes,
+//! settings validation, and the artifact cache.
+
+use ck8s_policy_api::Operation;
+use ck8s_policy_runtime::admission::parse_review;
+use ck8s_policy_runtime::{
+    Decision, Evaluation, FindingKind, Limits, NotJudged, OutcomeResult, PolicySet, Runtime,
+    SettingsFile, Subject,
+};
+use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| Runtime::new(Limits::default(), None).unwrap())
+}
+
+fn set(config: &str) -> PolicySet {
+    let policies = runtime()
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    PolicySet::new(policies, &SettingsFile::parse(config).unwrap()).unwrap()
+}
+
+fn review(operation: &str, object: &Value, extra: Value) -> String {
+    let mut request = json!({
+        "uid": "0b6f6d3c-1111-2222-3333-444455556666",
+        "kind": { "group": "apps", "version": "v1", "kind": "Deployment" },
+        "resource": { "group": "apps", "version": "v1", "resource": "deployments" },
+        "namespace": "codex-k8s-prod", "name": "codex-k8s-worker",
+        "operation": operation,
+        "userInfo": { "username": "dev" },
+        "object": object,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        request[k] = v.clone();
+    }
+    json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request })
+        .to_string()
+}
+
+fn bad_deployment() -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": "codex-k8s-worker", "labels": { "codexk8s.io/managed-by": "codex-k8s-worker" } },
+        "spec": { "template": { "metadata": {}, "spec": { "containers": [{ "name": "w", "image": "w:1", "env": [
+            { "name": "CODEXK8S_BUILD_REF", "value": "-b feature/x" },
+            { "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "TRUE" },
+        ]}]}}}
+    })
+}
+
+fn decide(set: &PolicySet, body: &str) -> (Evaluation, Decision) {
+    let req = parse_review(body.as_bytes()).unwrap();
+    let eval = set.evaluate(&Subject::from_admission(&req));
+    let d = Decision::from_evaluation(&eval);
+    (eval, d)
+}
+
+#[test]
+fn one_object_three_policies_every_violation_named() {
+    let (_, d) = decide(&set(""), &review("CREATE", &bad_deployment(), json!({})));
+    assert!(!d.allowed);
+    let msg = d.denial_message();
+    for needle in [
+        "[build-ref] spec.template.spec.containers[0].env[CODEXK8S_BUILD_REF]",
+        "\"-b feature/x\"",
+        "[legacy-labels] metadata.labels[codexk8s.io/managed-by]",
+        "rename label codexk8s.io/managed-by to codex-k8s.dev/managed-by",
+        "[kaniko-cache] spec.template.spec.containers[0].env[CODEXK8S_KANIKO_CACHE_ENABLED]",
+        "CODEXK8S_KANIKO_CACHE_ENABLED=false",
+    ] {
+        assert!(msg.contains(needle), "missing {needle:?} in:\n{msg}");
+    }
+    assert_eq!(d.denials.len(), 3);
+}
+
+#[test]
+fn request_rules_shared_by_all_policies() {
+    let s = set("");
+    let body = |op: &str, extra: Value| review(op, &bad_deployment(), extra);
+    for (name, body, expect) in [
+        (
+            "DELETE is allowed",
+            body("DELETE", json!({})),
+            Some(NotJudged::Operation(Operation::Delete)),
+        ),
+        (
+            "CONNECT is allowed",
+            body("CONNECT", json!({})),
+            Some(NotJudged::Operation(Operation::Connect)),
+        ),
+        (
+            "status subresource is not judged",
+            body("UPDATE", json!({ "subResource": "status" })),
+            Some(NotJudged::SubResource),
+        ),
+        (
+            "scale subresource is not judged",
+            body("UPDATE", json!({ "subResource": "scale" })),
+            Some(NotJudged::SubResource),
+        ),
+        (
+            "dry-run is judged like any other",
+            body("CREATE", json!({ "dryRun": true })),
+            None,
+        ),
+        ("UPDATE is judged", body("UPDATE", json!({})), None),
+    ] {
+        let (eval, d) = decide(&s, &body);
+        match expect {
+            Some(reason) => {
+                assert!(
+                    matches!(eval, Evaluation::NotJudged(r) if r == reason),
+                    "{name}: {eval:?}"
+                );
+                assert!(d.allowed, "{name}");
+            }
+            None => assert!(!d.allowed, "{name}"),
+        }
+    }
+    let mut deleting = bad_deployment();
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-11-25T10:00:00Z");
+    let (eval, d) = decide(&s, &review("UPDATE", &deleting, json!({})));
+    assert!(matches!(
+        eval,
+        Evaluation::NotJudged(NotJudged::BeingDeleted)
+    ));
+    assert!(d.allowed);
+    // a CREATE with a deletionTimestamp is still judged (only finalizer removal is exempt)
+    assert!(
+        !decide(&s, &review("CREATE", &deleting, json!({})))
+            .1
+            .allowed
+    );
+}
+
+#[test]
+fn policies_are_only_asked_about_what_they_inspect() {
+    let s = set("");
+    let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "run-1", "labels": { "codexk8s.io/run-id": "1" } } });
+    let body = review(
+        "CREATE",
+        &ns,
+        json!({
+            "kind": { "group": "", "version": "v1", "kind": "Namespace" },
+            "resource": { "group": "", "version": "v1", "resource": "namespaces" },
+        }),
+    );
+    let (eval, d) = decide(&s, &body);
+    let Evaluation::Judged(outcomes) = eval else {
+        panic!()
+    };
+    let by_name = |n: &str| {
+        outcomes
+            .iter()
+            .find(|o| o.policy == n)
+            .unwrap()
+            .result
+            .clone()
+    };
+    assert_eq!(by_name("build-ref"), OutcomeResult::NotInspected);
+    assert_eq!(by_name("kaniko-cache"), OutcomeResult::NotInspected);
+    assert!(matches!(
+        by_name("legacy-labels"),
+        OutcomeResult::Violations(_)
+    ));
+    assert!(!d.allowed);
+}
+
+#[test]
+fn modes_warn_and_audit_allow() {
+    let s = set(
+        "policies: { build-ref: { mode: warn }, legacy-labels: { mode: audit }, kaniko-cache: { mode: warn } }",
+    );
+    let (_, d) = decide(&s, &review("CREATE", &bad_deployment(), json!({})));
+    assert!(d.allowed);
+    assert_eq!(d.warnings.len(), 2);
+    assert_eq!(d.audits.len(), 1);
+    assert!(
+        matches!(&d.audits[0].kind, FindingKind::Violation(v) if v.path == "metadata.labels[codexk8s.io/managed-by]")
+    );
+}
+
+#[test]
+fn settings_reach_the_guest_and_typos_are_refused() {
+    let s = set("policies: { build-ref: { settings: { names: [OTHER_REF] } } }");
+    let (_, d) = decide(&s, &review("CREATE", &bad_deployment(), json!({})));
+    assert!(d.denials.iter().all(|f| f.policy != "build-ref"), "{d:?}");
+
+    let policies: Vec<_> = runtime()
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let err = PolicySet::new(
+        policies.clone(),
+        &SettingsFile::parse("policies: { build-ref: { settings: { nmes: [X] } } }").unwrap(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("no setting \"nmes\" (known: names)"), "{err}");
+    let err = PolicySet::new(
+        policies,
+        &SettingsFile::parse("policies: { no-such-policy: {} }").unwrap(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.contains("not loaded"), "{err}");
+    assert!(SettingsFile::parse("policies: { build-ref: { mode: block } }").is_err());
+}
+
+#[test]
+fn secret_values_never_reach_the_message() {
+    let s = set("");
+    let secret = json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": "s" }, "stringData": { "CODEXK8S_BUILD_REF": "--hunter2" } });
+    let body = review(
+        "CREATE",
+        &secret,
+        json!({
+            "kind": { "group": "", "version": "v1", "kind": "Secret" },
+            "resource": { "group": "", "version": "v1", "resource": "secrets" },
+        }),
+    );
+    let (_, d) = decide(&s, &body);
+    let msg = d.denial_message();
+    assert!(!d.allowed);
+    assert!(!msg.contains("hunter2"), "{msg}");
+    assert!(msg.contains("value from a Secret, not shown"), "{msg}");
+}
+
+#[test]
+fn artifacts_are_cached_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    first.load_builtin().unwrap();
+    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(artifacts.len(), 3, "{artifacts:?}");
+    assert!(artifacts.iter().all(|p| p.extension().unwrap() == "cwasm"));
+    // a second process-like runtime loads from the artifacts and behaves the same
+    let second = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let names: Vec<_> = second
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(names, ["build-ref", "legacy-labels", "kaniko-cache"]);
+    // a corrupt artifact is ignored and rewritten, never trusted
+    for a in &artifacts {
+        std::fs::write(a, b"garbage").unwrap();
+    }
+    let third = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    assert_eq!(third.load_builtin().unwrap().len(), 3);
+    assert!(std::fs::metadata(&artifacts[0]).unwrap().len() > 1000);
+}

@@ -1,0 +1,271 @@
+//! Hostile guests: each one is contained (deadline, memory cap, stack limit, output cap,
+//! import check), reported as a clear error, and leaves the host and other policies working.
+
+use ck8s_policy_api::Operation;
+use ck8s_policy_runtime::{
+    Decision, Evaluation, Limits, LoadError, LoadedPolicy, OutcomeResult, PolicyError, PolicySet,
+    PolicySource, Runtime, SettingsFile, Subject,
+};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const META: &str = r#"{"name":"hostile","version":"0.0.1","description":"test","rules":[{"apiGroups":["*"],"apiVersions":["*"],"resources":["*"],"operations":["CREATE","UPDATE"]}]}"#;
+const ALLOW: &str = r#"{"violations":[]}"#;
+
+/// A module that follows the ABI, with `validate_body` as the body of `ck8s_validate`
+/// (which must leave an i64 on the stack) and `extra` spliced in at module level.
+fn policy_wat(validate_body: &str, extra: &str, abi: i32) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"(module
+  {extra}
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 4096))
+  (data (i32.const 0) "{meta}")
+  (data (i32.const 2048) "{allow}")
+  (func (export "ck8s_abi_version") (result i32) (i32.const {abi}))
+  (func (export "ck8s_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    ;; grow memory when the bump pointer passes the end
+    (if (i32.gt_u (global.get $heap) (i32.mul (memory.size) (i32.const 65536)))
+      (then (drop (memory.grow (i32.add (i32.div_u (local.get $len) (i32.const 65536)) (i32.const 1))))))
+    (local.get $p))
+  (func (export "ck8s_metadata") (result i64) (i64.const {meta_len}))
+  (func (export "ck8s_validate") (param i32 i32 i32 i32) (result i64)
+    {validate_body})
+)"#,
+        meta = esc(META),
+        allow = esc(ALLOW),
+        meta_len = META.len(),
+    )
+}
+
+/// `ck8s_validate` that allows (returns the ALLOW verdict at offset 2048).
+fn allow_body() -> String {
+    format!(
+        "(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const {}))",
+        ALLOW.len()
+    )
+}
+
+fn runtime() -> Runtime {
+    Runtime::new(
+        Limits {
+            deadline: Duration::from_millis(50),
+            memory_bytes: 8 << 20,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap()
+}
+
+fn load(rt: &Runtime, wat: &str) -> Result<LoadedPolicy, LoadError> {
+    let wasm = wat::parse_str(wat).expect("test WAT must assemble");
+    rt.load(PolicySource::Inline("hostile.wat".into()), &wasm)
+}
+
+const REQUEST: &str = r#"{"operation":"CREATE","kind":{"group":"","version":"v1","kind":"ConfigMap"},"object":{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}}"#;
+
+fn run(policy: &LoadedPolicy) -> Result<(), PolicyError> {
+    policy.evaluate(REQUEST.as_bytes(), b"{}").map(|_| ())
+}
+
+/// After any hostile call, the built-in policies still answer correctly.
+fn host_still_works(rt: &Runtime) {
+    let builtin = rt.load_builtin().unwrap();
+    let set = PolicySet::new(
+        builtin.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap();
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"codex-k8s-runtime"},"data":{"CODEXK8S_BUILD_REF":"-b x"}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let decision = Decision::from_evaluation(&set.evaluate(&subject));
+    assert!(!decision.allowed);
+    assert_eq!(decision.denials.len(), 1);
+}
+
+#[test]
+fn a_well_behaved_module_loads_and_allows() {
+    let rt = runtime();
+    let p = load(&rt, &policy_wat(&allow_body(), "", 1)).unwrap();
+    assert_eq!(p.metadata.name, "hostile");
+    assert_eq!(run(&p), Ok(()));
+}
+
+#[test]
+fn infinite_loop_hits_the_deadline() {
+    let rt = runtime();
+    let p = load(&rt, &policy_wat("(loop $l (br $l)) (unreachable)", "", 1)).unwrap();
+    let start = Instant::now();
+    assert_eq!(
+        run(&p),
+        Err(PolicyError::Timeout(Duration::from_millis(50)))
+    );
+    // generous bound: the point is that it stops, not how precisely
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    host_still_works(&rt);
+}
+
+#[test]
+fn unbounded_memory_growth_hits_the_cap() {
+    let rt = runtime();
+    let body = "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) (unreachable)";
+    let p = load(&rt, &policy_wat(body, "", 1)).unwrap();
+    assert_eq!(run(&p), Err(PolicyError::MemoryLimit(8 << 20)));
+    host_still_works(&rt);
+}
+
+#[test]
+fn deep_recursion_overflows_cleanly() {
+    let rt = runtime();
+    let extra =
+        "(func $down (param i64) (result i64) (call $down (i64.add (local.get 0) (i64.const 1))))";
+    let p = load(&rt, &policy_wat("(call $down (i64.const 0))", extra, 1)).unwrap();
+    assert_eq!(run(&p), Err(PolicyError::StackOverflow));
+    host_still_works(&rt);
+}
+
+#[test]
+fn trap_is_reported() {
+    let rt = runtime();
+    let p = load(&rt, &policy_wat("(unreachable)", "", 1)).unwrap();
+    match run(&p) {
+        Err(PolicyError::Trap(msg)) => assert!(msg.contains("unreachable"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    host_still_works(&rt);
+}
+
+#[test]
+fn huge_output_is_refused() {
+    let rt = runtime();
+    let p = load(&rt, &policy_wat("(i64.const 0x7fffffff)", "", 1)).unwrap();
+    assert_eq!(
+        run(&p),
+        Err(PolicyError::OutputTooLarge(0x7fff_ffff, 1 << 20))
+    );
+    // and output pointing outside memory
+    let p = load(
+        &rt,
+        &policy_wat(
+            "(i64.or (i64.shl (i64.const 0x7ff00000) (i64.const 32)) (i64.const 16))",
+            "",
+            1,
+        ),
+    )
+    .unwrap();
+    assert!(matches!(run(&p), Err(PolicyError::BadOutput(_))));
+}
+
+#[test]
+fn garbage_output_is_a_policy_error() {
+    let rt = runtime();
+    // returns the first 10 bytes of metadata: not a verdict
+    let p = load(&rt, &policy_wat("(i64.const 10)", "", 1)).unwrap();
+    assert!(matches!(run(&p), Err(PolicyError::BadOutput(_))));
+}
+
+#[test]
+fn imports_are_refused_at_load() {
+    let rt = runtime();
+    let err = load(&rt, &policy_wat(&allow_body(), r#"(import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))"#, 1))
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Import { .. }), "{err}");
+    assert!(
+        err.to_string().contains("wasi_snapshot_preview1::fd_write"),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_abi_and_missing_exports_are_refused() {
+    let rt = runtime();
+    let err = load(&rt, &policy_wat(&allow_body(), "", 2)).err().unwrap();
+    assert!(
+        matches!(
+            err,
+            LoadError::AbiVersion {
+                found: 2,
+                expected: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = load(&rt, "(module (memory (export \"memory\") 1))")
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Export { .. }), "{err}");
+    let err = rt
+        .load(PolicySource::Inline("junk".into()), b"\0asm junk")
+        .err()
+        .unwrap();
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+}
+
+#[test]
+fn no_state_leaks_between_evaluations() {
+    // Denies (traps) on any call but the first one an instance sees: with a fresh instance
+    // per evaluation every call is the first.
+    let rt = runtime();
+    let extra = "(global $calls (mut i32) (i32.const 0))";
+    let body = format!(
+        "(global.set $calls (i32.add (global.get $calls) (i32.const 1))) (if (i32.gt_u (global.get $calls) (i32.const 1)) (then unreachable)) {}",
+        allow_body()
+    );
+    let p = load(&rt, &policy_wat(&body, extra, 1)).unwrap();
+    for _ in 0..50 {
+        assert_eq!(run(&p), Ok(()));
+    }
+}
+
+#[test]
+fn on_error_decides_fail_closed_or_open() {
+    let rt = runtime();
+    let hostile = Arc::new(load(&rt, &policy_wat("(unreachable)", "", 1)).unwrap());
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+
+    let closed = PolicySet::new(vec![hostile.clone()], &SettingsFile::default()).unwrap();
+    let eval = closed.evaluate(&subject);
+    let Evaluation::Judged(outcomes) = &eval else {
+        panic!()
+    };
+    assert!(matches!(
+        outcomes[0].result,
+        OutcomeResult::Error(PolicyError::Trap(_))
+    ));
+    let d = Decision::from_evaluation(&eval);
+    assert!(!d.allowed);
+    assert!(
+        d.denial_message()
+            .contains("[hostile] policy error: policy trapped"),
+        "{}",
+        d.denial_message()
+    );
+
+    let open = PolicySet::new(
+        vec![hostile],
+        &SettingsFile::parse("policies: {hostile: {onError: ignore}}").unwrap(),
+    )
+    .unwrap();
+    let d = Decision::from_evaluation(&open.evaluate(&subject));
+    assert!(d.allowed);
+    assert_eq!(d.warnings.len(), 1);
+}
