@@ -1,23 +1,122 @@
-//! `kubectl ck8s policy ...`: offline evaluation with the webhook's own runtime.
+//! `kubectl ck8s policy ...`: the policy author's and CI's side of the admission webhook.
+//!
+//! Every subcommand runs policies through `ck8s-policy-runtime`, the runtime the webhook
+//! uses, with the same limits and the same [`ck8s_policy_runtime::Decision`] logic, so what
+//! passes here passes there:
+//!
+//! - `check`: judge manifests offline (CI, pre-commit), exit 1 on a denial;
+//! - `test`: run YAML test suites (`*.ck8s-test.yaml`) against built `.wasm` files;
+//! - `new`: scaffold a policy crate that builds to `.wasm` with one command;
+//! - `inspect`: what a `.wasm` declares and whether it loads within the limits;
+//! - `webhook-rules`: the `ValidatingWebhookConfiguration` rules all policies need;
+//! - `list`: the policies in service.
+
+mod check;
+mod inspect;
+mod manifests;
+mod scaffold;
+mod suite;
 
 use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
-use clap::Subcommand;
+use ck8s_policy_runtime::{LoadedPolicy, PolicySource, Runtime};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// List the built-in policies.
-    List,
+    /// Evaluate manifests offline with the webhook's policies; exit 1 on any denial.
+    Check(check::CheckArgs),
+    /// Run policy test suites (`*.ck8s-test.yaml`); exit 1 if a case fails.
+    Test(suite::TestArgs),
+    /// Scaffold a new policy crate that builds to `.wasm` with one command.
+    New(scaffold::NewArgs),
+    /// Show a policy's metadata, settings, rules, size, digest, and whether it loads.
+    Inspect(inspect::InspectArgs),
+    /// Print the merged `rules:` of the ValidatingWebhookConfiguration for all policies.
+    WebhookRules(PolicySelection),
+    /// List the policies in service (built-in plus --policies DIR).
+    List(PolicySelection),
 }
 
-pub async fn run(cmd: PolicyCommand, _global: &GlobalArgs) -> Result<Verdict, Failure> {
+/// Which policies are in service: the built-ins, plus a directory of `.wasm` files.
+#[derive(Debug, Clone, Args)]
+pub struct PolicySelection {
+    /// Directory of extra policy `.wasm` files, loaded beside the built-ins (as
+    /// `ck8s-admission --policies DIR` does).
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Leave the built-in policies out (judge with --policies DIR only).
+    #[arg(long)]
+    pub no_builtin: bool,
+}
+
+pub async fn run(cmd: PolicyCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
     match cmd {
-        PolicyCommand::List => {
-            let runtime = ck8s_policy_runtime::Runtime::new(Default::default(), ck8s_policy_runtime::Runtime::default_artifact_dir())?;
-            for p in runtime.load_builtin()? {
-                println!("{}\t{}\t{}", p.metadata.name, p.metadata.version, p.metadata.description);
-            }
-            Ok(Verdict::Pass)
-        }
+        PolicyCommand::Check(args) => check::run(args, global),
+        PolicyCommand::Test(args) => suite::run(args, global),
+        PolicyCommand::New(args) => scaffold::run(args),
+        PolicyCommand::Inspect(args) => inspect::run(args, global),
+        PolicyCommand::WebhookRules(sel) => inspect::webhook_rules(&sel, global),
+        PolicyCommand::List(sel) => inspect::list(&sel, global),
     }
+}
+
+/// The runtime every subcommand uses: the webhook's default limits and artifact cache.
+fn runtime() -> Result<Runtime, Failure> {
+    Runtime::new(Default::default(), Runtime::default_artifact_dir())
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The built-ins (unless excluded) and every `.wasm` in `--policies DIR`.
+fn load_selection(
+    runtime: &Runtime,
+    sel: &PolicySelection,
+) -> Result<Vec<Arc<LoadedPolicy>>, Failure> {
+    let mut out = Vec::new();
+    if !sel.no_builtin {
+        out.extend(
+            runtime
+                .load_builtin()
+                .map_err(|e| Failure::usage(e.to_string()))?
+                .into_iter()
+                .map(Arc::new),
+        );
+    }
+    if let Some(dir) = &sel.policies {
+        let loaded = runtime.load_dir(dir).map_err(|e| {
+            Failure::usage(e.to_string()).with_help(
+                "build policies with `cargo build --release --target wasm32-unknown-unknown`",
+            )
+        })?;
+        out.extend(loaded.into_iter().map(Arc::new));
+    }
+    if out.is_empty() {
+        return Err(Failure::usage("no policies to evaluate")
+            .with_help("drop --no-builtin or pass --policies DIR with .wasm files"));
+    }
+    Ok(out)
+}
+
+/// A policy reference: `builtin:NAME` or a path to a `.wasm` file (relative to `base`).
+fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPolicy, Failure> {
+    if let Some(name) = reference.strip_prefix("builtin:") {
+        let all = runtime
+            .load_builtin()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        let names: Vec<String> = all.iter().map(|p| p.name().to_string()).collect();
+        return all.into_iter().find(|p| p.name() == name).ok_or_else(|| {
+            Failure::usage(format!("no built-in policy called {name:?}"))
+                .with_help(format!("built-in policies: {}", names.join(", ")))
+        });
+    }
+    let path = base.join(reference);
+    let wasm = std::fs::read(&path).map_err(|e| {
+        Failure::usage(format!("cannot read policy {}: {e}", path.display()))
+            .with_help("build it first: `cargo build --release --target wasm32-unknown-unknown` in the policy crate")
+    })?;
+    runtime
+        .load(PolicySource::File(path), &wasm)
+        .map_err(|e| Failure::usage(e.to_string()))
 }

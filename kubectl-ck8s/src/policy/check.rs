@@ -1,0 +1,225 @@
+//! `policy check -f FILE|DIR|-`: judge manifests offline exactly as the webhook would judge
+//! them on CREATE (or `--operation UPDATE`), with the same policies, settings and modes.
+
+use super::manifests::{self, Manifest};
+use super::{PolicySelection, load_selection, runtime};
+use crate::cli::GlobalArgs;
+use crate::exit::{Failure, Verdict};
+use ck8s_policy_runtime::api::{Operation, ValueSource};
+use ck8s_policy_runtime::{Decision, Finding, FindingKind, PolicySet, SettingsFile, Subject};
+use clap::Args;
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file, directory (recursive: *.yaml, *.yml, *.json) or `-` for stdin; repeatable.
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+    #[command(flatten)]
+    pub selection: PolicySelection,
+    /// Policy modes and settings, the webhook's `--config` file (policies: {NAME: {mode, onError, settings}}).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The admission operation to judge the objects as.
+    #[arg(long, value_enum, default_value_t = OperationArg::Create)]
+    pub operation: OperationArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum OperationArg {
+    Create,
+    Update,
+}
+
+impl From<OperationArg> for Operation {
+    fn from(o: OperationArg) -> Self {
+        match o {
+            OperationArg::Create => Operation::Create,
+            OperationArg::Update => Operation::Update,
+        }
+    }
+}
+
+/// One finding on one object: what `-o json|yaml` prints, one table row.
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub file: String,
+    pub document: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub policy: String,
+    /// `deny`, `warn` or `audit`: what the finding does to the request.
+    pub effect: &'static str,
+    pub path: String,
+    pub message: String,
+    /// The offending literal; never present for a Secret's value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub fix: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub allowed: bool,
+    pub objects: usize,
+    pub denials: usize,
+    pub warnings: usize,
+    pub audits: usize,
+    pub policies: Vec<String>,
+    pub findings: Vec<Row>,
+}
+
+/// Every finding of a decision with its effect, denials first.
+pub fn effects(decision: &Decision) -> impl Iterator<Item = (&'static str, &Finding)> {
+    let d = decision.denials.iter().map(|f| ("deny", f));
+    let w = decision.warnings.iter().map(|f| ("warn", f));
+    let a = decision.audits.iter().map(|f| ("audit", f));
+    d.chain(w).chain(a)
+}
+
+/// `(path, message, value, fix)` of a finding; a Secret's value is dropped here even if a
+/// policy returned it, so no output path can show it.
+pub fn parts(finding: &Finding) -> (String, String, Option<String>, String) {
+    match &finding.kind {
+        FindingKind::Violation(v) => {
+            let value = if v.source == ValueSource::Secret {
+                None
+            } else {
+                v.value.clone()
+            };
+            let mut message = v.message.clone();
+            if v.source == ValueSource::Secret {
+                message.push_str(" (value from a Secret, not shown)");
+            }
+            (v.path.clone(), message, value, v.fix.clone())
+        }
+        FindingKind::Error(e) => (
+            String::new(),
+            format!("policy error: {e}"),
+            None,
+            String::new(),
+        ),
+    }
+}
+
+pub fn run(args: CheckArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    let files = manifests::expand(&args.files).map_err(Failure::usage)?;
+    let objects = manifests::read_all(&files).map_err(Failure::usage)?;
+    let config = match &args.config {
+        Some(path) => SettingsFile::read(path).map_err(Failure::usage)?,
+        None => SettingsFile::default(),
+    };
+    let runtime = runtime()?;
+    let policies = load_selection(&runtime, &args.selection)?;
+    let set = PolicySet::new(policies, &config).map_err(Failure::usage)?;
+    let report = evaluate(&set, &objects, args.operation.into())?;
+
+    let verdict = if report.allowed {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    if let Some(result) = global.output.print_structured(&report) {
+        result.map_err(Failure::usage)?;
+        return Ok(verdict);
+    }
+    print_table(&report);
+    Ok(verdict)
+}
+
+fn evaluate(
+    set: &PolicySet,
+    objects: &[Manifest],
+    operation: Operation,
+) -> Result<Report, Failure> {
+    let mut report = Report {
+        allowed: true,
+        objects: objects.len(),
+        denials: 0,
+        warnings: 0,
+        audits: 0,
+        policies: set.policies().map(|(p, _)| p.name().to_string()).collect(),
+        findings: Vec::new(),
+    };
+    for m in objects {
+        let subject = Subject::from_manifest(&m.object, operation)
+            .map_err(|e| Failure::usage(format!("{}: {e}", m.origin)))?;
+        let decision = Decision::from_evaluation(&set.evaluate(&subject));
+        report.allowed &= decision.allowed;
+        report.denials += decision.denials.len();
+        report.warnings += decision.warnings.len();
+        report.audits += decision.audits.len();
+        for (effect, finding) in effects(&decision) {
+            let (path, message, value, fix) = parts(finding);
+            report.findings.push(Row {
+                file: m.origin.file.clone(),
+                document: m.origin.document,
+                item: m.origin.item,
+                kind: subject.kind.kind.clone(),
+                namespace: subject.namespace.to_string(),
+                name: subject.name.to_string(),
+                policy: finding.policy.clone(),
+                effect,
+                path,
+                message,
+                value,
+                fix,
+            });
+        }
+    }
+    Ok(report)
+}
+
+fn print_table(report: &Report) {
+    if !report.findings.is_empty() {
+        let mut table = comfy_table::Table::new();
+        table.load_preset(comfy_table::presets::NOTHING);
+        table.set_header([
+            "FILE", "OBJECT", "POLICY", "EFFECT", "PATH", "MESSAGE", "FIX",
+        ]);
+        for r in &report.findings {
+            let mut file = format!("{}#{}", r.file, r.document);
+            if let Some(item) = r.item {
+                file.push_str(&format!(".{item}"));
+            }
+            let object = match r.namespace.as_str() {
+                "" => format!("{}/{}", r.kind, r.name),
+                ns => format!("{}/{} -n {ns}", r.kind, r.name),
+            };
+            let message = match &r.value {
+                Some(v) => format!("{} (got {v:?})", r.message),
+                None => r.message.clone(),
+            };
+            table.add_row([
+                file,
+                object,
+                r.policy.clone(),
+                r.effect.to_string(),
+                r.path.clone(),
+                message,
+                r.fix.clone(),
+            ]);
+        }
+        println!("{table}");
+    }
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    println!(
+        "{}: {}, {}, {} in {} (policies: {})",
+        if report.allowed { "allowed" } else { "denied" },
+        plural(report.denials, "denial"),
+        plural(report.warnings, "warning"),
+        plural(report.audits, "audit finding"),
+        plural(report.objects, "object"),
+        report.policies.join(", "),
+    );
+}

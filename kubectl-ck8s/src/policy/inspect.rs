@@ -1,0 +1,359 @@
+//! `policy inspect`, `policy webhook-rules` and `policy list`: what policies declare.
+
+use super::{PolicySelection, load_selection, runtime};
+use crate::cli::GlobalArgs;
+use crate::exit::{Failure, Verdict};
+use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
+use ck8s_policy_runtime::{LoadedPolicy, PolicySource};
+use clap::Args;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A policy `.wasm` file, or `builtin:NAME`.
+    #[arg(value_name = "FILE.wasm|builtin:NAME")]
+    pub policy: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Inspection {
+    source: String,
+    wasm_bytes: usize,
+    sha256: String,
+    loads: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_error: Option<String>,
+    load_time_ms: f64,
+    limits: LimitsView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    settings: Vec<SettingSpec>,
+    rules: Vec<Rule>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LimitsView {
+    deadline_ms: u128,
+    memory_bytes: usize,
+    max_output_bytes: usize,
+}
+
+pub fn run(args: InspectArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    let runtime = runtime()?;
+    let (source, wasm) = read_policy(&args.policy)?;
+    let limits = runtime.limits();
+    let start = Instant::now();
+    let loaded = runtime.load(source.clone(), &wasm);
+    let load_time = start.elapsed();
+    let mut report = Inspection {
+        source: source.to_string(),
+        wasm_bytes: wasm.len(),
+        sha256: hex::encode(Sha256::digest(&wasm)),
+        loads: loaded.is_ok(),
+        load_error: loaded.as_ref().err().map(|e| e.to_string()),
+        load_time_ms: ms(load_time),
+        limits: LimitsView {
+            deadline_ms: limits.deadline.as_millis(),
+            memory_bytes: limits.memory_bytes,
+            max_output_bytes: limits.max_output_bytes,
+        },
+        name: None,
+        version: None,
+        description: None,
+        settings: vec![],
+        rules: vec![],
+    };
+    if let Ok(p) = &loaded {
+        report.name = Some(p.metadata.name.clone());
+        report.version = Some(p.metadata.version.clone());
+        report.description = Some(p.metadata.description.clone());
+        report.settings = p.metadata.settings.clone();
+        report.rules = p.metadata.rules.clone();
+    }
+    let verdict = if report.loads {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    if let Some(result) = global.output.print_structured(&report) {
+        result.map_err(Failure::usage)?;
+        return Ok(verdict);
+    }
+
+    let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
+    kv("Source", &report.source);
+    if let Some(p) = loaded.as_ref().ok() {
+        kv("Name", &p.metadata.name);
+        kv("Version", &p.metadata.version);
+        kv("Description", &p.metadata.description);
+    }
+    kv(
+        "Size",
+        &format!(
+            "{} bytes ({:.1} KiB)",
+            report.wasm_bytes,
+            report.wasm_bytes as f64 / 1024.0
+        ),
+    );
+    kv("SHA256", &report.sha256);
+    let limits_text = format!(
+        "time {} ms, memory {} MiB, output {} MiB, no imports",
+        report.limits.deadline_ms,
+        report.limits.memory_bytes >> 20,
+        report.limits.max_output_bytes >> 20
+    );
+    match &report.load_error {
+        None => kv(
+            "Loads",
+            &format!(
+                "yes, in {:.1} ms, within the runtime's limits ({limits_text})",
+                report.load_time_ms
+            ),
+        ),
+        Some(e) => kv("Loads", &format!("NO: {e}")),
+    }
+    if let Ok(p) = &loaded {
+        println!("\nSettings:");
+        if p.metadata.settings.is_empty() {
+            println!("  (none)");
+        } else {
+            let mut t = table(["NAME", "DEFAULT", "DESCRIPTION"]);
+            for s in &p.metadata.settings {
+                t.add_row([s.name.clone(), s.default.to_string(), s.description.clone()]);
+            }
+            println!("{t}");
+        }
+        println!("\nRules:");
+        let mut t = table(["API GROUPS", "API VERSIONS", "RESOURCES", "OPERATIONS"]);
+        for r in &p.metadata.rules {
+            let groups: Vec<&str> = r
+                .api_groups
+                .iter()
+                .map(|g| {
+                    if g.is_empty() {
+                        "\"\" (core)"
+                    } else {
+                        g.as_str()
+                    }
+                })
+                .collect();
+            let ops: Vec<&str> = r.operations.iter().map(|o| o.as_str()).collect();
+            t.add_row([
+                groups.join(","),
+                r.api_versions.join(","),
+                r.resources.join(","),
+                ops.join(","),
+            ]);
+        }
+        println!("{t}");
+        println!("\nValidatingWebhookConfiguration rules:");
+        print!("{}", rules_yaml(&p.metadata.rules)?);
+    }
+    Ok(verdict)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header);
+    t
+}
+
+/// The bytes of `FILE.wasm` or of the built-in `builtin:NAME`.
+fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>), Failure> {
+    if let Some(name) = reference.strip_prefix("builtin:") {
+        let names: Vec<&str> = ck8s_builtin_policies::BUILTIN
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        let Some(bytes) = ck8s_builtin_policies::get(name) else {
+            return Err(
+                Failure::usage(format!("no built-in policy called {name:?}"))
+                    .with_help(format!("built-in policies: {}", names.join(", "))),
+            );
+        };
+        return Ok((PolicySource::Builtin(name.to_string()), bytes.to_vec()));
+    }
+    let path = PathBuf::from(reference);
+    let wasm = std::fs::read(&path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok((PolicySource::File(path), wasm))
+}
+
+/// The `rules:` snippet of a `ValidatingWebhookConfiguration` webhook.
+fn rules_yaml(rules: &[Rule]) -> Result<String, Failure> {
+    #[derive(Serialize)]
+    struct Snippet<'a> {
+        rules: &'a [Rule],
+    }
+    serde_yaml::to_string(&Snippet { rules }).map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// The union of every policy's rules, merged: rules that differ only in resources become
+/// one, and a rule another rule's wildcards already cover is dropped.
+pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
+    fn norm(list: &[String]) -> Vec<String> {
+        let mut v = list.to_vec();
+        v.sort();
+        v.dedup();
+        if v.iter().any(|x| x == "*") {
+            vec!["*".to_string()]
+        } else {
+            v
+        }
+    }
+    let mut merged: Vec<Rule> = Vec::new();
+    for r in all {
+        let mut ops = r.operations.clone();
+        ops.sort_by_key(|o| Operation::ALL.iter().position(|x| x == o));
+        ops.dedup();
+        let r = Rule {
+            api_groups: norm(&r.api_groups),
+            api_versions: norm(&r.api_versions),
+            resources: norm(&r.resources),
+            operations: ops,
+        };
+        match merged.iter_mut().find(|m| {
+            m.api_groups == r.api_groups
+                && m.api_versions == r.api_versions
+                && m.operations == r.operations
+        }) {
+            Some(m) => {
+                m.resources.extend(r.resources);
+                m.resources = norm(&m.resources);
+            }
+            None => merged.push(r),
+        }
+    }
+    let covers = |big: &Rule, small: &Rule| {
+        let sub = |b: &[String], s: &[String]| {
+            b.iter().any(|x| x == "*") || s.iter().all(|x| b.contains(x))
+        };
+        small.operations.iter().all(|o| big.operations.contains(o))
+            && sub(&big.api_groups, &small.api_groups)
+            && sub(&big.api_versions, &small.api_versions)
+            && sub(&big.resources, &small.resources)
+    };
+    let mut out: Vec<Rule> = Vec::new();
+    for (i, r) in merged.iter().enumerate() {
+        let covered = merged
+            .iter()
+            .enumerate()
+            .any(|(j, other)| j != i && covers(other, r) && (!covers(r, other) || j < i));
+        if !covered {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
+pub fn webhook_rules(sel: &PolicySelection, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    let runtime = runtime()?;
+    let policies = load_selection(&runtime, sel)?;
+    let rules = merge_rules(policies.iter().flat_map(|p| p.metadata.rules.iter()));
+    if let Some(result) = global
+        .output
+        .print_structured(&serde_json::json!({ "rules": rules }))
+    {
+        result.map_err(Failure::usage)?;
+        return Ok(Verdict::Pass);
+    }
+    let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
+    println!(
+        "# generated by `kubectl ck8s policy webhook-rules` from: {}",
+        names.join(", ")
+    );
+    print!("{}", rules_yaml(&rules)?);
+    Ok(Verdict::Pass)
+}
+
+#[derive(Serialize)]
+struct Listed<'a> {
+    name: &'a str,
+    version: &'a str,
+    source: String,
+    description: &'a str,
+    sha256: &'a str,
+    rules: &'a [Rule],
+}
+
+pub fn list(sel: &PolicySelection, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    let runtime = runtime()?;
+    let policies = load_selection(&runtime, sel)?;
+    let listed: Vec<Listed> = policies.iter().map(|p| listed(p)).collect();
+    if let Some(result) = global.output.print_structured(&listed) {
+        result.map_err(Failure::usage)?;
+        return Ok(Verdict::Pass);
+    }
+    let mut t = table(["NAME", "VERSION", "SOURCE", "RESOURCES", "DESCRIPTION"]);
+    for l in &listed {
+        let resources: Vec<String> = l
+            .rules
+            .iter()
+            .flat_map(|r| r.resources.iter().cloned())
+            .collect();
+        t.add_row([
+            l.name.to_string(),
+            l.version.to_string(),
+            l.source.clone(),
+            resources.join(","),
+            l.description.to_string(),
+        ]);
+    }
+    println!("{t}");
+    Ok(Verdict::Pass)
+}
+
+fn listed(p: &LoadedPolicy) -> Listed<'_> {
+    Listed {
+        name: &p.metadata.name,
+        version: &p.metadata.version,
+        source: p.source.to_string(),
+        description: &p.metadata.description,
+        sha256: &p.digest,
+        rules: &p.metadata.rules,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(groups: &[&str], resources: &[&str]) -> Rule {
+        Rule {
+            api_groups: groups.iter().map(|s| s.to_string()).collect(),
+            api_versions: vec!["*".into()],
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            operations: vec![Operation::Create, Operation::Update],
+        }
+    }
+
+    #[test]
+    fn merge_unions_resources_and_drops_covered_rules() {
+        let a = [rule(&[""], &["pods"]), rule(&["apps"], &["deployments"])];
+        let b = [rule(&[""], &["configmaps", "pods"])];
+        let got = merge_rules(a.iter().chain(b.iter()));
+        assert_eq!(
+            got,
+            [
+                rule(&[""], &["configmaps", "pods"]),
+                rule(&["apps"], &["deployments"])
+            ]
+        );
+        let all = [rule(&["*"], &["*"])];
+        assert_eq!(merge_rules(a.iter().chain(all.iter())), all);
+    }
+}
