@@ -29,7 +29,13 @@ pub struct GlobalArgs {
     #[arg(long, global = true)]
     pub context: Option<String>,
     /// The production namespace.
-    #[arg(short = 'n', long, global = true, env = "CODEXK8S_PRODUCTION_NAMESPACE", default_value = "codex-k8s-prod")]
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "CODEXK8S_PRODUCTION_NAMESPACE",
+        default_value = "codex-k8s-prod"
+    )]
     pub namespace: String,
     /// The production domain.
     #[arg(long, global = true, env = "CODEXK8S_PRODUCTION_DOMAIN")]
@@ -47,13 +53,57 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The production smoke check: pods, rollouts, migrations, health, TLS, webhook, ingress, GC, retention.
+    Smoke(crate::smoke::SmokeArgs),
+    /// External port check: only 22, 80, 443 open.
+    Ports(crate::ports::PortsArgs),
+    /// Run namespaces and their objects; `runs env`: agent run pods' env names.
+    Runs(crate::runs::RunsArgs),
+    /// Legacy codexk8s.io/ label and annotation keys; --fix rewrites them to codex-k8s.dev/.
+    Labels(crate::labels::LabelsArgs),
+    /// Registry GC CronJob codex-k8s-registry-gc: status, run, logs.
+    #[command(subcommand)]
+    Gc(crate::gc::GcCommand),
+    /// Diagnose AI slot build failures (runbook RB-CK8S-AISLOT-BUILD-0001).
+    #[command(subcommand)]
+    Diagnose(crate::diagnose::DiagnoseCommand),
+    /// Apply the AI slot build runbook's mitigation to the runtime configuration.
+    #[command(subcommand)]
+    Mitigate(crate::mitigate::MitigateCommand),
+    /// Print a shell completion script.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// kubectl plugin completion (cobra protocol), called by kubectl_complete-ck8s.
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Evaluate, test, scaffold and inspect WASM policies.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
 }
 
 pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
+    let g = &cli.global;
     match cli.command {
-        Command::Policy(cmd) => crate::policy::run(cmd, &cli.global).await,
+        Command::Smoke(args) => crate::smoke::run(args, g).await,
+        Command::Ports(args) => crate::ports::run(args, g).await,
+        Command::Runs(args) => crate::runs::run(args, g).await,
+        Command::Labels(args) => crate::labels::run(args, g).await,
+        Command::Gc(cmd) => crate::gc::run(cmd, g).await,
+        Command::Diagnose(cmd) => crate::diagnose::run(cmd, g).await,
+        Command::Mitigate(cmd) => crate::mitigate::run(cmd, g).await,
+        Command::Completion { shell } => {
+            crate::completion::generate(shell);
+            Ok(Verdict::Pass)
+        }
+        Command::Complete { args } => {
+            crate::completion::cobra(&args);
+            Ok(Verdict::Pass)
+        }
+        Command::Policy(cmd) => crate::policy::run(cmd, g).await,
     }
 }

@@ -3,10 +3,23 @@
 //! Exit codes (stable, for scripts): 0 every check passed, 1 a check failed or a violation
 //! was found, 2 usage, connection or permission error.
 
+mod buildref;
 mod cli;
+mod cluster;
+mod completion;
+mod diagnose;
 mod exit;
+mod gc;
+mod labels;
+mod mitigate;
+mod names;
 mod output;
 mod policy;
+mod ports;
+mod report;
+mod rollout;
+mod runs;
+mod smoke;
 
 use clap::Parser;
 use std::process::ExitCode;

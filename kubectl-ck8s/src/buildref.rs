@@ -1,0 +1,63 @@
+//! `CODEXK8S_BUILD_REF` judged by the build-ref WASM policy itself (the webhook's verdict).
+
+use crate::exit::Failure;
+use crate::names::*;
+use ck8s_policy_api::Operation;
+use ck8s_policy_runtime::{Decision, FindingKind, PolicySet, Runtime, SettingsFile, Subject};
+use std::sync::Arc;
+
+/// `Ok(())` if the policy accepts `value`; `Err(problems)` with the policy's messages otherwise.
+pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
+    let rt = Runtime::new(Default::default(), Runtime::default_artifact_dir())
+        .map_err(|e| Failure::usage(format!("cannot start the policy runtime: {e}")))?;
+    let policies = rt
+        .load_builtin()
+        .map_err(|e| Failure::usage(format!("cannot load the built-in policies: {e}")))?;
+    let set = PolicySet::new(
+        policies.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .map_err(Failure::usage)?;
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": RUNTIME_CONFIG},
+        "data": {BUILD_REF: value},
+    });
+    let raw =
+        serde_json::value::to_raw_value(&manifest).map_err(|e| Failure::usage(e.to_string()))?;
+    let subject = Subject::from_manifest(&raw, Operation::Create).map_err(Failure::usage)?;
+    let decision = Decision::from_evaluation(&set.evaluate(&subject));
+    let problems: Vec<String> = decision
+        .denials
+        .iter()
+        .chain(&decision.warnings)
+        .chain(&decision.audits)
+        .filter(|f| f.policy == "build-ref")
+        .map(|f| match &f.kind {
+            FindingKind::Violation(v) => v.message.clone(),
+            FindingKind::Error(e) => format!("policy error: {e}"),
+        })
+        .collect();
+    Ok(if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_runbook_refs() {
+        for (value, ok) in [
+            ("main", true),
+            ("feature/x", true),
+            ("0123456789abcdef0123456789abcdef01234567", true),
+            ("-b feature/x", false),
+            ("--detach", false),
+        ] {
+            assert_eq!(super::judge(value).unwrap().is_ok(), ok, "{value:?}");
+        }
+    }
+}

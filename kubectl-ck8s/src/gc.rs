@@ -1,0 +1,368 @@
+//! `kubectl ck8s gc status | run | logs`: the registry GC CronJob `codex-k8s-registry-gc`.
+
+use crate::cli::GlobalArgs;
+use crate::cluster::{Ctx, Progress, not_found_is_none};
+use crate::exit::{Failure, Verdict};
+use crate::names::*;
+use crate::report::{Check, Report, listing};
+use crate::smoke::checks::job_condition;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{ListParams, LogParams, ObjectMeta, PostParams};
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum GcCommand {
+    /// Schedule, last schedule and success, recent Jobs, the registry's replicas.
+    Status,
+    /// Start a GC Job now, exactly as `kubectl create job --from=cronjob/codex-k8s-registry-gc`.
+    Run {
+        /// Follow the Job to the end and parse the GC summary line.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Logs of the newest GC Job (or --job NAME).
+    Logs {
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long, default_value_t = 200)]
+        tail: i64,
+    },
+}
+
+/// The Job `kubectl create job --from=cronjob/NAME NAME` creates: pure.
+pub fn job_from_cronjob(cj: &CronJob, name: &str) -> Job {
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
+    let tmeta = template.metadata.unwrap_or_default();
+    let mut annotations = std::collections::BTreeMap::from([(
+        "cronjob.kubernetes.io/instantiate".to_string(),
+        "manual".to_string(),
+    )]);
+    annotations.extend(tmeta.annotations.unwrap_or_default());
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: cj.metadata.namespace.clone(),
+            annotations: Some(annotations),
+            labels: tmeta.labels,
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "CronJob".into(),
+                name: cj.metadata.name.clone().unwrap_or_default(),
+                uid: cj.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+/// `registry garbage-collect` prints `N blobs marked, M blobs and K manifests eligible for deletion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct GcSummary {
+    pub blobs_marked: u64,
+    pub blobs_eligible: u64,
+    pub manifests_eligible: u64,
+}
+
+pub fn parse_summary(log: &str) -> Option<GcSummary> {
+    log.lines().rev().find_map(|line| {
+        let line = line.trim();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let pos = words.windows(2).position(|w| {
+            w[0].chars().all(|c| c.is_ascii_digit())
+                && w[1] == "blobs"
+                && line.contains("eligible for deletion")
+        })?;
+        let w = &words[pos..];
+        // N blobs marked, M blobs and K manifests eligible for deletion
+        if w.len() >= 8
+            && w[2] == "marked,"
+            && w[4] == "blobs"
+            && w[5] == "and"
+            && w[7] == "manifests"
+        {
+            Some(GcSummary {
+                blobs_marked: w[0].parse().ok()?,
+                blobs_eligible: w[3].parse().ok()?,
+                manifests_eligible: w[6].parse().ok()?,
+            })
+        } else {
+            None
+        }
+    })
+}
+
+fn job_state(j: &Job) -> &'static str {
+    if job_condition(j, "Complete") {
+        "Complete"
+    } else if job_condition(j, "Failed") {
+        "Failed"
+    } else {
+        "Running"
+    }
+}
+
+fn created(j: &Job) -> i64 {
+    j.metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .unwrap_or(0)
+}
+
+/// The gc status checks: pure.
+pub fn status_checks(
+    ns: &str,
+    cj: Option<&CronJob>,
+    jobs: &[Job],
+    registry: Option<&Deployment>,
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    out.push(match cj {
+        None => Check::fail("gc.cronjob", format!("cronjob {GC_CRONJOB} not found")).remedy("the registry GC CronJob is enabled in production/non-ai environments: redeploy the platform"),
+        Some(cj) => {
+            let spec = cj.spec.clone().unwrap_or_default();
+            let st = cj.status.clone().unwrap_or_default();
+            let t = |x: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| x.map(|t| t.0.to_string()).unwrap_or_else(|| "never".into());
+            let detail = format!("schedule {:?}, last schedule {}, last success {}", spec.schedule, t(st.last_schedule_time), t(st.last_successful_time));
+            if spec.suspend == Some(true) { Check::warn("gc.cronjob", format!("suspended; {detail}")).remedy(format!("kubectl -n {ns} patch cronjob {GC_CRONJOB} -p '{{\"spec\":{{\"suspend\":false}}}}'")) } else { Check::pass("gc.cronjob", detail) }
+        }
+    });
+    out.push(match jobs.iter().max_by_key(|j| created(j)) {
+        None => Check::warn("gc.last-job", "no GC job yet").remedy("kubectl ck8s gc run --wait"),
+        Some(j) => {
+            let name = j.metadata.name.as_deref().unwrap_or("");
+            match job_state(j) {
+                "Failed" => Check::fail("gc.last-job", format!("{name} failed")).remedy(format!(
+                    "kubectl -n {ns} logs job/{name} --tail=200; then kubectl ck8s gc run --wait"
+                )),
+                s => Check::pass("gc.last-job", format!("{name} {s}")),
+            }
+        }
+    });
+    out.push(match registry {
+        None => Check::fail("gc.registry-replicas", format!("deployment {REGISTRY} not found")).remedy("redeploy the platform"),
+        Some(d) => match d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) {
+            0 => Check::fail("gc.registry-replicas", format!("{REGISTRY} left at 0 replicas (GC scales 1 -> 0 -> 1)"))
+                .remedy(format!("kubectl -n {ns} scale deployment/{REGISTRY} --replicas=1; then check kubectl ck8s gc logs")),
+            n => Check::pass("gc.registry-replicas", format!("{REGISTRY} replicas={n}")),
+        },
+    });
+    out
+}
+
+async fn job_logs(ctx: &Ctx, job: &str, tail: Option<i64>) -> Result<String, Failure> {
+    let pods = ctx
+        .ns::<Pod>()
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
+    let mut text = String::new();
+    for p in pods.items {
+        let name = p.metadata.name.unwrap_or_default();
+        let lp = LogParams {
+            tail_lines: tail,
+            ..Default::default()
+        };
+        text.push_str(
+            &ctx.ns::<Pod>()
+                .logs(&name, &lp)
+                .await
+                .map_err(|e| ctx.err("get", "pods/log", Some(&ctx.namespace), e))?,
+        );
+    }
+    Ok(text)
+}
+
+async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
+    let mut jobs = ctx
+        .ns::<Job>()
+        .list(&ListParams::default().labels(GC_JOB_SELECTOR))
+        .await
+        .map_err(|e| ctx.err("list", "jobs.batch", Some(&ctx.namespace), e))?
+        .items;
+    jobs.sort_by_key(|j| std::cmp::Reverse(created(j)));
+    Ok(jobs)
+}
+
+pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    let ctx = crate::cluster::connect(global).await?;
+    let ns = ctx.namespace.clone();
+    match cmd {
+        GcCommand::Status => {
+            let _p = Progress::start("gc: reading the CronJob");
+            let (cj, jobs, registry) = futures::join!(
+                async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
+                gc_jobs(&ctx),
+                async { ctx.ns::<Deployment>().get(REGISTRY).await }
+            );
+            let cj = not_found_is_none(cj)
+                .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?;
+            let registry = not_found_is_none(registry)
+                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?;
+            let jobs = jobs?;
+            let recent: Vec<_> = jobs.iter().take(5).collect();
+            let rows = recent
+                .iter()
+                .map(|j| {
+                    vec![
+                        j.metadata.name.clone().unwrap_or_default(),
+                        job_state(j).into(),
+                        j.metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            let table = listing(&["GC JOB", "STATUS", "CREATED"], rows);
+            let details = serde_json::json!({"jobs": recent.iter().map(|j| serde_json::json!({"name": j.metadata.name, "status": job_state(j)})).collect::<Vec<_>>()});
+            Report::new(
+                "gc status",
+                &ns,
+                status_checks(&ns, cj.as_ref(), &jobs, registry.as_ref()),
+            )
+            .with_details(details)
+            .print(global.output, Some(&table))
+        }
+        GcCommand::Run { wait, timeout } => {
+            let cj = ctx
+                .ns::<CronJob>()
+                .get(GC_CRONJOB)
+                .await
+                .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?;
+            let name = format!("{GC_CRONJOB}-manual-{}", chrono::Utc::now().timestamp());
+            let job = job_from_cronjob(&cj, &name);
+            ctx.ns::<Job>()
+                .create(&PostParams::default(), &job)
+                .await
+                .map_err(|e| ctx.err("create", "jobs.batch", Some(&ns), e))?;
+            eprintln!("job.batch/{name} created");
+            if !wait {
+                let checks = vec![Check::pass("gc.run", format!("job.batch/{name} created"))];
+                return Report::new("gc run", &ns, checks)
+                    .with_details(serde_json::json!({"job": name}))
+                    .print(global.output, None);
+            }
+            let progress = Progress::start(&format!("gc: waiting for {name}"));
+            let deadline = tokio::time::Instant::now() + timeout;
+            let state = loop {
+                let j = ctx
+                    .ns::<Job>()
+                    .get(&name)
+                    .await
+                    .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?;
+                let s = job_state(&j);
+                if s != "Running" {
+                    break s;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break "Timeout";
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
+            drop(progress);
+            let logs = job_logs(&ctx, &name, Some(200)).await?;
+            let summary = parse_summary(&logs);
+            let check = match (state, summary) {
+                ("Complete", Some(s)) => Check::pass("gc.run", format!("{name} complete: {} blobs marked, {} blobs and {} manifests eligible for deletion", s.blobs_marked, s.blobs_eligible, s.manifests_eligible)),
+                ("Complete", None) => Check::warn("gc.run", format!("{name} complete, no GC summary line in its log")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200")),
+                (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
+            };
+            Report::new("gc run", &ns, vec![check])
+                .with_details(serde_json::json!({"job": name, "state": state, "summary": summary}))
+                .print(global.output, None)
+        }
+        GcCommand::Logs { job, tail } => {
+            let job = match job {
+                Some(j) => j,
+                None => gc_jobs(&ctx)
+                    .await?
+                    .first()
+                    .and_then(|j| j.metadata.name.clone())
+                    .ok_or_else(|| {
+                        Failure::usage("no GC job found").with_help("kubectl ck8s gc run")
+                    })?,
+            };
+            print!("{}", job_logs(&ctx, &job, Some(tail)).await?);
+            Ok(Verdict::Pass)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::Status;
+    use serde_json::json;
+
+    #[test]
+    fn job_is_what_kubectl_create_job_from_cronjob_makes() {
+        let cj: CronJob = serde_json::from_value(json!({
+            "metadata": {"name": GC_CRONJOB, "namespace": "codex-k8s-prod", "uid": "u-1"},
+            "spec": {"schedule": "17 3 * * *", "jobTemplate": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "codex-k8s-registry-gc"}, "annotations": {"a": "b"}},
+                "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "gc", "image": "registry:2"}]}}}}}
+        }))
+        .unwrap();
+        let job =
+            serde_json::to_value(job_from_cronjob(&cj, "codex-k8s-registry-gc-manual-1")).unwrap();
+        assert_eq!(
+            job["metadata"]["annotations"],
+            json!({"cronjob.kubernetes.io/instantiate": "manual", "a": "b"})
+        );
+        assert_eq!(
+            job["metadata"]["labels"],
+            json!({"app.kubernetes.io/name": "codex-k8s-registry-gc"})
+        );
+        assert_eq!(
+            job["metadata"]["ownerReferences"],
+            json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": GC_CRONJOB, "uid": "u-1", "controller": true, "blockOwnerDeletion": true}])
+        );
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+    }
+
+    #[test]
+    fn summary_line() {
+        let log = "marking manifest x\n\n12 blobs marked, 3 blobs and 1 manifests eligible for deletion\nblob eligible for deletion: sha256:..\n";
+        assert_eq!(
+            parse_summary(log),
+            Some(GcSummary {
+                blobs_marked: 12,
+                blobs_eligible: 3,
+                manifests_eligible: 1
+            })
+        );
+        assert_eq!(parse_summary("nothing here"), None);
+    }
+
+    #[test]
+    fn registry_left_at_zero_fails() {
+        let d = |n: i32| {
+            serde_json::from_value::<Deployment>(json!({"metadata": {"name": REGISTRY}, "spec": {"replicas": n, "selector": {}, "template": {}}})).unwrap()
+        };
+        let status = |n| {
+            status_checks("ns", None, &[], Some(&d(n)))
+                .into_iter()
+                .find(|c| c.id == "gc.registry-replicas")
+                .unwrap()
+                .status
+        };
+        assert_eq!(status(0), Status::Fail);
+        assert_eq!(status(1), Status::Pass);
+    }
+}

@@ -1,0 +1,218 @@
+//! Checks and reports: the one shape every flow's verdict takes.
+//!
+//! A check has a stable id (scripts and `--only`/`--skip` use it), a status, a one-line
+//! detail and, when it did not pass, the runbook's remedy.
+
+use crate::exit::{Failure, Verdict};
+use crate::output::OutputFormat;
+use comfy_table::{Cell, Color, ContentArrangement, Table, presets::UTF8_BORDERS_ONLY};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::Warn => "warn",
+            Status::Fail => "fail",
+            Status::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub id: String,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+}
+
+impl Check {
+    pub fn new(id: impl Into<String>, status: Status, detail: impl Into<String>) -> Self {
+        Check {
+            id: id.into(),
+            status,
+            detail: detail.into(),
+            remedy: None,
+        }
+    }
+    pub fn pass(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, Status::Pass, detail)
+    }
+    pub fn warn(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, Status::Warn, detail)
+    }
+    pub fn fail(id: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(id, Status::Fail, detail)
+    }
+    /// A check that did not run; the detail is the reason.
+    pub fn skip(id: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::new(id, Status::Skip, reason)
+    }
+    /// Attaches the remedy; it is shown only when the check did not pass.
+    pub fn remedy(mut self, remedy: impl Into<String>) -> Self {
+        if matches!(self.status, Status::Warn | Status::Fail) {
+            self.remedy = Some(remedy.into());
+        }
+        self
+    }
+}
+
+/// The full report of one command: what `-o json|yaml` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub namespace: String,
+    pub verdict: Status,
+    pub checks: Vec<Check>,
+    /// Flow-specific data (run namespaces, GC jobs, log excerpts, ...).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+impl Report {
+    pub fn new(command: &str, namespace: &str, checks: Vec<Check>) -> Self {
+        let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
+            Status::Fail
+        } else {
+            Status::Pass
+        };
+        Report {
+            command: command.into(),
+            namespace: namespace.into(),
+            verdict,
+            checks,
+            details: serde_json::Value::Null,
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn verdict(&self) -> Verdict {
+        if self.verdict == Status::Fail {
+            Verdict::Fail
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// Prints the report in the chosen format; `extra` is table-only text printed before the
+    /// checks (listings that JSON carries in `details`).
+    pub fn print(&self, format: OutputFormat, extra: Option<&str>) -> Result<Verdict, Failure> {
+        if let Some(result) = format.print_structured(self) {
+            result.map_err(Failure::usage)?;
+            return Ok(self.verdict());
+        }
+        if let Some(extra) = extra {
+            print!("{extra}");
+        }
+        println!("{}", checks_table(&self.checks));
+        let count = |s| self.checks.iter().filter(|c| c.status == s).count();
+        println!(
+            "{}: {} pass, {} warn, {} fail, {} skip -> {}",
+            self.command,
+            count(Status::Pass),
+            count(Status::Warn),
+            count(Status::Fail),
+            count(Status::Skip),
+            if self.verdict == Status::Fail {
+                "FAIL"
+            } else {
+                "PASS"
+            }
+        );
+        Ok(self.verdict())
+    }
+}
+
+pub fn checks_table(checks: &[Check]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(vec!["CHECK", "STATUS", "DETAIL", "REMEDY"]);
+    for c in checks {
+        let color = match c.status {
+            Status::Pass => Color::Green,
+            Status::Warn => Color::Yellow,
+            Status::Fail => Color::Red,
+            Status::Skip => Color::DarkGrey,
+        };
+        table.add_row(vec![
+            Cell::new(&c.id),
+            Cell::new(c.status.as_str()).fg(color),
+            Cell::new(&c.detail),
+            Cell::new(c.remedy.as_deref().unwrap_or("")),
+        ]);
+    }
+    table
+}
+
+/// A plain listing table (no colors), for the flows' object listings.
+pub fn listing(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    table.set_header(header.to_vec());
+    for r in rows {
+        table.add_row(r);
+    }
+    format!("{table}\n")
+}
+
+/// `--only` / `--skip` by id: a check id matches a filter entry equal to it or to its prefix
+/// before a dot (`rollout` selects `rollout.worker`).
+pub fn selected(id: &str, only: &[String], skip: &[String]) -> bool {
+    let matches = |f: &String| id == f || id.starts_with(&format!("{f}."));
+    (only.is_empty() || only.iter().any(matches)) && !skip.iter().any(matches)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdict_fails_only_on_fail() {
+        let r = Report::new("t", "ns", vec![Check::pass("a", ""), Check::warn("b", "")]);
+        assert_eq!(r.verdict(), Verdict::Pass);
+        let r = Report::new("t", "ns", vec![Check::pass("a", ""), Check::fail("b", "")]);
+        assert_eq!(r.verdict(), Verdict::Fail);
+    }
+
+    #[test]
+    fn remedy_only_when_not_passing() {
+        assert_eq!(Check::pass("a", "").remedy("x").remedy, None);
+        assert_eq!(
+            Check::fail("a", "").remedy("x").remedy.as_deref(),
+            Some("x")
+        );
+    }
+
+    #[test]
+    fn only_and_skip_by_id_or_prefix() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        for (id, only, skip, want) in [
+            ("rollout.worker", s(&[]), s(&[]), true),
+            ("rollout.worker", s(&["rollout"]), s(&[]), true),
+            ("rollout.worker", s(&["pods.ready"]), s(&[]), false),
+            ("rollout.worker", s(&[]), s(&["rollout.worker"]), false),
+            ("rollouts", s(&["rollout"]), s(&[]), false),
+        ] {
+            assert_eq!(selected(id, &only, &skip), want, "{id} {only:?} {skip:?}");
+        }
+    }
+}

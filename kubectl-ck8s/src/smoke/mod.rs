@@ -1,0 +1,195 @@
+//! `kubectl ck8s smoke`: the production runbook's daily smoke check.
+//!
+//! Fetch everything at once ([`fetch`]), probe through port-forward, then judge with the pure
+//! functions in [`checks`].
+
+pub mod checks;
+pub mod probe;
+
+use crate::cli::GlobalArgs;
+use crate::cluster::{Ctx, Progress, not_found_is_none};
+use crate::exit::{Failure, Verdict};
+use crate::names::*;
+use crate::report::{Check, Report, selected};
+use checks::{Probes, State};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::ListParams;
+use probe::{Direct, PortForward, ProbeRequest, Prober, Target};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SmokeArgs {
+    /// Run only these checks (ids or id prefixes, comma separated; e.g. rollout,tls.production).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip these checks (ids or id prefixes, comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Send HTTP probes straight to this address instead of port-forwarding (testing aid).
+    #[arg(long, hide = true, env = "CK8S_PROBE_DIRECT")]
+    pub probe_direct: Option<String>,
+}
+
+pub async fn run(args: SmokeArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+    for f in args.only.iter().chain(&args.skip) {
+        if !checks::IDS
+            .iter()
+            .any(|id| selected(id, std::slice::from_ref(f), &[]))
+        {
+            return Err(Failure::usage(format!("unknown check id {f:?}"))
+                .with_help(format!("check ids: {}", checks::IDS.join(", "))));
+        }
+    }
+    let ctx = crate::cluster::connect(global).await?;
+    let progress = Progress::start("smoke: fetching cluster state");
+    let mut state = fetch(&ctx, global.domain.clone()).await?;
+    progress.set("smoke: probing through port-forward");
+    let wants_probe = |id| selected(id, &args.only, &args.skip);
+    let probing = [
+        "health.healthz",
+        "health.readyz",
+        "health.metrics",
+        "webhook.unauthorized",
+    ]
+    .into_iter()
+    .any(wants_probe);
+    if probing {
+        state.probes = match &args.probe_direct {
+            Some(addr) => probe_all(&Direct { addr: addr.clone() }, &state).await,
+            None => probe_all(&PortForward { pods: ctx.ns() }, &state).await,
+        };
+    }
+    drop(progress);
+    let checks: Vec<Check> = checks::run_all(&state)
+        .into_iter()
+        .filter(|c| selected(&c.id, &args.only, &args.skip))
+        .collect();
+    Report::new("smoke", &ctx.namespace, checks).print(global.output, None)
+}
+
+/// All the objects smoke looks at, fetched concurrently.
+pub async fn fetch(ctx: &Ctx, domain: Option<String>) -> Result<State, Failure> {
+    let ns = ctx.namespace.as_str();
+    let lp = ListParams::default();
+    let (pods, deployments, jobs, ingresses, tls, reuse, cronjob, runtime) = futures::join!(
+        async { ctx.ns::<Pod>().list(&lp).await },
+        async { ctx.ns::<Deployment>().list(&lp).await },
+        async { ctx.ns::<Job>().list(&lp).await },
+        async { ctx.ns::<Ingress>().list(&lp).await },
+        async { ctx.ns::<Secret>().get(TLS_SECRET).await },
+        async {
+            ctx.in_ns::<Secret>(SYSTEM_NAMESPACE)
+                .list_metadata(&lp)
+                .await
+        },
+        async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
+        async { ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await },
+    );
+    let here = Some(ns);
+    Ok(State {
+        namespace: ns.to_string(),
+        domain,
+        now: chrono::Utc::now(),
+        pods: pods.map_err(|e| ctx.err("list", "pods", here, e))?.items,
+        deployments: deployments
+            .map_err(|e| ctx.err("list", "deployments.apps", here, e))?
+            .items,
+        jobs: jobs
+            .map_err(|e| ctx.err("list", "jobs.batch", here, e))?
+            .items,
+        ingresses: ingresses
+            .map_err(|e| ctx.err("list", "ingresses.networking.k8s.io", here, e))?
+            .items,
+        tls_secret: not_found_is_none(tls).map_err(|e| ctx.err("get", "secrets", here, e))?,
+        reuse_secrets: reuse
+            .map(|l| {
+                l.items
+                    .into_iter()
+                    .filter_map(|s| s.metadata.name)
+                    .filter(|n| n.starts_with(TLS_REUSE_PREFIX))
+                    .collect()
+            })
+            .map_err(|e| {
+                ctx.err("list", "secrets", Some(SYSTEM_NAMESPACE), e)
+                    .message
+            }),
+        gc_cronjob: not_found_is_none(cronjob)
+            .map_err(|e| ctx.err("get", "cronjobs.batch", here, e))?,
+        runtime_config: not_found_is_none(runtime)
+            .map_err(|e| ctx.err("get", "configmaps", here, e))?,
+        probes: Probes::default(),
+    })
+}
+
+/// A Running, Ready pod of the deployment and the port to probe (named `http`, else the first).
+pub fn target_of(state: &State, deployment: &str) -> Option<Target> {
+    let d = state
+        .deployments
+        .iter()
+        .find(|d| d.metadata.name.as_deref() == Some(deployment))?;
+    let spec = d.spec.as_ref()?;
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let ports: Vec<_> = spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|p| p.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .collect();
+    let port = ports
+        .iter()
+        .find(|p| p.name.as_deref() == Some("http"))
+        .or(ports.first())?
+        .container_port;
+    let pod = state.pods.iter().find(|p| {
+        let labels = p.metadata.labels.clone().unwrap_or_default();
+        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        running && !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    })?;
+    Some(Target {
+        pod: pod.metadata.name.clone()?,
+        port: u16::try_from(port).ok()?,
+    })
+}
+
+pub async fn probe_all<P: Prober>(prober: &P, state: &State) -> Probes {
+    let get = |path: &str| ProbeRequest {
+        method: "GET",
+        path: path.into(),
+        headers: vec![],
+        body: String::new(),
+    };
+    let webhook = ProbeRequest {
+        method: "POST",
+        path: WEBHOOK_PATH.into(),
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            ("X-GitHub-Event", "ping".into()),
+            ("X-GitHub-Delivery", "ck8s-smoke".into()),
+            ("X-Hub-Signature-256", format!("sha256={}", "0".repeat(64))),
+        ],
+        body: "{}".into(),
+    };
+    let gateway = target_of(state, API_GATEWAY);
+    let proxy = target_of(state, OAUTH2_PROXY);
+    let once = |t: Option<Target>, r: ProbeRequest| async move {
+        match t {
+            Some(t) => Some(prober.probe(&t, &r).await),
+            None => None,
+        }
+    };
+    let (healthz, readyz, metrics, webhook) = futures::join!(
+        once(gateway.clone(), get("/healthz")),
+        once(gateway.clone(), get("/readyz")),
+        once(gateway.clone(), get("/metrics")),
+        once(proxy, webhook),
+    );
+    Probes {
+        healthz,
+        readyz,
+        metrics,
+        webhook,
+    }
+}
