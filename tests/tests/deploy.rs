@@ -1175,6 +1175,7 @@ fn rbac_for_plugin_users() {
         "impersonate",
     ];
     let mut names = BTreeSet::new();
+    let mut roles = std::collections::BTreeMap::new();
     for o in &rendered.objects {
         let (name, rules) = match o {
             Object::ClusterRole(r) => (
@@ -1213,25 +1214,170 @@ fn rbac_for_plugin_users() {
                     );
                 }
             }
-            if name == "ck8s-operator" && rule.resources.iter().flatten().any(|r| r == "configmaps")
-            {
-                assert_eq!(
-                    rule.resource_names.as_deref(),
-                    Some(&["codex-k8s-runtime".to_string()][..])
+            if name == "ck8s-operator" {
+                assert!(
+                    !secrets,
+                    "ck8s-operator: Secrets only through ck8s-labels-secrets"
                 );
             }
         }
-        names.insert(name);
+        names.insert(name.clone());
+        roles.insert(name, rules);
     }
     let expected: BTreeSet<String> = [
         "ck8s-reader",
         "ck8s-operator",
         "ck8s-tls-reader",
         "ck8s-smoke",
+        "ck8s-labels-secrets",
     ]
     .map(String::from)
     .into();
     assert_eq!(names, expected);
+
+    // What the plugin's commands call (kubectl-ck8s/src), one line per call:
+    // (role, verb, "group/resource", name or "", allowed?).
+    let table: &[(&str, &str, &str, &str, bool)] = &[
+        // smoke
+        ("ck8s-reader", "list", "/pods", "", true),
+        ("ck8s-reader", "list", "apps/deployments", "", true),
+        (
+            "ck8s-reader",
+            "list",
+            "networking.k8s.io/ingresses",
+            "",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "get",
+            "/secrets",
+            "codex-k8s-production-tls",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "get",
+            "batch/cronjobs",
+            "codex-k8s-registry-gc",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "get",
+            "/configmaps",
+            "codex-k8s-runtime",
+            true,
+        ),
+        ("ck8s-tls-reader", "list", "/secrets", "", true),
+        (
+            "ck8s-smoke",
+            "create",
+            "/pods/portforward",
+            "codex-k8s-0",
+            true,
+        ),
+        // runs
+        ("ck8s-reader", "list", "/namespaces", "", true),
+        ("ck8s-reader", "list", "/serviceaccounts", "", true),
+        (
+            "ck8s-reader",
+            "list",
+            "rbac.authorization.k8s.io/rolebindings",
+            "",
+            true,
+        ),
+        ("ck8s-reader", "list", "/resourcequotas", "", true),
+        ("ck8s-reader", "list", "/limitranges", "", true),
+        ("ck8s-reader", "list", "batch/jobs", "", true),
+        // labels --objects
+        ("ck8s-reader", "list", "apps/statefulsets", "", true),
+        ("ck8s-reader", "list", "apps/daemonsets", "", true),
+        ("ck8s-labels-secrets", "list", "/secrets", "", true),
+        // gc status, diagnose
+        (
+            "ck8s-reader",
+            "get",
+            "/pods/log",
+            "codex-k8s-registry-gc-1",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "get",
+            "apps/deployments",
+            "codex-k8s-control-plane",
+            true,
+        ),
+        // gc run
+        ("ck8s-operator", "create", "batch/jobs", "", true),
+        // labels --fix
+        (
+            "ck8s-operator",
+            "patch",
+            "/namespaces",
+            "codex-k8s-run-1",
+            true,
+        ),
+        (
+            "ck8s-operator",
+            "patch",
+            "apps/deployments",
+            "codex-k8s-worker",
+            true,
+        ),
+        (
+            "ck8s-operator",
+            "patch",
+            "rbac.authorization.k8s.io/rolebindings",
+            "x",
+            true,
+        ),
+        ("ck8s-labels-secrets", "patch", "/secrets", "x", true),
+        ("ck8s-labels-secrets", "patch", "/configmaps", "x", true),
+        // mitigate
+        (
+            "ck8s-operator",
+            "patch",
+            "/configmaps",
+            "codex-k8s-runtime",
+            true,
+        ),
+        (
+            "ck8s-operator",
+            "get",
+            "apps/deployments",
+            "codex-k8s-control-plane",
+            true,
+        ),
+        // and nothing more
+        ("ck8s-reader", "list", "/secrets", "", false),
+        ("ck8s-reader", "get", "/secrets", "codex-k8s-openai", false),
+        ("ck8s-reader", "create", "/pods/portforward", "x", false),
+        ("ck8s-reader", "create", "/pods/exec", "x", false),
+        (
+            "ck8s-operator",
+            "patch",
+            "/configmaps",
+            "kube-root-ca.crt",
+            false,
+        ),
+        ("ck8s-operator", "list", "/secrets", "", false),
+        ("ck8s-operator", "delete", "batch/jobs", "x", false),
+        ("ck8s-operator", "create", "/pods", "", false),
+    ];
+    for &(role, verb, gr, name, want) in table {
+        let (group, resource) = gr.split_once('/').unwrap();
+        let got = roles[role].iter().any(|r| {
+            r.verbs.iter().any(|v| v == verb)
+                && r.api_groups.iter().flatten().any(|g| g == group)
+                && r.resources.iter().flatten().any(|x| x == resource)
+                && r.resource_names
+                    .as_ref()
+                    .is_none_or(|names| names.iter().any(|n| n == name))
+        });
+        assert_eq!(got, want, "{role} {verb} {gr} {name:?}");
+    }
 }
 
 /// `gen-certs.sh` makes a CA and a serving certificate that openssl verifies for the
