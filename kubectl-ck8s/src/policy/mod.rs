@@ -111,7 +111,7 @@ fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPol
                 .with_help(format!("built-in policies: {}", names.join(", ")))
         });
     }
-    let path = base.join(reference);
+    let path = clean(&base.join(reference));
     let wasm = std::fs::read(&path).map_err(|e| {
         Failure::usage(format!("cannot read policy {}: {e}", path.display()))
             .with_help("build it first: `cargo build --release --target wasm32-unknown-unknown` in the policy crate")
@@ -119,4 +119,26 @@ fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPol
     runtime
         .load(PolicySource::File(path), &wasm)
         .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// `a/./b/../c` as `a/c`, lexically, so messages show the path a user would type.
+fn clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
 }

@@ -73,7 +73,7 @@ pub fn run(args: NewArgs) -> Result<Verdict, Failure> {
         "  kubectl ck8s policy test .                              # the YAML suite, against the .wasm"
     );
     println!("  kubectl ck8s policy inspect {wasm}");
-    println!("  cp {wasm} <the webhook's --policies DIR>        # picked up without a restart");
+    println!("  cp {wasm} <the webhook's --policies DIR>   # live without a restart");
     Ok(Verdict::Pass)
 }
 
