@@ -1,1 +1,9 @@
-//! placeholder
+//! Test support shared across ck8s: the in-process Kubernetes API server ([`apiserver`]) that
+//! the plugin's integration tests and the kubectl fidelity tests run against.
+//!
+//! Not a cluster: it stores and serves fixture objects faithfully over the REST paths, and
+//! reconciles nothing.
+
+pub mod apiserver;
+
+pub use apiserver::TestApiServer;
