@@ -706,6 +706,35 @@ fn assert_safe_webhook(r: &Rendered, overlay: &str) {
         _ => unreachable!(),
     }
 
+    // The two-step install selects the webhook configuration by this label, and only it.
+    let staged: Vec<&str> = r
+        .objects
+        .iter()
+        .filter(|o| {
+            let labels = match o {
+                Object::ValidatingWebhookConfiguration(v) => &v.metadata.labels,
+                Object::Deployment(d) => &d.metadata.labels,
+                Object::Service(s) => &s.metadata.labels,
+                _ => return false,
+            };
+            labels
+                .as_ref()
+                .and_then(|l| l.get("app.kubernetes.io/component"))
+                .map(String::as_str)
+                == Some("webhook-configuration")
+        })
+        .map(|o| match o {
+            Object::ValidatingWebhookConfiguration(_) => "ValidatingWebhookConfiguration",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(
+        staged,
+        ["ValidatingWebhookConfiguration"],
+        "{}",
+        ctx("install label")
+    );
+
     // The webhook's namespace enforces the restricted Pod Security Standard.
     let ns = r
         .objects
@@ -1024,6 +1053,33 @@ fn policy_config_map_is_accepted_by_the_policies() {
         );
     }
     assert_eq!(set.len(), settings.policies.len());
+}
+
+/// The README's "Verify it works" step: with the shipped configuration, the policies deny
+/// deploy/examples/bad-build-ref.yaml, and the message names the policy and the fix.
+#[test]
+fn shipped_config_denies_the_verification_example() {
+    let config = std::fs::read_to_string(deploy_dir().join("base/policies.yaml")).unwrap();
+    let settings = SettingsFile::parse(&config).unwrap();
+    let rt = Runtime::new(Default::default(), None).unwrap();
+    let policies = rt
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(std::sync::Arc::new)
+        .collect();
+    let set = ck8s_policy_runtime::PolicySet::new(policies, &settings).unwrap();
+
+    let yaml = std::fs::read_to_string(deploy_dir().join("examples/bad-build-ref.yaml")).unwrap();
+    let doc: Value = serde_yaml::from_str(&yaml).unwrap();
+    let _: Deployment = strict(&doc);
+    let raw = serde_json::value::to_raw_value(&doc).unwrap();
+    let subject = ck8s_policy_runtime::Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let decision = ck8s_policy_runtime::Decision::from_evaluation(&set.evaluate(&subject));
+    assert!(!decision.allowed, "the example is denied");
+    let message = decision.denial_message();
+    assert!(message.contains("[build-ref]"), "{message}");
+    assert!(message.contains("CODEXK8S_BUILD_REF"), "{message}");
 }
 
 /// The container's arguments, checked against what they refer to in the pod: files in
