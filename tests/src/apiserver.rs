@@ -961,6 +961,17 @@ async fn handle(
             ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
         }
         ("create", None) => {
+            // Like a server without protobuf: 415 makes client-go fall back to JSON.
+            if !content_type.is_empty() && !content_type.contains("json") {
+                return status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+                    ),
+                    json!({}),
+                );
+            }
             let mut obj: Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
                 Err(e) => {
