@@ -91,7 +91,7 @@ pub fn run(args: InspectArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
 
     let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
     kv("Source", &report.source);
-    if let Some(p) = loaded.as_ref().ok() {
+    if let Ok(p) = &loaded {
         kv("Name", &p.metadata.name);
         kv("Version", &p.metadata.version);
         kv("Description", &p.metadata.description);

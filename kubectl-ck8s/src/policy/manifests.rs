@@ -139,7 +139,7 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, String> {
 
 fn object(origin: Origin, value: &Value) -> Result<Manifest, String> {
     for field in ["apiVersion", "kind"] {
-        if !value[field].as_str().is_some_and(|s| !s.is_empty()) {
+        if value[field].as_str().is_none_or(|s| s.is_empty()) {
             return Err(format!("{origin}: not a Kubernetes object: no {field}"));
         }
     }
