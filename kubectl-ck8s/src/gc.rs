@@ -60,7 +60,8 @@ pub fn job_from_cronjob(cj: &CronJob, name: &str) -> Job {
                 name: cj.metadata.name.clone().unwrap_or_default(),
                 uid: cj.metadata.uid.clone().unwrap_or_default(),
                 controller: Some(true),
-                block_owner_deletion: Some(true),
+                // kubectl sets no blockOwnerDeletion (it would need the finalizers permission).
+                block_owner_deletion: None,
             }]),
             ..Default::default()
         },
@@ -331,7 +332,7 @@ mod tests {
         );
         assert_eq!(
             job["metadata"]["ownerReferences"],
-            json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": GC_CRONJOB, "uid": "u-1", "controller": true, "blockOwnerDeletion": true}])
+            json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": GC_CRONJOB, "uid": "u-1", "controller": true}])
         );
         assert_eq!(job["spec"]["backoffLimit"], 0);
     }
