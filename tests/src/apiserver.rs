@@ -103,6 +103,7 @@ pub const RESOURCES: &[Resource] = &[
         &["limits"],
     ),
     r("", "v1", "events", "event", "Event", true, &["ev"]),
+    r("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"]),
     r(
         "apps",
         "v1",
