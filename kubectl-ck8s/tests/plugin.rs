@@ -754,4 +754,15 @@ fn kubectl_discovers_the_plugin() {
         text(&out.stdout),
         text(&out.stderr)
     );
+    // kubectl's plugin completion: kubectl_complete-ck8s on PATH answers for `kubectl ck8s <TAB>`.
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kubectl_complete-ck8s");
+    std::os::unix::fs::symlink(script, plugin_dir.path().join("kubectl_complete-ck8s")).unwrap();
+    let out = Command::new("/usr/bin/kubectl")
+        .args(["__complete", "ck8s", "gc", ""])
+        .env("PATH", &path)
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("logs\nrun\nstatus\n"), "{stdout}\n{}", text(&out.stderr));
 }
