@@ -262,13 +262,13 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
         .chain(&f.signature_b)
         .filter_map(|l| l.time)
         .collect();
-    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max()) {
-        if *last - *first > chrono::Duration::minutes(30) {
-            f.escalate.push(format!(
-                "errors for {} minutes (> 30)",
-                (*last - *first).num_minutes()
-            ));
-        }
+    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max())
+        && *last - *first > chrono::Duration::minutes(30)
+    {
+        f.escalate.push(format!(
+            "errors for {} minutes (> 30)",
+            (*last - *first).num_minutes()
+        ));
     }
     if f.failed_jobs.iter().any(|j| j.contains("mirror")) && !f.signature_a.is_empty() {
         f.escalate.push(

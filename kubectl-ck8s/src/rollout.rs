@@ -33,12 +33,12 @@ pub fn rollout_status(d: &Deployment) -> Rollout {
     let updated = status.updated_replicas.unwrap_or(0);
     let replicas = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
-    if let Some(want) = d.spec.as_ref().and_then(|s| s.replicas) {
-        if updated < want {
-            return Rollout::Waiting(format!(
-                "{updated} out of {want} new replicas have been updated"
-            ));
-        }
+    if let Some(want) = d.spec.as_ref().and_then(|s| s.replicas)
+        && updated < want
+    {
+        return Rollout::Waiting(format!(
+            "{updated} out of {want} new replicas have been updated"
+        ));
     }
     if replicas > updated {
         return Rollout::Waiting(format!(

@@ -103,7 +103,15 @@ pub const RESOURCES: &[Resource] = &[
         &["limits"],
     ),
     r("", "v1", "events", "event", "Event", true, &["ev"]),
-    r("", "v1", "endpoints", "endpoints", "Endpoints", true, &["ep"]),
+    r(
+        "",
+        "v1",
+        "endpoints",
+        "endpoints",
+        "Endpoints",
+        true,
+        &["ep"],
+    ),
     r(
         "apps",
         "v1",
@@ -219,6 +227,9 @@ impl Recorded {
     }
 }
 
+/// Pod logs: `(namespace, pod)` -> text.
+pub type Logs = HashMap<(String, String), String>;
+
 #[derive(Default)]
 struct State {
     objects: Vec<Value>,
@@ -288,7 +299,7 @@ fn key(o: &Value) -> (String, String, String, String) {
 
 /// Loads a fixture cluster: `*.yaml` (multi-document), `logs/<ns>/<pod>.log`, and optionally
 /// `_base` (the name of a fixture to start from) and `_remove` (lines `Kind namespace/name`).
-pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, HashMap<(String, String), String>)> {
+pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, Logs)> {
     let dir = fixtures_dir().join(name);
     anyhow::ensure!(dir.is_dir(), "no fixture cluster {}", dir.display());
     let now = Utc::now();
@@ -360,7 +371,7 @@ impl TestApiServer {
         Self::with_objects(objects, logs)
     }
 
-    pub fn with_objects(mut objects: Vec<Value>, logs: HashMap<(String, String), String>) -> Self {
+    pub fn with_objects(mut objects: Vec<Value>, logs: Logs) -> Self {
         let mut rv = 100;
         for o in &mut objects {
             rv += 1;
@@ -697,7 +708,7 @@ fn discovery(path: &str, addr: &str) -> Option<Value> {
     let gv = trimmed
         .strip_prefix("/api/")
         .or_else(|| trimmed.strip_prefix("/apis/"))?;
-    let (group, version) = gv.split_once('/').map(|(g, v)| (g, v)).unwrap_or(("", gv));
+    let (group, version) = gv.split_once('/').unwrap_or(("", gv));
     if version.contains('/') {
         return None;
     }
@@ -764,10 +775,10 @@ async fn handle(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
-    if method == Method::GET {
-        if let Some(d) = discovery(&path, &host) {
-            return ok_json(StatusCode::OK, &d);
-        }
+    if method == Method::GET
+        && let Some(d) = discovery(&path, &host)
+    {
+        return ok_json(StatusCode::OK, &d);
     }
     let Some(t) = route(&path) else {
         return status(
@@ -939,10 +950,10 @@ async fn handle(
                         Some((Ok(ts), rest)) => (Some(ts.with_timezone(&Utc)), rest),
                         _ => (None, l),
                     };
-                    if let (Some(since), Some(ts)) = (since, ts) {
-                        if ts < since {
-                            return None;
-                        }
+                    if let (Some(since), Some(ts)) = (since, ts)
+                        && ts < since
+                    {
+                        return None;
                     }
                     Some(if timestamps || ts.is_none() {
                         l.to_string()

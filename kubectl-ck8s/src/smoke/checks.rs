@@ -187,7 +187,7 @@ pub fn pods_restarts(s: &State) -> Check {
         })
         .filter(|(_, n)| *n >= RESTARTS_WARN)
         .collect();
-    worst.sort_by(|a, b| b.1.cmp(&a.1));
+    worst.sort_by_key(|w| std::cmp::Reverse(w.1));
     let remedy = format!(
         "kubectl -n {} logs <pod> --previous; kubectl -n {} describe pod <pod>",
         s.namespace, s.namespace
