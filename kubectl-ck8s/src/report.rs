@@ -143,6 +143,7 @@ pub fn checks_table(checks: &[Check]) -> Table {
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic);
+    fit(&mut table);
     table.set_header(vec!["CHECK", "STATUS", "DETAIL", "REMEDY"]);
     for c in checks {
         let color = match c.status {
@@ -161,12 +162,24 @@ pub fn checks_table(checks: &[Check]) -> Table {
     table
 }
 
+/// On a terminal comfy-table wraps to its width; in a pipe, wrap at a readable width too.
+fn fit(table: &mut Table) {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        table.set_width(PIPE_WIDTH);
+    }
+}
+
+/// The width tables wrap at when stdout is not a terminal.
+pub const PIPE_WIDTH: u16 = 160;
+
 /// A plain listing table (no colors), for the flows' object listings.
 pub fn listing(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
         .set_content_arrangement(ContentArrangement::Dynamic);
+    fit(&mut table);
     table.set_header(header.to_vec());
     for r in rows {
         table.add_row(r);

@@ -613,16 +613,17 @@ fn diagnose_build_signature_b_build_ref() {
     assert_eq!(code(&out), 1);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("rejected by the build-ref policy"),
-        "{stdout}"
-    );
-    assert!(
         stdout.contains("[job/codex-k8s-codegen-check] fatal: '-b feature/x' is not a commit"),
         "{stdout}"
     );
     let (_, r) = c.json(&["diagnose", "build"]);
     assert_eq!(status(&r, "build.build-ref"), "fail");
     assert_eq!(status(&r, "build.signature-b"), "fail");
+    let detail = check(&r, "build.build-ref")["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("rejected by the build-ref policy"),
+        "{detail}"
+    );
     assert_eq!(
         r["details"]["failed_jobs"],
         serde_json::json!(["codex-k8s-codegen-check"])
@@ -764,5 +765,9 @@ fn kubectl_discovers_the_plugin() {
         .output()
         .unwrap();
     let stdout = text(&out.stdout);
-    assert!(stdout.starts_with("logs\nrun\nstatus\n"), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.starts_with("logs\nrun\nstatus\n"),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
 }

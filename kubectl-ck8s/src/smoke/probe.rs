@@ -57,7 +57,14 @@ impl Prober for PortForward {
                 .portforward(&target.pod, &[target.port])
                 .await
                 .map_err(|e| {
-                    format!("port-forward to {}:{} failed: {e}", target.pod, target.port)
+                    let why = match &e {
+                        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+                        other => other.to_string(),
+                    };
+                    format!(
+                        "port-forward to {}:{} failed: {why}",
+                        target.pod, target.port
+                    )
                 })?;
             let stream = pf
                 .take_stream(target.port)
