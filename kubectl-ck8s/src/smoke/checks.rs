@@ -723,6 +723,64 @@ mod tests {
     }
 
     #[test]
+    fn production_certificate_days_left() {
+        // testdata/tls.crt: CN=platform.codex-k8s.dev, notAfter 2036-11-22.
+        let crt = include_bytes!("testdata/tls.crt");
+        let secret = |ty: &str| {
+            obj::<Secret>(json!({"metadata": {"name": TLS_SECRET}, "type": ty,
+                "data": {"tls.crt": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crt)}}))
+        };
+        let at = |date: &str, ty: &str| {
+            let now = DateTime::parse_from_rfc3339(date)
+                .unwrap()
+                .with_timezone(&Utc);
+            tls_production(&State {
+                now,
+                tls_secret: Some(secret(ty)),
+                ..Default::default()
+            })
+        };
+        for (name, date, ty, want) in [
+            (
+                "valid, years left",
+                "2027-01-01T00:00:00Z",
+                "kubernetes.io/tls",
+                Status::Pass,
+            ),
+            (
+                "expires in 7 days",
+                "2036-11-15T00:00:00Z",
+                "kubernetes.io/tls",
+                Status::Warn,
+            ),
+            (
+                "expired",
+                "2037-01-01T00:00:00Z",
+                "kubernetes.io/tls",
+                Status::Fail,
+            ),
+            (
+                "wrong secret type",
+                "2027-01-01T00:00:00Z",
+                "Opaque",
+                Status::Fail,
+            ),
+        ] {
+            assert_eq!(at(date, ty).status, want, "{name}: {:?}", at(date, ty));
+        }
+        assert!(
+            at("2037-01-01T00:00:00Z", "kubernetes.io/tls")
+                .detail
+                .contains("expired")
+        );
+        assert_eq!(
+            tls_production(&State::default()).status,
+            Status::Fail,
+            "missing secret"
+        );
+    }
+
+    #[test]
     fn every_check_id_is_listed() {
         let ids: Vec<String> = run_all(&State::default())
             .into_iter()
