@@ -284,7 +284,14 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                 ("Complete", None) => Check::warn("gc.run", format!("{name} complete, no GC summary line in its log")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200")),
                 (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
             };
-            Report::new("gc run", &ns, vec![check])
+            // The Job scales the registry 1 -> 0 -> 1: it must be back.
+            let registry = not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
+                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?;
+            let replicas = status_checks(&ns, None, &[], registry.as_ref())
+                .into_iter()
+                .filter(|c| c.id == "gc.registry-replicas");
+            let checks: Vec<Check> = std::iter::once(check).chain(replicas).collect();
+            Report::new("gc run", &ns, checks)
                 .with_details(serde_json::json!({"job": name, "state": state, "summary": summary}))
                 .print(global.output, None)
         }

@@ -549,6 +549,7 @@ fn gc_run_wait_parses_the_summary() {
         r["details"]["summary"],
         serde_json::json!({"blobs_marked": 42, "blobs_eligible": 7, "manifests_eligible": 3})
     );
+    assert_eq!(status(&r, "gc.registry-replicas"), "pass");
     let out = c.ck8s(&["gc", "logs"]);
     assert!(
         text(&out.stdout).contains("42 blobs marked"),
