@@ -46,7 +46,11 @@ fn app() -> String {
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).unwrap_or(0);
             let webhook = String::from_utf8_lossy(&buf[..n]).contains("/webhooks/");
-            let _ = s.write_all(if webhook { b"HTTP/1.1 401 Unauthorized\r\n\r\n" as &[u8] } else { b"HTTP/1.1 200 OK\r\n\r\n" });
+            let _ = s.write_all(if webhook {
+                b"HTTP/1.1 401 Unauthorized\r\n\r\n" as &[u8]
+            } else {
+                b"HTTP/1.1 200 OK\r\n\r\n"
+            });
         }
     });
     addr
@@ -71,15 +75,30 @@ fn smoke_vs_runbook_kubectl_sequence() {
             .env("HOME", dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "kubectl {args}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     let smoke = || {
         let out = Command::new(BIN)
-            .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "--domain", "platform.codex-k8s.dev", "smoke"])
+            .args([
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--domain",
+                "platform.codex-k8s.dev",
+                "smoke",
+            ])
             .env("CK8S_PROBE_DIRECT", &addr)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     };
     // Warm up both (kubectl's discovery cache, the page cache).
     RUNBOOK.iter().for_each(|c| kubectl(c));
@@ -94,8 +113,22 @@ fn smoke_vs_runbook_kubectl_sequence() {
         runbook.push(t.elapsed());
     }
     let (c, r) = (median(ck8s), median(runbook));
-    println!("kubectl ck8s smoke:            median {:>7.1} ms over {ROUNDS} rounds", c.as_secs_f64() * 1e3);
-    println!("runbook kubectl sequence ({} commands): median {:>7.1} ms over {ROUNDS} rounds", RUNBOOK.len(), r.as_secs_f64() * 1e3);
-    println!("ratio: smoke takes {:.3} of the runbook's time ({:.1}x faster)", c.as_secs_f64() / r.as_secs_f64(), r.as_secs_f64() / c.as_secs_f64());
-    assert!(c * 5 <= r, "smoke must take at most 1/5 of the runbook sequence: {c:?} vs {r:?}");
+    println!(
+        "kubectl ck8s smoke:            median {:>7.1} ms over {ROUNDS} rounds",
+        c.as_secs_f64() * 1e3
+    );
+    println!(
+        "runbook kubectl sequence ({} commands): median {:>7.1} ms over {ROUNDS} rounds",
+        RUNBOOK.len(),
+        r.as_secs_f64() * 1e3
+    );
+    println!(
+        "ratio: smoke takes {:.3} of the runbook's time ({:.1}x faster)",
+        c.as_secs_f64() / r.as_secs_f64(),
+        r.as_secs_f64() / c.as_secs_f64()
+    );
+    assert!(
+        c * 5 <= r,
+        "smoke must take at most 1/5 of the runbook sequence: {c:?} vs {r:?}"
+    );
 }
