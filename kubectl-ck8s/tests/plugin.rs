@@ -772,3 +772,12 @@ fn kubectl_discovers_the_plugin() {
         text(&out.stderr)
     );
 }
+
+/// The table the SRE sees, as a snapshot (tests/snapshots/); regenerate by copying the output.
+#[test]
+fn smoke_table_snapshot() {
+    let c = Cluster::new("failed-rollout");
+    let out = c.ck8s(&["smoke", "--only", "rollout"]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(text(&out.stdout), include_str!("snapshots/smoke-only-rollout.failed-rollout.txt"));
+}
