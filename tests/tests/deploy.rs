@@ -226,7 +226,7 @@ enum Object {
     ConfigMap(ConfigMap),
     Secret(Secret),
     Service(Service),
-    Deployment(Deployment),
+    Deployment(Box<Deployment>),
     PodDisruptionBudget(PodDisruptionBudget),
     NetworkPolicy(NetworkPolicy),
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
@@ -330,7 +330,7 @@ fn parse(mut doc: Value) -> Object {
         ("v1", "ConfigMap") => Object::ConfigMap(strict(&doc)),
         ("v1", "Secret") => Object::Secret(strict(&doc)),
         ("v1", "Service") => Object::Service(strict(&doc)),
-        ("apps/v1", "Deployment") => Object::Deployment(strict(&doc)),
+        ("apps/v1", "Deployment") => Object::Deployment(Box::new(strict(&doc))),
         ("policy/v1", "PodDisruptionBudget") => Object::PodDisruptionBudget(strict(&doc)),
         ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(strict(&doc)),
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
@@ -368,7 +368,7 @@ impl Rendered {
             .objects
             .iter()
             .filter_map(|o| match o {
-                Object::Deployment(d) => Some(d),
+                Object::Deployment(d) => Some(d.as_ref()),
                 _ => None,
             })
             .collect();
