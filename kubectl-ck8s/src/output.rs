@@ -13,8 +13,16 @@ impl OutputFormat {
     pub fn print_structured<T: serde::Serialize>(self, value: &T) -> Option<Result<(), String>> {
         match self {
             OutputFormat::Table => None,
-            OutputFormat::Json => Some(serde_json::to_string_pretty(value).map(|s| println!("{s}")).map_err(|e| e.to_string())),
-            OutputFormat::Yaml => Some(serde_yaml::to_string(value).map(|s| print!("{s}")).map_err(|e| e.to_string())),
+            OutputFormat::Json => Some(
+                serde_json::to_string_pretty(value)
+                    .map(|s| println!("{s}"))
+                    .map_err(|e| e.to_string()),
+            ),
+            OutputFormat::Yaml => Some(
+                serde_yaml::to_string(value)
+                    .map(|s| print!("{s}"))
+                    .map_err(|e| e.to_string()),
+            ),
         }
     }
 }
