@@ -1,1 +1,85 @@
-fn main() {}
+//! The three built-in policies on one 4 KB Deployment: WebAssembly (fresh instance per
+//! policy per call, as the webhook runs them) side by side with the native floor (the same
+//! policy code compiled natively, one parse, three checks).
+//!
+//! `cargo bench -p ck8s-policy-runtime --bench evaluate`
+
+use ck8s_policy_api::Operation;
+use ck8s_policy_build_ref::BuildRef;
+use ck8s_policy_kaniko_cache::KanikoCache;
+use ck8s_policy_legacy_labels::LegacyLabels;
+use ck8s_policy_runtime::{Decision, Limits, PolicySet, Runtime, SettingsFile, Subject};
+use ck8s_policy_sdk::{Policy, Request};
+use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+use std::time::Instant;
+
+const DEPLOYMENT: &str = include_str!("deployment-4k.json");
+
+fn settings<P: Policy>() -> P::Settings {
+    serde_json::from_value(serde_json::Value::Object(P::metadata().default_settings())).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let raw = RawValue::from_string(DEPLOYMENT.to_string()).unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let request = subject.request_json();
+
+    // Native floor: parse once, run the three checks.
+    let (s1, s2, s3) = (
+        settings::<BuildRef>(),
+        settings::<LegacyLabels>(),
+        settings::<KanikoCache>(),
+    );
+    c.bench_function("native: parse + 3 checks, 4 KB Deployment", |b| {
+        b.iter(|| {
+            let req = Request::parse(black_box(&request)).unwrap();
+            let n = BuildRef::validate(&req, &s1).len()
+                + LegacyLabels::validate(&req, &s2).len()
+                + KanikoCache::validate(&req, &s3).len();
+            assert_eq!(n, 0);
+        })
+    });
+
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let policies: Vec<_> = runtime
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let set = PolicySet::new(policies, &SettingsFile::default()).unwrap();
+    c.bench_function("wasm: 3 policies, fresh instances, 4 KB Deployment", |b| {
+        b.iter(|| {
+            let d = Decision::from_evaluation(&set.evaluate(black_box(&subject)));
+            assert!(d.allowed);
+        })
+    });
+
+    // Load from precompiled artifacts (a warm cache), the webhook's start-up path.
+    let dir = tempfile::tempdir().unwrap();
+    Runtime::new(Limits::default(), Some(dir.path().into()))
+        .unwrap()
+        .load_builtin()
+        .unwrap();
+    c.bench_function("load 3 policies from precompiled artifacts", |b| {
+        b.iter_custom(|iters| {
+            let mut total = std::time::Duration::ZERO;
+            for _ in 0..iters {
+                let rt = Runtime::new(Limits::default(), Some(dir.path().into())).unwrap();
+                let start = Instant::now();
+                black_box(rt.load_builtin().unwrap());
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);

@@ -71,6 +71,9 @@ impl Runtime {
             .max_memory_size(limits.memory_bytes)
             .linear_memory_keep_resident(limits.keep_resident_bytes)
             .table_keep_resident(limits.keep_resident_bytes);
+        // Reset only the pages an instance dirtied (Linux 6.7+, else the plain reset):
+        // halves the fixed cost of an evaluation here.
+        pool.pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .epoch_interruption(true)

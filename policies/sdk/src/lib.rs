@@ -21,6 +21,11 @@
 //! `cargo test` cases.
 
 mod abi;
+#[cfg(target_arch = "wasm32")]
+mod alloc;
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: alloc::Bump = alloc::Bump::new();
 mod object;
 pub mod rules;
 pub mod testing;
