@@ -1,1 +1,22 @@
-//! lib
+//! `ck8s-admission`: the validating admission webhook of ck8s.
+//!
+//! A thin shell around `ck8s-policy-runtime`: it speaks `admission.k8s.io/v1` over HTTPS
+//! (axum + rustls), keeps the policy set and the certificate fresh without restarts, and
+//! reports what it does in Prometheus metrics and structured logs. Every decision is made by
+//! the same runtime the plugin uses offline.
+//!
+//! - [`cli`]: flags;
+//! - [`tls`]: rustls configuration with a hot-swappable certificate;
+//! - [`store`]: the policy set in service and its reload;
+//! - [`review`]: one `AdmissionReview` in, one out;
+//! - [`metrics`]: the Prometheus registry;
+//! - [`server`]: listeners, connection handling, graceful shutdown.
+
+pub mod cli;
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+pub use server::{Server, run};

@@ -1,0 +1,109 @@
+//! Flags of `ck8s-admission`, defined once with their help text.
+
+use clap::{Parser, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ck8s-admission",
+    version,
+    about = "Validating admission webhook for codex-k8s: admission.k8s.io/v1 over HTTPS, decisions by WASM policies",
+    long_about = "Validating admission webhook for codex-k8s.\n\nServes POST /validate (admission.k8s.io/v1 AdmissionReview) over HTTPS only, and /healthz, /readyz, /metrics on the metrics listener (plain HTTP) and over HTTPS.\nWithout --tls-cert/--tls-key it starts in development mode with a generated self-signed certificate."
+)]
+pub struct Args {
+    /// HTTPS address for admission reviews.
+    #[arg(long, default_value = "0.0.0.0:8443", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain served to the API server (reloaded when the file changes).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (reloaded when the file changes).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, clients (the API server) must present a certificate it signed.
+    #[arg(long, value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// Directory of extra `.wasm` policies, loaded beside the built-in ones and reloaded on change.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Do not load the built-in policies (only those in --policies).
+    #[arg(long)]
+    pub no_builtin: bool,
+    /// Per-policy modes and settings (YAML); reloaded on change.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Plain-HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:9090", value_name = "ADDR:PORT")]
+    pub metrics_listen: SocketAddr,
+    /// Directory for precompiled policy artifacts (default: $CK8S_CACHE_DIR, else ~/.cache/ck8s).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// CPU deadline of one policy evaluation.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub policy_timeout: Duration,
+    /// Memory cap of one policy instance, in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub policy_memory_mib: usize,
+    /// Reviews evaluated at once; more wait up to --queue-timeout, then get an explicit
+    /// "overloaded" denial instead of piling up.
+    #[arg(long, default_value_t = 64)]
+    pub max_inflight: usize,
+    /// How long a review may wait for an evaluation slot.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub queue_timeout: Duration,
+    /// How often certificate, policies and config are checked for changes.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_interval: Duration,
+    /// Largest request body. The API server limits objects to 3 MiB and a review may carry
+    /// object and oldObject, so the default leaves room for both.
+    #[arg(long, default_value_t = 8 << 20, value_name = "BYTES")]
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Args {
+    /// The runtime limits these flags ask for.
+    pub fn limits(&self) -> ck8s_policy_runtime::Limits {
+        ck8s_policy_runtime::Limits {
+            deadline: self.policy_timeout,
+            memory_bytes: self.policy_memory_mib << 20,
+            // every in-flight review may hold one instance per policy being evaluated
+            max_instances: (self.max_inflight as u32).clamp(16, 1024),
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let a = Args::try_parse_from(["ck8s-admission"]).unwrap();
+        assert_eq!(a.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(a.metrics_listen.to_string(), "0.0.0.0:9090");
+        assert!(a.tls_cert.is_none());
+    }
+
+    #[test]
+    fn cert_and_key_go_together() {
+        assert!(Args::try_parse_from(["ck8s-admission", "--tls-cert", "c.pem"]).is_err());
+        assert!(
+            Args::try_parse_from(["ck8s-admission", "--tls-cert", "c", "--tls-key", "k"]).is_ok()
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Prometheus metrics: what was decided, how long it took, what went wrong.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Sub-millisecond buckets: a policy evaluation takes tens of microseconds.
+const EVAL_BUCKETS: [f64; 14] = [
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.5,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// allow | deny | bad_request | too_large | overloaded
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub policy: String,
+    /// allow | deny | warn | audit | error | not_inspected
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyName {
+    pub policy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyErrorLabels {
+    pub policy: String,
+    /// timeout | memory | stack_overflow | trap | output_too_large | bad_output | guest | capacity
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// policies | certificate
+    pub what: &'static str,
+    /// success | failure
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: Family<DecisionLabels, Counter>,
+    pub request_seconds: Histogram,
+    pub evaluations: Family<PolicyLabels, Counter>,
+    pub evaluation_seconds: Family<PolicyName, Histogram>,
+    pub policy_errors: Family<PolicyErrorLabels, Counter>,
+    pub inflight: Gauge,
+    pub policies_loaded: Gauge,
+    pub policy_load_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ck8s_admission");
+        let requests = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Admission reviews answered, by decision",
+            requests.clone(),
+        );
+        let request_seconds = Histogram::new(EVAL_BUCKETS);
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer one review (parse, evaluate, encode)",
+            request_seconds.clone(),
+        );
+        let evaluations = Family::<PolicyLabels, Counter>::default();
+        registry.register(
+            "policy_evaluations",
+            "Policy evaluations, by policy and result",
+            evaluations.clone(),
+        );
+        let evaluation_seconds =
+            Family::<PolicyName, Histogram>::new_with_constructor(|| Histogram::new(EVAL_BUCKETS));
+        registry.register(
+            "policy_evaluation_duration_seconds",
+            "Time of one policy evaluation in a fresh instance",
+            evaluation_seconds.clone(),
+        );
+        let policy_errors = Family::<PolicyErrorLabels, Counter>::default();
+        registry.register(
+            "policy_errors",
+            "Policy evaluations that failed (timeouts included), by kind",
+            policy_errors.clone(),
+        );
+        let inflight = Gauge::default();
+        registry.register(
+            "inflight_requests",
+            "Reviews being evaluated now",
+            inflight.clone(),
+        );
+        let policies_loaded = Gauge::default();
+        registry.register(
+            "policies_loaded",
+            "Policies in service",
+            policies_loaded.clone(),
+        );
+        let policy_load_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "policy_load_duration_seconds",
+            "Time the last successful policy (re)load took",
+            policy_load_seconds.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Reloads of policies and certificate, by result",
+            reloads.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            evaluations,
+            evaluation_seconds,
+            policy_errors,
+            inflight,
+            policies_loaded,
+            policy_load_seconds,
+            reloads,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn reload(&self, what: &'static str, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                what,
+                result: if ok { "success" } else { "failure" },
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,188 @@
+//! One `AdmissionReview` in, one out: parse, evaluate, apply the modes, encode.
+
+use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName};
+use ck8s_policy_runtime::admission::{AdmissionRequest, ReviewError, parse_review};
+use ck8s_policy_runtime::{Decision, Evaluation, Finding, OutcomeResult, PolicySet, Subject};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The API server keeps at most 4 KiB of warnings per response.
+pub const WARNING_BUDGET: usize = 4096;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Response<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    audit_annotations: BTreeMap<String, String>,
+}
+
+/// `metav1.Status`, as the API server shows it to the user.
+#[derive(Serialize)]
+struct Status {
+    status: &'static str,
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+/// An answer: the JSON body, and the decision for logging and metrics.
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub decision: Decision,
+}
+
+/// Evaluates a review body against `set`. `Err` is a 400 with a plain reason.
+pub fn answer(body: &[u8], set: &PolicySet, metrics: &Metrics) -> Result<Answer, ReviewError> {
+    let request = parse_review(body)?;
+    let evaluation = set.evaluate(&Subject::from_admission(&request));
+    record(&evaluation, metrics);
+    let decision = Decision::from_evaluation(&evaluation);
+    log_findings(&request, &decision);
+    let body = encode(&request.uid, &decision);
+    Ok(Answer { body, decision })
+}
+
+/// A denial for a review that could not be evaluated in time (overload): the request's own
+/// uid, a clear message, HTTP 429 semantics in the status so kubectl shows it.
+pub fn overloaded(body: &[u8], inflight: usize) -> Option<Vec<u8>> {
+    let request = parse_review(body).ok()?;
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: Response {
+            uid: &request.uid,
+            allowed: false,
+            status: Some(Status {
+                status: "Failure",
+                code: 429,
+                reason: "TooManyRequests",
+                message: format!(
+                    "ck8s-admission is overloaded ({inflight} reviews in flight); retry the request"
+                ),
+            }),
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+        },
+    };
+    serde_json::to_vec(&out).ok()
+}
+
+fn encode(uid: &str, d: &Decision) -> Vec<u8> {
+    let status = (!d.allowed).then(|| Status {
+        status: "Failure",
+        code: 403,
+        reason: "Forbidden",
+        message: d.denial_message(),
+    });
+    let mut audit_annotations = BTreeMap::new();
+    for f in &d.audits {
+        let entry: &mut String = audit_annotations.entry(f.policy.clone()).or_default();
+        if !entry.is_empty() {
+            entry.push_str("; ");
+        }
+        entry.push_str(&f.to_string());
+    }
+    let out = ReviewOut {
+        api_version: "admission.k8s.io/v1",
+        kind: "AdmissionReview",
+        response: Response {
+            uid,
+            allowed: d.allowed,
+            status,
+            warnings: warnings(&d.warnings),
+            audit_annotations,
+        },
+    };
+    serde_json::to_vec(&out).expect("a review of strings always serializes")
+}
+
+/// Warnings within the API server's budget: as many whole findings as fit, then a line that
+/// says how many were left out.
+pub fn warnings(findings: &[Finding]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for (i, f) in findings.iter().enumerate() {
+        let text = f.to_string();
+        let rest = findings.len() - i - 1;
+        let reserve = if rest > 0 { 64 } else { 0 };
+        if used + text.len() + reserve > WARNING_BUDGET {
+            out.push(format!(
+                "ck8s: {} more warning(s) not shown",
+                findings.len() - i
+            ));
+            break;
+        }
+        used += text.len();
+        out.push(text);
+    }
+    out
+}
+
+fn record(evaluation: &Evaluation, metrics: &Metrics) {
+    let Evaluation::Judged(outcomes) = evaluation else {
+        return;
+    };
+    for o in outcomes {
+        let result = match &o.result {
+            OutcomeResult::NotInspected => "not_inspected",
+            OutcomeResult::Allowed => "allow",
+            OutcomeResult::Violations(_) => match o.mode {
+                ck8s_policy_runtime::Mode::Deny => "deny",
+                ck8s_policy_runtime::Mode::Warn => "warn",
+                ck8s_policy_runtime::Mode::Audit => "audit",
+            },
+            OutcomeResult::Error(e) => {
+                metrics
+                    .policy_errors
+                    .get_or_create(&PolicyErrorLabels {
+                        policy: o.policy.clone(),
+                        kind: e.kind(),
+                    })
+                    .inc();
+                "error"
+            }
+        };
+        metrics
+            .evaluations
+            .get_or_create(&PolicyLabels {
+                policy: o.policy.clone(),
+                result,
+            })
+            .inc();
+        if !matches!(o.result, OutcomeResult::NotInspected) {
+            metrics
+                .evaluation_seconds
+                .get_or_create(&PolicyName {
+                    policy: o.policy.clone(),
+                })
+                .observe(o.elapsed.as_secs_f64());
+        }
+    }
+}
+
+/// One log line per denial (and per audit finding): uid, policy, user, kind, namespace/name.
+fn log_findings(r: &AdmissionRequest<'_>, d: &Decision) {
+    let user = r.user_info.username.as_deref().unwrap_or("");
+    let ns = r.namespace.as_deref().unwrap_or("");
+    let name = r.name.as_deref().unwrap_or("");
+    for f in &d.denials {
+        tracing::info!(uid = %r.uid, policy = %f.policy, user, kind = %r.kind.kind, namespace = ns, name, finding = %f, "denied");
+    }
+    for f in &d.audits {
+        tracing::info!(uid = %r.uid, policy = %f.policy, user, kind = %r.kind.kind, namespace = ns, name, finding = %f, "audit");
+    }
+}

@@ -1,0 +1,155 @@
+//! rustls server configuration: TLS 1.2 and 1.3 only, a certificate that can be swapped while
+//! serving (cert-manager rotates the Secret, kubelet updates the files), optional client
+//! certificate verification of the API server.
+
+use arc_swap::ArcSwap;
+use rustls::crypto::ring;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The certificate in service; `swap` replaces it for new handshakes only.
+#[derive(Debug)]
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+impl CertStore {
+    pub fn new(key: CertifiedKey) -> Arc<Self> {
+        Arc::new(CertStore {
+            current: ArcSwap::from_pointee(key),
+        })
+    }
+
+    pub fn swap(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+}
+
+/// Builds a [`CertifiedKey`] from PEM text.
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err("certificate file holds no CERTIFICATE block".into());
+    }
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| format!("key PEM: {e}"))?
+        .ok_or("key file holds no private key")?;
+    let signing = ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match()
+        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    Ok(ck)
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertSource {
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+    },
+    /// Development mode: generated at start, never reloaded.
+    SelfSigned,
+}
+
+impl CertSource {
+    /// Reads the certificate; returns it with a fingerprint of the file contents.
+    pub fn load(&self) -> Result<(CertifiedKey, String), String> {
+        match self {
+            CertSource::Files { cert, key } => {
+                let c = read(cert)?;
+                let k = read(key)?;
+                let fp = hex::encode(Sha256::new().chain_update(&c).chain_update(&k).finalize());
+                Ok((
+                    certified_key(&c, &k)
+                        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))?,
+                    fp,
+                ))
+            }
+            CertSource::SelfSigned => {
+                let (cert, key) = self_signed()?;
+                Ok((
+                    certified_key(cert.as_bytes(), key.as_bytes())?,
+                    String::new(),
+                ))
+            }
+        }
+    }
+
+    /// The fingerprint of the files now, without parsing (cheap change detection).
+    pub fn fingerprint(&self) -> Option<String> {
+        match self {
+            CertSource::Files { cert, key } => {
+                let c = std::fs::read(cert).ok()?;
+                let k = std::fs::read(key).ok()?;
+                Some(hex::encode(
+                    Sha256::new().chain_update(&c).chain_update(&k).finalize(),
+                ))
+            }
+            CertSource::SelfSigned => None,
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+/// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, as (cert PEM, key PEM).
+pub fn self_signed() -> Result<(String, String), String> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let cert = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
+}
+
+/// The server configuration: TLS 1.2+, HTTP/2 and HTTP/1.1 by ALPN.
+pub fn server_config(
+    certs: Arc<CertStore>,
+    client_ca: Option<&Path>,
+) -> Result<ServerConfig, String> {
+    let provider = Arc::new(ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let pem = read(path)?;
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("{}: no CA certificate found", path.display()));
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client CA {}: {e}", path.display()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(certs);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
