@@ -15,7 +15,7 @@ const EVAL_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// allow | deny | bad_request | too_large | overloaded
+    /// allow | deny | bad_request | too_large | overloaded | error
     pub decision: &'static str,
 }
 

@@ -180,9 +180,7 @@ impl Server {
         let mut plain_stop = stop_rx.clone();
         let plain_server = tokio::spawn(async move {
             axum::serve(plain, probes)
-                .with_graceful_shutdown(async move {
-                    let _ = plain_stop.wait_for(|s| *s).await;
-                })
+                .with_graceful_shutdown(async move { stopped(&mut plain_stop).await })
                 .await
         });
 
@@ -224,7 +222,7 @@ impl Server {
                         }
                     });
                 }
-                _ = stop.wait_for(|s| *s) => break,
+                _ = stopped(&mut stop) => break,
             }
         }
 
@@ -239,6 +237,12 @@ impl Server {
         reloader.abort();
         Ok(())
     }
+}
+
+/// Resolves once shutdown was asked for (the guard `wait_for` returns is not `Send`, so it
+/// must not live across an await in a spawned task).
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Binds and serves until SIGTERM or SIGINT.
@@ -300,10 +304,24 @@ async fn validate(
         }
     };
     st.metrics.inflight.inc();
-    let set = st.store.current();
-    let result = review::answer(&body, &set, &st.metrics);
+    // Evaluation is CPU work of tens of microseconds, but a misbehaving policy may use its
+    // whole deadline: run it off the async workers so it never stalls other connections.
+    let worker = st.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let set = worker.store.current();
+        review::answer(&body, &set, &worker.metrics)
+    })
+    .await;
     st.metrics.inflight.dec();
     drop(permit);
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            count("error");
+            tracing::error!(error = %e, "evaluation task failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "evaluation failed\n").into_response();
+        }
+    };
     let response = match result {
         Ok(answer) => {
             count(if answer.decision.allowed {
@@ -361,7 +379,7 @@ async fn reload_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stopped(&mut stop) => return,
         }
         if let Some(fp) = source
             .fingerprint()
