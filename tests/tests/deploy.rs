@@ -13,8 +13,10 @@
 //! `kubectl` (v1.27+, for kustomize v5) must be on the PATH or at /usr/bin/kubectl; set
 //! `CK8S_SKIP_KUBECTL=1` to skip these tests where it cannot be installed.
 
+use ck8s_admission::cli::{Args, LogFormat};
 use ck8s_policy_api::{Operation, PolicyMetadata, Rule};
 use ck8s_policy_runtime::{Runtime, SettingsFile};
+use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
@@ -1082,12 +1084,19 @@ fn shipped_config_denies_the_verification_example() {
     assert!(message.contains("CODEXK8S_BUILD_REF"), "{message}");
 }
 
-/// The container's arguments, checked against what they refer to in the pod: files in
-/// mounted volumes, the ConfigMap key, the emptyDir cache, the declared ports.
+/// The container's arguments, parsed by the server's own CLI (`ck8s_admission::cli::Args`),
+/// in both overlays, and checked against what they refer to in the pod: files in mounted
+/// volumes, the ConfigMap key, the emptyDir cache, the declared ports, the shutdown budget.
 #[test]
-fn container_args_point_at_what_the_pod_mounts() {
+fn container_args_parse_with_the_server_cli() {
     let Some(kubectl) = kubectl() else { return };
-    let rendered = Rendered::new(render_overlay(&kubectl, "cert-manager"));
+    for overlay in ["cert-manager", "self-signed"] {
+        let rendered = Rendered::new(render_overlay(&kubectl, overlay));
+        check_container_args(&rendered, overlay);
+    }
+}
+
+fn check_container_args(rendered: &Rendered, overlay: &str) {
     let pod = rendered
         .deployment()
         .spec
@@ -1098,20 +1107,19 @@ fn container_args_point_at_what_the_pod_mounts() {
         .as_ref()
         .unwrap();
     let c = container(pod);
-    let args = c.args.clone().expect("args");
-    let flag = |name: &str| {
-        args.iter()
-            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
-            .unwrap_or_else(|| panic!("--{name}=VALUE in the container args"))
-            .to_string()
-    };
+    let raw = c.args.clone().expect("args");
+    let argv = std::iter::once("ck8s-admission".to_string()).chain(raw.iter().cloned());
+    let args = Args::try_parse_from(argv).unwrap_or_else(|e| {
+        panic!("{overlay}: ck8s-admission rejects the container args {raw:?}:\n{e}")
+    });
+
     let mounts = c.volume_mounts.clone().unwrap_or_default();
-    let volume_of = |path: &str| {
+    let volume_of = |path: &Path| {
         let m = mounts
             .iter()
-            .filter(|m| Path::new(path).starts_with(&m.mount_path))
+            .filter(|m| path.starts_with(&m.mount_path))
             .max_by_key(|m| m.mount_path.len())
-            .unwrap_or_else(|| panic!("{path} is inside a volume mount"));
+            .unwrap_or_else(|| panic!("{overlay}: {} is inside a volume mount", path.display()));
         pod.volumes
             .iter()
             .flatten()
@@ -1119,129 +1127,74 @@ fn container_args_point_at_what_the_pod_mounts() {
             .unwrap()
             .clone()
     };
-    let file_name = |path: &str| {
-        Path::new(path)
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let file_name = |path: &Path| path.file_name().unwrap().to_str().unwrap().to_string();
 
-    for f in ["tls-cert", "tls-key"] {
-        let path = flag(f);
-        let v = volume_of(&path);
-        let secret = v.secret.expect("TLS files come from a Secret");
+    // TLS from the Secret the overlay fills (not the server's development mode).
+    let cert = args.tls_cert.as_deref().expect("--tls-cert is set");
+    let key = args.tls_key.as_deref().expect("--tls-key is set");
+    for (path, file) in [(cert, "tls.crt"), (key, "tls.key")] {
+        let secret = volume_of(path)
+            .secret
+            .expect("TLS files come from a Secret");
         assert_eq!(secret.secret_name.as_deref(), Some("ck8s-admission-tls"));
-        assert!(["tls.crt", "tls.key"].contains(&file_name(&path).as_str()));
+        assert_eq!(
+            file_name(path),
+            file,
+            "{overlay}: key of the kubernetes.io/tls Secret"
+        );
     }
-    let config = flag("config");
-    let cm_name = volume_of(&config)
+    // Policy config from the generated ConfigMap, key present.
+    let config = args.config.as_deref().expect("--config is set");
+    let cm_name = volume_of(config)
         .config_map
         .expect("config from a ConfigMap")
         .name;
     let cm = rendered.config_map(&cm_name);
     assert!(
-        cm.data.as_ref().unwrap().contains_key(&file_name(&config)),
-        "config key exists"
+        cm.data.as_ref().unwrap().contains_key(&file_name(config)),
+        "{overlay}: the ConfigMap has the --config key"
     );
     assert!(
-        volume_of(&flag("cache-dir")).empty_dir.is_some(),
-        "cache dir is an emptyDir"
+        args.policies.is_none() && !args.no_builtin,
+        "{overlay}: built-in policies only, so the webhook rules are the whole story"
+    );
+    let cache = args.cache_dir.as_deref().expect("--cache-dir is set");
+    assert!(
+        volume_of(cache).empty_dir.is_some(),
+        "{overlay}: the cache dir is an emptyDir (the root filesystem is read-only)"
+    );
+    assert_eq!(
+        args.log_format,
+        LogFormat::Json,
+        "{overlay}: structured logs"
     );
 
-    let port_of = |flag_value: String| {
-        flag_value
-            .rsplit_once(':')
-            .unwrap()
-            .1
-            .parse::<i32>()
-            .unwrap()
-    };
+    // The listeners are the named container ports the Service and the probes use.
     let ports: Vec<(Option<String>, i32)> = c
         .ports
         .iter()
         .flatten()
         .map(|p| (p.name.clone(), p.container_port))
         .collect();
-    assert!(ports.contains(&(Some("https".into()), port_of(flag("listen")))));
-    assert!(ports.contains(&(Some("metrics".into()), port_of(flag("metrics-listen")))));
-}
+    assert!(ports.contains(&(Some("https".into()), i32::from(args.listen.port()))));
+    assert!(ports.contains(&(
+        Some("metrics".into()),
+        i32::from(args.metrics_listen.port())
+    )));
 
-/// PENDING(ck8s-admission cli): the webhook's `ck8s_admission::cli::Args` is being written;
-/// until the crate exposes it, this checks the flags against the contract in issue 3 by name.
-/// When it lands, switch to `Args::try_parse_from(["ck8s-admission", args...])`.
-#[test]
-fn container_args_parse_with_the_server_cli() {
-    let Some(kubectl) = kubectl() else { return };
-    let rendered = Rendered::new(render(&kubectl, &deploy_dir().join("base")));
-    let pod = rendered
-        .deployment()
-        .spec
+    // SIGTERM comes after the preStop sleep; the drain must end before the kubelet kills.
+    let pre_stop = c
+        .lifecycle
         .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap();
-    let args = container(pod).args.clone().expect("args");
-    check_args(&args);
-}
-
-/// The real check, written against the contract and switched off until it compiles.
-/// PENDING(ck8s-admission cli): when `admission/src` exposes `cli::Args` (clap derive), add
-/// `ck8s-admission = { workspace = true }` and `clap = { workspace = true }` to
-/// tests/Cargo.toml's [dev-dependencies] and delete the `#[cfg(any())]` line below.
-#[cfg(any())]
-#[test]
-fn container_args_parse_with_ck8s_admission_cli() {
-    use clap::Parser;
-    let Some(kubectl) = kubectl() else { return };
-    for overlay in ["cert-manager", "self-signed"] {
-        let rendered = Rendered::new(render_overlay(&kubectl, overlay));
-        let pod = rendered
-            .deployment()
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap();
-        let args = container(pod).args.clone().expect("args");
-        let argv = std::iter::once("ck8s-admission".to_string()).chain(args.iter().cloned());
-        if let Err(e) = ck8s_admission::cli::Args::try_parse_from(argv) {
-            panic!("{overlay}: ck8s-admission rejects the container args {args:?}:\n{e}");
-        }
-    }
-}
-
-/// The server's flags (issue 3 and the deploy brief): `--name=value` each.
-fn check_args(args: &[String]) {
-    const FLAGS: &[&str] = &[
-        "listen",
-        "tls-cert",
-        "tls-key",
-        "client-ca",
-        "policies",
-        "config",
-        "metrics-listen",
-        "cache-dir",
-        "log-format",
-        "policy-timeout",
-        "max-inflight",
-    ];
-    for a in args {
-        let (name, value) = a
-            .strip_prefix("--")
-            .and_then(|a| a.split_once('='))
-            .unwrap_or_else(|| panic!("{a:?}: expected --flag=value"));
-        assert!(
-            FLAGS.contains(&name),
-            "--{name} is not a flag of ck8s-admission"
-        );
-        assert!(!value.is_empty(), "--{name} has a value");
-    }
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map_or(0, |s| s.seconds);
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+    assert!(
+        pre_stop as u64 + args.shutdown_grace.as_secs() < grace as u64,
+        "{overlay}: preStop {pre_stop}s + --shutdown-grace {:?} fit in terminationGracePeriodSeconds {grace}",
+        args.shutdown_grace
+    );
 }
 
 #[test]
