@@ -8,10 +8,16 @@
 //! - the webhook cannot lock the cluster: failurePolicy, sideEffects, timeout, exempt
 //!   namespaces, 2+ spread replicas with a PodDisruptionBudget, restricted pods, no API rights;
 //! - the webhook's rules are exactly what the built-in policies declare in their metadata;
-//! - the container's arguments are ones the server accepts and point at mounted files.
+//! - the container's arguments parse with the server's own CLI and point at mounted files;
+//! - the policy ConfigMap is accepted by the policies and denies the README's example;
+//! - the plugin roles in deploy/rbac allow exactly the calls kubectl-ck8s makes;
+//! - `gen-certs.sh` makes a chain openssl verifies for the Service's name.
 //!
 //! `kubectl` (v1.27+, for kustomize v5) must be on the PATH or at /usr/bin/kubectl; set
-//! `CK8S_SKIP_KUBECTL=1` to skip these tests where it cannot be installed.
+//! `CK8S_SKIP_KUBECTL=1` to skip these tests where it cannot be installed (and
+//! `CK8S_SKIP_OPENSSL=1` for the gen-certs.sh test without openssl).
+//!
+//! Run: `cargo test -p ck8s-tests --test deploy`
 
 use ck8s_admission::cli::{Args, LogFormat};
 use ck8s_policy_api::{Operation, PolicyMetadata, Rule};
