@@ -4,30 +4,60 @@
 //! `wasm32-unknown-unknown`) and the host runtime (`ck8s-policy-runtime`). It holds only
 //! data types and constants, no I/O, so it builds for every target.
 //!
-//! # ABI, version 1 (a core WebAssembly module, no imports)
+//! # ABI, version 2 (a core WebAssembly module, no imports)
 //!
 //! A policy is a core module that imports nothing and exports:
 //!
 //! | export | signature | meaning |
 //! |---|---|---|
 //! | `memory` | memory | the guest's linear memory |
-//! | `ck8s_abi_version` | `() -> i32` | must return [`ABI_VERSION`] |
+//! | `ck8s_abi_version` | `() -> i32` | [`ABI_VERSION`] (2), or 1 for the older JSON input |
 //! | `ck8s_alloc` | `(len: i32) -> i32` | a guest buffer of `len` bytes the host writes input into |
 //! | `ck8s_metadata` | `() -> i64` | JSON [`PolicyMetadata`], as a packed `(ptr << 32) \| len` |
-//! | `ck8s_validate` | `(req_ptr, req_len, settings_ptr, settings_len: i32) -> i64` | JSON [`EvaluationRequest`] and settings in, JSON [`Verdict`] out (packed) |
+//! | `ck8s_validate` | `(input_ptr, input_len, settings_ptr, settings_len: i32) -> i64` | binary input and JSON settings in, JSON [`Verdict`] out (packed) |
 //!
 //! Each evaluation runs in a fresh instance, so a guest may leak freely and keep no state.
 //! Why a core module and not a component: the component model's canonical ABI adds about
 //! 10 µs per call on this class of machine (the project brief's figure), a fifth of the
 //! whole evaluation budget, while this interface is small enough to be written down exactly.
-//! Input and output are JSON: the object arrives in the API server's own encoding, and a
-//! guest parses only the fields it needs (see the SDK's typed view).
+//!
+//! ## The input: parsed once by the host
+//!
+//! The host parses the object's JSON **once per request**, natively, into the typed view
+//! ([`Object`], with [`Object::parse`]: the same code the guests were built against), and
+//! hands every policy the same binary input ([`codec`]): the request header (operation,
+//! group/version/kind, namespace, name, dryRun), the raw object JSON exactly as the API server
+//! sent it (for policies that need fields the view skips), and the encoded view. A guest
+//! decodes the view in place (its strings borrow from the input buffer), so no policy pays
+//! for parsing the object again. Settings stay JSON: they are small and policy-defined.
+//!
+//! If the object does not parse into the view for its kind (for example `containers` is not
+//! a list), the host does not call the policies: each one inspecting the request reports the
+//! guest error `<group/version/kind> does not parse: <reason>`, exactly what a guest parsing
+//! the object itself would report.
+//!
+//! ## Version 1 (still accepted by the host)
+//!
+//! Same exports; `ck8s_validate` receives the JSON [`EvaluationRequest`] (with the raw object)
+//! instead of the binary input and parses it itself. The host keeps running version-1
+//! modules, so hand-written guests do not break; the SDK builds version 2.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+pub mod codec;
+mod view;
+
+pub use view::{
+    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object,
+    ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap,
+};
+
 /// Version of the ABI described in the crate docs. Bumped on any incompatible change.
-pub const ABI_VERSION: i32 = 1;
+pub const ABI_VERSION: i32 = 2;
+
+/// The older ABI version the host still runs: JSON [`EvaluationRequest`] input.
+pub const ABI_VERSION_JSON: i32 = 1;
 
 /// Names of the exports a policy module must provide.
 pub mod exports {

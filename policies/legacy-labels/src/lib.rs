@@ -57,7 +57,7 @@ impl Policy for LegacyLabels {
     fn validate(request: &Request<'_>, s: &Settings) -> Vec<Violation> {
         request
             .object
-            .metadata_entries()
+            .metadata_entries_matching(|_, key| key.starts_with(s.legacy_prefix.as_str()))
             .into_iter()
             .filter_map(|entry| {
                 let new_key = replacement(entry.key, &s.legacy_prefix, &s.replacement_prefix)?;

@@ -12,7 +12,7 @@ pub enum LoadError {
     Import { source_name: String, import: String },
     #[error("{source_name}: missing or mistyped export `{export}` (see the ck8s policy ABI)")]
     Export { source_name: String, export: String },
-    #[error("{source_name}: ABI version {found}, this host speaks {expected}")]
+    #[error("{source_name}: ABI version {found}, this host speaks {expected} (and {older})", older = ck8s_policy_api::ABI_VERSION_JSON)]
     AbiVersion {
         source_name: String,
         found: i32,

@@ -2,7 +2,7 @@
 
 use crate::engine::Runtime;
 use crate::error::{LoadError, PolicyError};
-use ck8s_policy_api::{ABI_VERSION, PolicyMetadata, Verdict, exports, unpack};
+use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
 use std::path::PathBuf;
 use wasmtime::{
@@ -40,6 +40,8 @@ pub struct LoadedPolicy {
     pre: InstancePre<StoreState>,
     exports: Exports,
     deadline_ticks: u64,
+    /// [`ABI_VERSION`] (binary input) or [`ABI_VERSION_JSON`] (JSON request).
+    abi: i32,
     memory_bytes: usize,
     deadline: std::time::Duration,
     max_output: usize,
@@ -142,6 +144,7 @@ impl LoadedPolicy {
             pre,
             exports,
             deadline_ticks: runtime.deadline_ticks(),
+            abi: ABI_VERSION,
             memory_bytes: limits.memory_bytes,
             deadline: limits.deadline,
             max_output: limits.max_output_bytes,
@@ -162,13 +165,14 @@ impl LoadedPolicy {
             source_name: name.clone(),
             error: policy.classify(&store, e),
         })?;
-        if found != ABI_VERSION {
+        if found != ABI_VERSION && found != ABI_VERSION_JSON {
             return Err(LoadError::AbiVersion {
                 source_name: name,
                 found,
                 expected: ABI_VERSION,
             });
         }
+        policy.abi = found;
         let meta: TypedFunc<(), i64> = policy
             .func(&mut store, &instance, &policy.exports.metadata)
             .ok_or_else(|| LoadError::Export {
@@ -213,6 +217,13 @@ impl LoadedPolicy {
 
     pub fn name(&self) -> &str {
         &self.metadata.name
+    }
+
+    /// The ABI version the module speaks, which decides the input [`LoadedPolicy::evaluate`]
+    /// expects: [`ABI_VERSION`] the binary input of `ck8s_policy_api::codec`,
+    /// [`ABI_VERSION_JSON`] a JSON `EvaluationRequest`.
+    pub fn abi_version(&self) -> i32 {
+        self.abi
     }
 
     fn instantiate(&self) -> Result<(Store<StoreState>, Instance), PolicyError> {
@@ -268,8 +279,10 @@ impl LoadedPolicy {
             .ok_or_else(|| PolicyError::BadOutput("export `memory` is not a memory".into()))
     }
 
-    /// Evaluates one request in a fresh instance. `request` is a JSON
-    /// [`ck8s_policy_api::EvaluationRequest`], `settings` the policy's merged settings.
+    /// Evaluates one request in a fresh instance. `request` is the input for the module's
+    /// ABI version ([`Subject::input`](crate::Subject::input) or
+    /// [`Subject::request_json`](crate::Subject::request_json)), `settings` the policy's
+    /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
         let (mut store, instance) = self.instantiate()?;
         let alloc: TypedFunc<i32, i32> = self

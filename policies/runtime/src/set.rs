@@ -4,7 +4,7 @@ use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
 use crate::error::PolicyError;
 use crate::policy::LoadedPolicy;
 use crate::subject::{NotJudged, Subject};
-use ck8s_policy_api::Violation;
+use ck8s_policy_api::{ABI_VERSION_JSON, Violation};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,27 +117,37 @@ impl PolicySet {
             return Evaluation::NotJudged(reason);
         }
         let (group, version, resource) = &subject.resource;
-        let mut request: Option<Vec<u8>> = None;
+        // Built on first use and shared by every policy: the object is parsed once, here.
+        let mut input: Option<Result<Vec<u8>, String>> = None;
+        let mut request_json: Option<Vec<u8>> = None;
         let outcomes = self
             .entries
             .iter()
             .map(|e| {
                 let start = Instant::now();
-                let result =
-                    if !e
-                        .policy
-                        .metadata
-                        .inspects(group, version, resource, subject.operation)
-                    {
-                        OutcomeResult::NotInspected
+                let result = if !e
+                    .policy
+                    .metadata
+                    .inspects(group, version, resource, subject.operation)
+                {
+                    OutcomeResult::NotInspected
+                } else {
+                    let verdict = if e.policy.abi_version() == ABI_VERSION_JSON {
+                        let request = request_json.get_or_insert_with(|| subject.request_json());
+                        e.policy.evaluate(request, &e.settings_json)
                     } else {
-                        let request = request.get_or_insert_with(|| subject.request_json());
-                        match e.policy.evaluate(request, &e.settings_json) {
-                            Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
-                            Ok(v) => OutcomeResult::Violations(v.violations),
-                            Err(err) => OutcomeResult::Error(err),
+                        match input.get_or_insert_with(|| subject.input()) {
+                            Ok(input) => e.policy.evaluate(input, &e.settings_json),
+                            // The view does not parse: what the policy would have said.
+                            Err(message) => Err(PolicyError::Guest(message.clone())),
                         }
                     };
+                    match verdict {
+                        Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
+                        Ok(v) => OutcomeResult::Violations(v.violations),
+                        Err(err) => OutcomeResult::Error(err),
+                    }
+                };
                 Outcome {
                     policy: e.policy.name().to_string(),
                     mode: e.config.mode,

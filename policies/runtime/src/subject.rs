@@ -2,7 +2,8 @@
 
 use crate::admission::AdmissionRequest;
 use crate::kinds::{resource_for_kind, split_api_version};
-use ck8s_policy_api::{EvaluationRequest, GroupVersionKind, Operation};
+use ck8s_policy_api::codec::{Header, encode_input};
+use ck8s_policy_api::{EvaluationRequest, GroupVersionKind, Object, Operation};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
@@ -129,7 +130,25 @@ impl<'a> Subject<'a> {
         None
     }
 
-    /// The JSON [`EvaluationRequest`] handed to every policy; built once per request.
+    /// The ABI v2 input handed to every policy, built once per request: the object is parsed
+    /// here, natively, into the typed view and encoded with the header and the raw JSON
+    /// (`ck8s_policy_api::codec`). `Err` is the message every policy would give for an object
+    /// that does not parse (`apps/v1/Deployment does not parse: ...`).
+    pub fn input(&self) -> Result<Vec<u8>, String> {
+        let raw = self.object.map_or("null", |o| o.get());
+        let object = Object::parse(&self.kind, raw)?;
+        let header = Header {
+            operation: self.operation,
+            kind: self.kind.clone(),
+            namespace: self.namespace,
+            name: self.name,
+            dry_run: self.dry_run,
+        };
+        Ok(encode_input(&header, &object, raw))
+    }
+
+    /// The JSON [`EvaluationRequest`] handed to policies of ABI version 1; built once per
+    /// request, only if such a policy is asked.
     pub fn request_json(&self) -> Vec<u8> {
         let null = RawValue::NULL;
         let request = EvaluationRequest {

@@ -193,13 +193,13 @@ fn imports_are_refused_at_load() {
 #[test]
 fn wrong_abi_and_missing_exports_are_refused() {
     let rt = runtime();
-    let err = load(&rt, &policy_wat(&allow_body(), "", 2)).err().unwrap();
+    let err = load(&rt, &policy_wat(&allow_body(), "", 3)).err().unwrap();
     assert!(
         matches!(
             err,
             LoadError::AbiVersion {
-                found: 2,
-                expected: 1,
+                found: 3,
+                expected: 2,
                 ..
             }
         ),
@@ -268,4 +268,56 @@ fn on_error_decides_fail_closed_or_open() {
     let d = Decision::from_evaluation(&open.evaluate(&subject));
     assert!(d.allowed);
     assert_eq!(d.warnings.len(), 1);
+}
+
+/// A version-2 module gets the binary input (magic `ck8s\x02`), a version-1 module the JSON
+/// request: each guest traps unless its input starts with the byte it expects.
+#[test]
+fn each_abi_version_gets_its_own_input() {
+    let rt = runtime();
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"A":"b"}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    for (abi, first) in [(ck8s_policy_api::ABI_VERSION, b'c'), (1, b'{')] {
+        let body = format!(
+            "(if (result i64) (i32.eq (i32.load8_u (local.get 0)) (i32.const {first})) (then {}) (else (unreachable)))",
+            allow_body()
+        );
+        let p = load(&rt, &policy_wat(&body, "", abi)).unwrap();
+        assert_eq!(p.abi_version(), abi);
+        let set = PolicySet::new(vec![Arc::new(p)], &SettingsFile::default()).unwrap();
+        let d = Decision::from_evaluation(&set.evaluate(&subject));
+        assert!(d.allowed, "ABI v{abi}: {d:?}");
+    }
+}
+
+/// An object that does not fit its kind's shape is parsed once by the host, and every policy
+/// reports the parse error (nothing is called, nothing panics).
+#[test]
+fn an_object_of_the_wrong_shape_is_an_error_from_every_policy() {
+    let rt = runtime();
+    let set = PolicySet::new(
+        rt.load_builtin().unwrap().into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap();
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":"nope"}}}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let Evaluation::Judged(outcomes) = set.evaluate(&subject) else {
+        panic!("not judged")
+    };
+    assert_eq!(outcomes.len(), 3);
+    for o in outcomes {
+        match o.result {
+            OutcomeResult::Error(PolicyError::Guest(m)) => {
+                assert!(m.starts_with("apps/v1/Deployment does not parse"), "{m}")
+            }
+            other => panic!("{}: {other:?}", o.policy),
+        }
+    }
 }

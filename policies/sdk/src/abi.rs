@@ -21,15 +21,15 @@ pub fn __leak_output(bytes: Vec<u8>) -> i64 {
     ck8s_policy_api::pack(ptr, len)
 }
 
-/// Parses request and settings, runs the policy, and turns every failure into a verdict
-/// with `error` set, so that a malformed input never traps the guest.
-pub fn __run<P: Policy>(request: &[u8], settings: &[u8]) -> Verdict {
+/// Decodes the ABI v2 input and parses settings, runs the policy, and turns every failure
+/// into a verdict with `error` set, so that a malformed input never traps the guest.
+pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
     let settings: P::Settings =
         match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
             Ok(s) => s,
             Err(e) => return error(format!("settings do not parse: {e}")),
         };
-    match Request::parse(request) {
+    match Request::decode(input) {
         Ok(req) => Verdict {
             violations: P::validate(&req, &settings),
             error: None,

@@ -1,17 +1,19 @@
 //! The guest SDK for ck8s policies.
 //!
 //! A policy is a type implementing [`Policy`] plus one [`export_policy!`] line; the SDK does
-//! the rest: the ABI exports, parsing the request into a typed, borrowed view of the object
-//! ([`Object`]), defaulting settings, and the walks every policy needs with field paths in
-//! kubectl's style:
+//! the rest: the ABI exports, decoding the request and the typed, borrowed view of the object
+//! ([`Object`], defined in `ck8s_policy_api` and parsed once by the host; see the ABI there),
+//! defaulting settings, and the walks every policy needs with field paths in kubectl's style:
 //!
 //! - [`Object::pod_specs`] / [`Object::containers`]: every pod spec of every pod-bearing kind
 //!   (Pod, PodTemplate, Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController,
 //!   Job, CronJob) and every container in it (containers, initContainers, ephemeralContainers);
 //! - [`Object::env_literals`]: `env[].value` literals (`valueFrom` is a reference, not a literal);
 //! - [`Object::config_entries`]: ConfigMap `data`, Secret `data` (decoded) and `stringData`;
-//! - [`Object::literals_named`]: every literal an environment variable of that name can get;
-//! - [`Object::metadata_entries`]: labels and annotations of the object and its templates.
+//! - [`Object::literals_named`]: every literal an environment variable of that name can get
+//!   (names are compared before any path is formatted);
+//! - [`Object::metadata_entries`] / [`Object::metadata_entries_matching`]: labels and
+//!   annotations of the object and its templates (the latter formats paths only for matches).
 //!
 //! It is not a general Kubernetes model: fields no walker needs are skipped while parsing,
 //! which is what keeps an evaluation at tens of microseconds. A policy that needs more can
@@ -26,7 +28,6 @@ mod alloc;
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: alloc::Bump = alloc::Bump::new();
-mod object;
 pub mod rules;
 pub mod testing;
 
@@ -35,11 +36,9 @@ pub use abi::__run;
 #[doc(hidden)]
 pub use abi::{__alloc, __leak_output};
 pub use ck8s_policy_api::{
-    GroupVersionKind, Operation, PolicyMetadata, Rule, SettingSpec, ValueSource, Verdict, Violation,
-};
-pub use object::{
-    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object,
-    ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap,
+    Container, ContainerKind, ContainerRef, EnvVar, GroupVersionKind, Literal, MetaEntry,
+    MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec, PolicyMetadata, Rule,
+    SettingSpec, Spec, StrMap, ValueSource, Verdict, Violation,
 };
 
 use serde::de::DeserializeOwned;
@@ -66,11 +65,27 @@ pub struct Request<'a> {
     pub name: &'a str,
     pub dry_run: bool,
     pub object: Object<'a>,
-    raw_object: &'a RawValue,
+    raw_object: &'a [u8],
 }
 
 impl<'a> Request<'a> {
-    /// Parses the JSON the host sends ([`ck8s_policy_api::EvaluationRequest`]).
+    /// Decodes the binary input of ABI version 2 (what the host sends; see
+    /// [`ck8s_policy_api::codec`]): the view was parsed by the host, nothing is parsed here.
+    pub fn decode(input: &'a [u8]) -> Result<Self, String> {
+        let input = ck8s_policy_api::codec::decode_input(input)?;
+        Ok(Request {
+            operation: input.header.operation,
+            kind: input.header.kind,
+            namespace: input.header.namespace,
+            name: input.header.name,
+            dry_run: input.header.dry_run,
+            object: input.object,
+            raw_object: input.raw_object,
+        })
+    }
+
+    /// Parses a JSON [`ck8s_policy_api::EvaluationRequest`] (the input of ABI version 1),
+    /// object view included. Natively this is the whole per-request parse.
     pub fn parse(json: &'a [u8]) -> Result<Self, String> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
@@ -97,13 +112,14 @@ impl<'a> Request<'a> {
             name: wire.name.unwrap_or(""),
             dry_run: wire.dry_run,
             object,
-            raw_object: wire.object,
+            raw_object: wire.object.get().as_bytes(),
         })
     }
 
     /// The object exactly as the API server sent it, for fields the typed view skips.
     pub fn raw_object(&self) -> &'a str {
-        self.raw_object.get()
+        // The host encodes it from a `&str`; checked here, on use, rather than on every call.
+        std::str::from_utf8(self.raw_object).unwrap_or("null")
     }
 }
 
@@ -132,22 +148,6 @@ impl ViolationExt for Violation {
     fn value(mut self, value: impl Into<String>) -> Self {
         self.value = Some(value.into());
         self
-    }
-}
-
-impl Literal<'_> {
-    /// A violation at this literal's path; the value is attached unless it comes from a Secret.
-    pub fn violation(&self, message: impl Into<String>, fix: impl Into<String>) -> Violation {
-        Violation {
-            path: self.path.clone(),
-            message: message.into(),
-            value: match self.source {
-                ValueSource::Literal => Some(self.value.to_string()),
-                ValueSource::Secret => None,
-            },
-            source: self.source,
-            fix: fix.into(),
-        }
     }
 }
 

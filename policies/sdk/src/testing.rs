@@ -1,4 +1,6 @@
-//! Run a policy natively, the way the host runs it in WebAssembly, for `cargo test`.
+//! Run a policy natively, the way the host runs it in WebAssembly, for `cargo test`: the
+//! object is parsed into the view, encoded into the ABI v2 input and decoded again by the
+//! same entry point the WebAssembly export calls.
 //!
 //! ```ignore
 //! let verdict = ck8s_policy_sdk::testing::review::<MyPolicy>("CREATE", &deployment, &json!({}));
@@ -6,7 +8,8 @@
 //! ```
 
 use crate::Policy;
-use ck8s_policy_api::Verdict;
+use ck8s_policy_api::codec::{Header, encode_input};
+use ck8s_policy_api::{GroupVersionKind, Object, Operation, Verdict};
 use serde_json::{Map, Value};
 
 /// Evaluates `policy` on a manifest (JSON, or YAML converted by the caller to JSON) with the
@@ -17,21 +20,38 @@ pub fn review<P: Policy>(operation: &str, object: &Value, settings: &Value) -> V
         Some((g, v)) => (g, v),
         None => ("", api_version),
     };
-    let request = serde_json::json!({
-        "operation": operation,
-        "kind": { "group": group, "version": version, "kind": object["kind"] },
-        "namespace": object["metadata"]["namespace"],
-        "name": object["metadata"]["name"],
-        "object": object,
-    });
+    let operation: Operation = serde_json::from_value(Value::String(operation.into()))
+        .unwrap_or_else(|e| panic!("operation {operation:?}: {e}"));
+    let kind = GroupVersionKind {
+        group: group.into(),
+        version: version.into(),
+        kind: object["kind"].as_str().unwrap_or("").into(),
+    };
     let mut merged: Map<String, Value> = P::metadata().default_settings();
     if let Value::Object(overrides) = settings {
         merged.extend(overrides.clone());
     }
-    crate::__run::<P>(
-        &serde_json::to_vec(&request).unwrap(),
-        &serde_json::to_vec(&merged).unwrap(),
-    )
+    let settings = serde_json::to_vec(&merged).unwrap();
+    // What the host does: parse the view once, or report the parse error as the policy's.
+    let raw = serde_json::to_string(object).unwrap();
+    let view = match Object::parse(&kind, &raw) {
+        Ok(view) => view,
+        Err(message) => {
+            return Verdict {
+                violations: Vec::new(),
+                error: Some(message),
+            };
+        }
+    };
+    let header = Header {
+        operation,
+        kind: kind.clone(),
+        namespace: object["metadata"]["namespace"].as_str().unwrap_or(""),
+        name: object["metadata"]["name"].as_str().unwrap_or(""),
+        dry_run: false,
+    };
+    let input = encode_input(&header, &view, &raw);
+    crate::__run::<P>(&input, &settings)
 }
 
 /// Every pod-bearing kind the walkers know: `(apiVersion, kind, field path of its pod spec)`.

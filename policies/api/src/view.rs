@@ -3,9 +3,13 @@
 //! Shapes are chosen by `group/kind`, because only for built-in kinds does the API server
 //! guarantee them (a custom resource may call anything `spec.template`). For every other kind
 //! only `metadata` is read, which is the same for all objects.
+//!
+//! The view is defined here, in the API crate, because both sides build it: the host parses
+//! the object's JSON once per request ([`Object::parse`]) and hands every guest the view in
+//! the binary encoding of [`crate::codec`], which the guest decodes without copying strings.
 
+use crate::{GroupVersionKind, ValueSource};
 use base64::Engine as _;
-use ck8s_policy_api::{GroupVersionKind, ValueSource};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
@@ -140,7 +144,7 @@ impl<'a> Object<'a> {
     }
 }
 
-fn display_kind(gvk: &GroupVersionKind) -> String {
+pub(crate) fn display_kind(gvk: &GroupVersionKind) -> String {
     if gvk.group.is_empty() {
         format!("{}/{}", gvk.version, gvk.kind)
     } else {
@@ -213,8 +217,14 @@ pub struct EnvVar<'a> {
     /// The literal value; `None` when unset or when the variable uses `valueFrom`.
     #[serde(default, borrow)]
     pub value: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub value_from: Option<IgnoredAny>,
+    /// Whether the variable has a `valueFrom` (a reference, never a literal).
+    #[serde(default, deserialize_with = "present")]
+    pub value_from: bool,
+}
+
+/// `true` when the field is there and not `null`, whatever its content.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    Ok(Option::<IgnoredAny>::deserialize(d)?.is_some())
 }
 
 fn nullable<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -348,6 +358,22 @@ pub struct Literal<'o> {
     pub source: ValueSource,
 }
 
+impl Literal<'_> {
+    /// A violation at this literal's path; the value is attached unless it comes from a Secret.
+    pub fn violation(&self, message: impl Into<String>, fix: impl Into<String>) -> crate::Violation {
+        crate::Violation {
+            path: self.path.clone(),
+            message: message.into(),
+            value: match self.source {
+                ValueSource::Literal => Some(self.value.to_string()),
+                ValueSource::Secret => None,
+            },
+            source: self.source,
+            fix: fix.into(),
+        }
+    }
+}
+
 /// Whether a metadata entry is a label or an annotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaField {
@@ -421,32 +447,56 @@ impl<'a> Object<'a> {
     /// Every `env[].value` literal (variables using `valueFrom` are references and skipped).
     pub fn env_literals(&self) -> Vec<Literal<'_>> {
         let mut out = Vec::new();
-        for c in self.containers() {
-            for var in &c.container.env {
-                if let Some(value) = &var.value {
-                    out.push(Literal {
-                        path: format!("{}.env[{}]", c.path, var.name),
-                        name: &var.name,
-                        value: Cow::Borrowed(value),
-                        source: ValueSource::Literal,
-                    });
+        self.env_literals_into(|_| true, &mut out);
+        out
+    }
+
+    /// The env literals whose variable name passes `keep`; paths are formatted only for those.
+    fn env_literals_into<'o>(&'o self, keep: impl Fn(&str) -> bool, out: &mut Vec<Literal<'o>>) {
+        for pod in self.pod_specs() {
+            for (list, field) in [
+                (&pod.spec.containers, "containers"),
+                (&pod.spec.init_containers, "initContainers"),
+                (&pod.spec.ephemeral_containers, "ephemeralContainers"),
+            ] {
+                for (i, container) in list.iter().enumerate() {
+                    for var in &container.env {
+                        let Some(value) = &var.value else { continue };
+                        if !keep(&var.name) {
+                            continue;
+                        }
+                        out.push(Literal {
+                            path: format!("{}.{field}[{i}].env[{}]", pod.path, var.name),
+                            name: &var.name,
+                            value: Cow::Borrowed(value),
+                            source: ValueSource::Literal,
+                        });
+                    }
                 }
             }
         }
-        out
     }
 
     /// ConfigMap `data`, Secret `data` (base64-decoded; undecodable values are skipped, the
     /// API server rejects them anyway) and Secret `stringData`.
     pub fn config_entries(&self) -> Vec<Literal<'_>> {
+        let mut out = Vec::new();
+        self.config_entries_into(|_| true, &mut out);
+        out
+    }
+
+    /// The config entries whose key passes `keep`; only those are decoded and given a path.
+    fn config_entries_into<'o>(&'o self, keep: impl Fn(&str) -> bool, out: &mut Vec<Literal<'o>>) {
         let secret = self.is_secret();
         let source = if secret {
             ValueSource::Secret
         } else {
             ValueSource::Literal
         };
-        let mut out = Vec::new();
         for (k, v) in self.data.iter() {
+            if !keep(k) {
+                continue;
+            }
             let value = if secret {
                 match base64::engine::general_purpose::STANDARD.decode(v.trim()) {
                     Ok(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
@@ -463,6 +513,9 @@ impl<'a> Object<'a> {
             });
         }
         for (k, v) in self.string_data.iter() {
+            if !keep(k) {
+                continue;
+            }
             out.push(Literal {
                 path: format!("stringData.{k}"),
                 name: k,
@@ -470,16 +523,18 @@ impl<'a> Object<'a> {
                 source,
             });
         }
-        out
     }
 
     /// Every literal that an environment variable called `name` can take from this object:
     /// container env literals and ConfigMap/Secret keys of that name.
+    ///
+    /// Names are compared first; a path is formatted (and a Secret value decoded) only for
+    /// the matches, so a walk over an object without the variable allocates nothing per entry.
     pub fn literals_named(&self, name: &str) -> Vec<Literal<'_>> {
-        let mut all = self.env_literals();
-        all.extend(self.config_entries());
-        all.retain(|l| l.name == name);
-        all
+        let mut out = Vec::new();
+        self.env_literals_into(|n| n == name, &mut out);
+        self.config_entries_into(|k| k == name, &mut out);
+        out
     }
 
     /// Every metadata block: the object's and each embedded template's, with its path.
@@ -514,6 +569,15 @@ impl<'a> Object<'a> {
 
     /// Every label and annotation of the object and of every embedded template.
     pub fn metadata_entries(&self) -> Vec<MetaEntry<'_>> {
+        self.metadata_entries_matching(|_, _| true)
+    }
+
+    /// The labels and annotations for which `keep(field, key)` holds, in the same order as
+    /// [`Object::metadata_entries`]; paths are formatted only for those.
+    pub fn metadata_entries_matching(
+        &self,
+        keep: impl Fn(MetaField, &str) -> bool,
+    ) -> Vec<MetaEntry<'_>> {
         let mut out = Vec::new();
         for (path, meta) in self.metadata_blocks() {
             for (field, map, name) in [
@@ -521,6 +585,9 @@ impl<'a> Object<'a> {
                 (MetaField::Annotation, &meta.annotations, "annotations"),
             ] {
                 for (key, value) in map.iter() {
+                    if !keep(field, key) {
+                        continue;
+                    }
                     out.push(MetaEntry {
                         path: format!("{path}.{name}[{key}]"),
                         field,

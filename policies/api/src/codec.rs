@@ -1,0 +1,489 @@
+//! The binary evaluation input of ABI version 2: the request header, the typed [`Object`]
+//! view and the raw object JSON, in one buffer the guest decodes without copying a string.
+//!
+//! # Encoding
+//!
+//! All integers are unsigned LEB128 varints (`uv` below); there is no padding.
+//!
+//! | item | encoding |
+//! |---|---|
+//! | `str` | `uv` byte length, then UTF-8 bytes |
+//! | `opt str` | `uv` 0 for absent, else byte length + 1, then the bytes |
+//! | `list<T>` | `uv` count, then the items |
+//! | `opt T` | one byte 0 (absent) or 1, then `T` |
+//! | `bool` | one byte 0 or 1 |
+//! | `map` ([`StrMap`]) | `list<(str key, str value)>` in document order |
+//!
+//! The input is:
+//!
+//! ```text
+//! magic   "ck8s" 0x02
+//! header  operation:u8 (0 CREATE, 1 UPDATE, 2 DELETE, 3 CONNECT)  dryRun:bool
+//!         group:str  version:str  kind:str  namespace:str  name:str
+//! raw     str                        the object's JSON exactly as the API server sent it
+//! object  Object
+//! Object          = kind:str  ObjectMeta  spec:opt Spec  template:opt PodTemplateSpec
+//!                   data:map  stringData:map
+//! ObjectMeta      = name:opt str  namespace:opt str  labels:map  annotations:map
+//!                   deletionTimestamp:opt str
+//! Spec            = containers:list<Container>  initContainers:list<Container>
+//!                   ephemeralContainers:list<Container>
+//!                   template:opt PodTemplateSpec  jobTemplate:opt PodTemplateSpec
+//! PodTemplateSpec = ObjectMeta  spec:opt Spec
+//! Container       = name:str  image:opt str  command:list<str>  args:list<str>  env:list<EnvVar>
+//! EnvVar          = name:str  value:opt str  valueFrom:bool
+//! ```
+//!
+//! The raw JSON is not checked for UTF-8 by the decoder (it is only looked at when a policy
+//! asks for it); every string of the view is.
+
+use crate::view::{Container, EnvVar, Object, ObjectMeta, PodTemplateSpec, Spec, StrMap};
+use crate::{GroupVersionKind, Operation};
+use std::borrow::Cow;
+
+/// First bytes of every ABI v2 input.
+pub const MAGIC: &[u8; 5] = b"ck8s\x02";
+
+/// Nesting limit for templates inside specs (a CronJob needs 2).
+const MAX_DEPTH: u32 = 16;
+
+/// The request facts that travel with the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub operation: Operation,
+    pub kind: GroupVersionKind,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub dry_run: bool,
+}
+
+/// A decoded ABI v2 input.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub header: Header<'a>,
+    pub object: Object<'a>,
+    /// The object's JSON, as sent (not checked for UTF-8 yet; see [`Input::raw_object`]).
+    pub raw_object: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    /// The raw object as text; `None` if the bytes are not UTF-8 (never the case for input
+    /// the host encoded from a `&str`).
+    pub fn raw_object(&self) -> Option<&'a str> {
+        std::str::from_utf8(self.raw_object).ok()
+    }
+}
+
+/// Encodes an ABI v2 input.
+pub fn encode_input(header: &Header<'_>, object: &Object<'_>, raw_object: &str) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(raw_object.len() * 2 + 64));
+    w.0.extend_from_slice(MAGIC);
+    w.0.push(match header.operation {
+        Operation::Create => 0,
+        Operation::Update => 1,
+        Operation::Delete => 2,
+        Operation::Connect => 3,
+    });
+    w.bool(header.dry_run);
+    w.str(&header.kind.group);
+    w.str(&header.kind.version);
+    w.str(&header.kind.kind);
+    w.str(header.namespace);
+    w.str(header.name);
+    w.str(raw_object);
+    w.object(object);
+    w.0
+}
+
+/// Decodes an ABI v2 input; strings of the view borrow from `bytes`.
+pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    let fail = |r: &Reader, what: &str| format!("input does not decode: {what} at byte {}", r.pos);
+    if r.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
+        return Err("input does not decode: not an ABI v2 input (bad magic)".into());
+    }
+    let header = (|| {
+        let operation = match r.u8()? {
+            0 => Operation::Create,
+            1 => Operation::Update,
+            2 => Operation::Delete,
+            3 => Operation::Connect,
+            _ => return Err(Bad),
+        };
+        let dry_run = r.bool()?;
+        let kind = GroupVersionKind {
+            group: r.str()?.to_owned(),
+            version: r.str()?.to_owned(),
+            kind: r.str()?.to_owned(),
+        };
+        Ok(Header {
+            operation,
+            kind,
+            namespace: r.str()?,
+            name: r.str()?,
+            dry_run,
+        })
+    })()
+    .map_err(|Bad| fail(&r, "header"))?;
+    let raw_object = r.bytes().map_err(|Bad| fail(&r, "raw object"))?;
+    let object = r.object().map_err(|Bad| fail(&r, "object"))?;
+    if r.pos != bytes.len() {
+        return Err(fail(&r, "trailing bytes"));
+    }
+    Ok(Input {
+        header,
+        object,
+        raw_object,
+    })
+}
+
+/// Encodes just the view (the part of the input after the raw object).
+pub fn encode_object(object: &Object<'_>) -> Vec<u8> {
+    let mut w = Writer(Vec::new());
+    w.object(object);
+    w.0
+}
+
+/// Decodes what [`encode_object`] wrote.
+pub fn decode_object(bytes: &[u8]) -> Result<Object<'_>, String> {
+    let mut r = Reader { buf: bytes, pos: 0 };
+    match r.object() {
+        Ok(o) if r.pos == bytes.len() => Ok(o),
+        _ => Err(format!("object does not decode (at byte {})", r.pos)),
+    }
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn uv(&mut self, mut v: usize) {
+        while v >= 0x80 {
+            self.0.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    fn bool(&mut self, b: bool) {
+        self.0.push(b as u8);
+    }
+    fn str(&mut self, s: &str) {
+        self.uv(s.len());
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.uv(0),
+            Some(s) => {
+                self.uv(s.len() + 1);
+                self.0.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+    fn map(&mut self, m: &StrMap<'_>) {
+        self.uv(m.0.len());
+        for (k, v) in &m.0 {
+            self.str(k);
+            self.str(v);
+        }
+    }
+    fn object(&mut self, o: &Object<'_>) {
+        self.str(&o.kind);
+        self.meta(&o.metadata);
+        self.opt_spec(o.spec.as_ref());
+        self.opt_template(o.template.as_ref());
+        self.map(&o.data);
+        self.map(&o.string_data);
+    }
+    fn meta(&mut self, m: &ObjectMeta<'_>) {
+        self.opt_str(m.name.as_deref());
+        self.opt_str(m.namespace.as_deref());
+        self.map(&m.labels);
+        self.map(&m.annotations);
+        self.opt_str(m.deletion_timestamp.as_deref());
+    }
+    fn opt_spec(&mut self, s: Option<&Spec<'_>>) {
+        let Some(s) = s else { return self.bool(false) };
+        self.bool(true);
+        for list in [&s.containers, &s.init_containers, &s.ephemeral_containers] {
+            self.uv(list.len());
+            for c in list {
+                self.container(c);
+            }
+        }
+        self.opt_template(s.template.as_deref());
+        self.opt_template(s.job_template.as_deref());
+    }
+    fn opt_template(&mut self, t: Option<&PodTemplateSpec<'_>>) {
+        let Some(t) = t else { return self.bool(false) };
+        self.bool(true);
+        self.meta(&t.metadata);
+        self.opt_spec(t.spec.as_ref());
+    }
+    fn container(&mut self, c: &Container<'_>) {
+        self.str(&c.name);
+        self.opt_str(c.image.as_deref());
+        for list in [&c.command, &c.args] {
+            self.uv(list.len());
+            for s in list {
+                self.str(s);
+            }
+        }
+        self.uv(c.env.len());
+        for e in &c.env {
+            self.str(&e.name);
+            self.opt_str(e.value.as_deref());
+            self.bool(e.value_from);
+        }
+    }
+}
+
+/// A decoding failure; the position in the reader says where.
+struct Bad;
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline]
+    fn u8(&mut self) -> Result<u8, Bad> {
+        let b = *self.buf.get(self.pos).ok_or(Bad)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    #[inline]
+    fn uv(&mut self) -> Result<usize, Bad> {
+        let mut v: usize = 0;
+        let mut shift = 0;
+        loop {
+            let b = self.u8()?;
+            if shift >= usize::BITS {
+                return Err(Bad);
+            }
+            v |= ((b & 0x7f) as usize) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+    fn bool(&mut self) -> Result<bool, Bad> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(Bad),
+        }
+    }
+    #[inline]
+    fn take(&mut self, len: usize) -> Result<&'a [u8], Bad> {
+        let end = self.pos.checked_add(len).ok_or(Bad)?;
+        let s = self.buf.get(self.pos..end).ok_or(Bad)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], Bad> {
+        let len = self.uv()?;
+        self.take(len)
+    }
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, Bad> {
+        let len = self.uv()?;
+        let b = self.take(len)?;
+        std::str::from_utf8(b).map_err(|_| Bad)
+    }
+    fn cow(&mut self) -> Result<Cow<'a, str>, Bad> {
+        self.str().map(Cow::Borrowed)
+    }
+    fn opt_str(&mut self) -> Result<Option<Cow<'a, str>>, Bad> {
+        match self.uv()? {
+            0 => Ok(None),
+            n => {
+                let b = self.take(n - 1)?;
+                std::str::from_utf8(b).map(|s| Some(Cow::Borrowed(s))).map_err(|_| Bad)
+            }
+        }
+    }
+    /// A count of items each at least `min` bytes long, checked against what is left so a
+    /// corrupt count cannot make a huge allocation.
+    fn count(&mut self, min: usize) -> Result<usize, Bad> {
+        let n = self.uv()?;
+        if n.saturating_mul(min) > self.buf.len() - self.pos {
+            return Err(Bad);
+        }
+        Ok(n)
+    }
+    fn map(&mut self) -> Result<StrMap<'a>, Bad> {
+        let n = self.count(2)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push((self.cow()?, self.cow()?));
+        }
+        Ok(StrMap(out))
+    }
+    fn object(&mut self) -> Result<Object<'a>, Bad> {
+        Ok(Object {
+            kind: self.str()?.to_owned(),
+            metadata: self.meta()?,
+            spec: self.opt_spec(0)?,
+            template: self.opt_template(0)?,
+            data: self.map()?,
+            string_data: self.map()?,
+        })
+    }
+    fn meta(&mut self) -> Result<ObjectMeta<'a>, Bad> {
+        Ok(ObjectMeta {
+            name: self.opt_str()?,
+            namespace: self.opt_str()?,
+            labels: self.map()?,
+            annotations: self.map()?,
+            deletion_timestamp: self.opt_str()?,
+        })
+    }
+    fn opt_spec(&mut self, depth: u32) -> Result<Option<Spec<'a>>, Bad> {
+        if !self.bool()? {
+            return Ok(None);
+        }
+        if depth > MAX_DEPTH {
+            return Err(Bad);
+        }
+        let mut lists: [Vec<Container<'a>>; 3] = Default::default();
+        for list in &mut lists {
+            let n = self.count(5)?;
+            list.reserve_exact(n);
+            for _ in 0..n {
+                list.push(self.container()?);
+            }
+        }
+        let [containers, init_containers, ephemeral_containers] = lists;
+        Ok(Some(Spec {
+            containers,
+            init_containers,
+            ephemeral_containers,
+            template: self.opt_template(depth + 1)?.map(Box::new),
+            job_template: self.opt_template(depth + 1)?.map(Box::new),
+        }))
+    }
+    fn opt_template(&mut self, depth: u32) -> Result<Option<PodTemplateSpec<'a>>, Bad> {
+        if !self.bool()? {
+            return Ok(None);
+        }
+        Ok(Some(PodTemplateSpec {
+            metadata: self.meta()?,
+            spec: self.opt_spec(depth)?,
+        }))
+    }
+    fn container(&mut self) -> Result<Container<'a>, Bad> {
+        let name = self.cow()?;
+        let image = self.opt_str()?;
+        let mut lists: [Vec<Cow<'a, str>>; 2] = Default::default();
+        for list in &mut lists {
+            let n = self.count(1)?;
+            list.reserve_exact(n);
+            for _ in 0..n {
+                list.push(self.cow()?);
+            }
+        }
+        let [command, args] = lists;
+        let n = self.count(3)?;
+        let mut env = Vec::with_capacity(n);
+        for _ in 0..n {
+            env.push(EnvVar {
+                name: self.cow()?,
+                value: self.opt_str()?,
+                value_from: self.bool()?,
+            });
+        }
+        Ok(Container {
+            name,
+            image,
+            command,
+            args,
+            env,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",
+      "metadata":{"name":"d","namespace":"n","labels":{"a":"b","n":1},"annotations":null},
+      "spec":{"template":{"metadata":{"labels":{"app":"x"}},"spec":{
+        "containers":[{"name":"c","image":"i","args":["--a","b\u00e9"],"env":[
+          {"name":"A","value":"1"},{"name":"B","valueFrom":{"secretKeyRef":{}}},{"name":"C","valueFrom":null},{"name":"D"}]}],
+        "initContainers":null}}}}"#;
+
+    fn gvk(group: &str, kind: &str) -> GroupVersionKind {
+        GroupVersionKind {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+        }
+    }
+
+    #[test]
+    fn input_roundtrips() {
+        let kind = gvk("apps", "Deployment");
+        let object = Object::parse(&kind, DEPLOYMENT).unwrap();
+        let header = Header {
+            operation: Operation::Update,
+            kind,
+            namespace: "n",
+            name: "d",
+            dry_run: true,
+        };
+        let bytes = encode_input(&header, &object, DEPLOYMENT);
+        let input = decode_input(&bytes).unwrap();
+        assert_eq!(input.header, header);
+        assert_eq!(input.raw_object(), Some(DEPLOYMENT));
+        assert_eq!(format!("{:?}", input.object), format!("{object:?}"));
+        let env = &input.object.spec.as_ref().unwrap().template.as_ref().unwrap();
+        let env = &env.spec.as_ref().unwrap().containers[0].env;
+        assert_eq!(
+            env.iter().map(|e| e.value_from).collect::<Vec<_>>(),
+            [false, true, false, false]
+        );
+        assert!(matches!(env[0].name, Cow::Borrowed(_)));
+        assert_eq!(input.object.metadata.labels.get("n"), Some("1"));
+    }
+
+    #[test]
+    fn every_kind_shape_roundtrips() {
+        for (group, kind, json) in [
+            ("", "Secret", r#"{"data":{"K":"dg=="},"stringData":{"S":"x"}}"#),
+            ("", "PodTemplate", r#"{"template":{"spec":{"containers":[{"name":"a"}]}}}"#),
+            ("batch", "CronJob", r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a"}]}}}}}}"#),
+            ("x.io", "Thing", r#"{"metadata":{"deletionTimestamp":"t"}}"#),
+        ] {
+            let o = Object::parse(&gvk(group, kind), json).unwrap();
+            let bytes = encode_object(&o);
+            let back = decode_object(&bytes).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{o:?}"), "{kind}");
+        }
+    }
+
+    #[test]
+    fn truncated_or_corrupt_input_is_an_error_not_a_panic() {
+        let kind = gvk("apps", "Deployment");
+        let object = Object::parse(&kind, DEPLOYMENT).unwrap();
+        let header = Header {
+            operation: Operation::Create,
+            kind,
+            namespace: "",
+            name: "",
+            dry_run: false,
+        };
+        let bytes = encode_input(&header, &object, DEPLOYMENT);
+        for cut in 0..bytes.len() {
+            assert!(decode_input(&bytes[..cut]).is_err());
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0xff;
+            let _ = decode_input(&b);
+        }
+        assert!(decode_input(b"{}").unwrap_err().contains("magic"));
+    }
+}
