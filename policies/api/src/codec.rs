@@ -3,12 +3,16 @@
 //!
 //! # Encoding
 //!
-//! All integers are unsigned LEB128 varints (`uv` below); there is no padding.
+//! All integers are unsigned LEB128 varints (`uv` below); there is no padding. The strings
+//! of the view are not inline: they are concatenated, in the order they are read, into one
+//! string table that the guest checks for UTF-8 once, and the structure that follows holds
+//! only their lengths (a decoder keeps a cursor into the table).
 //!
 //! | item | encoding |
 //! |---|---|
-//! | `str` | `uv` byte length, then UTF-8 bytes |
-//! | `opt str` | `uv` 0 for absent, else byte length + 1, then the bytes |
+//! | `text` (header) | `uv` byte length, then UTF-8 bytes |
+//! | `str` (view) | `uv` byte length; the bytes are the next ones of the string table |
+//! | `opt str` | `uv` 0 for absent, else byte length + 1 |
 //! | `list<T>` | `uv` count, then the items |
 //! | `opt T` | one byte 0 (absent) or 1, then `T` |
 //! | `bool` | one byte 0 or 1 |
@@ -19,9 +23,10 @@
 //! ```text
 //! magic   "ck8s" 0x02
 //! header  operation:u8 (0 CREATE, 1 UPDATE, 2 DELETE, 3 CONNECT)  dryRun:bool
-//!         group:str  version:str  kind:str  namespace:str  name:str
-//! raw     str                        the object's JSON exactly as the API server sent it
-//! object  Object
+//!         group:text  version:text  kind:text  namespace:text  name:text
+//! raw     text                       the object's JSON exactly as the API server sent it
+//! strings text                       the string table of the view
+//! object  Object                     the structure, to the end of the input
 //! Object          = kind:str  ObjectMeta  spec:opt Spec  template:opt PodTemplateSpec
 //!                   data:map  stringData:map
 //! ObjectMeta      = name:opt str  namespace:opt str  labels:map  annotations:map
@@ -76,7 +81,7 @@ impl<'a> Input<'a> {
 
 /// Encodes an ABI v2 input.
 pub fn encode_input(header: &Header<'_>, object: &Object<'_>, raw_object: &str) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(raw_object.len() * 2 + 64));
+    let mut w = Writer(Vec::with_capacity(raw_object.len() * 2 + 64), String::new());
     w.0.extend_from_slice(MAGIC);
     w.0.push(match header.operation {
         Operation::Create => 0,
@@ -85,19 +90,20 @@ pub fn encode_input(header: &Header<'_>, object: &Object<'_>, raw_object: &str) 
         Operation::Connect => 3,
     });
     w.bool(header.dry_run);
-    w.str(&header.kind.group);
-    w.str(&header.kind.version);
-    w.str(&header.kind.kind);
-    w.str(header.namespace);
-    w.str(header.name);
-    w.str(raw_object);
-    w.object(object);
+    w.text(&header.kind.group);
+    w.text(&header.kind.version);
+    w.text(&header.kind.kind);
+    w.text(header.namespace);
+    w.text(header.name);
+    w.text(raw_object);
+    let view = encode_object(object);
+    w.0.extend_from_slice(&view);
     w.0
 }
 
 /// Decodes an ABI v2 input; strings of the view borrow from `bytes`.
 pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
-    let mut r = Reader { buf: bytes, pos: 0 };
+    let mut r = Reader::new(bytes);
     let fail = |r: &Reader, what: &str| format!("input does not decode: {what} at byte {}", r.pos);
     if r.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
         return Err("input does not decode: not an ABI v2 input (bad magic)".into());
@@ -112,24 +118,21 @@ pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
         };
         let dry_run = r.bool()?;
         let kind = GroupVersionKind {
-            group: r.str()?.to_owned(),
-            version: r.str()?.to_owned(),
-            kind: r.str()?.to_owned(),
+            group: r.text()?.to_owned(),
+            version: r.text()?.to_owned(),
+            kind: r.text()?.to_owned(),
         };
         Ok(Header {
             operation,
             kind,
-            namespace: r.str()?,
-            name: r.str()?,
+            namespace: r.text()?,
+            name: r.text()?,
             dry_run,
         })
     })()
     .map_err(|Bad| fail(&r, "header"))?;
     let raw_object = r.bytes().map_err(|Bad| fail(&r, "raw object"))?;
-    let object = r.object().map_err(|Bad| fail(&r, "object"))?;
-    if r.pos != bytes.len() {
-        return Err(fail(&r, "trailing bytes"));
-    }
+    let object = r.view().map_err(|Bad| fail(&r, "object"))?;
     Ok(Input {
         header,
         object,
@@ -137,23 +140,26 @@ pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
     })
 }
 
-/// Encodes just the view (the part of the input after the raw object).
+/// Encodes just the view (string table, then structure: the part of the input after the
+/// raw object).
 pub fn encode_object(object: &Object<'_>) -> Vec<u8> {
-    let mut w = Writer(Vec::new());
+    let mut w = Writer(Vec::with_capacity(256), String::with_capacity(2048));
     w.object(object);
-    w.0
+    let mut out = Writer(Vec::with_capacity(w.0.len() + w.1.len() + 4), String::new());
+    out.text(&w.1);
+    out.0.extend_from_slice(&w.0);
+    out.0
 }
 
 /// Decodes what [`encode_object`] wrote.
 pub fn decode_object(bytes: &[u8]) -> Result<Object<'_>, String> {
-    let mut r = Reader { buf: bytes, pos: 0 };
-    match r.object() {
-        Ok(o) if r.pos == bytes.len() => Ok(o),
-        _ => Err(format!("object does not decode (at byte {})", r.pos)),
-    }
+    let mut r = Reader::new(bytes);
+    r.view()
+        .map_err(|Bad| format!("object does not decode (at byte {})", r.pos))
 }
 
-struct Writer(Vec<u8>);
+/// Structure bytes, and the string table of the view.
+struct Writer(Vec<u8>, String);
 
 impl Writer {
     fn uv(&mut self, mut v: usize) {
@@ -166,16 +172,21 @@ impl Writer {
     fn bool(&mut self, b: bool) {
         self.0.push(b as u8);
     }
-    fn str(&mut self, s: &str) {
+    /// Inline text (the header and the two big blobs).
+    fn text(&mut self, s: &str) {
         self.uv(s.len());
         self.0.extend_from_slice(s.as_bytes());
+    }
+    fn str(&mut self, s: &str) {
+        self.uv(s.len());
+        self.1.push_str(s);
     }
     fn opt_str(&mut self, s: Option<&str>) {
         match s {
             None => self.uv(0),
             Some(s) => {
                 self.uv(s.len() + 1);
-                self.0.extend_from_slice(s.as_bytes());
+                self.1.push_str(s);
             }
         }
     }
@@ -243,9 +254,30 @@ struct Bad;
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// The view's string table, checked for UTF-8 once, and the cursor into it.
+    table: &'a str,
+    tpos: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader {
+            buf,
+            pos: 0,
+            table: "",
+            tpos: 0,
+        }
+    }
+    /// String table, then the structure to the end of the buffer.
+    fn view(&mut self) -> Result<Object<'a>, Bad> {
+        self.table = self.text()?;
+        self.tpos = 0;
+        let o = self.object()?;
+        if self.pos != self.buf.len() || self.tpos != self.table.len() {
+            return Err(Bad);
+        }
+        Ok(o)
+    }
     #[inline]
     fn u8(&mut self) -> Result<u8, Bad> {
         let b = *self.buf.get(self.pos).ok_or(Bad)?;
@@ -286,11 +318,23 @@ impl<'a> Reader<'a> {
         let len = self.uv()?;
         self.take(len)
     }
-    #[inline]
-    fn str(&mut self) -> Result<&'a str, Bad> {
+    fn text(&mut self) -> Result<&'a str, Bad> {
         let len = self.uv()?;
         let b = self.take(len)?;
         std::str::from_utf8(b).map_err(|_| Bad)
+    }
+    /// The next `len` bytes of the string table (a char-boundary check, no UTF-8 scan).
+    #[inline]
+    fn table_str(&mut self, len: usize) -> Result<&'a str, Bad> {
+        let end = self.tpos.checked_add(len).ok_or(Bad)?;
+        let s = self.table.get(self.tpos..end).ok_or(Bad)?;
+        self.tpos = end;
+        Ok(s)
+    }
+    #[inline]
+    fn str(&mut self) -> Result<&'a str, Bad> {
+        let len = self.uv()?;
+        self.table_str(len)
     }
     fn cow(&mut self) -> Result<Cow<'a, str>, Bad> {
         self.str().map(Cow::Borrowed)
@@ -298,10 +342,7 @@ impl<'a> Reader<'a> {
     fn opt_str(&mut self) -> Result<Option<Cow<'a, str>>, Bad> {
         match self.uv()? {
             0 => Ok(None),
-            n => {
-                let b = self.take(n - 1)?;
-                std::str::from_utf8(b).map(|s| Some(Cow::Borrowed(s))).map_err(|_| Bad)
-            }
+            n => self.table_str(n - 1).map(|s| Some(Cow::Borrowed(s))),
         }
     }
     /// A count of items each at least `min` bytes long, checked against what is left so a

@@ -20,9 +20,25 @@ fn main() {
         RawValue::from_string(include_str!("../benches/deployment-4k.json").to_string()).unwrap();
     let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
     let req = subject.input().unwrap();
-    println!("host parse + encode (once per request): {:.1} us, input {} bytes", median(|| { std::hint::black_box(subject.input().unwrap()); }), req.len());
-    let keep: usize = std::env::var("KEEP").ok().and_then(|v| v.parse().ok()).unwrap_or(256 << 10);
-    let rt = Runtime::new(Limits { keep_resident_bytes: keep, ..Limits::default() }, None).unwrap();
+    println!(
+        "host parse + encode (once per request): {:.1} us, input {} bytes",
+        median(|| {
+            std::hint::black_box(subject.input().unwrap());
+        }),
+        req.len()
+    );
+    let keep: usize = std::env::var("KEEP")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 10);
+    let rt = Runtime::new(
+        Limits {
+            keep_resident_bytes: keep,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
     let meta = r#"{"name":"noop","version":"0","description":"x","rules":[{"apiGroups":["*"],"apiVersions":["*"],"resources":["*"],"operations":["CREATE"]}]}"#;
     let allow = r#"{"violations":[]}"#;
     let wat = format!(
@@ -50,10 +66,35 @@ fn main() {
         })
     );
     let br = rt.load_builtin().unwrap().into_iter().next().unwrap();
-    println!("build-ref decode only: {:.1} us", median(|| { br.evaluate(&req, br#"{"names":[]}"#).unwrap(); }));
-    let tiny = RawValue::from_string(r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{}}"#.to_string()).unwrap();
-    let small = Subject::from_manifest(&tiny, Operation::Create).unwrap().input().unwrap();
-    println!("build-ref tiny object: {:.1} us", median(|| { br.evaluate(&small, br#"{"names":[]}"#).unwrap(); }));
+    println!(
+        "build-ref decode only: {:.1} us",
+        median(|| {
+            br.evaluate(&req, br#"{"names":[]}"#).unwrap();
+        })
+    );
+    let tiny = RawValue::from_string(
+        r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{}}"#.to_string(),
+    )
+    .unwrap();
+    let small = Subject::from_manifest(&tiny, Operation::Create)
+        .unwrap()
+        .input()
+        .unwrap();
+    println!(
+        "build-ref tiny object: {:.1} us",
+        median(|| {
+            br.evaluate(&small, br#"{"names":[]}"#).unwrap();
+        })
+    );
+    println!(
+        "native decode of the input: {:.2} us",
+        median(|| {
+            std::hint::black_box(
+                ck8s_policy_api::codec::decode_input(std::hint::black_box(&req)).unwrap(),
+            );
+        })
+    );
+    side_by_side(&rt, &subject);
     for p in rt.load_builtin().unwrap() {
         let settings = serde_json::to_vec(&p.metadata.default_settings()).unwrap();
         println!(
@@ -67,3 +108,43 @@ fn main() {
 }
 #[allow(dead_code)]
 fn extra() {}
+
+/// The benchmark's two sides, as medians of single calls (criterion reports sample means).
+fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
+    use ck8s_policy_sdk::{Policy, Request};
+    fn settings<P: Policy>() -> P::Settings {
+        serde_json::from_value(serde_json::Value::Object(P::metadata().default_settings())).unwrap()
+    }
+    let json = subject.request_json();
+    let (s1, s2, s3) = (
+        settings::<ck8s_policy_build_ref::BuildRef>(),
+        settings::<ck8s_policy_legacy_labels::LegacyLabels>(),
+        settings::<ck8s_policy_kaniko_cache::KanikoCache>(),
+    );
+    let native = median(|| {
+        let req = Request::parse(std::hint::black_box(&json)).unwrap();
+        let n = ck8s_policy_build_ref::BuildRef::validate(&req, &s1).len()
+            + ck8s_policy_legacy_labels::LegacyLabels::validate(&req, &s2).len()
+            + ck8s_policy_kaniko_cache::KanikoCache::validate(&req, &s3).len();
+        assert_eq!(n, 0);
+    });
+    let set = ck8s_policy_runtime::PolicySet::new(
+        rt.load_builtin()
+            .unwrap()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
+        &ck8s_policy_runtime::SettingsFile::default(),
+    )
+    .unwrap();
+    let wasm = median(|| {
+        let d = ck8s_policy_runtime::Decision::from_evaluation(
+            &set.evaluate(std::hint::black_box(subject)),
+        );
+        assert!(d.allowed);
+    });
+    println!(
+        "native floor: {native:.1} us; wasm set of 3: {wasm:.1} us; ratio {:.2}",
+        wasm / native
+    );
+}
