@@ -480,7 +480,14 @@ mod tests {
         assert_eq!(input.header, header);
         assert_eq!(input.raw_object(), Some(DEPLOYMENT));
         assert_eq!(format!("{:?}", input.object), format!("{object:?}"));
-        let env = &input.object.spec.as_ref().unwrap().template.as_ref().unwrap();
+        let env = &input
+            .object
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .as_ref()
+            .unwrap();
         let env = &env.spec.as_ref().unwrap().containers[0].env;
         assert_eq!(
             env.iter().map(|e| e.value_from).collect::<Vec<_>>(),
@@ -493,9 +500,21 @@ mod tests {
     #[test]
     fn every_kind_shape_roundtrips() {
         for (group, kind, json) in [
-            ("", "Secret", r#"{"data":{"K":"dg=="},"stringData":{"S":"x"}}"#),
-            ("", "PodTemplate", r#"{"template":{"spec":{"containers":[{"name":"a"}]}}}"#),
-            ("batch", "CronJob", r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a"}]}}}}}}"#),
+            (
+                "",
+                "Secret",
+                r#"{"data":{"K":"dg=="},"stringData":{"S":"x"}}"#,
+            ),
+            (
+                "",
+                "PodTemplate",
+                r#"{"template":{"spec":{"containers":[{"name":"a"}]}}}"#,
+            ),
+            (
+                "batch",
+                "CronJob",
+                r#"{"spec":{"jobTemplate":{"spec":{"template":{"spec":{"containers":[{"name":"a"}]}}}}}}"#,
+            ),
             ("x.io", "Thing", r#"{"metadata":{"deletionTimestamp":"t"}}"#),
         ] {
             let o = Object::parse(&gvk(group, kind), json).unwrap();

@@ -360,7 +360,11 @@ pub struct Literal<'o> {
 
 impl Literal<'_> {
     /// A violation at this literal's path; the value is attached unless it comes from a Secret.
-    pub fn violation(&self, message: impl Into<String>, fix: impl Into<String>) -> crate::Violation {
+    pub fn violation(
+        &self,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> crate::Violation {
         crate::Violation {
             path: self.path.clone(),
             message: message.into(),

@@ -125,29 +125,31 @@ impl PolicySet {
             .iter()
             .map(|e| {
                 let start = Instant::now();
-                let result = if !e
-                    .policy
-                    .metadata
-                    .inspects(group, version, resource, subject.operation)
-                {
-                    OutcomeResult::NotInspected
-                } else {
-                    let verdict = if e.policy.abi_version() == ABI_VERSION_JSON {
-                        let request = request_json.get_or_insert_with(|| subject.request_json());
-                        e.policy.evaluate(request, &e.settings_json)
+                let result =
+                    if !e
+                        .policy
+                        .metadata
+                        .inspects(group, version, resource, subject.operation)
+                    {
+                        OutcomeResult::NotInspected
                     } else {
-                        match input.get_or_insert_with(|| subject.input()) {
-                            Ok(input) => e.policy.evaluate(input, &e.settings_json),
-                            // The view does not parse: what the policy would have said.
-                            Err(message) => Err(PolicyError::Guest(message.clone())),
+                        let verdict = if e.policy.abi_version() == ABI_VERSION_JSON {
+                            let request =
+                                request_json.get_or_insert_with(|| subject.request_json());
+                            e.policy.evaluate(request, &e.settings_json)
+                        } else {
+                            match input.get_or_insert_with(|| subject.input()) {
+                                Ok(input) => e.policy.evaluate(input, &e.settings_json),
+                                // The view does not parse: what the policy would have said.
+                                Err(message) => Err(PolicyError::Guest(message.clone())),
+                            }
+                        };
+                        match verdict {
+                            Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
+                            Ok(v) => OutcomeResult::Violations(v.violations),
+                            Err(err) => OutcomeResult::Error(err),
                         }
                     };
-                    match verdict {
-                        Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
-                        Ok(v) => OutcomeResult::Violations(v.violations),
-                        Err(err) => OutcomeResult::Error(err),
-                    }
-                };
                 Outcome {
                     policy: e.policy.name().to_string(),
                     mode: e.config.mode,

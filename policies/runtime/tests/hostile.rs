@@ -299,7 +299,11 @@ fn each_abi_version_gets_its_own_input() {
 fn an_object_of_the_wrong_shape_is_an_error_from_every_policy() {
     let rt = runtime();
     let set = PolicySet::new(
-        rt.load_builtin().unwrap().into_iter().map(Arc::new).collect(),
+        rt.load_builtin()
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
         &SettingsFile::default(),
     )
     .unwrap();

@@ -30,7 +30,10 @@ unsafe impl Sync for Bump {}
 
 impl Bump {
     pub const fn new() -> Self {
-        Bump { next: UnsafeCell::new(0), end: UnsafeCell::new(0) }
+        Bump {
+            next: UnsafeCell::new(0),
+            end: UnsafeCell::new(0),
+        }
     }
 }
 
