@@ -537,7 +537,7 @@ async fn soak_run(cfg: Soak) {
             let mut step = 0u64;
             while Instant::now() + cfg.reload_every < deadline {
                 tokio::time::sleep(cfg.reload_every / 2).await;
-                if step % 2 == 0 {
+                if step.is_multiple_of(2) {
                     let (cert, key) = w.ca.leaf();
                     write_atomically(&w.path("tls.key"), key.as_bytes());
                     write_atomically(&w.path("tls.crt"), cert.as_bytes());
