@@ -1,0 +1,86 @@
+//! Failures a script must be able to trust: no cluster, a broken kubeconfig, bad usage all
+//! exit 2 with an `error:` line, and nothing panics.
+
+use std::process::{Command, Output};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-ck8s");
+
+fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("KUBECONFIG")
+        .env("HOME", "/nonexistent-home");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn assert_clean_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("error:"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains(needle),
+        "expected {needle:?} in: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn no_kubeconfig_at_all_is_exit_2() {
+    for args in [
+        &["smoke"][..],
+        &["runs"],
+        &["labels"],
+        &["gc", "status"],
+        &["diagnose", "build"],
+    ] {
+        let out = run(&[], args);
+        assert_clean_error(&out, "kubeconfig");
+    }
+}
+
+#[test]
+fn a_malformed_kubeconfig_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(&path, "apiVersion: v1\nclusters: [this is: not valid\n").unwrap();
+    let out = run(&[("KUBECONFIG", path.to_str().unwrap())], &["smoke"]);
+    assert_clean_error(&out, "kubeconfig");
+}
+
+#[test]
+fn an_unknown_context_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'http://127.0.0.1:9'}\ncontexts:\n- name: x\n  context: {cluster: c, user: u}\ncurrent-context: x\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let out = run(
+        &[("KUBECONFIG", path.to_str().unwrap())],
+        &["--context", "nope", "runs"],
+    );
+    assert_clean_error(&out, "nope");
+}
+
+#[test]
+fn usage_errors_are_exit_2() {
+    for args in [
+        &["no-such-command"][..],
+        &["mitigate"],
+        &["mitigate", "build-ref"],
+        &["ports"],
+        &["smoke", "-o", "xml"],
+    ] {
+        let out = run(&[], args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
