@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_ck8s-admission");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -15,7 +19,15 @@ fn help_and_usage_errors() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--listen", "--tls-cert", "--tls-key", "--policies", "--config", "--metrics-listen", "--client-ca"] {
+    for flag in [
+        "--listen",
+        "--tls-cert",
+        "--tls-key",
+        "--policies",
+        "--config",
+        "--metrics-listen",
+        "--client-ca",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
     let out = Command::new(BIN).arg("--no-such-flag").output().unwrap();
@@ -27,8 +39,14 @@ fn start_up_errors_exit_non_zero_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .args(["--listen=127.0.0.1:0", "--metrics-listen=127.0.0.1:0"])
-        .arg(format!("--tls-cert={}", dir.path().join("missing.crt").display()))
-        .arg(format!("--tls-key={}", dir.path().join("missing.key").display()))
+        .arg(format!(
+            "--tls-cert={}",
+            dir.path().join("missing.crt").display()
+        ))
+        .arg(format!(
+            "--tls-key={}",
+            dir.path().join("missing.key").display()
+        ))
         .env("CK8S_CACHE_DIR", dir.path())
         .output()
         .unwrap();
@@ -41,7 +59,11 @@ fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let metrics = free_port();
     let mut child = Command::new(BIN)
-        .args(["--listen=127.0.0.1:0", &format!("--metrics-listen=127.0.0.1:{metrics}"), "--log-format=json"])
+        .args([
+            "--listen=127.0.0.1:0",
+            &format!("--metrics-listen=127.0.0.1:{metrics}"),
+            "--log-format=json",
+        ])
         .env("CK8S_CACHE_DIR", dir.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -50,29 +72,47 @@ fn sigterm_drains_and_exits_zero() {
     loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", metrics)) {
             use std::io::Write;
-            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
             let mut resp = String::new();
             let _ = s.read_to_string(&mut resp);
             if resp.starts_with("HTTP/1.1 200") {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "never became ready");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never became ready"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let start = Instant::now();
     let code = loop {
         if let Some(code) = child.try_wait().unwrap() {
             break code;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "did not exit after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(code.success(), "{code:?}");
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    assert!(logs.contains("\"message\":\"shutdown signal received\""), "{logs}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(
+        logs.contains("\"message\":\"shutdown signal received\""),
+        "{logs}"
+    );
     assert!(logs.contains("development mode"), "{logs}");
 }

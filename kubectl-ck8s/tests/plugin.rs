@@ -779,5 +779,8 @@ fn smoke_table_snapshot() {
     let c = Cluster::new("failed-rollout");
     let out = c.ck8s(&["smoke", "--only", "rollout"]);
     assert_eq!(code(&out), 1);
-    assert_eq!(text(&out.stdout), include_str!("snapshots/smoke-only-rollout.failed-rollout.txt"));
+    assert_eq!(
+        text(&out.stdout),
+        include_str!("snapshots/smoke-only-rollout.failed-rollout.txt")
+    );
 }
