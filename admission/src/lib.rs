@@ -5,12 +5,12 @@
 //! reports what it does in Prometheus metrics and structured logs. Every decision is made by
 //! the same runtime the plugin uses offline.
 //!
-//! - [`cli`]: flags;
-//! - [`tls`]: rustls configuration with a hot-swappable certificate;
-//! - [`store`]: the policy set in service and its reload;
-//! - [`review`]: one `AdmissionReview` in, one out;
-//! - [`metrics`]: the Prometheus registry;
-//! - [`server`]: listeners, connection handling, graceful shutdown.
+//! - [`cli`] — flags;
+//! - [`tls`] — rustls configuration with a hot-swappable certificate;
+//! - [`store`] — the policy set in service and its reload;
+//! - [`review`] — one `AdmissionReview` in, one out;
+//! - [`metrics`] — the Prometheus registry;
+//! - [`server`] — listeners, connection handling, graceful shutdown.
 
 pub mod cli;
 pub mod metrics;

@@ -14,9 +14,12 @@
 //! | `ck8s_abi_version` | `() -> i32` | [`ABI_VERSION`] (2), or 1 for the older JSON input |
 //! | `ck8s_alloc` | `(len: i32) -> i32` | a guest buffer of `len` bytes the host writes input into |
 //! | `ck8s_metadata` | `() -> i64` | JSON [`PolicyMetadata`], as a packed `(ptr << 32) \| len` |
-//! | `ck8s_validate` | `(input_ptr, input_len, settings_ptr, settings_len: i32) -> i64` | binary input and JSON settings in, JSON [`Verdict`] out (packed) |
+//! | `ck8s_validate` | `(input_ptr, input_len, settings_ptr, settings_len: i32) -> i64` | binary input and JSON settings in, JSON [`Verdict`] out (packed); an empty output means allowed |
 //!
 //! Each evaluation runs in a fresh instance, so a guest may leak freely and keep no state.
+//! The host writes the input and the settings into one buffer from a single `ck8s_alloc`
+//! call (the settings follow the input), and reads an output of length 0 from `ck8s_validate`
+//! as "allowed, nothing to report", so the common case encodes and parses no JSON at all.
 //! Why a core module and not a component: the component model's canonical ABI adds about
 //! 10 µs per call on this class of machine (the project brief's figure), a fifth of the
 //! whole evaluation budget, while this interface is small enough to be written down exactly.
@@ -49,8 +52,8 @@ pub mod codec;
 mod view;
 
 pub use view::{
-    Container, ContainerKind, ContainerRef, EnvVar, Literal, MetaEntry, MetaField, Object,
-    ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap,
+    Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, Literal, MetaEntry, MetaField,
+    Object, ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap,
 };
 
 /// Version of the ABI described in the crate docs. Bumped on any incompatible change.

@@ -336,15 +336,77 @@ pub enum ContainerKind {
 
 /// A pod spec and its field path (`spec.template.spec`).
 pub struct PodSpecRef<'o, 'a> {
-    pub path: String,
+    pub path: Cow<'static, str>,
     pub spec: &'o Spec<'a>,
 }
 
 /// A container and its field path (`spec.template.spec.initContainers[0]`).
 pub struct ContainerRef<'o, 'a> {
-    pub path: String,
+    pub path: ContainerPath,
     pub kind: ContainerKind,
     pub container: &'o Container<'a>,
+}
+
+/// The field path of a container, formatted only when displayed (most walks never do: an
+/// allowed object needs no paths at all).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerPath {
+    /// The pod spec's path, `spec.template.spec`.
+    pub pod: Cow<'static, str>,
+    /// `containers`, `initContainers` or `ephemeralContainers`.
+    pub field: &'static str,
+    pub index: usize,
+}
+
+impl fmt::Display for ContainerPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}[{}]", self.pod, self.field, self.index)
+    }
+}
+
+/// `a == b`, eight bytes at a time: in a wasm guest `==` on strings ends in a byte-by-byte
+/// `memcmp`, and env names sharing a length (`CODEXK8S_...`) are compared on every request.
+#[inline]
+pub(crate) fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        if u64::from_le_bytes(x.try_into().unwrap()) != u64::from_le_bytes(y.try_into().unwrap()) {
+            return false;
+        }
+    }
+    ca.remainder() == cb.remainder()
+}
+
+/// The paths the walkers produce for every real kind, so walking them allocates nothing.
+const KNOWN_PATHS: &[&str] = &[
+    "spec.template",
+    "spec.template.spec",
+    "spec.template.metadata",
+    "spec.jobTemplate",
+    "spec.jobTemplate.spec",
+    "spec.jobTemplate.metadata",
+    "spec.jobTemplate.spec.template",
+    "spec.jobTemplate.spec.template.spec",
+    "spec.jobTemplate.spec.template.metadata",
+];
+
+/// `{base}.{field}`, borrowed from [`KNOWN_PATHS`] when it is one of them.
+fn sub_path(base: &str, field: &str) -> Cow<'static, str> {
+    let len = base.len() + 1 + field.len();
+    let known = KNOWN_PATHS.iter().find(|k| {
+        k.len() == len
+            && k.strip_prefix(base)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|rest| rest == field)
+    });
+    match known {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(format!("{base}.{field}")),
+    }
 }
 
 /// A literal value that a setting can take, wherever it is written.
@@ -409,12 +471,10 @@ impl<'a> Object<'a> {
     pub fn pod_specs(&self) -> Vec<PodSpecRef<'_, 'a>> {
         let mut out = Vec::new();
         if let Some(spec) = &self.spec {
-            walk_spec(spec, "spec".to_string(), &mut out);
+            walk_spec(spec, Cow::Borrowed("spec"), &mut out);
         }
-        if let Some(t) = &self.template {
-            if let Some(spec) = &t.spec {
-                walk_spec(spec, "template.spec".to_string(), &mut out);
-            }
+        if let Some(spec) = self.template.as_ref().and_then(|t| t.spec.as_ref()) {
+            walk_spec(spec, Cow::Borrowed("template.spec"), &mut out);
         }
         out
     }
@@ -436,9 +496,13 @@ impl<'a> Object<'a> {
                     "ephemeralContainers",
                 ),
             ] {
-                for (i, container) in list.iter().enumerate() {
+                for (index, container) in list.iter().enumerate() {
                     out.push(ContainerRef {
-                        path: format!("{}.{field}[{i}]", pod.path),
+                        path: ContainerPath {
+                            pod: pod.path.clone(),
+                            field,
+                            index,
+                        },
                         kind,
                         container,
                     });
@@ -536,37 +600,37 @@ impl<'a> Object<'a> {
     /// the matches, so a walk over an object without the variable allocates nothing per entry.
     pub fn literals_named(&self, name: &str) -> Vec<Literal<'_>> {
         let mut out = Vec::new();
-        self.env_literals_into(|n| n == name, &mut out);
-        self.config_entries_into(|k| k == name, &mut out);
+        self.env_literals_into(|n| same(n, name), &mut out);
+        self.config_entries_into(|k| same(k, name), &mut out);
         out
     }
 
     /// Every metadata block: the object's and each embedded template's, with its path.
-    pub fn metadata_blocks(&self) -> Vec<(String, &ObjectMeta<'a>)> {
-        let mut out = vec![("metadata".to_string(), &self.metadata)];
+    pub fn metadata_blocks(&self) -> Vec<(Cow<'static, str>, &ObjectMeta<'a>)> {
+        let mut out = vec![(Cow::Borrowed("metadata"), &self.metadata)];
         fn templates<'o, 'a>(
             spec: &'o Spec<'a>,
-            path: String,
-            out: &mut Vec<(String, &'o ObjectMeta<'a>)>,
+            path: &str,
+            out: &mut Vec<(Cow<'static, str>, &'o ObjectMeta<'a>)>,
         ) {
             for (field, t) in [
                 ("template", &spec.template),
                 ("jobTemplate", &spec.job_template),
             ] {
                 if let Some(t) = t {
-                    let p = format!("{path}.{field}");
-                    out.push((format!("{p}.metadata"), &t.metadata));
+                    let p = sub_path(path, field);
+                    out.push((sub_path(&p, "metadata"), &t.metadata));
                     if let Some(inner) = &t.spec {
-                        templates(inner, format!("{p}.spec"), out);
+                        templates(inner, &sub_path(&p, "spec"), out);
                     }
                 }
             }
         }
         if let Some(spec) = &self.spec {
-            templates(spec, "spec".to_string(), &mut out);
+            templates(spec, "spec", &mut out);
         }
         if let Some(t) = &self.template {
-            out.push(("template.metadata".to_string(), &t.metadata));
+            out.push((Cow::Borrowed("template.metadata"), &t.metadata));
         }
         out
     }
@@ -605,7 +669,15 @@ impl<'a> Object<'a> {
     }
 }
 
-fn walk_spec<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<PodSpecRef<'o, 'a>>) {
+fn walk_spec<'o, 'a>(
+    spec: &'o Spec<'a>,
+    path: Cow<'static, str>,
+    out: &mut Vec<PodSpecRef<'o, 'a>>,
+) {
+    let templates = [
+        ("template", &spec.template),
+        ("jobTemplate", &spec.job_template),
+    ];
     if !spec.containers.is_empty()
         || !spec.init_containers.is_empty()
         || !spec.ephemeral_containers.is_empty()
@@ -615,12 +687,64 @@ fn walk_spec<'o, 'a>(spec: &'o Spec<'a>, path: String, out: &mut Vec<PodSpecRef<
             spec,
         });
     }
-    for (field, t) in [
-        ("template", &spec.template),
-        ("jobTemplate", &spec.job_template),
-    ] {
+    for (field, t) in templates {
         if let Some(inner) = t.as_ref().and_then(|t| t.spec.as_ref()) {
-            walk_spec(inner, format!("{path}.{field}.spec"), out);
+            walk_spec(inner, sub_path(&sub_path(&path, field), "spec"), out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_agrees_with_eq() {
+        let words = [
+            "",
+            "A",
+            "CODEXK8S_BUILD_REF",
+            "CODEXK8S_BUILD_REX",
+            "XODEXK8S_BUILD_REF",
+            "CODEXK8S_KANIKO_CACHE_ENABLED",
+            "CODEXK8S_KANIKO_CACHE_ENABLEE",
+            "12345678",
+            "12345679",
+            "é",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(same(a, b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn sub_paths_borrow_known_paths_and_format_the_rest() {
+        assert!(matches!(
+            sub_path("spec", "template"),
+            Cow::Borrowed("spec.template")
+        ));
+        assert!(matches!(
+            sub_path("spec.jobTemplate.spec", "template"),
+            Cow::Borrowed("spec.jobTemplate.spec.template")
+        ));
+        // A prefix of a known path with the wrong field is not that path.
+        assert_eq!(sub_path("spec", "templatx"), "spec.templatx");
+        assert!(matches!(sub_path("x.spec", "template"), Cow::Owned(_)));
+        assert_eq!(sub_path("x.spec", "template"), "x.spec.template");
+    }
+
+    #[test]
+    fn container_paths_display_like_kubectl() {
+        let path = ContainerPath {
+            pod: Cow::Borrowed("spec.jobTemplate.spec.template.spec"),
+            field: "initContainers",
+            index: 2,
+        };
+        assert_eq!(
+            path.to_string(),
+            "spec.jobTemplate.spec.template.spec.initContainers[2]"
+        );
     }
 }

@@ -128,3 +128,31 @@ fn kaniko_executor_with_cache_flag() {
     // the same flag on some other image is not Kaniko's business
     assert!(check(&pod("busybox", json!(["--cache"]))).allowed());
 }
+
+#[test]
+fn contains_fragment_agrees_with_str_contains() {
+    use ck8s_policy_kaniko_cache::contains_fragment;
+    let hays = [
+        "",
+        "k",
+        "gcr.io/kaniko-project/executor:v1.23.2",
+        "gcr.io/kaniko-project/executo",
+        "kaniko-project/executor",
+        "mirror.local/kaniko-project/kaniko-project/executor@sha256:ab",
+        "ééé-kaniko-project/executor",
+        "busybox",
+    ];
+    let needles = [
+        "",
+        "k",
+        "kaniko-project/executor",
+        "executor:v1",
+        "é",
+        "busybox!",
+    ];
+    for h in hays {
+        for n in needles {
+            assert_eq!(contains_fragment(h, n), h.contains(n), "{h:?} / {n:?}");
+        }
+    }
+}

@@ -229,10 +229,10 @@ impl Runtime {
                     source_name: source.to_string(),
                     message: format!("{e:#}"),
                 })?;
-                if let Some(path) = cached {
-                    if let Err(e) = write_artifact(&path, &m) {
-                        tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled policy");
-                    }
+                if let Some(path) = cached
+                    && let Err(e) = write_artifact(&path, &m)
+                {
+                    tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled policy");
                 }
                 m
             }

@@ -9,10 +9,10 @@ pub fn resource_for_kind(kind: &str) -> String {
         "" => return lower,
         _ => {}
     }
-    if let Some(stem) = lower.strip_suffix('y') {
-        if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) {
-            return format!("{stem}ies");
-        }
+    if let Some(stem) = lower.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        return format!("{stem}ies");
     }
     if lower.ends_with('s')
         || lower.ends_with("ch")

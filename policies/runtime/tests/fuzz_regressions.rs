@@ -55,7 +55,7 @@ const KINDS: &[(&str, &str, &str)] = &[
 
 fn walk(o: &Object<'_>) -> Vec<String> {
     let mut out = Vec::new();
-    out.extend(o.pod_specs().iter().map(|p| p.path.clone()));
+    out.extend(o.pod_specs().iter().map(|p| p.path.to_string()));
     out.extend(
         o.containers()
             .iter()
@@ -68,7 +68,7 @@ fn walk(o: &Object<'_>) -> Vec<String> {
             .iter()
             .map(|l| format!("{l:?}")),
     );
-    out.extend(o.metadata_blocks().iter().map(|(p, _)| p.clone()));
+    out.extend(o.metadata_blocks().iter().map(|(p, _)| p.to_string()));
     out.extend(o.metadata_entries().iter().map(|e| format!("{e:?}")));
     out.extend(
         o.metadata_entries_matching(|f, k| f == MetaField::Label && k.starts_with("codexk8s.io/"))

@@ -293,6 +293,30 @@ fn each_abi_version_gets_its_own_input() {
     }
 }
 
+/// ABI v2: the settings follow the input in the one buffer the host allocates, and an empty
+/// output means "allowed"; ABI v1 keeps requiring a JSON verdict.
+#[test]
+fn v2_settings_follow_the_input_and_an_empty_output_allows() {
+    let rt = runtime();
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let input = subject.input().unwrap();
+    // Allows (empty output) only if settings_ptr == input_ptr + input_len and the settings
+    // bytes arrived intact (first byte `{`), else traps.
+    let body = "(if (result i64) (i32.and (i32.eq (local.get 2) (i32.add (local.get 0) (local.get 1))) \
+                (i32.eq (i32.load8_u (local.get 2)) (i32.const 123))) \
+                (then (i64.const 0)) (else (unreachable)))";
+    let v2 = load(&rt, &policy_wat(body, "", ck8s_policy_api::ABI_VERSION)).unwrap();
+    let verdict = v2.evaluate(&input, br#"{"names":[]}"#).unwrap();
+    assert!(verdict.allowed(), "{verdict:?}");
+
+    let v1 = load(&rt, &policy_wat("(i64.const 0)", "", 1)).unwrap();
+    assert!(matches!(run(&v1), Err(PolicyError::BadOutput(_))));
+}
+
 /// An object that does not fit its kind's shape is parsed once by the host, and every policy
 /// reports the parse error (nothing is called, nothing panics).
 #[test]

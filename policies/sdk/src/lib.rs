@@ -36,9 +36,9 @@ pub use abi::__run;
 #[doc(hidden)]
 pub use abi::{__alloc, __leak_output};
 pub use ck8s_policy_api::{
-    Container, ContainerKind, ContainerRef, EnvVar, GroupVersionKind, Literal, MetaEntry,
-    MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec, PolicyMetadata, Rule,
-    SettingSpec, Spec, StrMap, ValueSource, Verdict, Violation,
+    Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, GroupVersionKind, Literal,
+    MetaEntry, MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec,
+    PolicyMetadata, Rule, SettingSpec, Spec, StrMap, ValueSource, Verdict, Violation,
 };
 
 use serde::de::DeserializeOwned;
@@ -200,8 +200,7 @@ macro_rules! export_policy {
                         ),
                     )
                 };
-                let verdict = $crate::__run::<$policy>(req, settings);
-                $crate::__leak_output($crate::__to_json(&verdict))
+                $crate::__verdict_output($crate::__run::<$policy>(req, settings))
             }
         }
     };
@@ -210,6 +209,15 @@ macro_rules! export_policy {
 #[doc(hidden)]
 pub fn __abi_version() -> i32 {
     ck8s_policy_api::ABI_VERSION
+}
+
+/// An allowed verdict is the empty output (ABI v2): nothing to encode, nothing to parse.
+#[doc(hidden)]
+pub fn __verdict_output(verdict: Verdict) -> i64 {
+    if verdict.allowed() {
+        return ck8s_policy_api::pack(0, 0);
+    }
+    __leak_output(__to_json(&verdict))
 }
 
 #[doc(hidden)]
