@@ -1,14 +1,11 @@
 //! ck8s-admission over real TLS with a real HTTP client: decisions, modes, bad input,
 //! reloads of policies and certificates, TLS hardening, backpressure and shutdown.
 
-use ck8s_admission::Server;
-use ck8s_admission::cli::Args;
-use clap::Parser;
+use ck8s_tests::webhook::{FROZEN, TestWebhook, deployment, labelled_ns};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
 
 struct Pki {
     cert_pem: String,
@@ -28,61 +25,26 @@ fn pki(name: &str) -> Pki {
     }
 }
 
+/// The shared harness with a self-signed certificate and a client that trusts it.
 struct Webhook {
-    https: SocketAddr,
-    metrics: SocketAddr,
-    dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+    hook: TestWebhook,
     client: reqwest::Client,
+}
+
+impl Deref for Webhook {
+    type Target = TestWebhook;
+    fn deref(&self) -> &TestWebhook {
+        &self.hook
+    }
 }
 
 impl Webhook {
     /// Starts a server with a fresh certificate; `prepare` can put policies/config in place.
     async fn start(extra: &[&str], prepare: impl FnOnce(&Path)) -> Webhook {
-        let dir = tempfile::tempdir().unwrap();
         let pki = pki("ck8s-admission");
-        std::fs::write(dir.path().join("tls.crt"), &pki.cert_pem).unwrap();
-        std::fs::write(dir.path().join("tls.key"), &pki.key_pem).unwrap();
-        std::fs::create_dir(dir.path().join("policies")).unwrap();
-        prepare(dir.path());
-        let p = |f: &str| dir.path().join(f).display().to_string();
-        let mut args = vec![
-            "ck8s-admission".to_string(),
-            "--listen=127.0.0.1:0".into(),
-            "--metrics-listen=127.0.0.1:0".into(),
-            format!("--tls-cert={}", p("tls.crt")),
-            format!("--tls-key={}", p("tls.key")),
-            format!("--cache-dir={}", p("cache")),
-            format!("--policies={}", p("policies")),
-            "--reload-interval=50ms".into(),
-        ];
-        args.extend(
-            extra
-                .iter()
-                .map(|a| a.replace("{dir}", &dir.path().display().to_string())),
-        );
-        let server = Server::bind(Args::try_parse_from(args).unwrap())
-            .await
-            .unwrap();
-        let (https, metrics) = (server.https_addr(), server.metrics_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(server.serve(async move {
-            let _ = rx.await;
-        }));
+        let hook = TestWebhook::start(&pki.cert_pem, &pki.key_pem, extra, prepare).await;
         let client = client_trusting(&pki.cert_pem, None);
-        Webhook {
-            https,
-            metrics,
-            dir,
-            stop: Some(tx),
-            done,
-            client,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.https.port())
+        Webhook { hook, client }
     }
 
     async fn review(&self, body: &Value) -> Value {
@@ -109,31 +71,13 @@ impl Webhook {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
-    async fn metrics_text(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+    async fn shutdown(self) {
+        self.hook.shutdown().await
     }
 }
 
 fn client_trusting(ca_pem: &str, identity: Option<reqwest::Identity>) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
-        .timeout(Duration::from_secs(20));
+    let mut b = ck8s_tests::webhook::client_trusting(ca_pem);
     if let Some(id) = identity {
         b = b.identity(id);
     }
@@ -141,62 +85,12 @@ fn client_trusting(ca_pem: &str, identity: Option<reqwest::Identity>) -> reqwest
 }
 
 fn review_of(object: Value, resource: &str) -> Value {
-    let api_version = object["apiVersion"].as_str().unwrap().to_string();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "e911857d-c318-11e8-bbad-025000000001",
-            "kind": { "group": group, "version": version, "kind": object["kind"] },
-            "resource": { "group": group, "version": version, "resource": resource },
-            "namespace": "codex-k8s-prod", "name": object["metadata"]["name"], "operation": "CREATE",
-            "userInfo": { "username": "sre@codex-k8s.dev" },
-            "object": object, "oldObject": null, "dryRun": false
-        }
-    })
+    ck8s_tests::webhook::review_of(object, resource, "e911857d-c318-11e8-bbad-025000000001")
 }
 
-fn deployment(build_ref: &str) -> Value {
-    json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "codex-k8s-worker" },
-        "spec": { "template": { "spec": { "containers": [{ "name": "w", "image": "w:1",
-            "env": [{ "name": "CODEXK8S_BUILD_REF", "value": build_ref }] }] } } } })
-}
-
-fn labelled_ns(key: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "run-1", "labels": { key: "codex-k8s-worker" } } })
-}
-
-/// A policy in WAT that denies every ConfigMap with one fixed violation, or loops forever.
+/// A policy in WAT (ABI v1) for ConfigMaps that denies every one ([`FROZEN`]) or loops.
 fn wat_policy(name: &str, body: &str) -> Vec<u8> {
-    let meta = format!(
-        r#"{{"name":"{name}","version":"1.0.0","description":"test","rules":[{{"apiGroups":[""],"apiVersions":["*"],"resources":["configmaps"],"operations":["CREATE","UPDATE"]}}]}}"#
-    );
-    let verdict =
-        r#"{"violations":[{"path":"data","message":"configmaps are frozen","fix":"ask the SRE"}]}"#;
-    let esc = |s: &str| s.replace('"', "\\\"");
-    let validate = match body {
-        "deny" => format!(
-            "(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const {}))",
-            verdict.len()
-        ),
-        "loop" => "(loop $l (br $l)) (unreachable)".to_string(),
-        other => panic!("{other}"),
-    };
-    let wat = format!(
-        r#"(module (memory (export "memory") 2) (global $h (mut i32) (i32.const 8192))
-  (data (i32.const 0) "{m}") (data (i32.const 2048) "{v}")
-  (func (export "ck8s_abi_version") (result i32) (i32.const 1))
-  (func (export "ck8s_alloc") (param i32) (result i32) (local i32)
-    (local.set 1 (global.get $h)) (global.set $h (i32.add (global.get $h) (local.get 0)))
-    (if (i32.gt_u (global.get $h) (i32.const 131072)) (then (drop (memory.grow (i32.const 64)))))
-    (local.get 1))
-  (func (export "ck8s_metadata") (result i64) (i64.const {ml}))
-  (func (export "ck8s_validate") (param i32 i32 i32 i32) (result i64) {validate}))"#,
-        m = esc(&meta),
-        v = esc(verdict),
-        ml = meta.len()
-    );
-    wat::parse_str(wat).unwrap()
+    ck8s_tests::webhook::wat_policy(name, "", &["configmaps"], body)
 }
 
 fn configmap() -> Value {
@@ -486,7 +380,7 @@ async fn policies_directory_reloads_atomically_and_keeps_the_last_good_set() {
         r["response"]["status"]["message"]
             .as_str()
             .unwrap()
-            .contains("[freeze-configmaps] data: configmaps are frozen")
+            .contains(&format!("[freeze-configmaps] {FROZEN}"))
     );
 
     // a broken replacement: reported, the previous set stays in service

@@ -12,16 +12,16 @@
 //! The tests of this file run one at a time (`SERIAL`), so the memory figures of the soak are
 //! the soak's own.
 
-use ck8s_admission::Server;
-use ck8s_admission::cli::Args;
-use clap::Parser;
+use ck8s_tests::webhook::{
+    TestWebhook, client_trusting, deployment, labelled_ns, review_of, wat_policy,
+};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::ops::Deref;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::Mutex;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
@@ -62,95 +62,40 @@ fn write_atomically(path: &Path, data: &[u8]) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The shared harness with a CA-signed certificate, as in a cluster.
 struct Webhook {
-    https: SocketAddr,
-    metrics: SocketAddr,
-    dir: tempfile::TempDir,
+    hook: TestWebhook,
     ca: Ca,
-    stop: Option<oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Deref for Webhook {
+    type Target = TestWebhook;
+    fn deref(&self) -> &TestWebhook {
+        &self.hook
+    }
 }
 
 impl Webhook {
     /// Starts a server with a CA-signed certificate; `prepare` can put policies/config in place.
     async fn start(extra: &[&str], prepare: impl FnOnce(&Path)) -> Webhook {
-        let dir = tempfile::tempdir().unwrap();
         let ca = Ca::new();
         let (cert, key) = ca.leaf();
-        std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
-        std::fs::write(dir.path().join("tls.key"), key).unwrap();
-        std::fs::create_dir(dir.path().join("policies")).unwrap();
-        prepare(dir.path());
-        let p = |f: &str| dir.path().join(f).display().to_string();
-        let mut args = vec![
-            "ck8s-admission".to_string(),
-            "--listen=127.0.0.1:0".into(),
-            "--metrics-listen=127.0.0.1:0".into(),
-            format!("--tls-cert={}", p("tls.crt")),
-            format!("--tls-key={}", p("tls.key")),
-            format!("--cache-dir={}", p("cache")),
-            format!("--policies={}", p("policies")),
-            "--reload-interval=100ms".into(),
-        ];
-        args.extend(
-            extra
-                .iter()
-                .map(|a| a.replace("{dir}", &dir.path().display().to_string())),
-        );
-        let server = Server::bind(Args::try_parse_from(args).unwrap())
-            .await
-            .unwrap();
-        let (https, metrics) = (server.https_addr(), server.metrics_addr());
-        let (tx, rx) = oneshot::channel::<()>();
-        let done = tokio::spawn(server.serve(async move {
-            let _ = rx.await;
-        }));
-        Webhook {
-            https,
-            metrics,
-            dir,
-            ca,
-            stop: Some(tx),
-            done,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("https://127.0.0.1:{}/validate", self.https.port())
+        let mut extra = extra.to_vec();
+        extra.push("--reload-interval=100ms");
+        let hook = TestWebhook::start(&cert, &key, &extra, prepare).await;
+        Webhook { hook, ca }
     }
 
     /// A client with one keep-alive connection at most, trusting the CA.
     fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
-            .use_rustls_tls()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(self.ca.pem.as_bytes()).unwrap())
+        client_trusting(&self.ca.pem)
             .pool_max_idle_per_host(1)
-            .timeout(Duration::from_secs(20))
             .build()
             .unwrap()
     }
 
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    async fn metrics_text(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.metrics))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    }
-
-    async fn shutdown(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.done)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+    async fn shutdown(self) {
+        self.hook.shutdown().await
     }
 }
 
@@ -162,75 +107,9 @@ fn sample(metrics: &str, series: &str) -> u64 {
         .map_or(0, |v| v as u64)
 }
 
-fn review_of(object: Value, resource: &str, uid: &str) -> Value {
-    let api_version = object["apiVersion"].as_str().unwrap().to_string();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
-    json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": { "group": group, "version": version, "kind": object["kind"] },
-            "resource": { "group": group, "version": version, "resource": resource },
-            "namespace": "codex-k8s-prod", "name": object["metadata"]["name"], "operation": "CREATE",
-            "userInfo": { "username": "sre@codex-k8s.dev" },
-            "object": object, "oldObject": null, "dryRun": false
-        }
-    })
-}
-
-fn deployment(build_ref: &str) -> Value {
-    json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": "codex-k8s-worker" },
-        "spec": { "template": { "spec": { "containers": [{ "name": "w", "image": "w:1",
-            "env": [{ "name": "CODEXK8S_BUILD_REF", "value": build_ref }] }] } } } })
-}
-
 fn configmap(build_ref: &str) -> Value {
     json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "codex-k8s-runtime" },
         "data": { "CODEXK8S_BUILD_REF": build_ref } })
-}
-
-fn labelled_ns(key: &str) -> Value {
-    json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "run-1", "labels": { key: "w" } } })
-}
-
-/// A policy in WAT (ABI v1) named `name`, inspecting `resources` of `group`, whose
-/// `ck8s_validate` is `validate` ("deny", "loop" or "grow").
-fn wat_policy(name: &str, group: &str, resources: &[&str], validate: &str) -> Vec<u8> {
-    let resources = resources
-        .iter()
-        .map(|r| format!("\"{r}\""))
-        .collect::<Vec<_>>()
-        .join(",");
-    let meta = format!(
-        r#"{{"name":"{name}","version":"1.0.0","description":"test","rules":[{{"apiGroups":["{group}"],"apiVersions":["*"],"resources":[{resources}],"operations":["CREATE","UPDATE"]}}]}}"#
-    );
-    let verdict = r#"{"violations":[{"path":"spec","message":"frozen","fix":"ask the SRE"}]}"#;
-    let esc = |s: &str| s.replace('"', "\\\"");
-    let body = match validate {
-        "deny" => format!(
-            "(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const {}))",
-            verdict.len()
-        ),
-        "loop" => "(loop $l (br $l)) (unreachable)".to_string(),
-        "grow" => "(loop $l (drop (memory.grow (i32.const 16))) (br $l)) (unreachable)".to_string(),
-        other => panic!("{other}"),
-    };
-    let wat = format!(
-        r#"(module (memory (export "memory") 2) (global $h (mut i32) (i32.const 8192))
-  (data (i32.const 0) "{m}") (data (i32.const 2048) "{v}")
-  (func (export "ck8s_abi_version") (result i32) (i32.const 1))
-  (func (export "ck8s_alloc") (param i32) (result i32) (local i32)
-    (local.set 1 (global.get $h)) (global.set $h (i32.add (global.get $h) (local.get 0)))
-    (if (i32.gt_u (global.get $h) (i32.mul (memory.size) (i32.const 65536)))
-      (then (drop (memory.grow (i32.add (i32.div_u (local.get 0) (i32.const 65536)) (i32.const 1))))))
-    (local.get 1))
-  (func (export "ck8s_metadata") (result i64) (i64.const {ml}))
-  (func (export "ck8s_validate") (param i32 i32 i32 i32) (result i64) {body}))"#,
-        m = esc(&meta),
-        v = esc(verdict),
-        ml = meta.len()
-    );
-    wat::parse_str(wat).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -257,7 +136,7 @@ async fn hostile_policies_are_contained_at_the_webhook() {
     .await;
     let client = w.client();
     let post = |body: Value| {
-        let (c, url) = (client.clone(), w.url());
+        let (c, url) = (client.clone(), w.url("/validate"));
         async move {
             let r = c.post(url).json(&body).send().await.unwrap();
             assert_eq!(r.status(), 200);
@@ -482,7 +361,7 @@ async fn soak_run(cfg: Soak) {
     for c in 0..cfg.conns {
         let (w, cases, counters) = (w.clone(), cases.clone(), counters.clone());
         load.push(tokio::spawn(async move {
-            let (client, url) = (w.client(), w.url());
+            let (client, url) = (w.client(), w.url("/validate"));
             let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n = c as usize;
@@ -511,7 +390,7 @@ async fn soak_run(cfg: Soak) {
             while Instant::now() < deadline {
                 let client = w.client();
                 let case = &cases[n % 5]; // the valid reviews
-                match send(&client, &w.url(), case, &format!("fresh-{n}")).await {
+                match send(&client, &w.url("/validate"), case, &format!("fresh-{n}")).await {
                     Ok(true) => counters.fresh_ok.fetch_add(1, Ordering::Relaxed),
                     Ok(false) => counters.wrong.fetch_add(1, Ordering::Relaxed),
                     Err(e) => {
