@@ -7,29 +7,8 @@
 
 #![no_main]
 
-use ck8s_policy_runtime::Subject;
-use ck8s_policy_runtime::admission::parse_review;
-use libfuzzer_sys::fuzz_target;
+#[allow(dead_code)] // each target uses one of the harnesses
+#[path = "../harness.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(request) = parse_review(data) else {
-        return;
-    };
-    let subject = Subject::from_admission(&request);
-    let _ = subject.not_judged();
-    // ABI v1: the JSON request, parsed back as a guest would
-    let json = subject.request_json();
-    if let Ok(r) = ck8s_policy_sdk::Request::parse(&json) {
-        let _ = r.object.containers();
-        let _ = r.object.metadata_entries();
-        let _ = r.raw_object();
-    }
-    // ABI v2: the binary input must decode on the guest side
-    if let Ok(input) = subject.input() {
-        let r = ck8s_policy_sdk::Request::decode(&input)
-            .unwrap_or_else(|e| panic!("host-encoded input does not decode: {e}"));
-        let _ = r.object.env_literals();
-        let _ = r.object.config_entries();
-        let _ = r.raw_object();
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::admission_review(data));

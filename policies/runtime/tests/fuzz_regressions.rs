@@ -6,101 +6,14 @@
 //!   huge strings, wrong types) over the seeds, for machines without nightly. The seed is
 //!   printed; `CK8S_FUZZ_SEED` and `CK8S_FUZZ_MILLIS` replay or lengthen a run.
 //!
-//! The harness bodies mirror `fuzz/fuzz_targets/*.rs`; keep them in step.
+//! The harness bodies are `fuzz/harness.rs`, the same file the fuzz targets include.
 
-use ck8s_policy_runtime::Subject;
-use ck8s_policy_runtime::admission::parse_review;
-use ck8s_policy_runtime::api::codec::{decode_object, encode_object};
-use ck8s_policy_sdk::{GroupVersionKind, MetaField, Object};
+#[path = "../../../fuzz/harness.rs"]
+mod harness;
+
+use harness::{admission_review, sdk_walkers};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// `fuzz/fuzz_targets/admission_review.rs`.
-fn admission_review(data: &[u8]) {
-    let Ok(request) = parse_review(data) else {
-        return;
-    };
-    let subject = Subject::from_admission(&request);
-    let _ = subject.not_judged();
-    let json = subject.request_json();
-    if let Ok(r) = ck8s_policy_sdk::Request::parse(&json) {
-        let _ = r.object.containers();
-        let _ = r.object.metadata_entries();
-        let _ = r.raw_object();
-    }
-    if let Ok(input) = subject.input() {
-        let r = ck8s_policy_sdk::Request::decode(&input)
-            .unwrap_or_else(|e| panic!("host-encoded input does not decode: {e}"));
-        let _ = r.object.env_literals();
-        let _ = r.object.config_entries();
-        let _ = r.raw_object();
-    }
-}
-
-const KINDS: &[(&str, &str, &str)] = &[
-    ("", "v1", "Pod"),
-    ("", "v1", "PodTemplate"),
-    ("", "v1", "ReplicationController"),
-    ("apps", "v1", "Deployment"),
-    ("apps", "v1", "StatefulSet"),
-    ("apps", "v1", "DaemonSet"),
-    ("apps", "v1", "ReplicaSet"),
-    ("batch", "v1", "Job"),
-    ("batch", "v1", "CronJob"),
-    ("", "v1", "ConfigMap"),
-    ("", "v1", "Secret"),
-    ("", "v1", "Namespace"),
-    ("example.com", "v1", "Widget"),
-];
-
-fn walk(o: &Object<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    out.extend(o.pod_specs().iter().map(|p| p.path.to_string()));
-    out.extend(
-        o.containers()
-            .iter()
-            .map(|c| format!("{} {:?} {}", c.path, c.kind, c.container.name)),
-    );
-    out.extend(o.env_literals().iter().map(|l| format!("{l:?}")));
-    out.extend(o.config_entries().iter().map(|l| format!("{l:?}")));
-    out.extend(
-        o.literals_named("CODEXK8S_BUILD_REF")
-            .iter()
-            .map(|l| format!("{l:?}")),
-    );
-    out.extend(o.metadata_blocks().iter().map(|(p, _)| p.to_string()));
-    out.extend(o.metadata_entries().iter().map(|e| format!("{e:?}")));
-    out.extend(
-        o.metadata_entries_matching(|f, k| f == MetaField::Label && k.starts_with("codexk8s.io/"))
-            .iter()
-            .map(|e| format!("{e:?}")),
-    );
-    out
-}
-
-/// `fuzz/fuzz_targets/sdk_walkers.rs`: the first byte picks the kind.
-fn sdk_walkers(data: &[u8]) {
-    let Some((&pick, json)) = data.split_first() else {
-        return;
-    };
-    let Ok(json) = std::str::from_utf8(json) else {
-        return;
-    };
-    let (group, version, kind) = KINDS[pick as usize % KINDS.len()];
-    let gvk = GroupVersionKind {
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-    };
-    let Ok(object) = Object::parse(&gvk, json) else {
-        return;
-    };
-    let seen = walk(&object);
-    let bytes = encode_object(&object);
-    let decoded = decode_object(&bytes)
-        .unwrap_or_else(|e| panic!("host-encoded object does not decode: {e}"));
-    assert_eq!(seen, walk(&decoded), "walkers differ after the round trip");
-}
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
