@@ -486,27 +486,6 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn utf8_fast_path_agrees_with_from_utf8() {
-        let long_ascii = "a".repeat(37);
-        let long_mixed = format!("{}é{}", "b".repeat(20), "c".repeat(20));
-        let cases: [&[u8]; 7] = [
-            b"",
-            b"abc",
-            long_ascii.as_bytes(),
-            long_mixed.as_bytes(),
-            b"0123456789abcdef\xff",
-            &[b'a'; 16],
-            &[0xe2, 0x82],
-        ];
-        for bytes in cases {
-            let fast = utf8(bytes).map(|(s, ascii)| (s.to_string(), ascii));
-            let std = std::str::from_utf8(bytes).map(|s| (s.to_string(), s.is_ascii()));
-            assert_eq!(fast.ok(), std.ok(), "{bytes:?}");
-        }
-    }
-
     use super::*;
 
     const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment",
@@ -605,5 +584,25 @@ mod tests {
             let _ = decode_input(&b);
         }
         assert!(decode_input(b"{}").unwrap_err().contains("magic"));
+    }
+
+    #[test]
+    fn utf8_fast_path_agrees_with_from_utf8() {
+        let long_ascii = "a".repeat(37);
+        let long_mixed = format!("{}é{}", "b".repeat(20), "c".repeat(20));
+        let cases: [&[u8]; 7] = [
+            b"",
+            b"abc",
+            long_ascii.as_bytes(),
+            long_mixed.as_bytes(),
+            b"0123456789abcdef\xff",
+            &[b'a'; 16],
+            &[0xe2, 0x82],
+        ];
+        for bytes in cases {
+            let fast = utf8(bytes).map(|(s, ascii)| (s.to_string(), ascii));
+            let std = std::str::from_utf8(bytes).map(|s| (s.to_string(), s.is_ascii()));
+            assert_eq!(fast.ok(), std.ok(), "{bytes:?}");
+        }
     }
 }

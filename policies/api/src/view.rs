@@ -674,10 +674,6 @@ fn walk_spec<'o, 'a>(
     path: Cow<'static, str>,
     out: &mut Vec<PodSpecRef<'o, 'a>>,
 ) {
-    let templates = [
-        ("template", &spec.template),
-        ("jobTemplate", &spec.job_template),
-    ];
     if !spec.containers.is_empty()
         || !spec.init_containers.is_empty()
         || !spec.ephemeral_containers.is_empty()
@@ -687,7 +683,10 @@ fn walk_spec<'o, 'a>(
             spec,
         });
     }
-    for (field, t) in templates {
+    for (field, t) in [
+        ("template", &spec.template),
+        ("jobTemplate", &spec.job_template),
+    ] {
         if let Some(inner) = t.as_ref().and_then(|t| t.spec.as_ref()) {
             walk_spec(inner, sub_path(&sub_path(&path, field), "spec"), out);
         }

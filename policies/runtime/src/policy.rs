@@ -255,15 +255,16 @@ impl LoadedPolicy {
         }
     }
 
+    /// A function export with its signature checked (at load; calls use
+    /// [`LoadedPolicy::func_export`] and skip the check).
     fn func<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
         &self,
         store: &mut Store<StoreState>,
         instance: &Instance,
         export: &ModuleExport,
     ) -> Option<TypedFunc<P, R>> {
-        instance
-            .get_module_export(&mut *store, export)?
-            .into_func()?
+        self.func_export(store, instance, export)
+            .ok()?
             .typed(&*store)
             .ok()
     }
@@ -285,11 +286,11 @@ impl LoadedPolicy {
     /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
         let (mut store, instance) = self.instantiate()?;
+        let alloc = self.func_export(&mut store, &instance, &self.exports.alloc)?;
+        let validate = self.func_export(&mut store, &instance, &self.exports.validate)?;
         // SAFETY: `new` checked both signatures on this very module, and every instance of a
         // module has the same export types; skipping the per-call check saves a type-registry
         // lookup per export on every evaluation.
-        let alloc = self.func_export(&mut store, &instance, &self.exports.alloc)?;
-        let validate = self.func_export(&mut store, &instance, &self.exports.validate)?;
         let (alloc, validate) = unsafe {
             (
                 TypedFunc::<i32, i32>::new_unchecked(&store, alloc),
