@@ -1,15 +1,13 @@
 //! What a fresh instance costs before a policy does any work, and what in a module makes it
-//! cost more: a function table, a data segment, dirtied pages. The engine is configured as
-//! `Runtime::new` configures it (pooling, pagemap scan, epoch interruption, 256 KiB resident).
+//! cost more: a function table, a data segment, dirtied pages. Measured on the engine of a
+//! default `Runtime` (pooling, pagemap scan, epoch interruption), so the figures are the
+//! webhook's.
 //!
 //! `cargo run --release -p ck8s-policy-runtime --example instance_cost`
-//! (after a build, so that `target/wasm-policies/` holds the built-in guests)
 
+use ck8s_policy_runtime::{Limits, Runtime};
 use std::time::Instant;
-use wasmtime::{
-    Config, Enabled, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store, TypedFunc,
-};
+use wasmtime::{Engine, InstancePre, Module, ModuleExport, Store, TypedFunc, WasmParams};
 
 /// Mean microseconds per call of `f`, best of five runs of 50,000 after a warm-up.
 fn mean_us(mut f: impl FnMut()) -> f64 {
@@ -27,53 +25,61 @@ fn mean_us(mut f: impl FnMut()) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
-fn engine() -> Engine {
-    let mut pool = PoolingAllocationConfig::default();
-    pool.total_core_instances(256)
-        .total_memories(256)
-        .total_tables(256)
-        .max_memory_size(64 << 20)
-        .linear_memory_keep_resident(256 << 10)
-        .table_keep_resident(256 << 10)
-        .pagemap_scan(Enabled::Auto);
-    let mut config = Config::new();
-    config
-        .epoch_interruption(true)
-        .max_wasm_stack(512 << 10)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).unwrap()
+/// A module ready to instantiate over and over.
+struct Subject {
+    engine: Engine,
+    pre: InstancePre<()>,
+    module: Module,
 }
 
-fn store(engine: &Engine) -> Store<()> {
-    let mut store = Store::new(engine, ());
-    store.set_epoch_deadline(100);
-    store
-}
-
-/// Instantiate + drop, and instantiate + one call to `export` + drop.
-fn cost(engine: &Engine, pre: &InstancePre<()>, module: &Module, export: &str) -> (f64, f64) {
-    let index = module.get_export_index(export).unwrap();
-    let bare = mean_us(|| {
-        let mut s = store(engine);
-        pre.instantiate(&mut s).unwrap();
-    });
-    let called = mean_us(|| {
-        let mut s = store(engine);
-        let instance = pre.instantiate(&mut s).unwrap();
-        let func = instance
-            .get_module_export(&mut s, &index)
-            .unwrap()
-            .into_func()
+impl Subject {
+    fn new(engine: &Engine, wasm: &[u8]) -> Subject {
+        let module = Module::new(engine, wasm).unwrap();
+        let pre = wasmtime::Linker::new(engine)
+            .instantiate_pre(&module)
             .unwrap();
-        // SAFETY: every module here exports `ck8s_abi_version: () -> i32`.
-        let typed = unsafe { TypedFunc::<(), i32>::new_unchecked(&s, func) };
-        typed.call(&mut s, ()).unwrap();
-    });
-    (bare, called)
+        Subject {
+            engine: engine.clone(),
+            pre,
+            module,
+        }
+    }
+
+    fn store(&self) -> Store<()> {
+        let mut store = Store::new(&self.engine, ());
+        store.set_epoch_deadline(100);
+        store
+    }
+
+    /// Instantiate + drop.
+    fn bare(&self) -> f64 {
+        mean_us(|| {
+            let mut store = self.store();
+            self.pre.instantiate(&mut store).unwrap();
+        })
+    }
+
+    /// Instantiate + one call of `export`, whose signature must be `P -> R`, + drop.
+    fn called<P: WasmParams + Copy, R: wasmtime::WasmResults>(&self, export: &str, args: P) -> f64 {
+        let index: ModuleExport = self.module.get_export_index(export).unwrap();
+        mean_us(|| {
+            let mut store = self.store();
+            let instance = self.pre.instantiate(&mut store).unwrap();
+            let func = instance
+                .get_module_export(&mut store, &index)
+                .unwrap()
+                .into_func()
+                .unwrap();
+            // SAFETY: the callers name exports whose signature is `P -> R`.
+            let typed = unsafe { TypedFunc::<P, R>::new_unchecked(&store, func) };
+            typed.call(&mut store, args).unwrap();
+        })
+    }
 }
 
 fn main() {
-    let engine = engine();
+    let runtime = Runtime::new(Limits::default(), None).unwrap();
+    let engine = runtime.engine();
     let abi = r#"(func (export "ck8s_abi_version") (result i32) (i32.const 2))"#;
     let funcs: String = (0..59)
         .map(|i| format!("(func $f{i} (result i32) (i32.const {i}))"))
@@ -101,50 +107,39 @@ fn main() {
             .unwrap(),
         ),
     ];
-    let built = "target/wasm-policies/wasm32-unknown-unknown/wasm-policy";
-    for name in ["build_ref", "legacy_labels", "kaniko_cache"] {
-        match std::fs::read(format!("{built}/ck8s_policy_{name}.wasm")) {
-            Ok(wasm) => modules.push((format!("built-in {name}"), wasm)),
-            Err(e) => eprintln!("skipping built-in {name}: {e} (build the workspace first)"),
-        }
-    }
+    modules.extend(
+        ck8s_builtin_policies::BUILTIN
+            .iter()
+            .map(|(name, wasm)| (format!("built-in {name}"), wasm.to_vec())),
+    );
     println!(
         "{:<32} {:>14} {:>14}",
         "module", "inst+drop µs", "+1 call µs"
     );
     for (name, wasm) in &modules {
-        let module = Module::new(&engine, wasm).unwrap();
-        let pre = Linker::new(&engine).instantiate_pre(&module).unwrap();
-        let (bare, called) = cost(&engine, &pre, &module, "ck8s_abi_version");
+        let subject = Subject::new(engine, wasm);
+        let (bare, called) = (
+            subject.bare(),
+            subject.called::<(), i32>("ck8s_abi_version", ()),
+        );
         println!("{name:<32} {bare:>14.2} {called:>14.2}");
     }
 
     // Dirtied pages: each must be found (PAGEMAP_SCAN) and restored when the instance goes.
-    let touch = wat::parse_str(
-        r#"(module (memory (export "memory") 5)
-          (func (export "touch") (param $pages i32) (local $i i32)
-            (loop $l
-              (i32.store (i32.mul (local.get $i) (i32.const 4096)) (i32.const 1))
-              (local.set $i (i32.add (local.get $i) (i32.const 1)))
-              (br_if $l (i32.lt_u (local.get $i) (local.get $pages))))))"#,
-    )
-    .unwrap();
-    let module = Module::new(&engine, &touch).unwrap();
-    let pre = Linker::new(&engine).instantiate_pre(&module).unwrap();
-    let index = module.get_export_index("touch").unwrap();
+    let touch = Subject::new(
+        engine,
+        &wat::parse_str(
+            r#"(module (memory (export "memory") 5)
+              (func (export "touch") (param $pages i32) (local $i i32)
+                (loop $l
+                  (i32.store (i32.mul (local.get $i) (i32.const 4096)) (i32.const 1))
+                  (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                  (br_if $l (i32.lt_u (local.get $i) (local.get $pages))))))"#,
+        )
+        .unwrap(),
+    );
     for pages in [1, 2, 4, 8, 16] {
-        let us = mean_us(|| {
-            let mut s = store(&engine);
-            let instance = pre.instantiate(&mut s).unwrap();
-            let func = instance
-                .get_module_export(&mut s, &index)
-                .unwrap()
-                .into_func()
-                .unwrap();
-            // SAFETY: `touch` is `(i32) -> ()` in the module above.
-            let typed = unsafe { TypedFunc::<i32, ()>::new_unchecked(&s, func) };
-            typed.call(&mut s, pages).unwrap();
-        });
+        let us = touch.called::<i32, ()>("touch", pages);
         println!("instance writing {pages:>2} pages (4 KiB): {us:.2} µs");
     }
 }

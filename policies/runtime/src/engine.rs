@@ -145,7 +145,9 @@ impl Runtime {
         &self.limits
     }
 
-    pub(crate) fn engine(&self) -> &Engine {
+    /// The engine every policy of this runtime is compiled for (diagnostics and tools that
+    /// must measure exactly this configuration, like `examples/instance_cost.rs`).
+    pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
