@@ -33,6 +33,8 @@ fn main() {
         "cargo:rerun-if-changed={}",
         workspace.join(".cargo/config.toml").display()
     );
+    // Inherited by the nested cargo: `false` keeps the guests' names for profiling.
+    println!("cargo:rerun-if-env-changed=CARGO_PROFILE_WASM_POLICY_STRIP");
 
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out: share <target>/wasm-policies
     // between all profiles and hashes so the guests are compiled once.

@@ -1,3 +1,18 @@
+//! Where the time of one evaluation goes: single-call medians of the host's parse, a no-op
+//! guest, each built-in policy, and the native floor beside the whole set.
+//!
+//! `cargo run --release -p ck8s-policy-runtime --example profile`
+//!
+//! With `CK8S_PROFILE_LOOP=N` it only evaluates the set N times, for `perf record`; built with
+//! the `perfmap` feature and unstripped guests, `perf report` names the guests' functions:
+//!
+//! ```text
+//! CARGO_PROFILE_WASM_POLICY_STRIP=false cargo build --release -p ck8s-policy-runtime \
+//!     --example profile --features perfmap
+//! CK8S_PROFILE_LOOP=300000 perf record -o /tmp/perf.data target/release/examples/profile
+//! perf report -i /tmp/perf.data --no-children --sort dso,sym
+//! ```
+
 use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::{Limits, PolicySource, Runtime, Subject};
 use serde_json::value::RawValue;
@@ -19,6 +34,12 @@ fn main() {
     let raw =
         RawValue::from_string(include_str!("../benches/deployment-4k.json").to_string()).unwrap();
     let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    if let Some(n) = std::env::var("CK8S_PROFILE_LOOP")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return evaluate_in_a_loop(&subject, n);
+    }
     let req = subject.input().unwrap();
     println!(
         "host parse + encode (once per request): {:.1} us, input {} bytes",
@@ -146,5 +167,30 @@ fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
     println!(
         "native floor: {native:.1} us; wasm set of 3: {wasm:.1} us; ratio {:.2}",
         wasm / native
+    );
+}
+
+/// The set of built-ins on the subject, `n` times, and the mean: the loop to `perf record`.
+fn evaluate_in_a_loop(subject: &Subject<'_>, n: u64) {
+    let rt = Runtime::new(Limits::default(), None).unwrap();
+    let set = ck8s_policy_runtime::PolicySet::new(
+        rt.load_builtin()
+            .unwrap()
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
+        &ck8s_policy_runtime::SettingsFile::default(),
+    )
+    .unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        let d = ck8s_policy_runtime::Decision::from_evaluation(
+            &set.evaluate(std::hint::black_box(subject)),
+        );
+        assert!(d.allowed);
+    }
+    println!(
+        "{n} evaluations, {:.2} us each",
+        start.elapsed().as_secs_f64() * 1e6 / n as f64
     );
 }

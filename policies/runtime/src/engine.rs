@@ -80,6 +80,8 @@ impl Runtime {
             .max_wasm_stack(limits.max_wasm_stack)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
+        #[cfg(feature = "perfmap")]
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         let engine = Engine::new(&config)
             .map_err(|e| LoadError::Io(format!("cannot start the wasm engine: {e}")))?;
 
