@@ -22,11 +22,14 @@ pub fn admission_review(data: &[u8]) {
         let _ = r.raw_object();
     }
     if let Ok(input) = subject.input() {
-        let r = ck8s_policy_sdk::Request::decode(&input)
-            .unwrap_or_else(|e| panic!("host-encoded input does not decode: {e}"));
-        let _ = r.object.env_literals();
-        let _ = r.object.config_entries();
-        let _ = r.raw_object();
+        for with_raw in [true, false] {
+            let bytes = input.to_vec(with_raw);
+            let r = ck8s_policy_sdk::Request::decode(&bytes)
+                .unwrap_or_else(|e| panic!("host-encoded input does not decode: {e}"));
+            let _ = r.object.env_literals();
+            let _ = r.object.config_entries();
+            assert_eq!(r.raw_object().is_some(), with_raw);
+        }
     }
 }
 

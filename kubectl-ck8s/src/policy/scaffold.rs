@@ -192,6 +192,8 @@ impl Policy for {{Type}} {
             description: "container images must be pinned, never :latest".into(),
             rules: rules::pod_bearing(),
             settings: vec![SettingSpec { name: "tags".into(), description: "image tags that are refused".into(), default: json!(["latest"]) }],
+            // true only if validate() reads request.raw_object(): the view covers this policy.
+            raw_object: false,
         }
     }
 

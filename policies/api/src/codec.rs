@@ -24,7 +24,8 @@
 //! magic   "ck8s" 0x02
 //! header  operation:u8 (0 CREATE, 1 UPDATE, 2 DELETE, 3 CONNECT)  dryRun:bool
 //!         group:text  version:text  kind:text  namespace:text  name:text
-//! raw     text                       the object's JSON exactly as the API server sent it
+//! raw     text                       the object's JSON exactly as the API server sent it, or
+//!                                    empty: only policies whose metadata sets `rawObject` get it
 //! strings text                       the string table of the view
 //! object  Object                     the structure, to the end of the input
 //! Object          = kind:str  ObjectMeta  spec:opt Spec  template:opt PodTemplateSpec
@@ -67,38 +68,127 @@ pub struct Header<'a> {
 pub struct Input<'a> {
     pub header: Header<'a>,
     pub object: Object<'a>,
-    /// The object's JSON, as sent (not checked for UTF-8 yet; see [`Input::raw_object`]).
+    /// The object's JSON, as sent (not checked for UTF-8 yet; see [`Input::raw_object`]);
+    /// empty when the host did not send it.
     pub raw_object: &'a [u8],
 }
 
 impl<'a> Input<'a> {
-    /// The raw object as text; `None` if the bytes are not UTF-8 (never the case for input
-    /// the host encoded from a `&str`).
+    /// The raw object as text; `None` if it was not sent (the policy's metadata does not set
+    /// `rawObject`) or, never the case for input the host encoded from a `&str`, not UTF-8.
     pub fn raw_object(&self) -> Option<&'a str> {
+        if self.raw_object.is_empty() {
+            return None;
+        }
         std::str::from_utf8(self.raw_object).ok()
     }
 }
 
-/// Encodes an ABI v2 input.
+/// Encodes an ABI v2 input with the raw object in it.
 pub fn encode_input(header: &Header<'_>, object: &Object<'_>, raw_object: &str) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(raw_object.len() * 2 + 64), String::new());
-    w.0.extend_from_slice(MAGIC);
-    w.0.push(match header.operation {
-        Operation::Create => 0,
-        Operation::Update => 1,
-        Operation::Delete => 2,
-        Operation::Connect => 3,
-    });
-    w.bool(header.dry_run);
-    w.text(&header.kind.group);
-    w.text(&header.kind.version);
-    w.text(&header.kind.kind);
-    w.text(header.namespace);
-    w.text(header.name);
-    w.text(raw_object);
-    let view = encode_object(object);
-    w.0.extend_from_slice(&view);
-    w.0
+    EncodedInput::new(header, object, raw_object).to_vec(true)
+}
+
+/// An encoded ABI v2 input, kept in parts so the host can write it straight into each
+/// guest's memory, with or without the raw object JSON (an empty raw object means "not
+/// sent": only policies whose metadata sets `rawObject` get it, the others are spared
+/// copying kilobytes they never read).
+#[derive(Debug, Clone)]
+pub struct EncodedInput<'a> {
+    /// Magic and header.
+    head: Vec<u8>,
+    raw: &'a str,
+    raw_len: Varint,
+    /// The view: string table length, string table, structure.
+    table_len: Varint,
+    table: String,
+    structure: Vec<u8>,
+}
+
+/// A LEB128 varint, encoded on the stack.
+#[derive(Debug, Clone, Copy)]
+struct Varint([u8; 10], u8);
+
+impl Varint {
+    fn new(mut v: usize) -> Self {
+        let mut out = Varint([0; 10], 0);
+        while v >= 0x80 {
+            out.0[out.1 as usize] = v as u8 | 0x80;
+            out.1 += 1;
+            v >>= 7;
+        }
+        out.0[out.1 as usize] = v as u8;
+        out.1 += 1;
+        out
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.0[..self.1 as usize]
+    }
+}
+
+impl<'a> EncodedInput<'a> {
+    pub fn new(header: &Header<'_>, object: &Object<'_>, raw_object: &'a str) -> Self {
+        let mut head = Writer(Vec::with_capacity(64), String::new());
+        head.0.extend_from_slice(MAGIC);
+        head.0.push(match header.operation {
+            Operation::Create => 0,
+            Operation::Update => 1,
+            Operation::Delete => 2,
+            Operation::Connect => 3,
+        });
+        head.bool(header.dry_run);
+        head.text(&header.kind.group);
+        head.text(&header.kind.version);
+        head.text(&header.kind.kind);
+        head.text(header.namespace);
+        head.text(header.name);
+        // Most of an object's JSON is strings the view keeps: size the buffers from it.
+        let mut view = Writer(
+            Vec::with_capacity(256 + raw_object.len() / 8),
+            String::with_capacity(raw_object.len() / 2),
+        );
+        view.object(object);
+        EncodedInput {
+            head: head.0,
+            raw: raw_object,
+            raw_len: Varint::new(raw_object.len()),
+            table_len: Varint::new(view.1.len()),
+            table: view.1,
+            structure: view.0,
+        }
+    }
+
+    /// The input's bytes in order; concatenated they are the input. Without the raw object
+    /// its length is written as 0.
+    pub fn parts(&self, with_raw: bool) -> [&[u8]; 6] {
+        let (raw_len, raw): (&[u8], &[u8]) = if with_raw {
+            (self.raw_len.bytes(), self.raw.as_bytes())
+        } else {
+            (&[0], &[])
+        };
+        [
+            &self.head,
+            raw_len,
+            raw,
+            self.table_len.bytes(),
+            self.table.as_bytes(),
+            &self.structure,
+        ]
+    }
+
+    /// The input's length, with or without the raw object.
+    pub fn len(&self, with_raw: bool) -> usize {
+        self.parts(with_raw).iter().map(|p| p.len()).sum()
+    }
+
+    /// The input in one buffer.
+    pub fn to_vec(&self, with_raw: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len(with_raw));
+        for part in self.parts(with_raw) {
+            out.extend_from_slice(part);
+        }
+        out
+    }
 }
 
 /// Decodes an ABI v2 input; strings of the view borrow from `bytes`.

@@ -30,7 +30,8 @@
 //! ([`Object`], with [`Object::parse`]: the same code the guests were built against), and
 //! hands every policy the same binary input ([`codec`]): the request header (operation,
 //! group/version/kind, namespace, name, dryRun), the raw object JSON exactly as the API server
-//! sent it (for policies that need fields the view skips), and the encoded view. A guest
+//! sent it (only to policies whose [`PolicyMetadata::raw_object`] is set, for fields the view
+//! skips; the others get it empty), and the encoded view. A guest
 //! decodes the view in place (its strings borrow from the input buffer), so no policy pays
 //! for parsing the object again. Settings stay JSON: they are small and policy-defined.
 //!
@@ -167,6 +168,15 @@ pub struct PolicyMetadata {
     pub rules: Vec<Rule>,
     #[serde(default)]
     pub settings: Vec<SettingSpec>,
+    /// Whether the policy reads the object's JSON as sent (`Request::raw_object` in the
+    /// SDK), for fields the typed view skips. The host copies that JSON only into the
+    /// instances of policies that set this.
+    #[serde(default, rename = "rawObject", skip_serializing_if = "is_false")]
+    pub raw_object: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl PolicyMetadata {

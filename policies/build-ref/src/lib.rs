@@ -38,6 +38,7 @@ impl Policy for BuildRef {
                 description: "env variable / ConfigMap / Secret keys that hold a build ref".into(),
                 default: serde_json::json!(["CODEXK8S_BUILD_REF"]),
             }],
+            raw_object: false,
         }
     }
 

@@ -79,6 +79,7 @@ impl Policy for KanikoCache {
                     default: serde_json::json!("kaniko-project/executor"),
                 },
             ],
+            raw_object: false,
         }
     }
 

@@ -51,6 +51,7 @@ impl Policy for LegacyLabels {
                     default: serde_json::json!("codex-k8s.dev/"),
                 },
             ],
+            raw_object: false,
         }
     }
 

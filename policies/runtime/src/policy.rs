@@ -2,6 +2,7 @@
 
 use crate::engine::Runtime;
 use crate::error::{LoadError, PolicyError};
+use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
 use std::path::PathBuf;
@@ -136,6 +137,7 @@ impl LoadedPolicy {
                 description: String::new(),
                 rules: vec![],
                 settings: vec![],
+                raw_object: false,
             },
             source,
             digest,
@@ -285,6 +287,22 @@ impl LoadedPolicy {
     /// [`Subject::request_json`](crate::Subject::request_json)), `settings` the policy's
     /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
+        self.evaluate_parts(&[request], settings)
+    }
+
+    /// Evaluates an ABI v2 input (a policy of [`ABI_VERSION`]), with the raw object JSON in
+    /// it only if the policy's metadata asks for it.
+    pub fn evaluate_input(
+        &self,
+        input: &EncodedInput<'_>,
+        settings: &[u8],
+    ) -> Result<Verdict, PolicyError> {
+        self.evaluate_parts(&input.parts(self.metadata.raw_object), settings)
+    }
+
+    /// Evaluates the input made of `parts` (written one after the other into guest memory,
+    /// so the host never concatenates them).
+    fn evaluate_parts(&self, parts: &[&[u8]], settings: &[u8]) -> Result<Verdict, PolicyError> {
         let (mut store, instance) = self.instantiate()?;
         let alloc = self.func_export(&mut store, &instance, &self.exports.alloc)?;
         let validate = self.func_export(&mut store, &instance, &self.exports.validate)?;
@@ -300,30 +318,32 @@ impl LoadedPolicy {
         let memory = self.memory(&mut store, &instance)?;
 
         // One buffer for both inputs: one call into the guest instead of two.
-        let total = request
-            .len()
+        let request_len = parts.iter().map(|p| p.len()).sum::<usize>();
+        let total = request_len
             .checked_add(settings.len())
             .and_then(|n| i32::try_from(n).ok())
             .ok_or(PolicyError::MemoryLimit(self.memory_bytes))?;
         let ptr = alloc
             .call(&mut store, total)
             .map_err(|e| self.classify(&store, e))? as u32 as usize;
-        let buffer = memory
+        let mut buffer = memory
             .data_mut(&mut store)
             .get_mut(ptr..ptr + total as usize)
             .ok_or_else(|| {
                 PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into())
             })?;
-        let (req_buf, settings_buf) = buffer.split_at_mut(request.len());
-        req_buf.copy_from_slice(request);
-        settings_buf.copy_from_slice(settings);
+        for part in parts.iter().chain([&settings]) {
+            let (dst, rest) = buffer.split_at_mut(part.len());
+            dst.copy_from_slice(part);
+            buffer = rest;
+        }
         let packed = validate
             .call(
                 &mut store,
                 (
                     ptr as i32,
-                    request.len() as i32,
-                    (ptr + request.len()) as i32,
+                    request_len as i32,
+                    (ptr + request_len) as i32,
                     settings.len() as i32,
                 ),
             )

@@ -118,7 +118,7 @@ impl PolicySet {
         }
         let (group, version, resource) = &subject.resource;
         // Built on first use and shared by every policy: the object is parsed once, here.
-        let mut input: Option<Result<Vec<u8>, String>> = None;
+        let mut input = None;
         let mut request_json: Option<Vec<u8>> = None;
         let outcomes = self
             .entries
@@ -139,7 +139,7 @@ impl PolicySet {
                             e.policy.evaluate(request, &e.settings_json)
                         } else {
                             match input.get_or_insert_with(|| subject.input()) {
-                                Ok(input) => e.policy.evaluate(input, &e.settings_json),
+                                Ok(input) => e.policy.evaluate_input(input, &e.settings_json),
                                 // The view does not parse: what the policy would have said.
                                 Err(message) => Err(PolicyError::Guest(message.clone())),
                             }

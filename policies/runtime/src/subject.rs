@@ -2,7 +2,7 @@
 
 use crate::admission::AdmissionRequest;
 use crate::kinds::{resource_for_kind, split_api_version};
-use ck8s_policy_api::codec::{Header, encode_input};
+use ck8s_policy_api::codec::{EncodedInput, Header};
 use ck8s_policy_api::{EvaluationRequest, GroupVersionKind, Object, Operation};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -134,7 +134,7 @@ impl<'a> Subject<'a> {
     /// here, natively, into the typed view and encoded with the header and the raw JSON
     /// (`ck8s_policy_api::codec`). `Err` is the message every policy would give for an object
     /// that does not parse (`apps/v1/Deployment does not parse: ...`).
-    pub fn input(&self) -> Result<Vec<u8>, String> {
+    pub fn input(&self) -> Result<EncodedInput<'a>, String> {
         let raw = self.object.map_or("null", |o| o.get());
         let object = Object::parse(&self.kind, raw)?;
         let header = Header {
@@ -144,7 +144,7 @@ impl<'a> Subject<'a> {
             name: self.name,
             dry_run: self.dry_run,
         };
-        Ok(encode_input(&header, &object, raw))
+        Ok(EncodedInput::new(&header, &object, raw))
     }
 
     /// The JSON [`EvaluationRequest`] handed to policies of ABI version 1; built once per

@@ -310,11 +310,48 @@ fn v2_settings_follow_the_input_and_an_empty_output_allows() {
                 (i32.eq (i32.load8_u (local.get 2)) (i32.const 123))) \
                 (then (i64.const 0)) (else (unreachable)))";
     let v2 = load(&rt, &policy_wat(body, "", ck8s_policy_api::ABI_VERSION)).unwrap();
-    let verdict = v2.evaluate(&input, br#"{"names":[]}"#).unwrap();
+    let verdict = v2.evaluate_input(&input, br#"{"names":[]}"#).unwrap();
     assert!(verdict.allowed(), "{verdict:?}");
 
     let v1 = load(&rt, &policy_wat("(i64.const 0)", "", 1)).unwrap();
     assert!(matches!(run(&v1), Err(PolicyError::BadOutput(_))));
+}
+
+/// The object's raw JSON travels only to a policy whose metadata sets `rawObject`: each
+/// guest allows only if its input has exactly the length the host should send it.
+#[test]
+fn the_raw_object_goes_only_to_policies_that_ask_for_it() {
+    let rt = runtime();
+    let raw = RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"A":"b"}}"#.into(),
+    )
+    .unwrap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let input = subject.input().unwrap();
+    assert_eq!(input.len(true), input.len(false) + raw.get().len());
+    for wants_raw in [false, true] {
+        let body = format!(
+            "(if (result i64) (i32.eq (local.get 1) (i32.const {})) (then {}) (else (unreachable)))",
+            input.len(wants_raw),
+            allow_body()
+        );
+        let wat = policy_wat(&body, "", ck8s_policy_api::ABI_VERSION);
+        let wat = if wants_raw {
+            let meta = META.replace('"', "\\\"");
+            let with_raw = format!("{},\"rawObject\":true}}", META.strip_suffix('}').unwrap());
+            wat.replace(&meta, &with_raw.replace('"', "\\\"")).replace(
+                &format!("(i64.const {})", META.len()),
+                &format!("(i64.const {})", with_raw.len()),
+            )
+        } else {
+            wat
+        };
+        let p = load(&rt, &wat).unwrap();
+        assert_eq!(p.metadata.raw_object, wants_raw);
+        let set = PolicySet::new(vec![Arc::new(p)], &SettingsFile::default()).unwrap();
+        let d = Decision::from_evaluation(&set.evaluate(&subject));
+        assert!(d.allowed, "rawObject {wants_raw}: {d:?}");
+    }
 }
 
 /// An object that does not fit its kind's shape is parsed once by the host, and every policy

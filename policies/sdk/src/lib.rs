@@ -16,8 +16,8 @@
 //!   annotations of the object and its templates (the latter formats paths only for matches).
 //!
 //! It is not a general Kubernetes model: fields no walker needs are skipped while parsing,
-//! which is what keeps an evaluation at tens of microseconds. A policy that needs more can
-//! parse [`Request::raw_object`] itself.
+//! which is what keeps an evaluation at tens of microseconds. A policy that needs more sets
+//! `raw_object: true` in its metadata and parses [`Request::raw_object`] itself.
 //!
 //! With the `testing` helpers the same code runs natively, so rule tables are ordinary
 //! `cargo test` cases.
@@ -73,15 +73,23 @@ impl<'a> Request<'a> {
     /// [`ck8s_policy_api::codec`]): the view was parsed by the host, nothing is parsed here.
     pub fn decode(input: &'a [u8]) -> Result<Self, String> {
         let input = ck8s_policy_api::codec::decode_input(input)?;
-        Ok(Request {
-            operation: input.header.operation,
-            kind: input.header.kind,
-            namespace: input.header.namespace,
-            name: input.header.name,
-            dry_run: input.header.dry_run,
-            object: input.object,
-            raw_object: input.raw_object,
-        })
+        let mut request = Request::new(input.header, input.object);
+        request.raw_object = input.raw_object;
+        Ok(request)
+    }
+
+    /// A request around an object already parsed into the view (natively, with
+    /// [`Object::parse`]), without the raw object.
+    pub fn new(header: ck8s_policy_api::codec::Header<'a>, object: Object<'a>) -> Self {
+        Request {
+            operation: header.operation,
+            kind: header.kind,
+            namespace: header.namespace,
+            name: header.name,
+            dry_run: header.dry_run,
+            object,
+            raw_object: &[],
+        }
     }
 
     /// Parses a JSON [`ck8s_policy_api::EvaluationRequest`] (the input of ABI version 1),
@@ -117,9 +125,15 @@ impl<'a> Request<'a> {
     }
 
     /// The object exactly as the API server sent it, for fields the typed view skips.
-    pub fn raw_object(&self) -> &'a str {
+    ///
+    /// `None` unless the policy's metadata sets `raw_object: true`: the host copies this JSON
+    /// only into the instances of policies that read it.
+    pub fn raw_object(&self) -> Option<&'a str> {
+        if self.raw_object.is_empty() {
+            return None;
+        }
         // The host encodes it from a `&str`; checked here, on use, rather than on every call.
-        std::str::from_utf8(self.raw_object).unwrap_or("null")
+        std::str::from_utf8(self.raw_object).ok()
     }
 }
 

@@ -8,7 +8,7 @@
 //! ```
 
 use crate::Policy;
-use ck8s_policy_api::codec::{Header, encode_input};
+use ck8s_policy_api::codec::{EncodedInput, Header};
 use ck8s_policy_api::{GroupVersionKind, Object, Operation, Verdict};
 use serde_json::{Map, Value};
 
@@ -27,7 +27,8 @@ pub fn review<P: Policy>(operation: &str, object: &Value, settings: &Value) -> V
         version: version.into(),
         kind: object["kind"].as_str().unwrap_or("").into(),
     };
-    let mut merged: Map<String, Value> = P::metadata().default_settings();
+    let metadata = P::metadata();
+    let mut merged: Map<String, Value> = metadata.default_settings();
     if let Value::Object(overrides) = settings {
         merged.extend(overrides.clone());
     }
@@ -50,7 +51,8 @@ pub fn review<P: Policy>(operation: &str, object: &Value, settings: &Value) -> V
         name: object["metadata"]["name"].as_str().unwrap_or(""),
         dry_run: false,
     };
-    let input = encode_input(&header, &view, &raw);
+    // Like the host, the raw JSON only for a policy that declares it reads it.
+    let input = EncodedInput::new(&header, &view, &raw).to_vec(metadata.raw_object);
     crate::__run::<P>(&input, &settings)
 }
 
@@ -93,4 +95,47 @@ pub fn with_pod_spec(api_version: &str, kind: &str, pod_spec: Value) -> Value {
 /// A pod spec with one container carrying `env`.
 pub fn pod_spec_with_env(env: Value) -> Value {
     serde_json::json!({ "containers": [{ "name": "main", "image": "busybox:1.36", "env": env }] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{PolicyMetadata, Request, Violation, violation};
+
+    /// Reports whether it was given the raw object, and its `kind` field if so.
+    struct ReadsRaw<const WANTS: bool>;
+
+    impl<const WANTS: bool> Policy for ReadsRaw<WANTS> {
+        type Settings = Value;
+        fn metadata() -> PolicyMetadata {
+            PolicyMetadata {
+                name: "reads-raw".into(),
+                version: "0.0.0".into(),
+                description: "test".into(),
+                rules: crate::rules::all_objects(),
+                settings: vec![],
+                raw_object: WANTS,
+            }
+        }
+        fn validate(request: &Request<'_>, _: &Value) -> Vec<Violation> {
+            let kind = request
+                .raw_object()
+                .map(|raw| serde_json::from_str::<Value>(raw).unwrap()["kind"].to_string());
+            vec![violation("raw", format!("{kind:?}"))]
+        }
+    }
+
+    #[test]
+    fn the_raw_object_is_there_only_for_a_policy_that_declares_it() {
+        let object = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap"});
+        let seen = |v: Verdict| v.violations[0].message.clone();
+        assert_eq!(
+            seen(review::<ReadsRaw<true>>("CREATE", &object, &Value::Null)),
+            r#"Some("\"ConfigMap\"")"#
+        );
+        assert_eq!(
+            seen(review::<ReadsRaw<false>>("CREATE", &object, &Value::Null)),
+            "None"
+        );
+    }
 }
