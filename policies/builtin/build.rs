@@ -12,6 +12,8 @@ const POLICIES: &[(&str, &str)] = &[
     ("ck8s-policy-legacy-labels", "legacy-labels"),
     ("ck8s-policy-kaniko-cache", "kaniko-cache"),
 ];
+/// The crate that bundles them all into one module.
+const BUNDLE: &str = "ck8s-builtin-bundle";
 const TARGET: &str = "wasm32-unknown-unknown";
 const PROFILE: &str = "wasm-policy";
 
@@ -19,7 +21,14 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let policies_dir = manifest_dir.parent().unwrap();
     let workspace = policies_dir.parent().unwrap();
-    for dir in ["api", "sdk", "build-ref", "legacy-labels", "kaniko-cache"] {
+    for dir in [
+        "api",
+        "sdk",
+        "build-ref",
+        "legacy-labels",
+        "kaniko-cache",
+        "builtin/bundle",
+    ] {
         println!(
             "cargo:rerun-if-changed={}",
             policies_dir.join(dir).join("src").display()
@@ -42,6 +51,40 @@ fn main() {
     let target_root = out_dir.ancestors().nth(4).unwrap_or(&out_dir).to_path_buf();
     let wasm_target_dir = target_root.join("wasm-policies");
 
+    // Two builds: the policies as modules of their own, then the bundle, which links them
+    // with their `bundled` feature (no exports of their own). One build would unify that
+    // feature into the modules of their own too.
+    let policies: Vec<&str> = POLICIES.iter().map(|(krate, _)| *krate).collect();
+    build_wasm(workspace, &wasm_target_dir, &policies);
+    build_wasm(workspace, &wasm_target_dir, &[BUNDLE]);
+
+    let mut generated = String::from(
+        "/// `(policy name, wasm bytes)` of every built-in policy.\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
+    );
+    let artifact = |krate: &str| {
+        let file = wasm_target_dir
+            .join(TARGET)
+            .join(PROFILE)
+            .join(format!("{}.wasm", krate.replace('-', "_")));
+        assert!(file.exists(), "expected {}", file.display());
+        file.display().to_string()
+    };
+    for (krate, name) in POLICIES {
+        generated.push_str(&format!(
+            "    ({name:?}, include_bytes!({:?})),\n",
+            artifact(krate)
+        ));
+    }
+    generated.push_str("];\n");
+    generated.push_str(&format!(
+        "/// The built-in policies in one bundle module, in the order of [`BUILTIN`].\npub static BUNDLE: &[u8] = include_bytes!({:?});\n",
+        artifact(BUNDLE)
+    ));
+    std::fs::write(out_dir.join("builtin.rs"), generated).unwrap();
+}
+
+/// `cargo build` of `crates` for the guest target into `target_dir`.
+fn build_wasm(workspace: &std::path::Path, target_dir: &std::path::Path, crates: &[&str]) {
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace)
@@ -53,8 +96,8 @@ fn main() {
             PROFILE,
             "--target-dir",
         ])
-        .arg(&wasm_target_dir);
-    for (krate, _) in POLICIES {
+        .arg(target_dir);
+    for krate in crates {
         cmd.args(["-p", krate]);
     }
     // The outer build's flags are for the host, not for the guests: let .cargo/config.toml's
@@ -78,21 +121,4 @@ fn main() {
             "building the built-in policies for {TARGET} failed.\nhelp: run `rustup target add {TARGET}` if the target is missing"
         );
     }
-
-    let mut generated = String::from(
-        "/// `(policy name, wasm bytes)` of every built-in policy.\npub static BUILTIN: &[(&str, &[u8])] = &[\n",
-    );
-    for (krate, name) in POLICIES {
-        let file = wasm_target_dir
-            .join(TARGET)
-            .join(PROFILE)
-            .join(format!("{}.wasm", krate.replace('-', "_")));
-        assert!(file.exists(), "expected {}", file.display());
-        generated.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            file.display().to_string()
-        ));
-    }
-    generated.push_str("];\n");
-    std::fs::write(out_dir.join("builtin.rs"), generated).unwrap();
 }

@@ -24,6 +24,17 @@
 //! 10 µs per call on this class of machine (the project brief's figure), a fifth of the
 //! whole evaluation budget, while this interface is small enough to be written down exactly.
 //!
+//! ## Bundles: several policies in one module
+//!
+//! A module may carry several policies (the SDK's `export_policies!`; the built-ins ship so).
+//! Its `ck8s_metadata` returns a JSON array of [`PolicyMetadata`], and instead of
+//! `ck8s_validate` it exports `ck8s_validate_policy(index, input_ptr, input_len,
+//! settings_ptr, settings_len: i32) -> i64`, `index` being the policy's position in that
+//! array. The host runs every policy of a bundle that a request concerns in **one** fresh
+//! instance per request, in order, with the input written once (each policy's settings
+//! follow it) and a deadline per call; if a call fails (trap, deadline, memory), the policies
+//! after it get a new instance. Each policy keeps its own settings, mode and outcome.
+//!
 //! ## The input: parsed once by the host
 //!
 //! The host parses the object's JSON **once per request**, natively, into the typed view
@@ -70,6 +81,8 @@ pub mod exports {
     pub const ALLOC: &str = "ck8s_alloc";
     pub const METADATA: &str = "ck8s_metadata";
     pub const VALIDATE: &str = "ck8s_validate";
+    /// A bundle's `ck8s_validate`, with the policy's index first.
+    pub const VALIDATE_POLICY: &str = "ck8s_validate_policy";
 }
 
 /// Packs a guest pointer and length into the `i64` the ABI returns.

@@ -7,7 +7,7 @@
 
 mod refname;
 
-use ck8s_policy_sdk::{Policy, PolicyMetadata, Request, SettingSpec, Violation, export_policy};
+use ck8s_policy_sdk::{Policy, PolicyMetadata, Request, SettingSpec, Violation};
 use serde::Deserialize;
 
 pub use refname::{RefProblem, check_ref, is_commit_sha};
@@ -57,4 +57,5 @@ impl Policy for BuildRef {
     }
 }
 
-export_policy!(BuildRef);
+#[cfg(not(feature = "bundled"))]
+ck8s_policy_sdk::export_policy!(BuildRef);

@@ -7,7 +7,7 @@
 //! started with `--cache` / `--cache=true`.
 
 use ck8s_policy_sdk::{
-    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation,
+    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, violation,
 };
 use serde::Deserialize;
 
@@ -121,4 +121,5 @@ impl Policy for KanikoCache {
     }
 }
 
-export_policy!(KanikoCache);
+#[cfg(not(feature = "bundled"))]
+ck8s_policy_sdk::export_policy!(KanikoCache);

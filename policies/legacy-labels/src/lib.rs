@@ -6,7 +6,7 @@
 //! `correlation-id` or any other key under that prefix are rejected with the replacement key.
 
 use ck8s_policy_sdk::{
-    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, export_policy, violation,
+    Policy, PolicyMetadata, Request, SettingSpec, Violation, ViolationExt, violation,
 };
 use serde::Deserialize;
 
@@ -85,4 +85,5 @@ impl Policy for LegacyLabels {
     }
 }
 
-export_policy!(LegacyLabels);
+#[cfg(not(feature = "bundled"))]
+ck8s_policy_sdk::export_policy!(LegacyLabels);

@@ -157,23 +157,46 @@ impl Runtime {
         self.deadline_ticks
     }
 
-    /// Loads and validates a policy from wasm bytes (or WAT text, for tests).
+    /// Loads and validates a module of one policy from wasm bytes (or WAT text, for tests).
+    /// A bundle is refused here: see [`Runtime::load_module`].
     pub fn load(&self, source: PolicySource, wasm: &[u8]) -> Result<LoadedPolicy, LoadError> {
+        let name = source.to_string();
+        let mut policies = self.load_module(source, wasm)?;
+        if policies.len() != 1 {
+            return Err(LoadError::Metadata {
+                source_name: name,
+                message: format!(
+                    "a bundle of {} policies where one was expected",
+                    policies.len()
+                ),
+            });
+        }
+        Ok(policies.remove(0))
+    }
+
+    /// Loads and validates a module: its one policy, or every policy of a bundle (see
+    /// `ck8s_policy_api`), in the bundle's order.
+    pub fn load_module(
+        &self,
+        source: PolicySource,
+        wasm: &[u8],
+    ) -> Result<Vec<LoadedPolicy>, LoadError> {
         let digest = hex::encode(Sha256::digest(wasm));
         let module = self.module(&source, &digest, wasm)?;
-        LoadedPolicy::new(self, source, digest, wasm.len(), module)
+        LoadedPolicy::load_module(self, source, digest, wasm.len(), module)
     }
 
-    /// Every built-in policy, loaded.
+    /// Every built-in policy, loaded from the built-in bundle (one instance per request for
+    /// all of them).
     pub fn load_builtin(&self) -> Result<Vec<LoadedPolicy>, LoadError> {
-        ck8s_builtin_policies::BUILTIN
-            .iter()
-            .map(|(name, wasm)| self.load(PolicySource::Builtin(name.to_string()), wasm))
-            .collect()
+        self.load_module(
+            PolicySource::Builtin("bundle".into()),
+            ck8s_builtin_policies::BUNDLE,
+        )
     }
 
-    /// Loads every `*.wasm` file in `dir`, sorted by name; one error fails the whole set so
-    /// that a half-loaded directory never goes into service.
+    /// Loads every `*.wasm` file in `dir` (modules of one policy or bundles), sorted by name;
+    /// one error fails the whole set so that a half-loaded directory never goes into service.
     pub fn load_dir(&self, dir: &std::path::Path) -> Result<Vec<LoadedPolicy>, LoadError> {
         let entries = std::fs::read_dir(dir).map_err(|e| {
             LoadError::Io(format!(
@@ -191,9 +214,10 @@ impl Runtime {
             .map(|path| {
                 let wasm = std::fs::read(&path)
                     .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
-                self.load(PolicySource::File(path), &wasm)
+                self.load_module(PolicySource::File(path), &wasm)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|modules| modules.into_iter().flatten().collect())
     }
 
     fn module(

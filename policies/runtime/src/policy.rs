@@ -6,6 +6,8 @@ use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use wasmtime::{
     Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, ResourceLimiter, Store,
     Trap, TypedFunc,
@@ -44,8 +46,18 @@ pub struct LoadedPolicy {
     /// [`ABI_VERSION`] (binary input) or [`ABI_VERSION_JSON`] (JSON request).
     abi: i32,
     memory_bytes: usize,
-    deadline: std::time::Duration,
+    deadline: Duration,
     max_output: usize,
+    /// Where the policy sits in its bundle; `None` for a module of one policy.
+    member: Option<Member>,
+}
+
+/// A policy's place in a bundle module (several policies, `ck8s_validate_policy`).
+#[derive(Clone)]
+struct Member {
+    index: u32,
+    /// Shared by the members of one loaded bundle: who may share an instance.
+    bundle: Arc<()>,
 }
 
 /// Export handles resolved once per module, so a call does no string lookups.
@@ -56,6 +68,57 @@ struct Exports {
     metadata: ModuleExport,
     validate: ModuleExport,
     abi_version: ModuleExport,
+}
+
+/// `ck8s_validate` of a single policy, or `ck8s_validate_policy` of a bundle.
+enum Validate {
+    One(TypedFunc<(i32, i32, i32, i32), i64>),
+    Member(TypedFunc<(i32, i32, i32, i32, i32), i64>),
+}
+
+/// A fresh instance with the input and the settings written into it.
+struct Session {
+    store: Store<StoreState>,
+    memory: Memory,
+    validate: Validate,
+    /// `(ptr, len)` of the input and of each settings blob, in guest memory.
+    input: (i32, i32),
+    settings: Vec<(i32, i32)>,
+}
+
+impl Session {
+    /// Calls `policy` (the session's own policy, or a member of its bundle) with the
+    /// `settings`-th settings blob, under a fresh deadline.
+    fn call(&mut self, policy: &LoadedPolicy, settings: usize) -> Result<Verdict, PolicyError> {
+        self.store.set_epoch_deadline(policy.deadline_ticks);
+        let (input_ptr, input_len) = self.input;
+        let (settings_ptr, settings_len) = self.settings[settings];
+        let packed = match &self.validate {
+            Validate::One(f) => f.call(
+                &mut self.store,
+                (input_ptr, input_len, settings_ptr, settings_len),
+            ),
+            Validate::Member(f) => {
+                let index = policy.member.as_ref().map_or(0, |m| m.index) as i32;
+                f.call(
+                    &mut self.store,
+                    (index, input_ptr, input_len, settings_ptr, settings_len),
+                )
+            }
+        }
+        .map_err(|e| policy.classify(&self.store, e))?;
+        if policy.abi == ABI_VERSION && unpack(packed).1 == 0 {
+            // ABI v2: an empty output is "allowed, nothing to say" (see ck8s_policy_api).
+            return Ok(Verdict::default());
+        }
+        let out = policy.read_output_from(&self.store, self.memory, packed)?;
+        let verdict: Verdict =
+            serde_json::from_slice(&out).map_err(|e| PolicyError::BadOutput(e.to_string()))?;
+        match verdict.error {
+            Some(message) => Err(PolicyError::Guest(message)),
+            None => Ok(verdict),
+        }
+    }
 }
 
 /// Per-instance state: the memory limiter.
@@ -95,13 +158,14 @@ impl ResourceLimiter for MemoryCap {
 }
 
 impl LoadedPolicy {
-    pub(crate) fn new(
+    /// Validates a module and reads who it is: one policy, or every policy of a bundle.
+    pub(crate) fn load_module(
         runtime: &Runtime,
         source: PolicySource,
         digest: String,
         wasm_size: usize,
         module: Module,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Vec<Self>, LoadError> {
         let name = source.to_string();
         if let Some(import) = module.imports().next() {
             return Err(LoadError::Import {
@@ -115,11 +179,15 @@ impl LoadedPolicy {
                 export: e.to_string(),
             })
         };
+        let bundle = module.get_export_index(exports::VALIDATE_POLICY);
         let exports = Exports {
             memory: export(exports::MEMORY)?,
             alloc: export(exports::ALLOC)?,
             metadata: export(exports::METADATA)?,
-            validate: export(exports::VALIDATE)?,
+            validate: match bundle {
+                Some(validate_policy) => validate_policy,
+                None => export(exports::VALIDATE)?,
+            },
             abi_version: export(exports::ABI_VERSION)?,
         };
         let linker: Linker<StoreState> = Linker::new(runtime.engine());
@@ -150,6 +218,7 @@ impl LoadedPolicy {
             memory_bytes: limits.memory_bytes,
             deadline: limits.deadline,
             max_output: limits.max_output_bytes,
+            member: None,
         };
 
         // Ask the module who it is, inside the same limits as any evaluation.
@@ -167,7 +236,12 @@ impl LoadedPolicy {
             source_name: name.clone(),
             error: policy.classify(&store, e),
         })?;
-        if found != ABI_VERSION && found != ABI_VERSION_JSON {
+        let expected = if bundle.is_some() {
+            found == ABI_VERSION
+        } else {
+            found == ABI_VERSION || found == ABI_VERSION_JSON
+        };
+        if !expected {
             return Err(LoadError::AbiVersion {
                 source_name: name,
                 found,
@@ -191,30 +265,113 @@ impl LoadedPolicy {
                 source_name: name.clone(),
                 error,
             })?;
-        let metadata: PolicyMetadata =
-            serde_json::from_slice(&bytes).map_err(|e| LoadError::Metadata {
-                source_name: name.clone(),
-                message: e.to_string(),
-            })?;
-        validate_metadata(&metadata).map_err(|message| LoadError::Metadata {
+        let metadata_error = |message: String| LoadError::Metadata {
             source_name: name.clone(),
             message,
+        };
+        // A bundle describes its policies as an array, a single policy as one object.
+        let metadata: Vec<PolicyMetadata> = if bundle.is_some() {
+            serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?
+        } else {
+            vec![serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?]
+        };
+        if metadata.is_empty() {
+            return Err(metadata_error("the bundle declares no policies".into()));
+        }
+        for (i, m) in metadata.iter().enumerate() {
+            validate_metadata(m).map_err(&metadata_error)?;
+            if metadata[..i].iter().any(|other| other.name == m.name) {
+                return Err(metadata_error(format!(
+                    "the bundle declares two policies called {}",
+                    m.name
+                )));
+            }
+        }
+        // Check the exports' signatures once; calls skip the check.
+        let validate_typed = if bundle.is_some() {
+            policy
+                .func::<(i32, i32, i32, i32, i32), i64>(
+                    &mut store,
+                    &instance,
+                    &policy.exports.validate,
+                )
+                .map(drop)
+        } else {
+            policy
+                .func::<(i32, i32, i32, i32), i64>(&mut store, &instance, &policy.exports.validate)
+                .map(drop)
+        };
+        validate_typed.ok_or_else(|| LoadError::Export {
+            source_name: name.clone(),
+            export: if bundle.is_some() {
+                exports::VALIDATE_POLICY
+            } else {
+                exports::VALIDATE
+            }
+            .into(),
         })?;
-        // Validate that the validate export has the right type, once.
-        policy
-            .func::<(i32, i32, i32, i32), i64>(&mut store, &instance, &policy.exports.validate)
-            .ok_or_else(|| LoadError::Export {
-                source_name: name.clone(),
-                export: exports::VALIDATE.into(),
-            })?;
         policy
             .func::<i32, i32>(&mut store, &instance, &policy.exports.alloc)
             .ok_or_else(|| LoadError::Export {
                 source_name: name,
                 export: exports::ALLOC.into(),
             })?;
-        policy.metadata = metadata;
-        Ok(policy)
+
+        if bundle.is_none() {
+            policy.metadata = metadata.into_iter().next().expect("one, checked above");
+            return Ok(vec![policy]);
+        }
+        let shared = Arc::new(());
+        Ok(metadata
+            .into_iter()
+            .enumerate()
+            .map(|(index, metadata)| {
+                let mut member = policy.clone_shell();
+                // A built-in bundle's members are each `builtin:<name>`.
+                if let PolicySource::Builtin(_) = member.source {
+                    member.source = PolicySource::Builtin(metadata.name.clone());
+                }
+                member.metadata = metadata;
+                member.member = Some(Member {
+                    index: index as u32,
+                    bundle: shared.clone(),
+                });
+                member
+            })
+            .collect())
+    }
+
+    /// The same module and limits, for another policy of its bundle.
+    fn clone_shell(&self) -> Self {
+        LoadedPolicy {
+            metadata: self.metadata.clone(),
+            source: self.source.clone(),
+            digest: self.digest.clone(),
+            wasm_size: self.wasm_size,
+            engine: self.engine.clone(),
+            pre: self.pre.clone(),
+            exports: self.exports.clone(),
+            deadline_ticks: self.deadline_ticks,
+            abi: self.abi,
+            memory_bytes: self.memory_bytes,
+            deadline: self.deadline,
+            max_output: self.max_output,
+            member: self.member.clone(),
+        }
+    }
+
+    /// Whether `self` and `other` are policies of the same loaded bundle, which
+    /// [`LoadedPolicy::evaluate_together`] runs in one instance.
+    pub fn same_bundle(&self, other: &LoadedPolicy) -> bool {
+        match (&self.member, &other.member) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.bundle, &b.bundle),
+            _ => false,
+        }
+    }
+
+    /// Whether the policy is one of several in its module.
+    pub fn is_bundled(&self) -> bool {
+        self.member.is_some()
     }
 
     pub fn name(&self) -> &str {
@@ -287,7 +444,7 @@ impl LoadedPolicy {
     /// [`Subject::request_json`](crate::Subject::request_json)), `settings` the policy's
     /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
-        self.evaluate_parts(&[request], settings)
+        self.session(&[request], &[settings])?.call(self, 0)
     }
 
     /// Evaluates an ABI v2 input (a policy of [`ABI_VERSION`]), with the raw object JSON in
@@ -297,30 +454,84 @@ impl LoadedPolicy {
         input: &EncodedInput<'_>,
         settings: &[u8],
     ) -> Result<Verdict, PolicyError> {
-        self.evaluate_parts(&input.parts(self.metadata.raw_object), settings)
+        self.session(&input.parts(self.metadata.raw_object), &[settings])?
+            .call(self, 0)
     }
 
-    /// Evaluates the input made of `parts` (written one after the other into guest memory,
-    /// so the host never concatenates them).
-    fn evaluate_parts(&self, parts: &[&[u8]], settings: &[u8]) -> Result<Verdict, PolicyError> {
+    /// Evaluates policies of one bundle (each with its settings) on one ABI v2 input, in one
+    /// fresh instance, in order: the input is written once and decoded once by the guest.
+    /// A call that fails for any reason but the policy's own verdict error ends that instance,
+    /// and the policies after it get a new one. Each result comes with its time, the
+    /// instance's set-up counted in the first call made on it.
+    ///
+    /// # Panics
+    ///
+    /// If the policies are not all members of the same bundle ([`LoadedPolicy::same_bundle`]).
+    pub fn evaluate_together(
+        policies: &[(&LoadedPolicy, &[u8])],
+        input: &EncodedInput<'_>,
+    ) -> Vec<(Result<Verdict, PolicyError>, Duration)> {
+        let Some(((first, _), rest)) = policies.split_first() else {
+            return Vec::new();
+        };
+        assert!(
+            rest.iter().all(|(p, _)| p.same_bundle(first)),
+            "evaluate_together needs policies of one bundle"
+        );
+        let with_raw = policies.iter().any(|(p, _)| p.metadata.raw_object);
+        let mut out = Vec::with_capacity(policies.len());
+        let mut session: Option<(Session, usize)> = None;
+        for (i, (policy, _)) in policies.iter().enumerate() {
+            let start = Instant::now();
+            let (current, base) = match session.take() {
+                Some(open) => open,
+                None => {
+                    let settings: Vec<&[u8]> = policies[i..].iter().map(|(_, s)| *s).collect();
+                    match first.session(&input.parts(with_raw), &settings) {
+                        Ok(opened) => (opened, i),
+                        Err(error) => {
+                            out.push((Err(error), start.elapsed()));
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut current = current;
+            let result = current.call(policy, i - base);
+            // A verdict, even one saying "cannot judge", leaves the instance sound.
+            if matches!(result, Ok(_) | Err(PolicyError::Guest(_))) {
+                session = Some((current, base));
+            }
+            out.push((result, start.elapsed()));
+        }
+        out
+    }
+
+    /// A fresh instance with the input (written from `parts`) and each settings blob in
+    /// one guest buffer, from one `ck8s_alloc` call.
+    fn session(&self, parts: &[&[u8]], settings: &[&[u8]]) -> Result<Session, PolicyError> {
         let (mut store, instance) = self.instantiate()?;
         let alloc = self.func_export(&mut store, &instance, &self.exports.alloc)?;
         let validate = self.func_export(&mut store, &instance, &self.exports.validate)?;
-        // SAFETY: `new` checked both signatures on this very module, and every instance of a
-        // module has the same export types; skipping the per-call check saves a type-registry
-        // lookup per export on every evaluation.
+        // SAFETY: `load_module` checked both signatures on this very module, and every
+        // instance of a module has the same export types; skipping the per-call check saves
+        // a type-registry lookup per export on every evaluation.
         let (alloc, validate) = unsafe {
             (
                 TypedFunc::<i32, i32>::new_unchecked(&store, alloc),
-                TypedFunc::<(i32, i32, i32, i32), i64>::new_unchecked(&store, validate),
+                if self.member.is_some() {
+                    Validate::Member(TypedFunc::new_unchecked(&store, validate))
+                } else {
+                    Validate::One(TypedFunc::new_unchecked(&store, validate))
+                },
             )
         };
         let memory = self.memory(&mut store, &instance)?;
 
-        // One buffer for both inputs: one call into the guest instead of two.
-        let request_len = parts.iter().map(|p| p.len()).sum::<usize>();
-        let total = request_len
-            .checked_add(settings.len())
+        let input_len: usize = parts.iter().map(|p| p.len()).sum();
+        let total = settings
+            .iter()
+            .try_fold(input_len, |n, s| n.checked_add(s.len()))
             .and_then(|n| i32::try_from(n).ok())
             .ok_or(PolicyError::MemoryLimit(self.memory_bytes))?;
         let ptr = alloc
@@ -332,33 +543,27 @@ impl LoadedPolicy {
             .ok_or_else(|| {
                 PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into())
             })?;
-        for part in parts.iter().chain([&settings]) {
+        for part in parts.iter().chain(settings) {
             let (dst, rest) = buffer.split_at_mut(part.len());
             dst.copy_from_slice(part);
             buffer = rest;
         }
-        let packed = validate
-            .call(
-                &mut store,
-                (
-                    ptr as i32,
-                    request_len as i32,
-                    (ptr + request_len) as i32,
-                    settings.len() as i32,
-                ),
-            )
-            .map_err(|e| self.classify(&store, e))?;
-        if self.abi == ABI_VERSION && unpack(packed).1 == 0 {
-            // ABI v2: an empty output is "allowed, nothing to say" (see ck8s_policy_api).
-            return Ok(Verdict::default());
-        }
-        let out = self.read_output(&mut store, &instance, packed)?;
-        let verdict: Verdict =
-            serde_json::from_slice(&out).map_err(|e| PolicyError::BadOutput(e.to_string()))?;
-        match verdict.error {
-            Some(message) => Err(PolicyError::Guest(message)),
-            None => Ok(verdict),
-        }
+        let mut at = ptr + input_len;
+        let settings = settings
+            .iter()
+            .map(|s| {
+                let location = (at as i32, s.len() as i32);
+                at += s.len();
+                location
+            })
+            .collect();
+        Ok(Session {
+            store,
+            memory,
+            validate,
+            input: (ptr as i32, input_len as i32),
+            settings,
+        })
     }
 
     fn func_export(
@@ -379,13 +584,22 @@ impl LoadedPolicy {
         instance: &Instance,
         packed: i64,
     ) -> Result<Vec<u8>, PolicyError> {
+        let memory = self.memory(store, instance)?;
+        self.read_output_from(store, memory, packed)
+    }
+
+    fn read_output_from(
+        &self,
+        store: &Store<StoreState>,
+        memory: Memory,
+        packed: i64,
+    ) -> Result<Vec<u8>, PolicyError> {
         let (ptr, len) = unpack(packed);
         if len as usize > self.max_output {
             return Err(PolicyError::OutputTooLarge(len as usize, self.max_output));
         }
-        let memory = self.memory(store, instance)?;
         memory
-            .data(&*store)
+            .data(store)
             .get(ptr as usize..ptr as usize + len as usize)
             .map(|s| s.to_vec())
             .ok_or_else(|| {

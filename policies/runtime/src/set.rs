@@ -4,7 +4,7 @@ use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
 use crate::error::PolicyError;
 use crate::policy::LoadedPolicy;
 use crate::subject::{NotJudged, Subject};
-use ck8s_policy_api::{ABI_VERSION_JSON, Violation};
+use ck8s_policy_api::{ABI_VERSION_JSON, Verdict, Violation};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,51 +111,83 @@ impl PolicySet {
     }
 
     /// Applies the shared request rules, then asks every policy whose rules cover the request,
-    /// each in a fresh instance.
+    /// in a fresh, isolated instance per request: one per policy, or one for all the policies
+    /// of a bundle.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
         if let Some(reason) = subject.not_judged() {
             return Evaluation::NotJudged(reason);
         }
         let (group, version, resource) = &subject.resource;
-        // Built on first use and shared by every policy: the object is parsed once, here.
-        let mut input = None;
-        let mut request_json: Option<Vec<u8>> = None;
-        let outcomes = self
+        let inspects: Vec<bool> = self
             .entries
             .iter()
             .map(|e| {
-                let start = Instant::now();
-                let result =
-                    if !e
-                        .policy
-                        .metadata
-                        .inspects(group, version, resource, subject.operation)
-                    {
-                        OutcomeResult::NotInspected
-                    } else {
-                        let verdict = if e.policy.abi_version() == ABI_VERSION_JSON {
-                            let request =
-                                request_json.get_or_insert_with(|| subject.request_json());
-                            e.policy.evaluate(request, &e.settings_json)
-                        } else {
-                            match input.get_or_insert_with(|| subject.input()) {
-                                Ok(input) => e.policy.evaluate_input(input, &e.settings_json),
-                                // The view does not parse: what the policy would have said.
-                                Err(message) => Err(PolicyError::Guest(message.clone())),
-                            }
-                        };
-                        match verdict {
-                            Ok(v) if v.violations.is_empty() => OutcomeResult::Allowed,
-                            Ok(v) => OutcomeResult::Violations(v.violations),
-                            Err(err) => OutcomeResult::Error(err),
-                        }
-                    };
+                e.policy
+                    .metadata
+                    .inspects(group, version, resource, subject.operation)
+            })
+            .collect();
+        // Built on first use and shared by every policy: the object is parsed once, here.
+        let mut input = None;
+        let mut request_json: Option<Vec<u8>> = None;
+        let mut results: Vec<Option<(Result<Verdict, PolicyError>, Duration)>> =
+            self.entries.iter().map(|_| None).collect();
+        for (i, e) in self.entries.iter().enumerate() {
+            if !inspects[i] || results[i].is_some() {
+                continue;
+            }
+            let start = Instant::now();
+            if e.policy.abi_version() == ABI_VERSION_JSON {
+                let request = request_json.get_or_insert_with(|| subject.request_json());
+                let verdict = e.policy.evaluate(request, &e.settings_json);
+                results[i] = Some((verdict, start.elapsed()));
+                continue;
+            }
+            let input = match input.get_or_insert_with(|| subject.input()) {
+                Ok(input) => input,
+                // The view does not parse: what every policy would have said.
+                Err(message) => {
+                    results[i] = Some((Err(PolicyError::Guest(message.clone())), Duration::ZERO));
+                    continue;
+                }
+            };
+            if !e.policy.is_bundled() {
+                let verdict = e.policy.evaluate_input(input, &e.settings_json);
+                results[i] = Some((verdict, start.elapsed()));
+                continue;
+            }
+            // This policy and the others of its bundle that the request concerns: one instance.
+            let members: Vec<usize> = (i..self.entries.len())
+                .filter(|&j| inspects[j] && self.entries[j].policy.same_bundle(&e.policy))
+                .collect();
+            let calls: Vec<(&LoadedPolicy, &[u8])> = members
+                .iter()
+                .map(|&j| (&*self.entries[j].policy, &self.entries[j].settings_json[..]))
+                .collect();
+            for (j, result) in members
+                .into_iter()
+                .zip(LoadedPolicy::evaluate_together(&calls, input))
+            {
+                results[j] = Some(result);
+            }
+        }
+        let outcomes = self
+            .entries
+            .iter()
+            .zip(results)
+            .map(|(e, result)| {
+                let (result, elapsed) = match result {
+                    None => (OutcomeResult::NotInspected, Duration::ZERO),
+                    Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
+                    Some((Ok(v), t)) => (OutcomeResult::Violations(v.violations), t),
+                    Some((Err(err), t)) => (OutcomeResult::Error(err), t),
+                };
                 Outcome {
                     policy: e.policy.name().to_string(),
                     mode: e.config.mode,
                     on_error: e.config.on_error,
                     result,
-                    elapsed: start.elapsed(),
+                    elapsed,
                 }
             })
             .collect();

@@ -386,3 +386,167 @@ fn an_object_of_the_wrong_shape_is_an_error_from_every_policy() {
         }
     }
 }
+
+/// A bundle module: `ck8s_metadata` is an array of policies called `names`, and
+/// `ck8s_validate_policy(i, input, input_len, settings, settings_len)` runs `body` (which has a
+/// mutable global `$calls`, zero in every fresh instance).
+fn bundle_wat(names: &[&str], abi: i32, body: &str) -> String {
+    let meta = format!(
+        "[{}]",
+        names
+            .iter()
+            .map(|n| META.replace("\"hostile\"", &format!("\"{n}\"")))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    format!(
+        r#"(module
+  (memory (export "memory") 2)
+  (global $heap (mut i32) (i32.const 4096))
+  (global $calls (mut i32) (i32.const 0))
+  (data (i32.const 0) "{esc}")
+  (func (export "ck8s_abi_version") (result i32) (i32.const {abi}))
+  (func (export "ck8s_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (global.get $heap))
+    (global.set $heap (i32.add (global.get $heap) (local.get $len)))
+    (local.get $p))
+  (func (export "ck8s_metadata") (result i64) (i64.const {len}))
+  (func (export "ck8s_validate_policy")
+    (param $i i32) (param $in i32) (param $in_len i32) (param $s i32) (param $s_len i32)
+    (result i64)
+    {body}))"#,
+        esc = meta.replace('"', "\\\""),
+        len = meta.len(),
+    )
+}
+
+fn configmap() -> Box<RawValue> {
+    RawValue::from_string(
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"data":{"A":"b"}}"#.into(),
+    )
+    .unwrap()
+}
+
+fn results(evaluation: Evaluation) -> Vec<OutcomeResult> {
+    match evaluation {
+        Evaluation::Judged(outcomes) => outcomes.into_iter().map(|o| o.result).collect(),
+        other => panic!("not judged: {other:?}"),
+    }
+}
+
+/// The policies of a bundle run in one instance per request, in order, each with its own
+/// settings after the one input; the next request gets a fresh instance again.
+#[test]
+fn a_bundle_runs_its_policies_in_one_fresh_instance_per_request() {
+    let rt = runtime();
+    // Allows only as the i-th call of its instance, with its settings ("{}", 2 bytes each)
+    // right where they should be.
+    let body = "(if (i32.and (i32.eq (global.get $calls) (local.get $i)) \
+                  (i32.eq (local.get $s) (i32.add (i32.add (local.get $in) (local.get $in_len)) \
+                                                   (i32.mul (local.get $i) (i32.const 2))))) \
+                  (then) (else (unreachable))) \
+                (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
+                (i64.const 0)";
+    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c"], 2, body)).unwrap();
+    let policies = rt
+        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
+        .unwrap();
+    let names: Vec<_> = policies.iter().map(|p| p.name().to_string()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(
+        policies
+            .iter()
+            .all(|p| p.is_bundled() && p.same_bundle(&policies[0]))
+    );
+    let set = PolicySet::new(
+        policies.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap();
+    let raw = configmap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            results(set.evaluate(&subject)),
+            [
+                OutcomeResult::Allowed,
+                OutcomeResult::Allowed,
+                OutcomeResult::Allowed
+            ]
+        );
+    }
+}
+
+/// A bundled policy that traps is that policy's error; the ones after it are judged in a new
+/// instance, and the host goes on.
+#[test]
+fn a_trap_in_a_bundle_ends_its_instance_not_the_others_verdicts() {
+    let rt = runtime();
+    let body = "(if (i32.eq (local.get $i) (i32.const 1)) (then (unreachable))) \
+                (if (i32.ne (global.get $calls) (i32.const 0)) (then (unreachable))) \
+                (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
+                (i64.const 0)";
+    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c"], 2, body)).unwrap();
+    let policies = rt
+        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
+        .unwrap();
+    let set = PolicySet::new(
+        policies.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap();
+    let raw = configmap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let got = results(set.evaluate(&subject));
+    assert_eq!(got[0], OutcomeResult::Allowed);
+    assert!(
+        matches!(&got[1], OutcomeResult::Error(PolicyError::Trap(_))),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(got[2], OutcomeResult::Allowed);
+    host_still_works(&rt);
+}
+
+/// What a bundle must get right to load, and `load` (one policy) refusing a bundle.
+#[test]
+fn bundles_that_do_not_describe_themselves_are_refused() {
+    let rt = runtime();
+    let load_module = |names: &[&str], abi: i32| {
+        let wasm = wat::parse_str(bundle_wat(names, abi, "(i64.const 0)")).unwrap();
+        rt.load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
+    };
+    let err = load_module(&["a", "a"], 2).err().unwrap().to_string();
+    assert!(err.contains("two policies called a"), "{err}");
+    let err = load_module(&[], 2).err().unwrap().to_string();
+    assert!(err.contains("no policies"), "{err}");
+    // The JSON request of ABI v1 is not for bundles.
+    assert!(matches!(
+        load_module(&["a"], 1),
+        Err(LoadError::AbiVersion { found: 1, .. })
+    ));
+    let wasm = wat::parse_str(bundle_wat(&["a", "b"], 2, "(i64.const 0)")).unwrap();
+    let err = rt
+        .load(PolicySource::Inline("bundle.wat".into()), &wasm)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("a bundle of 2 policies"), "{err}");
+}
+
+/// The built-ins load as one bundle of three, each `builtin:<name>`.
+#[test]
+fn the_builtins_are_one_bundle() {
+    let builtin = runtime().load_builtin().unwrap();
+    let sources: Vec<_> = builtin.iter().map(|p| p.source.to_string()).collect();
+    assert_eq!(
+        sources,
+        [
+            "builtin:build-ref",
+            "builtin:legacy-labels",
+            "builtin:kaniko-cache"
+        ]
+    );
+    assert!(builtin.iter().all(|p| p.same_bundle(&builtin[0])));
+}

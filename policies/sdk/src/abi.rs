@@ -47,6 +47,44 @@ pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
     }
 }
 
+/// [`__run`] for a policy of a bundle ([`crate::export_policies!`]): every policy of the
+/// bundle is called on the same input in the same instance, so the input is decoded on the
+/// first call and the view kept for the others.
+#[cfg(target_arch = "wasm32")]
+pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdict {
+    use std::cell::Cell;
+    type Decoded = (usize, usize, &'static Result<Request<'static>, String>);
+    thread_local! {
+        // Single-threaded guest; the instance (and this leak) is gone after the request.
+        static DECODED: Cell<Option<Decoded>> = const { Cell::new(None) };
+    }
+    let key = (input.as_ptr() as usize, input.len());
+    let decoded = match DECODED.get() {
+        Some((ptr, len, decoded)) if (ptr, len) == key => decoded,
+        _ => {
+            let decoded: &'static _ = Box::leak(Box::new(Request::decode(input)));
+            DECODED.set(Some((key.0, key.1, decoded)));
+            decoded
+        }
+    };
+    let settings: P::Settings =
+        match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
+            Ok(s) => s,
+            Err(e) => return error(format!("settings do not parse: {e}")),
+        };
+    match decoded {
+        Ok(req) => {
+            let violations = P::validate(req, &settings);
+            core::mem::forget(settings);
+            Verdict {
+                violations,
+                error: None,
+            }
+        }
+        Err(e) => error(e.clone()),
+    }
+}
+
 fn error(message: String) -> Verdict {
     Verdict {
         violations: Vec::new(),

@@ -33,6 +33,9 @@ pub mod testing;
 
 #[doc(hidden)]
 pub use abi::__run;
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub use abi::__run_bundled;
 #[doc(hidden)]
 pub use abi::{__alloc, __leak_output};
 pub use ck8s_policy_api::{
@@ -215,6 +218,82 @@ macro_rules! export_policy {
                     )
                 };
                 $crate::__verdict_output($crate::__run::<$policy>(req, settings))
+            }
+        }
+    };
+}
+
+/// Exports several [`Policy`] types from one module, a *bundle*: the host runs every policy
+/// of a bundle that a request concerns in one fresh instance per request, and the input is
+/// decoded once for all of them, instead of one instance and one decode per policy.
+///
+/// Each policy keeps its own metadata, settings, mode and outcome. The policy crates are
+/// linked as libraries, so they must not also export themselves: built-in policy crates
+/// call [`export_policy!`] only without their `bundled` feature.
+///
+/// ```ignore
+/// ck8s_policy_sdk::export_policies!(BuildRef, LegacyLabels, KanikoCache);
+/// ```
+///
+/// ABI (on top of a single policy's): `ck8s_metadata` returns a JSON *array* of metadata,
+/// and `ck8s_validate_policy(index, input_ptr, input_len, settings_ptr, settings_len)`
+/// replaces `ck8s_validate`, `index` being the position in that array.
+#[macro_export]
+macro_rules! export_policies {
+    ($($policy:ty),+ $(,)?) => {
+        #[cfg(target_arch = "wasm32")]
+        mod __ck8s_exports {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_abi_version() -> i32 {
+                $crate::__abi_version()
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_alloc(len: i32) -> i32 {
+                $crate::__alloc(len)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_metadata() -> i64 {
+                let all = [$(<$policy as $crate::Policy>::metadata()),+];
+                $crate::__leak_output($crate::__to_json(&all))
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_validate_policy(
+                index: i32,
+                req_ptr: i32,
+                req_len: i32,
+                settings_ptr: i32,
+                settings_len: i32,
+            ) -> i64 {
+                // SAFETY: the host wrote `len` bytes at buffers it got from `ck8s_alloc`,
+                // which are never freed: they live as long as the instance.
+                let (req, settings): (&'static [u8], &[u8]) = unsafe {
+                    (
+                        ::core::slice::from_raw_parts(
+                            req_ptr as usize as *const u8,
+                            req_len as usize,
+                        ),
+                        ::core::slice::from_raw_parts(
+                            settings_ptr as usize as *const u8,
+                            settings_len as usize,
+                        ),
+                    )
+                };
+                let runs: &[fn(&'static [u8], &[u8]) -> $crate::Verdict] =
+                    &[$($crate::__run_bundled::<$policy>),+];
+                let verdict = match runs.get(index as usize) {
+                    Some(run) => run(req, settings),
+                    None => $crate::Verdict {
+                        violations: ::std::vec::Vec::new(),
+                        error: Some(::std::format!("this bundle has no policy {index}")),
+                    },
+                };
+                $crate::__verdict_output(verdict)
             }
         }
     };
