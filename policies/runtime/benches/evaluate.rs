@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let raw = RawValue::from_string(DEPLOYMENT.to_string()).unwrap();
     let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
 
-    let floor = NativeFloor::new();
+    let floor = NativeFloor::default();
     c.bench_function("native: parse + 3 checks, 4 KB Deployment", |b| {
         b.iter(|| assert_eq!(floor.evaluate(black_box(&subject)), [0, 0, 0]))
     });

@@ -25,15 +25,17 @@ pub struct NativeFloor {
     kaniko_cache: <KanikoCache as Policy>::Settings,
 }
 
-impl NativeFloor {
-    pub fn new() -> Self {
+impl Default for NativeFloor {
+    fn default() -> Self {
         NativeFloor {
             build_ref: default_settings::<BuildRef>(),
             legacy_labels: default_settings::<LegacyLabels>(),
             kaniko_cache: default_settings::<KanikoCache>(),
         }
     }
+}
 
+impl NativeFloor {
     /// The object of `subject` parsed into the view, as a request.
     pub fn parse<'a>(&self, subject: &Subject<'a>) -> Request<'a> {
         let raw = subject.object.expect("the subject has an object").get();

@@ -136,7 +136,7 @@ fn main() {
 
 /// The benchmark's two sides, as medians of single calls (criterion reports sample means).
 fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
-    let floor = NativeFloor::new();
+    let floor = NativeFloor::default();
     println!(
         "native Object::parse of the object: {:.1} us",
         median(|| {

@@ -3,8 +3,8 @@
 //! once, instead of three instances and three decodes. Each policy is still its own crate,
 //! tested on its own, and also built as a module of its own.
 
-use ck8s_policy_build_ref::BuildRef;
-use ck8s_policy_kaniko_cache::KanikoCache;
-use ck8s_policy_legacy_labels::LegacyLabels;
-
-ck8s_policy_sdk::export_policies!(BuildRef, LegacyLabels, KanikoCache);
+ck8s_policy_sdk::export_policies!(
+    ck8s_policy_build_ref::BuildRef,
+    ck8s_policy_legacy_labels::LegacyLabels,
+    ck8s_policy_kaniko_cache::KanikoCache,
+);
