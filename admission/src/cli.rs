@@ -80,7 +80,7 @@ impl Args {
         ck8s_policy_runtime::Limits {
             deadline: self.policy_timeout,
             memory_bytes: self.policy_memory_mib << 20,
-            // every in-flight review may hold one instance per policy being evaluated
+            // every in-flight review holds one instance at a time (one per module, in turn)
             max_instances: (self.max_inflight as u32).clamp(16, 1024),
             ..Default::default()
         }

@@ -90,7 +90,7 @@ impl Metrics {
             Family::<PolicyName, Histogram>::new_with_constructor(|| Histogram::new(EVAL_BUCKETS));
         registry.register(
             "policy_evaluation_duration_seconds",
-            "Time of one policy evaluation in a fresh instance",
+            "Time of one policy evaluation (the policy that opens a fresh instance, alone or first of its bundle, also counts setting it up)",
             evaluation_seconds.clone(),
         );
         let policy_errors = Family::<PolicyErrorLabels, Counter>::default();

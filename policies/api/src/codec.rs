@@ -441,7 +441,7 @@ impl<'a> Reader<'a> {
     fn text(&mut self) -> Result<&'a str, Bad> {
         let len = self.uv()?;
         let b = self.take(len)?;
-        std::str::from_utf8(b).map_err(|_| Bad)
+        utf8(b).map(|(s, _)| s)
     }
     /// The next `len` bytes of the string table (a char-boundary check, no UTF-8 scan).
     #[inline(always)]

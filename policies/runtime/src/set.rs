@@ -136,8 +136,8 @@ impl PolicySet {
             if !inspects[i] || results[i].is_some() {
                 continue;
             }
-            let start = Instant::now();
             if e.policy.abi_version() == ABI_VERSION_JSON {
+                let start = Instant::now();
                 let request = request_json.get_or_insert_with(|| subject.request_json());
                 let verdict = e.policy.evaluate(request, &e.settings_json);
                 results[i] = Some((verdict, start.elapsed()));
@@ -152,6 +152,7 @@ impl PolicySet {
                 }
             };
             if !e.policy.is_bundled() {
+                let start = Instant::now();
                 let verdict = e.policy.evaluate_input(input, &e.settings_json);
                 results[i] = Some((verdict, start.elapsed()));
                 continue;
