@@ -509,6 +509,44 @@ fn a_trap_in_a_bundle_ends_its_instance_not_the_others_verdicts() {
     host_still_works(&rt);
 }
 
+/// Deadline and memory cap hold per call inside a bundle: a policy that loops or grows memory
+/// without bound is that policy's error, and the next one is judged in a new instance.
+#[test]
+fn a_bundled_policy_that_loops_or_grows_is_stopped_alone() {
+    let rt = runtime();
+    let body = "(if (i32.eq (local.get $i) (i32.const 1)) (then (loop $spin (br $spin)))) \
+                (if (i32.eq (local.get $i) (i32.const 2)) \
+                  (then (loop $grow (drop (memory.grow (i32.const 16))) (br $grow)))) \
+                (if (i32.ne (global.get $calls) (i32.const 0)) (then (unreachable))) \
+                (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
+                (i64.const 0)";
+    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c", "d"], 2, body)).unwrap();
+    let policies = rt
+        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
+        .unwrap();
+    let set = PolicySet::new(
+        policies.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap();
+    let raw = configmap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let got = results(set.evaluate(&subject));
+    assert_eq!(got[0], OutcomeResult::Allowed);
+    assert!(
+        matches!(&got[1], OutcomeResult::Error(PolicyError::Timeout(_))),
+        "{:?}",
+        got[1]
+    );
+    assert!(
+        matches!(&got[2], OutcomeResult::Error(PolicyError::MemoryLimit(_))),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(got[3], OutcomeResult::Allowed);
+    host_still_works(&rt);
+}
+
 /// What a bundle must get right to load, and `load` (one policy) refusing a bundle.
 #[test]
 fn bundles_that_do_not_describe_themselves_are_refused() {
