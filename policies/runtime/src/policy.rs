@@ -81,18 +81,21 @@ struct Session {
     store: Store<StoreState>,
     memory: Memory,
     validate: Validate,
-    /// `(ptr, len)` of the input and of each settings blob, in guest memory.
+    /// `(ptr, len)` of the input in guest memory.
     input: (i32, i32),
-    settings: Vec<(i32, i32)>,
+    /// Where the settings of the next call start: the settings blobs follow the input, in
+    /// the order of the calls.
+    next_settings: i32,
 }
 
 impl Session {
-    /// Calls `policy` (the session's own policy, or a member of its bundle) with the
-    /// `settings`-th settings blob, under a fresh deadline.
-    fn call(&mut self, policy: &LoadedPolicy, settings: usize) -> Result<Verdict, PolicyError> {
+    /// Calls `policy` (the session's own policy, or a member of its bundle) with the next
+    /// settings blob, `settings`, under a fresh deadline.
+    fn call(&mut self, policy: &LoadedPolicy, settings: &[u8]) -> Result<Verdict, PolicyError> {
         self.store.set_epoch_deadline(policy.deadline_ticks);
         let (input_ptr, input_len) = self.input;
-        let (settings_ptr, settings_len) = self.settings[settings];
+        let (settings_ptr, settings_len) = (self.next_settings, settings.len() as i32);
+        self.next_settings += settings_len;
         let packed = match &self.validate {
             Validate::One(f) => f.call(
                 &mut self.store,
@@ -444,7 +447,7 @@ impl LoadedPolicy {
     /// [`Subject::request_json`](crate::Subject::request_json)), `settings` the policy's
     /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
-        self.session(&[request], &[settings])?.call(self, 0)
+        self.session(&[request], [settings])?.call(self, settings)
     }
 
     /// Evaluates an ABI v2 input (a policy of [`ABI_VERSION`]), with the raw object JSON in
@@ -454,8 +457,8 @@ impl LoadedPolicy {
         input: &EncodedInput<'_>,
         settings: &[u8],
     ) -> Result<Verdict, PolicyError> {
-        self.session(&input.parts(self.metadata.raw_object), &[settings])?
-            .call(self, 0)
+        self.session(&input.parts(self.metadata.raw_object), [settings])?
+            .call(self, settings)
     }
 
     /// Evaluates policies of one bundle (each with its settings) on one ABI v2 input, in one
@@ -480,15 +483,15 @@ impl LoadedPolicy {
         );
         let with_raw = policies.iter().any(|(p, _)| p.metadata.raw_object);
         let mut out = Vec::with_capacity(policies.len());
-        let mut session: Option<(Session, usize)> = None;
-        for (i, (policy, _)) in policies.iter().enumerate() {
+        let mut session: Option<Session> = None;
+        for (i, (policy, settings)) in policies.iter().enumerate() {
             let start = Instant::now();
-            let (current, base) = match session.take() {
+            let mut current = match session.take() {
                 Some(open) => open,
                 None => {
-                    let settings: Vec<&[u8]> = policies[i..].iter().map(|(_, s)| *s).collect();
-                    match first.session(&input.parts(with_raw), &settings) {
-                        Ok(opened) => (opened, i),
+                    let rest = policies[i..].iter().map(|(_, s)| *s);
+                    match first.session(&input.parts(with_raw), rest) {
+                        Ok(opened) => opened,
                         Err(error) => {
                             out.push((Err(error), start.elapsed()));
                             continue;
@@ -496,20 +499,24 @@ impl LoadedPolicy {
                     }
                 }
             };
-            let mut current = current;
-            let result = current.call(policy, i - base);
+            let result = current.call(policy, settings);
             // A verdict, even one saying "cannot judge", leaves the instance sound.
             if matches!(result, Ok(_) | Err(PolicyError::Guest(_))) {
-                session = Some((current, base));
+                session = Some(current);
             }
             out.push((result, start.elapsed()));
         }
         out
     }
 
-    /// A fresh instance with the input (written from `parts`) and each settings blob in
-    /// one guest buffer, from one `ck8s_alloc` call.
-    fn session(&self, parts: &[&[u8]], settings: &[&[u8]]) -> Result<Session, PolicyError> {
+    /// A fresh instance with the input (written from `parts`) and the settings blob of each
+    /// call to come, in order, in one guest buffer from one `ck8s_alloc` call.
+    fn session<'s>(
+        &self,
+        parts: &[&'s [u8]],
+        settings: impl IntoIterator<Item = &'s [u8], IntoIter: Clone>,
+    ) -> Result<Session, PolicyError> {
+        let settings = settings.into_iter();
         let (mut store, instance) = self.instantiate()?;
         let alloc = self.func_export(&mut store, &instance, &self.exports.alloc)?;
         let validate = self.func_export(&mut store, &instance, &self.exports.validate)?;
@@ -530,7 +537,7 @@ impl LoadedPolicy {
 
         let input_len: usize = parts.iter().map(|p| p.len()).sum();
         let total = settings
-            .iter()
+            .clone()
             .try_fold(input_len, |n, s| n.checked_add(s.len()))
             .and_then(|n| i32::try_from(n).ok())
             .ok_or(PolicyError::MemoryLimit(self.memory_bytes))?;
@@ -543,26 +550,17 @@ impl LoadedPolicy {
             .ok_or_else(|| {
                 PolicyError::Trap("ck8s_alloc returned a buffer outside memory".into())
             })?;
-        for part in parts.iter().chain(settings) {
+        for part in parts.iter().copied().chain(settings) {
             let (dst, rest) = buffer.split_at_mut(part.len());
             dst.copy_from_slice(part);
             buffer = rest;
         }
-        let mut at = ptr + input_len;
-        let settings = settings
-            .iter()
-            .map(|s| {
-                let location = (at as i32, s.len() as i32);
-                at += s.len();
-                location
-            })
-            .collect();
         Ok(Session {
             store,
             memory,
             validate,
             input: (ptr as i32, input_len as i32),
-            settings,
+            next_settings: (ptr + input_len) as i32,
         })
     }
 
