@@ -435,6 +435,37 @@ fn inspect_a_file_that_is_not_a_policy() {
     );
 }
 
+/// A bundle file holds several policies: `FILE.wasm#NAME` picks one, the bare file says which
+/// names it has.
+#[test]
+fn inspect_one_policy_of_a_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("builtins.wasm");
+    std::fs::write(&bundle, ck8s_builtin_policies::BUNDLE).unwrap();
+    let bundle = bundle.to_str().unwrap();
+
+    let one = ck8s(&["policy", "inspect", &format!("{bundle}#legacy-labels")]);
+    assert_eq!(one.code, 0, "{one:?}");
+    assert!(one.stdout.contains("Name:        legacy-labels"), "{one:?}");
+
+    let all = ck8s(&["policy", "inspect", bundle, "-o", "json"]);
+    assert_eq!(all.code, 1, "{all:?}");
+    let v: serde_json::Value = serde_json::from_str(&all.stdout).expect("JSON");
+    let error = v["loadError"].as_str().unwrap();
+    assert!(
+        error.contains("is a bundle of 3 policies")
+            && error.contains("build-ref, legacy-labels, kaniko-cache"),
+        "{error}"
+    );
+
+    let wrong = ck8s(&["policy", "inspect", &format!("{bundle}#nope")]);
+    assert_eq!(wrong.code, 1, "{wrong:?}");
+    assert!(
+        wrong.stdout.contains("has no policy called \"nope\""),
+        "{wrong:?}"
+    );
+}
+
 #[test]
 fn webhook_rules_are_the_union_of_all_policies() {
     let r = ck8s(&["policy", "webhook-rules"]);

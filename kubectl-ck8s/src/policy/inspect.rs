@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A policy `.wasm` file, or `builtin:NAME`.
-    #[arg(value_name = "FILE.wasm|builtin:NAME")]
+    /// A policy `.wasm` file, `FILE.wasm#NAME` for one policy of a bundle, or `builtin:NAME`.
+    #[arg(value_name = "FILE.wasm[#NAME]|builtin:NAME")]
     pub policy: String,
 }
 
@@ -49,17 +49,25 @@ struct LimitsView {
 
 pub fn run(args: InspectArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
     let runtime = runtime()?;
-    let (source, wasm) = read_policy(&args.policy)?;
+    let (source, wasm, member) = read_policy(&args.policy)?;
     let limits = runtime.limits();
     let start = Instant::now();
-    let loaded = runtime.load(source.clone(), &wasm);
+    let loaded = runtime
+        .load_module(source.clone(), &wasm)
+        .map_err(|e| e.to_string())
+        .and_then(|policies| {
+            super::pick(policies, member, &source.to_string()).map_err(|f| match f.help {
+                Some(help) => format!("{} ({help})", f.message),
+                None => f.message,
+            })
+        });
     let load_time = start.elapsed();
     let mut report = Inspection {
         source: source.to_string(),
         wasm_bytes: wasm.len(),
         sha256: hex::encode(Sha256::digest(&wasm)),
         loads: loaded.is_ok(),
-        load_error: loaded.as_ref().err().map(|e| e.to_string()),
+        load_error: loaded.as_ref().err().cloned(),
         load_time_ms: ms(load_time),
         limits: LimitsView {
             deadline_ms: limits.deadline.as_millis(),
@@ -172,8 +180,9 @@ fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
     t
 }
 
-/// The bytes of `FILE.wasm` or of the built-in `builtin:NAME`.
-fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>), Failure> {
+/// The bytes of `FILE.wasm` (with the NAME of `FILE.wasm#NAME`, one policy of a bundle) or
+/// of the built-in `builtin:NAME`.
+fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>, Option<&str>), Failure> {
     if let Some(name) = reference.strip_prefix("builtin:") {
         let names: Vec<&str> = ck8s_builtin_policies::BUILTIN
             .iter()
@@ -185,12 +194,17 @@ fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>), Failure> {
                     .with_help(format!("built-in policies: {}", names.join(", "))),
             );
         };
-        return Ok((PolicySource::Builtin(name.to_string()), bytes.to_vec()));
+        return Ok((
+            PolicySource::Builtin(name.to_string()),
+            bytes.to_vec(),
+            None,
+        ));
     }
-    let path = PathBuf::from(reference);
+    let (file, member) = super::split_member(reference);
+    let path = PathBuf::from(file);
     let wasm = std::fs::read(&path)
         .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
-    Ok((PolicySource::File(path), wasm))
+    Ok((PolicySource::File(path), wasm, member))
 }
 
 /// The `rules:` snippet of a `ValidatingWebhookConfiguration` webhook.

@@ -99,7 +99,8 @@ fn load_selection(
     Ok(out)
 }
 
-/// A policy reference: `builtin:NAME` or a path to a `.wasm` file (relative to `base`).
+/// A policy reference: `builtin:NAME`, a path to a `.wasm` file (relative to `base`), or
+/// `FILE.wasm#NAME` for one policy of a bundle.
 fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPolicy, Failure> {
     if let Some(name) = reference.strip_prefix("builtin:") {
         let all = runtime
@@ -111,14 +112,53 @@ fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPol
                 .with_help(format!("built-in policies: {}", names.join(", ")))
         });
     }
-    let path = clean(&base.join(reference));
+    let (file, member) = split_member(reference);
+    let path = clean(&base.join(file));
     let wasm = std::fs::read(&path).map_err(|e| {
         Failure::usage(format!("cannot read policy {}: {e}", path.display()))
             .with_help("build it first: `cargo build --release --target wasm32-unknown-unknown` in the policy crate")
     })?;
-    runtime
-        .load(PolicySource::File(path), &wasm)
-        .map_err(|e| Failure::usage(e.to_string()))
+    let shown = path.display().to_string();
+    let policies = runtime
+        .load_module(PolicySource::File(path), &wasm)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    pick(policies, member, &shown)
+}
+
+/// `FILE.wasm#NAME` as `(FILE.wasm, Some(NAME))`.
+fn split_member(reference: &str) -> (&str, Option<&str>) {
+    match reference.rsplit_once('#') {
+        Some((file, name)) if !name.is_empty() => (file, Some(name)),
+        _ => (reference, None),
+    }
+}
+
+/// The policy a reference means among those of its module: the only one, or the one called
+/// `member` of a bundle.
+fn pick(
+    mut policies: Vec<LoadedPolicy>,
+    member: Option<&str>,
+    file: &str,
+) -> Result<LoadedPolicy, Failure> {
+    let names = policies
+        .iter()
+        .map(|p| p.name().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    match member {
+        Some(name) => match policies.iter().position(|p| p.name() == name) {
+            Some(i) => Ok(policies.swap_remove(i)),
+            None => Err(
+                Failure::usage(format!("{file} has no policy called {name:?}"))
+                    .with_help(format!("its policies: {names}")),
+            ),
+        },
+        None if policies.len() == 1 => Ok(policies.remove(0)),
+        None => Err(
+            Failure::usage(format!("{file} is a bundle of {} policies", policies.len()))
+                .with_help(format!("name one as {file}#NAME; its policies: {names}")),
+        ),
+    }
 }
 
 /// `a/./b/../c` as `a/c`, lexically, so messages show the path a user would type.
