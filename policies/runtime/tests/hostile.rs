@@ -428,6 +428,26 @@ fn configmap() -> Box<RawValue> {
     .unwrap()
 }
 
+/// A set of the policies of a [`bundle_wat`] module with ABI v2.
+fn bundle_set(rt: &Runtime, names: &[&str], body: &str) -> PolicySet {
+    let wasm = wat::parse_str(bundle_wat(names, 2, body)).unwrap();
+    let policies = rt
+        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
+        .unwrap();
+    PolicySet::new(
+        policies.into_iter().map(Arc::new).collect(),
+        &SettingsFile::default(),
+    )
+    .unwrap()
+}
+
+/// What `set` makes of a small ConfigMap, policy by policy.
+fn judge_configmap(set: &PolicySet) -> Vec<OutcomeResult> {
+    let raw = configmap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    results(set.evaluate(&subject))
+}
+
 fn results(evaluation: Evaluation) -> Vec<OutcomeResult> {
     match evaluation {
         Evaluation::Judged(outcomes) => outcomes.into_iter().map(|o| o.result).collect(),
@@ -448,27 +468,18 @@ fn a_bundle_runs_its_policies_in_one_fresh_instance_per_request() {
                   (then) (else (unreachable))) \
                 (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
                 (i64.const 0)";
-    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c"], 2, body)).unwrap();
-    let policies = rt
-        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
-        .unwrap();
-    let names: Vec<_> = policies.iter().map(|p| p.name().to_string()).collect();
+    let set = bundle_set(&rt, &["a", "b", "c"], body);
+    let policies: Vec<_> = set.policies().map(|(p, _)| p).collect();
+    let names: Vec<_> = policies.iter().map(|p| p.name()).collect();
     assert_eq!(names, ["a", "b", "c"]);
     assert!(
         policies
             .iter()
-            .all(|p| p.is_bundled() && p.same_bundle(&policies[0]))
+            .all(|p| p.is_bundled() && p.same_bundle(policies[0]))
     );
-    let set = PolicySet::new(
-        policies.into_iter().map(Arc::new).collect(),
-        &SettingsFile::default(),
-    )
-    .unwrap();
-    let raw = configmap();
-    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
     for _ in 0..3 {
         assert_eq!(
-            results(set.evaluate(&subject)),
+            judge_configmap(&set),
             [
                 OutcomeResult::Allowed,
                 OutcomeResult::Allowed,
@@ -487,18 +498,7 @@ fn a_trap_in_a_bundle_ends_its_instance_not_the_others_verdicts() {
                 (if (i32.ne (global.get $calls) (i32.const 0)) (then (unreachable))) \
                 (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
                 (i64.const 0)";
-    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c"], 2, body)).unwrap();
-    let policies = rt
-        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
-        .unwrap();
-    let set = PolicySet::new(
-        policies.into_iter().map(Arc::new).collect(),
-        &SettingsFile::default(),
-    )
-    .unwrap();
-    let raw = configmap();
-    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
-    let got = results(set.evaluate(&subject));
+    let got = judge_configmap(&bundle_set(&rt, &["a", "b", "c"], body));
     assert_eq!(got[0], OutcomeResult::Allowed);
     assert!(
         matches!(&got[1], OutcomeResult::Error(PolicyError::Trap(_))),
@@ -520,18 +520,7 @@ fn a_bundled_policy_that_loops_or_grows_is_stopped_alone() {
                 (if (i32.ne (global.get $calls) (i32.const 0)) (then (unreachable))) \
                 (global.set $calls (i32.add (global.get $calls) (i32.const 1))) \
                 (i64.const 0)";
-    let wasm = wat::parse_str(bundle_wat(&["a", "b", "c", "d"], 2, body)).unwrap();
-    let policies = rt
-        .load_module(PolicySource::Inline("bundle.wat".into()), &wasm)
-        .unwrap();
-    let set = PolicySet::new(
-        policies.into_iter().map(Arc::new).collect(),
-        &SettingsFile::default(),
-    )
-    .unwrap();
-    let raw = configmap();
-    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
-    let got = results(set.evaluate(&subject));
+    let got = judge_configmap(&bundle_set(&rt, &["a", "b", "c", "d"], body));
     assert_eq!(got[0], OutcomeResult::Allowed);
     assert!(
         matches!(&got[1], OutcomeResult::Error(PolicyError::Timeout(_))),

@@ -24,11 +24,10 @@ pub fn __leak_output(bytes: Vec<u8>) -> i64 {
 /// Decodes the ABI v2 input and parses settings, runs the policy, and turns every failure
 /// into a verdict with `error` set, so that a malformed input never traps the guest.
 pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
-    let settings: P::Settings =
-        match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
-            Ok(s) => s,
-            Err(e) => return error(format!("settings do not parse: {e}")),
-        };
+    let settings = match parse_settings::<P>(settings) {
+        Ok(s) => s,
+        Err(verdict) => return verdict,
+    };
     match Request::decode(input) {
         Ok(req) => {
             let violations = P::validate(&req, &settings);
@@ -67,11 +66,10 @@ pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdic
             decoded
         }
     };
-    let settings: P::Settings =
-        match serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings }) {
-            Ok(s) => s,
-            Err(e) => return error(format!("settings do not parse: {e}")),
-        };
+    let settings = match parse_settings::<P>(settings) {
+        Ok(s) => s,
+        Err(verdict) => return verdict,
+    };
     match decoded {
         Ok(req) => {
             let violations = P::validate(req, &settings);
@@ -83,6 +81,12 @@ pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdic
         }
         Err(e) => error(e.clone()),
     }
+}
+
+/// The policy's settings from the host's JSON (empty means none given), or the error verdict.
+fn parse_settings<P: Policy>(settings: &[u8]) -> Result<P::Settings, Verdict> {
+    serde_json::from_slice(if settings.is_empty() { b"{}" } else { settings })
+        .map_err(|e| error(format!("settings do not parse: {e}")))
 }
 
 fn error(message: String) -> Verdict {

@@ -181,15 +181,7 @@ macro_rules! export_policy {
             #[allow(unused_imports)]
             use super::*;
 
-            #[unsafe(no_mangle)]
-            pub extern "C" fn ck8s_abi_version() -> i32 {
-                $crate::__abi_version()
-            }
-
-            #[unsafe(no_mangle)]
-            pub extern "C" fn ck8s_alloc(len: i32) -> i32 {
-                $crate::__alloc(len)
-            }
+            $crate::__common_exports!();
 
             #[unsafe(no_mangle)]
             pub extern "C" fn ck8s_metadata() -> i64 {
@@ -204,21 +196,29 @@ macro_rules! export_policy {
                 settings_ptr: i32,
                 settings_len: i32,
             ) -> i64 {
-                // SAFETY: the host wrote `len` bytes at buffers it got from `ck8s_alloc`.
-                let (req, settings) = unsafe {
-                    (
-                        ::core::slice::from_raw_parts(
-                            req_ptr as usize as *const u8,
-                            req_len as usize,
-                        ),
-                        ::core::slice::from_raw_parts(
-                            settings_ptr as usize as *const u8,
-                            settings_len as usize,
-                        ),
-                    )
-                };
+                // SAFETY: the host wrote the input and the settings where it says.
+                let (req, settings) =
+                    unsafe { $crate::__buffers(req_ptr, req_len, settings_ptr, settings_len) };
                 $crate::__verdict_output($crate::__run::<$policy>(req, settings))
             }
+        }
+    };
+}
+
+/// The exports every module has, single policy or bundle: the ABI version and the input
+/// buffer allocator.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __common_exports {
+    () => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn ck8s_abi_version() -> i32 {
+            $crate::__abi_version()
+        }
+
+        #[unsafe(no_mangle)]
+        pub extern "C" fn ck8s_alloc(len: i32) -> i32 {
+            $crate::__alloc(len)
         }
     };
 }
@@ -246,15 +246,7 @@ macro_rules! export_policies {
             #[allow(unused_imports)]
             use super::*;
 
-            #[unsafe(no_mangle)]
-            pub extern "C" fn ck8s_abi_version() -> i32 {
-                $crate::__abi_version()
-            }
-
-            #[unsafe(no_mangle)]
-            pub extern "C" fn ck8s_alloc(len: i32) -> i32 {
-                $crate::__alloc(len)
-            }
+            $crate::__common_exports!();
 
             #[unsafe(no_mangle)]
             pub extern "C" fn ck8s_metadata() -> i64 {
@@ -270,20 +262,9 @@ macro_rules! export_policies {
                 settings_ptr: i32,
                 settings_len: i32,
             ) -> i64 {
-                // SAFETY: the host wrote `len` bytes at buffers it got from `ck8s_alloc`,
-                // which are never freed: they live as long as the instance.
-                let (req, settings): (&'static [u8], &[u8]) = unsafe {
-                    (
-                        ::core::slice::from_raw_parts(
-                            req_ptr as usize as *const u8,
-                            req_len as usize,
-                        ),
-                        ::core::slice::from_raw_parts(
-                            settings_ptr as usize as *const u8,
-                            settings_len as usize,
-                        ),
-                    )
-                };
+                // SAFETY: the host wrote the input and the settings where it says.
+                let (req, settings) =
+                    unsafe { $crate::__buffers(req_ptr, req_len, settings_ptr, settings_len) };
                 let runs: &[fn(&'static [u8], &[u8]) -> $crate::Verdict] =
                     &[$($crate::__run_bundled::<$policy>),+];
                 let verdict = match runs.get(index as usize) {
@@ -297,6 +278,28 @@ macro_rules! export_policies {
             }
         }
     };
+}
+
+/// The input and settings buffers the host passed, as slices.
+///
+/// # Safety
+///
+/// The host wrote `len` bytes at each pointer, into buffers it got from `ck8s_alloc`, which
+/// are never freed: they live as long as the instance, hence `'static`.
+#[doc(hidden)]
+pub unsafe fn __buffers(
+    input_ptr: i32,
+    input_len: i32,
+    settings_ptr: i32,
+    settings_len: i32,
+) -> (&'static [u8], &'static [u8]) {
+    // SAFETY: see above.
+    unsafe {
+        (
+            core::slice::from_raw_parts(input_ptr as usize as *const u8, input_len as usize),
+            core::slice::from_raw_parts(settings_ptr as usize as *const u8, settings_len as usize),
+        )
+    }
 }
 
 #[doc(hidden)]
