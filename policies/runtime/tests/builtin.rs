@@ -262,3 +262,38 @@ fn artifacts_are_cached_and_reused() {
     assert_eq!(third.load_builtin().unwrap().len(), 3);
     assert!(std::fs::metadata(&artifacts[0]).unwrap().len() > 1000);
 }
+
+/// Every evaluation gives its instance slot back: a pool of two serves any number of
+/// evaluations in a row.
+#[test]
+fn a_small_pool_serves_any_number_of_evaluations_in_a_row() {
+    let rt = Runtime::new(
+        Limits {
+            max_instances: 2,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let policies = rt
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    let set = PolicySet::new(policies, &SettingsFile::default()).unwrap();
+    let body = review("CREATE", &bad_deployment(), json!({}));
+    for round in 0..50 {
+        let (eval, d) = decide(&set, &body);
+        assert!(!d.allowed, "round {round}: {eval:?}");
+        let Evaluation::Judged(outcomes) = eval else {
+            panic!("round {round}: not judged");
+        };
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o.result, OutcomeResult::Violations(_))),
+            "round {round}: {outcomes:?}"
+        );
+    }
+}
