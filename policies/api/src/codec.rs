@@ -99,10 +99,40 @@ pub struct EncodedInput<'a> {
     head: Vec<u8>,
     raw: &'a str,
     raw_len: Varint,
-    /// The view: string table length, string table, structure.
+    view: EncodedView,
+}
+
+/// The encoded view, the end of the input: string table length, string table, structure.
+#[derive(Debug, Clone)]
+struct EncodedView {
     table_len: Varint,
     table: String,
     structure: Vec<u8>,
+}
+
+impl EncodedView {
+    /// `object` encoded; `json_len`, the length of the JSON it came from, sizes the buffers
+    /// (most of an object's JSON is strings the view keeps).
+    fn new(object: &Object<'_>, json_len: usize) -> Self {
+        let mut w = Writer(
+            Vec::with_capacity(256 + json_len / 8),
+            String::with_capacity(2048.max(json_len / 2)),
+        );
+        w.object(object);
+        EncodedView {
+            table_len: Varint::new(w.1.len()),
+            table: w.1,
+            structure: w.0,
+        }
+    }
+
+    fn parts(&self) -> [&[u8]; 3] {
+        [
+            self.table_len.bytes(),
+            self.table.as_bytes(),
+            &self.structure,
+        ]
+    }
 }
 
 /// A LEB128 varint, encoded on the stack.
@@ -142,19 +172,11 @@ impl<'a> EncodedInput<'a> {
         head.text(&header.kind.kind);
         head.text(header.namespace);
         head.text(header.name);
-        // Most of an object's JSON is strings the view keeps: size the buffers from it.
-        let mut view = Writer(
-            Vec::with_capacity(256 + raw_object.len() / 8),
-            String::with_capacity(raw_object.len() / 2),
-        );
-        view.object(object);
         EncodedInput {
             head: head.0,
             raw: raw_object,
             raw_len: Varint::new(raw_object.len()),
-            table_len: Varint::new(view.1.len()),
-            table: view.1,
-            structure: view.0,
+            view: EncodedView::new(object, raw_object.len()),
         }
     }
 
@@ -166,14 +188,8 @@ impl<'a> EncodedInput<'a> {
         } else {
             (&[0], &[])
         };
-        [
-            &self.head,
-            raw_len,
-            raw,
-            self.table_len.bytes(),
-            self.table.as_bytes(),
-            &self.structure,
-        ]
+        let [table_len, table, structure] = self.view.parts();
+        [&self.head, raw_len, raw, table_len, table, structure]
     }
 
     /// The input's length, with or without the raw object.
@@ -233,12 +249,7 @@ pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
 /// Encodes just the view (string table, then structure: the part of the input after the
 /// raw object).
 pub fn encode_object(object: &Object<'_>) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(256), String::with_capacity(2048));
-    w.object(object);
-    let mut out = Writer(Vec::with_capacity(w.0.len() + w.1.len() + 4), String::new());
-    out.text(&w.1);
-    out.0.extend_from_slice(&w.0);
-    out.0
+    EncodedView::new(object, 0).parts().concat()
 }
 
 /// Decodes what [`encode_object`] wrote.
@@ -252,12 +263,8 @@ pub fn decode_object(bytes: &[u8]) -> Result<Object<'_>, String> {
 struct Writer(Vec<u8>, String);
 
 impl Writer {
-    fn uv(&mut self, mut v: usize) {
-        while v >= 0x80 {
-            self.0.push(v as u8 | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
+    fn uv(&mut self, v: usize) {
+        self.0.extend_from_slice(Varint::new(v).bytes());
     }
     fn bool(&mut self, b: bool) {
         self.0.push(b as u8);
