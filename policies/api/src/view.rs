@@ -521,26 +521,18 @@ impl<'a> Object<'a> {
 
     /// The env literals whose variable name passes `keep`; paths are formatted only for those.
     fn env_literals_into<'o>(&'o self, keep: impl Fn(&str) -> bool, out: &mut Vec<Literal<'o>>) {
-        for pod in self.pod_specs() {
-            for (list, field) in [
-                (&pod.spec.containers, "containers"),
-                (&pod.spec.init_containers, "initContainers"),
-                (&pod.spec.ephemeral_containers, "ephemeralContainers"),
-            ] {
-                for (i, container) in list.iter().enumerate() {
-                    for var in &container.env {
-                        let Some(value) = &var.value else { continue };
-                        if !keep(&var.name) {
-                            continue;
-                        }
-                        out.push(Literal {
-                            path: format!("{}.{field}[{i}].env[{}]", pod.path, var.name),
-                            name: &var.name,
-                            value: Cow::Borrowed(value),
-                            source: ValueSource::Literal,
-                        });
-                    }
+        for c in self.containers() {
+            for var in &c.container.env {
+                let Some(value) = &var.value else { continue };
+                if !keep(&var.name) {
+                    continue;
                 }
+                out.push(Literal {
+                    path: format!("{}.env[{}]", c.path, var.name),
+                    name: &var.name,
+                    value: Cow::Borrowed(value),
+                    source: ValueSource::Literal,
+                });
             }
         }
     }
