@@ -77,11 +77,17 @@ impl<'a> Input<'a> {
     /// The raw object as text; `None` if it was not sent (the policy's metadata does not set
     /// `rawObject`) or, never the case for input the host encoded from a `&str`, not UTF-8.
     pub fn raw_object(&self) -> Option<&'a str> {
-        if self.raw_object.is_empty() {
-            return None;
-        }
-        std::str::from_utf8(self.raw_object).ok()
+        raw_object_text(self.raw_object)
     }
+}
+
+/// The raw object bytes of an input as text: `None` when they were not sent (empty) or are
+/// not UTF-8. Checked on use rather than on every decode: few policies read them.
+pub fn raw_object_text(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_empty() {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Encodes an ABI v2 input with the raw object in it.

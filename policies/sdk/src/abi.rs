@@ -24,26 +24,14 @@ pub fn __leak_output(bytes: Vec<u8>) -> i64 {
 /// Decodes the ABI v2 input and parses settings, runs the policy, and turns every failure
 /// into a verdict with `error` set, so that a malformed input never traps the guest.
 pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
-    let settings = match parse_settings::<P>(settings) {
-        Ok(s) => s,
-        Err(verdict) => return verdict,
-    };
-    match Request::decode(input) {
-        Ok(req) => {
-            let violations = P::validate(&req, &settings);
-            // In a guest the instance is discarded after this call: walking the view and
-            // the settings only to "free" into a bump allocator that never frees is wasted.
-            if cfg!(target_arch = "wasm32") {
-                core::mem::forget(req);
-                core::mem::forget(settings);
-            }
-            Verdict {
-                violations,
-                error: None,
-            }
-        }
-        Err(e) => error(e),
+    let request = Request::decode(input);
+    let verdict = judge::<P>(request.as_ref(), settings);
+    // In a guest the instance is discarded after this call: walking the view only to "free"
+    // into a bump allocator that never frees is wasted.
+    if cfg!(target_arch = "wasm32") {
+        core::mem::forget(request);
     }
+    verdict
 }
 
 /// [`__run`] for a policy of a bundle ([`crate::export_policies!`]): every policy of the
@@ -66,14 +54,22 @@ pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdic
             decoded
         }
     };
+    judge::<P>(decoded.as_ref(), settings)
+}
+
+/// Parses the settings and runs the policy on the decoded request; a settings or decoding
+/// failure is the verdict's `error`.
+fn judge<P: Policy>(request: Result<&Request<'_>, &String>, settings: &[u8]) -> Verdict {
     let settings = match parse_settings::<P>(settings) {
         Ok(s) => s,
         Err(verdict) => return verdict,
     };
-    match decoded {
-        Ok(req) => {
-            let violations = P::validate(req, &settings);
-            core::mem::forget(settings);
+    match request {
+        Ok(request) => {
+            let violations = P::validate(request, &settings);
+            if cfg!(target_arch = "wasm32") {
+                core::mem::forget(settings);
+            }
             Verdict {
                 violations,
                 error: None,

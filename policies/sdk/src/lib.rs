@@ -132,11 +132,7 @@ impl<'a> Request<'a> {
     /// `None` unless the policy's metadata sets `raw_object: true`: the host copies this JSON
     /// only into the instances of policies that read it.
     pub fn raw_object(&self) -> Option<&'a str> {
-        if self.raw_object.is_empty() {
-            return None;
-        }
-        // The host encodes it from a `&str`; checked here, on use, rather than on every call.
-        std::str::from_utf8(self.raw_object).ok()
+        ck8s_policy_api::codec::raw_object_text(self.raw_object)
     }
 }
 
