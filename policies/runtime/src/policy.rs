@@ -32,7 +32,8 @@ impl fmt::Display for PolicySource {
 }
 
 /// A policy ready to evaluate: compiled, linked against an empty import set, exports
-/// checked, metadata read.
+/// checked, metadata read. A clone is the same policy (of the same bundle, if any).
+#[derive(Clone)]
 pub struct LoadedPolicy {
     pub metadata: PolicyMetadata,
     pub source: PolicySource,
@@ -182,15 +183,18 @@ impl LoadedPolicy {
                 export: e.to_string(),
             })
         };
-        let bundle = module.get_export_index(exports::VALIDATE_POLICY);
+        // A bundle exports `ck8s_validate_policy` instead of `ck8s_validate`.
+        let is_bundle = module.get_export_index(exports::VALIDATE_POLICY).is_some();
+        let validate_export = if is_bundle {
+            exports::VALIDATE_POLICY
+        } else {
+            exports::VALIDATE
+        };
         let exports = Exports {
             memory: export(exports::MEMORY)?,
             alloc: export(exports::ALLOC)?,
             metadata: export(exports::METADATA)?,
-            validate: match bundle {
-                Some(validate_policy) => validate_policy,
-                None => export(exports::VALIDATE)?,
-            },
+            validate: export(validate_export)?,
             abi_version: export(exports::ABI_VERSION)?,
         };
         let linker: Linker<StoreState> = Linker::new(runtime.engine());
@@ -239,7 +243,7 @@ impl LoadedPolicy {
             source_name: name.clone(),
             error: policy.classify(&store, e),
         })?;
-        let expected = if bundle.is_some() {
+        let expected = if is_bundle {
             found == ABI_VERSION
         } else {
             found == ABI_VERSION || found == ABI_VERSION_JSON
@@ -273,7 +277,7 @@ impl LoadedPolicy {
             message,
         };
         // A bundle describes its policies as an array, a single policy as one object.
-        let metadata: Vec<PolicyMetadata> = if bundle.is_some() {
+        let metadata: Vec<PolicyMetadata> = if is_bundle {
             serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?
         } else {
             vec![serde_json::from_slice(&bytes).map_err(|e| metadata_error(e.to_string()))?]
@@ -291,28 +295,20 @@ impl LoadedPolicy {
             }
         }
         // Check the exports' signatures once; calls skip the check.
-        let validate_typed = if bundle.is_some() {
-            policy
-                .func::<(i32, i32, i32, i32, i32), i64>(
-                    &mut store,
-                    &instance,
-                    &policy.exports.validate,
-                )
-                .map(drop)
+        let validate = &policy.exports.validate;
+        let typed = if is_bundle {
+            let f = policy.func::<(i32, i32, i32, i32, i32), i64>(&mut store, &instance, validate);
+            f.is_some()
         } else {
-            policy
-                .func::<(i32, i32, i32, i32), i64>(&mut store, &instance, &policy.exports.validate)
-                .map(drop)
+            let f = policy.func::<(i32, i32, i32, i32), i64>(&mut store, &instance, validate);
+            f.is_some()
         };
-        validate_typed.ok_or_else(|| LoadError::Export {
-            source_name: name.clone(),
-            export: if bundle.is_some() {
-                exports::VALIDATE_POLICY
-            } else {
-                exports::VALIDATE
-            }
-            .into(),
-        })?;
+        if !typed {
+            return Err(LoadError::Export {
+                source_name: name,
+                export: validate_export.into(),
+            });
+        }
         policy
             .func::<i32, i32>(&mut store, &instance, &policy.exports.alloc)
             .ok_or_else(|| LoadError::Export {
@@ -320,7 +316,7 @@ impl LoadedPolicy {
                 export: exports::ALLOC.into(),
             })?;
 
-        if bundle.is_none() {
+        if !is_bundle {
             policy.metadata = metadata.into_iter().next().expect("one, checked above");
             return Ok(vec![policy]);
         }
@@ -329,7 +325,7 @@ impl LoadedPolicy {
             .into_iter()
             .enumerate()
             .map(|(index, metadata)| {
-                let mut member = policy.clone_shell();
+                let mut member = policy.clone();
                 // A built-in bundle's members are each `builtin:<name>`.
                 if let PolicySource::Builtin(_) = member.source {
                     member.source = PolicySource::Builtin(metadata.name.clone());
@@ -342,25 +338,6 @@ impl LoadedPolicy {
                 member
             })
             .collect())
-    }
-
-    /// The same module and limits, for another policy of its bundle.
-    fn clone_shell(&self) -> Self {
-        LoadedPolicy {
-            metadata: self.metadata.clone(),
-            source: self.source.clone(),
-            digest: self.digest.clone(),
-            wasm_size: self.wasm_size,
-            engine: self.engine.clone(),
-            pre: self.pre.clone(),
-            exports: self.exports.clone(),
-            deadline_ticks: self.deadline_ticks,
-            abi: self.abi,
-            memory_bytes: self.memory_bytes,
-            deadline: self.deadline,
-            max_output: self.max_output,
-            member: self.member.clone(),
-        }
     }
 
     /// Whether `self` and `other` are policies of the same loaded bundle, which
