@@ -162,15 +162,7 @@ fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
     let native = median(|| {
         assert_eq!(floor.evaluate(std::hint::black_box(subject)), [0, 0, 0]);
     });
-    let set = ck8s_policy_runtime::PolicySet::new(
-        rt.load_builtin()
-            .unwrap()
-            .into_iter()
-            .map(std::sync::Arc::new)
-            .collect(),
-        &ck8s_policy_runtime::SettingsFile::default(),
-    )
-    .unwrap();
+    let set = builtin_set(&rt);
     let wasm = median(|| {
         let d = ck8s_policy_runtime::Decision::from_evaluation(
             &set.evaluate(std::hint::black_box(subject)),
@@ -183,18 +175,24 @@ fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
     );
 }
 
+/// The built-in policies with their default settings, as the webhook runs them.
+fn builtin_set(rt: &Runtime) -> ck8s_policy_runtime::PolicySet {
+    let policies = rt
+        .load_builtin()
+        .unwrap()
+        .into_iter()
+        .map(std::sync::Arc::new);
+    ck8s_policy_runtime::PolicySet::new(
+        policies.collect(),
+        &ck8s_policy_runtime::SettingsFile::default(),
+    )
+    .unwrap()
+}
+
 /// The set of built-ins on the subject, `n` times, and the mean: the loop to `perf record`.
 fn evaluate_in_a_loop(subject: &Subject<'_>, n: u64) {
     let rt = Runtime::new(Limits::default(), None).unwrap();
-    let set = ck8s_policy_runtime::PolicySet::new(
-        rt.load_builtin()
-            .unwrap()
-            .into_iter()
-            .map(std::sync::Arc::new)
-            .collect(),
-        &ck8s_policy_runtime::SettingsFile::default(),
-    )
-    .unwrap();
+    let set = builtin_set(&rt);
     let start = Instant::now();
     for _ in 0..n {
         let d = ck8s_policy_runtime::Decision::from_evaluation(

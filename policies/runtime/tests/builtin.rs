@@ -16,7 +16,12 @@ fn runtime() -> &'static Runtime {
 }
 
 fn set(config: &str) -> PolicySet {
-    let policies = runtime()
+    set_on(runtime(), config)
+}
+
+/// The built-ins on `rt` with the settings file `config`.
+fn set_on(rt: &Runtime, config: &str) -> PolicySet {
+    let policies = rt
         .load_builtin()
         .unwrap()
         .into_iter()
@@ -275,13 +280,7 @@ fn a_small_pool_serves_any_number_of_evaluations_in_a_row() {
         None,
     )
     .unwrap();
-    let policies = rt
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let set = PolicySet::new(policies, &SettingsFile::default()).unwrap();
+    let set = set_on(&rt, "");
     let body = review("CREATE", &bad_deployment(), json!({}));
     for round in 0..50 {
         let (eval, d) = decide(&set, &body);
