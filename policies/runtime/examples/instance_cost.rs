@@ -1,11 +1,14 @@
 //! What a fresh instance costs before a policy does any work, and what in a module makes it
-//! cost more: a function table, a data segment, dirtied pages. Measured on the engine of a
-//! default `Runtime` (pooling, pagemap scan, epoch interruption), so the figures are the
+//! cost more: a function table, a data segment, dirtied pages; and how many pages the
+//! built-in bundle dirties judging the benchmark's 4 KB Deployment. Measured on the engine of
+//! a default `Runtime` (pooling, pagemap scan, epoch interruption), so the figures are the
 //! webhook's.
 //!
 //! `cargo run --release -p ck8s-policy-runtime --example instance_cost`
 
+use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::{Limits, Runtime};
+use serde_json::value::RawValue;
 use std::time::Instant;
 use wasmtime::{Engine, InstancePre, Module, ModuleExport, Store, TypedFunc, WasmParams};
 
@@ -112,6 +115,10 @@ fn main() {
             .iter()
             .map(|(name, wasm)| (format!("built-in {name}"), wasm.to_vec())),
     );
+    modules.push((
+        "built-in bundle (all three)".into(),
+        ck8s_builtin_policies::BUNDLE.to_vec(),
+    ));
     println!(
         "{:<32} {:>14} {:>14}",
         "module", "inst+drop µs", "+1 call µs"
@@ -142,4 +149,71 @@ fn main() {
         let us = touch.called::<i32, ()>("touch", pages);
         println!("instance writing {pages:>2} pages (4 KiB): {us:.2} µs");
     }
+    bundle_dirty_pages(&runtime);
+}
+
+/// The 4 KiB pages of the built-in bundle's memory that judging the 4 KB Deployment changes
+/// (the input, the decoded view, the settings, the stack), against a fresh instance: the
+/// pages the pool must find and restore when the instance goes.
+fn bundle_dirty_pages(runtime: &Runtime) {
+    let subject = Subject::new(runtime.engine(), ck8s_builtin_policies::BUNDLE);
+    let raw = RawValue::from_string(include_str!("../benches/deployment-4k.json").into()).unwrap();
+    let request = ck8s_policy_runtime::Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let input = request.input().unwrap().to_vec(false);
+    let settings: Vec<Vec<u8>> = runtime
+        .load_builtin()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::to_vec(&p.metadata.default_settings()).unwrap())
+        .collect();
+
+    let memory_of = |store: &mut Store<()>, instance: &wasmtime::Instance| {
+        instance.get_memory(&mut *store, "memory").unwrap()
+    };
+    let mut fresh_store = subject.store();
+    let fresh = subject.pre.instantiate(&mut fresh_store).unwrap();
+    let before = memory_of(&mut fresh_store, &fresh)
+        .data(&fresh_store)
+        .to_vec();
+
+    let mut store = subject.store();
+    let instance = subject.pre.instantiate(&mut store).unwrap();
+    let alloc = instance
+        .get_typed_func::<i32, i32>(&mut store, "ck8s_alloc")
+        .unwrap();
+    let validate = instance
+        .get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut store, "ck8s_validate_policy")
+        .unwrap();
+    let total = input.len() + settings.iter().map(Vec::len).sum::<usize>();
+    let ptr = alloc.call(&mut store, total as i32).unwrap() as usize;
+    let memory = memory_of(&mut store, &instance);
+    let mut at = ptr;
+    for part in std::iter::once(&input).chain(&settings) {
+        memory.write(&mut store, at, part).unwrap();
+        at += part.len();
+    }
+    let mut settings_at = ptr + input.len();
+    for (index, s) in settings.iter().enumerate() {
+        let args = (
+            index as i32,
+            ptr as i32,
+            input.len() as i32,
+            settings_at as i32,
+            s.len() as i32,
+        );
+        let (_, out_len) = ck8s_policy_api::unpack(validate.call(&mut store, args).unwrap());
+        assert_eq!(out_len, 0, "the benchmark Deployment is allowed");
+        settings_at += s.len();
+    }
+    let after = memory.data(&store);
+    let dirty: Vec<usize> = (before.chunks(4096).zip(after.chunks(4096)))
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(page, _)| page)
+        .collect();
+    println!(
+        "built-in bundle judging the 4 KB Deployment changes {} of {} pages (4 KiB): {dirty:?}",
+        dirty.len(),
+        after.len() / 4096
+    );
 }
