@@ -162,7 +162,7 @@ fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
     let native = median(|| {
         assert_eq!(floor.evaluate(std::hint::black_box(subject)), [0, 0, 0]);
     });
-    let set = builtin_set(&rt);
+    let set = builtin_set(rt);
     let wasm = median(|| {
         let d = ck8s_policy_runtime::Decision::from_evaluation(
             &set.evaluate(std::hint::black_box(subject)),
