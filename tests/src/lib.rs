@@ -1,11 +1,47 @@
-//! Test support shared across ck8s: the in-process Kubernetes API server ([`apiserver`]) that
-//! the plugin's integration tests and the kubectl fidelity tests run against, and the
-//! in-process webhook harness ([`webhook`]) of the admission and reliability tests.
-//!
-//! Not a cluster: it stores and serves fixture objects faithfully over the REST paths, and
-//! reconciles nothing.
+//! Test support shared across ck8s:
+//! - [`cluster`]: a real control plane (etcd, kube-apiserver, kube-controller-manager,
+//!   kube-scheduler, kwok nodes) on loopback, for everything that is about cluster behaviour;
+//! - [`apiserver`]: the in-process stand-in API server, kept for fast tests and for faults a
+//!   real server cannot be made to produce; it stores and serves fixture objects over the REST
+//!   paths and reconciles nothing;
+//! - [`webhook`]: ck8s-admission started in-process over real TLS.
 
 pub mod apiserver;
+pub mod cluster;
 pub mod webhook;
 
 pub use apiserver::TestApiServer;
+
+/// A binary of the workspace (`ck8s-admission`, `kubectl-ck8s`), built fresh in the target
+/// directory this test runs from (a no-op when `cargo test --workspace` already built it).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    use std::sync::Mutex;
+    static BUILT: Mutex<()> = Mutex::new(());
+    let _g = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    // <target>/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test binaries live in <target>/<profile>/deps");
+    let path = profile_dir.join(name);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let package = match name {
+        "ck8s-admission" => "ck8s-admission",
+        "kubectl-ck8s" => "kubectl-ck8s",
+        other => panic!("{other} is not a workspace binary"),
+    };
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", package, "--bin", name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        cmd.arg("--release");
+    }
+    if let Some(target) = profile_dir.parent() {
+        cmd.arg("--target-dir").arg(target);
+    }
+    let status = cmd.status().expect("run cargo build");
+    assert!(status.success(), "cargo build -p {package} failed");
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}

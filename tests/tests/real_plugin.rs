@@ -1,0 +1,389 @@
+//! `kubectl ck8s` against a real control plane (tests/src/cluster.rs): codex-k8s fixture
+//! clusters applied with kubectl, Deployments rolled out by the real controllers into pods that
+//! run on kwok's nodes, logs from files and port-forwards to local listeners through the API
+//! server, and the roles of deploy/rbac/ enforced by the real authorizer.
+//!
+//! Each test applies its fixture into a production namespace of its own (`-n`), so tests run
+//! side by side on the one control plane of this binary.
+
+use ck8s_tests::cluster::{ControlPlane, free_port};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const DOMAIN: &str = "platform.codex-k8s.dev";
+
+/// The legacy-labels fixture has a cluster-scoped Namespace with legacy keys (codex-k8s-run-17):
+/// the tests that find and fix it run one at a time.
+static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The app behind the port-forwards: 200 on the health endpoints, 401 on the GitHub webhook
+/// path (oauth2-proxy lets it through to the app, which rejects the bad signature).
+fn app() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                // one request per connection is all the probes need; answer and close
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let path = req.split_whitespace().nth(1).unwrap_or("");
+                let resp = match path {
+                    "/healthz" | "/readyz" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    "/metrics" => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    "/api/v1/webhooks/github" => {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    }
+                    _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                };
+                let _ = s.write_all(resp.as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+/// A fixture applied into a fresh production namespace, its pods' ports forwarded to [`app`].
+fn fixture(cp: &ControlPlane, name: &str) -> String {
+    let ns = cp.namespace(&format!("prod-{name}")).unwrap();
+    // The ports smoke probes: codex-k8s's 8080, oauth2-proxy's 4180.
+    let target = app();
+    for (deployment, port) in [("codex-k8s", 8080), ("oauth2-proxy", 4180)] {
+        cp.serve_port(
+            &format!("{ns}-{deployment}"),
+            &ns,
+            &[("app.kubernetes.io/name", deployment)],
+            port,
+            target,
+        )
+        .unwrap();
+    }
+    cp.apply_fixture(name, &ns)
+        .unwrap_or_else(|e| panic!("fixture {name}: {e:#}\n{}", cp.log_tail("kube-controller-manager")));
+    ns
+}
+
+fn ck8s_as(cp: &ControlPlane, user: &str, ns: &str, args: &[&str]) -> Output {
+    Command::new(ck8s_tests::workspace_binary("kubectl-ck8s"))
+        .arg(format!("--kubeconfig={}", cp.write_kubeconfig(user).unwrap().display()))
+        .args(["-n", ns, "--domain", DOMAIN, "--request-timeout", "20s"])
+        .args(args)
+        .env_remove("CODEXK8S_PRODUCTION_NAMESPACE")
+        .env_remove("CODEXK8S_PRODUCTION_DOMAIN")
+        .env_remove("CK8S_PROBE_DIRECT")
+        .output()
+        .expect("run kubectl-ck8s")
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
+}
+
+#[test]
+fn smoke_passes_on_a_healthy_cluster_with_probes_through_port_forward() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    // The migrate Jobs' pods complete on kwok; smoke judges the newest one.
+    cp.kubectl_output(&["-n", &ns, "wait", "--for=condition=Complete", "job", "--all", "--timeout=120s"])
+        .unwrap();
+    let out = ck8s_as(cp, "admin", &ns, &["smoke", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "smoke on a healthy cluster: {report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [
+        "pods.ready",
+        "rollout.control-plane",
+        "rollout.api-gateway",
+        "rollout.worker",
+        "rollout.oauth2-proxy",
+        "migrate.latest",
+        "health.healthz",
+        "health.readyz",
+        "health.metrics",
+        "webhook.unauthorized",
+        "tls.production",
+        "gc.cronjob",
+    ] {
+        assert_eq!(check(&report, id)["status"], "pass", "{id}: {report:#}");
+    }
+}
+
+#[test]
+fn smoke_fails_when_the_app_behind_port_forward_is_down() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    // Point codex-k8s's port at a listener that is gone: the probes fail, smoke exits 1.
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
+    cp.serve_port(
+        &format!("{ns}-codex-k8s"),
+        &ns,
+        &[("app.kubernetes.io/name", "codex-k8s")],
+        8080,
+        dead,
+    )
+    .unwrap();
+    let report = loop_until_probe(cp, &ns, "fail");
+    assert_eq!(check(&report, "health.healthz")["status"], "fail", "{report:#}");
+}
+
+/// Runs smoke until `health.healthz` has `status` (kwok picks a changed forward up within
+/// seconds), returning that report; fails after a minute.
+fn loop_until_probe(cp: &ControlPlane, ns: &str, status: &str) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let out = ck8s_as(cp, "admin", ns, &["smoke", "--only", "health", "-o", "json"]);
+        let report = json(&out);
+        if check(&report, "health.healthz")["status"] == status {
+            assert_eq!(out.status.code(), Some(if status == "fail" { 1 } else { 0 }));
+            return report;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "health.healthz never became {status}: {report:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn runs_and_runs_env_on_real_run_namespaces() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    let out = ck8s_as(cp, "admin", &ns, &["runs", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(check(&report, "runs.codex-k8s-run-42")["status"], "pass", "{report:#}");
+    let out = ck8s_as(cp, "admin", &ns, &["runs", "env", "-o", "json"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!text.contains("sk-live-SECRET-VALUE-0004"), "a secret value was printed");
+    let report = json(&out);
+    let env = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"].as_str().unwrap_or("").starts_with("runs.env.codex-k8s-run-42."))
+        .unwrap_or_else(|| panic!("no runs.env check for the run pod: {report:#}"));
+    assert_eq!(env["status"], "pass", "{report:#}");
+}
+
+#[test]
+fn gc_run_creates_the_job_kubectl_create_job_from_would() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    // What the runbook's command makes, on the same API server (protobuf and all).
+    let expected: Value = serde_json::from_str(
+        &cp.kubectl_output(&[
+            "-n",
+            &ns,
+            "create",
+            "job",
+            "--from=cronjob/codex-k8s-registry-gc",
+            "codex-k8s-registry-gc-expected",
+            "--dry-run=server",
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let out = ck8s_as(cp, "admin", &ns, &["gc", "run", "--wait", "--timeout", "120s", "-o", "json"]);
+    let report = json(&out);
+    let jobs: Value = serde_json::from_str(
+        &cp.kubectl_output(&["-n", &ns, "get", "jobs", "-o", "json"]).unwrap(),
+    )
+    .unwrap();
+    let job = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| {
+            j["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("codex-k8s-registry-gc-manual-")
+        })
+        .unwrap_or_else(|| panic!("gc run made no Job: {report:#}"));
+    // Field by field, what the API server stored against what kubectl's would be.
+    assert_eq!(job["metadata"]["labels"], expected["metadata"]["labels"]);
+    assert_eq!(
+        job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
+        "manual"
+    );
+    for key in expected["metadata"]["annotations"].as_object().unwrap().keys() {
+        assert_eq!(
+            job["metadata"]["annotations"][key], expected["metadata"]["annotations"][key],
+            "annotation {key}"
+        );
+    }
+    let owner = |j: &Value| {
+        let o = &j["metadata"]["ownerReferences"][0];
+        (o["kind"].clone(), o["name"].clone(), o["controller"].clone(), o["uid"].clone())
+    };
+    assert_eq!(owner(job), owner(&expected), "owned by the CronJob as kubectl sets it");
+    let mut spec = job["spec"].clone();
+    let mut want = expected["spec"].clone();
+    // Generated per Job: the selector's and the template's controller-uid / job-name labels.
+    for s in [&mut spec, &mut want] {
+        let o = s.as_object_mut().unwrap();
+        o.remove("selector");
+        o["template"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("labels");
+    }
+    assert_eq!(spec, want, "the Job's spec equals kubectl create job --from's");
+    // The Job ran to completion on kwok, and the flow waited for it.
+    assert_eq!(
+        check(&report, "gc.run")["status"].as_str().map(|s| s != "fail"),
+        Some(true),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn labels_finds_and_fixes_legacy_keys_on_a_real_api_server() {
+    let _g = LEGACY.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "legacy-labels");
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "--fix"]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(0), "after --fix: {}", String::from_utf8_lossy(&out.stdout));
+    let namespaces = cp.kubectl_output(&["get", "namespaces", "-o", "json"]).unwrap();
+    assert!(!namespaces.contains("\"codexk8s.io/"), "a legacy key is left");
+}
+
+// ---------------------------------------------------------------------------------------
+// RBAC: the roles of deploy/rbac/, bound to token users, enforced by the real authorizer
+// ---------------------------------------------------------------------------------------
+
+/// Binds ClusterRole `role` to `user`, cluster-wide or (with `namespace`) in one namespace.
+fn bind(cp: &ControlPlane, role: &str, user: &str, namespace: Option<&str>) {
+    let out = match namespace {
+        None => cp.kubectl_output(&[
+            "create",
+            "clusterrolebinding",
+            &format!("{user}-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ]),
+        Some(ns) => cp.kubectl_output(&[
+            "-n",
+            ns,
+            "create",
+            "rolebinding",
+            &format!("{user}-{role}"),
+            &format!("--clusterrole={role}"),
+            &format!("--user={user}"),
+        ]),
+    };
+    if let Err(e) = out
+        && !e.to_string().contains("AlreadyExists")
+    {
+        panic!("{e:#}");
+    }
+}
+
+fn install_rbac(cp: &ControlPlane) {
+    let dir = repo().join("deploy/rbac");
+    cp.kubectl_output(&["apply", "--server-side", "-k", dir.to_str().unwrap()])
+        .unwrap();
+}
+
+#[test]
+fn reader_role_runs_the_read_only_flows_and_nothing_else() {
+    let cp = ControlPlane::shared();
+    install_rbac(cp);
+    let ns = fixture(cp, "healthy");
+    bind(cp, "ck8s-reader", "user-reader", None);
+    // Reading flows pass as the reader...
+    // (`labels` reads cluster-wide; the legacy-labels tests may have a violation planted.)
+    for args in [&["runs"][..], &["gc", "status"]] {
+        let out = ck8s_as(cp, "user-reader", &ns, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?} as ck8s-reader: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // ...and writing ones are refused by the authorizer with the verb and resource named.
+    let out = ck8s_as(cp, "user-reader", &ns, &["gc", "run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "gc run as reader: {stderr}");
+    assert!(stderr.contains("forbidden"), "{stderr}");
+    assert!(stderr.contains("create") && stderr.contains("jobs"), "names verb and resource: {stderr}");
+}
+
+#[test]
+fn a_user_without_a_binding_exits_2_naming_verb_and_resource() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    for args in [&["runs"][..], &["gc", "status"], &["smoke"]] {
+        let out = ck8s_as(cp, "user-nobody", &ns, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} as nobody: {stderr}");
+        assert!(stderr.contains("forbidden"), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("list") || stderr.contains("get"),
+            "{args:?}: names the verb: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn operator_role_runs_gc_run_and_labels_fix() {
+    let _g = LEGACY.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    install_rbac(cp);
+    let ns = fixture(cp, "legacy-labels");
+    bind(cp, "ck8s-reader", "user-operator", None);
+    bind(cp, "ck8s-operator", "user-operator", None);
+    let out = ck8s_as(cp, "user-operator", &ns, &["gc", "run", "--wait", "--timeout", "120s"]);
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "gc run as operator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = ck8s_as(cp, "user-operator", &ns, &["labels", "--fix"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "labels --fix as operator: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
