@@ -471,15 +471,17 @@ impl ControlPlane {
             .collect())
     }
 
-    /// Serves `lines` as the log of `container` in the pods of `namespace` whose labels match
-    /// `selector` (kwok `ClusterLogs`), and `previous` as their previous container's log.
+    /// Serves `lines` as the log of `container` in the pods of `namespace` (all of them, or
+    /// those named in `pods`) by a kwok `ClusterLogs`, and `previous` as their previous
+    /// container's log. kwok selects pods by namespace and name only, so container names tell
+    /// the Deployments of a namespace apart.
     /// Lines are `(RFC 3339 time, text)`; they are written in the CRI log format kwok reads.
     /// kwok picks a new object up within seconds: use [`ControlPlane::wait_logs`].
     pub fn serve_logs(
         &self,
         name: &str,
         namespace: &str,
-        selector: &[(&str, &str)],
+        pods: &[&str],
         container: &str,
         lines: &[(String, String)],
         previous: Option<&[(String, String)]>,
@@ -503,15 +505,11 @@ impl ControlPlane {
             std::fs::write(&file, cri(previous))?;
             spec["previousLogsFile"] = file.display().to_string().into();
         }
-        let labels: serde_json::Map<String, serde_json::Value> = selector
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect();
         let object = serde_json::json!({
             "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterLogs",
             "metadata": { "name": name },
             "spec": {
-                "selector": { "matchNamespaces": [namespace], "matchLabels": labels },
+                "selector": selector(namespace, pods),
                 "logs": [spec],
             }
         });
@@ -519,26 +517,22 @@ impl ControlPlane {
         Ok(())
     }
 
-    /// Forwards port `port` of the pods of `namespace` matching `selector` to the local
-    /// listener `target` (kwok `ClusterPortForward`): what `kubectl port-forward` and kube's
-    /// port-forward reach through the API server.
+    /// Forwards port `port` of the pods of `namespace` (all, or those named in `pods`) to the
+    /// local listener `target` (kwok `ClusterPortForward`): what `kubectl port-forward` and
+    /// kube's port-forward reach through the API server.
     pub fn serve_port(
         &self,
         name: &str,
         namespace: &str,
-        selector: &[(&str, &str)],
+        pods: &[&str],
         port: u16,
         target: std::net::SocketAddr,
     ) -> anyhow::Result<()> {
-        let labels: serde_json::Map<String, serde_json::Value> = selector
-            .iter()
-            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
-            .collect();
         let object = serde_json::json!({
             "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward",
             "metadata": { "name": name },
             "spec": {
-                "selector": { "matchNamespaces": [namespace], "matchLabels": labels },
+                "selector": selector(namespace, pods),
                 "forwards": [{ "ports": [port], "target": { "address": target.ip().to_string(), "port": target.port() } }],
             }
         });
@@ -560,6 +554,15 @@ impl ControlPlane {
     pub fn log_tail(&self, component: &str) -> String {
         tail(&self.dir.join(format!("{component}.log")))
     }
+}
+
+/// kwok's `ObjectSelector`: a namespace, and pod names when given.
+fn selector(namespace: &str, pods: &[&str]) -> serde_json::Value {
+    let mut s = serde_json::json!({ "matchNamespaces": [namespace] });
+    if !pods.is_empty() {
+        s["matchNames"] = pods.into();
+    }
+    s
 }
 
 /// A Node that kwok manages: Ready, with room for many pods, its kubelet endpoint at kwok.
@@ -864,7 +867,7 @@ impl ControlPlane {
             self.serve_logs(
                 &format!("{ns}-{deployment}"),
                 ns,
-                &[("app.kubernetes.io/name", deployment)],
+                &[],
                 &container,
                 &lines,
                 None,

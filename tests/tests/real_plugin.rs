@@ -15,8 +15,10 @@ use std::process::{Command, Output};
 
 const DOMAIN: &str = "platform.codex-k8s.dev";
 
-/// The legacy-labels fixture has a cluster-scoped Namespace with legacy keys (codex-k8s-run-17):
-/// the tests that find and fix it run one at a time.
+/// The legacy-labels fixture has a cluster-scoped Namespace with legacy keys (codex-k8s-run-17),
+/// a run namespace once `labels --fix` has rewritten them: the tests that plant and fix it, and
+/// those that judge every run namespace, run one at a time; the former delete it when done.
+
 static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repo() -> PathBuf {
@@ -61,7 +63,7 @@ fn fixture(cp: &ControlPlane, name: &str) -> String {
         cp.serve_port(
             &format!("{ns}-{deployment}"),
             &ns,
-            &[("app.kubernetes.io/name", deployment)],
+            &[],
             port,
             target,
         )
@@ -145,7 +147,7 @@ fn smoke_fails_when_the_app_behind_port_forward_is_down() {
     cp.serve_port(
         &format!("{ns}-codex-k8s"),
         &ns,
-        &[("app.kubernetes.io/name", "codex-k8s")],
+        &[],
         8080,
         dead,
     )
@@ -175,6 +177,7 @@ fn loop_until_probe(cp: &ControlPlane, ns: &str, status: &str) -> Value {
 
 #[test]
 fn runs_and_runs_env_on_real_run_namespaces() {
+    let _g = LEGACY.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "healthy");
     let out = ck8s_as(cp, "admin", &ns, &["runs", "-o", "json"]);
@@ -250,14 +253,14 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
     assert_eq!(owner(job), owner(&expected), "owned by the CronJob as kubectl sets it");
     let mut spec = job["spec"].clone();
     let mut want = expected["spec"].clone();
-    // Generated per Job: the selector's and the template's controller-uid / job-name labels.
+    // Generated per Job: the selector's and the template's controller-uid / job-name labels;
+    // kubectl's client-side object also says `creationTimestamp: null`, which stores as absent.
     for s in [&mut spec, &mut want] {
         let o = s.as_object_mut().unwrap();
         o.remove("selector");
-        o["template"]["metadata"]
-            .as_object_mut()
-            .unwrap()
-            .remove("labels");
+        let meta = o["template"]["metadata"].as_object_mut().unwrap();
+        meta.remove("labels");
+        meta.retain(|_, v| !v.is_null());
     }
     assert_eq!(spec, want, "the Job's spec equals kubectl create job --from's");
     // The Job ran to completion on kwok, and the flow waited for it.
@@ -281,6 +284,12 @@ fn labels_finds_and_fixes_legacy_keys_on_a_real_api_server() {
     assert_eq!(out.status.code(), Some(0), "after --fix: {}", String::from_utf8_lossy(&out.stdout));
     let namespaces = cp.kubectl_output(&["get", "namespaces", "-o", "json"]).unwrap();
     assert!(!namespaces.contains("\"codexk8s.io/"), "a legacy key is left");
+    remove_legacy_run_namespace(cp);
+}
+
+fn remove_legacy_run_namespace(cp: &ControlPlane) {
+    cp.kubectl_output(&["delete", "namespace", "codex-k8s-run-17", "--ignore-not-found", "--wait=true"])
+        .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -315,6 +324,9 @@ fn bind(cp: &ControlPlane, role: &str, user: &str, namespace: Option<&str>) {
 }
 
 fn install_rbac(cp: &ControlPlane) {
+    // Its Roles live in the platform's namespaces, which a codex-k8s cluster has.
+    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n")
+        .unwrap();
     let dir = repo().join("deploy/rbac");
     cp.kubectl_output(&["apply", "--server-side", "-k", dir.to_str().unwrap()])
         .unwrap();
@@ -322,6 +334,7 @@ fn install_rbac(cp: &ControlPlane) {
 
 #[test]
 fn reader_role_runs_the_read_only_flows_and_nothing_else() {
+    let _g = LEGACY.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     install_rbac(cp);
     let ns = fixture(cp, "healthy");
@@ -386,4 +399,5 @@ fn operator_role_runs_gc_run_and_labels_fix() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    remove_legacy_run_namespace(cp);
 }
