@@ -14,6 +14,7 @@
 pub mod admission;
 mod config;
 mod decision;
+mod artifacts;
 mod engine;
 mod error;
 pub mod kinds;
