@@ -129,7 +129,9 @@ impl Budget {
             let mut buf = BytesMut::with_capacity(len);
             while let Some(frame) = next_data(&mut body, deadline).await? {
                 if buf.len() + frame.len() > len {
-                    return Err(BodyError::Broken("body longer than its Content-Length".into()));
+                    return Err(BodyError::Broken(
+                        "body longer than its Content-Length".into(),
+                    ));
                 }
                 buf.extend_from_slice(&frame);
             }

@@ -345,7 +345,10 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
         Ok(read) => read,
         Err(BodyError::TooLarge) => {
             count("too_large");
-            return closing((StatusCode::PAYLOAD_TOO_LARGE, "request body over --max-body-bytes\n"));
+            return closing((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over --max-body-bytes\n",
+            ));
         }
         Err(BodyError::TooSlow) => {
             count("too_slow");
@@ -358,7 +361,10 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
         }
         Err(BodyError::Broken(e)) => {
             count("bad_request");
-            return closing((StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}\n")));
+            return closing((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            ));
         }
     };
     let permit = match tokio::time::timeout_at(queue_until, st.permits.acquire()).await {
@@ -422,8 +428,10 @@ fn overloaded(body_prefix: &[u8]) -> Response {
 /// `response` with `Connection: close`.
 fn closing(response: impl IntoResponse) -> Response {
     let mut r = response.into_response();
-    r.headers_mut()
-        .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
     r
 }
 
@@ -486,13 +494,14 @@ impl Reloader {
             }
         }
         if let Some(path) = &self.client_ca
-            && let Some(fp) = crate::tls::fingerprint(&[path])
-                .filter(|fp| Some(fp) != self.client_ca_fp.as_ref())
+            && let Some(fp) =
+                crate::tls::fingerprint(&[path]).filter(|fp| Some(fp) != self.client_ca_fp.as_ref())
         {
             self.client_ca_fp = Some(fp);
-            let config = crate::tls::client_verifier(path).and_then(|v: Arc<dyn ClientCertVerifier>| {
-                crate::tls::server_config(self.certs.clone(), Some(v))
-            });
+            let config =
+                crate::tls::client_verifier(path).and_then(|v: Arc<dyn ClientCertVerifier>| {
+                    crate::tls::server_config(self.certs.clone(), Some(v))
+                });
             match config {
                 Ok(config) => {
                     self.tls.store(Arc::new(config));

@@ -4,6 +4,7 @@
 //! limit; every review is answered right or "overloaded" with its own uid; SIGTERM while
 //! reviews are in flight still answers them and exits 0.
 //!
+//! 200 idle keep-alive connections stay open all along, as a busy API server's pool would.
 //! Loopback only; every request loop is bounded in count and in time.
 
 use std::io::Read;
@@ -15,7 +16,11 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls;
 
-const BIN: &str = env!("CARGO_BIN_EXE_ck8s-admission");
+/// The binary under test; `CK8S_ADMISSION_BIN` measures another build (e.g. the release one).
+fn bin() -> String {
+    std::env::var("CK8S_ADMISSION_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ck8s-admission").to_string())
+}
 
 /// `resources.limits.memory` of deploy/base/deployment.yaml.
 const DEPLOYMENT_MEMORY_LIMIT_MIB: u64 = 128;
@@ -47,12 +52,21 @@ impl Server {
         std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
         std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
         let (https, metrics) = (free_port(), free_port());
-        let child = Command::new(BIN)
+        let child = Command::new(bin())
             .arg(format!("--listen=127.0.0.1:{https}"))
             .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))
-            .arg(format!("--tls-cert={}", dir.path().join("tls.crt").display()))
-            .arg(format!("--tls-key={}", dir.path().join("tls.key").display()))
-            .arg(format!("--cache-dir={}", dir.path().join("cache").display()))
+            .arg(format!(
+                "--tls-cert={}",
+                dir.path().join("tls.crt").display()
+            ))
+            .arg(format!(
+                "--tls-key={}",
+                dir.path().join("tls.key").display()
+            ))
+            .arg(format!(
+                "--cache-dir={}",
+                dir.path().join("cache").display()
+            ))
             .arg("--log-format=json")
             .args(extra)
             .stderr(Stdio::piped())
@@ -76,7 +90,10 @@ impl Server {
         };
         let start = Instant::now();
         while !server.ready() {
-            assert!(start.elapsed() < Duration::from_secs(60), "never became ready");
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never became ready"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         server
@@ -87,7 +104,10 @@ impl Server {
             return String::new();
         };
         use std::io::Write;
-        let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let _ = write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
         resp
@@ -132,7 +152,9 @@ fn big_review(build_ref: &str) -> (Vec<u8>, Vec<u8>) {
     let object = format!(
         r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big","namespace":"codex-k8s-prod"}},"data":{{"CODEXK8S_BUILD_REF":"{build_ref}","blob":"{filler}"}}}}"#
     );
-    let head = br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""#.to_vec();
+    let head =
+        br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""#
+            .to_vec();
     let tail = format!(
         r#"","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"namespace":"codex-k8s-prod","name":"big","operation":"UPDATE","userInfo":{{"username":"sre@codex-k8s.dev"}},"object":{object},"oldObject":{object},"dryRun":false}}}}"#
     );
@@ -208,7 +230,12 @@ async fn send(
                 return Answer::Other(format!("wrong uid: {resp:.300}"));
             }
             if r["status"]["code"] == 429 {
-                assert!(r["status"]["message"].as_str().unwrap().contains("overloaded"));
+                assert!(
+                    r["status"]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("overloaded")
+                );
                 return Answer::Overloaded;
             }
             Answer::Judged(r["allowed"].as_bool().unwrap())
@@ -221,12 +248,21 @@ async fn send(
 
 /// Sends `n` reviews at once, alternately allowed and denied by build-ref; returns how
 /// many were judged right, overloaded, too slow. Any other answer fails the test.
-async fn burst(server: &Server, n: usize, hold: Option<Duration>, wave: &str) -> (usize, usize, usize) {
+async fn burst(
+    server: &Server,
+    n: usize,
+    hold: Option<Duration>,
+    wave: &str,
+) -> (usize, usize, usize) {
     let good = Arc::new(big_review("main"));
     let bad = Arc::new(big_review("-b feature/x"));
     let tasks: Vec<_> = (0..n)
         .map(|i| {
-            let review = if i % 2 == 0 { good.clone() } else { bad.clone() };
+            let review = if i % 2 == 0 {
+                good.clone()
+            } else {
+                bad.clone()
+            };
             let uid = format!("{wave}-{i}");
             tokio::spawn(send(server.https, server.tls.clone(), review, uid, hold))
         })
@@ -248,8 +284,47 @@ async fn burst(server: &Server, n: usize, hold: Option<Duration>, wave: &str) ->
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_burst_of_large_reviews_stays_within_the_memory_limit() {
-    let mut server = Server::start(&[]);
+    // Other budgets or limits to measure with: CK8S_BURST_ARGS="--max-inflight-bytes=48000000"
+    let extra = std::env::var("CK8S_BURST_ARGS").unwrap_or_default();
+    let mut server = Server::start(&extra.split_whitespace().collect::<Vec<_>>());
     const N: usize = 40;
+    const IDLE: usize = 200;
+
+    // Keep-alive connections left idle after one small review each, open all along.
+    let (_, rss_before) = server.memory_kib();
+    let mut idle = Vec::new();
+    for i in 0..IDLE {
+        let tcp = TcpStream::connect(("127.0.0.1", server.https))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut s = server.tls.connect(name, tcp).await.unwrap();
+        let body = format!(
+            r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{{"uid":"idle-{i}","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"operation":"CREATE","userInfo":{{"username":"u"}},"object":{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"c"}},"data":{{"CODEXK8S_BUILD_REF":"main"}}}}}}}}"#
+        );
+        s.write_all(
+            format!(
+                "POST /validate HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains(&format!("idle-{i}")) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "idle-{i}: closed before its answer");
+            got.extend_from_slice(&buf[..n]);
+        }
+        idle.push(s);
+    }
+    let (_, rss_idle) = server.memory_kib();
+    assert_eq!(
+        server.sample("ck8s_admission_open_connections"),
+        IDLE as u64
+    );
 
     // Sent at full speed.
     let fast = burst(&server, N, None, "fast").await;
@@ -258,6 +333,12 @@ async fn a_burst_of_large_reviews_stays_within_the_memory_limit() {
     let held = burst(&server, N, Some(Duration::from_millis(1500)), "held").await;
     let (peak, rss) = server.memory_kib();
     let budget_waits = server.sample("ck8s_admission_body_budget_waits_total");
+    println!(
+        "{IDLE} idle connections: VmRSS {:.1} -> {:.1} MiB ({:.0} KiB each)",
+        rss_before as f64 / 1024.0,
+        rss_idle as f64 / 1024.0,
+        rss_idle.saturating_sub(rss_before) as f64 / IDLE as f64
+    );
     println!(
         "{N} x {:.1} MiB reviews: fast {fast:?}, held {held:?} (right, overloaded, too slow); \
          VmHWM {:.1} MiB after the fast wave, {:.1} MiB after both, VmRSS now {:.1} MiB; {budget_waits} budget waits",
@@ -275,6 +356,7 @@ async fn a_burst_of_large_reviews_stays_within_the_memory_limit() {
     assert!(fast.0 > 0 && held.0 > 0, "fast {fast:?}, held {held:?}");
     assert!(budget_waits > 0);
     assert_eq!(fast.0 + fast.1 + fast.2, N);
+    drop(idle);
 
     // SIGTERM while held reviews are in flight: those being read are still answered.
     let good = Arc::new(big_review("main"));
@@ -296,14 +378,21 @@ async fn a_burst_of_large_reviews_stays_within_the_memory_limit() {
         .unwrap();
     assert!(killed.success());
     for t in in_flight {
-        assert_eq!(t.await.unwrap(), Answer::Judged(true), "answered while draining");
+        assert_eq!(
+            t.await.unwrap(),
+            Answer::Judged(true),
+            "answered while draining"
+        );
     }
     let start = Instant::now();
     let code = loop {
         if let Some(code) = server.child.try_wait().unwrap() {
             break code;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no exit after SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(code.success(), "{code:?}");

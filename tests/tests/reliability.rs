@@ -620,7 +620,9 @@ fn post_head(len: usize) -> String {
 }
 
 /// Reads one HTTP/1.1 response with a Content-Length: (status, body).
-async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::Result<(u16, String)> {
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<(u16, String)> {
     use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
@@ -636,7 +638,8 @@ async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> std::io::R
         .lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().unwrap())
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
         })
         .unwrap_or(0);
     let mut body = vec![0u8; len];
@@ -658,7 +661,10 @@ async fn review_on(s: &mut Tls, uid: &str) {
 }
 
 /// How long until the server closes `s` (EOF or reset), reading at most `limit`.
-async fn until_closed<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> Option<Duration> {
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
     use tokio::io::AsyncReadExt;
     let start = Instant::now();
     let mut buf = [0u8; 1024];
@@ -699,9 +705,10 @@ async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
                 let s = w.raw().await.unwrap();
                 let (mut rd, mut wr) = tokio::io::split(s);
                 let start = Instant::now();
-                let closed = tokio::spawn(async move {
-                    until_closed(&mut rd, Duration::from_secs(15)).await
-                });
+                let closed =
+                    tokio::spawn(
+                        async move { until_closed(&mut rd, Duration::from_secs(15)).await },
+                    );
                 let head = format!("{}X-Padding: {}", post_head(100), "a".repeat(100));
                 for b in head.bytes().take(100) {
                     if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
@@ -739,7 +746,10 @@ async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
     assert_eq!(w.metric(&timeouts("header")).await, 0);
 
     for t in slow {
-        let closed = t.await.unwrap().expect("the server closed the slow connection");
+        let closed = t
+            .await
+            .unwrap()
+            .expect("the server closed the slow connection");
         // generous upper bound: the point is that it is cut, not how precisely
         assert!(
             closed >= HEADER_TIMEOUT - Duration::from_millis(200)
@@ -749,7 +759,10 @@ async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
     }
     let m = w.metrics_text().await;
     assert_eq!(sample(&m, &timeouts("header")), SLOW as u64, "{m}");
-    eventually("slow connections are gone", async || w.metric(OPEN).await <= 1).await;
+    eventually("slow connections are gone", async || {
+        w.metric(OPEN).await <= 1
+    })
+    .await;
     drop(client);
     match Arc::try_unwrap(w) {
         Ok(w) => w.shutdown().await,
@@ -775,7 +788,10 @@ async fn the_connection_cap_holds_and_idle_connections_go_first() {
     // A new client at the cap: an idle connection is closed to make room for it.
     let mut fresh = w.raw().await.unwrap();
     review_on(&mut fresh, "fresh").await;
-    assert_eq!(w.metric("ck8s_admission_connections_evicted_total").await, 1);
+    assert_eq!(
+        w.metric("ck8s_admission_connections_evicted_total").await,
+        1
+    );
     assert_eq!(w.metric(OPEN).await, CAP);
     let mut closed = 0;
     for s in &mut idle {
@@ -842,7 +858,10 @@ async fn every_connection_timeout_is_enforced_and_counted_by_reason() {
 
     // handshake: TCP, then nothing
     let mut tcp = tokio::net::TcpStream::connect(w.https).await.unwrap();
-    assert!(until_closed(&mut tcp, limit).await.is_some(), "handshake not cut");
+    assert!(
+        until_closed(&mut tcp, limit).await.is_some(),
+        "handshake not cut"
+    );
 
     // idle: one answered request, then silence
     let mut s = w.raw().await.unwrap();

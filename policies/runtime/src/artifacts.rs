@@ -67,9 +67,7 @@ impl ArtifactCache {
     pub(crate) fn write(&self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
         let tag = ring::hmac::sign(&self.key, &Self::signed(name, bytes));
         let path = self.dir.join(name);
-        let tmp = self
-            .dir
-            .join(format!(".{name}.tmp{}", std::process::id()));
+        let tmp = self.dir.join(format!(".{name}.tmp{}", std::process::id()));
         let mut data = Vec::with_capacity(TAG_LEN + bytes.len());
         data.extend_from_slice(tag.as_ref());
         data.extend_from_slice(bytes);

@@ -12,9 +12,9 @@
 //! It does no networking and no file watching; those belong to the binaries.
 
 pub mod admission;
+mod artifacts;
 mod config;
 mod decision;
-mod artifacts;
 mod engine;
 mod error;
 pub mod kinds;

@@ -285,7 +285,11 @@ fn artifacts_are_cached_and_reused() {
         .map(|p| p.metadata.name)
         .collect();
     assert_eq!(names, ["build-ref", "legacy-labels", "kaniko-cache"]);
-    assert_eq!(std::fs::read(&artifacts[0]).unwrap(), written, "reused, not rewritten");
+    assert_eq!(
+        std::fs::read(&artifacts[0]).unwrap(),
+        written,
+        "reused, not rewritten"
+    );
     // a corrupt artifact is ignored and rewritten, never trusted
     std::fs::write(&artifacts[0], b"garbage").unwrap();
     let third = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
@@ -335,7 +339,12 @@ fn foreign_artifacts_are_never_loaded() {
     std::fs::remove_file(&mine[0]).unwrap();
     std::os::unix::fs::symlink(&foreign[0], &mine[0]).unwrap();
     reload();
-    assert!(!std::fs::symlink_metadata(&mine[0]).unwrap().file_type().is_symlink());
+    assert!(
+        !std::fs::symlink_metadata(&mine[0])
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     assert_eq!(std::fs::read(&mine[0]).unwrap(), genuine);
 
     // a private directory someone loosened: the cache is off (nothing read or written)
@@ -346,7 +355,10 @@ fn foreign_artifacts_are_never_loaded() {
         .unwrap()
         .load_builtin()
         .unwrap();
-    assert!(!foreign[0].exists(), "nothing cached in an untrusted directory");
+    assert!(
+        !foreign[0].exists(),
+        "nothing cached in an untrusted directory"
+    );
 }
 
 /// Every evaluation gives its instance slot back: a pool of two serves any number of

@@ -593,13 +593,13 @@ fn a_full_pool_is_a_capacity_error() {
     )
     .unwrap();
     let spin = Arc::new(load(&rt, &policy_wat("(loop $l (br $l)) (unreachable)", "", 1)).unwrap());
+    let allow = load(&rt, &policy_wat(&allow_body(), "", 1)).unwrap();
     let busy = {
         let spin = spin.clone();
         std::thread::spawn(move || run(&spin))
     };
     // the looping evaluation holds the only slot for its whole deadline
     std::thread::sleep(Duration::from_millis(300));
-    let allow = load(&rt, &policy_wat(&allow_body(), "", 1)).unwrap();
     match run(&allow) {
         Err(PolicyError::Capacity(msg)) => assert!(msg.contains("concurrent"), "{msg}"),
         other => panic!("expected a capacity error, got {other:?}"),
