@@ -53,9 +53,34 @@ pub struct Args {
     /// "overloaded" denial instead of piling up.
     #[arg(long, default_value_t = 64)]
     pub max_inflight: usize,
-    /// How long a review may wait for an evaluation slot.
+    /// How long a review may wait for room in --max-inflight-bytes and for an evaluation
+    /// slot, in all; then it gets the "overloaded" answer.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub queue_timeout: Duration,
+    /// Memory budget for request bodies being read or judged at once, in bytes. A body is
+    /// read only once its Content-Length (or, chunked, each piece) fits; see RELIABILITY.md
+    /// for how the default keeps the process within its 128 MiB memory limit.
+    #[arg(long, default_value_t = 24 << 20, value_name = "BYTES")]
+    pub max_inflight_bytes: usize,
+    /// Open HTTPS connections at most; at the cap idle keep-alive connections are closed
+    /// first, else new ones wait in the listen queue.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
+    /// Time a client has to finish the TLS handshake.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Time a client has to send a request's headers once it started sending them.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub header_timeout: Duration,
+    /// Time a request body may take, plus its size at --body-min-rate.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub body_timeout: Duration,
+    /// Slowest accepted body upload, in bytes per second (see --body-timeout).
+    #[arg(long, default_value_t = 2 << 20, value_name = "BYTES_PER_SEC")]
+    pub body_min_rate: u64,
+    /// How long a keep-alive connection may wait for its next request.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub idle_timeout: Duration,
     /// How often certificate, policies and config are checked for changes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
@@ -87,6 +112,25 @@ impl Args {
     }
 }
 
+impl Args {
+    /// Flag combinations that cannot work, as a usage error.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_inflight_bytes < self.max_body_bytes {
+            return Err(format!(
+                "--max-inflight-bytes ({}) must be at least --max-body-bytes ({}), or a largest body could never be read",
+                self.max_inflight_bytes, self.max_body_bytes
+            ));
+        }
+        if self.max_body_bytes > u32::MAX as usize {
+            return Err("--max-body-bytes must be below 4 GiB".into());
+        }
+        if self.max_connections == 0 || self.body_min_rate == 0 {
+            return Err("--max-connections and --body-min-rate must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +141,18 @@ mod tests {
         assert_eq!(a.listen.to_string(), "0.0.0.0:8443");
         assert_eq!(a.metrics_listen.to_string(), "0.0.0.0:9090");
         assert!(a.tls_cert.is_none());
+        assert_eq!(a.check(), Ok(()));
+    }
+
+    #[test]
+    fn the_body_budget_holds_a_largest_body() {
+        let a = Args::try_parse_from([
+            "ck8s-admission",
+            "--max-body-bytes=1000",
+            "--max-inflight-bytes=999",
+        ])
+        .unwrap();
+        assert!(a.check().unwrap_err().contains("--max-inflight-bytes"));
     }
 
     #[test]

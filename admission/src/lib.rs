@@ -10,9 +10,13 @@
 //! - [`store`] — the policy set in service and its reload;
 //! - [`review`] — one `AdmissionReview` in, one out;
 //! - [`metrics`] — the Prometheus registry;
-//! - [`server`] — listeners, connection handling, graceful shutdown.
+//! - [`conn`] — the connection cap and the timeouts of each connection;
+//! - [`body`] — request bodies under the memory budget and their deadline;
+//! - [`server`] — listeners, the request handler, reloads, graceful shutdown.
 
+pub mod body;
 pub mod cli;
+pub mod conn;
 pub mod metrics;
 pub mod review;
 pub mod server;

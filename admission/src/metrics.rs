@@ -57,6 +57,7 @@ pub struct Metrics {
     pub policies_loaded: Gauge,
     pub policy_load_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reloads: Family<ReloadLabels, Counter>,
+    pub connections: ConnectionMetrics,
 }
 
 impl Default for Metrics {
@@ -123,6 +124,7 @@ impl Metrics {
             "Reloads of policies and certificate, by result",
             reloads.clone(),
         );
+        let connections = ConnectionMetrics::register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -134,6 +136,7 @@ impl Metrics {
             policies_loaded,
             policy_load_seconds,
             reloads,
+            connections,
         }
     }
 
@@ -151,5 +154,70 @@ impl Metrics {
                 result: if ok { "success" } else { "failure" },
             })
             .inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// handshake | header | body | idle
+    pub reason: &'static str,
+}
+
+/// Connections and request bodies: what the limits of issue 15 did.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub open: Gauge,
+    pub timeouts: Family<TimeoutLabels, Counter>,
+    pub evicted: Counter,
+    pub cap_waits: Counter,
+    pub body_bytes: Gauge,
+    pub body_budget_waits: Counter,
+}
+
+impl ConnectionMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = ConnectionMetrics {
+            open: Gauge::default(),
+            timeouts: Family::default(),
+            evicted: Counter::default(),
+            cap_waits: Counter::default(),
+            body_bytes: Gauge::default(),
+            body_budget_waits: Counter::default(),
+        };
+        registry.register(
+            "open_connections",
+            "HTTPS connections open now (handshaking, idle or busy)",
+            m.open.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "Connections closed by a timeout, by reason",
+            m.timeouts.clone(),
+        );
+        registry.register(
+            "connections_evicted",
+            "Idle keep-alive connections closed to make room at --max-connections",
+            m.evicted.clone(),
+        );
+        registry.register(
+            "connection_cap_waits",
+            "Accepted connections that had to wait for a place under --max-connections",
+            m.cap_waits.clone(),
+        );
+        registry.register(
+            "inflight_body_bytes",
+            "Request body bytes holding a place in --max-inflight-bytes now",
+            m.body_bytes.clone(),
+        );
+        registry.register(
+            "body_budget_waits",
+            "Requests whose body had to wait for room in --max-inflight-bytes",
+            m.body_budget_waits.clone(),
+        );
+        m
+    }
+
+    pub fn timeout(&self, reason: &'static str) {
+        self.timeouts.get_or_create(&TimeoutLabels { reason }).inc();
     }
 }

@@ -57,28 +57,26 @@ pub fn answer(body: &[u8], set: &PolicySet, metrics: &Metrics) -> Result<Answer,
 }
 
 /// A denial for a review that could not be evaluated in time (overload): the request's own
-/// uid, a clear message, HTTP 429 semantics in the status so kubectl shows it.
-pub fn overloaded(body: &[u8], inflight: usize) -> Option<Vec<u8>> {
-    let request = parse_review(body).ok()?;
+/// uid (found without parsing the body, see `crate::body::uid_in_prefix`), a clear message,
+/// HTTP 429 semantics in the status so kubectl shows it.
+pub fn overloaded(uid: &str, message: String) -> Vec<u8> {
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
         response: Response {
-            uid: &request.uid,
+            uid,
             allowed: false,
             status: Some(Status {
                 status: "Failure",
                 code: 429,
                 reason: "TooManyRequests",
-                message: format!(
-                    "ck8s-admission is overloaded ({inflight} reviews in flight); retry the request"
-                ),
+                message,
             }),
             warnings: Vec::new(),
             audit_annotations: BTreeMap::new(),
         },
     };
-    serde_json::to_vec(&out).ok()
+    serde_json::to_vec(&out).expect("a review of strings always serializes")
 }
 
 fn encode(uid: &str, d: &Decision) -> Vec<u8> {

@@ -1,25 +1,25 @@
 //! Listeners, connections and shutdown: the I/O shell around [`crate::review::answer`].
 
+use crate::body::{BodyError, BodyLimits, Budget};
 use crate::cli::Args;
+use crate::conn::{ConnLimits, Connections, stopped};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::review;
 use crate::store::PolicyStore;
 use crate::tls::{CertSource, CertStore};
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ck8s_policy_runtime::Runtime;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use rustls::server::danger::ClientCertVerifier;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -27,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open connections at most on the plain probes listener (kubelet and Prometheus need a few).
+const PROBE_CONNECTIONS: usize = 32;
 
 struct AppState {
     store: PolicyStore,
@@ -36,8 +36,9 @@ struct AppState {
     /// Policies loaded and not shutting down.
     ready: AtomicBool,
     permits: Semaphore,
-    max_inflight: usize,
     queue_timeout: Duration,
+    budget: Budget,
+    body_limits: BodyLimits,
 }
 
 /// A bound, loaded server, ready to [`Server::serve`].
@@ -46,7 +47,8 @@ pub struct Server {
     state: Arc<AppState>,
     https: TcpListener,
     plain: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    /// Swapped whole when the client CA changes; new connections take the one in service.
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
     certs: Arc<CertStore>,
     cert_source: CertSource,
     started: Instant,
@@ -57,21 +59,7 @@ impl Server {
     /// a start-up error: the process should exit and say why.
     pub async fn bind(args: Args) -> anyhow::Result<Server> {
         let started = Instant::now();
-        let metrics = Metrics::new();
-        let cache = args
-            .cache_dir
-            .clone()
-            .or_else(Runtime::default_artifact_dir);
-        let runtime = Runtime::new(args.limits(), cache).context("starting the policy runtime")?;
-        let store = PolicyStore::open(
-            runtime,
-            !args.no_builtin,
-            args.policies.clone(),
-            args.config.clone(),
-            &metrics,
-        )
-        .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
-
+        args.check().map_err(|e| anyhow::anyhow!(e))?;
         let cert_source = match (&args.tls_cert, &args.tls_key) {
             (Some(cert), Some(key)) => CertSource::Files {
                 cert: cert.clone(),
@@ -84,14 +72,44 @@ impl Server {
                 CertSource::SelfSigned
             }
         };
-        let (key, _) = cert_source
-            .load()
-            .map_err(|e| anyhow::anyhow!("TLS certificate: {e}"))?;
+        // Compiling policies and reading files: on a blocking thread, not an async worker.
+        let (metrics, store, key, verifier) = {
+            let (args, cert_source) = (args.clone(), cert_source.clone());
+            tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let metrics = Metrics::new();
+                let cache = args
+                    .cache_dir
+                    .clone()
+                    .or_else(Runtime::default_artifact_dir);
+                let runtime =
+                    Runtime::new(args.limits(), cache).context("starting the policy runtime")?;
+                let store = PolicyStore::open(
+                    runtime,
+                    !args.no_builtin,
+                    args.policies.clone(),
+                    args.config.clone(),
+                    &metrics,
+                )
+                .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
+                let (key, _) = cert_source
+                    .load()
+                    .map_err(|e| anyhow::anyhow!("TLS certificate: {e}"))?;
+                let verifier = args
+                    .client_ca
+                    .as_deref()
+                    .map(crate::tls::client_verifier)
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
+                Ok((metrics, store, key, verifier))
+            })
+            .await
+            .context("start-up task")??
+        };
         let certs = CertStore::new(key);
-        let tls = Arc::new(
-            crate::tls::server_config(certs.clone(), args.client_ca.as_deref())
+        let tls = Arc::new(ArcSwap::from_pointee(
+            crate::tls::server_config(certs.clone(), verifier)
                 .map_err(|e| anyhow::anyhow!("TLS: {e}"))?,
-        );
+        ));
 
         let https = TcpListener::bind(args.listen)
             .await
@@ -99,13 +117,19 @@ impl Server {
         let plain = TcpListener::bind(args.metrics_listen)
             .await
             .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
+        let budget = Budget::new(args.max_inflight_bytes, metrics.connections.clone());
         let state = Arc::new(AppState {
             store,
             metrics,
             ready: AtomicBool::new(true),
             permits: Semaphore::new(args.max_inflight.max(1)),
-            max_inflight: args.max_inflight.max(1),
             queue_timeout: args.queue_timeout,
+            budget,
+            body_limits: BodyLimits {
+                max_bytes: args.max_body_bytes,
+                base_timeout: args.body_timeout,
+                min_rate: args.body_min_rate,
+            },
         });
         Ok(Server {
             args,
@@ -159,9 +183,18 @@ impl Server {
         });
 
         let reloader = tokio::spawn(reload_loop(
-            state.clone(),
-            certs,
-            cert_source,
+            Reloader {
+                state: state.clone(),
+                certs,
+                tls: tls.clone(),
+                cert_fp: cert_source.fingerprint(),
+                cert_source,
+                client_ca_fp: args
+                    .client_ca
+                    .as_deref()
+                    .and_then(|p| crate::tls::fingerprint(&[p])),
+                client_ca: args.client_ca.clone(),
+            },
             args.reload_interval,
             stop_rx.clone(),
         ));
@@ -173,76 +206,93 @@ impl Server {
         let admission = probes
             .clone()
             .route("/validate", post(validate))
-            .layer(DefaultBodyLimit::max(args.max_body_bytes))
             .with_state(state.clone());
         let probes = probes.with_state(state.clone());
 
-        let mut plain_stop = stop_rx.clone();
-        let plain_server = tokio::spawn(async move {
-            axum::serve(plain, probes)
-                .with_graceful_shutdown(async move { stopped(&mut plain_stop).await })
-                .await
-        });
-
-        let acceptor = TlsAcceptor::from(tls);
-        let graceful = GracefulShutdown::new();
-        let mut stop = stop_rx.clone();
-        loop {
-            tokio::select! {
-                accepted = https.accept() => {
-                    let (tcp, peer) = match accepted {
-                        Ok(c) => c,
-                        Err(e) => {
-                            // e.g. EMFILE: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
-                        }
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    let acceptor = acceptor.clone();
-                    let service = TowerToHyperService::new(admission.clone());
-                    let watcher = graceful.watcher();
-                    tokio::spawn(async move {
-                        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                        let builder = auto::Builder::new(TokioExecutor::new());
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).into_owned();
-                        if let Err(e) = watcher.watch(conn).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    });
-                }
-                _ = stopped(&mut stop) => break,
-            }
-        }
+        let limits = ConnLimits {
+            max_connections: args.max_connections,
+            handshake: args.handshake_timeout,
+            header: args.header_timeout,
+            idle: args.idle_timeout,
+        };
+        let plain_conns = Connections::new(
+            ConnLimits {
+                max_connections: PROBE_CONNECTIONS,
+                ..limits.clone()
+            },
+            None,
+        );
+        let plain_server = tokio::spawn(accept_loop(
+            plain,
+            plain_conns.clone(),
+            stop_rx.clone(),
+            move |tcp, conns_slot, stop| {
+                let service = TowerToHyperService::new(probes.clone());
+                crate::conn::serve(
+                    conns_slot,
+                    tcp,
+                    |tcp| std::future::ready(Ok(tcp)),
+                    service,
+                    stop,
+                )
+            },
+        ));
+        let https_conns = Connections::new(limits, Some(state.metrics.connections.clone()));
+        accept_loop(
+            https,
+            https_conns.clone(),
+            stop_rx.clone(),
+            move |tcp, slot, stop| {
+                let acceptor = TlsAcceptor::from(tls.load_full());
+                let service = TowerToHyperService::new(admission.clone());
+                crate::conn::serve(slot, tcp, move |tcp| acceptor.accept(tcp), service, stop)
+            },
+        )
+        .await;
 
         state.ready.store(false, Ordering::SeqCst);
         tracing::info!(grace = ?args.shutdown_grace, "shutting down: draining in-flight requests");
-        drop(https);
+        let _ = plain_server.await;
         tokio::select! {
-            _ = graceful.shutdown() => tracing::info!("all connections drained"),
+            _ = async { https_conns.drained().await; plain_conns.drained().await } => tracing::info!("all connections drained"),
             _ = tokio::time::sleep(args.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
         }
-        let _ = plain_server.await;
         reloader.abort();
         Ok(())
     }
 }
 
-/// Resolves once shutdown was asked for (the guard `wait_for` returns is not `Send`, so it
-/// must not live across an await in a spawned task).
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
+/// Accepts until `stop`, each connection under a place in `conns`; the listener is closed
+/// when it returns.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    conns: Arc<Connections>,
+    mut stop: watch::Receiver<bool>,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, crate::conn::Slot, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // e.g. EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop) => return,
+        };
+        let slot = tokio::select! {
+            slot = conns.admit() => slot,
+            _ = stopped(&mut stop) => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(serve(tcp, slot, stop.clone()));
+    }
 }
 
 /// Binds and serves until SIGTERM or SIGINT.
@@ -267,40 +317,61 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
-async fn validate(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response {
     let start = Instant::now();
+    let queue_until = tokio::time::Instant::now() + st.queue_timeout;
     let count = |decision: &'static str| {
         st.metrics
             .requests
             .get_or_create(&DecisionLabels { decision })
             .inc()
     };
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            count(if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                "too_large"
-            } else {
-                "bad_request"
-            });
-            return (rejection.status(), rejection.body_text()).into_response();
+    let content_length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let read = st
+        .budget
+        .read(
+            request.into_body(),
+            content_length,
+            &st.body_limits,
+            queue_until,
+        )
+        .await;
+    // Answers given before the whole body was read end the connection: what is left of the
+    // body must not be taken for the next request.
+    let (body, place) = match read {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
+            count("too_large");
+            return closing((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body over --max-body-bytes\n",
+            ));
+        }
+        Err(BodyError::TooSlow) => {
+            count("too_slow");
+            st.metrics.connections.timeout("body");
+            return closing((StatusCode::REQUEST_TIMEOUT, "request body too slow\n"));
+        }
+        Err(BodyError::Overloaded { prefix }) => {
+            count("overloaded");
+            return closing(overloaded(&prefix));
+        }
+        Err(BodyError::Broken(e)) => {
+            count("bad_request");
+            return closing((
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}\n"),
+            ));
         }
     };
-    let permit = match tokio::time::timeout(st.queue_timeout, st.permits.acquire()).await {
+    let permit = match tokio::time::timeout_at(queue_until, st.permits.acquire()).await {
         Ok(Ok(p)) => p,
         _ => {
             count("overloaded");
-            return match review::overloaded(&body, st.max_inflight) {
-                Some(json) => json_response(json),
-                None => (
-                    StatusCode::BAD_REQUEST,
-                    "not an admission.k8s.io/v1 AdmissionReview\n",
-                )
-                    .into_response(),
-            };
+            return overloaded(&body);
         }
     };
     st.metrics.inflight.inc();
@@ -314,6 +385,7 @@ async fn validate(
     .await;
     st.metrics.inflight.dec();
     drop(permit);
+    drop(place);
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -342,6 +414,27 @@ async fn validate(
     response
 }
 
+/// The "overloaded" answer: a denial with the review's uid when the first bytes of the body
+/// name it (the API server shows its message), else a plain HTTP 429 (the API server then
+/// applies the webhook's failurePolicy; without Retry-After its client does not retry).
+fn overloaded(body_prefix: &[u8]) -> Response {
+    const MESSAGE: &str = "ck8s-admission is overloaded (no room for the review within --queue-timeout); retry the request";
+    match crate::body::uid_in_prefix(body_prefix) {
+        Some(uid) => json_response(review::overloaded(&uid, MESSAGE.to_string())),
+        None => (StatusCode::TOO_MANY_REQUESTS, format!("{MESSAGE}\n")).into_response(),
+    }
+}
+
+/// `response` with `Connection: close`.
+fn closing(response: impl IntoResponse) -> Response {
+    let mut r = response.into_response();
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    r
+}
+
 fn json_response(body: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
@@ -365,15 +458,74 @@ async fn metrics_handler(State(st): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Watches the certificate files and the policies directory/config.
-async fn reload_loop(
+/// What the reload loop watches, and the fingerprints of what is in service.
+struct Reloader {
     state: Arc<AppState>,
     certs: Arc<CertStore>,
-    source: CertSource,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut cert_fp = source.fingerprint();
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    cert_source: CertSource,
+    cert_fp: Option<String>,
+    client_ca: Option<PathBuf>,
+    client_ca_fp: Option<String>,
+}
+
+impl Reloader {
+    /// One round: file reads, parsing and compiling, so it runs on a blocking thread.
+    fn tick(&mut self) {
+        let metrics = &self.state.metrics;
+        if let Some(fp) = self
+            .cert_source
+            .fingerprint()
+            .filter(|fp| Some(fp) != self.cert_fp.as_ref())
+        {
+            match self.cert_source.load() {
+                Ok((key, loaded_fp)) => {
+                    self.certs.swap(key);
+                    self.cert_fp = Some(loaded_fp);
+                    metrics.reload("certificate", true);
+                    tracing::info!("TLS certificate reloaded");
+                }
+                Err(e) => {
+                    // Half-written files during rotation: keep the old certificate, retry.
+                    self.cert_fp = Some(fp);
+                    metrics.reload("certificate", false);
+                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous certificate");
+                }
+            }
+        }
+        if let Some(path) = &self.client_ca
+            && let Some(fp) =
+                crate::tls::fingerprint(&[path]).filter(|fp| Some(fp) != self.client_ca_fp.as_ref())
+        {
+            self.client_ca_fp = Some(fp);
+            let config =
+                crate::tls::client_verifier(path).and_then(|v: Arc<dyn ClientCertVerifier>| {
+                    crate::tls::server_config(self.certs.clone(), Some(v))
+                });
+            match config {
+                Ok(config) => {
+                    self.tls.store(Arc::new(config));
+                    metrics.reload("client_ca", true);
+                    tracing::info!("client CA reloaded");
+                }
+                Err(e) => {
+                    metrics.reload("client_ca", false);
+                    tracing::error!(error = %e, "client CA reload failed; keeping the previous one");
+                }
+            }
+        }
+        match self.state.store.reload_if_changed(metrics) {
+            Ok(true) => tracing::info!("policies reloaded"),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "policy reload failed; the previous policy set stays in service")
+            }
+        }
+    }
+}
+
+/// Watches the certificate, the client CA, and the policies directory/config.
+async fn reload_loop(mut reloader: Reloader, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -381,33 +533,17 @@ async fn reload_loop(
             _ = ticker.tick() => {}
             _ = stopped(&mut stop) => return,
         }
-        if let Some(fp) = source
-            .fingerprint()
-            .filter(|fp| Some(fp) != cert_fp.as_ref())
+        reloader = match tokio::task::spawn_blocking(move || {
+            reloader.tick();
+            reloader
+        })
+        .await
         {
-            match source.load() {
-                Ok((key, loaded_fp)) => {
-                    certs.swap(key);
-                    cert_fp = Some(loaded_fp);
-                    state.metrics.reload("certificate", true);
-                    tracing::info!("TLS certificate reloaded");
-                }
-                Err(e) => {
-                    // Half-written files during rotation: keep the old certificate, retry.
-                    cert_fp = Some(fp);
-                    state.metrics.reload("certificate", false);
-                    tracing::error!(error = %e, "TLS certificate reload failed; keeping the previous certificate");
-                }
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "reload task failed; reloads stop");
+                return;
             }
-        }
-        let st = state.clone();
-        match tokio::task::spawn_blocking(move || st.store.reload_if_changed(&st.metrics)).await {
-            Ok(Ok(true)) => tracing::info!("policies reloaded"),
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "policy reload failed; the previous policy set stays in service")
-            }
-            Err(e) => tracing::error!(error = %e, "policy reload task failed"),
-        }
+        };
     }
 }

@@ -1,9 +1,12 @@
 //! rustls server configuration: TLS 1.2 and 1.3 only, a certificate that can be swapped while
 //! serving (cert-manager rotates the Secret, kubelet updates the files), optional client
-//! certificate verification of the API server.
+//! certificate verification of the API server with a CA bundle that is reloaded the same way.
+//!
+//! Everything here reads files: callers run it on a blocking thread, never on async workers.
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
@@ -92,16 +95,20 @@ impl CertSource {
     /// The fingerprint of the files now, without parsing (cheap change detection).
     pub fn fingerprint(&self) -> Option<String> {
         match self {
-            CertSource::Files { cert, key } => {
-                let c = std::fs::read(cert).ok()?;
-                let k = std::fs::read(key).ok()?;
-                Some(hex::encode(
-                    Sha256::new().chain_update(&c).chain_update(&k).finalize(),
-                ))
-            }
+            CertSource::Files { cert, key } => fingerprint(&[cert, key]),
             CertSource::SelfSigned => None,
         }
     }
+}
+
+/// A digest of the files' contents (contents, not mtimes: a Secret or ConfigMap update swaps
+/// a symlink and keeps old mtimes); `None` if one cannot be read.
+pub fn fingerprint(paths: &[&Path]) -> Option<String> {
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(std::fs::read(p).ok()?);
+    }
+    Some(hex::encode(h.finalize()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
@@ -120,36 +127,43 @@ pub fn self_signed() -> Result<(String, String), String> {
     Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
 }
 
-/// The server configuration: TLS 1.2+, HTTP/2 and HTTP/1.1 by ALPN.
+/// The verifier of client certificates signed by the CA bundle at `path`.
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let pem = read(path)?;
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate found", path.display()));
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("client CA {}: {e}", path.display()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(ring::default_provider())
+}
+
+/// The server configuration: TLS 1.2+, HTTP/1.1 only (see RELIABILITY.md: one request at a
+/// time per connection, so the connection cap and timeouts bound requests too), client
+/// certificates checked by `client_ca` if given.
 pub fn server_config(
     certs: Arc<CertStore>,
-    client_ca: Option<&Path>,
+    client_ca: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<ServerConfig, String> {
-    let provider = Arc::new(ring::default_provider());
-    let builder = ServerConfig::builder_with_provider(provider.clone())
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
-        Some(path) => {
-            let pem = read(path)?;
-            let mut roots = RootCertStore::empty();
-            for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("{}: no CA certificate found", path.display()));
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("client CA {}: {e}", path.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let mut config = builder.with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -8,6 +8,10 @@
 //!   of allowed, denied and malformed reviews over keep-alive connections while the
 //!   certificate is rotated and a policy is added, replaced and removed; zero wrong
 //!   decisions, zero transport errors, flat memory.
+//! - hostile clients over real TLS (issue 15): `slow_header_clients_are_cut_off_and_do_not_delay_others`,
+//!   `the_connection_cap_holds_and_idle_connections_go_first`,
+//!   `every_connection_timeout_is_enforced_and_counted_by_reason`. The burst of large
+//!   reviews against the real binary's memory is `admission/tests/burst.rs`.
 //!
 //! The tests of this file run one at a time (`SERIAL`), so the memory figures of the soak are
 //! the soak's own.
@@ -30,6 +34,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 struct Ca {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     pem: String,
+    der: Vec<u8>,
 }
 
 impl Ca {
@@ -37,10 +42,12 @@ impl Ca {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let pem = params.self_signed(&key).unwrap().pem();
+        let cert = params.self_signed(&key).unwrap();
+        let (pem, der) = (cert.pem(), cert.der().to_vec());
         Ca {
             issuer: rcgen::Issuer::new(params, key),
             pem,
+            der,
         }
     }
 
@@ -563,4 +570,326 @@ async fn soak_short() {
         max_growth_mib: 20,
     })
     .await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Hostile clients (issue 15): raw TLS connections that misbehave on purpose.
+
+type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A raw TLS connection to `addr` trusting `ca_der` (the handshake waits while the server is
+/// at its connection cap).
+async fn connect_tls(addr: std::net::SocketAddr, ca_der: &[u8]) -> std::io::Result<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_der.to_vec().into()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+impl Webhook {
+    async fn raw(&self) -> std::io::Result<Tls> {
+        connect_tls(self.https, &self.ca.der).await
+    }
+
+    async fn metric(&self, series: &str) -> u64 {
+        sample(&self.metrics_text().await, series)
+    }
+}
+
+fn timeouts(reason: &str) -> String {
+    format!(r#"ck8s_admission_connection_timeouts_total{{reason="{reason}"}}"#)
+}
+
+const OPEN: &str = "ck8s_admission_open_connections";
+
+/// A keep-alive POST of `body` (the head alone when `body_sent` is shorter).
+fn post_head(len: usize) -> String {
+    format!(
+        "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n"
+    )
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length: (status, body).
+async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_string();
+    let status = head[9..12].parse().unwrap();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Sends a whole review on `s` and checks it is allowed with its uid.
+async fn review_on(s: &mut Tls, uid: &str) {
+    use tokio::io::AsyncWriteExt;
+    let body = review_of(deployment("main"), "deployments", uid).to_string();
+    s.write_all(post_head(body.len()).as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let (status, text) = read_response(s).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["response"]["uid"], uid);
+    assert_eq!(v["response"]["allowed"], true, "{text}");
+}
+
+/// How long until the server closes `s` (EOF or reset), reading at most `limit`.
+async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = Instant::now();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return start.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Polls `check` every 50 ms for up to 10 s.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
+    let _serial = SERIAL.lock().await;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+    const SLOW: usize = 20;
+    let w = Arc::new(Webhook::start(&["--header-timeout=2s"], |_| {}).await);
+    // Each sends a request head a byte every 100 ms, for at most 100 bytes (10 s), and
+    // reports when the server closed the connection, counted from its first byte.
+    let slow: Vec<_> = (0..SLOW)
+        .map(|_| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let s = w.raw().await.unwrap();
+                let (mut rd, mut wr) = tokio::io::split(s);
+                let start = Instant::now();
+                let closed =
+                    tokio::spawn(
+                        async move { until_closed(&mut rd, Duration::from_secs(15)).await },
+                    );
+                let head = format!("{}X-Padding: {}", post_head(100), "a".repeat(100));
+                for b in head.bytes().take(100) {
+                    if wr.write_all(&[b]).await.is_err() || wr.flush().await.is_err() {
+                        break;
+                    }
+                    if closed.is_finished() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                closed.await.unwrap().map(|_| start.elapsed())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Meanwhile, reviews on other connections are answered.
+    let client = w.client();
+    for i in 0..20 {
+        let uid = format!("normal-{i}");
+        let body = review_of(deployment("main"), "deployments", &uid);
+        let r: Value = client
+            .post(w.url("/validate"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["response"]["uid"], uid.as_str());
+        assert_eq!(r["response"]["allowed"], true);
+    }
+    // ... while every slow client is still connected: they did not have to wait for them.
+    assert_eq!(w.metric(&timeouts("header")).await, 0);
+
+    for t in slow {
+        let closed = t
+            .await
+            .unwrap()
+            .expect("the server closed the slow connection");
+        // generous upper bound: the point is that it is cut, not how precisely
+        assert!(
+            closed >= HEADER_TIMEOUT - Duration::from_millis(200)
+                && closed < HEADER_TIMEOUT + Duration::from_secs(3),
+            "cut after {closed:?}"
+        );
+    }
+    let m = w.metrics_text().await;
+    assert_eq!(sample(&m, &timeouts("header")), SLOW as u64, "{m}");
+    eventually("slow connections are gone", async || {
+        w.metric(OPEN).await <= 1
+    })
+    .await;
+    drop(client);
+    match Arc::try_unwrap(w) {
+        Ok(w) => w.shutdown().await,
+        Err(_) => panic!("webhook still shared"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_connection_cap_holds_and_idle_connections_go_first() {
+    use tokio::io::AsyncWriteExt;
+    let _serial = SERIAL.lock().await;
+    const CAP: u64 = 4;
+    let w = Webhook::start(&["--max-connections=4", "--body-timeout=30s"], |_| {}).await;
+
+    // CAP keep-alive connections, each answered once and left idle.
+    let mut idle = Vec::new();
+    for i in 0..CAP {
+        let mut s = w.raw().await.unwrap();
+        review_on(&mut s, &format!("idle-{i}")).await;
+        idle.push(s);
+    }
+    assert_eq!(w.metric(OPEN).await, CAP);
+    // A new client at the cap: an idle connection is closed to make room for it.
+    let mut fresh = w.raw().await.unwrap();
+    review_on(&mut fresh, "fresh").await;
+    assert_eq!(
+        w.metric("ck8s_admission_connections_evicted_total").await,
+        1
+    );
+    assert_eq!(w.metric(OPEN).await, CAP);
+    let mut closed = 0;
+    for s in &mut idle {
+        if until_closed(s, Duration::from_millis(300)).await.is_some() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 1, "exactly one idle connection was closed");
+    drop(idle);
+    drop(fresh);
+    eventually("all closed", async || w.metric(OPEN).await == 0).await;
+
+    // CAP connections in the middle of a body: none is idle, so a new one waits.
+    let body = review_of(deployment("main"), "deployments", "busy-0").to_string();
+    let mut busy = Vec::new();
+    for _ in 0..CAP {
+        let mut s = w.raw().await.unwrap();
+        s.write_all(post_head(body.len()).as_bytes()).await.unwrap();
+        s.write_all(&body.as_bytes()[..10]).await.unwrap();
+        s.flush().await.unwrap();
+        busy.push(s);
+    }
+    let waiting = {
+        let (addr, der) = (w.https, w.ca.der.clone());
+        tokio::spawn(async move {
+            let mut s = connect_tls(addr, &der).await.unwrap();
+            review_on(&mut s, "waited").await;
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!waiting.is_finished(), "served beyond the cap");
+    assert_eq!(w.metric(OPEN).await, CAP);
+    assert!(w.metric("ck8s_admission_connection_cap_waits_total").await >= 1);
+    // One body completes: that connection is answered, then the waiting one is served.
+    let mut first = busy.remove(0);
+    first.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let (status, text) = read_response(&mut first).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a place freed")
+        .unwrap();
+    assert!(w.metric(OPEN).await <= CAP);
+    drop(busy);
+    w.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_connection_timeout_is_enforced_and_counted_by_reason() {
+    use tokio::io::AsyncWriteExt;
+    let _serial = SERIAL.lock().await;
+    let w = Webhook::start(
+        &[
+            "--handshake-timeout=1s",
+            "--idle-timeout=1s",
+            "--body-timeout=1s",
+            "--body-min-rate=1048576",
+        ],
+        |_| {},
+    )
+    .await;
+    let limit = Duration::from_secs(5);
+
+    // handshake: TCP, then nothing
+    let mut tcp = tokio::net::TcpStream::connect(w.https).await.unwrap();
+    assert!(
+        until_closed(&mut tcp, limit).await.is_some(),
+        "handshake not cut"
+    );
+
+    // idle: one answered request, then silence
+    let mut s = w.raw().await.unwrap();
+    review_on(&mut s, "idle").await;
+    let idle = until_closed(&mut s, limit).await.expect("idle not cut");
+    assert!(idle >= Duration::from_millis(800), "cut after {idle:?}");
+
+    // body: a head and 10 of 1000 bytes, then silence: 408 and the connection ends
+    let mut s = w.raw().await.unwrap();
+    s.write_all(post_head(1000).as_bytes()).await.unwrap();
+    s.write_all(b"{\"apiVers").await.unwrap();
+    s.flush().await.unwrap();
+    let (status, text) = tokio::time::timeout(limit, read_response(&mut s))
+        .await
+        .expect("body not cut")
+        .unwrap();
+    assert_eq!(status, 408, "{text}");
+    assert!(until_closed(&mut s, limit).await.is_some());
+
+    let m = w.metrics_text().await;
+    for reason in ["handshake", "idle", "body"] {
+        assert_eq!(sample(&m, &timeouts(reason)), 1, "{reason}: {m}");
+    }
+    assert_eq!(sample(&m, &timeouts("header")), 0, "{m}");
+    assert_eq!(
+        sample(&m, r#"ck8s_admission_requests_total{decision="too_slow"}"#),
+        1,
+        "{m}"
+    );
+    w.shutdown().await;
 }

@@ -1,5 +1,6 @@
 //! One engine per process, with every limit named and defaulted here.
 
+use crate::artifacts::ArtifactCache;
 use crate::error::LoadError;
 use crate::policy::{LoadedPolicy, PolicySource};
 use sha2::{Digest, Sha256};
@@ -50,7 +51,8 @@ pub struct Runtime {
     engine: Engine,
     limits: Limits,
     deadline_ticks: u64,
-    artifact_dir: Option<PathBuf>,
+    /// `None` when no directory was given or it did not pass the trust checks.
+    artifacts: Option<ArtifactCache>,
     compat_hash: String,
     /// Modules by wasm digest: a reload that finds the same bytes reuses the module.
     modules: Mutex<HashMap<String, Module>>,
@@ -62,7 +64,8 @@ struct EpochTicker {
 }
 
 impl Runtime {
-    /// A runtime with `limits`, caching precompiled artifacts in `artifact_dir` if given.
+    /// A runtime with `limits`, caching precompiled artifacts under `artifact_dir` if given
+    /// and trustworthy (see the README's trust model; otherwise it compiles and says why).
     pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(limits.max_instances)
@@ -112,19 +115,18 @@ impl Runtime {
             .as_nanos()
             .div_ceil(EPOCH_TICK.as_nanos())
             .max(1) as u64;
-        if let Some(dir) = &artifact_dir {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                LoadError::Io(format!(
-                    "cannot create artifact cache {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+        let artifacts = artifact_dir.and_then(|root| match ArtifactCache::open(&root) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!(cache = %root.display(), error = %e, "not using the precompiled artifact cache; policies are compiled at every start");
+                None
+            }
+        });
         Ok(Runtime {
             engine,
             limits,
             deadline_ticks,
-            artifact_dir,
+            artifacts,
             compat_hash,
             modules: Mutex::new(HashMap::new()),
             _ticker: ticker,
@@ -229,24 +231,26 @@ impl Runtime {
         if let Some(m) = self.modules.lock().unwrap().get(digest) {
             return Ok(m.clone());
         }
-        let cached = self
-            .artifact_dir
-            .as_ref()
-            .map(|d| d.join(format!("{digest}-{}.cwasm", self.compat_hash)));
+        let name = format!("{digest}-{}.cwasm", self.compat_hash);
         let mut module = None;
-        if let Some(path) = cached.as_ref().filter(|p| p.exists()) {
+        if let Some(cache) = &self.artifacts {
             // Read, not mmap (`deserialize_file`): a file truncated under a mapped module
             // would kill the process with SIGBUS; a copy of a few hundred KiB costs ~0.1 ms.
-            // SAFETY: artifacts in this directory are written only by `Module::serialize`
-            // below, under a name that binds them to the wasm digest and this engine's
-            // compatibility hash; deserialize also checks the engine configuration.
-            match std::fs::read(path)
-                .map_err(wasmtime::Error::from)
-                .and_then(|bytes| unsafe { Module::deserialize(&self.engine, bytes) })
-            {
-                Ok(m) => module = Some(m),
+            match cache.read(&name) {
+                Ok(None) => {}
+                // SAFETY: the bytes passed `ArtifactCache::read`: a file of this uid in its
+                // private directory, tagged with the cache's key, which only this uid can
+                // read, over this name (wasm digest, engine compatibility hash) and these
+                // bytes; so they are what `Module::serialize` below wrote for this wasm.
+                // deserialize also checks the engine configuration.
+                Ok(Some(bytes)) => match unsafe { Module::deserialize(&self.engine, bytes) } {
+                    Ok(m) => module = Some(m),
+                    Err(e) => {
+                        tracing::warn!(artifact = %cache.dir().join(&name).display(), error = %e, "ignoring unusable precompiled artifact")
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(artifact = %path.display(), error = %e, "ignoring unusable precompiled artifact")
+                    tracing::warn!(artifact = %cache.dir().join(&name).display(), error = %e, "not trusting a precompiled artifact; compiling")
                 }
             }
         }
@@ -257,10 +261,13 @@ impl Runtime {
                     source_name: source.to_string(),
                     message: format!("{e:#}"),
                 })?;
-                if let Some(path) = cached
-                    && let Err(e) = write_artifact(&path, &m)
+                if let Some(cache) = &self.artifacts
+                    && let Err(e) = m
+                        .serialize()
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|bytes| cache.write(&name, &bytes))
                 {
-                    tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled policy");
+                    tracing::warn!(artifact = %cache.dir().join(&name).display(), error = %e, "cannot cache precompiled policy");
                 }
                 m
             }
@@ -279,14 +286,4 @@ impl Drop for Runtime {
             .stop
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// Writes atomically (temp file + rename) so a concurrent reader never sees half a file.
-fn write_artifact(path: &std::path::Path, module: &Module) -> std::io::Result<()> {
-    let bytes = module
-        .serialize()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }

@@ -12,6 +12,7 @@
 //! It does no networking and no file watching; those belong to the binaries.
 
 pub mod admission;
+mod artifacts;
 mod config;
 mod decision;
 mod engine;

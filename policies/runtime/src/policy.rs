@@ -380,17 +380,11 @@ impl LoadedPolicy {
         store.epoch_deadline_trap();
         match self.pre.instantiate(&mut store) {
             Ok(instance) => Ok((store, instance)),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg.contains("maximum concurrent")
-                    || msg.contains("pooling")
-                    || msg.contains("limit")
-                {
-                    Err(PolicyError::Capacity(msg))
-                } else {
-                    Err(self.classify(&store, e))
-                }
+            // The pool is full: wasmtime says so with its own error type.
+            Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                Err(PolicyError::Capacity(format!("{e:#}")))
             }
+            Err(e) => Err(self.classify(&store, e)),
         }
     }
 

@@ -238,20 +238,46 @@ fn secret_values_never_reach_the_message() {
     assert!(msg.contains("value from a Secret, not shown"), "{msg}");
 }
 
-#[test]
-fn artifacts_are_cached_and_reused() {
-    let dir = tempfile::tempdir().unwrap();
-    let first = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
-    first.load_builtin().unwrap();
-    let artifacts: Vec<_> = std::fs::read_dir(dir.path())
+/// The private artifact directory a runtime made under `root`, and its `.cwasm` files.
+fn artifact_files(root: &std::path::Path) -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
+    let dirs: Vec<_> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
+    assert_eq!(dirs.len(), 1, "one private directory: {dirs:?}");
+    let dir = dirs[0].clone();
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("artifacts-")
+    );
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    files.sort();
+    (dir, files)
+}
+
+#[test]
+fn artifacts_are_cached_and_reused() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let first = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
+    first.load_builtin().unwrap();
+    let (dir, artifacts) = artifact_files(root.path());
     // One module: the built-ins are one bundle.
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
-    assert!(artifacts.iter().all(|p| p.extension().unwrap() == "cwasm"));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("key")), 0o600);
+    assert_eq!(mode(&artifacts[0]), 0o600);
     // a second process-like runtime loads from the artifacts and behaves the same
-    let second = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    let written = std::fs::read(&artifacts[0]).unwrap();
+    let second = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
     let names: Vec<_> = second
         .load_builtin()
         .unwrap()
@@ -259,13 +285,80 @@ fn artifacts_are_cached_and_reused() {
         .map(|p| p.metadata.name)
         .collect();
     assert_eq!(names, ["build-ref", "legacy-labels", "kaniko-cache"]);
+    assert_eq!(
+        std::fs::read(&artifacts[0]).unwrap(),
+        written,
+        "reused, not rewritten"
+    );
     // a corrupt artifact is ignored and rewritten, never trusted
-    for a in &artifacts {
-        std::fs::write(a, b"garbage").unwrap();
-    }
-    let third = Runtime::new(Limits::default(), Some(dir.path().to_path_buf())).unwrap();
+    std::fs::write(&artifacts[0], b"garbage").unwrap();
+    let third = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
     assert_eq!(third.load_builtin().unwrap().len(), 3);
-    assert!(std::fs::metadata(&artifacts[0]).unwrap().len() > 1000);
+    assert_eq!(std::fs::read(&artifacts[0]).unwrap(), written);
+}
+
+/// An artifact this cache did not write is never deserialized: a real artifact of the same
+/// wasm from another cache (a valid module, but under another key), one that anyone may
+/// write, and a symlink to one are all compiled over; a directory others may write is not
+/// used at all.
+#[test]
+fn foreign_artifacts_are_never_loaded() {
+    use std::os::unix::fs::PermissionsExt;
+    let ours = tempfile::tempdir().unwrap();
+    let theirs = tempfile::tempdir().unwrap();
+    Runtime::new(Limits::default(), Some(ours.path().to_path_buf()))
+        .unwrap()
+        .load_builtin()
+        .unwrap();
+    Runtime::new(Limits::default(), Some(theirs.path().to_path_buf()))
+        .unwrap()
+        .load_builtin()
+        .unwrap();
+    let (_, mine) = artifact_files(ours.path());
+    let (_, foreign) = artifact_files(theirs.path());
+    let genuine = std::fs::read(&mine[0]).unwrap();
+    let planted = std::fs::read(&foreign[0]).unwrap();
+    assert_ne!(genuine, planted, "each cache has its own key");
+    let reload = || {
+        let rt = Runtime::new(Limits::default(), Some(ours.path().to_path_buf())).unwrap();
+        assert_eq!(rt.load_builtin().unwrap().len(), 3);
+    };
+
+    // another cache's artifact, planted under the right name: recompiled and replaced
+    std::fs::write(&mine[0], &planted).unwrap();
+    reload();
+    assert_eq!(std::fs::read(&mine[0]).unwrap(), genuine);
+
+    // the genuine bytes in a file others may write: not trusted, rewritten private
+    std::fs::set_permissions(&mine[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    reload();
+    let mode = std::fs::metadata(&mine[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // a symlink in place of the artifact is not followed
+    std::fs::remove_file(&mine[0]).unwrap();
+    std::os::unix::fs::symlink(&foreign[0], &mine[0]).unwrap();
+    reload();
+    assert!(
+        !std::fs::symlink_metadata(&mine[0])
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&mine[0]).unwrap(), genuine);
+
+    // a private directory someone loosened: the cache is off (nothing read or written)
+    let (dir, _) = artifact_files(theirs.path());
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::remove_file(&foreign[0]).unwrap();
+    Runtime::new(Limits::default(), Some(theirs.path().to_path_buf()))
+        .unwrap()
+        .load_builtin()
+        .unwrap();
+    assert!(
+        !foreign[0].exists(),
+        "nothing cached in an untrusted directory"
+    );
 }
 
 /// Every evaluation gives its instance slot back: a pool of two serves any number of

@@ -577,3 +577,35 @@ fn the_builtins_are_one_bundle() {
     );
     assert!(builtin.iter().all(|p| p.same_bundle(&builtin[0])));
 }
+
+/// A full instance pool is told apart by wasmtime's error type: an evaluation that finds no
+/// free slot fails fast as `Capacity` (never as a trap), and the pool serves again after.
+#[test]
+fn a_full_pool_is_a_capacity_error() {
+    let rt = Runtime::new(
+        Limits {
+            deadline: Duration::from_secs(2),
+            memory_bytes: 8 << 20,
+            max_instances: 1,
+            ..Limits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let spin = Arc::new(load(&rt, &policy_wat("(loop $l (br $l)) (unreachable)", "", 1)).unwrap());
+    let allow = load(&rt, &policy_wat(&allow_body(), "", 1)).unwrap();
+    let busy = {
+        let spin = spin.clone();
+        std::thread::spawn(move || run(&spin))
+    };
+    // the looping evaluation holds the only slot for its whole deadline
+    std::thread::sleep(Duration::from_millis(300));
+    match run(&allow) {
+        Err(PolicyError::Capacity(msg)) => assert!(msg.contains("concurrent"), "{msg}"),
+        other => panic!("expected a capacity error, got {other:?}"),
+    }
+    // it did not wait for the slot: the looping evaluation still holds it
+    assert!(!busy.is_finished());
+    assert!(matches!(busy.join().unwrap(), Err(PolicyError::Timeout(_))));
+    assert_eq!(run(&allow), Ok(()));
+}
