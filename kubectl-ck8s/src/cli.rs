@@ -1,7 +1,7 @@
 //! Flags, defined once with their help text, and the dispatch to each flow.
 
 use crate::exit::{Failure, Verdict};
-use crate::output::OutputFormat;
+use crate::output::{Output, OutputFormat};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -86,16 +86,57 @@ pub enum Command {
     Policy(crate::policy::PolicyCommand),
 }
 
+impl GlobalArgs {
+    fn connect_options(&self) -> crate::cluster::ConnectOptions {
+        crate::cluster::ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            request_timeout: self.request_timeout,
+        }
+    }
+
+    /// The context a cluster flow is handed.
+    async fn connect(&self) -> Result<crate::cluster::Ctx, Failure> {
+        crate::cluster::connect(
+            &self.connect_options(),
+            &self.namespace,
+            self.domain.clone(),
+            Output::new(self.output),
+        )
+        .await
+    }
+}
+
+/// Commands whose output is a script or a stream of text, not a report: `-o` is refused
+/// there rather than ignored.
+fn text_only(command: &Command) -> Option<&'static str> {
+    match command {
+        Command::Completion { .. } => Some("completion"),
+        Command::Policy(crate::policy::PolicyCommand::New(_)) => Some("policy new"),
+        Command::Policy(crate::policy::PolicyCommand::Test(_)) => Some("policy test"),
+        _ => None,
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
     let g = &cli.global;
+    let out = Output::new(g.output);
+    if g.output != OutputFormat::Table
+        && let Some(name) = text_only(&cli.command)
+    {
+        return Err(Failure::usage(format!(
+            "`{name}` prints text only; -o {} is not supported there",
+            OutputFormat::names()[g.output as usize]
+        )));
+    }
     match cli.command {
-        Command::Smoke(args) => crate::smoke::run(args, g).await,
-        Command::Ports(args) => crate::ports::run(args, g).await,
-        Command::Runs(args) => crate::runs::run(args, g).await,
-        Command::Labels(args) => crate::labels::run(args, g).await,
-        Command::Gc(cmd) => crate::gc::run(cmd, g).await,
-        Command::Diagnose(cmd) => crate::diagnose::run(cmd, g).await,
-        Command::Mitigate(cmd) => crate::mitigate::run(cmd, g).await,
+        Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
+        Command::Ports(args) => crate::ports::run(args, g.domain.clone(), out).await,
+        Command::Runs(args) => crate::runs::run(args, &g.connect().await?).await,
+        Command::Labels(args) => crate::labels::run(args, &g.connect().await?).await,
+        Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
+        Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
+        Command::Mitigate(cmd) => crate::mitigate::run(cmd, &g.connect().await?).await,
         Command::Completion { shell } => {
             crate::completion::generate(shell);
             Ok(Verdict::Pass)
@@ -104,6 +145,6 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
             crate::completion::cobra(&args);
             Ok(Verdict::Pass)
         }
-        Command::Policy(cmd) => crate::policy::run(cmd, g).await,
+        Command::Policy(cmd) => crate::policy::run(cmd, out).await,
     }
 }

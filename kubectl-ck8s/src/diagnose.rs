@@ -3,12 +3,11 @@
 //! Signature A: Kaniko cache `MANIFEST_UNKNOWN`. Signature B: `codegen-check` failing on
 //! `git checkout --detach` because `CODEXK8S_BUILD_REF` carries a CLI flag.
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress, not_found_is_none};
+use crate::cluster::objects::{JobState, job_time};
+use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report};
-use crate::smoke::checks::job_condition;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
@@ -111,15 +110,6 @@ pub fn config_value(cm: &Option<ConfigMap>, key: &str) -> Option<String> {
         .cloned()
 }
 
-fn job_time(j: &Job) -> Option<DateTime<Utc>> {
-    let t = j
-        .status
-        .as_ref()
-        .and_then(|s| s.start_time.clone())
-        .or(j.metadata.creation_timestamp.clone())?;
-    DateTime::from_timestamp(t.0.as_second(), 0)
-}
-
 fn span(lines: &[LogLine]) -> String {
     let times: Vec<_> = lines.iter().filter_map(|l| l.time).collect();
     match (times.iter().min(), times.iter().max()) {
@@ -160,7 +150,7 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
                     .as_deref()
                     .is_some_and(|n| BUILD_JOB_WORDS.iter().any(|w| n.contains(w)))
             })
-            .filter(|j| job_condition(j, "Failed"))
+            .filter(|j| JobState::of(j) == JobState::Failed)
             .filter(|j| job_time(j).is_none_or(|t| t >= since))
             .filter_map(|j| j.metadata.name.clone())
             .collect(),
@@ -331,12 +321,11 @@ async fn deployment_logs(ctx: &Ctx, name: &str, lp: &LogParams) -> Result<Vec<Lo
     logs_of(ctx, &selector, &format!("deploy/{name}"), lp).await
 }
 
-pub async fn run(cmd: DiagnoseCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     let DiagnoseCommand::Build { since, verify } = cmd;
     let window = if verify { VERIFY_WINDOW } else { since };
-    let ctx = crate::cluster::connect(global).await?;
     let ns = ctx.namespace.clone();
-    let progress = Progress::start("diagnose: reading logs and jobs");
+    let progress = ctx.progress("diagnose: reading logs and jobs");
     let since_lp = LogParams {
         since_seconds: Some(window.as_secs() as i64),
         timestamps: true,
@@ -348,11 +337,11 @@ pub async fn run(cmd: DiagnoseCommand, global: &GlobalArgs) -> Result<Verdict, F
         ..Default::default()
     };
     let (cp, worker, codegen, jobs, cm) = futures::join!(
-        deployment_logs(&ctx, CONTROL_PLANE, &since_lp),
-        deployment_logs(&ctx, WORKER, &since_lp),
+        deployment_logs(ctx, CONTROL_PLANE, &since_lp),
+        deployment_logs(ctx, WORKER, &since_lp),
         async {
             logs_of(
-                &ctx,
+                ctx,
                 &format!("job-name={CODEGEN_CHECK_JOB}"),
                 &format!("job/{CODEGEN_CHECK_JOB}"),
                 &tail_lp,
@@ -400,7 +389,7 @@ pub async fn run(cmd: DiagnoseCommand, global: &GlobalArgs) -> Result<Verdict, F
     }
     Report::new("diagnose build", &ns, checks)
         .with_details(serde_json::to_value(&findings).unwrap_or_default())
-        .print(global.output, Some(&text))
+        .print(ctx.out.format, Some(&text))
 }
 
 #[cfg(test)]

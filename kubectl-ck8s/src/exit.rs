@@ -1,4 +1,4 @@
-//! Exit codes and the one way errors reach the user (`error: ...` then `help: ...`).
+//! Typed errors and the one place they become exit codes and `error: ...` / `help: ...` lines.
 
 use std::process::ExitCode;
 
@@ -11,48 +11,90 @@ pub enum Verdict {
     Fail = 1,
 }
 
-impl From<Verdict> for ExitCode {
-    fn from(v: Verdict) -> Self {
-        ExitCode::from(v as u8)
-    }
-}
-
 /// Exit code for usage, connection and permission errors.
 pub const ERROR: u8 = 2;
 
-/// A command that could not run to the end: always exit code 2.
-#[derive(Debug)]
+/// What kind of failure stopped a command: scripts and tests tell them apart by this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad flags or input, a file that cannot be read, a value the policy rejects.
+    Usage,
+    /// The API server cannot be reached, or refused the credentials, or answered 5xx.
+    Connection,
+    /// The authorizer refused `verb` on `resource` (as kubectl names them: `deployments.apps`).
+    Forbidden { verb: String, resource: String },
+    /// An object the command needs does not exist.
+    NotFound,
+}
+
+/// A command that could not run to the end.
+#[derive(Debug, Clone)]
 pub struct Failure {
+    pub kind: Kind,
     pub message: String,
     pub help: Option<String>,
 }
 
 impl Failure {
-    pub fn usage(message: impl Into<String>) -> Self {
+    fn new(kind: Kind, message: impl Into<String>) -> Self {
         Failure {
+            kind,
             message: message.into(),
             help: None,
         }
+    }
+    pub fn usage(message: impl Into<String>) -> Self {
+        Self::new(Kind::Usage, message)
+    }
+    pub fn connection(message: impl Into<String>) -> Self {
+        Self::new(Kind::Connection, message)
+    }
+    pub fn forbidden(verb: &str, resource: &str, message: impl Into<String>) -> Self {
+        Self::new(
+            Kind::Forbidden {
+                verb: verb.into(),
+                resource: resource.into(),
+            },
+            message,
+        )
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(Kind::NotFound, message)
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
-}
 
-impl<E: std::fmt::Display> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::usage(e.to_string())
+    /// The exit code of this failure (see [`code`]).
+    pub fn exit_code(&self) -> u8 {
+        // A failed check is not an error: it is a report whose verdict is fail (exit 1).
+        match self.kind {
+            Kind::Usage | Kind::Connection | Kind::Forbidden { .. } | Kind::NotFound => ERROR,
+        }
     }
 }
 
-pub fn report(failure: Failure) -> ExitCode {
-    eprintln!("error: {}", failure.message);
-    if let Some(help) = failure.help {
-        eprintln!("help: {help}");
+/// Every exit code the plugin returns comes from here: 0 pass, 1 a check failed (a report
+/// with verdict fail), 2 usage, connection, permission or missing-object error.
+pub fn code(result: &Result<Verdict, Failure>) -> u8 {
+    match result {
+        Ok(v) => *v as u8,
+        Err(f) => f.exit_code(),
     }
-    ExitCode::from(ERROR)
+}
+
+/// Prints the failure (if any) on stderr and returns the process exit code.
+pub fn finish(result: Result<Verdict, Failure>) -> ExitCode {
+    let code = code(&result);
+    if let Err(failure) = result {
+        eprintln!("error: {}", failure.message);
+        if let Some(help) = failure.help {
+            eprintln!("help: {help}");
+        }
+    }
+    ExitCode::from(code)
 }
 
 pub fn init_tracing(verbose: u8) {
@@ -68,4 +110,23 @@ pub fn init_tracing(verbose: u8) {
         .with_writer(std::io::stderr)
         .without_time()
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_exit_code() {
+        for (result, want) in [
+            (Ok(Verdict::Pass), 0),
+            (Ok(Verdict::Fail), 1),
+            (Err(Failure::usage("x")), 2),
+            (Err(Failure::connection("x")), 2),
+            (Err(Failure::forbidden("list", "pods", "x")), 2),
+            (Err(Failure::not_found("x")), 2),
+        ] {
+            assert_eq!(code(&result), want, "{result:?}");
+        }
+    }
 }

@@ -1,11 +1,10 @@
 //! `kubectl ck8s gc status | run | logs`: the registry GC CronJob `codex-k8s-registry-gc`.
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress, not_found_is_none};
+use crate::cluster::objects::{JobState, created};
+use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report, listing};
-use crate::smoke::checks::job_condition;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
@@ -106,22 +105,30 @@ pub fn parse_summary(log: &str) -> Option<GcSummary> {
     })
 }
 
-fn job_state(j: &Job) -> &'static str {
-    if job_condition(j, "Complete") {
-        "Complete"
-    } else if job_condition(j, "Failed") {
-        "Failed"
+/// `gc.cronjob`: the CronJob exists and is not suspended (smoke runs the same check).
+pub fn cronjob_check(ns: &str, cj: Option<&CronJob>) -> Check {
+    let id = "gc.cronjob";
+    let Some(cj) = cj else {
+        return Check::fail(id, format!("cronjob {GC_CRONJOB} not found")).remedy("the registry GC CronJob is enabled in production/non-ai environments: redeploy the platform");
+    };
+    let spec = cj.spec.clone().unwrap_or_default();
+    let st = cj.status.clone().unwrap_or_default();
+    let t = |x: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        x.map(|t| t.0.to_string()).unwrap_or_else(|| "never".into())
+    };
+    let detail = format!(
+        "cronjob {GC_CRONJOB} schedule {:?}, last schedule {}, last success {}",
+        spec.schedule,
+        t(st.last_schedule_time),
+        t(st.last_successful_time)
+    );
+    if spec.suspend == Some(true) {
+        Check::warn(id, format!("suspended; {detail}")).remedy(format!(
+            "kubectl -n {ns} patch cronjob {GC_CRONJOB} -p '{{\"spec\":{{\"suspend\":false}}}}'"
+        ))
     } else {
-        "Running"
+        Check::pass(id, detail)
     }
-}
-
-fn created(j: &Job) -> i64 {
-    j.metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .unwrap_or(0)
 }
 
 /// The gc status checks: pure.
@@ -132,25 +139,16 @@ pub fn status_checks(
     registry: Option<&Deployment>,
 ) -> Vec<Check> {
     let mut out = Vec::new();
-    out.push(match cj {
-        None => Check::fail("gc.cronjob", format!("cronjob {GC_CRONJOB} not found")).remedy("the registry GC CronJob is enabled in production/non-ai environments: redeploy the platform"),
-        Some(cj) => {
-            let spec = cj.spec.clone().unwrap_or_default();
-            let st = cj.status.clone().unwrap_or_default();
-            let t = |x: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| x.map(|t| t.0.to_string()).unwrap_or_else(|| "never".into());
-            let detail = format!("schedule {:?}, last schedule {}, last success {}", spec.schedule, t(st.last_schedule_time), t(st.last_successful_time));
-            if spec.suspend == Some(true) { Check::warn("gc.cronjob", format!("suspended; {detail}")).remedy(format!("kubectl -n {ns} patch cronjob {GC_CRONJOB} -p '{{\"spec\":{{\"suspend\":false}}}}'")) } else { Check::pass("gc.cronjob", detail) }
-        }
-    });
-    out.push(match jobs.iter().max_by_key(|j| created(j)) {
+    out.push(cronjob_check(ns, cj));
+    out.push(match jobs.iter().max_by_key(|j| created(&j.metadata)) {
         None => Check::warn("gc.last-job", "no GC job yet").remedy("kubectl ck8s gc run --wait"),
         Some(j) => {
             let name = j.metadata.name.as_deref().unwrap_or("");
-            match job_state(j) {
-                "Failed" => Check::fail("gc.last-job", format!("{name} failed")).remedy(format!(
+            match JobState::of(j) {
+                JobState::Failed => Check::fail("gc.last-job", format!("{name} failed")).remedy(format!(
                     "kubectl -n {ns} logs job/{name} --tail=200; then kubectl ck8s gc run --wait"
                 )),
-                s => Check::pass("gc.last-job", format!("{name} {s}")),
+                s => Check::pass("gc.last-job", format!("{name} {}", s.as_str())),
             }
         }
     });
@@ -195,19 +193,18 @@ async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
         .await
         .map_err(|e| ctx.err("list", "jobs.batch", Some(&ctx.namespace), e))?
         .items;
-    jobs.sort_by_key(|j| std::cmp::Reverse(created(j)));
+    jobs.sort_by_key(|j| std::cmp::Reverse(created(&j.metadata)));
     Ok(jobs)
 }
 
-pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
-    let ctx = crate::cluster::connect(global).await?;
+pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     let ns = ctx.namespace.clone();
     match cmd {
         GcCommand::Status => {
-            let _p = Progress::start("gc: reading the CronJob");
+            let _p = ctx.progress("gc: reading the CronJob");
             let (cj, jobs, registry) = futures::join!(
                 async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
-                gc_jobs(&ctx),
+                gc_jobs(ctx),
                 async { ctx.ns::<Deployment>().get(REGISTRY).await }
             );
             let cj = not_found_is_none(cj)
@@ -221,7 +218,7 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                 .map(|j| {
                     vec![
                         j.metadata.name.clone().unwrap_or_default(),
-                        job_state(j).into(),
+                        JobState::of(j).as_str().into(),
                         j.metadata
                             .creation_timestamp
                             .as_ref()
@@ -231,14 +228,14 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                 })
                 .collect();
             let table = listing(&["GC JOB", "STATUS", "CREATED"], rows);
-            let details = serde_json::json!({"jobs": recent.iter().map(|j| serde_json::json!({"name": j.metadata.name, "status": job_state(j)})).collect::<Vec<_>>()});
+            let details = serde_json::json!({"jobs": recent.iter().map(|j| serde_json::json!({"name": j.metadata.name, "status": JobState::of(j)})).collect::<Vec<_>>()});
             Report::new(
                 "gc status",
                 &ns,
                 status_checks(&ns, cj.as_ref(), &jobs, registry.as_ref()),
             )
             .with_details(details)
-            .print(global.output, Some(&table))
+            .print(ctx.out.format, Some(&table))
         }
         GcCommand::Run { wait, timeout } => {
             let cj = ctx
@@ -257,9 +254,9 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                 let checks = vec![Check::pass("gc.run", format!("job.batch/{name} created"))];
                 return Report::new("gc run", &ns, checks)
                     .with_details(serde_json::json!({"job": name}))
-                    .print(global.output, None);
+                    .print(ctx.out.format, None);
             }
-            let progress = Progress::start(&format!("gc: waiting for {name}"));
+            let progress = ctx.progress(&format!("gc: waiting for {name}"));
             let deadline = tokio::time::Instant::now() + timeout;
             let state = loop {
                 let j = ctx
@@ -267,9 +264,9 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                     .get(&name)
                     .await
                     .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?;
-                let s = job_state(&j);
-                if s != "Running" {
-                    break s;
+                let s = JobState::of(&j);
+                if s != JobState::Running {
+                    break s.as_str();
                 }
                 if tokio::time::Instant::now() >= deadline {
                     break "Timeout";
@@ -277,7 +274,7 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                 tokio::time::sleep(Duration::from_secs(2)).await;
             };
             drop(progress);
-            let logs = job_logs(&ctx, &name, Some(200)).await?;
+            let logs = job_logs(ctx, &name, Some(200)).await?;
             let summary = parse_summary(&logs);
             let check = match (state, summary) {
                 ("Complete", Some(s)) => Check::pass("gc.run", format!("{name} complete: {} blobs marked, {} blobs and {} manifests eligible for deletion", s.blobs_marked, s.blobs_eligible, s.manifests_eligible)),
@@ -293,12 +290,12 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
             let checks: Vec<Check> = std::iter::once(check).chain(replicas).collect();
             Report::new("gc run", &ns, checks)
                 .with_details(serde_json::json!({"job": name, "state": state, "summary": summary}))
-                .print(global.output, None)
+                .print(ctx.out.format, None)
         }
         GcCommand::Logs { job, tail } => {
             let job = match job {
                 Some(j) => j,
-                None => gc_jobs(&ctx)
+                None => gc_jobs(ctx)
                     .await?
                     .first()
                     .and_then(|j| j.metadata.name.clone())
@@ -306,7 +303,7 @@ pub async fn run(cmd: GcCommand, global: &GlobalArgs) -> Result<Verdict, Failure
                         Failure::usage("no GC job found").with_help("kubectl ck8s gc run")
                     })?,
             };
-            print!("{}", job_logs(&ctx, &job, Some(tail)).await?);
+            print!("{}", job_logs(ctx, &job, Some(tail)).await?);
             Ok(Verdict::Pass)
         }
     }

@@ -1,8 +1,7 @@
 //! `kubectl ck8s labels`: legacy `codexk8s.io/` keys must not appear after the Day3 rollout;
 //! `--fix` rewrites them to `codex-k8s.dev/`.
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress};
+use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report};
@@ -191,12 +190,11 @@ fn object_id(f: &Finding) -> String {
     }
 }
 
-pub async fn run(args: LabelsArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
-    let ctx = crate::cluster::connect(global).await?;
-    let progress = Progress::start("labels: scanning for legacy keys");
-    let mut findings = scan::<Namespace>(&ctx).await?;
+pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+    let progress = ctx.progress("labels: scanning for legacy keys");
+    let mut findings = scan::<Namespace>(ctx).await?;
     if args.objects {
-        findings.extend(scan_objects(&ctx).await?);
+        findings.extend(scan_objects(ctx).await?);
     }
     drop(progress);
     let mut checks = Vec::new();
@@ -211,7 +209,7 @@ pub async fn run(args: LabelsArgs, global: &GlobalArgs) -> Result<Verdict, Failu
             .join(", ");
         let id = format!("labels.{}", object_id(f));
         if args.fix && !args.dry_run {
-            apply_fix(&ctx, f).await?;
+            apply_fix(ctx, f).await?;
             checks.push(Check::pass(id, format!("rewrote {keys} to {LABEL_PREFIX}")));
         } else {
             if args.dry_run {
@@ -245,7 +243,7 @@ pub async fn run(args: LabelsArgs, global: &GlobalArgs) -> Result<Verdict, Failu
     };
     Report::new("labels", &ctx.namespace, checks)
         .with_details(serde_json::json!({ "findings": findings, "dryRun": plan }))
-        .print(global.output, plan_text.as_deref())
+        .print(ctx.out.format, plan_text.as_deref())
 }
 
 #[cfg(test)]

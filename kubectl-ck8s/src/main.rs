@@ -1,7 +1,8 @@
 //! `kubectl ck8s`: the codex-k8s runbooks as one kubectl plugin.
 //!
-//! Exit codes (stable, for scripts): 0 every check passed, 1 a check failed or a violation
-//! was found, 2 usage, connection or permission error.
+//! Exit codes (stable, for scripts; mapped in one place, [`exit::code`]): 0 every check
+//! passed, 1 a check failed or a violation was found, 2 usage, connection, permission or
+//! missing-object error.
 
 mod buildref;
 mod cli;
@@ -34,13 +35,10 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            return exit::report(exit::Failure::usage(format!(
+            return exit::finish(Err(exit::Failure::usage(format!(
                 "cannot start the async runtime: {e}"
-            )));
+            ))));
         }
     };
-    match runtime.block_on(cli::run(cli)) {
-        Ok(code) => code.into(),
-        Err(failure) => exit::report(failure),
-    }
+    exit::finish(runtime.block_on(cli::run(cli)))
 }

@@ -2,8 +2,7 @@
 //! applied to ConfigMap `codex-k8s-runtime`: server-side dry-run first, then the patch, then
 //! wait for the `codex-k8s-control-plane` rollout.
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress};
+use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report};
@@ -46,12 +45,11 @@ async fn patch_and_wait(
     key: &str,
     value: &str,
     wait: &WaitArgs,
-    global: &GlobalArgs,
 ) -> Result<Verdict, Failure> {
     let ns = ctx.namespace.clone();
     let cms = ctx.ns::<ConfigMap>();
     let patch = config_patch(key, value);
-    let progress = Progress::start(&format!("mitigate: {key}={value}"));
+    let progress = ctx.progress(&format!("mitigate: {key}={value}"));
     cms.patch(
         RUNTIME_CONFIG,
         &PatchParams::default().dry_run(),
@@ -104,14 +102,13 @@ async fn patch_and_wait(
         Rollout::Complete(m) => Check::pass("mitigate.rollout", format!("{CONTROL_PLANE}: {m}")),
         Rollout::Waiting(m) | Rollout::Failed(m) => Check::fail("mitigate.rollout", format!("{CONTROL_PLANE}: {m}")).remedy(format!("kubectl -n {ns} rollout status deploy/{CONTROL_PLANE} --timeout=180s; then retry the ai-slot task and run kubectl ck8s diagnose build --verify")),
     });
-    Report::new("mitigate", &ns, checks).print(global.output, None)
+    Report::new("mitigate", &ns, checks).print(ctx.out.format, None)
 }
 
-pub async fn run(cmd: MitigateCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub async fn run(cmd: MitigateCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     match cmd {
         MitigateCommand::KanikoCache(wait) => {
-            let ctx = crate::cluster::connect(global).await?;
-            patch_and_wait(&ctx, KANIKO_CACHE, "false", &wait, global).await
+            patch_and_wait(ctx, KANIKO_CACHE, "false", &wait).await
         }
         MitigateCommand::BuildRef { value, wait } => {
             if let Err(problems) = crate::buildref::judge(&value)? {
@@ -123,8 +120,7 @@ pub async fn run(cmd: MitigateCommand, global: &GlobalArgs) -> Result<Verdict, F
                     "use a valid git ref without CLI flags: main, feature/<branch> or a commit SHA",
                 ));
             }
-            let ctx = crate::cluster::connect(global).await?;
-            patch_and_wait(&ctx, BUILD_REF, &value, &wait, global).await
+            patch_and_wait(ctx, BUILD_REF, &value, &wait).await
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `-o table|json|yaml`.
+//! `-o table|json|yaml` and whether progress lines go to stderr.
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -9,6 +9,16 @@ pub enum OutputFormat {
 }
 
 impl OutputFormat {
+    /// The names `-o` accepts (for completion and messages).
+    pub fn names() -> Vec<String> {
+        use clap::ValueEnum;
+        Self::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect()
+    }
+
     /// Prints `value` as JSON or YAML; `None` for table output (the caller renders it).
     pub fn print_structured<T: serde::Serialize>(self, value: &T) -> Option<Result<(), String>> {
         match self {
@@ -23,6 +33,54 @@ impl OutputFormat {
                     .map(|s| print!("{s}"))
                     .map_err(|e| e.to_string()),
             ),
+        }
+    }
+}
+
+/// How a flow shows its results: the format, and whether a progress line may be drawn.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub format: OutputFormat,
+    /// stderr is a terminal: draw a progress line there.
+    pub progress: bool,
+}
+
+impl Output {
+    pub fn new(format: OutputFormat) -> Self {
+        use std::io::IsTerminal;
+        Output {
+            format,
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// A progress line on stderr (nothing unless stderr is a terminal).
+    pub fn progress(&self, message: &str) -> Progress {
+        if !self.progress {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(message.to_string());
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        Progress(Some(bar))
+    }
+}
+
+/// A spinner with a message; cleared when dropped.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub fn set(&self, message: &str) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(message.to_string());
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `kubectl ck8s ports HOST`: only 22, 80 and 443 may be reachable from outside.
 
-use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
+use crate::output::Output;
 use crate::report::{Check, Report};
 use std::time::Duration;
 
@@ -42,12 +42,12 @@ pub async fn is_open(host: &str, port: u16, timeout: Duration) -> bool {
     )
 }
 
-pub async fn run(args: PortsArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
-    let host = args.host.or(global.domain.clone()).ok_or_else(|| {
+pub async fn run(args: PortsArgs, domain: Option<String>, out: Output) -> Result<Verdict, Failure> {
+    let host = args.host.or(domain).ok_or_else(|| {
         Failure::usage("no host given")
             .with_help("kubectl ck8s ports HOST, or set --domain / CODEXK8S_PRODUCTION_DOMAIN")
     })?;
-    let _progress = crate::cluster::Progress::start(&format!("ports: probing {host}"));
+    let _progress = out.progress(&format!("ports: probing {host}"));
     let plan: Vec<(u16, bool)> = args
         .open
         .iter()
@@ -61,7 +61,7 @@ pub async fn run(args: PortsArgs, global: &GlobalArgs) -> Result<Verdict, Failur
         .zip(results)
         .map(|((p, want), open)| judge(*p, *want, open))
         .collect();
-    Report::new("ports", &host, checks).print(global.output, None)
+    Report::for_host("ports", &host, checks).print(out.format, None)
 }
 
 #[cfg(test)]

@@ -68,20 +68,39 @@ impl Check {
     }
 }
 
-/// The full report of one command: what `-o json|yaml` prints.
+/// The full report of one command: what `-o json|yaml` prints, for every command (the shape
+/// is documented by `kubectl-ck8s/report.schema.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub command: String,
-    pub namespace: String,
+    /// The namespace a cluster command looked at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The host a network command looked at (`ports`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub verdict: Status,
     pub checks: Vec<Check>,
-    /// Flow-specific data (run namespaces, GC jobs, log excerpts, ...).
+    /// Flow-specific data (run namespaces, GC jobs, log findings, policy results, ...).
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
 }
 
 impl Report {
     pub fn new(command: &str, namespace: &str, checks: Vec<Check>) -> Self {
+        let mut r = Self::of_checks(command, checks);
+        r.namespace = Some(namespace.into());
+        r
+    }
+
+    /// A report about a host rather than a namespace.
+    pub fn for_host(command: &str, host: &str, checks: Vec<Check>) -> Self {
+        let mut r = Self::of_checks(command, checks);
+        r.host = Some(host.into());
+        r
+    }
+
+    fn of_checks(command: &str, checks: Vec<Check>) -> Self {
         let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
             Status::Fail
         } else {
@@ -89,11 +108,42 @@ impl Report {
         };
         Report {
             command: command.into(),
-            namespace: namespace.into(),
+            namespace: None,
+            host: None,
             verdict,
             checks,
             details: serde_json::Value::Null,
         }
+    }
+
+    /// A command whose result is not a list of checks (the `policy` tools): the verdict, and
+    /// the result in `details`.
+    pub fn structured<T: Serialize>(command: &str, verdict: Verdict, details: &T) -> Self {
+        Report {
+            command: command.into(),
+            namespace: None,
+            host: None,
+            verdict: match verdict {
+                Verdict::Pass => Status::Pass,
+                Verdict::Fail => Status::Fail,
+            },
+            checks: vec![],
+            details: serde_json::to_value(details).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// For JSON/YAML output: prints `details` in the report shape and returns the verdict;
+    /// `None` for table output (the caller prints its own text).
+    pub fn print_structured<T: Serialize>(
+        format: OutputFormat,
+        command: &str,
+        verdict: Verdict,
+        details: &T,
+    ) -> Option<Result<Verdict, Failure>> {
+        if format == OutputFormat::Table {
+            return None;
+        }
+        Some(Self::structured(command, verdict, details).print(format, None))
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -113,7 +163,7 @@ impl Report {
     /// checks (listings that JSON carries in `details`).
     pub fn print(&self, format: OutputFormat, extra: Option<&str>) -> Result<Verdict, Failure> {
         if let Some(result) = format.print_structured(self) {
-            result.map_err(Failure::usage)?;
+            result.map_err(|e| Failure::usage(format!("cannot print the report: {e}")))?;
             return Ok(self.verdict());
         }
         if let Some(extra) = extra {

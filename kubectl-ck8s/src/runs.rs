@@ -1,7 +1,6 @@
 //! `kubectl ck8s runs` and `runs env`: full-env run namespaces and agent job env wiring.
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress};
+use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report, listing};
@@ -160,13 +159,12 @@ async fn inspect(ctx: &Ctx, ns: &str) -> Result<RunNamespace, Failure> {
     })
 }
 
-pub async fn run(args: RunsArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
-    let ctx = crate::cluster::connect(global).await?;
-    let _progress = Progress::start("runs: listing run namespaces");
-    let namespaces = run_namespaces(&ctx).await?;
+pub async fn run(args: RunsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+    let _progress = ctx.progress("runs: listing run namespaces");
+    let namespaces = run_namespaces(ctx).await?;
     match args.command {
         None => {
-            let found = futures::future::join_all(namespaces.iter().map(|n| inspect(&ctx, n)))
+            let found = futures::future::join_all(namespaces.iter().map(|n| inspect(ctx, n)))
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
@@ -208,13 +206,12 @@ pub async fn run(args: RunsArgs, global: &GlobalArgs) -> Result<Verdict, Failure
             }
             Report::new("runs", &ctx.namespace, checks)
                 .with_details(serde_json::json!({ "namespaces": found }))
-                .print(global.output, Some(&table))
+                .print(ctx.out.format, Some(&table))
         }
         Some(RunsCommand::Env) => {
             let lp = ListParams::default().labels(RUN_POD_SELECTOR);
             let lists = futures::future::join_all(namespaces.iter().map(|n| {
                 let lp = &lp;
-                let ctx = &ctx;
                 async move { ctx.in_ns::<Pod>(n).list(lp).await }
             }))
             .await;
@@ -248,7 +245,7 @@ pub async fn run(args: RunsArgs, global: &GlobalArgs) -> Result<Verdict, Failure
             }
             Report::new("runs env", &ctx.namespace, checks)
                 .with_details(serde_json::json!({ "pods": details }))
-                .print(global.output, None)
+                .print(ctx.out.format, None)
         }
     }
 }

@@ -103,7 +103,10 @@ fn check_json_output_for_scripts() {
         !r.stdout.contains("hunter2"),
         "a Secret value was printed\n{r:?}"
     );
-    let report: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    let envelope: serde_json::Value = serde_json::from_str(&r.stdout).expect("JSON");
+    assert_eq!(envelope["command"], "policy check");
+    assert_eq!(envelope["verdict"], "fail");
+    let report = &envelope["details"];
     assert_eq!(report["allowed"], false);
     assert_eq!(report["denials"], 3);
     let findings = report["findings"].as_array().unwrap();
@@ -402,6 +405,8 @@ fn inspect_builtin_build_ref() {
     }
     let json = ck8s(&["policy", "inspect", "builtin:build-ref", "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(v["command"], "policy inspect");
+    let v = &v["details"];
     assert_eq!(v["name"], "build-ref");
     assert_eq!(v["loads"], true);
     assert_eq!(v["sha256"].as_str().unwrap().len(), 64);
@@ -451,7 +456,8 @@ fn inspect_one_policy_of_a_bundle() {
     let all = ck8s(&["policy", "inspect", bundle, "-o", "json"]);
     assert_eq!(all.code, 1, "{all:?}");
     let v: serde_json::Value = serde_json::from_str(&all.stdout).expect("JSON");
-    let error = v["loadError"].as_str().unwrap();
+    assert_eq!(v["verdict"], "fail");
+    let error = v["details"]["loadError"].as_str().unwrap();
     assert!(
         error.contains("is a bundle of 3 policies")
             && error.contains("build-ref, legacy-labels, kaniko-cache"),
@@ -486,7 +492,7 @@ fn list_shows_the_builtins() {
     let r = ck8s(&["policy", "list", "-o", "json"]);
     assert_eq!(r.code, 0, "{r:?}");
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let names: Vec<&str> = v
+    let names: Vec<&str> = v["details"]["policies"]
         .as_array()
         .unwrap()
         .iter()

@@ -3,8 +3,8 @@
 
 use super::manifests::{self, Manifest};
 use super::{PolicySelection, load_selection, runtime};
-use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
+use crate::output::Output;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
 use ck8s_policy_runtime::{Decision, Finding, FindingKind, PolicySet, SettingsFile, Subject};
 use clap::Args;
@@ -112,7 +112,7 @@ pub fn parts(finding: &Finding) -> (String, String, Option<String>, String) {
     }
 }
 
-pub fn run(args: CheckArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub fn run(args: CheckArgs, out: Output) -> Result<Verdict, Failure> {
     let files = manifests::expand(&args.files).map_err(Failure::usage)?;
     let objects = manifests::read_all(&files).map_err(Failure::usage)?;
     let config = match &args.config {
@@ -129,9 +129,10 @@ pub fn run(args: CheckArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    if let Some(result) = global.output.print_structured(&report) {
-        result.map_err(Failure::usage)?;
-        return Ok(verdict);
+    if let Some(result) =
+        crate::report::Report::print_structured(out.format, "policy check", verdict, &report)
+    {
+        return result;
     }
     print_table(&report);
     Ok(verdict)

@@ -1,8 +1,9 @@
 //! `policy inspect`, `policy webhook-rules` and `policy list`: what policies declare.
 
 use super::{PolicySelection, load_selection, runtime};
-use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
+use crate::output::Output;
+use crate::report::Report as Envelope;
 use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
 use ck8s_policy_runtime::{LoadedPolicy, PolicySource};
 use clap::Args;
@@ -47,7 +48,7 @@ struct LimitsView {
     max_output_bytes: usize,
 }
 
-pub fn run(args: InspectArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
     let runtime = runtime()?;
     let (source, wasm, member) = read_policy(&args.policy)?;
     let limits = runtime.limits();
@@ -92,9 +93,9 @@ pub fn run(args: InspectArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    if let Some(result) = global.output.print_structured(&report) {
-        result.map_err(Failure::usage)?;
-        return Ok(verdict);
+    if let Some(result) = Envelope::print_structured(out.format, "policy inspect", verdict, &report)
+    {
+        return result;
     }
 
     let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
@@ -274,16 +275,17 @@ pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
     out
 }
 
-pub fn webhook_rules(sel: &PolicySelection, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub fn webhook_rules(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
     let runtime = runtime()?;
     let policies = load_selection(&runtime, sel)?;
     let rules = merge_rules(policies.iter().flat_map(|p| p.metadata.rules.iter()));
-    if let Some(result) = global
-        .output
-        .print_structured(&serde_json::json!({ "rules": rules }))
-    {
-        result.map_err(Failure::usage)?;
-        return Ok(Verdict::Pass);
+    if let Some(result) = Envelope::print_structured(
+        out.format,
+        "policy webhook-rules",
+        Verdict::Pass,
+        &serde_json::json!({ "rules": rules }),
+    ) {
+        return result;
     }
     let names: Vec<&str> = policies.iter().map(|p| p.name()).collect();
     println!(
@@ -304,13 +306,17 @@ struct Listed<'a> {
     rules: &'a [Rule],
 }
 
-pub fn list(sel: &PolicySelection, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub fn list(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
     let runtime = runtime()?;
     let policies = load_selection(&runtime, sel)?;
     let listed: Vec<Listed> = policies.iter().map(|p| listed(p)).collect();
-    if let Some(result) = global.output.print_structured(&listed) {
-        result.map_err(Failure::usage)?;
-        return Ok(Verdict::Pass);
+    if let Some(result) = Envelope::print_structured(
+        out.format,
+        "policy list",
+        Verdict::Pass,
+        &serde_json::json!({ "policies": listed }),
+    ) {
+        return result;
     }
     let mut t = table(["NAME", "VERSION", "SOURCE", "RESOURCES", "DESCRIPTION"]);
     for l in &listed {

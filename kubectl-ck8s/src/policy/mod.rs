@@ -17,8 +17,8 @@ mod manifests;
 mod scaffold;
 mod suite;
 
-use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
+use crate::output::Output;
 use ck8s_policy_runtime::{LoadedPolicy, PolicySource, Runtime};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -52,14 +52,14 @@ pub struct PolicySelection {
     pub no_builtin: bool,
 }
 
-pub async fn run(cmd: PolicyCommand, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub async fn run(cmd: PolicyCommand, out: Output) -> Result<Verdict, Failure> {
     match cmd {
-        PolicyCommand::Check(args) => check::run(args, global),
-        PolicyCommand::Test(args) => suite::run(args, global),
+        PolicyCommand::Check(args) => check::run(args, out),
+        PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::New(args) => scaffold::run(args),
-        PolicyCommand::Inspect(args) => inspect::run(args, global),
-        PolicyCommand::WebhookRules(sel) => inspect::webhook_rules(&sel, global),
-        PolicyCommand::List(sel) => inspect::list(&sel, global),
+        PolicyCommand::Inspect(args) => inspect::run(args, out),
+        PolicyCommand::WebhookRules(sel) => inspect::webhook_rules(&sel, out),
+        PolicyCommand::List(sel) => inspect::list(&sel, out),
     }
 }
 

@@ -25,7 +25,6 @@
 
 use super::check::{effects, parts};
 use super::{load_ref, manifests, runtime};
-use crate::cli::GlobalArgs;
 use crate::exit::{Failure, Verdict};
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
@@ -128,7 +127,7 @@ struct Tally {
     errors: usize,
 }
 
-pub fn run(args: TestArgs, _global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub fn run(args: TestArgs) -> Result<Verdict, Failure> {
     let roots = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {

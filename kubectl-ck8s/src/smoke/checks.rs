@@ -1,6 +1,7 @@
 //! The smoke checks: pure functions of the fetched [`State`], one per runbook expectation.
 
 use super::probe::{ProbeResponse, ProbeResult};
+use crate::cluster::objects::{JobState, created, pod_ready};
 use crate::names::*;
 use crate::report::Check;
 use crate::rollout::{Rollout, rollout_status};
@@ -102,7 +103,7 @@ pub fn run_all(s: &State) -> Vec<Check> {
         tls_reuse(s),
         ingress_domain(s),
         web_console(s),
-        gc_cronjob(s),
+        crate::gc::cronjob_check(ns, s.gc_cronjob.as_ref()),
         retention(s),
         oauth2_skip_auth(s),
     ]
@@ -119,13 +120,6 @@ fn containers(d: &Deployment) -> impl Iterator<Item = &Container> {
         .iter()
         .flat_map(|s| s.template.spec.iter())
         .flat_map(|p| p.containers.iter())
-}
-
-fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 pub fn pods_ready(s: &State) -> Check {
@@ -220,14 +214,6 @@ pub fn rollout(id: &str, name: &str, s: &State) -> Check {
     }
 }
 
-/// The condition of type `t` with status True, if any.
-pub fn job_condition(j: &Job, t: &str) -> bool {
-    j.status
-        .iter()
-        .flat_map(|s| s.conditions.iter().flatten())
-        .any(|c| c.type_ == t && c.status == "True")
-}
-
 pub fn migrate_latest(s: &State) -> Check {
     let id = "migrate.latest";
     let newest = s
@@ -239,13 +225,7 @@ pub fn migrate_latest(s: &State) -> Check {
                 .as_deref()
                 .is_some_and(|n| n.starts_with(MIGRATE_PREFIX))
         })
-        .max_by_key(|j| {
-            j.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-                .unwrap_or(0)
-        });
+        .max_by_key(|j| created(&j.metadata));
     let Some(job) = newest else {
         return Check::fail(id, format!("no {MIGRATE_PREFIX}* job")).remedy("migrations run before control-plane: redeploy (PostgreSQL -> migrations -> control-plane -> api-gateway -> frontend)");
     };
@@ -254,12 +234,12 @@ pub fn migrate_latest(s: &State) -> Check {
         "kubectl -n {} logs job/{name} --tail=200; fix the migration and redeploy",
         s.namespace
     );
-    if job_condition(job, "Complete") {
-        Check::pass(id, format!("{name} completed"))
-    } else if job_condition(job, "Failed") {
-        Check::fail(id, format!("{name} failed")).remedy(remedy)
-    } else {
-        Check::fail(id, format!("{name} has not completed yet")).remedy(remedy)
+    match JobState::of(job) {
+        JobState::Complete => Check::pass(id, format!("{name} completed")),
+        JobState::Failed => Check::fail(id, format!("{name} failed")).remedy(remedy),
+        JobState::Running => {
+            Check::fail(id, format!("{name} has not completed yet")).remedy(remedy)
+        }
     }
 }
 
@@ -431,17 +411,6 @@ pub fn web_console(s: &State) -> Check {
         }
         (true, 0) => Check::fail(id, format!("{WEB_CONSOLE} has no ready replica")).remedy(remedy),
         (true, n) => Check::pass(id, format!("{WEB_CONSOLE} serving on 5173 ({n} ready)")),
-    }
-}
-
-pub fn gc_cronjob(s: &State) -> Check {
-    let id = "gc.cronjob";
-    match &s.gc_cronjob {
-        None => Check::fail(id, format!("cronjob {GC_CRONJOB} not found")).remedy("the registry GC CronJob is enabled in production/non-ai environments: redeploy the platform"),
-        Some(cj) if cj.spec.as_ref().and_then(|s| s.suspend) == Some(true) => {
-            Check::warn(id, format!("cronjob {GC_CRONJOB} is suspended")).remedy(format!("kubectl -n {} patch cronjob {GC_CRONJOB} -p '{{\"spec\":{{\"suspend\":false}}}}'", s.namespace))
-        }
-        Some(cj) => Check::pass(id, format!("cronjob {GC_CRONJOB} schedule {:?}", cj.spec.as_ref().map(|s| s.schedule.as_str()).unwrap_or(""))),
     }
 }
 

@@ -6,8 +6,7 @@
 pub mod checks;
 pub mod probe;
 
-use crate::cli::GlobalArgs;
-use crate::cluster::{Ctx, Progress, not_found_is_none};
+use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report, selected};
@@ -32,7 +31,7 @@ pub struct SmokeArgs {
     pub probe_direct: Option<String>,
 }
 
-pub async fn run(args: SmokeArgs, global: &GlobalArgs) -> Result<Verdict, Failure> {
+pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     for f in args.only.iter().chain(&args.skip) {
         if !checks::IDS
             .iter()
@@ -42,9 +41,8 @@ pub async fn run(args: SmokeArgs, global: &GlobalArgs) -> Result<Verdict, Failur
                 .with_help(format!("check ids: {}", checks::IDS.join(", "))));
         }
     }
-    let ctx = crate::cluster::connect(global).await?;
-    let progress = Progress::start("smoke: fetching cluster state");
-    let mut state = fetch(&ctx, global.domain.clone()).await?;
+    let progress = ctx.progress("smoke: fetching cluster state");
+    let mut state = fetch(ctx).await?;
     progress.set("smoke: probing through port-forward");
     let wants_probe = |id| selected(id, &args.only, &args.skip);
     let probing = [
@@ -66,11 +64,11 @@ pub async fn run(args: SmokeArgs, global: &GlobalArgs) -> Result<Verdict, Failur
         .into_iter()
         .filter(|c| selected(&c.id, &args.only, &args.skip))
         .collect();
-    Report::new("smoke", &ctx.namespace, checks).print(global.output, None)
+    Report::new("smoke", &ctx.namespace, checks).print(ctx.out.format, None)
 }
 
 /// All the objects smoke looks at, fetched concurrently.
-pub async fn fetch(ctx: &Ctx, domain: Option<String>) -> Result<State, Failure> {
+pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     let ns = ctx.namespace.as_str();
     let lp = ListParams::default();
     let (pods, deployments, jobs, ingresses, tls, reuse, cronjob, runtime) = futures::join!(
@@ -90,7 +88,7 @@ pub async fn fetch(ctx: &Ctx, domain: Option<String>) -> Result<State, Failure> 
     let here = Some(ns);
     Ok(State {
         namespace: ns.to_string(),
-        domain,
+        domain: ctx.domain.clone(),
         now: chrono::Utc::now(),
         pods: pods.map_err(|e| ctx.err("list", "pods", here, e))?.items,
         deployments: deployments

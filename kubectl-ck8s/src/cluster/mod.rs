@@ -1,0 +1,170 @@
+//! The one Kubernetes layer every cluster flow goes through: the connection and its context
+//! ([`Ctx`]), the one place API errors become typed [`Failure`]s, the object helpers
+//! ([`objects`]: Jobs, pods, conditions, times, selectors), pod logs read line by line
+//! ([`logs`]) and waits by watch ([`wait`]).
+
+pub mod objects;
+
+use crate::exit::Failure;
+use crate::output::{Output, Progress};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to reach the cluster (kubectl's flags).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub request_timeout: Duration,
+}
+
+/// What every cluster flow is handed: the client, the namespace, how to show results.
+#[derive(Clone)]
+pub struct Ctx {
+    pub client: Client,
+    pub namespace: String,
+    pub server: String,
+    pub out: Output,
+    /// The production domain (`--domain` / `CODEXK8S_PRODUCTION_DOMAIN`).
+    pub domain: Option<String>,
+}
+
+/// The kubeconfig `--kubeconfig` names (or the default chain), with a missing file named.
+pub fn kubeconfig(path: Option<&PathBuf>) -> Result<Option<Kubeconfig>, Failure> {
+    match path {
+        // A single file: read it ourselves so a missing file is reported by name.
+        Some(path) if !path.to_string_lossy().contains(':') => Kubeconfig::read_from(path)
+            .map(Some)
+            .map_err(|e| Failure::usage(format!("cannot read kubeconfig {}: {e}", path.display()))),
+        _ => Ok(None),
+    }
+}
+
+pub async fn connect(
+    opts: &ConnectOptions,
+    namespace: &str,
+    domain: Option<String>,
+    out: Output,
+) -> Result<Ctx, Failure> {
+    let options = KubeConfigOptions {
+        context: opts.context.clone(),
+        cluster: None,
+        user: None,
+    };
+    let config = match kubeconfig(opts.kubeconfig.as_ref())? {
+        Some(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await,
+        None => Config::from_kubeconfig(&options).await,
+    };
+    let mut config = config.map_err(|e| {
+        Failure::usage(format!("cannot load the kubeconfig: {e}"))
+            .with_help("pass --kubeconfig FILE and --context NAME, as for kubectl")
+    })?;
+    config.read_timeout = Some(opts.request_timeout);
+    config.write_timeout = Some(opts.request_timeout);
+    config.connect_timeout = Some(opts.request_timeout.min(Duration::from_secs(10)));
+    let server = config.cluster_url.to_string();
+    let client = Client::try_from(config)
+        .map_err(|e| Failure::usage(format!("cannot build the client: {e}")))?;
+    Ok(Ctx {
+        client,
+        namespace: namespace.to_string(),
+        server,
+        out,
+        domain,
+    })
+}
+
+impl Ctx {
+    pub fn ns<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn in_ns<K>(&self, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    pub fn all<K>(&self) -> Api<K>
+    where
+        K: kube::Resource,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::all(self.client.clone())
+    }
+
+    /// A progress line on stderr when it is a terminal.
+    pub fn progress(&self, message: &str) -> Progress {
+        self.out.progress(message)
+    }
+
+    /// Turns a client error into a typed failure: what was asked, of what, and what to do.
+    pub fn err(
+        &self,
+        verb: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        e: kube::Error,
+    ) -> Failure {
+        api_failure(&self.server, verb, resource, namespace, e)
+    }
+}
+
+/// The one mapping of API errors: 403 forbidden (naming the refused verb and resource),
+/// 404 not found, 401 and 5xx and transport errors connection, other refusals usage.
+pub fn api_failure(
+    server: &str,
+    verb: &str,
+    resource: &str,
+    namespace: Option<&str>,
+    e: kube::Error,
+) -> Failure {
+    let scope = namespace
+        .map(|n| format!(" in namespace {n}"))
+        .unwrap_or_default();
+    match e {
+        kube::Error::Api(status) if status.code == 403 => Failure::forbidden(
+            verb,
+            resource,
+            format!("forbidden: cannot {verb} {resource}{scope}: {}", status.message),
+        )
+        .with_help(format!(
+            "grant the verb \"{verb}\" on resource \"{resource}\"{scope} to your user (Role/ClusterRole + binding); see README \"RBAC\""
+        )),
+        kube::Error::Api(status) if status.code == 401 => {
+            Failure::connection(format!("unauthorized: {}", status.message))
+                .with_help("refresh your kubeconfig credentials")
+        }
+        kube::Error::Api(status) if status.code == 404 => Failure::not_found(format!(
+            "not found: {resource}{scope}: {}",
+            status.message
+        )),
+        kube::Error::Api(status) if status.code >= 500 => Failure::connection(format!(
+            "the API server at {server} failed to {verb} {resource}{scope}: {} ({})",
+            status.message, status.code
+        )),
+        kube::Error::Api(status) => Failure::usage(format!(
+            "the API server refused to {verb} {resource}{scope}: {} ({})",
+            status.message, status.code
+        )),
+        other => Failure::connection(format!("cannot reach the API server at {server}: {other}"))
+            .with_help("check that the cluster is up and that --kubeconfig/--context point at it"),
+    }
+}
+
+/// `Ok(None)` for 404, the object otherwise; other errors are kept for the caller.
+pub fn not_found_is_none<T>(r: Result<T, kube::Error>) -> Result<Option<T>, kube::Error> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+        Err(e) => Err(e),
+    }
+}
