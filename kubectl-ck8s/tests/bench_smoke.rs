@@ -15,27 +15,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_kubectl-ck8s");
 const ROUNDS: usize = 5;
 
 /// The production runbook's smoke, as an SRE pastes it (one kubectl process per line).
-const RUNBOOK: &[&str] = &[
-    "-n codex-k8s-prod get pods -o wide",
-    "-n codex-k8s-prod get deploy,job,ingress",
-    "-n codex-k8s-prod logs deploy/codex-k8s --tail=200",
-    "-n codex-k8s-prod logs deploy/codex-k8s-worker --tail=200",
-    "-n codex-k8s-prod logs deploy/codex-k8s-control-plane --tail=200",
-    "-n codex-k8s-prod rollout status deploy/codex-k8s-control-plane --timeout=180s",
-    "-n codex-k8s-prod rollout status deploy/codex-k8s --timeout=180s",
-    "-n codex-k8s-prod rollout status deploy/codex-k8s-worker --timeout=180s",
-    "-n codex-k8s-prod rollout status deploy/oauth2-proxy --timeout=180s",
-    "-n codex-k8s-prod get jobs --sort-by=.metadata.creationTimestamp",
-    "-n codex-k8s-prod get secret codex-k8s-production-tls",
-    "-n codex-k8s-system get secrets",
-    "-n codex-k8s-prod get ingress",
-    "-n codex-k8s-prod describe ingress codex-k8s",
-    "-n codex-k8s-prod get deploy codex-k8s-web-console -o wide",
-    "-n codex-k8s-prod get cronjob codex-k8s-registry-gc",
-    "-n codex-k8s-prod get jobs -l app.kubernetes.io/name=codex-k8s-registry-gc",
-    "-n codex-k8s-prod get configmap codex-k8s-runtime -o yaml",
-    "-n codex-k8s-prod get deploy oauth2-proxy -o jsonpath={.spec.template.spec.containers[*].args}",
-];
+const RUNBOOK: &[&str] = ck8s_tests::RUNBOOK_SMOKE;
 
 fn app() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

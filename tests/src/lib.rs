@@ -4,10 +4,12 @@
 //! - [`apiserver`]: the in-process stand-in API server, kept for fast tests and for faults a
 //!   real server cannot be made to produce; it stores and serves fixture objects over the REST
 //!   paths and reconciles nothing;
+//! - [`cluster_webhook`]: ck8s-admission as a process, registered with the real control plane;
 //! - [`webhook`]: ck8s-admission started in-process over real TLS.
 
 pub mod apiserver;
 pub mod cluster;
+pub mod cluster_webhook;
 pub mod webhook;
 
 pub use apiserver::TestApiServer;
@@ -45,3 +47,27 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }
+
+/// The production runbook's smoke, as an SRE pastes it: one kubectl process per line, in the
+/// production namespace `codex-k8s-prod`. The smoke benchmarks run it beside `kubectl ck8s smoke`.
+pub const RUNBOOK_SMOKE: &[&str] = &[
+    "-n codex-k8s-prod get pods -o wide",
+    "-n codex-k8s-prod get deploy,job,ingress",
+    "-n codex-k8s-prod logs deploy/codex-k8s --tail=200",
+    "-n codex-k8s-prod logs deploy/codex-k8s-worker --tail=200",
+    "-n codex-k8s-prod logs deploy/codex-k8s-control-plane --tail=200",
+    "-n codex-k8s-prod rollout status deploy/codex-k8s-control-plane --timeout=180s",
+    "-n codex-k8s-prod rollout status deploy/codex-k8s --timeout=180s",
+    "-n codex-k8s-prod rollout status deploy/codex-k8s-worker --timeout=180s",
+    "-n codex-k8s-prod rollout status deploy/oauth2-proxy --timeout=180s",
+    "-n codex-k8s-prod get jobs --sort-by=.metadata.creationTimestamp",
+    "-n codex-k8s-prod get secret codex-k8s-production-tls",
+    "-n codex-k8s-system get secrets",
+    "-n codex-k8s-prod get ingress",
+    "-n codex-k8s-prod describe ingress codex-k8s",
+    "-n codex-k8s-prod get deploy codex-k8s-web-console -o wide",
+    "-n codex-k8s-prod get cronjob codex-k8s-registry-gc",
+    "-n codex-k8s-prod get jobs -l app.kubernetes.io/name=codex-k8s-registry-gc",
+    "-n codex-k8s-prod get configmap codex-k8s-runtime -o yaml",
+    "-n codex-k8s-prod get deploy oauth2-proxy -o jsonpath={.spec.template.spec.containers[*].args}",
+];

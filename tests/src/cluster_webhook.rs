@@ -1,0 +1,223 @@
+//! ck8s-admission as a real process on loopback, registered with the real control plane
+//! ([`crate::cluster`]) by the ValidatingWebhookConfiguration rendered from deploy/base with
+//! only `clientConfig` changed (`url:` + `caBundle`): the namespace selector, match conditions,
+//! timeout and failure policy in force are the shipped ones. `$CK8S_ADMISSION_BIN` picks another
+//! binary (a release or static build, for benchmarks).
+
+use crate::cluster::{ControlPlane, free_port};
+use base64::Engine;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The webhook's name in deploy/base.
+pub const WEBHOOK: &str = "ck8s-admission.codex-k8s.dev";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The webhook's serving certificate, signed by a CA of its own (the `caBundle`).
+pub struct Certs {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn certs() -> &'static Certs {
+    static CERTS: OnceLock<Certs> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        Certs {
+            ca_pem,
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    })
+}
+
+/// ck8s-admission as a process on a fixed loopback port (the registered URL's).
+pub struct Ck8s {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+pub fn webhook_port() -> u16 {
+    static PORT: OnceLock<u16> = OnceLock::new();
+    *PORT.get_or_init(|| free_port().unwrap())
+}
+
+impl Ck8s {
+    /// Starts the binary with `config` (policies.yaml) and extra policy files, waits for
+    /// `/readyz`.
+    pub fn start(config: &str, policies: &[(&str, Vec<u8>)], extra: &[&str]) -> Ck8s {
+        let dir = tempfile::tempdir().unwrap();
+        let c = certs();
+        std::fs::write(dir.path().join("tls.crt"), &c.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key"), &c.key_pem).unwrap();
+        std::fs::write(dir.path().join("policies.yaml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        for (name, wasm) in policies {
+            std::fs::write(dir.path().join("policies").join(name), wasm).unwrap();
+        }
+        let p = |f: &str| dir.path().join(f).display().to_string();
+        let log = std::fs::File::create(dir.path().join("ck8s.log")).unwrap();
+        let child = Command::new(
+            std::env::var_os("CK8S_ADMISSION_BIN")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| crate::workspace_binary("ck8s-admission")),
+        )
+            .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
+            .arg(format!("--metrics-listen=127.0.0.1:{}", free_port().unwrap()))
+            .arg(format!("--tls-cert={}", p("tls.crt")))
+            .arg(format!("--tls-key={}", p("tls.key")))
+            .arg(format!("--config={}", p("policies.yaml")))
+            .arg(format!("--policies={}", p("policies")))
+            .arg(format!("--cache-dir={}", p("cache")))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut ck8s = Ck8s { child, dir };
+        ck8s.wait_ready();
+        ck8s
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        let url = format!("https://127.0.0.1:{}/readyz", webhook_port());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = crate::webhook::client_trusting(&certs().ca_pem)
+            .build()
+            .unwrap();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("ck8s-admission exited with {status}: {}", self.log());
+            }
+            let ok = rt.block_on(async {
+                matches!(client.get(&url).send().await, Ok(r) if r.status().is_success())
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "ck8s-admission not ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ck8s.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Ck8s {
+    fn drop(&mut self) {
+        // SIGTERM: the server drains and exits.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shipped webhook configuration (deploy/base), pointed at the loopback webhook.
+pub fn webhook_configuration(cp: &ControlPlane) -> String {
+    use serde::Deserialize;
+    let base = repo().join("deploy/base");
+    let rendered = cp
+        .kubectl_output(&["kustomize", base.to_str().unwrap()])
+        .unwrap();
+    let mut vwc = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| Value::deserialize(d).unwrap())
+        .find(|v| v["kind"] == "ValidatingWebhookConfiguration")
+        .expect("deploy/base renders a ValidatingWebhookConfiguration");
+    let ca = base64::engine::general_purpose::STANDARD.encode(&certs().ca_pem);
+    for hook in vwc["webhooks"].as_array_mut().unwrap() {
+        hook["clientConfig"] = serde_json::json!({
+            "url": format!("https://127.0.0.1:{}/validate", webhook_port()),
+            "caBundle": ca,
+        });
+    }
+    serde_json::to_string(&vwc).unwrap()
+}
+
+/// Registers the webhook (once per test binary; later calls re-apply the same object).
+pub fn register(cp: &ControlPlane) {
+    cp.apply(&webhook_configuration(cp)).unwrap();
+}
+
+pub fn unregister(cp: &ControlPlane) {
+    cp.kubectl_output(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "ck8s-admission",
+        "--ignore-not-found",
+    ])
+    .unwrap();
+}
+
+/// The output of `kubectl <args>` with `manifest` on stdin: (success, stdout, stderr).
+pub fn kubectl_in(cp: &ControlPlane, args: &[&str], manifest: &str) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = cp
+        .kubectl()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(manifest.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The API server starts calling a webhook a moment after its configuration is created: waits
+/// until a server-side dry run of a Secret with a bad `CODEXK8S_BUILD_REF` in `ns` is denied by
+/// ck8s (build-ref denies in every configuration these tests use).
+pub fn wait_active(cp: &ControlPlane, ns: &str) {
+    let probe = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ck8s-probe\n  namespace: {ns}\nstringData: {{CODEXK8S_BUILD_REF: \"-b x\"}}\n"
+    );
+    cp.wait_until(Duration::from_secs(30), "the webhook to be called", || {
+        let (ok, _, err) = kubectl_in(cp, &["create", "--dry-run=server", "-f", "-"], &probe);
+        Ok(!ok && err.contains("[build-ref]"))
+    })
+    .unwrap();
+}
+
