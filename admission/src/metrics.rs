@@ -22,7 +22,8 @@ pub struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
-    /// allow | deny | warn | audit | error | not_inspected
+    /// allow | kept (allowed: only violations the old object had) | deny | warn | audit |
+    /// error | not_inspected
     pub result: &'static str,
 }
 

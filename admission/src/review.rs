@@ -2,7 +2,7 @@
 
 use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName};
 use ck8s_policy_runtime::admission::{AdmissionRequest, ReviewError, parse_review};
-use ck8s_policy_runtime::{Decision, Evaluation, Finding, OutcomeResult, PolicySet, Subject};
+use ck8s_policy_runtime::{Decision, Evaluation, OutcomeResult, PolicySet, Subject};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -101,20 +101,19 @@ fn encode(uid: &str, d: &Decision) -> Vec<u8> {
             uid,
             allowed: d.allowed,
             status,
-            warnings: warnings(&d.warnings),
+            warnings: warnings(&d.warning_texts()),
             audit_annotations,
         },
     };
     serde_json::to_vec(&out).expect("a review of strings always serializes")
 }
 
-/// Warnings within the API server's budget: as many whole findings as fit, then a line that
+/// Warnings within the API server's budget: as many whole warnings as fit, then a line that
 /// says how many were left out.
-pub fn warnings(findings: &[Finding]) -> Vec<String> {
+pub fn warnings(findings: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let mut used = 0;
-    for (i, f) in findings.iter().enumerate() {
-        let text = f.to_string();
+    for (i, text) in findings.iter().enumerate() {
         let rest = findings.len() - i - 1;
         let reserve = if rest > 0 { 64 } else { 0 };
         if used + text.len() + reserve > WARNING_BUDGET {
@@ -125,7 +124,7 @@ pub fn warnings(findings: &[Finding]) -> Vec<String> {
             break;
         }
         used += text.len();
-        out.push(text);
+        out.push(text.clone());
     }
     out
 }
@@ -137,6 +136,8 @@ fn record(evaluation: &Evaluation, metrics: &Metrics) {
     for o in outcomes {
         let result = match &o.result {
             OutcomeResult::NotInspected => "not_inspected",
+            // Every violation was one the old object had (ratcheting).
+            OutcomeResult::Allowed if !o.kept.is_empty() => "kept",
             OutcomeResult::Allowed => "allow",
             OutcomeResult::Violations(_) => match o.mode {
                 ck8s_policy_runtime::Mode::Deny => "deny",
@@ -182,5 +183,8 @@ fn log_findings(r: &AdmissionRequest<'_>, d: &Decision) {
     }
     for f in &d.audits {
         tracing::info!(uid = %r.uid, policy = %f.policy, user, kind = %r.kind.kind, namespace = ns, name, finding = %f, "audit");
+    }
+    for f in &d.kept {
+        tracing::info!(uid = %r.uid, policy = %f.policy, user, kind = %r.kind.kind, namespace = ns, name, finding = %f, "existing violation kept");
     }
 }

@@ -184,3 +184,11 @@ pub fn wat_policy(name: &str, group: &str, resources: &[&str], validate: &str) -
     );
     wat::parse_str(wat).unwrap()
 }
+
+/// An UPDATE review of `object` whose stored version is `old` (see [`review_of`]).
+pub fn update_of(object: Value, old: Value, resource: &str, uid: &str) -> Value {
+    let mut review = review_of(object, resource, uid);
+    review["request"]["operation"] = json!("UPDATE");
+    review["request"]["oldObject"] = old;
+    review
+}

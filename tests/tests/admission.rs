@@ -590,3 +590,281 @@ async fn shutdown_drains_in_flight_requests() {
         "listeners are closed after shutdown"
     );
 }
+
+fn update_of(object: Value, old: Value, resource: &str) -> Value {
+    ck8s_tests::webhook::update_of(
+        object,
+        old,
+        resource,
+        "e911857d-c318-11e8-bbad-025000000002",
+    )
+}
+
+/// A ReplicaSet the Deployment controller made before the webhook was registered: its
+/// template still carries a legacy label and a bad `CODEXK8S_BUILD_REF`.
+fn legacy_replicaset(replicas: u32, env: Value) -> Value {
+    json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": { "name": "codex-k8s-worker-7d9f", "ownerReferences": [{ "apiVersion": "apps/v1",
+            "kind": "Deployment", "name": "codex-k8s-worker", "uid": "1", "controller": true }] },
+        "spec": { "replicas": replicas, "template": {
+            "metadata": { "labels": { "codexk8s.io/managed-by": "codex-k8s-worker" } },
+            "spec": { "containers": [{ "name": "w", "image": "w:1", "env": env }] } } } })
+}
+
+fn runtime_cm(data: Value) -> Value {
+    json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "codex-k8s-runtime" }, "data": data })
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn updates_keep_existing_violations_and_deny_new_ones() {
+    let w = Webhook::start(&[], |dir| {
+        std::fs::write(
+            dir.join("policies/frozen.wasm"),
+            wat_policy("frozen", "deny"),
+        )
+        .unwrap();
+    })
+    .await;
+    let bad_env = json!([{ "name": "CODEXK8S_BUILD_REF", "value": "-b feature/x" }]);
+
+    // The Deployment controller scales the ReplicaSet: only spec.replicas changes.
+    let r = w
+        .review(&update_of(
+            legacy_replicaset(3, bad_env.clone()),
+            legacy_replicaset(1, bad_env.clone()),
+            "replicasets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+    let warnings = strs(&r["response"]["warnings"]);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.starts_with(
+        "existing violation kept: [build-ref] spec.template.spec.containers[0].env[CODEXK8S_BUILD_REF]"
+    ) && w.contains("(got \"-b feature/x\"); fix: set CODEXK8S_BUILD_REF")), "{warnings:?}");
+    assert!(warnings.iter().any(|w| w.starts_with(
+        "existing violation kept: [legacy-labels] spec.template.metadata.labels[codexk8s.io/managed-by]"
+    ) && w.contains("; fix: rename label codexk8s.io/managed-by to codex-k8s.dev/managed-by")), "{warnings:?}");
+
+    // The same ReplicaSet created: denied as before.
+    let r = w
+        .review(&review_of(
+            legacy_replicaset(3, bad_env.clone()),
+            "replicasets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], false);
+    assert!(r["response"].get("warnings").is_none(), "{r}");
+
+    // A bad value changed into another bad value: new, denied, the new value named.
+    let changed = json!([{ "name": "CODEXK8S_BUILD_REF", "value": "--orphan" }]);
+    let r = w
+        .review(&update_of(
+            legacy_replicaset(1, changed),
+            legacy_replicaset(1, bad_env.clone()),
+            "replicasets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], false);
+    let msg = r["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("(1 violation)") && msg.contains("\"--orphan\""),
+        "{msg}"
+    );
+
+    // Old violations kept and a new one added: the new one is named, only it.
+    let added = json!([{ "name": "CODEXK8S_BUILD_REF", "value": "-b feature/x" },
+        { "name": "CODEXK8S_KANIKO_CACHE_ENABLED", "value": "true" }]);
+    let r = w
+        .review(&update_of(
+            legacy_replicaset(1, added),
+            legacy_replicaset(1, bad_env.clone()),
+            "replicasets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], false);
+    assert_eq!(r["response"]["status"]["code"], 403);
+    let msg = r["response"]["status"]["message"].as_str().unwrap();
+    assert!(msg.contains("(1 violation)"), "{msg}");
+    assert!(
+        msg.contains(
+            "[kaniko-cache] spec.template.spec.containers[0].env[CODEXK8S_KANIKO_CACHE_ENABLED]"
+        ),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("build-ref") && !msg.contains("legacy-labels"),
+        "{msg}"
+    );
+    assert_eq!(strs(&r["response"]["warnings"]).len(), 2, "{r}");
+
+    // Runbook mitigation A on a ConfigMap that still holds a bad CODEXK8S_BUILD_REF.
+    let before = runtime_cm(
+        json!({ "CODEXK8S_BUILD_REF": "-b feature/x", "CODEXK8S_KANIKO_CACHE_ENABLED": "true" }),
+    );
+    let mitigation_a = runtime_cm(
+        json!({ "CODEXK8S_BUILD_REF": "-b feature/x", "CODEXK8S_KANIKO_CACHE_ENABLED": "false" }),
+    );
+    let r = w
+        .review(&update_of(mitigation_a, before.clone(), "configmaps"))
+        .await;
+    // `frozen` (a user policy, ABI v1) denies every ConfigMap: ratcheted the same way.
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+    let warnings = strs(&r["response"]["warnings"]);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("existing violation kept: [build-ref] data.CODEXK8S_BUILD_REF")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w == &format!("existing violation kept: [frozen] {FROZEN}; fix: ask the SRE")),
+        "{warnings:?}"
+    );
+    // Mitigation B while the cache flag is still on.
+    let mitigation_b = runtime_cm(
+        json!({ "CODEXK8S_BUILD_REF": "main", "CODEXK8S_KANIKO_CACHE_ENABLED": "true" }),
+    );
+    let r = w
+        .review(&update_of(mitigation_b, before, "configmaps"))
+        .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+
+    // A Namespace that kept an old codexk8s.io/run-id label gets an unrelated label.
+    let mut relabelled = labelled_ns("codexk8s.io/run-id");
+    relabelled["metadata"]["labels"]["team"] = json!("platform");
+    let r = w
+        .review(&update_of(
+            relabelled,
+            labelled_ns("codexk8s.io/run-id"),
+            "namespaces",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+    assert_eq!(
+        strs(&r["response"]["warnings"]),
+        [
+            "existing violation kept: [legacy-labels] metadata.labels[codexk8s.io/run-id]: legacy label key codexk8s.io/run-id (the platform moved to codex-k8s.dev/) (got \"codex-k8s-worker\"); fix: rename label codexk8s.io/run-id to codex-k8s.dev/run-id"
+        ]
+    );
+
+    let m = w.metrics_text().await;
+    for line in [
+        r#"ck8s_admission_policy_evaluations_total{policy="build-ref",result="kept"} 3"#,
+        r#"ck8s_admission_policy_evaluations_total{policy="legacy-labels",result="kept"} 4"#,
+        r#"ck8s_admission_policy_evaluations_total{policy="kaniko-cache",result="kept"} 1"#,
+        r#"ck8s_admission_policy_evaluations_total{policy="frozen",result="kept"} 2"#,
+        r#"ck8s_admission_requests_total{decision="allow"} 4"#,
+        r#"ck8s_admission_requests_total{decision="deny"} 3"#,
+    ] {
+        assert!(m.contains(line), "missing {line} in\n{m}");
+    }
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn kept_secret_values_are_compared_not_shown_and_warnings_stay_in_budget() {
+    use base64::Engine as _;
+    let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+    let w = Webhook::start(&[], |_| {}).await;
+    let secret = |v: &str| {
+        json!({ "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "codex-k8s-runtime" }, "data": { "CODEXK8S_BUILD_REF": b64(v) } })
+    };
+    let r = w
+        .review(&update_of(
+            secret("-b feature/x"),
+            secret("-b feature/x"),
+            "secrets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], true, "{r}");
+    let warnings = strs(&r["response"]["warnings"]);
+    assert_eq!(warnings.len(), 1);
+    assert!(
+        warnings[0].contains("(value from a Secret, not shown)"),
+        "{warnings:?}"
+    );
+    assert!(!r.to_string().contains("feature/x"));
+    // The masked text is the same; the value is not.
+    let r = w
+        .review(&update_of(
+            secret("--orphan"),
+            secret("-b feature/x"),
+            "secrets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], false, "{r}");
+    assert!(!r.to_string().contains("orphan"));
+
+    // 200 kept legacy labels: the warnings still fit the API server's 4 KiB.
+    let labels: serde_json::Map<String, Value> = (0..200)
+        .map(|i| (format!("codexk8s.io/key-{i:03}"), json!("v")))
+        .collect();
+    let ns = json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": "n", "labels": labels } });
+    let r = w.review(&update_of(ns.clone(), ns, "namespaces")).await;
+    assert_eq!(r["response"]["allowed"], true);
+    let warnings = strs(&r["response"]["warnings"]);
+    let total: usize = warnings.iter().map(String::len).sum();
+    assert!(total <= 4096, "{total}");
+    assert!(warnings[0].starts_with("existing violation kept: [legacy-labels]"));
+    assert!(
+        warnings
+            .last()
+            .unwrap()
+            .contains("more warning(s) not shown"),
+        "{warnings:?}"
+    );
+    w.shutdown().await;
+}
+
+#[tokio::test]
+async fn strict_mode_denies_existing_violations_as_before() {
+    let w = Webhook::start(&["--config={dir}/config.yaml"], |dir| {
+        std::fs::write(
+            dir.join("config.yaml"),
+            "policies:\n  build-ref: { allowExistingViolations: false }\n  legacy-labels: { allowExistingViolations: false }\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let bad_env = json!([{ "name": "CODEXK8S_BUILD_REF", "value": "-b feature/x" }]);
+    let r = w
+        .review(&update_of(
+            legacy_replicaset(3, bad_env.clone()),
+            legacy_replicaset(1, bad_env),
+            "replicasets",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], false);
+    let msg = r["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("(2 violations)")
+            && msg.contains("[build-ref]")
+            && msg.contains("[legacy-labels]"),
+        "{msg}"
+    );
+    assert!(r["response"].get("warnings").is_none(), "{r}");
+    // DELETE and objects being deleted are allowed, as ever.
+    let mut del = review_of(labelled_ns("codexk8s.io/run-id"), "namespaces");
+    del["request"]["operation"] = json!("DELETE");
+    assert_eq!(w.review(&del).await["response"]["allowed"], true);
+    let mut finalizing = labelled_ns("codexk8s.io/run-id");
+    finalizing["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    let r = w
+        .review(&update_of(
+            finalizing,
+            labelled_ns("codexk8s.io/other"),
+            "namespaces",
+        ))
+        .await;
+    assert_eq!(r["response"]["allowed"], true);
+    w.shutdown().await;
+}

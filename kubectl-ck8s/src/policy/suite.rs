@@ -251,6 +251,7 @@ fn run_case(
         mode: case.mode.unwrap_or(suite.mode),
         on_error: OnError::Fail,
         settings,
+        ..PolicyConfig::default()
     };
     let file = SettingsFile {
         policies: [(policy.name().to_string(), config)].into_iter().collect(),

@@ -94,6 +94,12 @@ struct MetaOnly<'a> {
     metadata: ObjectMeta<'a>,
 }
 
+/// Whether the view of `group`/`kind` reads nothing but `metadata` (every kind without a pod
+/// spec, ConfigMap or Secret layout): a lister may then fetch metadata only.
+pub fn reads_only_metadata(group: &str, kind: &str) -> bool {
+    shape(group, kind) == Shape::Other
+}
+
 impl<'a> Object<'a> {
     /// Parses `json` as an object of kind `gvk`.
     pub fn parse(gvk: &GroupVersionKind, json: &'a str) -> Result<Self, String> {
@@ -545,6 +551,24 @@ impl<'a> Object<'a> {
         out
     }
 
+    /// The bytes of the config entry at `path`, as [`Object::config_entries`] names it
+    /// (`data.K`, `stringData.K`; a Secret's `data` base64-decoded). The host compares a
+    /// Secret's values with it (ratcheting) where a violation carries no value to compare.
+    pub fn config_value(&self, path: &str) -> Option<Vec<u8>> {
+        if let Some(key) = path.strip_prefix("data.") {
+            let v = self.data.get(key)?;
+            return if self.is_secret() {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.trim())
+                    .ok()
+            } else {
+                Some(v.as_bytes().to_vec())
+            };
+        }
+        let key = path.strip_prefix("stringData.")?;
+        self.string_data.get(key).map(|v| v.as_bytes().to_vec())
+    }
+
     /// The config entries whose key passes `keep`; only those are decoded and given a path.
     fn config_entries_into<'o>(&'o self, keep: impl Fn(&str) -> bool, out: &mut Vec<Literal<'o>>) {
         let secret = self.is_secret();
@@ -737,5 +761,33 @@ mod tests {
             path.to_string(),
             "spec.jobTemplate.spec.template.spec.initContainers[2]"
         );
+    }
+
+    #[test]
+    fn config_values_are_the_raw_bytes_at_the_walkers_paths() {
+        let gvk = |kind: &str| GroupVersionKind {
+            group: String::new(),
+            version: "v1".into(),
+            kind: kind.into(),
+        };
+        // "LWIgeA==" is "-b x"
+        let secret = r#"{"metadata":{},"data":{"K":"LWIgeA=="},"stringData":{"S":"plain"}}"#;
+        let o = Object::parse(&gvk("Secret"), secret).unwrap();
+        assert_eq!(o.config_value("data.K").as_deref(), Some(&b"-b x"[..]));
+        assert_eq!(
+            o.config_value("stringData.S").as_deref(),
+            Some(&b"plain"[..])
+        );
+        assert_eq!(o.config_value("data.missing"), None);
+        assert_eq!(o.config_value("metadata.labels[K]"), None);
+        for entry in o.config_entries() {
+            assert_eq!(
+                o.config_value(&entry.path).as_deref(),
+                Some(entry.value.as_bytes())
+            );
+        }
+        let cm = r#"{"metadata":{},"data":{"K":"LWIgeA=="}}"#;
+        let o = Object::parse(&gvk("ConfigMap"), cm).unwrap();
+        assert_eq!(o.config_value("data.K").as_deref(), Some(&b"LWIgeA=="[..]));
     }
 }

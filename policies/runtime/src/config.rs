@@ -5,6 +5,8 @@
 //!   build-ref:
 //!     mode: deny          # deny (default) | warn | audit
 //!     onError: fail       # fail (default): a policy error denies; ignore: it only warns
+//!     allowExistingViolations: true  # true (default): an UPDATE keeps what the old object
+//!                                    # already violated; false: every violation denies
 //!     settings:
 //!       names: [CODEXK8S_BUILD_REF]
 //! ```
@@ -46,15 +48,37 @@ pub enum OnError {
     Ignore,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyConfig {
     #[serde(default)]
     pub mode: Mode,
     #[serde(default)]
     pub on_error: OnError,
+    /// Ratcheting, for `deny` policies: an UPDATE is denied only for violations the old
+    /// object did not already have; the kept ones are allowed with a warning. Controllers
+    /// rewrite objects that predate a policy (the Deployment controller scales a
+    /// ReplicaSet whose template it cannot change), and a runbook mitigation must go through
+    /// on a ConfigMap that still holds another bad value. `false`: every violation denies.
+    #[serde(default = "yes")]
+    pub allow_existing_violations: bool,
     #[serde(default)]
     pub settings: serde_json::Map<String, serde_json::Value>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            mode: Mode::default(),
+            on_error: OnError::default(),
+            allow_existing_violations: true,
+            settings: Default::default(),
+        }
+    }
 }
 
 /// The whole settings file.
@@ -78,5 +102,22 @@ impl SettingsFile {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn existing_violations_are_allowed_unless_configured_off() {
+        assert!(PolicyConfig::default().allow_existing_violations);
+        let file = SettingsFile::parse(
+            "policies:\n  a: { mode: deny }\n  b: { allowExistingViolations: false }\n",
+        )
+        .unwrap();
+        assert!(file.policies["a"].allow_existing_violations);
+        assert!(!file.policies["b"].allow_existing_violations);
+        assert!(SettingsFile::parse("policies:\n  a: { allowExistingViolation: true }\n").is_err());
     }
 }

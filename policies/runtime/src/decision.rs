@@ -38,6 +38,9 @@ pub struct Decision {
     pub warnings: Vec<Finding>,
     /// Violations of `audit` policies.
     pub audits: Vec<Finding>,
+    /// Violations of `deny` policies that the old object of an UPDATE already had
+    /// (ratcheting): allowed, each with a warning ([`Decision::warning_texts`]).
+    pub kept: Vec<Finding>,
 }
 
 impl Decision {
@@ -50,6 +53,10 @@ impl Decision {
             return d;
         };
         for o in outcomes {
+            d.kept.extend(o.kept.iter().map(|v| Finding {
+                policy: o.policy.clone(),
+                kind: FindingKind::Violation(v.clone()),
+            }));
             match &o.result {
                 OutcomeResult::NotInspected | OutcomeResult::Allowed => {}
                 OutcomeResult::Violations(vs) => {
@@ -77,6 +84,16 @@ impl Decision {
         }
         d.allowed = d.denials.is_empty();
         d
+    }
+
+    /// The warnings kubectl prints, kept violations first: they say why an object that
+    /// violates a policy was let through. A Secret's value is never in them.
+    pub fn warning_texts(&self) -> Vec<String> {
+        self.kept
+            .iter()
+            .map(|f| format!("existing violation kept: {f}"))
+            .chain(self.warnings.iter().map(Finding::to_string))
+            .collect()
     }
 
     /// The denial message: one line per finding, policy, field path, value and fix.

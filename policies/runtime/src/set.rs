@@ -4,7 +4,11 @@ use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
 use crate::error::PolicyError;
 use crate::policy::LoadedPolicy;
 use crate::subject::{NotJudged, Subject};
-use ck8s_policy_api::{ABI_VERSION_JSON, Verdict, Violation};
+use ck8s_policy_api::{
+    ABI_VERSION_JSON, GroupVersionKind, Object, ValueSource, Verdict, Violation,
+};
+use sha2::{Digest, Sha256};
+use std::cell::OnceCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +32,9 @@ pub struct Outcome {
     pub mode: Mode,
     pub on_error: OnError,
     pub result: OutcomeResult,
+    /// Violations the old object of an UPDATE already had (ratcheting): allowed, with a
+    /// warning. `result` holds only the new ones.
+    pub kept: Vec<Violation>,
     pub elapsed: Duration,
 }
 
@@ -113,6 +120,11 @@ impl PolicySet {
     /// Applies the shared request rules, then asks every policy whose rules cover the request,
     /// in a fresh, isolated instance per request: one per policy, or one for all the policies
     /// of a bundle.
+    ///
+    /// Ratcheting: on an UPDATE, the violations of a `deny` policy with
+    /// `allowExistingViolations` that the old object already had are kept ([`Outcome::kept`])
+    /// rather than denied. The old object is judged only then: only when the new object has
+    /// violations of such a policy, and only by those policies.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
         if let Some(reason) = subject.not_judged() {
             return Evaluation::NotJudged(reason);
@@ -127,13 +139,76 @@ impl PolicySet {
                     .inspects(group, version, resource, subject.operation)
             })
             .collect();
+        let mut results = self.run(subject, &inspects);
+        let mut kept: Vec<Vec<Violation>> = self.entries.iter().map(|_| Vec::new()).collect();
+        if let Some(before) = subject.before() {
+            let ratchets: Vec<bool> = self
+                .entries
+                .iter()
+                .zip(&results)
+                .map(|(e, r)| {
+                    e.config.mode == Mode::Deny
+                        && e.config.allow_existing_violations
+                        && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
+                })
+                .collect();
+            if ratchets.contains(&true) {
+                let old_results = self.run(&before, &ratchets);
+                let values = SecretValues::of_update(subject, &before);
+                for (i, old) in old_results.into_iter().enumerate() {
+                    // An old object the policy could not judge keeps nothing: fail closed.
+                    let Some((Ok(old), old_elapsed)) = old else {
+                        continue;
+                    };
+                    let Some((Ok(new), elapsed)) = &mut results[i] else {
+                        continue;
+                    };
+                    *elapsed += old_elapsed;
+                    let (fresh, carried) = ratchet(
+                        std::mem::take(&mut new.violations),
+                        &old.violations,
+                        &values,
+                    );
+                    new.violations = fresh;
+                    kept[i] = carried;
+                }
+            }
+        }
+        let outcomes = self
+            .entries
+            .iter()
+            .zip(results)
+            .zip(kept)
+            .map(|((e, result), kept)| {
+                let (result, elapsed) = match result {
+                    None => (OutcomeResult::NotInspected, Duration::ZERO),
+                    Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
+                    Some((Ok(v), t)) => (OutcomeResult::Violations(v.violations), t),
+                    Some((Err(err), t)) => (OutcomeResult::Error(err), t),
+                };
+                Outcome {
+                    policy: e.policy.name().to_string(),
+                    mode: e.config.mode,
+                    on_error: e.config.on_error,
+                    result,
+                    kept,
+                    elapsed,
+                }
+            })
+            .collect();
+        Evaluation::Judged(outcomes)
+    }
+
+    /// Asks the policies marked in `ask` about `subject`: `None` for the others.
+    fn run(&self, subject: &Subject<'_>, ask: &[bool]) -> Vec<Option<Run>> {
         // Built on first use and shared by every policy: the object is parsed once, here.
         let mut input = None;
         let mut request_json: Option<Vec<u8>> = None;
-        let mut results: Vec<Option<(Result<Verdict, PolicyError>, Duration)>> =
-            self.entries.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Run>> = self.entries.iter().map(|_| None).collect();
+        #[cfg(test)]
+        CALLS.set(CALLS.get() + ask.iter().filter(|&&a| a).count());
         for (i, e) in self.entries.iter().enumerate() {
-            if !inspects[i] || results[i].is_some() {
+            if !ask[i] || results[i].is_some() {
                 continue;
             }
             if e.policy.abi_version() == ABI_VERSION_JSON {
@@ -159,7 +234,7 @@ impl PolicySet {
             }
             // This policy and the others of its bundle that the request concerns: one instance.
             let members: Vec<usize> = (i..self.entries.len())
-                .filter(|&j| inspects[j] && self.entries[j].policy.same_bundle(&e.policy))
+                .filter(|&j| ask[j] && self.entries[j].policy.same_bundle(&e.policy))
                 .collect();
             let calls: Vec<(&LoadedPolicy, &[u8])> = members
                 .iter()
@@ -172,26 +247,354 @@ impl PolicySet {
                 results[j] = Some(result);
             }
         }
-        let outcomes = self
-            .entries
-            .iter()
-            .zip(results)
-            .map(|(e, result)| {
-                let (result, elapsed) = match result {
-                    None => (OutcomeResult::NotInspected, Duration::ZERO),
-                    Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
-                    Some((Ok(v), t)) => (OutcomeResult::Violations(v.violations), t),
-                    Some((Err(err), t)) => (OutcomeResult::Error(err), t),
-                };
-                Outcome {
-                    policy: e.policy.name().to_string(),
-                    mode: e.config.mode,
-                    on_error: e.config.on_error,
-                    result,
-                    elapsed,
-                }
-            })
+        results
+    }
+}
+
+/// One policy's verdict on one object and the time it took.
+type Run = (Result<Verdict, PolicyError>, Duration);
+
+/// Splits the new object's violations into `(new, kept)`: kept are those the old object
+/// already had, each old violation keeping at most one new one.
+fn ratchet(
+    violations: Vec<Violation>,
+    old: &[Violation],
+    values: &SecretValues<'_>,
+) -> (Vec<Violation>, Vec<Violation>) {
+    let mut old: Vec<Option<Identity<'_>>> = old
+        .iter()
+        .map(|v| Identity::of(v, |path| values.in_old(path)))
+        .collect();
+    let (mut fresh, mut kept) = (Vec::new(), Vec::new());
+    for v in violations {
+        let found = Identity::of(&v, |path| values.in_new(path))
+            .and_then(|id| old.iter().position(|o| o.as_ref() == Some(&id)));
+        match found {
+            Some(at) => {
+                old[at] = None;
+                kept.push(v);
+            }
+            None => fresh.push(v),
+        }
+    }
+    (fresh, kept)
+}
+
+/// What makes two violations of one policy the same: the field path and the offending
+/// value. A Secret's value is never in a violation (it would be shown), so its bytes at the
+/// path are compared through their sha256; a violation that names no value is identified by
+/// its message instead.
+#[derive(PartialEq, Eq)]
+struct Identity<'v> {
+    path: &'v str,
+    value: Option<&'v str>,
+    message: Option<&'v str>,
+    secret: Option<[u8; 32]>,
+}
+
+impl<'v> Identity<'v> {
+    /// `None` when the violation cannot be compared (a Secret value at a path that is not a
+    /// config entry): it is never kept.
+    fn of(v: &'v Violation, secret_at: impl Fn(&str) -> Option<[u8; 32]>) -> Option<Self> {
+        let secret = match v.source {
+            ValueSource::Secret => Some(secret_at(&v.path)?),
+            ValueSource::Literal => None,
+        };
+        Some(Identity {
+            path: &v.path,
+            value: v.value.as_deref(),
+            message: (v.value.is_none() && secret.is_none()).then_some(v.message.as_str()),
+            secret,
+        })
+    }
+}
+
+/// The digests of Secret values of the new and the old object, read on demand (only a
+/// violation from a Secret asks, and each object is parsed at most once more).
+struct SecretValues<'a> {
+    kind: &'a GroupVersionKind,
+    raw: [&'a str; 2],
+    parsed: [OnceCell<Option<Object<'a>>>; 2],
+}
+
+impl<'a> SecretValues<'a> {
+    const NEW: usize = 0;
+    const OLD: usize = 1;
+
+    fn of_update(subject: &'a Subject<'a>, before: &'a Subject<'a>) -> Self {
+        let raw = |s: &'a Subject<'a>| s.object.map_or("null", |o| o.get());
+        SecretValues {
+            kind: &subject.kind,
+            raw: [raw(subject), raw(before)],
+            parsed: Default::default(),
+        }
+    }
+
+    fn digest(&self, which: usize, path: &str) -> Option<[u8; 32]> {
+        let object = self.parsed[which]
+            .get_or_init(|| Object::parse(self.kind, self.raw[which]).ok())
+            .as_ref()?;
+        Some(Sha256::digest(object.config_value(path)?).into())
+    }
+
+    fn in_new(&self, path: &str) -> Option<[u8; 32]> {
+        self.digest(Self::NEW, path)
+    }
+
+    fn in_old(&self, path: &str) -> Option<[u8; 32]> {
+        self.digest(Self::OLD, path)
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Policy calls made on this thread, so tests can see what was (not) evaluated.
+    static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::parse_review;
+    use crate::{Decision, Limits, Runtime};
+    use serde_json::{Value, json};
+    use std::sync::OnceLock;
+
+    fn set(config: &str) -> PolicySet {
+        static RT: OnceLock<Runtime> = OnceLock::new();
+        let rt = RT.get_or_init(|| Runtime::new(Limits::default(), None).unwrap());
+        let policies = rt
+            .load_builtin()
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
             .collect();
-        Evaluation::Judged(outcomes)
+        PolicySet::new(policies, &SettingsFile::parse(config).unwrap()).unwrap()
+    }
+
+    fn review(operation: &str, kind: (&str, &str, &str), object: &Value, old: &Value) -> String {
+        let (group, k, resource) = kind;
+        json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+            "uid": "0b6f6d3c-1111-2222-3333-444455556666",
+            "kind": { "group": group, "version": "v1", "kind": k },
+            "resource": { "group": group, "version": "v1", "resource": resource },
+            "namespace": "codex-k8s-prod", "name": "x", "operation": operation,
+            "object": object, "oldObject": old,
+        }})
+        .to_string()
+    }
+
+    /// Evaluates and decides; also returns how many policy calls it took.
+    fn decide(set: &PolicySet, body: &str) -> (Evaluation, Decision, usize) {
+        let req = parse_review(body.as_bytes()).unwrap();
+        let before = CALLS.get();
+        let eval = set.evaluate(&Subject::from_admission(&req));
+        let d = Decision::from_evaluation(&eval);
+        (eval, d, CALLS.get() - before)
+    }
+
+    const RS: (&str, &str, &str) = ("apps", "ReplicaSet", "replicasets");
+    const CM: (&str, &str, &str) = ("", "ConfigMap", "configmaps");
+    const SECRET: (&str, &str, &str) = ("", "Secret", "secrets");
+
+    /// A ReplicaSet with `replicas` and env `(name, value)` in its one container.
+    fn rs(replicas: u32, env: &[(&str, &str)], labels: Value) -> Value {
+        let env: Vec<Value> = env
+            .iter()
+            .map(|(n, v)| json!({ "name": n, "value": v }))
+            .collect();
+        json!({ "apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": { "name": "x" },
+            "spec": { "replicas": replicas, "template": { "metadata": { "labels": labels },
+                "spec": { "containers": [{ "name": "w", "image": "w:1", "env": env }] } } } })
+    }
+
+    fn data(kind: &str, data: Value) -> Value {
+        json!({ "apiVersion": "v1", "kind": kind, "metadata": { "name": "x" }, "data": data })
+    }
+
+    const BAD: &str = "-b feature/x";
+
+    #[test]
+    fn an_update_keeps_what_the_old_object_already_violated() {
+        let s = set("");
+        let old = rs(
+            1,
+            &[("CODEXK8S_BUILD_REF", BAD)],
+            json!({ "codexk8s.io/run-id": "r1" }),
+        );
+        let new = rs(
+            3,
+            &[("CODEXK8S_BUILD_REF", BAD)],
+            json!({ "codexk8s.io/run-id": "r1" }),
+        );
+        let (eval, d, _) = decide(&s, &review("UPDATE", RS, &new, &old));
+        assert!(d.allowed, "{}", d.denial_message());
+        assert_eq!(d.kept.len(), 2, "{:?}", d.kept);
+        let texts = d.warning_texts();
+        assert!(texts.iter().any(|t| t.starts_with(
+            "existing violation kept: [build-ref] spec.template.spec.containers[0].env[CODEXK8S_BUILD_REF]"
+        ) && t.contains("; fix: set CODEXK8S_BUILD_REF")), "{texts:?}");
+        assert!(texts.iter().any(|t| t.starts_with(
+            "existing violation kept: [legacy-labels] spec.template.metadata.labels[codexk8s.io/run-id]"
+        )), "{texts:?}");
+        let Evaluation::Judged(outcomes) = eval else {
+            panic!()
+        };
+        let br = outcomes.iter().find(|o| o.policy == "build-ref").unwrap();
+        assert_eq!(br.result, OutcomeResult::Allowed);
+        assert_eq!(br.kept.len(), 1);
+
+        // The same object created, or updated in strict mode: denied as before.
+        let (_, d, _) = decide(&s, &review("CREATE", RS, &new, &Value::Null));
+        assert!(!d.allowed && d.kept.is_empty());
+        assert_eq!(d.denials.len(), 2);
+        let strict = set("policies:\n  build-ref: { allowExistingViolations: false }\n");
+        let (_, d, _) = decide(&strict, &review("UPDATE", RS, &new, &old));
+        assert!(!d.allowed);
+        assert_eq!(d.denials.len(), 1);
+        assert_eq!(d.denials[0].policy, "build-ref");
+        assert_eq!(d.kept.len(), 1, "legacy-labels still ratchets");
+        // An UPDATE without an oldObject has nothing to keep.
+        let (_, d, _) = decide(&s, &review("UPDATE", RS, &new, &Value::Null));
+        assert!(!d.allowed && d.kept.is_empty());
+    }
+
+    #[test]
+    fn a_changed_or_added_violation_is_new_and_named() {
+        let s = set("");
+        let old = rs(1, &[("CODEXK8S_BUILD_REF", BAD)], json!({}));
+        // A bad value changed into another bad value.
+        let changed = rs(1, &[("CODEXK8S_BUILD_REF", "--orphan")], json!({}));
+        let (_, d, _) = decide(&s, &review("UPDATE", RS, &changed, &old));
+        assert!(!d.allowed);
+        assert!(d.kept.is_empty());
+        assert!(
+            d.denial_message().contains("\"--orphan\""),
+            "{}",
+            d.denial_message()
+        );
+        // Old kept, a new one added by another policy: only the new one is named.
+        let added = rs(
+            1,
+            &[
+                ("CODEXK8S_BUILD_REF", BAD),
+                ("CODEXK8S_KANIKO_CACHE_ENABLED", "true"),
+            ],
+            json!({}),
+        );
+        let (_, d, _) = decide(&s, &review("UPDATE", RS, &added, &old));
+        assert!(!d.allowed);
+        assert_eq!(d.denials.len(), 1, "{}", d.denial_message());
+        assert_eq!(d.denials[0].policy, "kaniko-cache");
+        assert!(!d.denial_message().contains(BAD));
+        assert_eq!(d.kept.len(), 1);
+        assert_eq!(d.kept[0].policy, "build-ref");
+        // The same bad value at a new path of the same policy.
+        let mut twice = old.clone();
+        let c = twice["spec"]["template"]["spec"]["containers"][0].clone();
+        twice["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(c);
+        let (_, d, _) = decide(&s, &review("UPDATE", RS, &twice, &old));
+        assert!(!d.allowed);
+        assert_eq!(d.denials.len(), 1);
+        assert!(
+            d.denial_message().contains("containers[1]"),
+            "{}",
+            d.denial_message()
+        );
+        assert_eq!(d.kept.len(), 1);
+    }
+
+    #[test]
+    fn the_allow_path_judges_nothing_more() {
+        let s = set("");
+        let old = rs(
+            1,
+            &[("CODEXK8S_BUILD_REF", BAD)],
+            json!({ "codexk8s.io/a": "1" }),
+        );
+        let clean = rs(1, &[("CODEXK8S_BUILD_REF", "main")], json!({}));
+        // CREATE: the three built-ins in one call each.
+        let (_, _, create) = decide(&s, &review("CREATE", RS, &clean, &Value::Null));
+        let (_, d, update) = decide(&s, &review("UPDATE", RS, &clean, &old));
+        assert!(d.allowed && d.kept.is_empty());
+        assert_eq!(
+            update, create,
+            "a clean UPDATE must not judge its old object"
+        );
+        // A violation: only the policy that found it judges the old object.
+        let dirty = rs(1, &[("CODEXK8S_BUILD_REF", BAD)], json!({}));
+        let (_, d, calls) = decide(&s, &review("UPDATE", RS, &dirty, &old));
+        assert!(d.allowed);
+        assert_eq!(calls, create + 1);
+        // A warn policy's violations are warnings anyway: its old object is not judged.
+        let warn = set("policies:\n  build-ref: { mode: warn }\n");
+        let (_, d, calls) = decide(&warn, &review("UPDATE", RS, &dirty, &old));
+        assert_eq!(calls, create);
+        assert!(d.allowed && d.kept.is_empty());
+        assert_eq!(d.warnings.len(), 1);
+    }
+
+    #[test]
+    fn mitigation_a_goes_through_on_a_configmap_that_keeps_a_bad_ref() {
+        let s = set("");
+        let old = data(
+            "ConfigMap",
+            json!({ "CODEXK8S_BUILD_REF": BAD, "CODEXK8S_KANIKO_CACHE_ENABLED": "true" }),
+        );
+        let a = data(
+            "ConfigMap",
+            json!({ "CODEXK8S_BUILD_REF": BAD, "CODEXK8S_KANIKO_CACHE_ENABLED": "false" }),
+        );
+        let (_, d, _) = decide(&s, &review("UPDATE", CM, &a, &old));
+        assert!(d.allowed, "{}", d.denial_message());
+        assert_eq!(d.kept.len(), 1);
+        // Mitigation B while the cache flag is on: the flag is kept, the ref is fixed.
+        let b = data(
+            "ConfigMap",
+            json!({ "CODEXK8S_BUILD_REF": "main", "CODEXK8S_KANIKO_CACHE_ENABLED": "true" }),
+        );
+        let (_, d, _) = decide(&s, &review("UPDATE", CM, &b, &old));
+        assert!(d.allowed, "{}", d.denial_message());
+        assert_eq!(d.kept[0].policy, "kaniko-cache");
+    }
+
+    #[test]
+    fn secrets_are_compared_by_their_values_never_by_the_masked_text() {
+        use base64::Engine as _;
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let s = set("");
+        let old = data("Secret", json!({ "CODEXK8S_BUILD_REF": b64(BAD) }));
+        let same = data(
+            "Secret",
+            json!({ "CODEXK8S_BUILD_REF": b64(BAD), "OTHER": b64("x") }),
+        );
+        let (_, d, _) = decide(&s, &review("UPDATE", SECRET, &same, &old));
+        assert!(d.allowed, "{}", d.denial_message());
+        assert_eq!(d.kept.len(), 1);
+        assert!(
+            d.warning_texts()
+                .iter()
+                .all(|t| !t.contains(BAD) && t.contains("not shown"))
+        );
+        // Another bad value: the message and path are the same, the value is not.
+        let changed = data("Secret", json!({ "CODEXK8S_BUILD_REF": b64("--orphan") }));
+        let (_, d, _) = decide(&s, &review("UPDATE", SECRET, &changed, &old));
+        assert!(!d.allowed);
+        assert!(d.kept.is_empty());
+        assert!(!d.denial_message().contains("orphan"));
+    }
+
+    #[test]
+    fn an_old_object_that_cannot_be_judged_keeps_nothing() {
+        let s = set("");
+        let mut old = rs(1, &[("CODEXK8S_BUILD_REF", BAD)], json!({}));
+        old["spec"]["template"]["spec"]["containers"] = json!("not a list");
+        let new = rs(1, &[("CODEXK8S_BUILD_REF", BAD)], json!({}));
+        let (_, d, _) = decide(&s, &review("UPDATE", RS, &new, &old));
+        assert!(!d.allowed);
+        assert!(d.kept.is_empty());
     }
 }

@@ -21,6 +21,9 @@ pub struct Subject<'a> {
     pub name: &'a str,
     pub dry_run: bool,
     pub object: Option<&'a RawValue>,
+    /// The object before an UPDATE, raw. Judged only when the new object has violations of
+    /// a ratcheting policy (see [`crate::PolicyConfig::allow_existing_violations`]).
+    pub old_object: Option<&'a RawValue>,
 }
 
 /// Why a request is allowed without asking any policy.
@@ -63,6 +66,7 @@ impl<'a> Subject<'a> {
             name: req.name.as_deref().unwrap_or(""),
             dry_run: req.dry_run.unwrap_or(false),
             object: req.object,
+            old_object: req.old_object,
         }
     }
 
@@ -112,6 +116,21 @@ impl<'a> Subject<'a> {
             name: meta.name.unwrap_or(""),
             dry_run: false,
             object: Some(object),
+            old_object: None,
+        })
+    }
+
+    /// The same request with the old object in place of the new one: what an UPDATE's
+    /// object looked like before. `None` for other operations or without an old object.
+    pub fn before(&self) -> Option<Subject<'a>> {
+        if self.operation != Operation::Update {
+            return None;
+        }
+        let old = self.old_object.filter(|o| o.get() != "null")?;
+        Some(Subject {
+            object: Some(old),
+            old_object: None,
+            ..self.clone()
         })
     }
 
