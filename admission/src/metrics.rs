@@ -22,8 +22,9 @@ pub struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
-    /// allow | kept (allowed: only violations the old object had) | deny | warn | audit |
-    /// error | not_inspected
+    /// allow | kept (allowed: only violations the old object had) | inherited (allowed: a
+    /// workload controller wrote an object it controls, from its owner's template) | deny |
+    /// warn | audit | error | not_inspected
     pub result: &'static str,
 }
 

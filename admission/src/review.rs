@@ -137,6 +137,8 @@ fn record(evaluation: &Evaluation, metrics: &Metrics) {
         let result = match &o.result {
             OutcomeResult::NotInspected => "not_inspected",
             // Every violation was one the old object had (ratcheting).
+            // Written by a workload controller from its owner's template.
+            OutcomeResult::Allowed if o.inherited_from.is_some() => "inherited",
             OutcomeResult::Allowed if !o.kept.is_empty() => "kept",
             OutcomeResult::Allowed => "allow",
             OutcomeResult::Violations(_) => match o.mode {

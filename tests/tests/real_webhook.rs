@@ -242,9 +242,9 @@ fn rolled_out(cp: &ControlPlane, ns: &str, name: &str) {
 
 #[test]
 fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() {
-    // Needs issue 13 ("Safe in a cluster that already holds violations"): the Deployment
-    // controller's ReplicaSet updates and the ReplicaSet controller's pods copy a template
-    // that already held the violation.
+    // Issue 13: the Deployment controller's ReplicaSet updates are ratcheted against the old
+    // ReplicaSet, and the Pods and new ReplicaSets the controllers create from a template that
+    // already held the violation inherit it (policies/README.md, "Existing violations").
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     unregister(cp);

@@ -255,6 +255,7 @@ fn run_case(
     };
     let file = SettingsFile {
         policies: [(policy.name().to_string(), config)].into_iter().collect(),
+        ..SettingsFile::default()
     };
     let set = PolicySet::new(vec![policy.clone()], &file)?;
     let operation = case.operation.unwrap_or(Operation::Create);

@@ -82,11 +82,47 @@ impl Default for PolicyConfig {
 }
 
 /// The whole settings file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingsFile {
     #[serde(default)]
     pub policies: BTreeMap<String, PolicyConfig>,
+    /// Users whose writes of controller-owned objects inherit the owner's violations
+    /// (allowed with a warning, for policies with `allowExistingViolations`): the workload
+    /// controllers, which copy a template their owner already carries. A Pod the ReplicaSet
+    /// controller creates from a template that was admitted, or kept, on the Deployment must
+    /// not be denied for that template: that would stop the Deployment from scaling.
+    #[serde(default = "default_trusted_controllers")]
+    pub trusted_controllers: Vec<String>,
+}
+
+impl Default for SettingsFile {
+    fn default() -> Self {
+        SettingsFile {
+            policies: BTreeMap::new(),
+            trusted_controllers: default_trusted_controllers(),
+        }
+    }
+}
+
+/// kube-controller-manager's identities: its own user, or (with
+/// `--use-service-account-credentials`, as kubeadm runs it) each workload controller's
+/// ServiceAccount in kube-system.
+pub fn default_trusted_controllers() -> Vec<String> {
+    let mut users = vec!["system:kube-controller-manager".to_string()];
+    users.extend(
+        [
+            "deployment-controller",
+            "replicaset-controller",
+            "statefulset-controller",
+            "daemon-set-controller",
+            "job-controller",
+            "cronjob-controller",
+        ]
+        .iter()
+        .map(|c| format!("system:serviceaccount:kube-system:{c}")),
+    );
+    users
 }
 
 impl SettingsFile {

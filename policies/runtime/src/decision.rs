@@ -41,6 +41,9 @@ pub struct Decision {
     /// Violations of `deny` policies that the old object of an UPDATE already had
     /// (ratcheting): allowed, each with a warning ([`Decision::warning_texts`]).
     pub kept: Vec<Finding>,
+    /// `Some(Kind/name)` when the kept violations are inherited from the object's
+    /// controlling owner, written by its controller (not carried over from an old object).
+    pub inherited_from: Option<String>,
 }
 
 impl Decision {
@@ -53,6 +56,9 @@ impl Decision {
             return d;
         };
         for o in outcomes {
+            if o.inherited_from.is_some() {
+                d.inherited_from.clone_from(&o.inherited_from);
+            }
             d.kept.extend(o.kept.iter().map(|v| Finding {
                 policy: o.policy.clone(),
                 kind: FindingKind::Violation(v.clone()),
@@ -89,9 +95,13 @@ impl Decision {
     /// The warnings kubectl prints, kept violations first: they say why an object that
     /// violates a policy was let through. A Secret's value is never in them.
     pub fn warning_texts(&self) -> Vec<String> {
+        let why = match &self.inherited_from {
+            Some(owner) => format!(" (inherited from {owner}, written by its controller)"),
+            None => String::new(),
+        };
         self.kept
             .iter()
-            .map(|f| format!("existing violation kept: {f}"))
+            .map(|f| format!("existing violation kept{why}: {f}"))
             .chain(self.warnings.iter().map(Finding::to_string))
             .collect()
     }

@@ -23,6 +23,8 @@ struct Entry {
 /// atomically on reload; a request keeps the set it started with.
 pub struct PolicySet {
     entries: Vec<Entry>,
+    /// [`SettingsFile::trusted_controllers`].
+    trusted_controllers: Vec<String>,
 }
 
 /// What one policy made of one request.
@@ -35,6 +37,10 @@ pub struct Outcome {
     /// Violations the old object of an UPDATE already had (ratcheting): allowed, with a
     /// warning. `result` holds only the new ones.
     pub kept: Vec<Violation>,
+    /// `Some(Kind/name)` when `kept` are inherited from the object's controlling owner, whose
+    /// controller wrote it (see [`SettingsFile::trusted_controllers`]) rather than carried
+    /// over from the old object.
+    pub inherited_from: Option<String>,
     pub elapsed: Duration,
 }
 
@@ -101,7 +107,10 @@ impl PolicySet {
                 ));
             }
         }
-        Ok(PolicySet { entries })
+        Ok(PolicySet {
+            entries,
+            trusted_controllers: config.trusted_controllers.clone(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -141,37 +150,53 @@ impl PolicySet {
             .collect();
         let mut results = self.run(subject, &inspects);
         let mut kept: Vec<Vec<Violation>> = self.entries.iter().map(|_| Vec::new()).collect();
-        if let Some(before) = subject.before() {
-            let ratchets: Vec<bool> = self
-                .entries
-                .iter()
-                .zip(&results)
-                .map(|(e, r)| {
-                    e.config.mode == Mode::Deny
-                        && e.config.allow_existing_violations
-                        && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
-                })
-                .collect();
-            if ratchets.contains(&true) {
-                let old_results = self.run(&before, &ratchets);
-                let values = SecretValues::of_update(subject, &before);
-                for (i, old) in old_results.into_iter().enumerate() {
-                    // An old object the policy could not judge keeps nothing: fail closed.
-                    let Some((Ok(old), old_elapsed)) = old else {
-                        continue;
-                    };
-                    let Some((Ok(new), elapsed)) = &mut results[i] else {
-                        continue;
-                    };
-                    *elapsed += old_elapsed;
-                    let (fresh, carried) = ratchet(
-                        std::mem::take(&mut new.violations),
-                        &old.violations,
-                        &values,
-                    );
-                    new.violations = fresh;
-                    kept[i] = carried;
+        // Deny policies that let existing violations pass, and that found some here.
+        let ratchets: Vec<bool> = self
+            .entries
+            .iter()
+            .zip(&results)
+            .map(|(e, r)| {
+                e.config.mode == Mode::Deny
+                    && e.config.allow_existing_violations
+                    && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
+            })
+            .collect();
+        // A workload controller writing an object it controls copies its owner's template:
+        // the violations are the owner's, judged when the owner was written.
+        let inherited_from = if ratchets.contains(&true)
+            && self.trusted_controllers.iter().any(|u| u == subject.user)
+        {
+            subject.controller_owner()
+        } else {
+            None
+        };
+        if inherited_from.is_some() {
+            for (i, r) in results.iter_mut().enumerate() {
+                if let (true, Some((Ok(v), _))) = (ratchets[i], r) {
+                    kept[i] = std::mem::take(&mut v.violations);
                 }
+            }
+        } else if let Some(before) = subject.before()
+            && ratchets.contains(&true)
+        {
+            let old_results = self.run(&before, &ratchets);
+            let values = SecretValues::of_update(subject, &before);
+            for (i, old) in old_results.into_iter().enumerate() {
+                // An old object the policy could not judge keeps nothing: fail closed.
+                let Some((Ok(old), old_elapsed)) = old else {
+                    continue;
+                };
+                let Some((Ok(new), elapsed)) = &mut results[i] else {
+                    continue;
+                };
+                *elapsed += old_elapsed;
+                let (fresh, carried) = ratchet(
+                    std::mem::take(&mut new.violations),
+                    &old.violations,
+                    &values,
+                );
+                new.violations = fresh;
+                kept[i] = carried;
             }
         }
         let outcomes = self
@@ -191,6 +216,9 @@ impl PolicySet {
                     mode: e.config.mode,
                     on_error: e.config.on_error,
                     result,
+                    inherited_from: (!kept.is_empty())
+                        .then(|| inherited_from.clone())
+                        .flatten(),
                     kept,
                     elapsed,
                 }
@@ -413,6 +441,64 @@ mod tests {
     }
 
     const BAD: &str = "-b feature/x";
+
+    /// A review of `object` sent by `user`.
+    fn review_by(user: &str, operation: &str, kind: (&str, &str, &str), object: &Value) -> String {
+        let mut r: Value = serde_json::from_str(&review(operation, kind, object, &Value::Null)).unwrap();
+        r["request"]["userInfo"] = json!({ "username": user });
+        r.to_string()
+    }
+
+    /// A Pod with a bad ref, controlled by `owner` (`(kind, name)`).
+    fn owned_pod(owner: Option<(&str, &str)>) -> Value {
+        let mut pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": "x-abc" },
+            "spec": { "containers": [{ "name": "w", "image": "w:1",
+                "env": [{ "name": "CODEXK8S_BUILD_REF", "value": BAD }] }] } });
+        if let Some((kind, name)) = owner {
+            pod["metadata"]["ownerReferences"] = json!([{ "apiVersion": "apps/v1", "kind": kind,
+                "name": name, "uid": "u-1", "controller": true }]);
+        }
+        pod
+    }
+
+    const POD: (&str, &str, &str) = ("", "Pod", "pods");
+    const RS_CONTROLLER: &str = "system:serviceaccount:kube-system:replicaset-controller";
+
+    #[test]
+    fn a_workload_controller_writing_what_it_controls_inherits_the_owners_violations() {
+        let s = set("");
+        // The ReplicaSet controller creates a Pod from its template: inherited, with a warning.
+        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        let (_, d, _) = decide(&s, &body);
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.inherited_from.as_deref(), Some("ReplicaSet/web-7d9f"));
+        assert_eq!(d.kept.len(), 1);
+        assert!(
+            d.warning_texts()[0].starts_with(
+                "existing violation kept (inherited from ReplicaSet/web-7d9f, written by its controller): [build-ref]"
+            ),
+            "{:?}",
+            d.warning_texts()
+        );
+        // Anyone else creating the same Pod is denied, owner reference or not.
+        for user in ["sre@codex-k8s.dev", "system:serviceaccount:codex-k8s-prod:default"] {
+            let body = review_by(user, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+            assert!(!decide(&s, &body).1.allowed, "{user}");
+        }
+        // The controller writing a Pod it does not control (no controller reference): denied.
+        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(None));
+        assert!(!decide(&s, &body).1.allowed);
+        // An owner that is not a template-carrying workload does not count.
+        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ConfigMap", "c"))));
+        assert!(!decide(&s, &body).1.allowed);
+        // Strict policies deny controllers too.
+        let strict = set("policies:\n  build-ref: { allowExistingViolations: false }\n");
+        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        assert!(!decide(&strict, &body).1.allowed);
+        // The trusted users come from the config.
+        let none = set("trustedControllers: []\n");
+        assert!(!decide(&none, &body).1.allowed);
+    }
 
     #[test]
     fn an_update_keeps_what_the_old_object_already_violated() {

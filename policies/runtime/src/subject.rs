@@ -24,6 +24,8 @@ pub struct Subject<'a> {
     /// The object before an UPDATE, raw. Judged only when the new object has violations of
     /// a ratcheting policy (see [`crate::PolicyConfig::allow_existing_violations`]).
     pub old_object: Option<&'a RawValue>,
+    /// Who sends the request (`userInfo.username`; empty offline).
+    pub user: &'a str,
 }
 
 /// Why a request is allowed without asking any policy.
@@ -67,6 +69,7 @@ impl<'a> Subject<'a> {
             dry_run: req.dry_run.unwrap_or(false),
             object: req.object,
             old_object: req.old_object,
+            user: req.user_info.username.as_deref().unwrap_or(""),
         }
     }
 
@@ -117,6 +120,7 @@ impl<'a> Subject<'a> {
             dry_run: false,
             object: Some(object),
             old_object: None,
+            user: "",
         })
     }
 
@@ -132,6 +136,46 @@ impl<'a> Subject<'a> {
             old_object: None,
             ..self.clone()
         })
+    }
+
+    /// The workload that controls the object (`Kind/name` of its ownerReference with
+    /// `controller: true`), when that is a kind whose template the object is copied from.
+    /// Parsed from the object on demand: only on the violation path.
+    pub fn controller_owner(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(default, borrow)]
+            metadata: Option<Meta<'a>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Meta<'a> {
+            #[serde(default, borrow)]
+            owner_references: Vec<OwnerRef<'a>>,
+        }
+        #[derive(Deserialize)]
+        struct OwnerRef<'a> {
+            #[serde(borrow)]
+            kind: std::borrow::Cow<'a, str>,
+            #[serde(borrow)]
+            name: std::borrow::Cow<'a, str>,
+            #[serde(default)]
+            controller: Option<bool>,
+        }
+        const TEMPLATE_OWNERS: [&str; 6] = [
+            "Deployment",
+            "ReplicaSet",
+            "StatefulSet",
+            "DaemonSet",
+            "Job",
+            "CronJob",
+        ];
+        let head: Head = serde_json::from_str(self.object?.get()).ok()?;
+        head.metadata?
+            .owner_references
+            .into_iter()
+            .find(|o| o.controller == Some(true) && TEMPLATE_OWNERS.contains(&o.kind.as_ref()))
+            .map(|o| format!("{}/{}", o.kind, o.name))
     }
 
     /// The request rules every policy shares: `Some(reason)` if no policy is asked.
