@@ -142,7 +142,7 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
             Ok(Verdict::Pass)
         }
         Command::Complete { args } => {
-            crate::completion::cobra(&args);
+            crate::completion::cobra(&args).await;
             Ok(Verdict::Pass)
         }
         Command::Policy(cmd) => crate::policy::run(cmd, out).await,

@@ -2,18 +2,26 @@
 //!
 //! Signature A: Kaniko cache `MANIFEST_UNKNOWN`. Signature B: `codegen-check` failing on
 //! `git checkout --detach` because `CODEXK8S_BUILD_REF` carries a CLI flag.
+//!
+//! Every container of every pod of `codex-k8s-control-plane`, `codex-k8s-worker` and the
+//! `codex-k8s-codegen-check` Job is read, and the previous instance of each container that
+//! restarted inside the window (`kubectl logs --previous`); logs are streamed and matched line
+//! by line. A log that cannot be read is reported (`build.logs` warns), never skipped.
 
-use crate::cluster::objects::{JobState, job_time};
+use crate::cluster::logs::{self, Range, Source};
+use crate::cluster::objects::{self, JobState, job_time};
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
-use crate::report::{Check, Report};
+use crate::report::{Check, Report, listing};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::api::{ListParams, LogParams};
+use kube::api::ListParams;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -23,7 +31,7 @@ pub enum DiagnoseCommand {
         /// How far back to read logs and jobs.
         #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
         since: Duration,
-        /// Verification after mitigation: the last 30 minutes must be clean.
+        /// Verification after mitigation: the last 30 minutes must be clean (overrides --since).
         #[arg(long)]
         verify: bool,
     },
@@ -33,39 +41,14 @@ pub const SIGNATURE_A: &[&str] = &["MANIFEST_UNKNOWN", "retrieving image from ca
 pub const SIGNATURE_B: &[&str] = &["checkout --detach", "unknown switch", "is not a commit"];
 pub const BUILD_JOB_WORDS: &[&str] = &["kaniko", "mirror", "build", "codegen-check"];
 pub const VERIFY_WINDOW: Duration = Duration::from_secs(30 * 60);
+/// Lines of the codegen-check Job's log read (the runbook's `--tail=200`).
+pub const JOB_TAIL: i64 = 200;
+/// Logs read at once.
+const CONCURRENT_LOGS: usize = 4;
 
 pub const MITIGATION_A: &str = "A (cache MANIFEST_UNKNOWN): 1) set CODEXK8S_KANIKO_CACHE_ENABLED=false in the runtime configuration (kubectl ck8s mitigate kaniko-cache); 2) make sure the codex-k8s-control-plane rollout completed; 3) retry the failed task/deploy in the ai slot";
 pub const MITIGATION_B: &str = "B (build-ref, git checkout --detach): 1) check CODEXK8S_BUILD_REF in the runtime configuration; 2) normalize it to a valid git ref: main, feature/<branch> or a commit SHA, never CLI flags (-b, --...) (kubectl ck8s mitigate build-ref --ref main); 3) retry codegen-check/runtime deploy and make sure the job ends Complete";
 pub const ESCALATION: &str = "escalate to SRE on-call (and the Owner if a platform rollback is needed) if the error repeats more than 2 times in a row after mitigation, mirror jobs and registry availability degrade together, or recovery takes longer than 30 minutes; attach the run id/issue id, control-plane/worker log fragments, the list of failed jobs and the time of the first/last error";
-
-/// One log line from one source, with its timestamp when the server gave one.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LogLine {
-    pub source: String,
-    pub time: Option<DateTime<Utc>>,
-    pub text: String,
-}
-
-/// Splits `kubectl logs --timestamps` output into lines.
-pub fn parse_log(source: &str, text: &str) -> Vec<LogLine> {
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (time, rest) = match l.split_once(' ') {
-                Some((ts, rest)) => match DateTime::parse_from_rfc3339(ts) {
-                    Ok(t) => (Some(t.with_timezone(&Utc)), rest),
-                    Err(_) => (None, l),
-                },
-                None => (None, l),
-            };
-            LogLine {
-                source: source.into(),
-                time,
-                text: rest.to_string(),
-            }
-        })
-        .collect()
-}
 
 pub fn is_signature_a(line: &str) -> bool {
     SIGNATURE_A.iter().any(|p| line.contains(p))
@@ -79,23 +62,170 @@ pub fn is_signature_b(line: &str) -> bool {
                 .any(|w| line.to_lowercase().contains(w)))
 }
 
+/// The time range judged, and which flag chose it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Window {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub seconds: u64,
+    /// `--since 6h` or `--verify (30m)`.
+    pub flag: String,
+}
+
+impl Window {
+    pub fn new(now: DateTime<Utc>, length: Duration, verify: bool) -> Self {
+        let human = humantime::format_duration(length).to_string();
+        Window {
+            since: now - chrono::Duration::from_std(length).unwrap_or_default(),
+            until: now,
+            seconds: length.as_secs(),
+            flag: if verify {
+                format!("--verify, the last {human}")
+            } else {
+                format!("--since {human}")
+            },
+        }
+    }
+
+    /// `since 2026-02-26T06:00:00Z (--since 6h)`: the window as every detail states it.
+    pub fn describe(&self) -> String {
+        format!(
+            "since {} ({})",
+            self.since
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.flag
+        )
+    }
+}
+
+/// Lines of one signature in one container's log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub signature: &'static str,
+    pub pod: String,
+    pub container: String,
+    pub previous: bool,
+    pub lines: usize,
+    pub first: Option<DateTime<Utc>>,
+    pub last: Option<DateTime<Utc>>,
+    /// The first matching line.
+    pub example: String,
+}
+
+impl Finding {
+    fn span(&self) -> String {
+        let t = |t: Option<DateTime<Utc>>| {
+            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "?".into())
+        };
+        format!(
+            "pod/{} -c {}{}: {} lines, first {} last {}",
+            self.pod,
+            self.container,
+            if self.previous { " --previous" } else { "" },
+            self.lines,
+            t(self.first),
+            t(self.last)
+        )
+    }
+}
+
+/// A log that was read, and how many lines of it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Read {
+    #[serde(flatten)]
+    pub source: Source,
+    pub lines: usize,
+}
+
+/// A log that could not be read (or a workload whose pods could not be found), and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Unreadable {
+    /// `pod/NAME -c CONTAINER [--previous]`, or `deploy/NAME`.
+    pub log: String,
+    pub reason: String,
+}
+
+/// What the logs hold, accumulated line by line: memory stays bounded by the number of
+/// (signature, container) pairs, never the size of the logs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scan {
+    pub findings: BTreeMap<(&'static str, Source), Finding>,
+    pub read: Vec<Read>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+impl Scan {
+    /// Judges one line of `source`; lines stamped before `since` are outside the window.
+    pub fn line(
+        &mut self,
+        source: &Source,
+        since: DateTime<Utc>,
+        time: Option<DateTime<Utc>>,
+        text: &str,
+    ) {
+        if time.is_some_and(|t| t < since) {
+            return;
+        }
+        for (signature, hit) in [("A", is_signature_a(text)), ("B", is_signature_b(text))] {
+            if !hit {
+                continue;
+            }
+            let f = self
+                .findings
+                .entry((signature, source.clone()))
+                .or_insert_with(|| Finding {
+                    signature,
+                    pod: source.pod.clone(),
+                    container: source.container.clone(),
+                    previous: source.previous,
+                    lines: 0,
+                    first: None,
+                    last: None,
+                    example: text.to_string(),
+                });
+            f.lines += 1;
+            if let Some(t) = time {
+                f.first = Some(f.first.map_or(t, |f| f.min(t)));
+                f.last = Some(f.last.map_or(t, |l| l.max(t)));
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: Scan) {
+        self.findings.extend(other.findings);
+        self.read.extend(other.read);
+        self.unreadable.extend(other.unreadable);
+    }
+
+    fn of(&self, signature: &str) -> Vec<Finding> {
+        self.findings
+            .values()
+            .filter(|f| f.signature == signature)
+            .cloned()
+            .collect()
+    }
+}
+
 /// Everything the diagnosis judges, fetched once.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Input {
-    pub now: DateTime<Utc>,
-    pub window: Duration,
+    pub window: Window,
     pub verify: bool,
-    pub lines: Vec<LogLine>,
+    pub scan: Scan,
     pub jobs: Vec<Job>,
     pub runtime_config: Option<ConfigMap>,
     /// The build-ref policy's verdict on the current `CODEXK8S_BUILD_REF` (None when unset).
     pub build_ref_verdict: Option<Result<(), Vec<String>>>,
 }
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Findings {
-    pub signature_a: Vec<LogLine>,
-    pub signature_b: Vec<LogLine>,
+    pub window: Window,
+    pub signature_a: Vec<Finding>,
+    pub signature_b: Vec<Finding>,
+    pub logs_read: Vec<Read>,
+    pub logs_unreadable: Vec<Unreadable>,
     pub failed_jobs: Vec<String>,
     pub kaniko_cache_enabled: Option<String>,
     pub build_ref: Option<String>,
@@ -110,37 +240,20 @@ pub fn config_value(cm: &Option<ConfigMap>, key: &str) -> Option<String> {
         .cloned()
 }
 
-fn span(lines: &[LogLine]) -> String {
-    let times: Vec<_> = lines.iter().filter_map(|l| l.time).collect();
-    match (times.iter().min(), times.iter().max()) {
-        (Some(a), Some(b)) => format!(
-            ", first {} last {}",
-            a.format("%H:%M:%SZ"),
-            b.format("%H:%M:%SZ")
-        ),
-        _ => String::new(),
-    }
+fn lines(findings: &[Finding]) -> usize {
+    findings.iter().map(|f| f.lines).sum()
 }
 
 /// The diagnosis: pure.
 pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
-    let since = input.now - chrono::Duration::from_std(input.window).unwrap_or_default();
-    let recent = |l: &&LogLine| l.time.is_none_or(|t| t >= since);
+    let w = &input.window;
+    let window = w.describe();
     let mut f = Findings {
-        signature_a: input
-            .lines
-            .iter()
-            .filter(recent)
-            .filter(|l| is_signature_a(&l.text))
-            .cloned()
-            .collect(),
-        signature_b: input
-            .lines
-            .iter()
-            .filter(recent)
-            .filter(|l| is_signature_b(&l.text))
-            .cloned()
-            .collect(),
+        window: w.clone(),
+        signature_a: input.scan.of("A"),
+        signature_b: input.scan.of("B"),
+        logs_read: input.scan.read.clone(),
+        logs_unreadable: input.scan.unreadable.clone(),
         failed_jobs: input
             .jobs
             .iter()
@@ -151,16 +264,46 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
                     .is_some_and(|n| BUILD_JOB_WORDS.iter().any(|w| n.contains(w)))
             })
             .filter(|j| JobState::of(j) == JobState::Failed)
-            .filter(|j| job_time(j).is_none_or(|t| t >= since))
+            .filter(|j| job_time(j).is_none_or(|t| t >= w.since))
             .filter_map(|j| j.metadata.name.clone())
             .collect(),
         kaniko_cache_enabled: config_value(&input.runtime_config, KANIKO_CACHE),
         build_ref: config_value(&input.runtime_config, BUILD_REF),
-        ..Default::default()
+        mitigation: vec![],
+        escalate: vec![],
     };
-    let window = humantime::format_duration(input.window).to_string();
     let mut checks = Vec::new();
-    for (id, lines, mitigation, what) in [
+    let previous = f.logs_read.iter().filter(|r| r.source.previous).count();
+    let pods = {
+        let mut p: Vec<&str> = f.logs_read.iter().map(|r| r.source.pod.as_str()).collect();
+        p.sort();
+        p.dedup();
+        p.len()
+    };
+    let read = format!(
+        "read {} container logs of {pods} pods ({previous} --previous) {window}",
+        f.logs_read.len()
+    );
+    checks.push(if f.logs_unreadable.is_empty() {
+        Check::pass("build.logs", read)
+    } else {
+        Check::warn(
+            "build.logs",
+            format!(
+                "{read}; cannot read {}: {}",
+                f.logs_unreadable.len(),
+                f.logs_unreadable
+                    .iter()
+                    .map(|u| format!("{}: {}", u.log, u.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        )
+        .remedy(
+            "kubectl -n <ns> logs pod/<pod> -c <container> [--previous]; a 403 needs the verb \"get\" on \"pods/log\"",
+        )
+    });
+    for (id, found, mitigation, what) in [
         (
             "build.signature-a",
             &f.signature_a,
@@ -174,15 +317,19 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
             "build-ref checkout",
         ),
     ] {
-        checks.push(if lines.is_empty() {
-            Check::pass(id, format!("no {what} errors in the last {window}"))
+        checks.push(if found.is_empty() {
+            Check::pass(id, format!("no {what} errors {window}"))
         } else {
             Check::fail(
                 id,
                 format!(
-                    "{} {what} log lines in the last {window}{}",
-                    lines.len(),
-                    span(lines)
+                    "{} {what} log lines {window}: {}",
+                    lines(found),
+                    found
+                        .iter()
+                        .map(Finding::span)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 ),
             )
             .remedy(mitigation)
@@ -191,12 +338,12 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     checks.push(if f.failed_jobs.is_empty() {
         Check::pass(
             "build.failed-jobs",
-            format!("no failed build/mirror/kaniko/codegen-check jobs in the last {window}"),
+            format!("no failed build/mirror/kaniko/codegen-check jobs {window}"),
         )
     } else {
         Check::fail(
             "build.failed-jobs",
-            format!("failed: {}", f.failed_jobs.join(", ")),
+            format!("failed {window}: {}", f.failed_jobs.join(", ")),
         )
         .remedy("kubectl -n <ns> logs job/<name> --tail=200; classify by signature A/B above")
     });
@@ -234,30 +381,26 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     // Escalation: the mitigation is in place yet the errors keep coming, or they last too long.
     let mitigated_a = !cache_on;
     let mitigated_b = !matches!(input.build_ref_verdict, Some(Err(_)));
-    if mitigated_a && f.signature_a.len() > 2 {
+    let (a, b) = (lines(&f.signature_a), lines(&f.signature_b));
+    if mitigated_a && a > 2 {
         f.escalate.push(format!(
-            "cache disabled but MANIFEST_UNKNOWN seen {} times",
-            f.signature_a.len()
+            "cache disabled but MANIFEST_UNKNOWN seen {a} times"
         ));
     }
-    if mitigated_b && f.signature_b.len() > 2 {
+    if mitigated_b && b > 2 {
         f.escalate.push(format!(
-            "{BUILD_REF} valid but checkout errors seen {} times",
-            f.signature_b.len()
+            "{BUILD_REF} valid but checkout errors seen {b} times"
         ));
     }
-    let times: Vec<_> = f
-        .signature_a
-        .iter()
-        .chain(&f.signature_b)
-        .filter_map(|l| l.time)
-        .collect();
-    if let (Some(first), Some(last)) = (times.iter().min(), times.iter().max())
-        && *last - *first > chrono::Duration::minutes(30)
+    let all = f.signature_a.iter().chain(&f.signature_b);
+    let first = all.clone().filter_map(|x| x.first).min();
+    let last = all.filter_map(|x| x.last).max();
+    if let (Some(first), Some(last)) = (first, last)
+        && last - first > chrono::Duration::minutes(30)
     {
         f.escalate.push(format!(
             "errors for {} minutes (> 30)",
-            (*last - *first).num_minutes()
+            (last - first).num_minutes()
         ));
     }
     if f.failed_jobs.iter().any(|j| j.contains("mirror")) && !f.signature_a.is_empty() {
@@ -273,84 +416,143 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     if input.verify {
         let clean =
             f.signature_a.is_empty() && f.signature_b.is_empty() && f.failed_jobs.is_empty();
-        checks.push(if clean {
-            Check::pass("build.verify", "the last 30 minutes are clean: no MANIFEST_UNKNOWN, no checkout/build-ref errors, no failed build jobs")
-        } else {
-            Check::fail("build.verify", "errors in the last 30 minutes: recovery not confirmed").remedy(ESCALATION)
+        checks.push(match (clean, f.logs_unreadable.is_empty()) {
+            (true, true) => Check::pass("build.verify", format!("clean {window}: no MANIFEST_UNKNOWN, no checkout/build-ref errors, no failed build jobs")),
+            (true, false) => Check::fail("build.verify", format!("recovery not confirmed: {} logs could not be read {window}", f.logs_unreadable.len())).remedy("read the logs build.logs names, then run kubectl ck8s diagnose build --verify again"),
+            (false, _) => Check::fail("build.verify", format!("errors {window}: recovery not confirmed")).remedy(ESCALATION),
         });
     }
     (checks, f)
 }
 
-/// Logs of every pod selected by a deployment (or a job), with timestamps.
-async fn logs_of(
-    ctx: &Ctx,
-    selector: &str,
-    source: &str,
-    lp: &LogParams,
-) -> Result<Vec<LogLine>, Failure> {
-    let ns = ctx.namespace.as_str();
-    let pods = ctx
+/// Every container log of `pods` (and the previous instance of those restarted in the
+/// window), read `CONCURRENT_LOGS` at a time.
+async fn scan_pods(ctx: &Ctx, pods: &[Pod], window: &Window, range: Range) -> Scan {
+    let mut sources = Vec::new();
+    for p in pods {
+        let pod = p.metadata.name.clone().unwrap_or_default();
+        let restarted = logs::restarted_since(p, window.since);
+        for container in logs::containers(p) {
+            let previous = restarted.contains(&container);
+            sources.push(Source {
+                pod: pod.clone(),
+                container: container.clone(),
+                previous: false,
+            });
+            if previous {
+                sources.push(Source {
+                    pod: pod.clone(),
+                    container,
+                    previous: true,
+                });
+            }
+        }
+    }
+    let api = ctx.ns::<Pod>();
+    let since = window.since;
+    let scans = futures::stream::iter(sources)
+        .map(|source| {
+            let api = api.clone();
+            async move {
+                let mut scan = Scan::default();
+                let result = logs::for_each_line(&api, &source, range, |time, text| {
+                    scan.line(&source, since, time, text)
+                })
+                .await;
+                match result {
+                    Ok(lines) => scan.read.push(Read { source, lines }),
+                    Err(e) => scan.unreadable.push(Unreadable {
+                        log: source.to_string(),
+                        reason: reason(e),
+                    }),
+                }
+                scan
+            }
+        })
+        .buffer_unordered(CONCURRENT_LOGS)
+        .collect::<Vec<_>>()
+        .await;
+    let mut all = Scan::default();
+    for s in scans {
+        all.merge(s);
+    }
+    all.read.sort_by(|a, b| a.source.cmp(&b.source));
+    all.unreadable.sort_by(|a, b| a.log.cmp(&b.log));
+    all
+}
+
+fn reason(e: kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+        other => other.to_string(),
+    }
+}
+
+async fn pods_of(ctx: &Ctx, selector: &str) -> Result<Vec<Pod>, Failure> {
+    Ok(ctx
         .ns::<Pod>()
         .list(&ListParams::default().labels(selector))
         .await
-        .map_err(|e| ctx.err("list", "pods", Some(ns), e))?;
-    let mut out = Vec::new();
-    for p in pods.items {
-        let name = p.metadata.name.unwrap_or_default();
-        match ctx.ns::<Pod>().logs(&name, lp).await {
-            Ok(text) => out.extend(parse_log(source, &text)),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 400 => {}
-            Err(e) => return Err(ctx.err("get", "pods/log", Some(ns), e)),
-        }
-    }
-    Ok(out)
+        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?
+        .items)
 }
 
-async fn deployment_logs(ctx: &Ctx, name: &str, lp: &LogParams) -> Result<Vec<LogLine>, Failure> {
+/// The pods of a Deployment (its selector, `matchExpressions` included), or why there are none.
+async fn deployment_pods(ctx: &Ctx, name: &str) -> Result<Result<Vec<Pod>, Unreadable>, Failure> {
     let d = not_found_is_none(ctx.ns::<Deployment>().get(name).await)
         .map_err(|e| ctx.err("get", "deployments.apps", Some(&ctx.namespace), e))?;
-    let Some(labels) = d.and_then(|d| d.spec).and_then(|s| s.selector.match_labels) else {
-        return Ok(vec![]);
+    let missing = |reason: &str| Unreadable {
+        log: format!("deploy/{name}"),
+        reason: reason.into(),
     };
-    let selector = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    logs_of(ctx, &selector, &format!("deploy/{name}"), lp).await
+    let Some(selector) = d.and_then(|d| d.spec).map(|s| s.selector) else {
+        return Ok(Err(missing("deployment not found")));
+    };
+    let selector = match objects::selector(&selector) {
+        Ok(s) if !s.selects_all() => s.to_string(),
+        Ok(_) => return Ok(Err(missing("the deployment has an empty selector"))),
+        Err(e) => return Ok(Err(missing(&format!("its selector is invalid: {e}")))),
+    };
+    let pods = pods_of(ctx, &selector).await?;
+    if pods.is_empty() {
+        return Ok(Err(missing(&format!("no pods match {selector}"))));
+    }
+    Ok(Ok(pods))
 }
 
 pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     let DiagnoseCommand::Build { since, verify } = cmd;
-    let window = if verify { VERIFY_WINDOW } else { since };
+    let window = Window::new(
+        Utc::now(),
+        if verify { VERIFY_WINDOW } else { since },
+        verify,
+    );
     let ns = ctx.namespace.clone();
-    let progress = ctx.progress("diagnose: reading logs and jobs");
-    let since_lp = LogParams {
-        since_seconds: Some(window.as_secs() as i64),
-        timestamps: true,
-        ..Default::default()
-    };
-    let tail_lp = LogParams {
-        tail_lines: Some(200),
-        timestamps: true,
-        ..Default::default()
-    };
+    let progress = ctx.progress(&format!("diagnose: reading logs {}", window.describe()));
+    let codegen_selector = format!("job-name={CODEGEN_CHECK_JOB}");
     let (cp, worker, codegen, jobs, cm) = futures::join!(
-        deployment_logs(ctx, CONTROL_PLANE, &since_lp),
-        deployment_logs(ctx, WORKER, &since_lp),
-        async {
-            logs_of(
-                ctx,
-                &format!("job-name={CODEGEN_CHECK_JOB}"),
-                &format!("job/{CODEGEN_CHECK_JOB}"),
-                &tail_lp,
-            )
-            .await
-        },
+        deployment_pods(ctx, CONTROL_PLANE),
+        deployment_pods(ctx, WORKER),
+        pods_of(ctx, &codegen_selector),
         async { ctx.ns::<Job>().list(&ListParams::default()).await },
         async { ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await },
     );
+    let mut scan = Scan::default();
+    let since = Range {
+        since_seconds: Some(window.seconds as i64),
+        tail_lines: None,
+    };
+    for deployment in [cp?, worker?] {
+        match deployment {
+            Ok(pods) => scan.merge(scan_pods(ctx, &pods, &window, since).await),
+            Err(u) => scan.unreadable.push(u),
+        }
+    }
+    let tail = Range {
+        since_seconds: None,
+        tail_lines: Some(JOB_TAIL),
+    };
+    scan.merge(scan_pods(ctx, &codegen?, &window, tail).await);
     let runtime_config =
         not_found_is_none(cm).map_err(|e| ctx.err("get", "configmaps", Some(&ns), e))?;
     let build_ref = config_value(&runtime_config, BUILD_REF);
@@ -361,10 +563,9 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     };
     drop(progress);
     let input = Input {
-        now: Utc::now(),
         window,
         verify,
-        lines: [cp?, worker?, codegen?].concat(),
+        scan,
         jobs: jobs
             .map_err(|e| ctx.err("list", "jobs.batch", Some(&ns), e))?
             .items,
@@ -372,14 +573,44 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
         build_ref_verdict,
     };
     let (checks, findings) = diagnose(&input);
-    let mut text = String::new();
-    for (name, lines) in [
-        ("signature A", &findings.signature_a),
-        ("signature B", &findings.signature_b),
-    ] {
-        for l in lines.iter().take(5) {
-            text.push_str(&format!("{name} [{}] {}\n", l.source, l.text));
-        }
+    let mut text = format!("window: {}\n", findings.window.describe());
+    let rows: Vec<Vec<String>> = findings
+        .signature_a
+        .iter()
+        .chain(&findings.signature_b)
+        .map(|f| {
+            let t = |t: Option<DateTime<Utc>>| {
+                t.map(|t| t.format("%H:%M:%SZ").to_string())
+                    .unwrap_or_default()
+            };
+            vec![
+                f.signature.to_string(),
+                f.pod.clone(),
+                format!(
+                    "{}{}",
+                    f.container,
+                    if f.previous { " (previous)" } else { "" }
+                ),
+                f.lines.to_string(),
+                t(f.first),
+                t(f.last),
+                f.example.clone(),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        text.push_str(&listing(
+            &[
+                "SIG",
+                "POD",
+                "CONTAINER",
+                "LINES",
+                "FIRST",
+                "LAST",
+                "FIRST LINE",
+            ],
+            rows,
+        ));
     }
     for m in &findings.mitigation {
         text.push_str(&format!("mitigation {m}\n"));
@@ -422,75 +653,155 @@ mod tests {
         }
     }
 
-    #[test]
-    fn timestamps_are_parsed() {
-        let l = parse_log(
-            "deploy/x",
-            "2026-02-26T10:00:00Z MANIFEST_UNKNOWN\nplain line\n",
-        );
-        assert!(l[0].time.is_some());
-        assert_eq!(l[0].text, "MANIFEST_UNKNOWN");
-        assert_eq!(l[1].time, None);
-    }
-
-    fn input(
-        lines: &str,
-        cm: serde_json::Value,
-        verdict: Option<Result<(), Vec<String>>>,
-    ) -> Input {
-        Input {
-            now: Utc::now(),
-            window: Duration::from_secs(6 * 3600),
-            lines: parse_log("deploy/codex-k8s-control-plane", lines),
-            runtime_config: Some(serde_json::from_value(json!({"data": cm})).unwrap()),
-            build_ref_verdict: verdict,
-            ..Default::default()
+    fn src(pod: &str, container: &str, previous: bool) -> Source {
+        Source {
+            pod: pod.into(),
+            container: container.into(),
+            previous,
         }
     }
 
-    fn status(checks: &[Check], id: &str) -> Status {
-        checks.iter().find(|c| c.id == id).unwrap().status
+    fn at(minutes_ago: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        Some(now - chrono::Duration::minutes(minutes_ago))
+    }
+
+    /// A scan of the control-plane container's log: `(minutes ago, text)` lines.
+    fn input(
+        lines: &[(i64, &str)],
+        cm: serde_json::Value,
+        verdict: Option<Result<(), Vec<String>>>,
+    ) -> Input {
+        let now = Utc::now();
+        let window = Window::new(now, Duration::from_secs(6 * 3600), false);
+        let mut scan = Scan::default();
+        let s = src("cp-1", "codex-k8s-control-plane", false);
+        for (ago, text) in lines {
+            scan.line(&s, window.since, at(*ago, now), text);
+        }
+        scan.read.push(Read {
+            source: s,
+            lines: lines.len(),
+        });
+        Input {
+            window,
+            verify: false,
+            scan,
+            jobs: vec![],
+            runtime_config: Some(serde_json::from_value(json!({"data": cm})).unwrap()),
+            build_ref_verdict: verdict,
+        }
+    }
+
+    fn check<'a>(checks: &'a [Check], id: &str) -> &'a Check {
+        checks.iter().find(|c| c.id == id).unwrap()
+    }
+
+    #[test]
+    fn findings_name_pod_container_first_and_last() {
+        let now = Utc::now();
+        let since = now - chrono::Duration::hours(1);
+        let mut scan = Scan::default();
+        let app = src("cp-1", "app", false);
+        let prev = src("cp-1", "app", true);
+        scan.line(&app, since, at(50, now), "MANIFEST_UNKNOWN one");
+        scan.line(&app, since, at(10, now), "MANIFEST_UNKNOWN two");
+        scan.line(
+            &app,
+            since,
+            at(90, now),
+            "MANIFEST_UNKNOWN outside the window",
+        );
+        scan.line(&prev, since, at(30, now), "fatal: 'x' is not a commit");
+        let a = &scan.findings[&("A", app.clone())];
+        assert_eq!((a.lines, a.first, a.last), (2, at(50, now), at(10, now)));
+        assert_eq!(a.example, "MANIFEST_UNKNOWN one");
+        let b = &scan.findings[&("B", prev)];
+        assert!(b.previous && b.lines == 1);
+        assert_eq!(scan.findings.len(), 2);
     }
 
     #[test]
     fn cache_signature_with_cache_on_fails_both() {
         let (checks, f) = diagnose(&input(
-            "Error while retrieving image from cache MANIFEST_UNKNOWN\n",
+            &[(
+                5,
+                "Error while retrieving image from cache MANIFEST_UNKNOWN",
+            )],
             json!({KANIKO_CACHE: "true"}),
             None,
         ));
-        assert_eq!(status(&checks, "build.signature-a"), Status::Fail);
-        assert_eq!(status(&checks, "build.kaniko-cache"), Status::Fail);
+        let a = check(&checks, "build.signature-a");
+        assert_eq!(a.status, Status::Fail);
+        assert!(
+            a.detail
+                .contains("pod/cp-1 -c codex-k8s-control-plane: 1 lines, first ")
+                && a.detail.contains("(--since 6h)"),
+            "{}",
+            a.detail
+        );
+        assert_eq!(check(&checks, "build.kaniko-cache").status, Status::Fail);
         assert_eq!(f.mitigation, vec![MITIGATION_A]);
     }
 
     #[test]
     fn rejected_build_ref_fails() {
         let (checks, f) = diagnose(&input(
-            "fatal: '-b feature/x' is not a commit\n",
+            &[(5, "fatal: '-b feature/x' is not a commit")],
             json!({BUILD_REF: "-b feature/x"}),
             Some(Err(vec!["flag".into()])),
         ));
-        assert_eq!(status(&checks, "build.build-ref"), Status::Fail);
-        assert_eq!(status(&checks, "build.signature-b"), Status::Fail);
+        assert_eq!(check(&checks, "build.build-ref").status, Status::Fail);
+        assert_eq!(check(&checks, "build.signature-b").status, Status::Fail);
         assert_eq!(f.mitigation, vec![MITIGATION_B]);
     }
 
     #[test]
     fn repeats_after_mitigation_escalate() {
-        let lines = "MANIFEST_UNKNOWN\nMANIFEST_UNKNOWN\nMANIFEST_UNKNOWN\n";
-        let (checks, _) = diagnose(&input(lines, json!({KANIKO_CACHE: "false"}), None));
-        assert_eq!(status(&checks, "build.escalation"), Status::Warn);
+        let lines = [
+            (3, "MANIFEST_UNKNOWN"),
+            (2, "MANIFEST_UNKNOWN"),
+            (1, "MANIFEST_UNKNOWN"),
+        ];
+        let (checks, _) = diagnose(&input(&lines, json!({KANIKO_CACHE: "false"}), None));
+        assert_eq!(check(&checks, "build.escalation").status, Status::Warn);
     }
 
     #[test]
     fn old_lines_are_outside_the_window() {
-        let old = (Utc::now() - chrono::Duration::hours(7)).to_rfc3339();
-        let (checks, _) = diagnose(&input(
-            &format!("{old} MANIFEST_UNKNOWN\n"),
-            json!({}),
-            None,
-        ));
-        assert_eq!(status(&checks, "build.signature-a"), Status::Pass);
+        let (checks, _) = diagnose(&input(&[(7 * 60, "MANIFEST_UNKNOWN")], json!({}), None));
+        let a = check(&checks, "build.signature-a");
+        assert_eq!(a.status, Status::Pass);
+        assert!(
+            a.detail.contains("since ") && a.detail.contains("(--since 6h)"),
+            "{}",
+            a.detail
+        );
+    }
+
+    #[test]
+    fn unreadable_logs_warn_and_block_verification() {
+        let mut i = input(&[], json!({}), None);
+        i.scan.unreadable.push(Unreadable {
+            log: "pod/cp-1 -c sidecar".into(),
+            reason: "forbidden (403)".into(),
+        });
+        let (checks, _) = diagnose(&i);
+        let logs = check(&checks, "build.logs");
+        assert_eq!(logs.status, Status::Warn);
+        assert!(
+            logs.detail.contains("pod/cp-1 -c sidecar: forbidden (403)"),
+            "{}",
+            logs.detail
+        );
+        i.verify = true;
+        i.window = Window::new(Utc::now(), VERIFY_WINDOW, true);
+        let (checks, _) = diagnose(&i);
+        let v = check(&checks, "build.verify");
+        assert_eq!(v.status, Status::Fail);
+        assert!(
+            v.detail.contains("(--verify, the last 30m)"),
+            "{}",
+            v.detail
+        );
     }
 }

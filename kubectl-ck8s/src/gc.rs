@@ -1,7 +1,8 @@
 //! `kubectl ck8s gc status | run | logs`: the registry GC CronJob `codex-k8s-registry-gc`.
 
 use crate::cluster::objects::{JobState, created};
-use crate::cluster::{Ctx, not_found_is_none};
+use crate::cluster::wait::{self, Waited, Watched};
+use crate::cluster::{Ctx, logs, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report, listing};
@@ -9,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ListParams, LogParams, ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Subcommand)]
@@ -163,25 +164,33 @@ pub fn status_checks(
     out
 }
 
-async fn job_logs(ctx: &Ctx, job: &str, tail: Option<i64>) -> Result<String, Failure> {
+/// The last `tail` lines of every container of the Job's pods, read line by line.
+async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<String, Failure> {
     let pods = ctx
         .ns::<Pod>()
         .list(&ListParams::default().labels(&format!("job-name={job}")))
         .await
         .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
     let mut text = String::new();
-    for p in pods.items {
-        let name = p.metadata.name.unwrap_or_default();
-        let lp = LogParams {
-            tail_lines: tail,
-            ..Default::default()
-        };
-        text.push_str(
-            &ctx.ns::<Pod>()
-                .logs(&name, &lp)
-                .await
-                .map_err(|e| ctx.err("get", "pods/log", Some(&ctx.namespace), e))?,
-        );
+    let api = ctx.ns::<Pod>();
+    for p in &pods.items {
+        for container in logs::containers(p) {
+            let source = logs::Source {
+                pod: p.metadata.name.clone().unwrap_or_default(),
+                container,
+                previous: false,
+            };
+            let range = logs::Range {
+                since_seconds: None,
+                tail_lines: Some(tail),
+            };
+            logs::for_each_line(&api, &source, range, |_, line| {
+                text.push_str(line);
+                text.push('\n');
+            })
+            .await
+            .map_err(|e| ctx.err("get", "pods/log", Some(&ctx.namespace), e))?;
+        }
     }
     Ok(text)
 }
@@ -257,28 +266,36 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                     .print(ctx.out.format, None);
             }
             let progress = ctx.progress(&format!("gc: waiting for {name}"));
-            let deadline = tokio::time::Instant::now() + timeout;
-            let state = loop {
-                let j = ctx
-                    .ns::<Job>()
-                    .get(&name)
-                    .await
-                    .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?;
-                let s = JobState::of(&j);
-                if s != JobState::Running {
-                    break s.as_str();
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    break "Timeout";
-                }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            let watched = Watched {
+                server: &ctx.server,
+                resource: "jobs.batch",
+                namespace: &ns,
             };
+            let waited = wait::until(
+                ctx.ns::<Job>(),
+                wait::named(&name),
+                &watched,
+                timeout,
+                &progress,
+                |jobs: &[std::sync::Arc<Job>]| match jobs.first().map(|j| JobState::of(j)) {
+                    Some(JobState::Running) => Err(format!("{name} running")),
+                    Some(s) => Ok(s),
+                    None => Err(format!("{name} not seen yet")),
+                },
+            )
+            .await?;
             drop(progress);
-            let logs = job_logs(ctx, &name, Some(200)).await?;
+            let (state, why) = match waited {
+                Waited::Done(s) => (s.as_str(), String::new()),
+                Waited::TimedOut { last } => ("Timeout", last),
+            };
+            let logs = job_logs(ctx, &name, 200).await?;
             let summary = parse_summary(&logs);
+            let waited_for = humantime::format_duration(timeout).to_string();
             let check = match (state, summary) {
                 ("Complete", Some(s)) => Check::pass("gc.run", format!("{name} complete: {} blobs marked, {} blobs and {} manifests eligible for deletion", s.blobs_marked, s.blobs_eligible, s.manifests_eligible)),
                 ("Complete", None) => Check::warn("gc.run", format!("{name} complete, no GC summary line in its log")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200")),
+                ("Timeout", _) => Check::fail("gc.run", format!("{name} not finished within --timeout {waited_for}: {why}")).remedy(format!("kubectl -n {ns} get job/{name}; kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
                 (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
             };
             // The Job scales the registry 1 -> 0 -> 1: it must be back.
@@ -303,8 +320,18 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                         Failure::usage("no GC job found").with_help("kubectl ck8s gc run")
                     })?,
             };
-            print!("{}", job_logs(ctx, &job, Some(tail)).await?);
-            Ok(Verdict::Pass)
+            let log = job_logs(ctx, &job, tail).await?;
+            if ctx.out.format == crate::output::OutputFormat::Table {
+                print!("{log}");
+                return Ok(Verdict::Pass);
+            }
+            let check = Check::pass(
+                "gc.logs",
+                format!("{} lines of job/{job}", log.lines().count()),
+            );
+            Report::new("gc logs", &ns, vec![check])
+                .with_details(serde_json::json!({"job": job, "log": log}))
+                .print(ctx.out.format, None)
         }
     }
 }

@@ -26,8 +26,18 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    exit::init_tracing(cli.global.verbose);
+    // kubectl's plugin completion passes the typed words raw: `__complete --context ""` must
+    // not be read as this binary's own --context.
+    let argv: Vec<String> = std::env::args().collect();
+    let completing = argv.get(1).is_some_and(|a| a == "__complete");
+    let cli = if completing {
+        None
+    } else {
+        Some(cli::Cli::parse())
+    };
+    if let Some(cli) = &cli {
+        exit::init_tracing(cli.global.verbose);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -40,5 +50,11 @@ fn main() -> ExitCode {
             ))));
         }
     };
-    exit::finish(runtime.block_on(cli::run(cli)))
+    match cli {
+        Some(cli) => exit::finish(runtime.block_on(cli::run(cli))),
+        None => {
+            runtime.block_on(completion::cobra(&argv[2..]));
+            ExitCode::SUCCESS
+        }
+    }
 }

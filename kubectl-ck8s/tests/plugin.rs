@@ -3,9 +3,11 @@
 
 use ck8s_tests::TestApiServer;
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-ck8s");
 const NS: &str = "codex-k8s-prod";
@@ -29,17 +31,54 @@ enum App {
     WebhookRedirects,
 }
 
-/// A local HTTP listener standing in for the pods behind port-forward.
-fn app(mode: App) -> String {
+/// A local HTTP/1.1 keep-alive listener standing in for the pods behind port-forward; counts
+/// the connections it accepted.
+fn app(mode: App) -> (String, Arc<AtomicUsize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]);
-            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let Ok(s) = stream else { continue };
+            count.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || serve(s, mode));
+        }
+    });
+    (addr, accepted)
+}
+
+/// Answers every request on one connection until the client closes it.
+fn serve(s: std::net::TcpStream, mode: App) {
+    let mut w = s.try_clone().unwrap();
+    let mut r = std::io::BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            if h.trim().is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; length];
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        {
+            let path = path.as_str();
             let resp = match (path, mode) {
                 ("/healthz" | "/readyz", _) => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                 ("/metrics", _) => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
@@ -51,16 +90,19 @@ fn app(mode: App) -> String {
                 }
                 _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
             };
-            let _ = s.write_all(resp.as_bytes());
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
         }
-    });
-    addr
+    }
 }
 
 struct Cluster {
     server: TestApiServer,
     dir: tempfile::TempDir,
     app: String,
+    /// Connections the app behind the (simulated) port-forward accepted.
+    connections: Arc<AtomicUsize>,
 }
 
 impl Cluster {
@@ -69,10 +111,12 @@ impl Cluster {
     }
 
     fn with_app(fixture: &str, mode: App) -> Self {
+        let (app, connections) = app(mode);
         Cluster {
             server: TestApiServer::start(fixture),
             dir: tempfile::tempdir().unwrap(),
-            app: app(mode),
+            app,
+            connections,
         }
     }
 
@@ -159,6 +203,11 @@ fn smoke_on_a_healthy_cluster_passes() {
         "smoke never writes: {:?}",
         c.server.writes()
     );
+    assert_eq!(
+        c.connections.load(Ordering::SeqCst),
+        2,
+        "one connection to the codex-k8s pod (healthz, readyz, metrics), one to oauth2-proxy"
+    );
     assert_no_secret(&stdout);
 }
 
@@ -169,6 +218,7 @@ fn smoke_json_is_the_full_report() {
     assert_eq!(code, 0);
     assert_eq!(r["command"], "smoke");
     assert_eq!(r["namespace"], NS);
+    assert!(r.get("host").is_none(), "{r}");
     assert_eq!(r["verdict"], "pass");
     let ids: Vec<&str> = r["checks"]
         .as_array()
@@ -614,10 +664,15 @@ fn diagnose_build_signature_b_build_ref() {
     assert_eq!(code(&out), 1);
     let stdout = text(&out.stdout);
     assert!(
-        stdout.contains("[job/codex-k8s-codegen-check] fatal: '-b feature/x' is not a commit"),
+        stdout.contains("codex-k8s-codegen-check-m4n5b") && stdout.contains("window: since "),
         "{stdout}"
     );
     let (_, r) = c.json(&["diagnose", "build"]);
+    let finding = &r["details"]["signature_b"][0];
+    assert_eq!(finding["pod"], "codex-k8s-codegen-check-m4n5b");
+    assert_eq!(finding["container"], "codegen-check");
+    assert_eq!(finding["example"], "+ git checkout --detach -b feature/x");
+    assert!(finding["lines"].as_u64().unwrap() >= 2, "{finding}");
     assert_eq!(status(&r, "build.build-ref"), "fail");
     assert_eq!(status(&r, "build.signature-b"), "fail");
     let detail = check(&r, "build.build-ref")["detail"].as_str().unwrap();
@@ -631,40 +686,191 @@ fn diagnose_build_signature_b_build_ref() {
     );
 }
 
-#[test]
-fn mitigate_kaniko_cache_dry_runs_then_patches() {
-    let c = Cluster::new("kaniko-cache-on");
-    let out = c.ck8s(&["mitigate", "kaniko-cache"]);
-    assert_eq!(
-        code(&out),
-        0,
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    let patches: Vec<_> = c
-        .server
+fn patches(c: &Cluster) -> Vec<ck8s_tests::apiserver::Recorded> {
+    c.server
         .requests()
         .into_iter()
         .filter(|r| r.method == "PATCH")
+        .collect()
+}
+
+const RUNTIME_CM: &str = "/api/v1/namespaces/codex-k8s-prod/configmaps/codex-k8s-runtime";
+const CONTROL_PLANE: &str =
+    "/apis/apps/v1/namespaces/codex-k8s-prod/deployments/codex-k8s-control-plane";
+
+#[test]
+fn mitigate_kaniko_cache_restarts_and_verifies() {
+    let c = Cluster::new("kaniko-cache-on");
+    c.server.roll_out_deployments();
+    let (code, r) = c.json(&["mitigate", "kaniko-cache"]);
+    assert_eq!(code, 0, "{r:#}");
+    let p = patches(&c);
+    let seen: Vec<(&str, bool)> = p
+        .iter()
+        .map(|r| (r.path.as_str(), r.query.contains("dryRun=All")))
         .collect();
-    assert_eq!(patches.len(), 2);
-    assert!(patches[0].query.contains("dryRun=All") && !patches[1].query.contains("dryRun"));
     assert_eq!(
-        patches[1].path,
-        "/api/v1/namespaces/codex-k8s-prod/configmaps/codex-k8s-runtime"
+        seen,
+        [
+            (RUNTIME_CM, true),
+            (CONTROL_PLANE, true),
+            (RUNTIME_CM, false),
+            (CONTROL_PLANE, false)
+        ],
+        "every change dry-run on the server first"
     );
     let cm = c
         .server
         .object("ConfigMap", NS, "codex-k8s-runtime")
         .unwrap();
     assert_eq!(cm["data"]["CODEXK8S_KANIKO_CACHE_ENABLED"], "false");
-    assert!(text(&out.stdout).contains("codex-k8s-control-plane: successfully rolled out"));
+    let d = c
+        .server
+        .object("Deployment", NS, "codex-k8s-control-plane")
+        .unwrap();
+    let restarted =
+        d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+            .as_str()
+            .unwrap();
+    assert_eq!(r["details"]["restartedAt"], restarted);
+    assert!(
+        check(&r, "mitigate.wiring")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("container codex-k8s-control-plane reads configmap/codex-k8s-runtime through envFrom")
+    );
+    assert!(
+        check(&r, "mitigate.patch")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CODEXK8S_KANIKO_CACHE_ENABLED: \"true\" -> \"false\"")
+    );
+    assert_eq!(status(&r, "mitigate.rollout"), "pass");
+    assert_eq!(status(&r, "mitigate.verify"), "pass");
+    assert_eq!(r["details"]["pods"][0]["afterPatch"], true);
+    // Waited by kube's watcher (its list of the one object), not by polling GETs.
+    let requests = c.server.requests();
+    assert!(
+        requests.iter().any(|q| q.path.ends_with("/deployments")
+            && q.query
+                .contains("fieldSelector=metadata.name%3Dcodex-k8s-control-plane")),
+        "{requests:?}"
+    );
+    assert_eq!(
+        requests
+            .iter()
+            .filter(|q| q.method == "GET" && q.path == CONTROL_PLANE)
+            .count(),
+        1,
+        "one GET (the wiring), no polling: {requests:?}"
+    );
+}
+
+#[test]
+fn mitigate_exits_1_when_the_restart_cannot_be_verified() {
+    // No controller: the restart is stored but no new pod ever starts.
+    let c = Cluster::new("kaniko-cache-on");
+    let (code, r) = c.json(&["mitigate", "kaniko-cache", "--timeout", "3s"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(status(&r, "mitigate.patch"), "pass");
+    assert_eq!(status(&r, "mitigate.restart"), "pass");
+    let rollout = check(&r, "mitigate.rollout")["detail"].as_str().unwrap();
+    assert!(
+        rollout.contains("not rolled out within --timeout 3s")
+            && rollout.contains("spec update to be observed"),
+        "{rollout}"
+    );
+    assert_eq!(status(&r, "mitigate.verify"), "fail");
+    let detail = check(&r, "mitigate.verify")["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("not verified within --timeout 3s"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn mitigate_waits_through_api_server_errors() {
+    let c = Cluster::new("kaniko-cache-on");
+    c.server.roll_out_deployments();
+    c.server.fail_next("list", "deployments", 2);
+    c.server.fail_next("list", "pods", 1);
+    let (code, r) = c.json(&["mitigate", "kaniko-cache", "--timeout", "60s"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(status(&r, "mitigate.verify"), "pass");
+    let lists = c
+        .server
+        .requests()
+        .iter()
+        .filter(|q| {
+            q.method == "GET" && q.path.ends_with("/deployments") && !q.query.contains("watch=true")
+        })
+        .count();
+    assert!(lists >= 3, "two 503s, then a list that succeeds: {lists}");
+}
+
+#[test]
+fn mitigate_forbidden_watch_names_verb_and_resource() {
+    let c = Cluster::new("kaniko-cache-on");
+    c.server.roll_out_deployments();
+    c.server.deny("list", "pods");
+    let out = c.ck8s(&["mitigate", "kaniko-cache"]);
+    assert_eq!(code(&out), 2);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: forbidden: cannot list pods in namespace codex-k8s-prod"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn mitigate_dry_runs() {
+    let c = Cluster::new("kaniko-cache-on");
+    let (code, r) = c.json(&["mitigate", "kaniko-cache", "--dry-run=client"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert!(patches(&c).is_empty(), "client dry run sends nothing");
+    assert!(
+        check(&r, "mitigate.patch")["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r#"would merge-patch configmap/codex-k8s-runtime with {"data":{"CODEXK8S_KANIKO_CACHE_ENABLED":"false"}}"#)
+    );
+    assert_eq!(status(&r, "mitigate.verify"), "skip");
+    let (code, r) = c.json(&["mitigate", "kaniko-cache", "--dry-run=server"]);
+    assert_eq!(code, 0, "{r:#}");
+    let p = patches(&c);
+    assert_eq!(p.len(), 2);
+    assert!(p.iter().all(|r| r.query.contains("dryRun=All")), "{p:?}");
+    assert!(c.server.writes().is_empty());
+    assert_eq!(
+        c.server
+            .object("ConfigMap", NS, "codex-k8s-runtime")
+            .unwrap()["data"]["CODEXK8S_KANIKO_CACHE_ENABLED"],
+        "true"
+    );
+    let out = c.ck8s(&["mitigate", "kaniko-cache", "--dry-run=maybe"]);
+    assert_eq!(code_of(&out), 2);
+}
+
+#[test]
+fn mitigate_says_plainly_when_the_control_plane_does_not_read_the_config() {
+    let c = Cluster::new("runtime-unwired");
+    let (code, r) = c.json(&["mitigate", "kaniko-cache"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(status(&r, "mitigate.wiring"), "fail");
+    assert!(
+        check(&r, "mitigate.wiring")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reads codex-k8s-runtime neither as a ConfigMap nor as a Secret")
+    );
+    assert!(c.server.writes().is_empty());
+    assert!(patches(&c).is_empty());
 }
 
 #[test]
 fn mitigate_build_ref_refuses_what_the_policy_rejects() {
     let c = Cluster::new("build-ref-bad");
+    c.server.roll_out_deployments();
     let out = c.ck8s(&["mitigate", "build-ref", "--ref=-b feature/x"]);
     assert_eq!(code(&out), 2);
     assert!(
@@ -674,13 +880,253 @@ fn mitigate_build_ref_refuses_what_the_policy_rejects() {
     );
     assert!(c.server.writes().is_empty());
     let out = c.ck8s(&["mitigate", "build-ref", "--ref", "main"]);
-    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert_eq!(
+        code(&out),
+        0,
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert_eq!(
         c.server
             .object("ConfigMap", NS, "codex-k8s-runtime")
             .unwrap()["data"]["CODEXK8S_BUILD_REF"],
         "main"
     );
+}
+
+#[test]
+fn diagnose_reads_every_container_and_previous_logs() {
+    let c = Cluster::new("sidecar-restarted");
+    let (code, r) = c.json(&["diagnose", "build", "--since", "1h"]);
+    assert_eq!(code, 1, "{r:#}");
+    let a = &r["details"]["signature_a"];
+    assert_eq!(a.as_array().unwrap().len(), 1, "{a:#}");
+    assert_eq!(a[0]["pod"], "codex-k8s-control-plane-7d9f8b6c5-abcde");
+    assert_eq!(a[0]["container"], "codex-k8s-control-plane");
+    assert_eq!(a[0]["previous"], true);
+    assert_eq!(a[0]["lines"], 2);
+    assert!(
+        a[0]["first"].is_string() && a[0]["last"].is_string(),
+        "{a:#}"
+    );
+    let read: Vec<(String, bool)> = r["details"]["logs_read"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["container"].as_str().unwrap().to_string(),
+                l["previous"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    for want in [
+        ("codex-k8s-control-plane".to_string(), false),
+        ("codex-k8s-control-plane".to_string(), true),
+        ("log-shipper".to_string(), false),
+        ("codex-k8s-worker".to_string(), false),
+    ] {
+        assert!(read.contains(&want), "{want:?} not read: {read:?}");
+    }
+    assert_eq!(status(&r, "build.logs"), "pass");
+    assert_eq!(r["details"]["window"]["flag"], "--since 1h");
+    assert_eq!(r["details"]["window"]["seconds"], 3600);
+    // Every log request names its container.
+    let logs: Vec<_> = c
+        .server
+        .requests()
+        .into_iter()
+        .filter(|q| q.path.ends_with("/log"))
+        .collect();
+    assert!(!logs.is_empty());
+    assert!(
+        logs.iter().all(|q| q.query.contains("container=")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|q| q.query.contains("previous=true")),
+        "{logs:?}"
+    );
+}
+
+#[test]
+fn diagnose_reports_logs_it_cannot_read() {
+    let c = Cluster::new("healthy");
+    c.server.deny("get", "pods/log");
+    let (code, r) = c.json(&["diagnose", "build"]);
+    assert_eq!(code, 0, "unreadable logs warn: {r:#}");
+    assert_eq!(status(&r, "build.logs"), "warn");
+    let detail = check(&r, "build.logs")["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("pod/codex-k8s-control-plane-7d9f8b6c5-abcde -c codex-k8s-control-plane")
+            && detail.contains("(403)"),
+        "{detail}"
+    );
+    let (code, r) = c.json(&["diagnose", "build", "--verify"]);
+    assert_eq!(
+        code, 1,
+        "recovery cannot be confirmed on unread logs: {r:#}"
+    );
+    assert!(
+        check(&r, "build.verify")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(--verify, the last 30m)")
+    );
+}
+
+#[test]
+fn gc_run_wait_times_out_with_exit_1() {
+    let c = Cluster::new("healthy");
+    let (code, r) = c.json(&["gc", "run", "--wait", "--timeout", "2s"]);
+    assert_eq!(code, 1, "{r:#}");
+    assert_eq!(status(&r, "gc.run"), "fail");
+    assert!(
+        check(&r, "gc.run")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not finished within --timeout 2s"),
+        "{r:#}"
+    );
+}
+
+#[test]
+fn gc_run_wait_survives_transient_errors() {
+    let c = Cluster::new("healthy");
+    c.server.complete_jobs(
+        "codex-k8s-registry-gc-manual-",
+        "1 blobs marked, 0 blobs and 0 manifests eligible for deletion\n",
+    );
+    c.server.fail_next("list", "jobs", 2);
+    let (code, r) = c.json(&["gc", "run", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, 0, "{r:#}");
+    assert_eq!(status(&r, "gc.run"), "pass");
+}
+
+/// Every command's `-o json` has the one report shape, `report.schema.json`.
+#[test]
+fn every_command_json_matches_the_report_schema() {
+    let schema: Value = serde_json::from_str(include_str!("../report.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let open_port = open.local_addr().unwrap().port().to_string();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let bad = fixtures.join("bad");
+    let c = Cluster::new("kaniko-cache-on");
+    c.server.roll_out_deployments();
+    c.server.complete_jobs(
+        "codex-k8s-registry-gc-manual-",
+        "1 blobs marked, 0 blobs and 0 manifests eligible for deletion\n",
+    );
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["smoke"],
+        vec!["smoke", "--only", "tls"],
+        vec!["ports", "127.0.0.1", "--open", &open_port, "--closed", "1"],
+        vec!["runs"],
+        vec!["runs", "env"],
+        vec!["labels", "--objects"],
+        vec!["labels", "--objects", "--fix", "--dry-run"],
+        vec!["gc", "status"],
+        vec!["gc", "run"],
+        vec!["gc", "run", "--wait"],
+        vec!["gc", "logs"],
+        vec!["diagnose", "build"],
+        vec!["diagnose", "build", "--verify"],
+        vec!["mitigate", "kaniko-cache", "--dry-run=client"],
+        vec!["mitigate", "kaniko-cache", "--dry-run=server"],
+        vec!["mitigate", "kaniko-cache"],
+        vec!["mitigate", "build-ref", "--ref", "main"],
+        vec!["policy", "check", "-f", bad.to_str().unwrap()],
+        vec!["policy", "inspect", "builtin:build-ref"],
+        vec!["policy", "list"],
+        vec!["policy", "webhook-rules"],
+    ];
+    for args in &commands {
+        if args[0] == "gc" && args[1] == "run" {
+            // Manual GC Jobs are named by the second: two in one second collide (409).
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let (code, report) = c.json(args);
+        assert!(code == 0 || code == 1, "{args:?} exit {code}: {report:#}");
+        let errors: Vec<String> = validator
+            .iter_errors(&report)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{args:?}: {errors:#?}\n{report:#}");
+        assert_eq!(
+            report["verdict"] == "fail",
+            code == 1,
+            "{args:?}: the exit code follows the verdict"
+        );
+        assert!(
+            args.join(" ")
+                .starts_with(report["command"].as_str().unwrap()),
+            "{args:?}: command {}",
+            report["command"]
+        );
+    }
+    // The schema is not a formality: a report of another shape fails it.
+    for broken in [
+        serde_json::json!({"command": "smoke", "verdict": "ok", "checks": []}),
+        serde_json::json!({"command": "smoke", "verdict": "pass"}),
+        serde_json::json!({"command": "smoke", "verdict": "pass", "checks": [{"id": "a", "status": "pass", "detail": "", "remedy": "x"}]}),
+        serde_json::json!({"command": "ports", "namespace": "x", "verdict": "pass", "checks": [], "extra": 1}),
+    ] {
+        assert!(!validator.is_valid(&broken), "{broken}");
+    }
+    // Text-only commands refuse -o json rather than ignore it.
+    for args in [
+        &["policy", "test", "-o", "json"][..],
+        &["completion", "bash", "-o", "json"],
+    ] {
+        let out = c.ck8s(args);
+        assert_eq!(code_of(&out), 2, "{args:?}");
+        assert!(
+            text(&out.stderr).contains("prints text only"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn completion_offers_flag_values() {
+    let c = Cluster::new("healthy");
+    let kubeconfig = c.server.write_kubeconfig(c.dir.path());
+    let complete = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("__complete")
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert_eq!(complete(&["smoke", "-o", ""]), "table\njson\nyaml\n:4\n");
+    assert_eq!(complete(&["--context", ""]), "test\n:4\n");
+    let ns = complete(&["-n", "codex-k8s-"]);
+    assert!(
+        ns.contains("codex-k8s-prod\n") && ns.contains("codex-k8s-run-42\n"),
+        "{ns}"
+    );
+    let dir = c.dir.path().display().to_string();
+    let files = complete(&["policy", "check", "-f", &format!("{dir}/kube")]);
+    assert_eq!(files, format!("{dir}/kubeconfig\n:4\n"));
+    // A cluster that does not answer: no namespaces, no hang.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = c.dir.path().join("silent");
+    std::fs::write(
+        &silent,
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'http://{}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\nusers:\n- name: u\n  user: {{}}\n", port.local_addr().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["__complete", "-n", ""])
+        .env("KUBECONFIG", &silent)
+        .output()
+        .unwrap();
+    assert_eq!(text(&out.stdout), ":4\n");
 }
 
 #[test]

@@ -4,12 +4,17 @@
 //! `/apis/<group>/<version>`), get, list (labelSelector, fieldSelector on metadata.name /
 //! metadata.namespace, Table and PartialObjectMetadata views), watch (held open, no events),
 //! create (POST; uid/creationTimestamp/resourceVersion; 409 AlreadyExists), patch (merge and
-//! strategic-merge as a JSON merge patch; `dryRun=All` honoured), pod logs (tailLines,
-//! sinceSeconds, timestamps) and `Status` error bodies (404, 403 for a deny-list, 409, 415).
+//! strategic-merge as a JSON merge patch; `dryRun=All` honoured; a Deployment's generation
+//! goes up when its spec changes), pod logs (per container, `previous`, tailLines,
+//! sinceSeconds, timestamps; 400 without `container` for a pod of several containers, as the
+//! real server) and `Status` error bodies (404, 403 for a deny-list, 409, 415, 503 for
+//! injected transient failures).
 //! Every request is recorded so tests can assert what the client did (and did not) write.
 //!
-//! It is not a controller manager: nothing reconciles. The one exception, opt-in, is
-//! [`TestApiServer::complete_jobs`], which marks new Jobs Complete and gives them a pod and a log.
+//! It is not a controller manager: nothing reconciles. The exceptions, opt-in, are
+//! [`TestApiServer::complete_jobs`], which marks new Jobs Complete and gives them a pod and a
+//! log, and [`TestApiServer::roll_out_deployments`], which finishes a Deployment's rollout at
+//! once when its pod template changes (new pods, started now).
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
@@ -227,7 +232,9 @@ impl Recorded {
     }
 }
 
-/// Pod logs: `(namespace, pod)` -> text.
+/// Pod logs: `(namespace, pod)` -> text of the pod's first container; `(namespace,
+/// "pod/container")` for a named container; `(namespace, "pod/container#previous")` for the
+/// previous instance of a container.
 pub type Logs = HashMap<(String, String), String>;
 
 #[derive(Default)]
@@ -241,6 +248,10 @@ struct State {
     rv: u64,
     /// Jobs whose name starts with the prefix complete at once, with this log.
     complete_jobs: Option<(String, String)>,
+    /// A Deployment whose pod template changes rolls out at once.
+    roll_out: bool,
+    /// `(verb, resource, n)`: the next n such requests answer 503.
+    failures: Vec<(String, String, usize)>,
 }
 
 /// A running test API server; stops when dropped.
@@ -345,18 +356,30 @@ pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, Logs)> {
     let logs_dir = dir.join("logs");
     if logs_dir.is_dir() {
         for ns in std::fs::read_dir(&logs_dir)?.filter_map(|e| e.ok()) {
+            let ns_name = ns.file_name().to_string_lossy().to_string();
             for pod in std::fs::read_dir(ns.path())?.filter_map(|e| e.ok()) {
-                let pod_name = pod
-                    .path()
-                    .file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .to_string();
-                let text = render_times(&std::fs::read_to_string(pod.path())?, now);
-                logs.insert(
-                    (ns.file_name().to_string_lossy().to_string(), pod_name),
-                    text,
-                );
+                let stem = |p: &Path| {
+                    p.file_stem()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .to_string()
+                };
+                let path = pod.path();
+                if path.is_dir() {
+                    // logs/<ns>/<pod>/<container>.log and <container>.previous.log
+                    for c in std::fs::read_dir(&path)?.filter_map(|e| e.ok()) {
+                        let text = render_times(&std::fs::read_to_string(c.path())?, now);
+                        let name = stem(&c.path());
+                        let key = match name.strip_suffix(".previous") {
+                            Some(c) => format!("{}/{c}#previous", stem(&path)),
+                            None => format!("{}/{name}", stem(&path)),
+                        };
+                        logs.insert((ns_name.clone(), key), text);
+                    }
+                } else {
+                    let text = render_times(&std::fs::read_to_string(&path)?, now);
+                    logs.insert((ns_name.clone(), stem(&path)), text);
+                }
             }
         }
     }
@@ -446,6 +469,22 @@ impl TestApiServer {
             .unwrap()
             .deny
             .push((verb.into(), resource.into()));
+    }
+
+    /// A Deployment whose pod template changes (e.g. `kubectl rollout restart`) rolls out at
+    /// once: status complete for the new generation, its pods replaced by new ones started now.
+    pub fn roll_out_deployments(&self) {
+        self.state.lock().unwrap().roll_out = true;
+    }
+
+    /// The next `n` requests of `verb` (`list`, `watch`, `get`, ...) on `resource` answer 503,
+    /// as an API server that is restarting.
+    pub fn fail_next(&self, verb: &str, resource: &str, n: usize) {
+        self.state
+            .lock()
+            .unwrap()
+            .failures
+            .push((verb.into(), resource.into(), n));
     }
 
     /// New Jobs named `prefix*` complete at once; their pod logs `log`.
@@ -800,6 +839,22 @@ async fn handle(
         .deny
         .iter()
         .any(|(v, r)| (v == "*" || v == verb) && (r == "*" || *r == res_name));
+    let failing = {
+        let mut st = state.lock().unwrap();
+        let hit = st
+            .failures
+            .iter_mut()
+            .find(|(v, r, n)| *n > 0 && v == verb && *r == res_name);
+        hit.map(|f| f.2 -= 1).is_some()
+    };
+    if failing {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the API server is shutting down (injected by the test)".into(),
+            json!({}),
+        );
+    }
     if denied {
         let scope = t
             .namespace
@@ -930,11 +985,55 @@ async fn handle(
             {
                 return not_found(&name);
             }
-            let text = st
-                .logs
-                .get(&(t.namespace.clone().unwrap_or_default(), name))
+            let ns = t.namespace.clone().unwrap_or_default();
+            let pod = st
+                .objects
+                .iter()
+                .find(|o| in_scope(o) && o["metadata"]["name"] == name.as_str())
                 .cloned()
                 .unwrap_or_default();
+            let containers: Vec<String> = ["initContainers", "containers"]
+                .iter()
+                .flat_map(|k| pod["spec"][k].as_array().cloned().unwrap_or_default())
+                .filter_map(|c| c["name"].as_str().map(String::from))
+                .collect();
+            let bad = |m: String| status(StatusCode::BAD_REQUEST, "BadRequest", m, json!({}));
+            let container = match q.get("container") {
+                Some(c) if !containers.contains(c) => {
+                    return bad(format!("container {c} is not valid for pod {name}"));
+                }
+                Some(c) => c.clone(),
+                None if containers.len() > 1 => {
+                    return bad(format!(
+                        "a container name must be specified for pod {name}, choose one of: [{}]",
+                        containers.join(" ")
+                    ));
+                }
+                None => containers.first().cloned().unwrap_or_default(),
+            };
+            let text = if q.get("previous").is_some_and(|p| p == "true") {
+                match st
+                    .logs
+                    .get(&(ns.clone(), format!("{name}/{container}#previous")))
+                {
+                    Some(t) => t.clone(),
+                    None => {
+                        return bad(format!(
+                            "previous terminated container \"{container}\" in pod \"{name}\" not found"
+                        ));
+                    }
+                }
+            } else {
+                st.logs
+                    .get(&(ns.clone(), format!("{name}/{container}")))
+                    .or_else(|| {
+                        (containers.first() == Some(&container))
+                            .then(|| st.logs.get(&(ns.clone(), name.clone())))
+                            .flatten()
+                    })
+                    .cloned()
+                    .unwrap_or_default()
+            };
             let since = q
                 .get("sinceSeconds")
                 .and_then(|s| s.parse::<i64>().ok())
@@ -1078,11 +1177,21 @@ async fn handle(
             else {
                 return not_found(&name);
             };
-            let mut obj = st.objects[idx].clone();
+            let old = st.objects[idx].clone();
+            let mut obj = old.clone();
             merge_patch(&mut obj, &patch);
+            let spec_changed = t.res.kind == "Deployment" && obj["spec"] != old["spec"];
+            if spec_changed {
+                let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                obj["metadata"]["generation"] = json!(g + 1);
+            }
             if !dry_run {
                 st.rv += 1;
                 obj["metadata"]["resourceVersion"] = json!(st.rv.to_string());
+                if spec_changed && st.roll_out && obj["spec"]["template"] != old["spec"]["template"]
+                {
+                    roll_out(&mut st, &mut obj);
+                }
                 st.objects[idx] = obj.clone();
             }
             ok_json(StatusCode::OK, &obj)
@@ -1094,6 +1203,50 @@ async fn handle(
             json!({}),
         ),
     }
+}
+
+/// What the deployment and replica set controllers would end with: the new generation
+/// observed and available, the old pods gone, new pods from the template started now.
+fn roll_out(st: &mut State, d: &mut Value) {
+    let ns = d["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let name = d["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let selector = d["spec"]["selector"]["matchLabels"].clone();
+    let selected = |o: &Value| {
+        o["kind"] == "Pod"
+            && o["metadata"]["namespace"] == ns.as_str()
+            && selector.as_object().is_some_and(|m| {
+                !m.is_empty() && m.iter().all(|(k, v)| o["metadata"]["labels"][k] == *v)
+            })
+    };
+    st.objects.retain(|o| !selected(o));
+    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let hash = format!("{:x}", st.rv % 0xfffffff);
+    for i in 0..replicas {
+        st.rv += 1;
+        let template = &d["spec"]["template"];
+        let containers = template["spec"]["containers"].clone();
+        let statuses: Vec<Value> = containers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| json!({"name": c["name"], "ready": true, "restartCount": 0, "image": c["image"], "imageID": "", "started": true}))
+            .collect();
+        st.objects.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("{name}-{hash}-{i}"), "namespace": ns, "uid": format!("pod-{}", st.rv),
+                "creationTimestamp": now, "resourceVersion": st.rv.to_string(),
+                "labels": template["metadata"]["labels"], "annotations": template["metadata"]["annotations"]},
+            "spec": template["spec"],
+            "status": {"phase": "Running", "startTime": now,
+                "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": statuses}}));
+    }
+    d["status"] = json!({"observedGeneration": d["metadata"]["generation"], "replicas": replicas,
+        "updatedReplicas": replicas, "readyReplicas": replicas, "availableReplicas": replicas,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                       {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]});
 }
 
 #[cfg(test)]

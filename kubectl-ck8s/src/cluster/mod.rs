@@ -3,7 +3,9 @@
 //! ([`objects`]: Jobs, pods, conditions, times, selectors), pod logs read line by line
 //! ([`logs`]) and waits by watch ([`wait`]).
 
+pub mod logs;
 pub mod objects;
+pub mod wait;
 
 use crate::exit::Failure;
 use crate::output::{Output, Progress};

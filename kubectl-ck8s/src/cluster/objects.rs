@@ -1,10 +1,11 @@
 //! Pure helpers on fetched objects, defined once for every flow: Job state, pod readiness,
-//! times.
+//! times, label selectors (with `matchExpressions`).
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use kube::core::{Selector, SelectorExt};
 use serde::Serialize;
 
 /// A Kubernetes timestamp as a chrono time.
@@ -64,12 +65,50 @@ pub fn job_time(j: &Job) -> Option<DateTime<Utc>> {
         .and_then(time)
 }
 
+pub fn pod_phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Unknown")
+}
+
 /// The pod's `Ready` condition is True.
 pub fn pod_ready(p: &Pod) -> bool {
     p.status
         .iter()
         .flat_map(|s| s.conditions.iter().flatten())
         .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Running, Ready and not being deleted: a pod that serves.
+pub fn pod_serving(p: &Pod) -> bool {
+    pod_phase(p) == "Running" && pod_ready(p) && p.metadata.deletion_timestamp.is_none()
+}
+
+/// When the pod started (its status start time, else its creation).
+pub fn pod_started(p: &Pod) -> Option<DateTime<Utc>> {
+    p.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .or(p.metadata.creation_timestamp.as_ref())
+        .and_then(time)
+}
+
+/// A label selector as the API and `kubectl -l` take it, `matchExpressions` included.
+pub fn selector(s: &LabelSelector) -> Result<Selector, String> {
+    Selector::try_from(s.clone()).map_err(|e| e.to_string())
+}
+
+/// Whether `labels` are selected by `s` (an empty selector selects nothing, as a
+/// Deployment's never is).
+pub fn selects(
+    s: &LabelSelector,
+    labels: Option<&std::collections::BTreeMap<String, String>>,
+) -> bool {
+    match selector(s) {
+        Ok(sel) if !sel.selects_all() => sel.matches(&labels.cloned().unwrap_or_default()),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +134,54 @@ mod tests {
             JobState::of(&obj(json!({"metadata": {}}))),
             JobState::Running
         );
+    }
+
+    #[test]
+    fn selectors_with_match_expressions() {
+        let labels = |v: serde_json::Value| obj::<std::collections::BTreeMap<String, String>>(v);
+        let s: LabelSelector = obj(json!({
+            "matchLabels": {"app": "codex-k8s"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["web", "api"]},
+                {"key": "canary", "operator": "DoesNotExist"}
+            ]
+        }));
+        assert_eq!(
+            selector(&s).unwrap().to_string(),
+            "app=codex-k8s,tier in (api,web),!canary"
+        );
+        assert!(selects(
+            &s,
+            Some(&labels(json!({"app": "codex-k8s", "tier": "api"})))
+        ));
+        assert!(!selects(
+            &s,
+            Some(&labels(json!({"app": "codex-k8s", "tier": "db"})))
+        ));
+        assert!(!selects(
+            &s,
+            Some(&labels(
+                json!({"app": "codex-k8s", "tier": "api", "canary": "1"})
+            ))
+        ));
+        assert!(!selects(
+            &LabelSelector::default(),
+            Some(&labels(json!({"app": "x"})))
+        ));
+    }
+
+    #[test]
+    fn serving_pods() {
+        let pod = |phase: &str, ready: &str, deleting: bool| {
+            let mut p = json!({"metadata": {"name": "p"}, "status": {"phase": phase, "conditions": [{"type": "Ready", "status": ready}]}});
+            if deleting {
+                p["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            }
+            obj::<Pod>(p)
+        };
+        assert!(pod_serving(&pod("Running", "True", false)));
+        assert!(!pod_serving(&pod("Running", "False", false)));
+        assert!(!pod_serving(&pod("Pending", "True", false)));
+        assert!(!pod_serving(&pod("Running", "True", true)));
     }
 }

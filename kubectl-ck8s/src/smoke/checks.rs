@@ -250,7 +250,7 @@ pub fn health(id: &str, path: &str, probe: &Option<ProbeResult>, ns: &str) -> Ch
     match probe {
         None => Check::skip(
             id,
-            format!("no Running {API_GATEWAY} pod to port-forward to"),
+            format!("no Running and Ready {API_GATEWAY} pod to port-forward to"),
         ),
         Some(Ok(r)) if (200..300).contains(&r.status) => {
             Check::pass(id, format!("{path} answered {}", r.status))
@@ -268,7 +268,7 @@ pub fn webhook_unauthorized(probe: &Option<ProbeResult>) -> Check {
     match probe {
         None => Check::skip(
             id,
-            format!("no Running {OAUTH2_PROXY} pod to port-forward to"),
+            format!("no Running and Ready {OAUTH2_PROXY} pod to port-forward to"),
         ),
         Some(Ok(ProbeResponse { status: 401, .. })) => Check::pass(
             id,

@@ -6,7 +6,7 @@
 pub mod checks;
 pub mod probe;
 
-use crate::cluster::{Ctx, not_found_is_none};
+use crate::cluster::{Ctx, not_found_is_none, objects};
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report, selected};
@@ -121,14 +121,14 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     })
 }
 
-/// A Running, Ready pod of the deployment and the port to probe (named `http`, else the first).
+/// A Running and Ready pod the deployment selects (its selector, `matchExpressions`
+/// included) and the port to probe (named `http`, else the first).
 pub fn target_of(state: &State, deployment: &str) -> Option<Target> {
     let d = state
         .deployments
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some(deployment))?;
     let spec = d.spec.as_ref()?;
-    let selector = spec.selector.match_labels.clone().unwrap_or_default();
     let ports: Vec<_> = spec
         .template
         .spec
@@ -142,9 +142,7 @@ pub fn target_of(state: &State, deployment: &str) -> Option<Target> {
         .or(ports.first())?
         .container_port;
     let pod = state.pods.iter().find(|p| {
-        let labels = p.metadata.labels.clone().unwrap_or_default();
-        let running = p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
-        running && !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        objects::pod_serving(p) && objects::selects(&spec.selector, p.metadata.labels.as_ref())
     })?;
     Some(Target {
         pod: pod.metadata.name.clone()?,
@@ -152,6 +150,8 @@ pub fn target_of(state: &State, deployment: &str) -> Option<Target> {
     })
 }
 
+/// The four probes: the three health probes share one connection to one `codex-k8s` pod,
+/// the webhook probe goes to one `oauth2-proxy` pod.
 pub async fn probe_all<P: Prober>(prober: &P, state: &State) -> Probes {
     let get = |path: &str| ProbeRequest {
         method: "GET",
@@ -170,24 +170,75 @@ pub async fn probe_all<P: Prober>(prober: &P, state: &State) -> Probes {
         ],
         body: "{}".into(),
     };
-    let gateway = target_of(state, API_GATEWAY);
-    let proxy = target_of(state, OAUTH2_PROXY);
-    let once = |t: Option<Target>, r: ProbeRequest| async move {
+    let on = |t: Option<Target>, reqs: Vec<ProbeRequest>| async move {
         match t {
-            Some(t) => Some(prober.probe(&t, &r).await),
-            None => None,
+            Some(t) => prober
+                .probe_all(&t, &reqs)
+                .await
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => vec![None; reqs.len()],
         }
     };
-    let (healthz, readyz, metrics, webhook) = futures::join!(
-        once(gateway.clone(), get("/healthz")),
-        once(gateway.clone(), get("/readyz")),
-        once(gateway.clone(), get("/metrics")),
-        once(proxy, webhook),
+    let (health, hook) = futures::join!(
+        on(
+            target_of(state, API_GATEWAY),
+            vec![get("/healthz"), get("/readyz"), get("/metrics")]
+        ),
+        on(target_of(state, OAUTH2_PROXY), vec![webhook]),
     );
+    let mut health = health.into_iter();
     Probes {
-        healthz,
-        readyz,
-        metrics,
-        webhook,
+        healthz: health.next().flatten(),
+        readyz: health.next().flatten(),
+        metrics: health.next().flatten(),
+        webhook: hook.into_iter().next().flatten(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pod(name: &str, tier: &str, ready: bool) -> Pod {
+        obj(
+            json!({"metadata": {"name": name, "labels": {"app": "codex-k8s", "tier": tier}},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}}),
+        )
+    }
+
+    #[test]
+    fn the_probe_pod_is_ready_and_selected_by_match_expressions() {
+        let d: Deployment = obj(json!({"metadata": {"name": API_GATEWAY}, "spec": {
+            "selector": {"matchLabels": {"app": "codex-k8s"},
+                         "matchExpressions": [{"key": "tier", "operator": "In", "values": ["api"]}]},
+            "template": {"spec": {"containers": [{"name": "gw", "ports": [{"name": "http", "containerPort": 8080}]}]}}}}));
+        let state = |pods| State {
+            deployments: vec![d.clone()],
+            pods,
+            ..Default::default()
+        };
+        let target = |pods| target_of(&state(pods), API_GATEWAY).map(|t| t.pod);
+        assert_eq!(
+            target(vec![
+                pod("not-ready", "api", false),
+                pod("web", "web", true),
+                pod("ok", "api", true)
+            ]),
+            Some("ok".into())
+        );
+        assert_eq!(
+            target(vec![
+                pod("not-ready", "api", false),
+                pod("web", "web", true)
+            ]),
+            None
+        );
     }
 }

@@ -1,13 +1,16 @@
 //! HTTP probes through a port-forward, behind a seam.
 //!
-//! [`Prober`] opens a byte stream to a pod's port; [`exchange`] speaks just enough HTTP/1.1 to
-//! read a status line and a `Location` header. Production uses kube's port-forward
-//! ([`PortForward`]); tests use a local TCP listener ([`Direct`]).
+//! [`Prober`] opens one byte stream to a pod's port and sends every probe for that pod over
+//! it, one after another, as HTTP/1.1 keep-alive requests (hyper's client connection).
+//! Production uses kube's port-forward ([`PortForward`]): one port-forward per pod, not one
+//! per probe. Tests use a local TCP listener ([`Direct`]).
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Where a probe goes: a pod and one of its ports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,23 +38,29 @@ pub struct ProbeResponse {
 pub type ProbeResult = Result<ProbeResponse, String>;
 
 pub trait Prober: Send + Sync {
-    fn probe(
+    /// Sends `reqs` in order over one connection to `target`; one result per request.
+    fn probe_all(
         &self,
         target: &Target,
-        req: &ProbeRequest,
-    ) -> impl Future<Output = ProbeResult> + Send;
+        reqs: &[ProbeRequest],
+    ) -> impl Future<Output = Vec<ProbeResult>> + Send;
 }
 
+/// How long one probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Port-forward through the API server (`kubectl port-forward`).
+fn all_failed(n: usize, why: String) -> Vec<ProbeResult> {
+    vec![Err(why); n]
+}
+
+/// Port-forward through the API server (`kubectl port-forward`): one per pod.
 pub struct PortForward {
     pub pods: Api<Pod>,
 }
 
 impl Prober for PortForward {
-    async fn probe(&self, target: &Target, req: &ProbeRequest) -> ProbeResult {
-        let work = async {
+    async fn probe_all(&self, target: &Target, reqs: &[ProbeRequest]) -> Vec<ProbeResult> {
+        let open = async {
             let mut pf = self
                 .pods
                 .portforward(&target.pod, &[target.port])
@@ -69,13 +78,17 @@ impl Prober for PortForward {
             let stream = pf
                 .take_stream(target.port)
                 .ok_or("port-forward gave no stream")?;
-            let r = exchange(stream, req).await;
-            pf.abort();
-            r
+            Ok::<_, String>((pf, stream))
         };
-        tokio::time::timeout(PROBE_TIMEOUT, work)
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()))
+        match tokio::time::timeout(PROBE_TIMEOUT, open).await {
+            Err(_) => all_failed(reqs.len(), "port-forward timed out".into()),
+            Ok(Err(e)) => all_failed(reqs.len(), e),
+            Ok(Ok((pf, stream))) => {
+                let results = exchange_all(stream, reqs).await;
+                pf.abort();
+                results
+            }
+        }
     }
 }
 
@@ -85,124 +98,184 @@ pub struct Direct {
 }
 
 impl Prober for Direct {
-    async fn probe(&self, _target: &Target, req: &ProbeRequest) -> ProbeResult {
-        let work = async {
-            let stream = tokio::net::TcpStream::connect(&self.addr)
-                .await
-                .map_err(|e| format!("connect {}: {e}", self.addr))?;
-            exchange(stream, req).await
-        };
-        tokio::time::timeout(PROBE_TIMEOUT, work)
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()))
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`; reads the head of the response only.
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
-    req: &ProbeRequest,
-) -> ProbeResult {
-    let mut head = format!(
-        "{} {} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: kubectl-ck8s\r\nConnection: close\r\nContent-Length: {}\r\n",
-        req.method,
-        req.path,
-        req.body.len()
-    );
-    for (k, v) in &req.headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    head.push_str(&req.body);
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.flush().await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 64 * 1024 {
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
+    async fn probe_all(&self, _target: &Target, reqs: &[ProbeRequest]) -> Vec<ProbeResult> {
+        let connect = tokio::net::TcpStream::connect(&self.addr);
+        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+            Err(_) => all_failed(reqs.len(), format!("connect {}: timed out", self.addr)),
+            Ok(Err(e)) => all_failed(reqs.len(), format!("connect {}: {e}", self.addr)),
+            Ok(Ok(stream)) => exchange_all(stream, reqs).await,
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
-    parse_head(&String::from_utf8_lossy(&buf))
 }
 
-fn parse_head(text: &str) -> ProbeResult {
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {status_line:?}"))?;
-    let location = lines.take_while(|l| !l.is_empty()).find_map(|l| {
-        l.split_once(':')
-            .filter(|(k, _)| k.eq_ignore_ascii_case("location"))
-            .map(|(_, v)| v.trim().to_string())
-    });
-    Ok(ProbeResponse { status, location })
+/// The requests, in order, over one HTTP/1.1 connection on `stream`.
+pub async fn exchange_all<S>(stream: S, reqs: &[ProbeRequest]) -> Vec<ProbeResult>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    );
+    let (mut sender, conn) = match tokio::time::timeout(PROBE_TIMEOUT, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return all_failed(reqs.len(), e.to_string()),
+        Err(_) => return all_failed(reqs.len(), "timed out".into()),
+    };
+    let driver = tokio::spawn(conn);
+    let mut out = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let one = async {
+            sender.ready().await.map_err(|e| e.to_string())?;
+            let mut builder = hyper::Request::builder()
+                .method(req.method)
+                .uri(req.path.as_str())
+                .header("Host", "localhost")
+                .header("User-Agent", "kubectl-ck8s");
+            for (k, v) in &req.headers {
+                builder = builder.header(*k, v.as_str());
+            }
+            let request = builder
+                .body(Full::new(Bytes::from(req.body.clone())))
+                .map_err(|e| e.to_string())?;
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let location = response
+                .headers()
+                .get(hyper::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from);
+            // Read the body to its end so the connection can carry the next request.
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(ProbeResponse { status, location })
+        };
+        out.push(
+            tokio::time::timeout(PROBE_TIMEOUT, one)
+                .await
+                .unwrap_or_else(|_| Err("timed out".into())),
+        );
+    }
+    drop(sender);
+    driver.abort();
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-    #[test]
-    fn parses_status_and_location() {
-        assert_eq!(
-            parse_head("HTTP/1.1 302 Found\r\nLocation: /oauth2/start?rd=x\r\n\r\n"),
-            Ok(ProbeResponse {
-                status: 302,
-                location: Some("/oauth2/start?rd=x".into())
-            })
-        );
-        assert_eq!(
-            parse_head("HTTP/1.1 401 Unauthorized\r\n\r\n"),
-            Ok(ProbeResponse {
-                status: 401,
-                location: None
-            })
-        );
-        assert!(parse_head("garbage").is_err());
+    /// A keep-alive HTTP server answering each request line with its status, counting the
+    /// connections it accepted.
+    async fn server(
+        answers: &'static [(&'static str, &'static str)],
+    ) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let (r, mut w) = s.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    let mut path = String::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if path.is_empty() {
+                            path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                        } else if line.is_empty() {
+                            let head = answers
+                                .iter()
+                                .find(|(p, _)| *p == path)
+                                .map(|(_, h)| *h)
+                                .unwrap_or("404 Not Found");
+                            let resp = format!("HTTP/1.1 {head}\r\nContent-Length: 2\r\n\r\nok");
+                            w.write_all(resp.as_bytes()).await.unwrap();
+                            path.clear();
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn get(path: &str) -> ProbeRequest {
+        ProbeRequest {
+            method: "GET",
+            path: path.into(),
+            headers: vec![],
+            body: String::new(),
+        }
     }
 
     #[tokio::test]
-    async fn direct_probe_against_a_local_listener() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut b = [0u8; 1024];
-            let _ = s.read(&mut b).await;
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                .await
-                .unwrap();
-        });
-        let req = ProbeRequest {
-            method: "GET",
-            path: "/healthz".into(),
-            headers: vec![],
-            body: String::new(),
+    async fn every_probe_of_a_pod_shares_one_connection() {
+        let (addr, accepted) = server(&[
+            ("/healthz", "200 OK"),
+            ("/readyz", "503 Service Unavailable"),
+            ("/login", "302 Found\r\nLocation: /oauth2/start"),
+        ])
+        .await;
+        let target = Target {
+            pod: "p".into(),
+            port: 8080,
         };
         let r = Direct { addr }
-            .probe(
-                &Target {
-                    pod: "p".into(),
-                    port: 8080,
-                },
-                &req,
-            )
+            .probe_all(&target, &[get("/healthz"), get("/readyz"), get("/login")])
             .await;
         assert_eq!(
             r,
-            Ok(ProbeResponse {
-                status: 200,
-                location: None
-            })
+            vec![
+                Ok(ProbeResponse {
+                    status: 200,
+                    location: None
+                }),
+                Ok(ProbeResponse {
+                    status: 503,
+                    location: None
+                }),
+                Ok(ProbeResponse {
+                    status: 302,
+                    location: Some("/oauth2/start".into())
+                }),
+            ]
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_fails_every_probe() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let r = Direct {
+            addr: format!("127.0.0.1:{port}"),
+        }
+        .probe_all(
+            &Target {
+                pod: "p".into(),
+                port: 1,
+            },
+            &[get("/a"), get("/b")],
+        )
+        .await;
+        assert_eq!(r.len(), 2);
+        assert!(
+            r.iter()
+                .all(|x| x.as_ref().is_err_and(|e| e.contains("connect"))),
+            "{r:?}"
         );
     }
 }

@@ -1,0 +1,120 @@
+//! Waits by watch: kube's watcher (list, then watch from the list's resourceVersion, relisting
+//! when the server says the version is gone), resumed with kube's default backoff across
+//! transient errors and API server restarts, bounded by a deadline, with a progress line.
+
+use super::api_failure;
+use crate::exit::Failure;
+use crate::output::Progress;
+use futures::StreamExt;
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum Waited<T> {
+    /// The condition held; its answer.
+    Done(T),
+    /// The deadline passed first; `last` says where things stood.
+    TimedOut { last: String },
+}
+
+/// What is being waited for, for messages: `deployments.apps` in namespace `ns`.
+pub struct Watched<'a> {
+    pub server: &'a str,
+    pub resource: &'a str,
+    pub namespace: &'a str,
+}
+
+/// Watches the objects `config` selects until `cond` answers `Ok(Some(_))` for the current
+/// set, or `timeout` passes. `cond` sees every object the watch holds after each change;
+/// `Err(message)` means "not yet", and the message goes to the progress line.
+/// Permanent errors (forbidden, unauthorized, unknown resource) end the wait as a failure;
+/// any other error is retried.
+pub async fn until<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    what: &Watched<'_>,
+    timeout: Duration,
+    progress: &Progress,
+    mut cond: impl FnMut(&[Arc<K>]) -> Result<T, String>,
+) -> Result<Waited<T>, Failure>
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let (store, writer): (Store<K>, _) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let mut stream = std::pin::pin!(stream);
+    let mut last = String::from("no answer from the API server yet");
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let next = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => return Ok(Waited::TimedOut { last }),
+            Ok(None) => return Ok(Waited::TimedOut { last }),
+            Ok(Some(next)) => next,
+        };
+        match next {
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
+            Ok(_) => match cond(&store.state()) {
+                Ok(answer) => return Ok(Waited::Done(answer)),
+                Err(why) => {
+                    progress.set(&why);
+                    last = why;
+                }
+            },
+            Err(e) => {
+                let text = e.to_string();
+                let (verb, e) = source(e);
+                if let Some(failure) = permanent(what, verb, text, e) {
+                    return Err(failure);
+                }
+                // Transient (connection refused while the server restarts, 5xx, 410 Gone, a
+                // cut stream): the backoff retries; say so on the progress line.
+                progress.set(&format!("{last} (watch interrupted, resuming)"));
+            }
+        }
+    }
+}
+
+/// The request the authorizer saw (the initial list, or the watch) and its error.
+fn source(e: watcher::Error) -> (&'static str, Option<kube::Error>) {
+    match e {
+        watcher::Error::InitialListFailed(e) => ("list", Some(e)),
+        watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => ("watch", Some(e)),
+        watcher::Error::WatchError(status) => ("watch", Some(kube::Error::Api(status))),
+        watcher::Error::NoResourceVersion => ("watch", None),
+    }
+}
+
+/// The errors waiting longer cannot cure.
+fn permanent(
+    what: &Watched<'_>,
+    verb: &str,
+    text: String,
+    e: Option<kube::Error>,
+) -> Option<Failure> {
+    match e {
+        Some(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404) => Some(api_failure(
+            what.server,
+            verb,
+            what.resource,
+            Some(what.namespace),
+            kube::Error::Api(s),
+        )),
+        None => Some(Failure::connection(format!(
+            "cannot watch {} in namespace {}: {text}",
+            what.resource, what.namespace
+        ))),
+        Some(_) => None,
+    }
+}
+
+/// A watch of the one object called `name`.
+pub fn named(name: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={name}"))
+}
