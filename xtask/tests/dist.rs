@@ -759,8 +759,7 @@ fn dockerfile_final_stage_describes_the_same_image() {
 /// The pod's security context and its container, typed. (The volumes are left out: serde_yaml
 /// reads YAML 1.2, where `defaultMode: 0440` is a string, not the octal the API server reads.)
 fn deployment_container() -> (PodSecurityContext, Container) {
-    let text =
-        std::fs::read_to_string(workspace().join("deploy/base/deployment.yaml")).unwrap();
+    let text = std::fs::read_to_string(workspace().join("deploy/base/deployment.yaml")).unwrap();
     let d: Value = serde_yaml::from_str(&text).unwrap();
     let pod = &d["spec"]["template"]["spec"];
     (
@@ -1010,6 +1009,11 @@ async fn image_runs_under_runc_as_the_deployment_runs_it() {
     };
     assert_eq!(ids("Uid"), vec!["65532"; 4]);
     assert_eq!(ids("Gid"), vec!["65532"; 4]);
+    assert_eq!(
+        ids("Groups"),
+        vec![fs_group.to_string()],
+        "fsGroup as the supplementary group"
+    );
     for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
         assert_eq!(proc_status_field(pid, cap), "0000000000000000", "{cap}");
     }
