@@ -56,7 +56,9 @@ fn main() -> anyhow::Result<()> {
         ms(pct(&with, 0.50)),
         ms(pct(&with, 0.99)),
         ms(mean(&with)),
-        ms(Duration::from_secs_f64(measured.sum / measured.count.max(1.0))),
+        ms(Duration::from_secs_f64(
+            measured.sum / measured.count.max(1.0)
+        )),
         measured.quantile(0.50),
         measured.quantile(0.99),
     );
@@ -76,7 +78,15 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         Command::new(&plugin)
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["-n", prod, "smoke", "--skip", "health,webhook", "-o", "json"])
+            .args([
+                "-n",
+                prod,
+                "smoke",
+                "--skip",
+                "health,webhook",
+                "-o",
+                "json",
+            ])
             .output()?;
         smoke.push(t.elapsed());
         let t = Instant::now();
@@ -162,13 +172,27 @@ struct Histogram {
 fn webhook_histogram(metrics: &str) -> Histogram {
     let mut h = Histogram::default();
     let ours = |l: &str| {
-        l.contains(&format!("name=\"{WEBHOOK}\"")) && l.contains("operation=\"CREATE\"") && l.contains("type=\"validating\"")
+        l.contains(&format!("name=\"{WEBHOOK}\""))
+            && l.contains("operation=\"CREATE\"")
+            && l.contains("type=\"validating\"")
     };
     for line in metrics.lines().filter(|l| ours(l)) {
-        let value: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         if line.starts_with("apiserver_admission_webhook_admission_duration_seconds_bucket") {
-            let le = line.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+            let le = line
+                .split("le=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("+Inf");
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().unwrap_or(f64::INFINITY)
+            };
             match h.buckets.iter_mut().find(|(b, _)| *b == le) {
                 Some((_, c)) => *c += value,
                 None => h.buckets.push((le, value)),
@@ -190,7 +214,11 @@ impl Histogram {
                 .buckets
                 .iter()
                 .map(|(le, c)| {
-                    let b = before.buckets.iter().find(|(l, _)| l == le).map_or(0.0, |x| x.1);
+                    let b = before
+                        .buckets
+                        .iter()
+                        .find(|(l, _)| l == le)
+                        .map_or(0.0, |x| x.1);
                     (*le, c - b)
                 })
                 .collect(),

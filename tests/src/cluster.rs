@@ -191,7 +191,10 @@ impl ControlPlane {
             format!("--token-auth-file={}", p("tokens.csv")),
             "--authorization-mode=Node,RBAC".into(),
             format!("--service-account-key-file={}", p("service-account.pub")),
-            format!("--service-account-signing-key-file={}", p("service-account.key")),
+            format!(
+                "--service-account-signing-key-file={}",
+                p("service-account.key")
+            ),
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
             "--service-cluster-ip-range=10.96.0.0/16".into(),
             format!("--kubelet-certificate-authority={}", p("ca.crt")),
@@ -221,7 +224,10 @@ impl ControlPlane {
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()?),
                 format!("--root-ca-file={}", p("ca.crt")),
-                format!("--service-account-private-key-file={}", p("service-account.key")),
+                format!(
+                    "--service-account-private-key-file={}",
+                    p("service-account.key")
+                ),
                 // as kubeadm runs it: each controller under its own ServiceAccount
                 // (system:serviceaccount:kube-system:deployment-controller, ...), which is who
                 // the webhook sees writing ReplicaSets and Pods
@@ -244,6 +250,23 @@ impl ControlPlane {
                 "--v=1".into(),
             ],
         )?;
+        // kwok's stages: the general pod lifecycle (init containers included), without the
+        // delays it adds for realism, and the fast node stage.
+        let mut stages = String::new();
+        let stage_dir = cp.bin.parent().expect("bin has a parent").join("stages");
+        let mut files: Vec<_> = std::fs::read_dir(&stage_dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        for f in files {
+            let mut stage: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&f)?)?;
+            if let Some(spec) = stage.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                spec.remove("delay");
+            }
+            stages.push_str("---\n");
+            stages.push_str(&serde_yaml::to_string(&stage)?);
+        }
+        write("kwok-stages.yaml", &stages)?;
         let kwok_port = free_port()?;
         spawn(
             "kwok",
@@ -256,6 +279,7 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", p("kwok.crt")),
                 format!("--tls-private-key-file={}", p("kwok.key")),
                 "--enable-crds=Logs,ClusterLogs,PortForward,ClusterPortForward".into(),
+                format!("--config={}", p("kwok-stages.yaml")),
             ],
         )?;
         for node in NODES {
@@ -272,7 +296,12 @@ impl ControlPlane {
         })?;
         // kwok's Logs / PortForward CRDs (shipped by build.sh beside the binaries).
         let crds = cp.bin.parent().expect("bin has a parent").join("crds");
-        cp.kubectl_output(&["apply", "--server-side", "-f", crds.to_str().expect("utf-8 path")])?;
+        cp.kubectl_output(&[
+            "apply",
+            "--server-side",
+            "-f",
+            crds.to_str().expect("utf-8 path"),
+        ])?;
         cp.kubectl_output(&[
             "wait",
             "--for=condition=Established",
@@ -286,7 +315,15 @@ impl ControlPlane {
         // created the namespace's `default` ServiceAccount.
         cp.wait_until(Duration::from_secs(60), "default ServiceAccount", || {
             Ok(cp
-                .kubectl_output(&["-n", "default", "get", "serviceaccount", "default", "-o", "name"])
+                .kubectl_output(&[
+                    "-n",
+                    "default",
+                    "get",
+                    "serviceaccount",
+                    "default",
+                    "-o",
+                    "name",
+                ])
                 .is_ok())
         })?;
         Ok(cp)
@@ -414,7 +451,15 @@ impl ControlPlane {
         self.kubectl_output(&["create", "namespace", &name])?;
         self.wait_until(Duration::from_secs(60), "default ServiceAccount", || {
             Ok(self
-                .kubectl_output(&["-n", &name, "get", "serviceaccount", "default", "-o", "name"])
+                .kubectl_output(&[
+                    "-n",
+                    &name,
+                    "get",
+                    "serviceaccount",
+                    "default",
+                    "-o",
+                    "name",
+                ])
                 .is_ok())
         })?;
         Ok(name)
@@ -831,9 +876,11 @@ impl ControlPlane {
             .collect();
         let derived = |o: &serde_json::Value| {
             let name = o["metadata"]["name"].as_str().unwrap_or("");
+            // A Deployment's pod is `<deployment>-<template hash>-<suffix>`.
+            let owner = name.rsplitn(3, '-').nth(2).unwrap_or("");
             match o["kind"].as_str() {
                 Some("ReplicaSet" | "Event") => true,
-                Some("Pod") => deployments.iter().any(|d| name.starts_with(&format!("{d}-"))),
+                Some("Pod") => deployments.iter().any(|d| d == owner),
                 _ => false,
             }
         };
@@ -850,7 +897,11 @@ impl ControlPlane {
         let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": docs});
         self.apply(&list.to_string())?;
         for ((ns, pod), text) in &logs {
-            let ns = if ns == "codex-k8s-prod" { namespace } else { ns };
+            let ns = if ns == "codex-k8s-prod" {
+                namespace
+            } else {
+                ns
+            };
             let Some(deployment) = deployments
                 .iter()
                 .filter(|d| pod.starts_with(&format!("{d}-")))
@@ -921,9 +972,7 @@ fn real_object(o: &mut serde_json::Value, namespace: &str) {
         if meta.get("namespace").and_then(|n| n.as_str()) == Some("codex-k8s-prod") {
             meta.insert("namespace".into(), namespace.into());
         }
-        if is_namespace
-            && meta.get("name").and_then(|n| n.as_str()) == Some("codex-k8s-prod")
-        {
+        if is_namespace && meta.get("name").and_then(|n| n.as_str()) == Some("codex-k8s-prod") {
             meta.insert("name".into(), namespace.into());
         }
     }

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 pub const WEBHOOK: &str = "ck8s-admission.codex-k8s.dev";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The webhook's serving certificate, signed by a CA of its own (the `caBundle`).
@@ -78,19 +81,22 @@ impl Ck8s {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| crate::workspace_binary("ck8s-admission")),
         )
-            .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
-            .arg(format!("--metrics-listen=127.0.0.1:{}", free_port().unwrap()))
-            .arg(format!("--tls-cert={}", p("tls.crt")))
-            .arg(format!("--tls-key={}", p("tls.key")))
-            .arg(format!("--config={}", p("policies.yaml")))
-            .arg(format!("--policies={}", p("policies")))
-            .arg(format!("--cache-dir={}", p("cache")))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
+        .arg(format!(
+            "--metrics-listen=127.0.0.1:{}",
+            free_port().unwrap()
+        ))
+        .arg(format!("--tls-cert={}", p("tls.crt")))
+        .arg(format!("--tls-key={}", p("tls.key")))
+        .arg(format!("--config={}", p("policies.yaml")))
+        .arg(format!("--policies={}", p("policies")))
+        .arg(format!("--cache-dir={}", p("cache")))
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
         let mut ck8s = Ck8s { child, dir };
         ck8s.wait_ready();
         ck8s
@@ -220,4 +226,3 @@ pub fn wait_active(cp: &ControlPlane, ns: &str) {
     })
     .unwrap();
 }
-

@@ -16,7 +16,10 @@ use std::time::Duration;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A copy of deploy/ in a temporary directory, with the self-signed overlay's certificates
@@ -83,7 +86,11 @@ fn rendered_names(cp: &ControlPlane, dir: &str) -> Vec<String> {
     let mut names: Vec<String> = serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
             let v = serde_json::Value::deserialize(doc).unwrap();
-            let group = v["apiVersion"].as_str().unwrap().rsplit_once('/').map(|(g, _)| g);
+            let group = v["apiVersion"]
+                .as_str()
+                .unwrap()
+                .rsplit_once('/')
+                .map(|(g, _)| g);
             let kind = v["kind"].as_str().unwrap().to_lowercase();
             let name = v["metadata"]["name"].as_str().unwrap();
             match group {
@@ -134,7 +141,12 @@ fn every_object_of_base_overlays_and_rbac_is_accepted() {
         } else {
             kubectl(
                 cp,
-                &["apply", "--server-side", "-f", deploy.join("base/namespace.yaml").to_str().unwrap()],
+                &[
+                    "apply",
+                    "--server-side",
+                    "-f",
+                    deploy.join("base/namespace.yaml").to_str().unwrap(),
+                ],
             );
         }
         let out = kubectl(
@@ -265,7 +277,14 @@ fn readme_two_step_install_of_the_self_signed_overlay_works_as_written() {
     delete_ck8s_system(cp);
     cp.wait_until(Duration::from_secs(120), "ck8s-system deleted", || {
         Ok(cp
-            .kubectl_output(&["get", "namespace", "ck8s-system", "--ignore-not-found", "-o", "name"])?
+            .kubectl_output(&[
+                "get",
+                "namespace",
+                "ck8s-system",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])?
             .trim()
             .is_empty())
     })

@@ -22,7 +22,10 @@ const DOMAIN: &str = "platform.codex-k8s.dev";
 static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The app behind the port-forwards: 200 on the health endpoints, 401 on the GitHub webhook
@@ -40,8 +43,12 @@ fn app() -> SocketAddr {
                 let req = String::from_utf8_lossy(&buf[..n]);
                 let path = req.split_whitespace().nth(1).unwrap_or("");
                 let resp = match path {
-                    "/healthz" | "/readyz" => "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    "/metrics" => "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    "/healthz" | "/readyz" => {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    }
+                    "/metrics" => {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    }
                     "/api/v1/webhooks/github" => {
                         "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     }
@@ -60,23 +67,24 @@ fn fixture(cp: &ControlPlane, name: &str) -> String {
     // The ports smoke probes: codex-k8s's 8080, oauth2-proxy's 4180.
     let target = app();
     for (deployment, port) in [("codex-k8s", 8080), ("oauth2-proxy", 4180)] {
-        cp.serve_port(
-            &format!("{ns}-{deployment}"),
-            &ns,
-            &[],
-            port,
-            target,
-        )
-        .unwrap();
+        cp.serve_port(&format!("{ns}-{deployment}"), &ns, &[], port, target)
+            .unwrap();
     }
-    cp.apply_fixture(name, &ns)
-        .unwrap_or_else(|e| panic!("fixture {name}: {e:#}\n{}", cp.log_tail("kube-controller-manager")));
+    cp.apply_fixture(name, &ns).unwrap_or_else(|e| {
+        panic!(
+            "fixture {name}: {e:#}\n{}",
+            cp.log_tail("kube-controller-manager")
+        )
+    });
     ns
 }
 
 fn ck8s_as(cp: &ControlPlane, user: &str, ns: &str, args: &[&str]) -> Output {
     Command::new(ck8s_tests::workspace_binary("kubectl-ck8s"))
-        .arg(format!("--kubeconfig={}", cp.write_kubeconfig(user).unwrap().display()))
+        .arg(format!(
+            "--kubeconfig={}",
+            cp.write_kubeconfig(user).unwrap().display()
+        ))
         .args(["-n", ns, "--domain", DOMAIN, "--request-timeout", "20s"])
         .args(args)
         .env_remove("CODEXK8S_PRODUCTION_NAMESPACE")
@@ -110,8 +118,16 @@ fn smoke_passes_on_a_healthy_cluster_with_probes_through_port_forward() {
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "healthy");
     // The migrate Jobs' pods complete on kwok; smoke judges the newest one.
-    cp.kubectl_output(&["-n", &ns, "wait", "--for=condition=Complete", "job", "--all", "--timeout=120s"])
-        .unwrap();
+    cp.kubectl_output(&[
+        "-n",
+        &ns,
+        "wait",
+        "--for=condition=Complete",
+        "job",
+        "--all",
+        "--timeout=120s",
+    ])
+    .unwrap();
     let out = ck8s_as(cp, "admin", &ns, &["smoke", "-o", "json"]);
     let report = json(&out);
     assert_eq!(
@@ -143,17 +159,17 @@ fn smoke_fails_when_the_app_behind_port_forward_is_down() {
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "healthy");
     // Point codex-k8s's port at a listener that is gone: the probes fail, smoke exits 1.
-    let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap()).parse().unwrap();
-    cp.serve_port(
-        &format!("{ns}-codex-k8s"),
-        &ns,
-        &[],
-        8080,
-        dead,
-    )
-    .unwrap();
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    cp.serve_port(&format!("{ns}-codex-k8s"), &ns, &[], 8080, dead)
+        .unwrap();
     let report = loop_until_probe(cp, &ns, "fail");
-    assert_eq!(check(&report, "health.healthz")["status"], "fail", "{report:#}");
+    assert_eq!(
+        check(&report, "health.healthz")["status"],
+        "fail",
+        "{report:#}"
+    );
 }
 
 /// Runs smoke until `health.healthz` has `status` (kwok picks a changed forward up within
@@ -161,10 +177,18 @@ fn smoke_fails_when_the_app_behind_port_forward_is_down() {
 fn loop_until_probe(cp: &ControlPlane, ns: &str, status: &str) -> Value {
     let start = std::time::Instant::now();
     loop {
-        let out = ck8s_as(cp, "admin", ns, &["smoke", "--only", "health", "-o", "json"]);
+        let out = ck8s_as(
+            cp,
+            "admin",
+            ns,
+            &["smoke", "--only", "health", "-o", "json"],
+        );
         let report = json(&out);
         if check(&report, "health.healthz")["status"] == status {
-            assert_eq!(out.status.code(), Some(if status == "fail" { 1 } else { 0 }));
+            assert_eq!(
+                out.status.code(),
+                Some(if status == "fail" { 1 } else { 0 })
+            );
             return report;
         }
         assert!(
@@ -183,16 +207,28 @@ fn runs_and_runs_env_on_real_run_namespaces() {
     let out = ck8s_as(cp, "admin", &ns, &["runs", "-o", "json"]);
     let report = json(&out);
     assert_eq!(out.status.code(), Some(0), "{report:#}");
-    assert_eq!(check(&report, "runs.codex-k8s-run-42")["status"], "pass", "{report:#}");
+    assert_eq!(
+        check(&report, "runs.codex-k8s-run-42")["status"],
+        "pass",
+        "{report:#}"
+    );
     let out = ck8s_as(cp, "admin", &ns, &["runs", "env", "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(!text.contains("sk-live-SECRET-VALUE-0004"), "a secret value was printed");
+    assert!(
+        !text.contains("sk-live-SECRET-VALUE-0004"),
+        "a secret value was printed"
+    );
     let report = json(&out);
     let env = report["checks"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|c| c["id"].as_str().unwrap_or("").starts_with("runs.env.codex-k8s-run-42."))
+        .find(|c| {
+            c["id"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("runs.env.codex-k8s-run-42.")
+        })
         .unwrap_or_else(|| panic!("no runs.env check for the run pod: {report:#}"));
     assert_eq!(env["status"], "pass", "{report:#}");
 }
@@ -217,10 +253,16 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         .unwrap(),
     )
     .unwrap();
-    let out = ck8s_as(cp, "admin", &ns, &["gc", "run", "--wait", "--timeout", "120s", "-o", "json"]);
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &["gc", "run", "--wait", "--timeout", "120s", "-o", "json"],
+    );
     let report = json(&out);
     let jobs: Value = serde_json::from_str(
-        &cp.kubectl_output(&["-n", &ns, "get", "jobs", "-o", "json"]).unwrap(),
+        &cp.kubectl_output(&["-n", &ns, "get", "jobs", "-o", "json"])
+            .unwrap(),
     )
     .unwrap();
     let job = jobs["items"]
@@ -240,7 +282,11 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         job["metadata"]["annotations"]["cronjob.kubernetes.io/instantiate"],
         "manual"
     );
-    for key in expected["metadata"]["annotations"].as_object().unwrap().keys() {
+    for key in expected["metadata"]["annotations"]
+        .as_object()
+        .unwrap()
+        .keys()
+    {
         assert_eq!(
             job["metadata"]["annotations"][key], expected["metadata"]["annotations"][key],
             "annotation {key}"
@@ -248,9 +294,18 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
     }
     let owner = |j: &Value| {
         let o = &j["metadata"]["ownerReferences"][0];
-        (o["kind"].clone(), o["name"].clone(), o["controller"].clone(), o["uid"].clone())
+        (
+            o["kind"].clone(),
+            o["name"].clone(),
+            o["controller"].clone(),
+            o["uid"].clone(),
+        )
     };
-    assert_eq!(owner(job), owner(&expected), "owned by the CronJob as kubectl sets it");
+    assert_eq!(
+        owner(job),
+        owner(&expected),
+        "owned by the CronJob as kubectl sets it"
+    );
     let mut spec = job["spec"].clone();
     let mut want = expected["spec"].clone();
     // Generated per Job: the selector's and the template's controller-uid / job-name labels;
@@ -262,10 +317,15 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         meta.remove("labels");
         meta.retain(|_, v| !v.is_null());
     }
-    assert_eq!(spec, want, "the Job's spec equals kubectl create job --from's");
+    assert_eq!(
+        spec, want,
+        "the Job's spec equals kubectl create job --from's"
+    );
     // The Job ran to completion on kwok, and the flow waited for it.
     assert_eq!(
-        check(&report, "gc.run")["status"].as_str().map(|s| s != "fail"),
+        check(&report, "gc.run")["status"]
+            .as_str()
+            .map(|s| s != "fail"),
         Some(true),
         "{report:#}"
     );
@@ -277,19 +337,46 @@ fn labels_finds_and_fixes_legacy_keys_on_a_real_api_server() {
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "legacy-labels");
     let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = ck8s_as(cp, "admin", &ns, &["labels", "--fix"]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
-    assert_eq!(out.status.code(), Some(0), "after --fix: {}", String::from_utf8_lossy(&out.stdout));
-    let namespaces = cp.kubectl_output(&["get", "namespaces", "-o", "json"]).unwrap();
-    assert!(!namespaces.contains("\"codexk8s.io/"), "a legacy key is left");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "after --fix: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let namespaces = cp
+        .kubectl_output(&["get", "namespaces", "-o", "json"])
+        .unwrap();
+    assert!(
+        !namespaces.contains("\"codexk8s.io/"),
+        "a legacy key is left"
+    );
     remove_legacy_run_namespace(cp);
 }
 
 fn remove_legacy_run_namespace(cp: &ControlPlane) {
-    cp.kubectl_output(&["delete", "namespace", "codex-k8s-run-17", "--ignore-not-found", "--wait=true"])
-        .unwrap();
+    cp.kubectl_output(&[
+        "delete",
+        "namespace",
+        "codex-k8s-run-17",
+        "--ignore-not-found",
+        "--wait=true",
+    ])
+    .unwrap();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -356,7 +443,10 @@ fn reader_role_runs_the_read_only_flows_and_nothing_else() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "gc run as reader: {stderr}");
     assert!(stderr.contains("forbidden"), "{stderr}");
-    assert!(stderr.contains("create") && stderr.contains("jobs"), "names verb and resource: {stderr}");
+    assert!(
+        stderr.contains("create") && stderr.contains("jobs"),
+        "names verb and resource: {stderr}"
+    );
 }
 
 #[test]
@@ -383,7 +473,12 @@ fn operator_role_runs_gc_run_and_labels_fix() {
     let ns = fixture(cp, "legacy-labels");
     bind(cp, "ck8s-reader", "user-operator", None);
     bind(cp, "ck8s-operator", "user-operator", None);
-    let out = ck8s_as(cp, "user-operator", &ns, &["gc", "run", "--wait", "--timeout", "120s"]);
+    let out = ck8s_as(
+        cp,
+        "user-operator",
+        &ns,
+        &["gc", "run", "--wait", "--timeout", "120s"],
+    );
     assert_ne!(
         out.status.code(),
         Some(2),
@@ -400,4 +495,178 @@ fn operator_role_runs_gc_run_and_labels_fix() {
         String::from_utf8_lossy(&out.stderr)
     );
     remove_legacy_run_namespace(cp);
+}
+
+/// RFC 3339 time `minutes` ago.
+fn ago(minutes: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::minutes(minutes))
+        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
+        .to_string()
+}
+
+#[test]
+fn diagnose_build_reads_the_control_plane_container_beside_a_sidecar() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    // The control plane with a log-shipping sidecar: the real API server answers pods/log
+    // without ?container= with 400 for such a pod.
+    cp.kubectl_output(&[
+        "-n",
+        &ns,
+        "patch",
+        "deploy/codex-k8s-control-plane",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/containers/-","value":{"name":"log-shipper","image":"registry.codex-k8s.dev/log-shipper:1.0.0"}}]"#,
+    ])
+    .unwrap();
+    cp.kubectl_output(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deploy/codex-k8s-control-plane",
+        "--timeout=120s",
+    ])
+    .unwrap();
+    let main_log = [
+        (ago(50), "level=info msg=\"control-plane started\"".to_string()),
+        (ago(20), "level=error msg=\"kaniko build failed\" err=\"MANIFEST_UNKNOWN: manifest unknown; retrieving image from cache\"".to_string()),
+        (ago(5), "level=error msg=\"kaniko build failed\" err=\"MANIFEST_UNKNOWN: manifest unknown\"".to_string()),
+    ];
+    let sidecar_log = [(ago(3), "shipped 42 lines".to_string())];
+    cp.serve_logs(
+        &format!("{ns}-cp-main"),
+        &ns,
+        &[],
+        "codex-k8s-control-plane",
+        &main_log,
+        None,
+    )
+    .unwrap();
+    cp.serve_logs(
+        &format!("{ns}-cp-sidecar"),
+        &ns,
+        &[],
+        "log-shipper",
+        &sidecar_log,
+        None,
+    )
+    .unwrap();
+    let pod = cp
+        .kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=codex-k8s-control-plane",
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .unwrap();
+    cp.wait_logs(&ns, &pod, "codex-k8s-control-plane").unwrap();
+    // The API call without ?container= is refused by the real API server.
+    let raw = cp.kubectl_output(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/{ns}/pods/{pod}/log"),
+    ]);
+    assert!(
+        raw.as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("a container name must be specified")),
+        "the real API server refuses pods/log without container for two containers: {raw:?}"
+    );
+
+    let out = ck8s_as(cp, "admin", &ns, &["diagnose", "build", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "signature A found: {report:#}");
+    let a = check(&report, "build.signature-a");
+    assert_eq!(a["status"], "fail", "{report:#}");
+    let detail = a["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("pod/{pod}"))
+            && detail.contains("codex-k8s-control-plane")
+            && detail.contains("2 lines"),
+        "names pod, container and count: {detail}"
+    );
+    assert!(!detail.contains("log-shipper"), "{detail}");
+}
+
+#[test]
+fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "kaniko-cache-on");
+    let before = chrono::Utc::now();
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &[
+            "mitigate",
+            "kaniko-cache",
+            "--timeout",
+            "120s",
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "mitigation A: {report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The ConfigMap holds the value...
+    let value = cp
+        .kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "configmap",
+            "codex-k8s-runtime",
+            "-o",
+            "jsonpath={.data.CODEXK8S_KANIKO_CACHE_ENABLED}",
+        ])
+        .unwrap();
+    assert_eq!(value, "false");
+    // ...and every running control-plane pod started after the patch (envFrom is read at start).
+    let pods: Value = serde_json::from_str(
+        &cp.kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=codex-k8s-control-plane",
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let running: Vec<&Value> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect();
+    assert!(!running.is_empty());
+    for p in running {
+        let created: chrono::DateTime<chrono::Utc> = p["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            created >= before - chrono::Duration::seconds(1),
+            "pod {} predates the patch",
+            p["metadata"]["name"]
+        );
+    }
 }

@@ -55,7 +55,9 @@ fn the_api_server_rejects_what_the_policies_deny_with_field_and_fix() {
     let (ok, _, err) = kubectl_in(cp, &["apply", "-f", "-"], &bad);
     assert!(!ok, "a bad CODEXK8S_BUILD_REF was admitted");
     assert!(
-        err.contains(&format!("admission webhook \"{WEBHOOK}\" denied the request")),
+        err.contains(&format!(
+            "admission webhook \"{WEBHOOK}\" denied the request"
+        )),
         "{err}"
     );
     assert!(err.contains("[build-ref]"), "{err}");
@@ -73,7 +75,10 @@ fn the_api_server_rejects_what_the_policies_deny_with_field_and_fix() {
     assert!(!ok, "a legacy label was admitted");
     assert!(err.contains("[legacy-labels]"), "{err}");
     assert!(err.contains("metadata.labels"), "{err}");
-    assert!(err.contains("codex-k8s.dev/"), "names the key to use: {err}");
+    assert!(
+        err.contains("codex-k8s.dev/"),
+        "names the key to use: {err}"
+    );
 
     // kaniko-cache re-enabled in the runtime ConfigMap.
     let kaniko = format!(
@@ -118,21 +123,23 @@ fn warn_mode_shows_as_kubectl_warnings_and_audit_mode_reaches_the_audit_log() {
     );
     let (ok, _, err) = kubectl_in(cp, &["apply", "-f", "-"], &kaniko);
     assert!(ok, "audit mode must admit: {err}");
-    assert!(!err.contains("Warning:"), "audit mode prints nothing: {err}");
+    assert!(
+        !err.contains("Warning:"),
+        "audit mode prints nothing: {err}"
+    );
     // The API server keeps the webhook's audit annotations, prefixed with the webhook's name.
     cp.wait_until(Duration::from_secs(20), "the audit event", || {
         Ok(cp.audit_events()?.iter().any(|e| {
             e["objectRef"]["namespace"] == ns.as_str()
                 && e["objectRef"]["name"] == "codex-k8s-runtime"
-                && e["annotations"]
-                    .as_object()
-                    .is_some_and(|a| {
-                        a.iter().any(|(k, v)| {
-                            k.starts_with(WEBHOOK)
-                                && k.ends_with("kaniko-cache")
-                                && v.as_str().is_some_and(|v| v.contains("CODEXK8S_KANIKO_CACHE_ENABLED"))
-                        })
+                && e["annotations"].as_object().is_some_and(|a| {
+                    a.iter().any(|(k, v)| {
+                        k.starts_with(WEBHOOK)
+                            && k.ends_with("kaniko-cache")
+                            && v.as_str()
+                                .is_some_and(|v| v.contains("CODEXK8S_KANIKO_CACHE_ENABLED"))
                     })
+                })
         }))
     })
     .unwrap();
@@ -148,7 +155,9 @@ fn with_ck8s_down_fail_closed_in_judged_namespaces_only() {
     register(cp);
     let ns = cp.namespace("ck8s-down").unwrap();
     let good = |name: &str, ns: &str| {
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\ndata: {{CODEXK8S_BUILD_REF: main}}\n")
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\ndata: {{CODEXK8S_BUILD_REF: main}}\n"
+        )
     };
     let bad = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: {ns}\ndata: {{CODEXK8S_BUILD_REF: \"--force\"}}\n"
@@ -160,7 +169,10 @@ fn with_ck8s_down_fail_closed_in_judged_namespaces_only() {
 
     // failurePolicy: Fail, the webhook unreachable: a judged write is refused...
     let (ok, _, err) = kubectl_in(cp, &["apply", "-f", "-"], &good("while-down", &ns));
-    assert!(!ok, "a write in a judged namespace went through with ck8s down");
+    assert!(
+        !ok,
+        "a write in a judged namespace went through with ck8s down"
+    );
     assert!(
         err.contains(&format!("failed calling webhook \"{WEBHOOK}\"")),
         "{err}"
@@ -176,8 +188,11 @@ fn with_ck8s_down_fail_closed_in_judged_namespaces_only() {
         })
         .unwrap();
     for exempt in ["kube-system", "ck8s-system"] {
-        let (ok, _, err) =
-            kubectl_in(cp, &["apply", "-f", "-"], &good(&format!("ck8s-down-{}", std::process::id()), exempt));
+        let (ok, _, err) = kubectl_in(
+            cp,
+            &["apply", "-f", "-"],
+            &good(&format!("ck8s-down-{}", std::process::id()), exempt),
+        );
         assert!(ok, "{exempt} must stay writable with ck8s down: {err}");
     }
     // Leases and Events are excluded by the match conditions, in any namespace.
@@ -229,7 +244,14 @@ fn a_policy_slower_than_timeout_seconds_is_a_webhook_timeout() {
 /// `kubectl -n ns rollout status deploy/name` succeeds within 2 minutes.
 fn rolled_out(cp: &ControlPlane, ns: &str, name: &str) {
     let out = cp
-        .kubectl_output(&["-n", ns, "rollout", "status", &format!("deploy/{name}"), "--timeout=120s"])
+        .kubectl_output(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            &format!("deploy/{name}"),
+            "--timeout=120s",
+        ])
         .unwrap_or_else(|e| {
             panic!(
                 "{e:#}\n{}",
@@ -250,9 +272,15 @@ fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() 
     unregister(cp);
     let ns = cp.namespace("ck8s-ratchet").unwrap();
     // Before ck8s: a bad ref, and a legacy label on the pod template.
-    cp.apply(&deployment(&ns, "bad-ref", "-b feature/x", "")).unwrap();
-    cp.apply(&deployment(&ns, "legacy", "main", ", codexk8s.io/run-id: r1"))
+    cp.apply(&deployment(&ns, "bad-ref", "-b feature/x", ""))
         .unwrap();
+    cp.apply(&deployment(
+        &ns,
+        "legacy",
+        "main",
+        ", codexk8s.io/run-id: r1",
+    ))
+    .unwrap();
     rolled_out(cp, &ns, "bad-ref");
     rolled_out(cp, &ns, "legacy");
 
@@ -263,11 +291,24 @@ fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() 
     for name in ["bad-ref", "legacy"] {
         // Scale: the Deployment controller updates the ReplicaSet, the ReplicaSet controller
         // creates pods from the same template.
-        cp.kubectl_output(&["-n", &ns, "scale", &format!("deploy/{name}"), "--replicas=3"])
-            .unwrap();
+        cp.kubectl_output(&[
+            "-n",
+            &ns,
+            "scale",
+            &format!("deploy/{name}"),
+            "--replicas=3",
+        ])
+        .unwrap();
         rolled_out(cp, &ns, name);
         let ready = cp
-            .kubectl_output(&["-n", &ns, "get", &format!("deploy/{name}"), "-o", "jsonpath={.status.readyReplicas}"])
+            .kubectl_output(&[
+                "-n",
+                &ns,
+                "get",
+                &format!("deploy/{name}"),
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ])
             .unwrap();
         assert_eq!(ready, "3", "{name}: scaled to 3 under the webhook");
         // Roll: a new ReplicaSet from the unchanged template. The restart itself is an
@@ -278,26 +319,52 @@ fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() 
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: rollout restart denied: {stderr}");
+        assert!(
+            out.status.success(),
+            "{name}: rollout restart denied: {stderr}"
+        );
         assert!(
             stderr.contains("Warning:") && stderr.contains("existing violation kept"),
             "{name}: the kept violation is shown as a warning: {stderr}"
         );
         rolled_out(cp, &ns, name);
         let sets = cp
-            .kubectl_output(&["-n", &ns, "get", "rs", "-l", &format!("app={name}"), "-o", "name"])
+            .kubectl_output(&[
+                "-n",
+                &ns,
+                "get",
+                "rs",
+                "-l",
+                &format!("app={name}"),
+                "-o",
+                "name",
+            ])
             .unwrap();
-        assert_eq!(sets.lines().count(), 2, "{name}: the rollout made a new ReplicaSet: {sets}");
+        assert_eq!(
+            sets.lines().count(),
+            2,
+            "{name}: the rollout made a new ReplicaSet: {sets}"
+        );
     }
 
     // A new violation is still denied, whoever sends it: the bad ref changed into another.
     let out = cp
         .kubectl()
-        .args(["-n", &ns, "set", "env", "deploy/bad-ref", "CODEXK8S_BUILD_REF=--force"])
+        .args([
+            "-n",
+            &ns,
+            "set",
+            "env",
+            "deploy/bad-ref",
+            "CODEXK8S_BUILD_REF=--force",
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a changed bad value was admitted");
-    assert!(stderr.contains("[build-ref]") && stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("[build-ref]") && stderr.contains("--force"),
+        "{stderr}"
+    );
     unregister(cp);
 }

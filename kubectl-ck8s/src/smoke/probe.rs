@@ -60,35 +60,55 @@ pub struct PortForward {
 
 impl Prober for PortForward {
     async fn probe_all(&self, target: &Target, reqs: &[ProbeRequest]) -> Vec<ProbeResult> {
-        let open = async {
-            let mut pf = self
-                .pods
-                .portforward(&target.pod, &[target.port])
-                .await
-                .map_err(|e| {
-                    let why = match &e {
-                        kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
-                        other => other.to_string(),
-                    };
-                    format!(
-                        "port-forward to {}:{} failed: {why}",
-                        target.pod, target.port
-                    )
-                })?;
-            let stream = pf
-                .take_stream(target.port)
-                .ok_or("port-forward gave no stream")?;
-            Ok::<_, String>((pf, stream))
-        };
-        match tokio::time::timeout(PROBE_TIMEOUT, open).await {
-            Err(_) => all_failed(reqs.len(), "port-forward timed out".into()),
-            Ok(Err(e)) => all_failed(reqs.len(), e),
-            Ok(Ok((pf, stream))) => {
-                let results = exchange_all(stream, reqs).await;
-                pf.abort();
-                results
+        // One port-forward for all the probes, and another whenever the app closes the
+        // connection between two of them (`Connection: close`).
+        let mut out = Vec::with_capacity(reqs.len());
+        while out.len() < reqs.len() {
+            let rest = &reqs[out.len()..];
+            match tokio::time::timeout(PROBE_TIMEOUT, self.open(target)).await {
+                Err(_) => out.extend(all_failed(rest.len(), "port-forward timed out".into())),
+                Ok(Err(e)) => out.extend(all_failed(rest.len(), e)),
+                Ok(Ok((pf, stream))) => {
+                    let results = exchange_all(stream, rest).await;
+                    pf.abort();
+                    out.extend(results);
+                }
             }
         }
+        out
+    }
+}
+
+impl PortForward {
+    /// A fresh port-forward to the target and its stream.
+    async fn open(
+        &self,
+        target: &Target,
+    ) -> Result<
+        (
+            kube::api::Portforwarder,
+            impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        ),
+        String,
+    > {
+        let mut pf = self
+            .pods
+            .portforward(&target.pod, &[target.port])
+            .await
+            .map_err(|e| {
+                let why = match &e {
+                    kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+                    other => other.to_string(),
+                };
+                format!(
+                    "port-forward to {}:{} failed: {why}",
+                    target.pod, target.port
+                )
+            })?;
+        let stream = pf
+            .take_stream(target.port)
+            .ok_or("port-forward gave no stream")?;
+        Ok((pf, stream))
     }
 }
 
@@ -103,12 +123,28 @@ impl Prober for Direct {
         match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
             Err(_) => all_failed(reqs.len(), format!("connect {}: timed out", self.addr)),
             Ok(Err(e)) => all_failed(reqs.len(), format!("connect {}: {e}", self.addr)),
-            Ok(Ok(stream)) => exchange_all(stream, reqs).await,
+            Ok(Ok(stream)) => {
+                let mut out = exchange_all(stream, reqs).await;
+                // The app closed the connection between two probes: the rest on a new one.
+                while out.len() < reqs.len() {
+                    let rest = &reqs[out.len()..];
+                    match tokio::net::TcpStream::connect(&self.addr).await {
+                        Ok(stream) => out.extend(exchange_all(stream, rest).await),
+                        Err(e) => out.extend(all_failed(
+                            rest.len(),
+                            format!("connect {}: {e}", self.addr),
+                        )),
+                    }
+                }
+                out
+            }
         }
     }
 }
 
-/// The requests, in order, over one HTTP/1.1 connection on `stream`.
+/// The requests, in order, over one HTTP/1.1 connection on `stream`. Stops early (fewer
+/// results than requests, never none) when the server closes the connection after an answer;
+/// the caller sends the rest on a new one.
 pub async fn exchange_all<S>(stream: S, reqs: &[ProbeRequest]) -> Vec<ProbeResult>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -124,6 +160,9 @@ where
     let driver = tokio::spawn(conn);
     let mut out = Vec::with_capacity(reqs.len());
     for req in reqs {
+        if !out.is_empty() && sender.ready().await.is_err() {
+            break;
+        }
         let one = async {
             sender.ready().await.map_err(|e| e.to_string())?;
             let mut builder = hyper::Request::builder()

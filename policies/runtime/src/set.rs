@@ -216,9 +216,7 @@ impl PolicySet {
                     mode: e.config.mode,
                     on_error: e.config.on_error,
                     result,
-                    inherited_from: (!kept.is_empty())
-                        .then(|| inherited_from.clone())
-                        .flatten(),
+                    inherited_from: (!kept.is_empty()).then(|| inherited_from.clone()).flatten(),
                     kept,
                     elapsed,
                 }
@@ -444,7 +442,8 @@ mod tests {
 
     /// A review of `object` sent by `user`.
     fn review_by(user: &str, operation: &str, kind: (&str, &str, &str), object: &Value) -> String {
-        let mut r: Value = serde_json::from_str(&review(operation, kind, object, &Value::Null)).unwrap();
+        let mut r: Value =
+            serde_json::from_str(&review(operation, kind, object, &Value::Null)).unwrap();
         r["request"]["userInfo"] = json!({ "username": user });
         r.to_string()
     }
@@ -468,7 +467,12 @@ mod tests {
     fn a_workload_controller_writing_what_it_controls_inherits_the_owners_violations() {
         let s = set("");
         // The ReplicaSet controller creates a Pod from its template: inherited, with a warning.
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+        );
         let (_, d, _) = decide(&s, &body);
         assert!(d.allowed, "{d:?}");
         assert_eq!(d.inherited_from.as_deref(), Some("ReplicaSet/web-7d9f"));
@@ -481,19 +485,37 @@ mod tests {
             d.warning_texts()
         );
         // Anyone else creating the same Pod is denied, owner reference or not.
-        for user in ["sre@codex-k8s.dev", "system:serviceaccount:codex-k8s-prod:default"] {
-            let body = review_by(user, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        for user in [
+            "sre@codex-k8s.dev",
+            "system:serviceaccount:codex-k8s-prod:default",
+        ] {
+            let body = review_by(
+                user,
+                "CREATE",
+                POD,
+                &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+            );
             assert!(!decide(&s, &body).1.allowed, "{user}");
         }
         // The controller writing a Pod it does not control (no controller reference): denied.
         let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(None));
         assert!(!decide(&s, &body).1.allowed);
         // An owner that is not a template-carrying workload does not count.
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ConfigMap", "c"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ConfigMap", "c"))),
+        );
         assert!(!decide(&s, &body).1.allowed);
         // Strict policies deny controllers too.
         let strict = set("policies:\n  build-ref: { allowExistingViolations: false }\n");
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+        );
         assert!(!decide(&strict, &body).1.allowed);
         // The trusted users come from the config.
         let none = set("trustedControllers: []\n");
