@@ -88,6 +88,18 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
     let g = &cli.global;
+    // Refused before any flow runs, so nothing is written for an output that cannot be shown.
+    if g.output == OutputFormat::Policyreport
+        && !matches!(
+            cli.command,
+            Command::Policy(crate::policy::PolicyCommand::Audit(_))
+        )
+    {
+        return Err(
+            Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
+                .with_help("use -o table, json or yaml"),
+        );
+    }
     match cli.command {
         Command::Smoke(args) => crate::smoke::run(args, g).await,
         Command::Ports(args) => crate::ports::run(args, g).await,

@@ -33,10 +33,22 @@ pub async fn connect(global: &GlobalArgs) -> Result<Ctx, Failure> {
         }
         _ => Config::from_kubeconfig(&options).await,
     };
-    let mut config = config.map_err(|e| {
-        Failure::usage(format!("cannot load the kubeconfig: {e}"))
-            .with_help("pass --kubeconfig FILE and --context NAME, as for kubectl")
-    })?;
+    let mut config = match config {
+        Ok(config) => config,
+        // No kubeconfig inside a pod (the audit CronJob): its ServiceAccount, as kubectl does.
+        Err(_)
+            if global.kubeconfig.is_none()
+                && global.context.is_none()
+                && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+        {
+            Config::incluster()
+                .map_err(|e| Failure::usage(format!("cannot use the pod's service account: {e}")))?
+        }
+        Err(e) => {
+            return Err(Failure::usage(format!("cannot load the kubeconfig: {e}"))
+                .with_help("pass --kubeconfig FILE and --context NAME, as for kubectl"));
+        }
+    };
     config.read_timeout = Some(global.request_timeout);
     config.write_timeout = Some(global.request_timeout);
     config.connect_timeout = Some(global.request_timeout.min(Duration::from_secs(10)));

@@ -4,7 +4,8 @@
 //! `/apis/<group>/<version>`), get, list (labelSelector, fieldSelector on metadata.name /
 //! metadata.namespace, Table and PartialObjectMetadata views), watch (held open, no events),
 //! create (POST; uid/creationTimestamp/resourceVersion; 409 AlreadyExists), patch (merge and
-//! strategic-merge as a JSON merge patch; `dryRun=All` honoured), pod logs (tailLines,
+//! strategic-merge as a JSON merge patch; server-side apply by one field manager as
+//! create-or-replace; `dryRun=All` honoured), paged lists (`limit`/`continue`), pod logs (tailLines,
 //! sinceSeconds, timestamps) and `Status` error bodies (404, 403 for a deny-list, 409, 415).
 //! Every request is recorded so tests can assert what the client did (and did not) write.
 //!
@@ -185,6 +186,33 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &[],
     ),
+    r(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+    ),
+    r(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "policyreports",
+        "policyreport",
+        "PolicyReport",
+        true,
+        &["polr"],
+    ),
+    r(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "clusterpolicyreports",
+        "clusterpolicyreport",
+        "ClusterPolicyReport",
+        false,
+        &["cpolr"],
+    ),
 ];
 
 impl Resource {
@@ -217,6 +245,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Accept` header: `as=PartialObjectMetadataList` marks a metadata-only list.
+    pub accept: String,
 }
 
 impl Recorded {
@@ -685,16 +715,16 @@ fn discovery(path: &str, addr: &str) -> Option<Value> {
         );
     }
     if trimmed == "/apis" {
-        let mut groups: Vec<&str> = RESOURCES
+        let mut groups: Vec<(&str, &str)> = RESOURCES
             .iter()
-            .map(|r| r.group)
-            .filter(|g| !g.is_empty())
+            .map(|r| (r.group, r.version))
+            .filter(|(g, _)| !g.is_empty())
             .collect();
         groups.dedup();
         let groups: Vec<Value> = groups
             .iter()
-            .map(|g| {
-                let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            .map(|(g, v)| {
+                let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                 json!({"name": g, "versions": [gv], "preferredVersion": gv})
             })
             .collect();
@@ -769,6 +799,11 @@ async fn handle(
         method: method.to_string(),
         path: path.clone(),
         query: query.clone(),
+        accept: headers
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
     });
     let host = headers
         .get(header::HOST)
@@ -879,7 +914,39 @@ async fn handle(
                 .filter(|o| q.get("fieldSelector").is_none_or(|s| fields_match(s, o)))
                 .cloned()
                 .collect();
-            let meta = json!({"resourceVersion": st.rv.to_string()});
+            let mut meta = json!({"resourceVersion": st.rv.to_string()});
+            // Paging: `limit` items from the offset the `continue` token carries, in the
+            // store's order (the real server's order is by key; clients must not rely on it).
+            let mut items = items;
+            if let Some(limit) = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|&l| l > 0)
+            {
+                let from = match q.get("continue").filter(|c| !c.is_empty()) {
+                    Some(token) => match token
+                        .strip_prefix("offset-")
+                        .and_then(|o| o.parse::<usize>().ok())
+                    {
+                        Some(from) => from,
+                        None => {
+                            return status(
+                                StatusCode::BAD_REQUEST,
+                                "BadRequest",
+                                format!("invalid continue token {token:?}"),
+                                json!({}),
+                            );
+                        }
+                    },
+                    None => 0,
+                };
+                let total = items.len();
+                items = items.into_iter().skip(from).take(limit).collect();
+                if from + limit < total {
+                    meta["continue"] = json!(format!("offset-{}", from + limit));
+                    meta["remainingItemCount"] = json!(total - from - limit);
+                }
+            }
             if accept.contains("as=Table") {
                 let rows: Vec<Value> = items.iter().map(|o| json!({"cells": [o["metadata"]["name"], o["metadata"]["creationTimestamp"]], "object": o})).collect();
                 let cols = json!([{"name": "Name", "type": "string", "format": "name", "description": "Name"}, {"name": "Created At", "type": "date", "format": "", "description": "creation"}]);
@@ -1047,6 +1114,73 @@ async fn handle(
                 st.objects.push(obj.clone());
             }
             ok_json(StatusCode::CREATED, &obj)
+        }
+        ("patch", None) if content_type.contains("apply-patch") => {
+            // Server-side apply by one field manager that owns every field it sends: the
+            // object is created, or its content replaced (metadata identity kept).
+            let name = t.name.clone().unwrap_or_default();
+            if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "PATCH with apply-patch requires a fieldManager".into(),
+                    json!({}),
+                );
+            }
+            // kube-rs sends JSON (which is YAML); kubectl may send YAML.
+            let mut obj: Value = match serde_yaml::from_slice::<Value>(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("cannot decode the applied object: {e}"),
+                        json!({}),
+                    );
+                }
+            };
+            if obj["apiVersion"] != t.res.api_version().as_str()
+                || obj["kind"] != t.res.kind
+                || obj["metadata"]["name"] != name.as_str()
+            {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("the applied object is not {} {name}", t.res.qualified()),
+                    json!({}),
+                );
+            }
+            if let Some(ns) = &t.namespace {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            st.rv += 1;
+            let rv = st.rv;
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let existing = st
+                .objects
+                .iter()
+                .position(|o| in_scope(o) && o["metadata"]["name"] == name.as_str());
+            let code = match existing {
+                Some(idx) => {
+                    for k in ["uid", "creationTimestamp"] {
+                        obj["metadata"][k] = st.objects[idx]["metadata"][k].clone();
+                    }
+                    if !dry_run {
+                        st.objects[idx] = obj.clone();
+                    }
+                    StatusCode::OK
+                }
+                None => {
+                    obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
+                    obj["metadata"]["creationTimestamp"] =
+                        json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    if !dry_run {
+                        st.objects.push(obj.clone());
+                    }
+                    StatusCode::CREATED
+                }
+            };
+            ok_json(code, &obj)
         }
         ("patch", None) => {
             let name = t.name.clone().unwrap_or_default();
