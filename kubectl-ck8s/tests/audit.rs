@@ -416,6 +416,28 @@ fn the_in_cluster_cronjob_arguments_run_the_audit() {
 }
 
 #[test]
+fn an_api_group_that_does_not_answer_is_reported_and_the_rest_audited() {
+    let c = Cluster::new();
+    c.server.unavailable_group("batch");
+    let (code, report) = c.json(&["policy", "audit"]);
+    assert_eq!(code, 1);
+    let notes = report["summary"]["notes"].as_array().unwrap();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]
+            .as_str()
+            .unwrap()
+            .starts_with("API group batch could not be discovered"),
+        "{notes:?}"
+    );
+    let without_batch: Vec<_> = expected()
+        .into_iter()
+        .filter(|r| r.0 != "CronJob" && r.0 != "Job")
+        .collect();
+    assert_eq!(rows(&report), without_batch);
+}
+
+#[test]
 fn audit_errors_are_exit_2_with_the_missing_permission_named() {
     let c = Cluster::new();
     c.server.deny("list", "secrets");

@@ -271,6 +271,8 @@ struct State {
     rv: u64,
     /// Jobs whose name starts with the prefix complete at once, with this log.
     complete_jobs: Option<(String, String)>,
+    /// API groups whose discovery answers 503, like an aggregated API that is down.
+    unavailable_groups: Vec<String>,
 }
 
 /// A running test API server; stops when dropped.
@@ -476,6 +478,16 @@ impl TestApiServer {
             .unwrap()
             .deny
             .push((verb.into(), resource.into()));
+    }
+
+    /// Discovery of `group` (`/apis/<group>/...`) answers 503 ServiceUnavailable, as the API
+    /// server does for an aggregated API whose backend is down.
+    pub fn unavailable_group(&self, group: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .unavailable_groups
+            .push(group.into());
     }
 
     /// New Jobs named `prefix*` complete at once; their pod logs `log`.
@@ -810,6 +822,20 @@ async fn handle(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
+    let unavailable = {
+        let st = state.lock().unwrap();
+        st.unavailable_groups
+            .iter()
+            .any(|g| path.starts_with(&format!("/apis/{g}/")) || path == format!("/apis/{g}"))
+    };
+    if unavailable {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request".into(),
+            json!({}),
+        );
+    }
     if method == Method::GET
         && let Some(d) = discovery(&path, &host)
     {

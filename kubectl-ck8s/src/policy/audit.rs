@@ -142,7 +142,9 @@ pub async fn run(args: AuditArgs, global: &GlobalArgs) -> Result<Verdict, Failur
     let policies = load_selection(&runtime, &args.selection)?;
     let set = PolicySet::new(policies, &config).map_err(Failure::usage)?;
     let scope = webhook_scope(&ctx, &args.webhook).await?;
-    let resources = judged_resources(&ctx, &set, &scope).await?;
+    let mut notes = scope.notes.clone();
+    let resources =
+        judged_resources(&ctx, &set, &scope, global.request_timeout, &mut notes).await?;
     let progress = Bar::new(resources.len());
     let timestamp = chrono::Utc::now();
     let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
@@ -191,7 +193,7 @@ pub async fn run(args: AuditArgs, global: &GlobalArgs) -> Result<Verdict, Failur
             exempt_namespaces: scope.exempt.clone(),
             policies: set.policies().map(|(p, _)| p.name().to_string()).collect(),
             config: config_origin,
-            notes: scope.notes.clone(),
+            notes,
         },
         violations,
     };
@@ -412,22 +414,46 @@ async fn judged_resources(
     ctx: &Ctx,
     set: &PolicySet,
     scope: &WebhookScope,
+    timeout: std::time::Duration,
+    notes: &mut Vec<String>,
 ) -> Result<Vec<(ApiResource, Scope, bool)>, Failure> {
     let groups: BTreeSet<String> = set
         .policies()
         .flat_map(|(p, _)| p.metadata.rules.iter().flat_map(|r| r.api_groups.clone()))
         .collect();
-    let mut discovery = Discovery::new(ctx.client.clone());
-    if !groups.contains("*") {
-        let allow: Vec<&str> = groups.iter().map(String::as_str).collect();
-        discovery = discovery.filter(&allow);
-    }
-    let discovery = discovery
-        .run()
+    let listed = ctx
+        .client
+        .list_api_groups()
         .await
-        .map_err(|e| ctx.err("discover", "API resources", None, e))?;
+        .map_err(|e| ctx.err("discover", "API groups", None, e))?;
+    let mut names: Vec<String> = std::iter::once(String::new())
+        .chain(listed.groups.into_iter().map(|g| g.name))
+        .filter(|g| groups.contains("*") || groups.contains(g))
+        .collect();
+    names.sort();
+    // One group at a time, as kubectl does: an aggregated API that does not answer
+    // (metrics.k8s.io down) is reported, not the end of the audit.
+    let mut found = Vec::new();
+    for name in &names {
+        // The client retries a 503 with backoff for minutes; a group gets one request
+        // timeout in all.
+        let run = Discovery::new(ctx.client.clone())
+            .filter(&[name.as_str()])
+            .run();
+        let shown = if name.is_empty() { "core" } else { name };
+        match tokio::time::timeout(timeout, run).await {
+            Ok(Ok(d)) => found.push(d),
+            Ok(Err(e)) => notes.push(format!(
+                "API group {shown} could not be discovered ({e}): its kinds are not audited"
+            )),
+            Err(_) => notes.push(format!(
+                "API group {shown} could not be discovered (no answer within {}): its kinds are not audited",
+                humantime::format_duration(timeout)
+            )),
+        }
+    }
     let mut out = Vec::new();
-    for group in discovery.groups_alphabetical() {
+    for group in found.iter().flat_map(|d| d.groups()) {
         for (ar, caps) in group.recommended_resources() {
             if !caps.supports_operation(verbs::LIST)
                 || scope.excluded_resources.contains(&ar.plural)
