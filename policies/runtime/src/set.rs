@@ -5,7 +5,7 @@ use crate::error::PolicyError;
 use crate::policy::LoadedPolicy;
 use crate::subject::{NotJudged, Subject};
 use ck8s_policy_api::{
-    ABI_VERSION_JSON, GroupVersionKind, Object, ValueSource, Verdict, Violation,
+    ABI_VERSION_JSON, GroupVersionKind, Object, Operation, ValueSource, Verdict, Violation,
 };
 use sha2::{Digest, Sha256};
 use std::cell::OnceCell;
@@ -140,46 +140,46 @@ impl PolicySet {
             })
             .collect();
         let mut results = self.run(subject, &inspects);
-        let mut kept: Vec<Vec<Violation>> = self.entries.iter().map(|_| Vec::new()).collect();
-        if let Some(before) = subject.before() {
-            let ratchets: Vec<bool> = self
-                .entries
-                .iter()
-                .zip(&results)
-                .map(|(e, r)| {
-                    e.config.mode == Mode::Deny
-                        && e.config.allow_existing_violations
-                        && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
-                })
-                .collect();
-            if ratchets.contains(&true) {
-                let old_results = self.run(&before, &ratchets);
-                let values = SecretValues::of_update(subject, &before);
-                for (i, old) in old_results.into_iter().enumerate() {
-                    // An old object the policy could not judge keeps nothing: fail closed.
-                    let Some((Ok(old), old_elapsed)) = old else {
-                        continue;
-                    };
-                    let Some((Ok(new), elapsed)) = &mut results[i] else {
-                        continue;
-                    };
-                    *elapsed += old_elapsed;
-                    let (fresh, carried) = ratchet(
-                        std::mem::take(&mut new.violations),
-                        &old.violations,
-                        &values,
-                    );
-                    new.violations = fresh;
-                    kept[i] = carried;
-                }
+        // Built only on the ratchet path: a request without violations allocates nothing more.
+        let mut kept: Vec<Vec<Violation>> = Vec::new();
+        let ratchets = |(e, r): (&Entry, &Option<Run>)| {
+            e.config.mode == Mode::Deny
+                && e.config.allow_existing_violations
+                && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
+        };
+        if subject.operation == Operation::Update
+            && self.entries.iter().zip(&results).any(ratchets)
+            && let Some(before) = subject.before()
+        {
+            let ratchets: Vec<bool> = self.entries.iter().zip(&results).map(ratchets).collect();
+            kept = self.entries.iter().map(|_| Vec::new()).collect();
+            let old_results = self.run(&before, &ratchets);
+            let values = SecretValues::of_update(subject, &before);
+            for (i, old) in old_results.into_iter().enumerate() {
+                // An old object the policy could not judge keeps nothing: fail closed.
+                let Some((Ok(old), old_elapsed)) = old else {
+                    continue;
+                };
+                let Some((Ok(new), elapsed)) = &mut results[i] else {
+                    continue;
+                };
+                *elapsed += old_elapsed;
+                let (fresh, carried) = ratchet(
+                    std::mem::take(&mut new.violations),
+                    &old.violations,
+                    &values,
+                );
+                new.violations = fresh;
+                kept[i] = carried;
             }
         }
         let outcomes = self
             .entries
             .iter()
             .zip(results)
-            .zip(kept)
-            .map(|((e, result), kept)| {
+            .enumerate()
+            .map(|(i, (e, result))| {
+                let kept = kept.get_mut(i).map(std::mem::take).unwrap_or_default();
                 let (result, elapsed) = match result {
                     None => (OutcomeResult::NotInspected, Duration::ZERO),
                     Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
