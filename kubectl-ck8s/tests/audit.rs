@@ -561,6 +561,33 @@ fn labels_scans_pod_templates_and_fixes_them_through_the_owner() {
         d["spec"]["selector"],
         json!({ "matchLabels": { "app.kubernetes.io/name": "codex-k8s-worker" } })
     );
+    // Next run: the owners are clean, what they own waits for the controller (warn).
+    let (_, again) = c.json(&["labels", "--objects"]);
+    let status = |id: &str| {
+        again["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}: {again:#}"))["status"]
+            .clone()
+    };
+    assert_eq!(
+        status("labels.replicaset/codex-k8s-prod/codex-k8s-worker-5d8f7c9b4"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.pod/codex-k8s-prod/codex-k8s-worker-5d8f7c9b4-x2lqp"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.job/codex-k8s-prod/codex-k8s-run-cleanup-29530000"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.statefulset/codex-k8s-prod/codex-k8s-postgres.selector"),
+        "fail"
+    );
     let cj = c
         .server
         .object("CronJob", "codex-k8s-prod", "codex-k8s-run-cleanup")
