@@ -260,6 +260,21 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                     && format!("{}/{}", f.kind, f.name) == owner
             })
     };
+    // Whether `owner` in `namespace` was listed and carries no legacy key (already fixed).
+    let clean_owner = |owner: &str, namespace: &Option<String>| {
+        let listed = objects.iter().any(|(g, o)| {
+            format!(
+                "{}/{}",
+                g.kind,
+                o["metadata"]["name"].as_str().unwrap_or("")
+            ) == owner
+                && o["metadata"]["namespace"].as_str() == namespace.as_deref()
+        });
+        listed
+            && !findings
+                .iter()
+                .any(|f| f.namespace == *namespace && format!("{}/{}", f.kind, f.name) == owner)
+    };
     for f in &findings {
         let keys = f
             .labels
@@ -278,6 +293,15 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                     id,
                     format!(
                         "legacy keys: {keys}; its owner {owner} was rewritten, the controller replaces this object"
+                    ),
+                )
+            } else if clean_owner(owner, &f.namespace) {
+                // An old ReplicaSet is kept as rollout history until revisionHistoryLimit
+                // drops it; an old Job until the CronJob's history limit does.
+                Check::warn(
+                    id,
+                    format!(
+                        "legacy keys: {keys}; its owner {owner} has none left, the controller replaces or prunes this object"
                     ),
                 )
             } else {

@@ -564,6 +564,33 @@ fn labels_scans_pod_templates_and_fixes_them_through_the_owner() {
         d["spec"]["selector"],
         json!({ "matchLabels": { "app.kubernetes.io/name": "codex-k8s-worker" } })
     );
+    // Next run: the owners are clean, what they own waits for the controller (warn).
+    let (_, again) = c.json(&["labels", "--objects"]);
+    let status = |id: &str| {
+        again["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap_or_else(|| panic!("no check {id}: {again:#}"))["status"]
+            .clone()
+    };
+    assert_eq!(
+        status("labels.replicaset/codex-k8s-prod/codex-k8s-worker-5d8f7c9b4"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.pod/codex-k8s-prod/codex-k8s-worker-5d8f7c9b4-x2lqp"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.job/codex-k8s-prod/codex-k8s-run-cleanup-29530000"),
+        "warn"
+    );
+    assert_eq!(
+        status("labels.statefulset/codex-k8s-prod/codex-k8s-postgres.selector"),
+        "fail"
+    );
     let cj = c
         .server
         .object("CronJob", "codex-k8s-prod", "codex-k8s-run-cleanup")
@@ -671,4 +698,60 @@ mod schema {
             );
         }
     }
+}
+
+/// Benchmark: `policy audit` over 10,000 objects (ConfigMaps, Secrets, Pods, Deployments in
+/// 20 namespaces, one in 100 violating) on the test API server, default paging (500) and
+/// concurrency (4). The figure is in BENCHMARKS.md; the real control plane's is the lead's.
+///
+/// cargo test -p kubectl-ck8s --test audit -- --ignored --nocapture bench_audit
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn bench_audit_10k_objects() {
+    use base64::Engine as _;
+    let (mut objects, logs) = ck8s_tests::apiserver::load_fixture(FIXTURE).unwrap();
+    let before = objects.len();
+    let mut bad = 0;
+    for i in 0..10_000 {
+        let ns = format!("codex-k8s-run-{}", i % 20);
+        let r = if i % 100 == 0 { "-b feature/x" } else { "main" };
+        bad += usize::from(i % 100 == 0);
+        let env = json!([{ "name": "CODEXK8S_BUILD_REF", "value": r }]);
+        objects.push(match i % 4 {
+            0 => json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": format!("cm-{i}"), "namespace": ns }, "data": { "CODEXK8S_BUILD_REF": r } }),
+            1 => json!({ "apiVersion": "v1", "kind": "Secret", "metadata": { "name": format!("s-{i}"), "namespace": ns },
+                "data": { "CODEXK8S_BUILD_REF": base64::engine::general_purpose::STANDARD.encode(r) } }),
+            2 => json!({ "apiVersion": "v1", "kind": "Pod", "metadata": { "name": format!("p-{i}"), "namespace": ns },
+                "spec": { "containers": [{ "name": "w", "image": "w:1", "env": env }] } }),
+            _ => json!({ "apiVersion": "apps/v1", "kind": "Deployment", "metadata": { "name": format!("d-{i}"), "namespace": ns },
+                "spec": { "selector": { "matchLabels": { "app": "w" } }, "template": { "metadata": { "labels": { "app": "w" } },
+                    "spec": { "containers": [{ "name": "w", "image": "w:1", "env": env }] } } } }),
+        });
+    }
+    for n in 0..20 {
+        let name = format!("codex-k8s-run-{n}");
+        objects.push(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name, "labels": { "kubernetes.io/metadata.name": name } } }));
+    }
+    let total = objects.len() - before;
+    let c = Cluster {
+        server: TestApiServer::with_objects(objects, logs),
+        dir: tempfile::tempdir().unwrap(),
+    };
+    let (mut times, mut judged) = (Vec::new(), Value::Null);
+    for _ in 0..3 {
+        let start = std::time::Instant::now();
+        let (code, report) = c.json(&["policy", "audit"]);
+        times.push(start.elapsed());
+        assert_eq!(code, 1);
+        assert_eq!(
+            report["details"]["violations"].as_array().unwrap().len(),
+            expected().len() + bad
+        );
+        judged = report["details"]["summary"]["objects"].clone();
+    }
+    times.sort();
+    eprintln!(
+        "policy audit, {total} objects added to the fixture, {judged} judged: median {:?} of {times:?}",
+        times[1]
+    );
 }

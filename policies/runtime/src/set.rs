@@ -149,62 +149,58 @@ impl PolicySet {
             })
             .collect();
         let mut results = self.run(subject, &inspects);
-        let mut kept: Vec<Vec<Violation>> = self.entries.iter().map(|_| Vec::new()).collect();
+        // Built only on the ratchet path: a request without violations allocates nothing more.
+        let mut kept: Vec<Vec<Violation>> = Vec::new();
+        let mut inherited_from = None;
         // Deny policies that let existing violations pass, and that found some here.
-        let ratchets: Vec<bool> = self
-            .entries
-            .iter()
-            .zip(&results)
-            .map(|(e, r)| {
-                e.config.mode == Mode::Deny
-                    && e.config.allow_existing_violations
-                    && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
-            })
-            .collect();
-        // A workload controller writing an object it controls copies its owner's template:
-        // the violations are the owner's, judged when the owner was written.
-        let inherited_from = if ratchets.contains(&true)
-            && self.trusted_controllers.iter().any(|u| u == subject.user)
-        {
-            subject.controller_owner()
-        } else {
-            None
+        let ratchets = |(e, r): (&Entry, &Option<Run>)| {
+            e.config.mode == Mode::Deny
+                && e.config.allow_existing_violations
+                && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
         };
-        if inherited_from.is_some() {
-            for (i, r) in results.iter_mut().enumerate() {
-                if let (true, Some((Ok(v), _))) = (ratchets[i], r) {
-                    kept[i] = std::mem::take(&mut v.violations);
-                }
+        if self.entries.iter().zip(&results).any(ratchets) {
+            let ratchets: Vec<bool> = self.entries.iter().zip(&results).map(ratchets).collect();
+            kept = self.entries.iter().map(|_| Vec::new()).collect();
+            // A workload controller writing an object it controls copies its owner's template:
+            // the violations are the owner's, judged when the owner was written.
+            if self.trusted_controllers.iter().any(|u| u == subject.user) {
+                inherited_from = subject.controller_owner();
             }
-        } else if let Some(before) = subject.before()
-            && ratchets.contains(&true)
-        {
-            let old_results = self.run(&before, &ratchets);
-            let values = SecretValues::of_update(subject, &before);
-            for (i, old) in old_results.into_iter().enumerate() {
-                // An old object the policy could not judge keeps nothing: fail closed.
-                let Some((Ok(old), old_elapsed)) = old else {
-                    continue;
-                };
-                let Some((Ok(new), elapsed)) = &mut results[i] else {
-                    continue;
-                };
-                *elapsed += old_elapsed;
-                let (fresh, carried) = ratchet(
-                    std::mem::take(&mut new.violations),
-                    &old.violations,
-                    &values,
-                );
-                new.violations = fresh;
-                kept[i] = carried;
+            if inherited_from.is_some() {
+                for (i, r) in results.iter_mut().enumerate() {
+                    if let (true, Some((Ok(v), _))) = (ratchets[i], r) {
+                        kept[i] = std::mem::take(&mut v.violations);
+                    }
+                }
+            } else if let Some(before) = subject.before() {
+                let old_results = self.run(&before, &ratchets);
+                let values = SecretValues::of_update(subject, &before);
+                for (i, old) in old_results.into_iter().enumerate() {
+                    // An old object the policy could not judge keeps nothing: fail closed.
+                    let Some((Ok(old), old_elapsed)) = old else {
+                        continue;
+                    };
+                    let Some((Ok(new), elapsed)) = &mut results[i] else {
+                        continue;
+                    };
+                    *elapsed += old_elapsed;
+                    let (fresh, carried) = ratchet(
+                        std::mem::take(&mut new.violations),
+                        &old.violations,
+                        &values,
+                    );
+                    new.violations = fresh;
+                    kept[i] = carried;
+                }
             }
         }
         let outcomes = self
             .entries
             .iter()
             .zip(results)
-            .zip(kept)
-            .map(|((e, result), kept)| {
+            .enumerate()
+            .map(|(i, (e, result))| {
+                let kept = kept.get_mut(i).map(std::mem::take).unwrap_or_default();
                 let (result, elapsed) = match result {
                     None => (OutcomeResult::NotInspected, Duration::ZERO),
                     Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
@@ -216,9 +212,7 @@ impl PolicySet {
                     mode: e.config.mode,
                     on_error: e.config.on_error,
                     result,
-                    inherited_from: (!kept.is_empty())
-                        .then(|| inherited_from.clone())
-                        .flatten(),
+                    inherited_from: (!kept.is_empty()).then(|| inherited_from.clone()).flatten(),
                     kept,
                     elapsed,
                 }
@@ -444,7 +438,8 @@ mod tests {
 
     /// A review of `object` sent by `user`.
     fn review_by(user: &str, operation: &str, kind: (&str, &str, &str), object: &Value) -> String {
-        let mut r: Value = serde_json::from_str(&review(operation, kind, object, &Value::Null)).unwrap();
+        let mut r: Value =
+            serde_json::from_str(&review(operation, kind, object, &Value::Null)).unwrap();
         r["request"]["userInfo"] = json!({ "username": user });
         r.to_string()
     }
@@ -468,7 +463,12 @@ mod tests {
     fn a_workload_controller_writing_what_it_controls_inherits_the_owners_violations() {
         let s = set("");
         // The ReplicaSet controller creates a Pod from its template: inherited, with a warning.
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+        );
         let (_, d, _) = decide(&s, &body);
         assert!(d.allowed, "{d:?}");
         assert_eq!(d.inherited_from.as_deref(), Some("ReplicaSet/web-7d9f"));
@@ -481,19 +481,37 @@ mod tests {
             d.warning_texts()
         );
         // Anyone else creating the same Pod is denied, owner reference or not.
-        for user in ["sre@codex-k8s.dev", "system:serviceaccount:codex-k8s-prod:default"] {
-            let body = review_by(user, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        for user in [
+            "sre@codex-k8s.dev",
+            "system:serviceaccount:codex-k8s-prod:default",
+        ] {
+            let body = review_by(
+                user,
+                "CREATE",
+                POD,
+                &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+            );
             assert!(!decide(&s, &body).1.allowed, "{user}");
         }
         // The controller writing a Pod it does not control (no controller reference): denied.
         let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(None));
         assert!(!decide(&s, &body).1.allowed);
         // An owner that is not a template-carrying workload does not count.
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ConfigMap", "c"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ConfigMap", "c"))),
+        );
         assert!(!decide(&s, &body).1.allowed);
         // Strict policies deny controllers too.
         let strict = set("policies:\n  build-ref: { allowExistingViolations: false }\n");
-        let body = review_by(RS_CONTROLLER, "CREATE", POD, &owned_pod(Some(("ReplicaSet", "web-7d9f"))));
+        let body = review_by(
+            RS_CONTROLLER,
+            "CREATE",
+            POD,
+            &owned_pod(Some(("ReplicaSet", "web-7d9f"))),
+        );
         assert!(!decide(&strict, &body).1.allowed);
         // The trusted users come from the config.
         let none = set("trustedControllers: []\n");
