@@ -121,6 +121,18 @@ fn text_only(command: &Command) -> Option<&'static str> {
 pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
     let g = &cli.global;
     let out = Output::new(g.output);
+    // Refused before any flow runs, so nothing is written for an output that cannot be shown.
+    if g.output == OutputFormat::Policyreport
+        && !matches!(
+            cli.command,
+            Command::Policy(crate::policy::PolicyCommand::Audit(_))
+        )
+    {
+        return Err(
+            Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
+                .with_help("use -o table, json or yaml"),
+        );
+    }
     if g.output != OutputFormat::Table
         && let Some(name) = text_only(&cli.command)
     {
@@ -145,6 +157,6 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
             crate::completion::cobra(&args).await;
             Ok(Verdict::Pass)
         }
-        Command::Policy(cmd) => crate::policy::run(cmd, out).await,
+        Command::Policy(cmd) => crate::policy::run(cmd, out, || g.connect()).await,
     }
 }

@@ -54,6 +54,29 @@ fn takes_value(a: &Arg) -> bool {
     a.get_action().takes_values()
 }
 
+/// The subcommand the typed words reach, whether the last word is a flag awaiting its value,
+/// and the subcommand names on the way (`["policy", "audit"]`).
+fn walk<'a>(root: &'a Command, words: &[String]) -> (&'a Command, bool, Vec<String>) {
+    let mut cmd = root;
+    let mut path = Vec::new();
+    let mut skip_value = false;
+    for w in words {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        if w.starts_with('-') {
+            skip_value = !w.contains('=') && find_flag(cmd, root, w).is_some_and(takes_value);
+            continue;
+        }
+        if let Some(sub) = cmd.find_subcommand(w) {
+            cmd = sub;
+            path.push(sub.get_name().to_string());
+        }
+    }
+    (cmd, skip_value, path)
+}
+
 /// Reads the words typed so far (pure): what is wanted, and the definition of the flag
 /// (of the subcommand typed) whose value it is.
 pub fn resolve(args: &[String]) -> (Want, Option<Arg>) {
@@ -62,21 +85,7 @@ pub fn resolve(args: &[String]) -> (Want, Option<Arg>) {
         Some((l, w)) => (l.as_str(), w),
         None => ("", &[][..]),
     };
-    let mut cmd = &root;
-    let mut skip_value = false;
-    for w in words {
-        if skip_value {
-            skip_value = false;
-            continue;
-        }
-        if w.starts_with('-') {
-            skip_value = !w.contains('=') && find_flag(cmd, &root, w).is_some_and(takes_value);
-            continue;
-        }
-        if let Some(sub) = cmd.find_subcommand(w) {
-            cmd = sub;
-        }
-    }
+    let (cmd, skip_value, _) = walk(&root, words);
     if skip_value && let Some(flag) = words.last().and_then(|w| find_flag(cmd, &root, w)) {
         let want = Want::Value {
             flag: flag.get_id().to_string(),
@@ -251,6 +260,19 @@ pub async fn answer(args: &[String]) -> (Vec<String>, u32) {
             NO_FILE_COMP,
         ),
         Some("namespace") => (namespaces(args).await, NO_FILE_COMP),
+        // `-o policyreport` is offered where it is accepted: `policy audit` only.
+        Some("output") => {
+            let root = crate::cli::Cli::command();
+            let (_, _, path) = walk(&root, args);
+            let audit = path == ["policy", "audit"];
+            (
+                crate::output::OutputFormat::names()
+                    .into_iter()
+                    .filter(|n| audit || n != "policyreport")
+                    .collect(),
+                NO_FILE_COMP,
+            )
+        }
         _ if !arg.get_possible_values().is_empty() => (
             arg.get_possible_values()
                 .iter()
@@ -341,6 +363,14 @@ mod tests {
         assert_eq!(
             answer(&s(&["smoke", "-o", ""])).await,
             (s(&["table", "json", "yaml"]), NO_FILE_COMP)
+        );
+        assert_eq!(
+            answer(&s(&["policy", "audit", "-o", ""])).await.0,
+            s(&["table", "json", "yaml", "policyreport"])
+        );
+        assert_eq!(
+            answer(&s(&["policy", "check", "-o", "p"])).await.0,
+            Vec::<String>::new()
         );
         assert_eq!(
             answer(&s(&["smoke", "--output=y"])).await.0,

@@ -5,18 +5,18 @@ use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report};
+use ck8s_policy_api::GroupVersionKind;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
     ConfigMap, LimitRange, Namespace, Pod, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LabelsArgs {
@@ -40,77 +40,125 @@ pub struct Finding {
     pub name: String,
     pub labels: Vec<String>,
     pub annotations: Vec<String>,
+    /// Field paths of legacy keys in the object's pod templates / job templates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
+    /// Template label paths the (immutable) selector uses: no patch can move them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub blocked: Vec<String>,
+    /// `Kind/name` of the workload to fix instead, for an object a controller owns (a Pod
+    /// of a ReplicaSet of a Deployment names the Deployment): never patched itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
     #[serde(skip)]
     pub patch: serde_json::Value,
 }
 
-fn legacy(map: &Option<BTreeMap<String, String>>) -> Vec<String> {
-    map.iter()
-        .flatten()
-        .map(|(k, _)| k)
-        .filter(|k| k.starts_with(LEGACY_LABEL_PREFIX))
-        .cloned()
-        .collect()
-}
-
-/// The merge patch moving every legacy key to its `codex-k8s.dev/` twin (an existing twin keeps its value).
-pub fn fix_patch(meta: &ObjectMeta) -> serde_json::Value {
-    let moved = |map: &Option<BTreeMap<String, String>>| {
-        let mut out = serde_json::Map::new();
-        for (k, v) in map
-            .iter()
-            .flatten()
-            .filter(|(k, _)| k.starts_with(LEGACY_LABEL_PREFIX))
-        {
-            out.insert(k.clone(), serde_json::Value::Null);
-            let new = format!("{LABEL_PREFIX}{}", &k[LEGACY_LABEL_PREFIX.len()..]);
-            if !map.iter().flatten().any(|(k2, _)| *k2 == new) {
-                out.insert(new, v.clone().into());
+/// Pure: the finding for one object (its JSON), if it carries legacy keys, by the walkers the
+/// legacy-labels policy uses. `owners` resolves a controller to its own controller, so an
+/// owned object names the workload at the top of the chain.
+pub fn inspect(
+    gvk: &GroupVersionKind,
+    object: &serde_json::Value,
+    owners: &Owners,
+) -> Result<Option<Finding>, String> {
+    let Some(found) = crate::legacy::find(gvk, object)? else {
+        return Ok(None);
+    };
+    let meta = &object["metadata"];
+    let namespace = meta["namespace"].as_str().map(str::to_string);
+    let owner = found.owner.map(|(mut kind, mut name)| {
+        let ns = namespace.clone().unwrap_or_default();
+        // At most two hops: Pod -> ReplicaSet -> Deployment, Pod -> Job -> CronJob.
+        for _ in 0..2 {
+            match owners.get(&(kind.clone(), ns.clone(), name.clone())) {
+                Some((k, n)) => (kind, name) = (k.clone(), n.clone()),
+                None => break,
             }
         }
-        out
-    };
-    let mut metadata = serde_json::Map::new();
-    for (field, map) in [("labels", &meta.labels), ("annotations", &meta.annotations)] {
-        let m = moved(map);
-        if !m.is_empty() {
-            metadata.insert(field.into(), m.into());
-        }
-    }
-    serde_json::json!({ "metadata": metadata })
+        format!("{kind}/{name}")
+    });
+    Ok(Some(Finding {
+        kind: gvk.kind.clone(),
+        namespace,
+        name: meta["name"].as_str().unwrap_or_default().to_string(),
+        labels: found.labels,
+        annotations: found.annotations,
+        templates: found.templates,
+        blocked: found.blocked,
+        owner,
+        patch: found.patch,
+    }))
 }
 
-/// Pure: the finding for one object, if it carries legacy keys.
-pub fn inspect(kind: &str, meta: &ObjectMeta) -> Option<Finding> {
-    let (labels, annotations) = (legacy(&meta.labels), legacy(&meta.annotations));
-    if labels.is_empty() && annotations.is_empty() {
-        return None;
-    }
-    Some(Finding {
-        kind: kind.into(),
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone().unwrap_or_default(),
-        labels,
-        annotations,
-        patch: fix_patch(meta),
-    })
-}
+/// `(kind, namespace, name)` of a ReplicaSet or Job -> `(kind, name)` of its controller.
+pub type Owners = std::collections::HashMap<(String, String, String), (String, String)>;
 
-async fn scan<K>(ctx: &Ctx) -> Result<Vec<Finding>, Failure>
+/// Every object of kind `K` as JSON, with its group/version/kind: whole objects for the
+/// workloads (their templates are scanned), metadata only for the rest.
+async fn list<K>(
+    ctx: &Ctx,
+    whole: bool,
+) -> Result<Vec<(GroupVersionKind, serde_json::Value)>, Failure>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Serialize,
 {
     let plural = K::plural(&()).to_string();
-    let list = ctx
-        .all::<K>()
-        .list_metadata(&ListParams::default())
-        .await
-        .map_err(|e| ctx.err("list", &plural, None, e))?;
-    Ok(list
-        .items
+    let gvk = GroupVersionKind {
+        group: K::group(&()).to_string(),
+        version: K::version(&()).to_string(),
+        kind: K::kind(&()).to_string(),
+    };
+    let err = |e| ctx.err("list", &plural, None, e);
+    let objects: Vec<serde_json::Value> = if whole {
+        let list = ctx
+            .all::<K>()
+            .list(&ListParams::default())
+            .await
+            .map_err(err)?;
+        list.items
+            .iter()
+            .map(|o| serde_json::to_value(o).map_err(|e| Failure::usage(e.to_string())))
+            .collect::<Result<_, _>>()?
+    } else {
+        let list = ctx
+            .all::<K>()
+            .list_metadata(&ListParams::default())
+            .await
+            .map_err(err)?;
+        list.items
+            .iter()
+            .map(|o| serde_json::json!({ "metadata": o.metadata }))
+            .collect()
+    };
+    Ok(objects.into_iter().map(|o| (gvk.clone(), o)).collect())
+}
+
+/// The findings among `objects`, owned objects naming the workload to fix.
+pub fn findings(
+    objects: &[(GroupVersionKind, serde_json::Value)],
+) -> Result<Vec<Finding>, Failure> {
+    let owners: Owners = objects
         .iter()
-        .filter_map(|o| inspect(&K::kind(&()), &o.metadata))
-        .collect())
+        .filter(|(g, _)| matches!(g.kind.as_str(), "ReplicaSet" | "Job"))
+        .filter_map(|(g, o)| {
+            let (kind, name) = crate::legacy::controller(o)?;
+            let m = &o["metadata"];
+            let s = |k: &str| m[k].as_str().unwrap_or("").to_string();
+            Some(((g.kind.clone(), s("namespace"), s("name")), (kind, name)))
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (gvk, o) in objects {
+        if let Some(f) = inspect(gvk, o, &owners).map_err(Failure::usage)? {
+            out.push(f);
+        }
+    }
+    Ok(out)
 }
 
 async fn fix<K>(ctx: &Ctx, f: &Finding) -> Result<(), Failure>
@@ -128,27 +176,28 @@ where
     Ok(())
 }
 
-async fn scan_objects(ctx: &Ctx) -> Result<Vec<Finding>, Failure> {
+async fn scan_objects(ctx: &Ctx) -> Result<Vec<(GroupVersionKind, serde_json::Value)>, Failure> {
     let r = futures::join!(
-        scan::<Deployment>(ctx),
-        scan::<StatefulSet>(ctx),
-        scan::<DaemonSet>(ctx),
-        scan::<Job>(ctx),
-        scan::<CronJob>(ctx),
-        scan::<Pod>(ctx),
-        scan::<Service>(ctx),
-        scan::<ConfigMap>(ctx),
-        scan::<Secret>(ctx),
-        scan::<ServiceAccount>(ctx),
-        scan::<Role>(ctx),
-        scan::<RoleBinding>(ctx),
-        scan::<ResourceQuota>(ctx),
-        scan::<LimitRange>(ctx),
-        scan::<Ingress>(ctx),
+        list::<Deployment>(ctx, true),
+        list::<StatefulSet>(ctx, true),
+        list::<DaemonSet>(ctx, true),
+        list::<ReplicaSet>(ctx, true),
+        list::<Job>(ctx, true),
+        list::<CronJob>(ctx, true),
+        list::<Pod>(ctx, false),
+        list::<Service>(ctx, false),
+        list::<ConfigMap>(ctx, false),
+        list::<Secret>(ctx, false),
+        list::<ServiceAccount>(ctx, false),
+        list::<Role>(ctx, false),
+        list::<RoleBinding>(ctx, false),
+        list::<ResourceQuota>(ctx, false),
+        list::<LimitRange>(ctx, false),
+        list::<Ingress>(ctx, false),
     );
     let mut all = Vec::new();
     for part in [
-        r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14,
+        r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14, r.15,
     ] {
         all.extend(part?);
     }
@@ -167,6 +216,7 @@ async fn apply_fix(ctx: &Ctx, f: &Finding) -> Result<(), Failure> {
         "Deployment" => fix::<Deployment>(ctx, f).await,
         "StatefulSet" => fix::<StatefulSet>(ctx, f).await,
         "DaemonSet" => fix::<DaemonSet>(ctx, f).await,
+        "ReplicaSet" => fix::<ReplicaSet>(ctx, f).await,
         "Job" => fix::<Job>(ctx, f).await,
         "CronJob" => fix::<CronJob>(ctx, f).await,
         "Pod" => fix::<Pod>(ctx, f).await,
@@ -192,22 +242,94 @@ fn object_id(f: &Finding) -> String {
 
 pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     let progress = ctx.progress("labels: scanning for legacy keys");
-    let mut findings = scan::<Namespace>(ctx).await?;
+    let mut objects = list::<Namespace>(ctx, false).await?;
     if args.objects {
-        findings.extend(scan_objects(ctx).await?);
+        objects.extend(scan_objects(ctx).await?);
     }
+    let findings = findings(&objects)?;
     drop(progress);
     let mut checks = Vec::new();
     let mut plan = Vec::new();
+    // Whether this run rewrites the workload `owner` in `namespace`.
+    let fixed_here = |owner: &str, namespace: &Option<String>| {
+        args.fix
+            && findings.iter().any(|f| {
+                f.owner.is_none()
+                    && f.namespace == *namespace
+                    && f.patch.as_object().is_some_and(|p| !p.is_empty())
+                    && format!("{}/{}", f.kind, f.name) == owner
+            })
+    };
+    // Whether `owner` in `namespace` was listed and carries no legacy key (already fixed).
+    let clean_owner = |owner: &str, namespace: &Option<String>| {
+        let listed = objects.iter().any(|(g, o)| {
+            format!(
+                "{}/{}",
+                g.kind,
+                o["metadata"]["name"].as_str().unwrap_or("")
+            ) == owner
+                && o["metadata"]["namespace"].as_str() == namespace.as_deref()
+        });
+        listed
+            && !findings
+                .iter()
+                .any(|f| f.namespace == *namespace && format!("{}/{}", f.kind, f.name) == owner)
+    };
     for f in &findings {
         let keys = f
             .labels
             .iter()
             .chain(&f.annotations)
+            .chain(&f.templates)
             .cloned()
             .collect::<Vec<_>>()
             .join(", ");
         let id = format!("labels.{}", object_id(f));
+        let movable = f.patch.as_object().is_some_and(|p| !p.is_empty());
+        if let Some(owner) = &f.owner {
+            // A controller's object is rewritten by the controller, from its owner's template.
+            let check = if fixed_here(owner, &f.namespace) && !args.dry_run {
+                Check::warn(
+                    id,
+                    format!(
+                        "legacy keys: {keys}; its owner {owner} was rewritten, the controller replaces this object"
+                    ),
+                )
+            } else if clean_owner(owner, &f.namespace) {
+                // An old ReplicaSet is kept as rollout history until revisionHistoryLimit
+                // drops it; an old Job until the CronJob's history limit does.
+                Check::warn(
+                    id,
+                    format!(
+                        "legacy keys: {keys}; its owner {owner} has none left, the controller replaces or prunes this object"
+                    ),
+                )
+            } else {
+                Check::fail(
+                    id,
+                    format!("legacy keys: {keys} (owned by {owner}: not patched)"),
+                )
+            };
+            checks.push(check.remedy(format!(
+                "fix the owner {owner}: kubectl ck8s labels --objects --fix rewrites its template; never patch an object a controller owns"
+            )));
+            continue;
+        }
+        if !f.blocked.is_empty() {
+            checks.push(
+                Check::fail(
+                    format!("{id}.selector"),
+                    format!("the selector uses legacy keys: {}", f.blocked.join(", ")),
+                )
+                .remedy(format!(
+                    "a selector is immutable: recreate {}/{} with {LABEL_PREFIX} keys in its selector and template",
+                    f.kind, f.name
+                )),
+            );
+        }
+        if !movable {
+            continue;
+        }
         if args.fix && !args.dry_run {
             apply_fix(ctx, f).await?;
             checks.push(Check::pass(id, format!("rewrote {keys} to {LABEL_PREFIX}")));
@@ -251,31 +373,68 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn meta(labels: serde_json::Value) -> ObjectMeta {
-        serde_json::from_value(json!({"name": "run-1", "labels": labels})).unwrap()
+    fn ns(labels: serde_json::Value) -> (GroupVersionKind, serde_json::Value) {
+        let gvk = GroupVersionKind {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Namespace".into(),
+        };
+        (
+            gvk,
+            json!({"metadata": {"name": "run-1", "labels": labels}}),
+        )
     }
 
     #[test]
     fn finds_legacy_keys_only() {
-        assert!(
-            inspect(
-                "Namespace",
-                &meta(json!({"codex-k8s.dev/managed-by": "codex-k8s-worker"}))
-            )
-            .is_none()
-        );
-        let f = inspect("Namespace", &meta(json!({"codexk8s.io/run-id": "42"}))).unwrap();
-        assert_eq!(f.labels, vec!["codexk8s.io/run-id"]);
+        let clean = ns(json!({"codex-k8s.dev/managed-by": "codex-k8s-worker"}));
+        assert!(findings(&[clean]).unwrap().is_empty());
+        let f = findings(&[ns(json!({"codexk8s.io/run-id": "42"}))]).unwrap();
+        assert_eq!(f[0].labels, vec!["codexk8s.io/run-id"]);
     }
 
     #[test]
     fn fix_moves_keys_and_keeps_existing_twins() {
-        let m = meta(
+        let o = ns(
             json!({"codexk8s.io/run-id": "42", "codexk8s.io/managed-by": "old", "codex-k8s.dev/managed-by": "codex-k8s-worker"}),
         );
         assert_eq!(
-            fix_patch(&m),
+            findings(&[o]).unwrap()[0].patch,
             json!({"metadata": {"labels": {"codexk8s.io/run-id": null, "codex-k8s.dev/run-id": "42", "codexk8s.io/managed-by": null}}})
         );
+    }
+
+    #[test]
+    fn owned_objects_name_the_workload_at_the_top() {
+        let g = |group: &str, kind: &str| GroupVersionKind {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+        };
+        let owned =
+            |kind: &str, name: &str| json!([{"kind": kind, "name": name, "controller": true}]);
+        let objects = vec![
+            (
+                g("apps", "ReplicaSet"),
+                json!({"metadata": {"name": "w-1", "namespace": "p", "ownerReferences": owned("Deployment", "w")},
+                "spec": {"template": {"metadata": {"labels": {"codexk8s.io/a": "1"}}}}}),
+            ),
+            (
+                g("", "Pod"),
+                json!({"metadata": {"name": "w-1-x", "namespace": "p", "labels": {"codexk8s.io/a": "1"}, "ownerReferences": owned("ReplicaSet", "w-1")}}),
+            ),
+            (
+                g("", "Pod"),
+                json!({"metadata": {"name": "bare", "namespace": "p", "labels": {"codexk8s.io/a": "1"}}}),
+            ),
+        ];
+        let f = findings(&objects).unwrap();
+        assert_eq!(f[0].owner.as_deref(), Some("Deployment/w"));
+        assert_eq!(
+            f[0].templates,
+            ["spec.template.metadata.labels[codexk8s.io/a]"]
+        );
+        assert_eq!(f[1].owner.as_deref(), Some("Deployment/w"));
+        assert_eq!(f[2].owner, None);
     }
 }

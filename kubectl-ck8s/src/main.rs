@@ -12,6 +12,7 @@ mod diagnose;
 mod exit;
 mod gc;
 mod labels;
+mod legacy;
 mod mitigate;
 mod names;
 mod output;

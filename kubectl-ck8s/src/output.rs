@@ -6,6 +6,9 @@ pub enum OutputFormat {
     Table,
     Json,
     Yaml,
+    /// `wgpolicyk8s.io/v1alpha2` PolicyReport objects: `policy audit` only.
+    #[value(name = "policyreport")]
+    Policyreport,
 }
 
 impl OutputFormat {
@@ -23,6 +26,10 @@ impl OutputFormat {
     pub fn print_structured<T: serde::Serialize>(self, value: &T) -> Option<Result<(), String>> {
         match self {
             OutputFormat::Table => None,
+            OutputFormat::Policyreport => Some(Err(
+                "-o policyreport is for `kubectl ck8s policy audit`; use -o json or -o yaml here"
+                    .to_string(),
+            )),
             OutputFormat::Json => Some(
                 serde_json::to_string_pretty(value)
                     .map(|s| println!("{s}"))

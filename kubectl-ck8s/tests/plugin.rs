@@ -1041,6 +1041,8 @@ fn every_command_json_matches_the_report_schema() {
         vec!["policy", "inspect", "builtin:build-ref"],
         vec!["policy", "list"],
         vec!["policy", "webhook-rules"],
+        vec!["policy", "audit"],
+        vec!["policy", "audit", "--exit-zero"],
     ];
     for args in &commands {
         if args[0] == "gc" && args[1] == "run" {

@@ -4,11 +4,12 @@
 //! `/apis/<group>/<version>`), get, list (labelSelector, fieldSelector on metadata.name /
 //! metadata.namespace, Table and PartialObjectMetadata views), watch (held open, no events),
 //! create (POST; uid/creationTimestamp/resourceVersion; 409 AlreadyExists), patch (merge and
-//! strategic-merge as a JSON merge patch; `dryRun=All` honoured; a Deployment's generation
-//! goes up when its spec changes), pod logs (per container, `previous`, tailLines,
-//! sinceSeconds, timestamps; 400 without `container` for a pod of several containers, as the
-//! real server) and `Status` error bodies (404, 403 for a deny-list, 409, 415, 503 for
-//! injected transient failures).
+//! strategic-merge as a JSON merge patch; server-side apply by one field manager as
+//! create-or-replace; `dryRun=All` honoured; a Deployment's generation goes up when its spec
+//! changes), paged lists (`limit`/`continue`), pod logs (per container, `previous`,
+//! tailLines, sinceSeconds, timestamps; 400 without `container` for a pod of several
+//! containers, as the real server) and `Status` error bodies (404, 403 for a deny-list, 409,
+//! 415, 503 for injected transient failures and for an unavailable API group's discovery).
 //! Every request is recorded so tests can assert what the client did (and did not) write.
 //!
 //! It is not a controller manager: nothing reconciles. The exceptions, opt-in, are
@@ -190,6 +191,33 @@ pub const RESOURCES: &[Resource] = &[
         true,
         &[],
     ),
+    r(
+        "admissionregistration.k8s.io",
+        "v1",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        "ValidatingWebhookConfiguration",
+        false,
+        &[],
+    ),
+    r(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "policyreports",
+        "policyreport",
+        "PolicyReport",
+        true,
+        &["polr"],
+    ),
+    r(
+        "wgpolicyk8s.io",
+        "v1alpha2",
+        "clusterpolicyreports",
+        "clusterpolicyreport",
+        "ClusterPolicyReport",
+        false,
+        &["cpolr"],
+    ),
 ];
 
 impl Resource {
@@ -222,6 +250,8 @@ pub struct Recorded {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// The `Accept` header: `as=PartialObjectMetadataList` marks a metadata-only list.
+    pub accept: String,
 }
 
 impl Recorded {
@@ -252,6 +282,8 @@ struct State {
     roll_out: bool,
     /// `(verb, resource, n)`: the next n such requests answer 503.
     failures: Vec<(String, String, usize)>,
+    /// API groups whose discovery answers 503, like an aggregated API that is down.
+    unavailable_groups: Vec<String>,
 }
 
 /// A running test API server; stops when dropped.
@@ -485,6 +517,16 @@ impl TestApiServer {
             .unwrap()
             .failures
             .push((verb.into(), resource.into(), n));
+    }
+
+    /// Discovery of `group` (`/apis/<group>/...`) answers 503 ServiceUnavailable, as the API
+    /// server does for an aggregated API whose backend is down.
+    pub fn unavailable_group(&self, group: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .unavailable_groups
+            .push(group.into());
     }
 
     /// New Jobs named `prefix*` complete at once; their pod logs `log`.
@@ -724,16 +766,16 @@ fn discovery(path: &str, addr: &str) -> Option<Value> {
         );
     }
     if trimmed == "/apis" {
-        let mut groups: Vec<&str> = RESOURCES
+        let mut groups: Vec<(&str, &str)> = RESOURCES
             .iter()
-            .map(|r| r.group)
-            .filter(|g| !g.is_empty())
+            .map(|r| (r.group, r.version))
+            .filter(|(g, _)| !g.is_empty())
             .collect();
         groups.dedup();
         let groups: Vec<Value> = groups
             .iter()
-            .map(|g| {
-                let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            .map(|(g, v)| {
+                let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
                 json!({"name": g, "versions": [gv], "preferredVersion": gv})
             })
             .collect();
@@ -808,12 +850,31 @@ async fn handle(
         method: method.to_string(),
         path: path.clone(),
         query: query.clone(),
+        accept: headers
+            .get(header::ACCEPT)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
     });
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1")
         .to_string();
+    let unavailable = {
+        let st = state.lock().unwrap();
+        st.unavailable_groups
+            .iter()
+            .any(|g| path.starts_with(&format!("/apis/{g}/")) || path == format!("/apis/{g}"))
+    };
+    if unavailable {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            "the server is currently unable to handle the request".into(),
+            json!({}),
+        );
+    }
     if method == Method::GET
         && let Some(d) = discovery(&path, &host)
     {
@@ -934,7 +995,39 @@ async fn handle(
                 .filter(|o| q.get("fieldSelector").is_none_or(|s| fields_match(s, o)))
                 .cloned()
                 .collect();
-            let meta = json!({"resourceVersion": st.rv.to_string()});
+            let mut meta = json!({"resourceVersion": st.rv.to_string()});
+            // Paging: `limit` items from the offset the `continue` token carries, in the
+            // store's order (the real server's order is by key; clients must not rely on it).
+            let mut items = items;
+            if let Some(limit) = q
+                .get("limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .filter(|&l| l > 0)
+            {
+                let from = match q.get("continue").filter(|c| !c.is_empty()) {
+                    Some(token) => match token
+                        .strip_prefix("offset-")
+                        .and_then(|o| o.parse::<usize>().ok())
+                    {
+                        Some(from) => from,
+                        None => {
+                            return status(
+                                StatusCode::BAD_REQUEST,
+                                "BadRequest",
+                                format!("invalid continue token {token:?}"),
+                                json!({}),
+                            );
+                        }
+                    },
+                    None => 0,
+                };
+                let total = items.len();
+                items = items.into_iter().skip(from).take(limit).collect();
+                if from + limit < total {
+                    meta["continue"] = json!(format!("offset-{}", from + limit));
+                    meta["remainingItemCount"] = json!(total - from - limit);
+                }
+            }
             if accept.contains("as=Table") {
                 let rows: Vec<Value> = items.iter().map(|o| json!({"cells": [o["metadata"]["name"], o["metadata"]["creationTimestamp"]], "object": o})).collect();
                 let cols = json!([{"name": "Name", "type": "string", "format": "name", "description": "Name"}, {"name": "Created At", "type": "date", "format": "", "description": "creation"}]);
@@ -1146,6 +1239,73 @@ async fn handle(
                 st.objects.push(obj.clone());
             }
             ok_json(StatusCode::CREATED, &obj)
+        }
+        ("patch", None) if content_type.contains("apply-patch") => {
+            // Server-side apply by one field manager that owns every field it sends: the
+            // object is created, or its content replaced (metadata identity kept).
+            let name = t.name.clone().unwrap_or_default();
+            if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "PATCH with apply-patch requires a fieldManager".into(),
+                    json!({}),
+                );
+            }
+            // kube-rs sends JSON (which is YAML); kubectl may send YAML.
+            let mut obj: Value = match serde_yaml::from_slice::<Value>(&body) {
+                Ok(v) => v,
+                Err(e) => {
+                    return status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        format!("cannot decode the applied object: {e}"),
+                        json!({}),
+                    );
+                }
+            };
+            if obj["apiVersion"] != t.res.api_version().as_str()
+                || obj["kind"] != t.res.kind
+                || obj["metadata"]["name"] != name.as_str()
+            {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("the applied object is not {} {name}", t.res.qualified()),
+                    json!({}),
+                );
+            }
+            if let Some(ns) = &t.namespace {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
+            st.rv += 1;
+            let rv = st.rv;
+            obj["metadata"]["resourceVersion"] = json!(rv.to_string());
+            let existing = st
+                .objects
+                .iter()
+                .position(|o| in_scope(o) && o["metadata"]["name"] == name.as_str());
+            let code = match existing {
+                Some(idx) => {
+                    for k in ["uid", "creationTimestamp"] {
+                        obj["metadata"][k] = st.objects[idx]["metadata"][k].clone();
+                    }
+                    if !dry_run {
+                        st.objects[idx] = obj.clone();
+                    }
+                    StatusCode::OK
+                }
+                None => {
+                    obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
+                    obj["metadata"]["creationTimestamp"] =
+                        json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                    if !dry_run {
+                        st.objects.push(obj.clone());
+                    }
+                    StatusCode::CREATED
+                }
+            };
+            ok_json(code, &obj)
         }
         ("patch", None) => {
             let name = t.name.clone().unwrap_or_default();

@@ -27,6 +27,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
 };
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, PodSpec, Secret, Service, ServiceAccount,
 };
@@ -235,6 +236,7 @@ enum Object {
     Secret(Secret),
     Service(Service),
     Deployment(Box<Deployment>),
+    CronJob(Box<CronJob>),
     PodDisruptionBudget(PodDisruptionBudget),
     NetworkPolicy(NetworkPolicy),
     ValidatingWebhookConfiguration(ValidatingWebhookConfiguration),
@@ -339,6 +341,7 @@ fn parse(mut doc: Value) -> Object {
         ("v1", "Secret") => Object::Secret(strict(&doc)),
         ("v1", "Service") => Object::Service(strict(&doc)),
         ("apps/v1", "Deployment") => Object::Deployment(Box::new(strict(&doc))),
+        ("batch/v1", "CronJob") => Object::CronJob(Box::new(strict(&doc))),
         ("policy/v1", "PodDisruptionBudget") => Object::PodDisruptionBudget(strict(&doc)),
         ("networking.k8s.io/v1", "NetworkPolicy") => Object::NetworkPolicy(strict(&doc)),
         ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
@@ -1336,6 +1339,7 @@ fn rbac_for_plugin_users() {
         // labels --objects
         ("ck8s-reader", "list", "apps/statefulsets", "", true),
         ("ck8s-reader", "list", "apps/daemonsets", "", true),
+        ("ck8s-reader", "list", "apps/replicasets", "", true),
         ("ck8s-labels-secrets", "list", "/secrets", "", true),
         // gc status, diagnose
         (
@@ -1376,6 +1380,8 @@ fn rbac_for_plugin_users() {
             "x",
             true,
         ),
+        ("ck8s-operator", "patch", "apps/replicasets", "x", true),
+        ("ck8s-operator", "patch", "batch/cronjobs", "x", true),
         ("ck8s-labels-secrets", "patch", "/secrets", "x", true),
         ("ck8s-labels-secrets", "patch", "/configmaps", "x", true),
         // mitigate
@@ -1536,4 +1542,240 @@ fn union_of_rules_keeps_exactly_what_the_policies_match() {
         .chain([rule(&["*"], &["*"])])
         .collect();
     assert_eq!(union_of_rules(&with_everything), vec![rule(&["*"], &["*"])]);
+}
+
+/// The optional in-cluster audit (deploy/components/audit) on top of an overlay: it renders,
+/// mounts the webhook's own config, runs restricted, and its ClusterRole lists exactly the
+/// kinds the policies judge and writes nothing but policy reports.
+#[test]
+fn audit_component_renders_with_least_privilege() {
+    let Some(kubectl) = kubectl() else { return };
+    let tmp = copy_deploy();
+    write_test_certs(&tmp.path().join("deploy/overlays/self-signed"));
+    let dir = tmp.path().join("deploy/overlays/with-audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../self-signed\ncomponents:\n  - ../../components/audit\n",
+    )
+    .unwrap();
+    let rendered = Rendered::new(render(&kubectl, &dir));
+    // The overlay underneath keeps every safety property of the webhook.
+    assert_safe_webhook(&rendered, "self-signed");
+
+    let cronjobs: Vec<&CronJob> = rendered
+        .objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::CronJob(c) => Some(c.as_ref()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cronjobs.len(), 1, "one CronJob");
+    let cj = cronjobs[0];
+    assert_eq!(cj.metadata.name.as_deref(), Some("ck8s-audit"));
+    assert_eq!(cj.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let spec = cj.spec.as_ref().unwrap();
+    assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+    let pod = spec
+        .job_template
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    assert_restricted(pod);
+    assert_eq!(pod.service_account_name.as_deref(), Some("ck8s-audit"));
+    let c = container(pod);
+    // The plugin's own image: the webhook's stays the webhook binary alone.
+    assert_eq!(
+        c.image.as_deref(),
+        Some("ghcr.io/codex-k8s/kubectl-ck8s:0.1.0")
+    );
+    assert_eq!(
+        c.command.as_deref(),
+        Some(&["/usr/local/bin/kubectl-ck8s".to_string()][..])
+    );
+    let args = c.args.clone().unwrap();
+    assert_eq!(args[..3], ["policy", "audit", "--apply"], "{args:?}");
+    // The webhook's own --config: the generated (hashed) ConfigMap, its key mounted.
+    let config = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--config="))
+        .expect("--config=FILE");
+    let webhook_config = check_config_arg(&rendered, pod, c, Path::new(config));
+    let deployment_pod = rendered
+        .deployment()
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let dc = container(deployment_pod);
+    let served = dc
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--config="))
+        .unwrap();
+    assert_eq!(
+        webhook_config,
+        check_config_arg(&rendered, deployment_pod, dc, Path::new(served)),
+        "the audit reads the config the webhook serves"
+    );
+    let cache = c
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "CK8S_CACHE_DIR")
+        .and_then(|e| e.value.clone())
+        .expect("CK8S_CACHE_DIR");
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == cache
+                && pod
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .any(|v| v.name == m.name && v.empty_dir.is_some())),
+        "the artifact cache is an emptyDir (read-only root filesystem)"
+    );
+
+    // RBAC: its own ServiceAccount, bound to its own ClusterRole.
+    let sa = rendered.objects.iter().find_map(|o| match o {
+        Object::ServiceAccount(s) if s.metadata.name.as_deref() == Some("ck8s-audit") => Some(s),
+        _ => None,
+    });
+    assert_eq!(
+        sa.expect("ServiceAccount ck8s-audit")
+            .metadata
+            .namespace
+            .as_deref(),
+        Some(NAMESPACE)
+    );
+    let binding = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRoleBinding(b) if b.metadata.name.as_deref() == Some("ck8s-audit") => {
+                Some(b)
+            }
+            _ => None,
+        })
+        .expect("ClusterRoleBinding ck8s-audit");
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, "ck8s-audit");
+    let subjects = binding.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            subjects[0].namespace.as_deref()
+        ),
+        ("ServiceAccount", "ck8s-audit", Some(NAMESPACE))
+    );
+    let role = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRole(r) if r.metadata.name.as_deref() == Some("ck8s-audit") => Some(r),
+            _ => None,
+        })
+        .expect("ClusterRole ck8s-audit");
+    let rules = role.rules.clone().unwrap_or_default();
+    // list: exactly the kinds the policies' rules name, and nothing but list.
+    let declared: Vec<NormalRule> = builtin_metadata()
+        .iter()
+        .flat_map(|m| m.rules.iter().map(NormalRule::from_policy))
+        .collect();
+    let judged: BTreeSet<(BTreeSet<String>, BTreeSet<String>)> = union_of_rules(&declared)
+        .into_iter()
+        .map(|r| (r.api_groups, r.resources))
+        .collect();
+    let set = |v: &Option<Vec<String>>| v.iter().flatten().cloned().collect::<BTreeSet<String>>();
+    let listed: BTreeSet<(BTreeSet<String>, BTreeSet<String>)> = rules
+        .iter()
+        .filter(|r| r.verbs.iter().any(|v| v == "list"))
+        .map(|r| {
+            assert_eq!(r.verbs, ["list"], "list rules grant only list: {r:?}");
+            assert!(r.resource_names.is_none());
+            (set(&r.api_groups), set(&r.resources))
+        })
+        .collect();
+    assert_eq!(listed, judged, "list on exactly the judged kinds");
+    for r in rules
+        .iter()
+        .filter(|r| !r.verbs.iter().any(|v| v == "list"))
+    {
+        let groups = set(&r.api_groups);
+        let resources = set(&r.resources);
+        if groups == BTreeSet::from(["wgpolicyk8s.io".to_string()]) {
+            assert_eq!(
+                resources,
+                BTreeSet::from([
+                    "clusterpolicyreports".to_string(),
+                    "policyreports".to_string()
+                ])
+            );
+            assert_eq!(
+                set(&Some(r.verbs.clone())),
+                BTreeSet::from(["create", "get", "patch"].map(String::from))
+            );
+        } else {
+            assert_eq!(
+                groups,
+                BTreeSet::from(["admissionregistration.k8s.io".to_string()]),
+                "{r:?}"
+            );
+            assert_eq!(
+                resources,
+                BTreeSet::from(["validatingwebhookconfigurations".to_string()])
+            );
+            assert_eq!(r.verbs, ["get"]);
+            assert_eq!(r.resource_names.as_deref(), Some(&[NAME.to_string()][..]));
+        }
+    }
+}
+
+/// The ConfigMap name and key behind a `--config` path of a container, checked to exist.
+fn check_config_arg(
+    rendered: &Rendered,
+    pod: &PodSpec,
+    c: &Container,
+    path: &Path,
+) -> (String, String) {
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter(|m| path.starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())
+        .unwrap_or_else(|| panic!("{} is inside a volume mount", path.display()));
+    let cm_name = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.config_map.clone())
+        .expect("config from a ConfigMap")
+        .name;
+    let key = path.file_name().unwrap().to_str().unwrap().to_string();
+    let cm = rendered.config_map(&cm_name);
+    assert_eq!(
+        cm.metadata.name.as_deref(),
+        Some(cm_name.as_str()),
+        "the generated name itself"
+    );
+    assert!(
+        cm.data.as_ref().unwrap().contains_key(&key),
+        "{cm_name} has {key}"
+    );
+    (cm_name, key)
 }

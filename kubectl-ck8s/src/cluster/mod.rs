@@ -31,6 +31,9 @@ pub struct Ctx {
     pub out: Output,
     /// The production domain (`--domain` / `CODEXK8S_PRODUCTION_DOMAIN`).
     pub domain: Option<String>,
+    /// `--request-timeout`: the bound of one server request (and of a step made of several
+    /// that the client would otherwise retry for minutes, as discovery of one API group).
+    pub request_timeout: Duration,
 }
 
 /// The kubeconfig `--kubeconfig` names (or the default chain), with a missing file named.
@@ -59,10 +62,22 @@ pub async fn connect(
         Some(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await,
         None => Config::from_kubeconfig(&options).await,
     };
-    let mut config = config.map_err(|e| {
-        Failure::usage(format!("cannot load the kubeconfig: {e}"))
-            .with_help("pass --kubeconfig FILE and --context NAME, as for kubectl")
-    })?;
+    let mut config = match config {
+        Ok(config) => config,
+        // No kubeconfig inside a pod (the audit CronJob): its ServiceAccount, as kubectl does.
+        Err(_)
+            if opts.kubeconfig.is_none()
+                && opts.context.is_none()
+                && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+        {
+            Config::incluster()
+                .map_err(|e| Failure::usage(format!("cannot use the pod's service account: {e}")))?
+        }
+        Err(e) => {
+            return Err(Failure::usage(format!("cannot load the kubeconfig: {e}"))
+                .with_help("pass --kubeconfig FILE and --context NAME, as for kubectl"));
+        }
+    };
     config.read_timeout = Some(opts.request_timeout);
     config.write_timeout = Some(opts.request_timeout);
     config.connect_timeout = Some(opts.request_timeout.min(Duration::from_secs(10)));
@@ -75,6 +90,7 @@ pub async fn connect(
         server,
         out,
         domain,
+        request_timeout: opts.request_timeout,
     })
 }
 

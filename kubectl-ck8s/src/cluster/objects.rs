@@ -99,6 +99,12 @@ pub fn selector(s: &LabelSelector) -> Result<Selector, String> {
     Selector::try_from(s.clone()).map_err(|e| e.to_string())
 }
 
+/// Whether `labels` match `s` as the API server matches a webhook's `namespaceSelector` and
+/// `objectSelector`: an empty selector matches everything, one it would refuse nothing.
+pub fn matches(s: &LabelSelector, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    selector(s).is_ok_and(|sel| sel.matches(labels))
+}
+
 /// Whether `labels` are selected by `s` (an empty selector selects nothing, as a
 /// Deployment's never is).
 pub fn selects(

@@ -5,18 +5,21 @@
 //! passes here passes there:
 //!
 //! - `check`: judge manifests offline (CI, pre-commit), exit 1 on a denial;
+//! - `audit`: judge what is already in the cluster, as PolicyReports if asked;
 //! - `test`: run YAML test suites (`*.ck8s-test.yaml`) against built `.wasm` files;
 //! - `new`: scaffold a policy crate that builds to `.wasm` with one command;
 //! - `inspect`: what a `.wasm` declares and whether it loads within the limits;
 //! - `webhook-rules`: the `ValidatingWebhookConfiguration` rules all policies need;
 //! - `list`: the policies in service.
 
+mod audit;
 mod check;
 mod inspect;
 mod manifests;
 mod scaffold;
 mod suite;
 
+use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::output::Output;
 use ck8s_policy_runtime::{LoadedPolicy, PolicySource, Runtime};
@@ -28,6 +31,9 @@ use std::sync::Arc;
 pub enum PolicyCommand {
     /// Evaluate manifests offline with the webhook's policies; exit 1 on any denial.
     Check(check::CheckArgs),
+    /// Judge what is in the cluster with the webhook's policies and config; exit 1 on any
+    /// violation. `-o policyreport` / `--apply`: wgpolicyk8s.io PolicyReports.
+    Audit(audit::AuditArgs),
     /// Run policy test suites (`*.ck8s-test.yaml`); exit 1 if a case fails.
     Test(suite::TestArgs),
     /// Scaffold a new policy crate that builds to `.wasm` with one command.
@@ -52,9 +58,19 @@ pub struct PolicySelection {
     pub no_builtin: bool,
 }
 
-pub async fn run(cmd: PolicyCommand, out: Output) -> Result<Verdict, Failure> {
+/// `connect` is called only by the subcommand that reads the cluster (`audit`); the others
+/// run offline.
+pub async fn run<F>(
+    cmd: PolicyCommand,
+    out: Output,
+    connect: impl FnOnce() -> F,
+) -> Result<Verdict, Failure>
+where
+    F: Future<Output = Result<Ctx, Failure>>,
+{
     match cmd {
         PolicyCommand::Check(args) => check::run(args, out),
+        PolicyCommand::Audit(args) => audit::run(args, &connect().await?).await,
         PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::New(args) => scaffold::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args, out),

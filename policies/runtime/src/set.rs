@@ -149,62 +149,58 @@ impl PolicySet {
             })
             .collect();
         let mut results = self.run(subject, &inspects);
-        let mut kept: Vec<Vec<Violation>> = self.entries.iter().map(|_| Vec::new()).collect();
+        // Built only on the ratchet path: a request without violations allocates nothing more.
+        let mut kept: Vec<Vec<Violation>> = Vec::new();
+        let mut inherited_from = None;
         // Deny policies that let existing violations pass, and that found some here.
-        let ratchets: Vec<bool> = self
-            .entries
-            .iter()
-            .zip(&results)
-            .map(|(e, r)| {
-                e.config.mode == Mode::Deny
-                    && e.config.allow_existing_violations
-                    && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
-            })
-            .collect();
-        // A workload controller writing an object it controls copies its owner's template:
-        // the violations are the owner's, judged when the owner was written.
-        let inherited_from = if ratchets.contains(&true)
-            && self.trusted_controllers.iter().any(|u| u == subject.user)
-        {
-            subject.controller_owner()
-        } else {
-            None
+        let ratchets = |(e, r): (&Entry, &Option<Run>)| {
+            e.config.mode == Mode::Deny
+                && e.config.allow_existing_violations
+                && matches!(r, Some((Ok(v), _)) if !v.violations.is_empty())
         };
-        if inherited_from.is_some() {
-            for (i, r) in results.iter_mut().enumerate() {
-                if let (true, Some((Ok(v), _))) = (ratchets[i], r) {
-                    kept[i] = std::mem::take(&mut v.violations);
-                }
+        if self.entries.iter().zip(&results).any(ratchets) {
+            let ratchets: Vec<bool> = self.entries.iter().zip(&results).map(ratchets).collect();
+            kept = self.entries.iter().map(|_| Vec::new()).collect();
+            // A workload controller writing an object it controls copies its owner's template:
+            // the violations are the owner's, judged when the owner was written.
+            if self.trusted_controllers.iter().any(|u| u == subject.user) {
+                inherited_from = subject.controller_owner();
             }
-        } else if let Some(before) = subject.before()
-            && ratchets.contains(&true)
-        {
-            let old_results = self.run(&before, &ratchets);
-            let values = SecretValues::of_update(subject, &before);
-            for (i, old) in old_results.into_iter().enumerate() {
-                // An old object the policy could not judge keeps nothing: fail closed.
-                let Some((Ok(old), old_elapsed)) = old else {
-                    continue;
-                };
-                let Some((Ok(new), elapsed)) = &mut results[i] else {
-                    continue;
-                };
-                *elapsed += old_elapsed;
-                let (fresh, carried) = ratchet(
-                    std::mem::take(&mut new.violations),
-                    &old.violations,
-                    &values,
-                );
-                new.violations = fresh;
-                kept[i] = carried;
+            if inherited_from.is_some() {
+                for (i, r) in results.iter_mut().enumerate() {
+                    if let (true, Some((Ok(v), _))) = (ratchets[i], r) {
+                        kept[i] = std::mem::take(&mut v.violations);
+                    }
+                }
+            } else if let Some(before) = subject.before() {
+                let old_results = self.run(&before, &ratchets);
+                let values = SecretValues::of_update(subject, &before);
+                for (i, old) in old_results.into_iter().enumerate() {
+                    // An old object the policy could not judge keeps nothing: fail closed.
+                    let Some((Ok(old), old_elapsed)) = old else {
+                        continue;
+                    };
+                    let Some((Ok(new), elapsed)) = &mut results[i] else {
+                        continue;
+                    };
+                    *elapsed += old_elapsed;
+                    let (fresh, carried) = ratchet(
+                        std::mem::take(&mut new.violations),
+                        &old.violations,
+                        &values,
+                    );
+                    new.violations = fresh;
+                    kept[i] = carried;
+                }
             }
         }
         let outcomes = self
             .entries
             .iter()
             .zip(results)
-            .zip(kept)
-            .map(|((e, result), kept)| {
+            .enumerate()
+            .map(|(i, (e, result))| {
+                let kept = kept.get_mut(i).map(std::mem::take).unwrap_or_default();
                 let (result, elapsed) = match result {
                     None => (OutcomeResult::NotInspected, Duration::ZERO),
                     Some((Ok(v), t)) if v.violations.is_empty() => (OutcomeResult::Allowed, t),
