@@ -3,6 +3,7 @@
 # TLS with keep-alive, load generator (wrk, Debian package) on the same machine.
 #
 #   admission/bench/load.sh            # 10 s per run; DURATION=30s for longer runs
+#   BIN=/path/to/ck8s-admission admission/bench/load.sh   # another build, same load (no cargo build)
 #
 # Prints: ready time with a warm artifact cache, req/s and latency percentiles at 1 and 8
 # connections, and the server's RSS (VmHWM, the peak) after the load.
@@ -10,7 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 2; }
 DURATION=${DURATION:-10s}
-cargo build --release -q -p ck8s-admission
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -q -p ck8s-admission
+  BIN=./target/release/ck8s-admission
+fi
 work=$(mktemp -d)
 pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -28,7 +32,7 @@ PY
 export CK8S_CACHE_DIR="$work/cache"
 start_server() {  # sets $pid and $ready_ms
   local t0; t0=$(date +%s%N)
-  ./target/release/ck8s-admission --listen 127.0.0.1:18443 --metrics-listen 127.0.0.1:19090 >/dev/null 2>"$work/server.log" &
+  "$BIN" --listen 127.0.0.1:18443 --metrics-listen 127.0.0.1:19090 >/dev/null 2>"$work/server.log" &
   pid=$!
   until curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1; do sleep 0.005; done
   ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))

@@ -369,10 +369,10 @@ pub async fn serve<IO, T, H, HF, S, B>(
             }
             reason = expired, if !closing => {
                 // Still in the phase the deadline was set for: it passed.
-                let still = match (shared.phase(), reason) {
-                    (Phase::Idle(_), "idle") | (Phase::Head(_), "header") => true,
-                    _ => false,
-                };
+                let still = matches!(
+                    (shared.phase(), reason),
+                    (Phase::Idle(_), "idle") | (Phase::Head(_), "header")
+                );
                 if still {
                     owner.timeout(reason);
                     if reason == "header" {

@@ -15,7 +15,7 @@ const EVAL_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// allow | deny | bad_request | too_large | overloaded | error
+    /// allow | deny | bad_request | too_large | too_slow | overloaded | error
     pub decision: &'static str,
 }
 
@@ -42,7 +42,7 @@ pub struct PolicyErrorLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
-    /// policies | certificate
+    /// policies | certificate | client_ca
     pub what: &'static str,
     /// success | failure
     pub result: &'static str,

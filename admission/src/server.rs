@@ -51,6 +51,8 @@ pub struct Server {
     tls: Arc<ArcSwap<rustls::ServerConfig>>,
     certs: Arc<CertStore>,
     cert_source: CertSource,
+    /// Fingerprints of the certificate and client CA files in service.
+    fingerprints: (Option<String>, Option<String>),
     started: Instant,
 }
 
@@ -73,7 +75,7 @@ impl Server {
             }
         };
         // Compiling policies and reading files: on a blocking thread, not an async worker.
-        let (metrics, store, key, verifier) = {
+        let (metrics, store, key, verifier, fingerprints) = {
             let (args, cert_source) = (args.clone(), cert_source.clone());
             tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let metrics = Metrics::new();
@@ -91,16 +93,21 @@ impl Server {
                     &metrics,
                 )
                 .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
-                let (key, _) = cert_source
+                let (key, cert_fp) = cert_source
                     .load()
                     .map_err(|e| anyhow::anyhow!("TLS certificate: {e}"))?;
+                let cert_fp = matches!(cert_source, CertSource::Files { .. }).then_some(cert_fp);
+                let ca_fp = args
+                    .client_ca
+                    .as_deref()
+                    .and_then(|p| crate::tls::fingerprint(&[p]));
                 let verifier = args
                     .client_ca
                     .as_deref()
                     .map(crate::tls::client_verifier)
                     .transpose()
                     .map_err(|e| anyhow::anyhow!("TLS: {e}"))?;
-                Ok((metrics, store, key, verifier))
+                Ok((metrics, store, key, verifier, (cert_fp, ca_fp)))
             })
             .await
             .context("start-up task")??
@@ -139,6 +146,7 @@ impl Server {
             tls,
             certs,
             cert_source,
+            fingerprints,
             started,
         })
     }
@@ -169,6 +177,7 @@ impl Server {
             tls,
             certs,
             cert_source,
+            fingerprints,
             started,
         } = self;
         tracing::info!(
@@ -187,12 +196,9 @@ impl Server {
                 state: state.clone(),
                 certs,
                 tls: tls.clone(),
-                cert_fp: cert_source.fingerprint(),
+                cert_fp: fingerprints.0,
                 cert_source,
-                client_ca_fp: args
-                    .client_ca
-                    .as_deref()
-                    .and_then(|p| crate::tls::fingerprint(&[p])),
+                client_ca_fp: fingerprints.1,
                 client_ca: args.client_ca.clone(),
             },
             args.reload_interval,

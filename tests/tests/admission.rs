@@ -866,5 +866,70 @@ async fn strict_mode_denies_existing_violations_as_before() {
         ))
         .await;
     assert_eq!(r["response"]["allowed"], true);
+
+/// A CA and a client identity (cert + key PEM) it signed.
+fn client_pki() -> (String, reqwest::Identity) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["kube-apiserver".to_string()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", client_cert.pem(), client_key.serialize_pem()).as_bytes(),
+    )
+    .unwrap();
+    (ca.pem(), identity)
+}
+
+#[tokio::test]
+async fn client_ca_is_reloaded_on_change() {
+    let (old_ca, old_client) = client_pki();
+    let (new_ca, new_client) = client_pki();
+    let w = Webhook::start(&["--client-ca={dir}/client-ca.crt"], |d| {
+        std::fs::write(d.join("client-ca.crt"), &old_ca).unwrap()
+    })
+    .await;
+    let server_pem = std::fs::read_to_string(w.path("tls.crt")).unwrap();
+    // A fresh client per attempt: every try is a new handshake against the CA in service.
+    let served = async |identity: &reqwest::Identity| {
+        client_trusting(&server_pem, Some(identity.clone()))
+            .post(w.url("/validate"))
+            .json(&review_of(deployment("main"), "deployments"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    };
+    assert!(served(&old_client).await);
+    assert!(!served(&new_client).await);
+
+    // A bundle that does not parse: counted as a failed reload, the old CA stays.
+    std::fs::write(w.path("client-ca.crt"), "not a certificate\n").unwrap();
+    eventually("a failed client CA reload is counted", async || {
+        w.metrics_text()
+            .await
+            .contains(r#"ck8s_admission_reloads_total{what="client_ca",result="failure"} 1"#)
+    })
+    .await;
+    assert!(served(&old_client).await);
+
+    // The rotated CA: new connections need a certificate it signed.
+    let tmp = w.path("client-ca.tmp");
+    std::fs::write(&tmp, &new_ca).unwrap();
+    std::fs::rename(&tmp, w.path("client-ca.crt")).unwrap();
+    eventually("the new client CA is in service", async || {
+        served(&new_client).await
+    })
+    .await;
+    assert!(!served(&old_client).await);
+    let m = w.metrics_text().await;
+    assert!(
+        m.contains(r#"ck8s_admission_reloads_total{what="client_ca",result="success"} 1"#),
+        "{m}"
+    );
     w.shutdown().await;
 }
