@@ -1232,3 +1232,38 @@ fn smoke_table_snapshot() {
         include_str!("snapshots/smoke-only-rollout.failed-rollout.txt")
     );
 }
+
+/// Typed errors: a missing object and a failing API server are told apart, both exit 2.
+#[test]
+fn not_found_and_server_errors_are_named() {
+    let c = Cluster::new("healthy");
+    let out = c.ck8s(&["gc", "logs", "--job", "no-such-job"]);
+    assert_eq!(code(&out), 0, "no pods for that job: an empty log");
+    c.server.fail_next("get", "cronjobs", 1);
+    let out = c.ck8s(&["gc", "run"]);
+    assert_eq!(code(&out), 2);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("error: the API server at http://127.0.0.1:")
+            && stderr.contains("failed to get cronjobs.batch in namespace codex-k8s-prod")
+            && stderr.contains("(503)"),
+        "{stderr}"
+    );
+    let c = Cluster::new("missing-tls");
+    c.server.deny("get", "deployments");
+    let out = c.ck8s(&["mitigate", "kaniko-cache"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr)
+            .contains("forbidden: cannot get deployments.apps in namespace codex-k8s-prod"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = c.ck8s(&["-n", "elsewhere", "gc", "run"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("error: not found: cronjobs.batch in namespace elsewhere"),
+        "{}",
+        text(&out.stderr)
+    );
+}

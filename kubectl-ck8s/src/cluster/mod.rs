@@ -81,6 +81,10 @@ pub async fn connect(
     config.read_timeout = Some(opts.request_timeout);
     config.write_timeout = Some(opts.request_timeout);
     config.connect_timeout = Some(opts.request_timeout.min(Duration::from_secs(10)));
+    // kube's default retry would resend a request the server answers 503/429 for up to 15
+    // times over minutes, far past --request-timeout: fail fast instead, and let the waits
+    // (cluster/wait.rs) resume on their own backoff.
+    config.default_retry = false;
     let server = config.cluster_url.to_string();
     let client = Client::try_from(config)
         .map_err(|e| Failure::usage(format!("cannot build the client: {e}")))?;
