@@ -9,6 +9,8 @@ fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("KUBECONFIG")
+        // Not in a pod, even when the tests run in one (see the in-cluster test below).
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .env("HOME", "/nonexistent-home");
     for (k, v) in env {
         cmd.env(k, v);
@@ -81,6 +83,33 @@ fn usage_errors_are_exit_2() {
             Some(2),
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// In a pod (`KUBERNETES_SERVICE_HOST` set) without a kubeconfig, the plugin uses its
+/// ServiceAccount, as kubectl does (the audit CronJob); with none mounted it says so. An
+/// explicit --kubeconfig or --context is never replaced by it.
+#[test]
+fn in_a_pod_without_a_kubeconfig_the_service_account_is_used() {
+    let in_pod = [
+        ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
+        ("KUBERNETES_SERVICE_PORT", "9"),
+    ];
+    if std::path::Path::new("/var/run/secrets/kubernetes.io/serviceaccount/token").exists() {
+        panic!("this test needs a machine without a mounted ServiceAccount token");
+    }
+    let out = run(&in_pod, &["policy", "audit"]);
+    assert_clean_error(&out, "service account");
+    for args in [
+        &["--kubeconfig", "/nonexistent/config", "runs"][..],
+        &["--context", "prod", "runs"],
+    ] {
+        let out = run(&in_pod, args);
+        assert_clean_error(&out, "kubeconfig");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("service account"),
+            "{args:?}"
         );
     }
 }
