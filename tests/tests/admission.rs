@@ -866,6 +866,8 @@ async fn strict_mode_denies_existing_violations_as_before() {
         ))
         .await;
     assert_eq!(r["response"]["allowed"], true);
+    w.shutdown().await;
+}
 
 /// A CA and a client identity (cert + key PEM) it signed.
 fn client_pki() -> (String, reqwest::Identity) {
