@@ -57,11 +57,6 @@ for crd in logs clusterlogs portforwards clusterportforwards; do
   cp "$kwok_dir/kustomize/crd/bases/kwok.x-k8s.io_$crd.yaml" "$out.tmp/crds/"
 done
 chmod u+w "$out.tmp/crds/"*
-# kwok's built-in "fast" pod stages never run init containers (a Job with one, as the registry
-# GC CronJob's, would never complete); its "general" ones do. The harness drops their delays.
-mkdir -p "$out.tmp/stages"
-cp "$kwok_dir"/kustomize/stage/pod/general/pod-*.yaml "$kwok_dir"/kustomize/stage/node/fast/node-*.yaml "$out.tmp/stages/"
-chmod u+w "$out.tmp/stages/"*
 {
   echo "key=$key"
   go version

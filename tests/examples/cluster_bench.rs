@@ -70,6 +70,15 @@ fn main() -> anyhow::Result<()> {
     println!("# kubectl ck8s smoke vs the runbook's kubectl sequence, {rounds} rounds\n");
     let prod = "codex-k8s-prod";
     let _ = cp.kubectl_output(&["create", "namespace", prod]);
+    cp.wait_until(
+        Duration::from_secs(60),
+        "the default ServiceAccount",
+        || {
+            Ok(cp
+                .kubectl_output(&["-n", prod, "get", "serviceaccount", "default", "-o", "name"])
+                .is_ok())
+        },
+    )?;
     cp.apply_fixture("healthy", prod)?;
     let plugin = ck8s_tests::workspace_binary("kubectl-ck8s");
     let kubeconfig = cp.kubeconfig();

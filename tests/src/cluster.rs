@@ -250,23 +250,6 @@ impl ControlPlane {
                 "--v=1".into(),
             ],
         )?;
-        // kwok's stages: the general pod lifecycle (init containers included), without the
-        // delays it adds for realism, and the fast node stage.
-        let mut stages = String::new();
-        let stage_dir = cp.bin.parent().expect("bin has a parent").join("stages");
-        let mut files: Vec<_> = std::fs::read_dir(&stage_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
-        for f in files {
-            let mut stage: serde_json::Value = serde_yaml::from_str(&std::fs::read_to_string(&f)?)?;
-            if let Some(spec) = stage.get_mut("spec").and_then(|s| s.as_object_mut()) {
-                spec.remove("delay");
-            }
-            stages.push_str("---\n");
-            stages.push_str(&serde_yaml::to_string(&stage)?);
-        }
-        write("kwok-stages.yaml", &stages)?;
         let kwok_port = free_port()?;
         spawn(
             "kwok",
@@ -279,7 +262,6 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", p("kwok.crt")),
                 format!("--tls-private-key-file={}", p("kwok.key")),
                 "--enable-crds=Logs,ClusterLogs,PortForward,ClusterPortForward".into(),
-                format!("--config={}", p("kwok-stages.yaml")),
             ],
         )?;
         for node in NODES {

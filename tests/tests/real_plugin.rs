@@ -253,12 +253,7 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         .unwrap(),
     )
     .unwrap();
-    let out = ck8s_as(
-        cp,
-        "admin",
-        &ns,
-        &["gc", "run", "--wait", "--timeout", "120s", "-o", "json"],
-    );
+    let out = ck8s_as(cp, "admin", &ns, &["gc", "run", "-o", "json"]);
     let report = json(&out);
     let jobs: Value = serde_json::from_str(
         &cp.kubectl_output(&["-n", &ns, "get", "jobs", "-o", "json"])
@@ -321,12 +316,13 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         spec, want,
         "the Job's spec equals kubectl create job --from's"
     );
-    // The Job ran to completion on kwok, and the flow waited for it.
-    assert_eq!(
-        check(&report, "gc.run")["status"]
+    // Without --wait: kwok's default pod stages never run init containers and the GC Job has
+    // one (scale-down), so it would not complete here; the wait is tested on the stand-in.
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert!(
+        check(&report, "gc.run")["detail"]
             .as_str()
-            .map(|s| s != "fail"),
-        Some(true),
+            .is_some_and(|d| d.contains("codex-k8s-registry-gc-manual-")),
         "{report:#}"
     );
 }
@@ -473,12 +469,7 @@ fn operator_role_runs_gc_run_and_labels_fix() {
     let ns = fixture(cp, "legacy-labels");
     bind(cp, "ck8s-reader", "user-operator", None);
     bind(cp, "ck8s-operator", "user-operator", None);
-    let out = ck8s_as(
-        cp,
-        "user-operator",
-        &ns,
-        &["gc", "run", "--wait", "--timeout", "120s"],
-    );
+    let out = ck8s_as(cp, "user-operator", &ns, &["gc", "run"]);
     assert_ne!(
         out.status.code(),
         Some(2),
@@ -567,6 +558,7 @@ fn diagnose_build_reads_the_control_plane_container_beside_a_sidecar() {
         ])
         .unwrap();
     cp.wait_logs(&ns, &pod, "codex-k8s-control-plane").unwrap();
+    cp.wait_logs(&ns, &pod, "log-shipper").unwrap();
     // The API call without ?container= is refused by the real API server.
     let raw = cp.kubectl_output(&[
         "get",
