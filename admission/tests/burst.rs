@@ -146,17 +146,21 @@ impl Drop for Server {
 }
 
 /// An UPDATE review of a ConfigMap whose object and oldObject are [`OBJECT_BYTES`] each,
-/// as (the part before the uid, the part after it); `build_ref` decides the verdict.
+/// as (the part before the uid, the part after it); `build_ref` decides the verdict. The old
+/// object had a valid ref, so a bad one is a new violation (ratcheting keeps only old ones).
 fn big_review(build_ref: &str) -> (Vec<u8>, Vec<u8>) {
     let filler = "a".repeat(OBJECT_BYTES - 300);
-    let object = format!(
-        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big","namespace":"codex-k8s-prod"}},"data":{{"CODEXK8S_BUILD_REF":"{build_ref}","blob":"{filler}"}}}}"#
-    );
+    let config_map = |build_ref: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big","namespace":"codex-k8s-prod"}},"data":{{"CODEXK8S_BUILD_REF":"{build_ref}","blob":"{filler}"}}}}"#
+        )
+    };
+    let (object, old) = (config_map(build_ref), config_map("main"));
     let head =
         br#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":""#
             .to_vec();
     let tail = format!(
-        r#"","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"namespace":"codex-k8s-prod","name":"big","operation":"UPDATE","userInfo":{{"username":"sre@codex-k8s.dev"}},"object":{object},"oldObject":{object},"dryRun":false}}}}"#
+        r#"","kind":{{"group":"","version":"v1","kind":"ConfigMap"}},"resource":{{"group":"","version":"v1","resource":"configmaps"}},"namespace":"codex-k8s-prod","name":"big","operation":"UPDATE","userInfo":{{"username":"sre@codex-k8s.dev"}},"object":{object},"oldObject":{old},"dryRun":false}}}}"#
     );
     (head, tail.into_bytes())
 }
