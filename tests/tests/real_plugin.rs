@@ -527,7 +527,9 @@ fn diagnose_build_reads_the_control_plane_container_beside_a_sidecar() {
     ];
     let sidecar_log = [(ago(3), "shipped 42 lines".to_string())];
     cp.serve_logs(
-        &format!("{ns}-cp-main"),
+        // the fixture's own ClusterLogs for this container, replaced (kwok takes the first
+        // ClusterLogs that names the container, in no set order)
+        &format!("{ns}-codex-k8s-control-plane"),
         &ns,
         &[],
         "codex-k8s-control-plane",
