@@ -577,6 +577,15 @@ impl ControlPlane {
         })
     }
 
+    /// The platform's namespaces, `codex-k8s-prod` and `codex-k8s-system`, as a codex-k8s
+    /// cluster has them (deploy/rbac's Roles live there).
+    pub fn platform_namespaces(&self) -> anyhow::Result<()> {
+        self.apply(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n",
+        )?;
+        Ok(())
+    }
+
     /// The last lines of a component's log, for failure messages.
     pub fn log_tail(&self, component: &str) -> String {
         tail(&self.dir.join(format!("{component}.log")))

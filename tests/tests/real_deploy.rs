@@ -134,10 +134,7 @@ fn every_object_of_base_overlays_and_rbac_is_accepted() {
         // pods included), nothing persisted. The namespace must exist for its objects.
         if dir == "rbac" {
             // Its Roles live in the platform's namespaces, which a codex-k8s cluster has.
-            cp.apply(
-                "apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n",
-            )
-            .unwrap();
+            cp.platform_namespaces().unwrap();
         } else {
             kubectl(
                 cp,

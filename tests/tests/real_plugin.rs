@@ -408,8 +408,7 @@ fn bind(cp: &ControlPlane, role: &str, user: &str, namespace: Option<&str>) {
 
 fn install_rbac(cp: &ControlPlane) {
     // Its Roles live in the platform's namespaces, which a codex-k8s cluster has.
-    cp.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n")
-        .unwrap();
+    cp.platform_namespaces().unwrap();
     let dir = repo().join("deploy/rbac");
     cp.kubectl_output(&["apply", "--server-side", "-k", dir.to_str().unwrap()])
         .unwrap();
