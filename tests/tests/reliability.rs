@@ -814,6 +814,14 @@ async fn the_connection_cap_holds_and_idle_connections_go_first() {
         s.flush().await.unwrap();
         busy.push(s);
     }
+    // Each busy connection must be seen as busy before the next client comes: one whose
+    // head the server has not read yet is still idle, and would be evicted for it. A body's
+    // Content-Length holds its place in the body budget from the moment its request is
+    // taken, so the gauge says when all CAP are in the middle of a body.
+    eventually("every busy connection holds its body's place", async || {
+        w.metric("ck8s_admission_inflight_body_bytes").await == CAP * body.len() as u64
+    })
+    .await;
     let waiting = {
         let (addr, der) = (w.https, w.ca.der.clone());
         tokio::spawn(async move {
