@@ -7,10 +7,11 @@
 //! strategic-merge as a JSON merge patch; server-side apply by one field manager as
 //! create-or-replace; `dryRun=All` honoured; a Deployment's generation goes up when its spec
 //! changes), paged lists (`limit`/`continue`), pod logs (per container, `previous`,
-//! tailLines, sinceSeconds, timestamps; 400 without `container` for a pod of several
-//! containers, as the real server) and `Status` error bodies (404, 403 for a deny-list, 409,
-//! 415, 503 for injected transient failures and for an unavailable API group's discovery).
-//! Every request is recorded so tests can assert what the client did (and did not) write.
+//! tailLines, sinceSeconds, timestamps; without `container`, the first one) and `Status` error
+//! bodies (404, 403 for a deny-list, 409, 503 for injected transient failures and for an
+//! unavailable API group's discovery). Only JSON bodies: kubectl's protobuf writes (`create
+//! job --from`) are the real control plane's (`tests/src/cluster.rs`). Every request is
+//! recorded so tests can assert what the client did (and did not) write.
 //!
 //! It is not a controller manager: nothing reconciles. The exceptions, opt-in, are
 //! [`TestApiServer::complete_jobs`], which marks new Jobs Complete and gives them a pod and a
@@ -1096,12 +1097,8 @@ async fn handle(
                     return bad(format!("container {c} is not valid for pod {name}"));
                 }
                 Some(c) => c.clone(),
-                None if containers.len() > 1 => {
-                    return bad(format!(
-                        "a container name must be specified for pod {name}, choose one of: [{}]",
-                        containers.join(" ")
-                    ));
-                }
+                // The real API server's 400 for a pod of several containers is tested on the
+                // real control plane (tests/tests/real_plugin.rs); here: the first container.
                 None => containers.first().cloned().unwrap_or_default(),
             };
             let text = if q.get("previous").is_some_and(|p| p == "true") {
@@ -1165,17 +1162,6 @@ async fn handle(
             ([(header::CONTENT_TYPE, "text/plain")], body).into_response()
         }
         ("create", None) => {
-            // Like a server without protobuf: 415 makes client-go fall back to JSON.
-            if !content_type.is_empty() && !content_type.contains("json") {
-                return status(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UnsupportedMediaType",
-                    format!(
-                        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
-                    ),
-                    json!({}),
-                );
-            }
             let mut obj: Value = match serde_json::from_slice(&body) {
                 Ok(v) => v,
                 Err(e) => {

@@ -567,6 +567,25 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Forwards the ports smoke probes, codex-k8s's 8080 and oauth2-proxy's 4180, in the
+    /// production namespace `namespace` to `target` (a [`codex_app`]).
+    pub fn serve_app_ports(
+        &self,
+        namespace: &str,
+        target: std::net::SocketAddr,
+    ) -> anyhow::Result<()> {
+        for (deployment, port) in [("codex-k8s", 8080), ("oauth2-proxy", 4180)] {
+            self.serve_port(
+                &format!("{namespace}-{deployment}"),
+                namespace,
+                &[],
+                port,
+                target,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Waits until `kubectl logs` of `pod`'s `container` answers (kwok has seen the Logs
     /// object).
     pub fn wait_logs(&self, namespace: &str, pod: &str, container: &str) -> anyhow::Result<()> {
@@ -680,6 +699,39 @@ pub fn find_kubectl() -> anyhow::Result<PathBuf> {
 /// A port the kernel just gave out on 127.0.0.1 (closed again, so a process can bind it).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The codex-k8s app behind the pods' forwarded ports (see [`ControlPlane::serve_port`]): 200 on
+/// the health endpoints, 401 on the GitHub webhook path (oauth2-proxy lets it through to the
+/// app, which rejects the bad signature), 404 elsewhere; one request per connection.
+pub fn codex_app() -> std::net::SocketAddr {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the app's listener");
+    let addr = listener.local_addr().expect("the app's address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]);
+                let resp = match req.split_whitespace().nth(1).unwrap_or("") {
+                    "/healthz" | "/readyz" => {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                    }
+                    "/metrics" => {
+                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    }
+                    "/api/v1/webhooks/github" => {
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    }
+                    _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                };
+                let _ = s.write_all(resp.as_bytes());
+            });
+        }
+    });
+    addr
 }
 
 fn spawn_supervisor() -> mpsc::Sender<Request> {

@@ -6,9 +6,8 @@
 //! Each test applies its fixture into a production namespace of its own (`-n`), so tests run
 //! side by side on the one control plane of this binary.
 
-use ck8s_tests::cluster::{ControlPlane, free_port};
+use ck8s_tests::cluster::{ControlPlane, codex_app, free_port};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,7 +17,6 @@ const DOMAIN: &str = "platform.codex-k8s.dev";
 /// The legacy-labels fixture has a cluster-scoped Namespace with legacy keys (codex-k8s-run-17),
 /// a run namespace once `labels --fix` has rewritten them: the tests that plant and fix it, and
 /// those that judge every run namespace, run one at a time; the former delete it when done.
-
 static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn repo() -> PathBuf {
@@ -28,48 +26,10 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The app behind the port-forwards: 200 on the health endpoints, 401 on the GitHub webhook
-/// path (oauth2-proxy lets it through to the app, which rejects the bad signature).
-fn app() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                // one request per connection is all the probes need; answer and close
-                let n = s.read(&mut buf).unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let path = req.split_whitespace().nth(1).unwrap_or("");
-                let resp = match path {
-                    "/healthz" | "/readyz" => {
-                        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-                    }
-                    "/metrics" => {
-                        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    }
-                    "/api/v1/webhooks/github" => {
-                        "HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    }
-                    _ => "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                };
-                let _ = s.write_all(resp.as_bytes());
-            });
-        }
-    });
-    addr
-}
-
-/// A fixture applied into a fresh production namespace, its pods' ports forwarded to [`app`].
+/// A fixture applied into a fresh production namespace, its pods' ports forwarded to [`codex_app`].
 fn fixture(cp: &ControlPlane, name: &str) -> String {
     let ns = cp.namespace(&format!("prod-{name}")).unwrap();
-    // The ports smoke probes: codex-k8s's 8080, oauth2-proxy's 4180.
-    let target = app();
-    for (deployment, port) in [("codex-k8s", 8080), ("oauth2-proxy", 4180)] {
-        cp.serve_port(&format!("{ns}-{deployment}"), &ns, &[], port, target)
-            .unwrap();
-    }
+    cp.serve_app_ports(&ns, codex_app()).unwrap();
     cp.apply_fixture(name, &ns).unwrap_or_else(|e| {
         panic!(
             "fixture {name}: {e:#}\n{}",
@@ -212,13 +172,43 @@ fn runs_and_runs_env_on_real_run_namespaces() {
         "pass",
         "{report:#}"
     );
+    let run42 = report["details"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "codex-k8s-run-42")
+        .unwrap_or_else(|| panic!("codex-k8s-run-42 not listed: {report:#}"));
+    assert_eq!(
+        run42["resource_quotas"],
+        serde_json::json!(["codex-k8s-run"]),
+        "{report:#}"
+    );
+    let table = ck8s_as(cp, "admin", &ns, &["runs"]);
+    assert!(
+        String::from_utf8_lossy(&table.stdout).contains("codex-k8s-run-42"),
+        "{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+    // Env names only: the values planted in the run pod are never printed.
+    let secret = "sk-live-SECRET-VALUE-0004";
+    let env_table = ck8s_as(cp, "admin", &ns, &["runs", "env"]);
+    assert_eq!(env_table.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&env_table.stdout).contains(secret));
     let out = ck8s_as(cp, "admin", &ns, &["runs", "env", "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        !text.contains("sk-live-SECRET-VALUE-0004"),
-        "a secret value was printed"
-    );
+    assert!(!text.contains(secret), "a secret value was printed");
     let report = json(&out);
+    let pod = report["details"]["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pod"] == "codex-k8s-run-42-agent-q8w3z")
+        .unwrap_or_else(|| panic!("the run pod is not judged: {report:#}"));
+    assert_eq!(
+        pod["present"].as_array().unwrap().len(),
+        5,
+        "the five env names of the runbook: {report:#}"
+    );
     let env = report["checks"]
         .as_array()
         .unwrap()
@@ -260,17 +250,27 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
             .unwrap(),
     )
     .unwrap();
-    let job = jobs["items"]
+    let manual: Vec<&Value> = jobs["items"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|j| {
+        .filter(|j| {
             j["metadata"]["name"]
                 .as_str()
                 .unwrap()
                 .starts_with("codex-k8s-registry-gc-manual-")
         })
-        .unwrap_or_else(|| panic!("gc run made no Job: {report:#}"));
+        .collect();
+    assert_eq!(manual.len(), 1, "gc run makes one Job: {report:#}");
+    let job = manual[0];
+    // The runbook's name: codex-k8s-registry-gc-manual-$(date +%s).
+    let name = job["metadata"]["name"].as_str().unwrap();
+    assert!(
+        name["codex-k8s-registry-gc-manual-".len()..]
+            .parse::<i64>()
+            .is_ok(),
+        "{name}"
+    );
     // Field by field, what the API server stored against what kubectl's would be.
     assert_eq!(job["metadata"]["labels"], expected["metadata"]["labels"]);
     assert_eq!(
@@ -332,14 +332,16 @@ fn labels_finds_and_fixes_legacy_keys_on_a_real_api_server() {
     let _g = LEGACY.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "legacy-labels");
-    let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let out = ck8s_as(cp, "admin", &ns, &["labels", "--fix"]);
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "--objects", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    for id in [
+        "labels.namespace/codex-k8s-run-17",
+        "labels.configmap/codex-k8s-run-42/run-17-env",
+    ] {
+        assert_eq!(check(&report, id)["status"], "fail", "{id}: {report:#}");
+    }
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "--objects", "--fix"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -347,12 +349,44 @@ fn labels_finds_and_fixes_legacy_keys_on_a_real_api_server() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = ck8s_as(cp, "admin", &ns, &["labels", "-o", "json"]);
+    let out = ck8s_as(cp, "admin", &ns, &["labels", "--objects", "-o", "json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
         "after --fix: {}",
         String::from_utf8_lossy(&out.stdout)
+    );
+    // Each legacy key rewritten to its codex-k8s.dev/ name, its value kept, nothing else
+    // touched (the API server's own kubernetes.io/metadata.name stays).
+    let get = |args: &[&str]| -> Value {
+        serde_json::from_str(&cp.kubectl_output(args).unwrap()).unwrap()
+    };
+    let run17 = get(&["get", "namespace", "codex-k8s-run-17", "-o", "json"]);
+    assert_eq!(
+        run17["metadata"]["labels"],
+        serde_json::json!({
+            "codex-k8s.dev/managed-by": "codex-k8s-worker",
+            "codex-k8s.dev/namespace-purpose": "run",
+            "codex-k8s.dev/run-id": "17",
+            "kubernetes.io/metadata.name": "codex-k8s-run-17",
+        })
+    );
+    let cm = get(&[
+        "-n",
+        "codex-k8s-run-42",
+        "get",
+        "configmap",
+        "run-17-env",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(
+        cm["metadata"]["annotations"],
+        serde_json::json!({"codex-k8s.dev/correlation-id": "abc-123"})
+    );
+    assert_eq!(
+        cm["metadata"]["labels"],
+        serde_json::json!({"codex-k8s.dev/project-id": "3"})
     );
     let namespaces = cp
         .kubectl_output(&["get", "namespaces", "-o", "json"])
@@ -452,10 +486,32 @@ fn a_user_without_a_binding_exits_2_naming_verb_and_resource() {
         let out = ck8s_as(cp, "user-nobody", &ns, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?} as nobody: {stderr}");
-        assert!(stderr.contains("forbidden"), "{args:?}: {stderr}");
+        // `error: forbidden: cannot <verb> <resource> in namespace <ns>: <the authorizer's
+        // message>`, then the help naming the same verb and resource.
+        let refused = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("error: forbidden: cannot "))
+            .unwrap_or_else(|| panic!("{args:?}: no forbidden error: {stderr}"));
+        let mut words = refused.split(' ');
+        let verb = words.next().unwrap();
+        // `... cannot list namespaces: <message>` when the request has no namespace
+        let resource = words.next().unwrap().trim_end_matches(':');
         assert!(
-            stderr.contains("list") || stderr.contains("get"),
-            "{args:?}: names the verb: {stderr}"
+            ["get", "list", "watch"].contains(&verb),
+            "{args:?}: {stderr}"
+        );
+        let plural = resource.split('.').next().unwrap();
+        assert!(
+            refused.contains(&format!(
+                "User \"user-nobody\" cannot {verb} resource \"{plural}\""
+            )),
+            "{args:?}: the real authorizer's refusal is quoted: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "help: grant the verb \"{verb}\" on resource \"{resource}\""
+            )),
+            "{args:?}: {stderr}"
         );
     }
 }
