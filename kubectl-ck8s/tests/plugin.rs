@@ -1,8 +1,8 @@
 //! The real `kubectl-ck8s` binary against the in-process stand-in API server, one fixture
 //! cluster per broken state: verdicts, exit codes, the lines a user sees, JSON shape, no
 //! secrets, and what only a stand-in can show (every request the plugin made, 503s and 403s on
-//! one verb). Each flow on a real control plane (controllers, kwok nodes, port-forward, the
-//! real authorizer, `kubectl create job --from`) is in `tests/tests/real_plugin.rs`; a test
+//! one verb). The flows on a real control plane (controllers, kwok nodes, port-forward, the
+//! real authorizer, `kubectl create job --from`) are in `tests/tests/real_plugin.rs`; a test
 //! here that only repeated one of those was removed.
 
 use ck8s_tests::TestApiServer;
