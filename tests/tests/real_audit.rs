@@ -495,7 +495,25 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
         "a Secret's value is never printed"
     );
     // The same with pages of 2 (continue tokens from the real API server).
+    let from = cp.audit_events().unwrap().len();
     let (status, paged) = audit(cp, &["--chunk-size", "2", "--concurrency", "2"]);
+    let pages = cp
+        .audit_events()
+        .unwrap()
+        .into_iter()
+        .skip(from)
+        .filter(|e| {
+            e["verb"] == "list"
+                && e["objectRef"]["resource"] == "configmaps"
+                && e["requestURI"]
+                    .as_str()
+                    .is_some_and(|u| u.contains("limit=2") && u.contains("continue="))
+        })
+        .count();
+    assert!(
+        pages >= 2,
+        "ConfigMaps listed over continue tokens: {pages} pages after the first"
+    );
     assert_eq!(status, 1);
     assert_eq!(rows(&paged), want, "paged: {paged:#}");
     assert_eq!(
