@@ -907,7 +907,7 @@ impl ControlPlane {
     /// Applies fixture `name` as a real cluster would hold it: what a person or a controller
     /// writes (Namespaces, Deployments, Jobs, CronJobs, ConfigMaps, Secrets, RBAC, bare Pods),
     /// never what only a controller makes (ReplicaSets, Pods of the fixture's Deployments) nor
-    /// any `status`. `codex-k8s-prod` becomes `namespace`. The fixture's `logs/<ns>/<pod>.log`
+    /// any `status`, nor a webhook configuration (its Service has no process behind it). `codex-k8s-prod` becomes `namespace`. The fixture's `logs/<ns>/<pod>.log`
     /// are served (kwok `ClusterLogs`) for the pods of the Deployment the pod name starts with.
     /// Returns once every Deployment is rolled out.
     pub fn apply_fixture(&self, name: &str, namespace: &str) -> anyhow::Result<AppliedFixture> {
@@ -927,8 +927,17 @@ impl ControlPlane {
                 _ => false,
             }
         };
+        // A fixture's webhook configuration names a Service with no process behind it
+        // (pods on kwok); registered for real it would fail every judged write. A test that
+        // wants the webhook registers ck8s-admission on loopback (`cluster_webhook`).
+        let webhook = |o: &serde_json::Value| {
+            matches!(
+                o["kind"].as_str(),
+                Some("ValidatingWebhookConfiguration" | "MutatingWebhookConfiguration")
+            )
+        };
         let mut docs = Vec::new();
-        for mut o in objects.into_iter().filter(|o| !derived(o)) {
+        for mut o in objects.into_iter().filter(|o| !derived(o) && !webhook(o)) {
             real_object(&mut o, namespace);
             docs.push(o);
         }
@@ -967,10 +976,18 @@ impl ControlPlane {
                 None,
             )?;
         }
-        for d in &deployments {
+        // Each Deployment in its own namespace (a fixture may install into ck8s-system too).
+        for o in list["items"].as_array().into_iter().flatten() {
+            if o["kind"] != "Deployment" {
+                continue;
+            }
+            let (ns, d) = (
+                o["metadata"]["namespace"].as_str().unwrap_or(namespace),
+                o["metadata"]["name"].as_str().unwrap_or(""),
+            );
             self.kubectl_output(&[
                 "-n",
-                namespace,
+                ns,
                 "rollout",
                 "status",
                 &format!("deploy/{d}"),

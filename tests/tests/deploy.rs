@@ -1726,7 +1726,7 @@ fn audit_component_renders_with_least_privilege() {
             );
             assert_eq!(
                 set(&Some(r.verbs.clone())),
-                BTreeSet::from(["create", "get", "patch"].map(String::from))
+                BTreeSet::from(["create", "patch"].map(String::from))
             );
         } else {
             assert_eq!(

@@ -140,6 +140,9 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     let runtime = runtime()?;
     let policies = load_selection(&runtime, &args.selection)?;
     let set = PolicySet::new(policies, &config).map_err(Failure::usage)?;
+    if args.apply {
+        reports_served(ctx).await?;
+    }
     let scope = webhook_scope(ctx, &args.webhook).await?;
     let mut notes = scope.notes.clone();
     let resources = judged_resources(ctx, &set, &scope, ctx.request_timeout, &mut notes).await?;
@@ -674,6 +677,28 @@ pub fn policy_reports(
         .collect()
 }
 
+/// `--apply` needs the PolicyReport CRDs: checked before the audit lists every object, not
+/// after.
+async fn reports_served(ctx: &Ctx) -> Result<(), Failure> {
+    const GROUP_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
+    let served = match ctx.client.list_api_group_resources(GROUP_VERSION).await {
+        Ok(list) => ["policyreports", "clusterpolicyreports"]
+            .iter()
+            .all(|r| list.resources.iter().any(|x| x.name == *r)),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => return Err(ctx.err("discover", GROUP_VERSION, None, e)),
+    };
+    if served {
+        return Ok(());
+    }
+    Err(Failure::not_found(format!(
+        "--apply: the API server does not serve policyreports and clusterpolicyreports ({GROUP_VERSION})"
+    ))
+    .with_help(MISSING_CRDS))
+}
+
+const MISSING_CRDS: &str = "install the PolicyReport CRDs (wgpolicyk8s.io_policyreports.yaml, wgpolicyk8s.io_clusterpolicyreports.yaml) first";
+
 /// Creates or updates every report, server-side (field manager `kubectl-ck8s-audit`).
 async fn apply_reports(ctx: &Ctx, reports: &[Value]) -> Result<(), Failure> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -698,7 +723,13 @@ async fn apply_reports(ctx: &Ctx, reports: &[Value]) -> Result<(), Failure> {
                 return Err(Failure::not_found(format!(
                     "the API server does not serve {plural}.wgpolicyk8s.io/v1alpha2"
                 ))
-                .with_help("install the PolicyReport CRDs (wgpolicyk8s.io_policyreports.yaml, wgpolicyk8s.io_clusterpolicyreports.yaml) first"));
+                .with_help(MISSING_CRDS));
+            }
+            // The API server authorizes an apply that creates the report as create: name
+            // the verb it refused, not the request's.
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("cannot create") => {
+                let e = kube::Error::Api(s);
+                return Err(ctx.err("create", &format!("{plural}.wgpolicyk8s.io"), ns, e));
             }
             Err(e) => return Err(ctx.err("patch", &format!("{plural}.wgpolicyk8s.io"), ns, e)),
         }
