@@ -719,3 +719,237 @@ fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
         );
     }
 }
+
+/// The running (not terminating) control-plane pods of `ns`, with their creation times.
+fn control_plane_pods(cp: &ControlPlane, ns: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+    let pods: Value = serde_json::from_str(
+        &cp.kubectl_output(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=codex-k8s-control-plane",
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| {
+            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_string(),
+                p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn build_ref(cp: &ControlPlane, ns: &str) -> String {
+    cp.kubectl_output(&[
+        "-n",
+        ns,
+        "get",
+        "configmap",
+        "codex-k8s-runtime",
+        "-o",
+        "jsonpath={.data.CODEXK8S_BUILD_REF}",
+    ])
+    .unwrap()
+}
+
+#[test]
+fn mitigate_build_ref_refuses_a_flag_dry_runs_on_the_server_then_takes_effect() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "build-ref-bad");
+    assert_eq!(build_ref(cp, &ns), "-b feature/x");
+    let pods_before = control_plane_pods(cp, &ns);
+    assert!(!pods_before.is_empty(), "the fixture's control plane runs");
+
+    // Runbook signature B's own value is refused before anything is sent.
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &["mitigate", "build-ref", "--ref=-b feature/x"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the build-ref policy rejects it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(build_ref(cp, &ns), "-b feature/x");
+
+    // --dry-run=server: the real API server admits and validates the patch, stores nothing,
+    // and no rollout is started.
+    let generation = |cp: &ControlPlane| {
+        cp.kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "deployment",
+            "codex-k8s-control-plane",
+            "-o",
+            "jsonpath={.metadata.generation}",
+        ])
+        .unwrap()
+    };
+    let generation_before = generation(cp);
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &[
+            "mitigate",
+            "build-ref",
+            "--ref",
+            "main",
+            "--dry-run=server",
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0), "dry run: {report:#}");
+    assert_eq!(
+        build_ref(cp, &ns),
+        "-b feature/x",
+        "a server dry run stores nothing"
+    );
+    assert_eq!(
+        generation(cp),
+        generation_before,
+        "a dry run restarts nothing"
+    );
+
+    // For real: patched, restarted, rolled out, and every running pod started after the patch.
+    let before = chrono::Utc::now();
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &[
+            "mitigate",
+            "build-ref",
+            "--ref",
+            "main",
+            "--timeout",
+            "120s",
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "mitigation B: {report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for id in [
+        "mitigate.wiring",
+        "mitigate.patch",
+        "mitigate.restart",
+        "mitigate.rollout",
+        "mitigate.verify",
+    ] {
+        assert_eq!(check(&report, id)["status"], "pass", "{id}: {report:#}");
+    }
+    assert_eq!(build_ref(cp, &ns), "main");
+    let pods_after = control_plane_pods(cp, &ns);
+    assert!(!pods_after.is_empty());
+    for (name, created) in &pods_after {
+        assert!(
+            *created >= before - chrono::Duration::seconds(1),
+            "pod {name} predates the patch"
+        );
+        assert!(
+            !pods_before.iter().any(|(old, _)| old == name),
+            "pod {name} was not replaced"
+        );
+    }
+
+    // And the diagnosis agrees: the ref is accepted by the build-ref policy now.
+    let out = ck8s_as(cp, "admin", &ns, &["diagnose", "build", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(
+        check(&report, "build.build-ref")["status"],
+        "pass",
+        "{report:#}"
+    );
+}
+
+#[test]
+fn ports_reports_the_real_api_servers_port_as_one_that_must_be_closed() {
+    let cp = ControlPlane::shared();
+    // The API server listens on loopback: production must not expose it (the runbook's 6443).
+    let api_port = cp.server.rsplit(':').next().unwrap().to_string();
+    let closed = free_port().unwrap().to_string();
+    let out = ck8s_as(
+        cp,
+        "admin",
+        "default",
+        &[
+            "ports",
+            "127.0.0.1",
+            "--open",
+            &api_port,
+            "--closed",
+            &closed,
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(
+        check(&report, &format!("port.{api_port}"))["status"],
+        "pass"
+    );
+    assert_eq!(check(&report, &format!("port.{closed}"))["status"], "pass");
+
+    let out = ck8s_as(
+        cp,
+        "admin",
+        "default",
+        &[
+            "ports",
+            "127.0.0.1",
+            "--open",
+            &closed,
+            "--closed",
+            &api_port,
+            "-o",
+            "json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let exposed = check(&report, &format!("port.{api_port}"));
+    assert_eq!(exposed["status"], "fail");
+    assert!(
+        exposed["detail"]
+            .as_str()
+            .unwrap()
+            .contains("open, must be closed"),
+        "{report:#}"
+    );
+    assert_eq!(check(&report, &format!("port.{closed}"))["status"], "fail");
+}
