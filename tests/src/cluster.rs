@@ -473,6 +473,10 @@ impl ControlPlane {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // As at start: the API server reaches kwok and the webhooks directly, never by a proxy.
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            cmd.env_remove(var);
+        }
         let (tx, rx) = mpsc::channel();
         self.supervisor
             .lock()
