@@ -284,15 +284,20 @@ impl ControlPlane {
             "-f",
             crds.to_str().expect("utf-8 path"),
         ])?;
-        cp.kubectl_output(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/logs.kwok.x-k8s.io",
-            "crd/clusterlogs.kwok.x-k8s.io",
-            "crd/portforwards.kwok.x-k8s.io",
-            "crd/clusterportforwards.kwok.x-k8s.io",
-        ])?;
+        // Polled here: `kubectl wait --for=condition=...` fails at once ("status.conditions
+        // accessor error") when it reads a CRD before the API server has written any condition.
+        cp.wait_until(Duration::from_secs(60), "kwok's CRDs Established", || {
+            let out = cp.kubectl_output(&[
+                "get",
+                "crd/logs.kwok.x-k8s.io",
+                "crd/clusterlogs.kwok.x-k8s.io",
+                "crd/portforwards.kwok.x-k8s.io",
+                "crd/clusterportforwards.kwok.x-k8s.io",
+                "-o",
+                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Established\")].status}{\"\\n\"}{end}",
+            ])?;
+            Ok(out.lines().filter(|l| *l == "True").count() == 4)
+        })?;
         // The ServiceAccount admission plugin refuses pods until the controller manager has
         // created the namespace's `default` ServiceAccount.
         cp.wait_until(Duration::from_secs(60), "default ServiceAccount", || {

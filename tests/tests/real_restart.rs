@@ -232,16 +232,12 @@ fn mitigate_with_the_api_server_down_past_its_timeout_exits_1_naming_the_outage(
         .unwrap();
 }
 
-#[test]
-fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
-    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let cp = ControlPlane::shared();
-    let ns = fixture(cp, "healthy");
-    // The CronJob's Jobs start suspended: the Job `gc run` makes cannot finish until the test
-    // lets it, after the restart.
+/// Starts `gc run --wait` on a fixture whose CronJob makes suspended Jobs (a Job that cannot
+/// finish until the test lets it) and returns once the Job exists: the flow is waiting now.
+fn gc_waiting(cp: &ControlPlane, ns: &str, timeout: &str) -> (Child, String) {
     cp.kubectl_output(&[
         "-n",
-        &ns,
+        ns,
         "patch",
         "cronjob/codex-k8s-registry-gc",
         "--type=merge",
@@ -259,7 +255,7 @@ fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
     };
     cp.serve_logs(
         &format!("{ns}-gc"),
-        &ns,
+        ns,
         &[],
         "gc",
         &[line(
@@ -270,37 +266,49 @@ fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
     .unwrap();
     cp.serve_logs(
         &format!("{ns}-gc-scale-down"),
-        &ns,
+        ns,
         &[],
         "scale-down",
         &[line("deployment.apps/codex-k8s-registry scaled")],
         None,
     )
     .unwrap();
-    let mut child = spawn_ck8s(
+    let child = spawn_ck8s(
         cp,
-        &ns,
-        &["gc", "run", "--wait", "--timeout", "180s", "-o", "json"],
+        ns,
+        &["gc", "run", "--wait", "--timeout", timeout, "-o", "json"],
     );
-    let job = wait_for(
-        cp,
-        "the manual GC Job",
-        &[
+    let mut job = String::new();
+    cp.wait_until(Duration::from_secs(60), "the manual GC Job", || {
+        let jobs = cp.kubectl_output(&[
             "-n",
-            &ns,
+            ns,
             "get",
             "jobs",
             "-l",
             "app.kubernetes.io/name=codex-k8s-registry-gc",
             "-o",
             "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
-        ],
-    );
-    let job = job
-        .lines()
-        .find(|j| j.starts_with("codex-k8s-registry-gc-manual-"))
-        .unwrap_or_else(|| panic!("no manual Job: {job}"))
-        .to_string();
+        ])?;
+        // (the fixture's own scheduled Job is there from the start)
+        if let Some(j) = jobs
+            .lines()
+            .find(|j| j.starts_with("codex-k8s-registry-gc-manual-"))
+        {
+            job = j.to_string();
+        }
+        Ok(!job.is_empty())
+    })
+    .unwrap();
+    (child, job)
+}
+
+#[test]
+fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    let (mut child, job) = gc_waiting(cp, &ns, "180s");
     std::thread::sleep(Duration::from_secs(1));
     still_running(&mut child, "gc run --wait");
     cp.restart_apiserver(Duration::from_secs(3)).unwrap();
@@ -331,4 +339,48 @@ fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
         "{report:#}"
     );
     assert_eq!(report["details"]["state"], "Complete", "{report:#}");
+}
+
+#[test]
+fn gc_run_wait_with_the_api_server_down_past_its_timeout_exits_1_naming_the_outage() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    let (child, job) = gc_waiting(cp, &ns, "15s");
+    let started = Instant::now();
+    let outage = std::thread::spawn(|| {
+        ControlPlane::shared()
+            .restart_apiserver(Duration::from_secs(25))
+            .unwrap()
+    });
+    let out = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    outage.join().unwrap();
+    let report = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a Job not seen to finish is a failed check, even with the server still down: {report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "bounded by --timeout: {took:?}"
+    );
+    let run = check(&report, "gc.run");
+    assert_eq!(run["status"], "fail", "{report:#}");
+    let detail = run["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("{job} not finished within --timeout 15s"))
+            && detail.contains("the watch of jobs.batch was interrupted")
+            && detail.contains("onnection refused"),
+        "says the API server could not be reached: {detail}"
+    );
+    // The registry could not be read either: said, not passed.
+    assert_eq!(
+        check(&report, "gc.registry-replicas")["status"],
+        "warn",
+        "{report:#}"
+    );
+    assert_eq!(report["details"]["state"], "Timeout", "{report:#}");
 }
