@@ -122,7 +122,7 @@ fn mitigate_resumes_its_rollout_watch_across_an_api_server_restart() {
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "kaniko-cache-on");
     let before = chrono::Utc::now();
-    let mut child = mitigate_waiting(cp, &ns, "180s");
+    let mut child = mitigate_waiting(cp, &ns, "300s");
     // Give the flow a moment to be inside its watch, then take the API server away.
     std::thread::sleep(Duration::from_secs(1));
     still_running(&mut child, "mitigate");
@@ -308,7 +308,7 @@ fn gc_run_wait_resumes_its_job_watch_across_an_api_server_restart() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "healthy");
-    let (mut child, job) = gc_waiting(cp, &ns, "180s");
+    let (mut child, job) = gc_waiting(cp, &ns, "300s");
     std::thread::sleep(Duration::from_secs(1));
     still_running(&mut child, "gc run --wait");
     cp.restart_apiserver(Duration::from_secs(3)).unwrap();
