@@ -172,11 +172,13 @@ pub fn paths(prefix: &str, kind: Paths) -> (Vec<String>, bool) {
     (out, any_dir)
 }
 
-/// The context names of the kubeconfig the typed words (or `$KUBECONFIG`) point at.
+/// The context names of the kubeconfig the typed words (or `$KUBECONFIG`, a list of files
+/// merged as kubectl merges them) point at.
 pub fn contexts(kubeconfig: Option<&PathBuf>) -> Vec<String> {
-    let config = match kubeconfig {
-        Some(p) => kube::config::Kubeconfig::read_from(p).ok(),
-        None => kube::config::Kubeconfig::read().ok(),
+    let config = match crate::cluster::kubeconfig(kubeconfig) {
+        Ok(Some(one)) => Some(one),
+        Ok(None) => kube::config::Kubeconfig::read().ok(),
+        Err(_) => None,
     };
     let mut names: Vec<String> = config
         .map(|c| c.contexts.into_iter().map(|c| c.name).collect())

@@ -289,7 +289,14 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                 Waited::Done(s) => (s.as_str(), String::new()),
                 Waited::TimedOut { last } => ("Timeout", last),
             };
-            let logs = job_logs(ctx, &name, 200).await?;
+            // After a timeout the server may still be unreachable: the report of the timeout
+            // (exit 1) is what the SRE needs, not a connection error in its place.
+            let timed_out = state == "Timeout";
+            let logs = match job_logs(ctx, &name, 200).await {
+                Ok(logs) => logs,
+                Err(_) if timed_out => String::new(),
+                Err(e) => return Err(e),
+            };
             let summary = parse_summary(&logs);
             let waited_for = humantime::format_duration(timeout).to_string();
             let check = match (state, summary) {
@@ -300,10 +307,21 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
             };
             // The Job scales the registry 1 -> 0 -> 1: it must be back.
             let registry = not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
-                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?;
-            let replicas = status_checks(&ns, None, &[], registry.as_ref())
-                .into_iter()
-                .filter(|c| c.id == "gc.registry-replicas");
+                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e));
+            let replicas: Vec<Check> = match registry {
+                Ok(registry) => status_checks(&ns, None, &[], registry.as_ref())
+                    .into_iter()
+                    .filter(|c| c.id == "gc.registry-replicas")
+                    .collect(),
+                Err(e) if timed_out => vec![
+                    Check::warn(
+                        "gc.registry-replicas",
+                        format!("cannot read deployment/{REGISTRY}: {}", e.message),
+                    )
+                    .remedy(format!("kubectl -n {ns} get deployment/{REGISTRY}")),
+                ],
+                Err(e) => return Err(e),
+            };
             let checks: Vec<Check> = std::iter::once(check).chain(replicas).collect();
             Report::new("gc run", &ns, checks)
                 .with_details(serde_json::json!({"job": name, "state": state, "summary": summary}))

@@ -235,6 +235,11 @@ impl ControlPlane {
                 "--controllers=*".into(),
                 // fast enough for tests: a finished Job's pods and objects are deleted promptly
                 "--concurrent-gc-syncs=5".into(),
+                // kwok renews node leases every 10 s; on a loaded machine, or across an API
+                // server restart (real_restart.rs), a lease can lapse past the default 50 s.
+                // The node controller then marks every pod NotReady, which kwok never undoes
+                // (its pod-ready stage runs once), and rollouts hang. No test loses a node.
+                "--node-monitor-grace-period=10m".into(),
                 "--v=1".into(),
             ],
         )?;
@@ -284,15 +289,20 @@ impl ControlPlane {
             "-f",
             crds.to_str().expect("utf-8 path"),
         ])?;
-        cp.kubectl_output(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/logs.kwok.x-k8s.io",
-            "crd/clusterlogs.kwok.x-k8s.io",
-            "crd/portforwards.kwok.x-k8s.io",
-            "crd/clusterportforwards.kwok.x-k8s.io",
-        ])?;
+        // Polled here: `kubectl wait --for=condition=...` fails at once ("status.conditions
+        // accessor error") when it reads a CRD before the API server has written any condition.
+        cp.wait_until(Duration::from_secs(60), "kwok's CRDs Established", || {
+            let out = cp.kubectl_output(&[
+                "get",
+                "crd/logs.kwok.x-k8s.io",
+                "crd/clusterlogs.kwok.x-k8s.io",
+                "crd/portforwards.kwok.x-k8s.io",
+                "crd/clusterportforwards.kwok.x-k8s.io",
+                "-o",
+                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Established\")].status}{\"\\n\"}{end}",
+            ])?;
+            Ok(out.lines().filter(|l| *l == "True").count() == 4)
+        })?;
         // The ServiceAccount admission plugin refuses pods until the controller manager has
         // created the namespace's `default` ServiceAccount.
         cp.wait_until(Duration::from_secs(60), "default ServiceAccount", || {
@@ -448,7 +458,8 @@ impl ControlPlane {
     }
 
     /// Stops kube-apiserver (SIGTERM, then SIGKILL), waits `down`, and starts it again with
-    /// the same flags; returns once it is ready. Watches and clients see a real outage.
+    /// the same flags; returns once it is ready and the controller manager acts again.
+    /// Watches and clients see a real outage.
     pub fn restart_apiserver(&self, down: Duration) -> anyhow::Result<()> {
         let pid: u32 = std::fs::read_to_string(self.dir.join("kube-apiserver.pid"))?
             .trim()
@@ -473,6 +484,10 @@ impl ControlPlane {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // As at start: the API server reaches kwok and the webhooks directly, never by a proxy.
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"] {
+            cmd.env_remove(var);
+        }
         let (tx, rx) = mpsc::channel();
         self.supervisor
             .lock()
@@ -481,7 +496,31 @@ impl ControlPlane {
             .map_err(|_| anyhow::anyhow!("supervisor gone"))?;
         let pid = rx.recv()??;
         std::fs::write(self.dir.join("kube-apiserver.pid"), pid.to_string())?;
-        self.wait_ready(Duration::from_secs(120))
+        self.wait_ready(Duration::from_secs(120))?;
+        // Ready is not enough: the controllers' watches come back on their own backoff (over a
+        // minute after a long outage). A new namespace's `default` ServiceAccount shows the
+        // controller manager acting again, before a test creates what it must act on.
+        let probe = format!("restart-probe-{pid}");
+        self.kubectl_output(&["create", "namespace", &probe])?;
+        self.wait_until(
+            Duration::from_secs(180),
+            "the controllers after the API server restart",
+            || {
+                Ok(self
+                    .kubectl_output(&[
+                        "-n",
+                        &probe,
+                        "get",
+                        "serviceaccount",
+                        "default",
+                        "-o",
+                        "name",
+                    ])
+                    .is_ok())
+            },
+        )?;
+        self.kubectl_output(&["delete", "namespace", &probe, "--wait=false"])?;
+        Ok(())
     }
 
     /// The API server's `/metrics` text (admin).

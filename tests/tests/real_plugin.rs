@@ -243,7 +243,39 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         .unwrap(),
     )
     .unwrap();
-    let out = ck8s_as(cp, "admin", &ns, &["gc", "run", "-o", "json"]);
+    // The Job's pod logs (kwok serves them for any pod of the namespace with these containers):
+    // the scale-down init container's and the registry's garbage-collect summary.
+    let gc_log = [
+        (
+            ago(1),
+            "level=info msg=\"marking blob sha256:aa\"".to_string(),
+        ),
+        (
+            ago(1),
+            "3 blobs marked, 5 blobs and 2 manifests eligible for deletion".to_string(),
+        ),
+    ];
+    let scale_log = [(
+        ago(1),
+        "deployment.apps/codex-k8s-registry scaled".to_string(),
+    )];
+    cp.serve_logs(&format!("{ns}-gc"), &ns, &[], "gc", &gc_log, None)
+        .unwrap();
+    cp.serve_logs(
+        &format!("{ns}-gc-scale-down"),
+        &ns,
+        &[],
+        "scale-down",
+        &scale_log,
+        None,
+    )
+    .unwrap();
+    let out = ck8s_as(
+        cp,
+        "admin",
+        &ns,
+        &["gc", "run", "--wait", "--timeout", "120s", "-o", "json"],
+    );
     let report = json(&out);
     let jobs: Value = serde_json::from_str(
         &cp.kubectl_output(&["-n", &ns, "get", "jobs", "-o", "json"])
@@ -316,15 +348,55 @@ fn gc_run_creates_the_job_kubectl_create_job_from_would() {
         spec, want,
         "the Job's spec equals kubectl create job --from's"
     );
-    // Without --wait: kwok's default pod stages never run init containers and the GC Job has
-    // one (scale-down), so it would not complete here; the wait is tested on the stand-in.
-    assert_eq!(out.status.code(), Some(0), "{report:#}");
-    assert!(
-        check(&report, "gc.run")["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("codex-k8s-registry-gc-manual-")),
+    // The Job ran to completion on kwok (its init container first), the flow waited for it
+    // and read the summary from the pod's log.
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report:#}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = job["metadata"]["name"].as_str().unwrap();
+    let run = check(&report, "gc.run");
+    assert_eq!(run["status"], "pass", "{report:#}");
+    assert_eq!(
+        run["detail"],
+        format!("{name} complete: 3 blobs marked, 5 blobs and 2 manifests eligible for deletion"),
         "{report:#}"
     );
+    assert_eq!(report["details"]["state"], "Complete", "{report:#}");
+    let state = cp
+        .kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "job",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Complete\")].status}",
+        ])
+        .unwrap();
+    assert_eq!(state, "True", "the API server holds the Job Complete");
+    assert_eq!(
+        check(&report, "gc.registry-replicas")["status"],
+        "pass",
+        "{report:#}"
+    );
+    // gc logs of that Job: every container's log through pods/log, init container first.
+    let out = ck8s_as(cp, "admin", &ns, &["gc", "logs", "--job", name]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "deployment.apps/codex-k8s-registry scaled\nlevel=info msg=\"marking blob sha256:aa\"\n3 blobs marked, 5 blobs and 2 manifests eligible for deletion\n"
+    );
+    let out = ck8s_as(cp, "admin", &ns, &["gc", "logs", "-o", "json"]);
+    let logs = json(&out);
+    assert_eq!(logs["details"]["job"], name, "the newest GC Job: {logs:#}");
 }
 
 #[test]
@@ -718,6 +790,393 @@ fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
             p["metadata"]["name"]
         );
     }
+}
+
+/// The one Running pod of Deployment `name` (app.kubernetes.io/name label).
+fn running_pod(cp: &ControlPlane, ns: &str, name: &str) -> String {
+    let pod = cp
+        .kubectl_output(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            &format!("app.kubernetes.io/name={name}"),
+            "--field-selector=status.phase=Running",
+            "-o",
+            "jsonpath={.items[0].metadata.name}",
+        ])
+        .unwrap();
+    assert!(!pod.is_empty(), "no Running pod of {name}");
+    pod
+}
+
+/// Makes `container` of `pod` look restarted once, its previous instance ended `minutes` ago,
+/// as the kubelet reports it: `restartCount` and `lastState.terminated` in the status
+/// subresource (kwok's stages never touch a Running pod's container statuses again).
+fn mark_restarted(cp: &ControlPlane, ns: &str, pod: &str, container: &str, minutes: i64) {
+    let status = serde_json::json!({"status": {"containerStatuses": [{
+        // merged by name into kwok's status: image, ready and the rest are kept
+        "name": container,
+        "restartCount": 1,
+        "state": {"running": {"startedAt": ago(minutes)}},
+        "lastState": {"terminated": {
+            "exitCode": 1, "reason": "Error",
+            "startedAt": ago(minutes + 60), "finishedAt": ago(minutes),
+        }},
+    }]}});
+    cp.kubectl_output(&[
+        "-n",
+        ns,
+        "patch",
+        "pod",
+        pod,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &status.to_string(),
+    ])
+    .unwrap();
+}
+
+/// Waits until `kubectl logs [--previous]` of the container shows `needle` (kwok has picked
+/// the changed ClusterLogs up).
+fn wait_log_text(
+    cp: &ControlPlane,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+    needle: &str,
+) {
+    let previous = format!("--previous={previous}");
+    cp.wait_until(
+        std::time::Duration::from_secs(60),
+        &format!("kwok serving {needle:?} in {pod} -c {container} {previous}"),
+        || {
+            Ok(cp
+                .kubectl_output(&["-n", ns, "logs", pod, "-c", container, &previous])?
+                .contains(needle))
+        },
+    )
+    .unwrap();
+}
+
+#[test]
+fn diagnose_build_reads_the_previous_instance_of_a_container_restarted_in_the_window() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    let cp_pod = running_pod(cp, &ns, "codex-k8s-control-plane");
+    let worker_pod = running_pod(cp, &ns, "codex-k8s-worker");
+    // The control plane restarted 10 minutes ago: signature B only in its previous instance.
+    let clean = [(
+        ago(5),
+        "level=info msg=\"control-plane started\"".to_string(),
+    )];
+    let crashed = [
+        (
+            ago(40),
+            "level=info msg=\"codegen-check started\"".to_string(),
+        ),
+        (
+            ago(15),
+            "level=error msg=\"git checkout --detach -b feature/x: error: unknown switch `b'\""
+                .to_string(),
+        ),
+        (
+            ago(11),
+            "level=error msg=\"git checkout --detach -b feature/x: error: unknown switch `b'\""
+                .to_string(),
+        ),
+    ];
+    // (The fixture's own ClusterLogs for each container, replaced: kwok takes the first one that
+    // names a container.)
+    cp.serve_logs(
+        &format!("{ns}-codex-k8s-control-plane"),
+        &ns,
+        &[],
+        "codex-k8s-control-plane",
+        &clean,
+        Some(&crashed),
+    )
+    .unwrap();
+    // The worker restarted 7 hours ago, before the 6 h window: its previous log is not read.
+    let old = [(
+        ago(7 * 60 + 5),
+        "level=error msg=\"kaniko build failed\" err=\"MANIFEST_UNKNOWN: manifest unknown\""
+            .to_string(),
+    )];
+    cp.serve_logs(
+        &format!("{ns}-codex-k8s-worker"),
+        &ns,
+        &[],
+        "codex-k8s-worker",
+        &clean,
+        Some(&old),
+    )
+    .unwrap();
+    mark_restarted(cp, &ns, &cp_pod, "codex-k8s-control-plane", 10);
+    mark_restarted(cp, &ns, &worker_pod, "codex-k8s-worker", 7 * 60);
+    wait_log_text(
+        cp,
+        &ns,
+        &cp_pod,
+        "codex-k8s-control-plane",
+        true,
+        "unknown switch",
+    );
+    wait_log_text(
+        cp,
+        &ns,
+        &cp_pod,
+        "codex-k8s-control-plane",
+        false,
+        "control-plane started",
+    );
+    wait_log_text(
+        cp,
+        &ns,
+        &worker_pod,
+        "codex-k8s-worker",
+        true,
+        "MANIFEST_UNKNOWN",
+    );
+    wait_log_text(
+        cp,
+        &ns,
+        &worker_pod,
+        "codex-k8s-worker",
+        false,
+        "control-plane started",
+    );
+    // The status patch holds (kwok does not rewrite it).
+    let restarts = cp
+        .kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "pod",
+            &cp_pod,
+            "-o",
+            "jsonpath={.status.containerStatuses[0].restartCount}",
+        ])
+        .unwrap();
+    assert_eq!(restarts, "1");
+
+    let out = ck8s_as(cp, "admin", &ns, &["diagnose", "build", "-o", "json"]);
+    let report = json(&out);
+    assert_eq!(out.status.code(), Some(1), "signature B found: {report:#}");
+    let b = check(&report, "build.signature-b");
+    assert_eq!(b["status"], "fail", "{report:#}");
+    let detail = b["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!(
+            "pod/{cp_pod} -c codex-k8s-control-plane --previous: 2 lines"
+        )),
+        "names pod, container, the previous instance and the count: {detail}"
+    );
+    let found = &report["details"]["signature_b"];
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found:#}");
+    assert_eq!(found[0]["pod"], cp_pod.as_str());
+    assert_eq!(found[0]["container"], "codex-k8s-control-plane");
+    assert_eq!(found[0]["previous"], true);
+    // Signature A sits only in the worker's previous instance, which ended before the window:
+    // it is neither read nor found.
+    assert_eq!(
+        check(&report, "build.signature-a")["status"],
+        "pass",
+        "{report:#}"
+    );
+    let read = report["details"]["logs_read"].as_array().unwrap();
+    let previous: Vec<(&str, &str)> = read
+        .iter()
+        .filter(|r| r["previous"] == true)
+        .map(|r| (r["pod"].as_str().unwrap(), r["container"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        previous,
+        [(cp_pod.as_str(), "codex-k8s-control-plane")],
+        "only the restart inside the window is read with --previous: {read:#?}"
+    );
+    assert!(
+        check(&report, "build.logs")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(1 --previous)"),
+        "{report:#}"
+    );
+}
+
+/// `kubectl __complete ck8s WORDS...`, as bash/zsh's kubectl completion calls it on <TAB>:
+/// kubectl finds `kubectl_complete-ck8s` on PATH beside `kubectl-ck8s` and hands it the
+/// words typed after `kubectl ck8s`; `KUBECONFIG` is the shell's.
+fn complete(cp: &ControlPlane, kubeconfig: &str, words: &[&str]) -> String {
+    let plugins = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(
+        ck8s_tests::workspace_binary("kubectl-ck8s"),
+        plugins.path().join("kubectl-ck8s"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        repo().join("kubectl-ck8s/kubectl_complete-ck8s"),
+        plugins.path().join("kubectl_complete-ck8s"),
+    )
+    .unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(cp.kubectl_path())
+        .arg("__complete")
+        .arg("ck8s")
+        .args(words)
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", plugins.path().display()),
+        )
+        .env("HOME", home.path())
+        .env("KUBECONFIG", kubeconfig)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{words:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The candidates of a cobra answer, without the `:<directive>` line.
+fn candidates(answer: &str) -> Vec<&str> {
+    answer.lines().filter(|l| !l.starts_with(':')).collect()
+}
+
+#[test]
+fn completion_through_kubectl_offers_the_real_clusters_namespaces_and_contexts() {
+    let cp = ControlPlane::shared();
+    let ns = cp.namespace("complete").unwrap();
+    let admin = cp.kubeconfig().display().to_string();
+    // -n <TAB>: the namespaces of the cluster the current context points at.
+    let answer = complete(cp, &admin, &["smoke", "-n", ""]);
+    let names = candidates(&answer);
+    for want in [ns.as_str(), "default", "kube-system"] {
+        assert!(names.contains(&want), "-n <TAB> lacks {want}: {answer}");
+    }
+    assert!(answer.ends_with(":4\n"), "no file completion: {answer}");
+    // A prefix narrows them; --context picks the user the list is made as (the reader role
+    // may not list namespaces: nothing, and no error on the terminal).
+    let answer = complete(cp, &admin, &["-n", &ns[..ns.len() - 1]]);
+    assert_eq!(candidates(&answer), [ns.as_str()], "{answer}");
+    let nobody = cp.write_kubeconfig("user-nobody").unwrap();
+    let answer = complete(cp, &nobody.display().to_string(), &["-n", ""]);
+    assert_eq!(answer, ":4\n", "forbidden: no candidates");
+    // --context <TAB>: the contexts of KUBECONFIG, a list of files merged as kubectl does.
+    let sre = cp.write_kubeconfig("user-sre").unwrap();
+    let merged = format!("{admin}:{}", sre.display());
+    assert_eq!(
+        complete(cp, &merged, &["--context", ""]),
+        "admin\nuser-sre\n:4\n"
+    );
+    assert_eq!(
+        complete(cp, &merged, &["gc", "status", "--context=user"]),
+        "--context=user-sre\n:4\n"
+    );
+    // -n after --context: as that context's user (user-nobody may not list namespaces).
+    let with_nobody = format!("{merged}:{}", nobody.display());
+    let answer = complete(cp, &with_nobody, &["--context", "user-nobody", "-n", ""]);
+    assert_eq!(answer, ":4\n", "as user-nobody: {answer}");
+    let answer = complete(cp, &with_nobody, &["--context", "admin", "-n", ""]);
+    assert!(
+        candidates(&answer).contains(&ns.as_str()),
+        "as admin: {answer}"
+    );
+    // -o <TAB>: the formats; -f <TAB>: files and directories.
+    assert_eq!(
+        complete(cp, &admin, &["smoke", "-o", ""]),
+        "table\njson\nyaml\n:4\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("deploy.yaml"), "").unwrap();
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    let base = format!("{}/", dir.path().display());
+    assert_eq!(
+        complete(cp, &admin, &["policy", "check", "-f", &base]),
+        format!("{base}deploy.yaml\n{base}manifests/\n:6\n")
+    );
+}
+
+#[test]
+fn smoke_probes_a_ready_pod_when_another_is_not_ready() {
+    let cp = ControlPlane::shared();
+    let ns = fixture(cp, "healthy");
+    cp.kubectl_output(&["-n", &ns, "scale", "deploy/codex-k8s", "--replicas=2"])
+        .unwrap();
+    cp.kubectl_output(&[
+        "-n",
+        &ns,
+        "rollout",
+        "status",
+        "deploy/codex-k8s",
+        "--timeout=120s",
+    ])
+    .unwrap();
+    let pods = cp
+        .kubectl_output(&[
+            "-n",
+            &ns,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=codex-k8s",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name}{\"\\n\"}{end}",
+        ])
+        .unwrap();
+    let mut pods: Vec<&str> = pods.lines().collect();
+    pods.sort();
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    // The pod listed first answers nothing, the other one is healthy.
+    let (first, second) = (pods[0], pods[1]);
+    let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    cp.serve_port(&format!("{ns}-codex-k8s"), &ns, &[second], 8080, codex_app())
+        .unwrap();
+    cp.serve_port(&format!("{ns}-codex-k8s-first"), &ns, &[first], 8080, dead)
+        .unwrap();
+    // Both Ready: smoke probes the first, which fails (kwok has the new forwards).
+    loop_until_probe(cp, &ns, "fail");
+    // The first pod turns not Ready, as the kubelet reports a failing readiness probe.
+    let now = ago(0);
+    let status = serde_json::json!({"status": {"conditions": [
+        {"type": "Ready", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": "False", "reason": "ContainersNotReady", "lastTransitionTime": now},
+    ]}});
+    cp.kubectl_output(&[
+        "-n",
+        &ns,
+        "patch",
+        "pod",
+        first,
+        "--subresource=status",
+        "--type=strategic",
+        "-p",
+        &status.to_string(),
+    ])
+    .unwrap();
+    let out = ck8s_as(cp, "admin", &ns, &["smoke", "-o", "json"]);
+    let report = json(&out);
+    for id in ["health.healthz", "health.readyz", "health.metrics"] {
+        assert_eq!(
+            check(&report, id)["status"],
+            "pass",
+            "{id}: the Ready pod is probed: {report:#}"
+        );
+    }
+    let ready = check(&report, "pods.ready");
+    assert_eq!(ready["status"], "fail", "{report:#}");
+    assert!(
+        ready["detail"].as_str().unwrap().contains(first),
+        "{report:#}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
 }
 
 /// The running (not terminating) control-plane pods of `ns`, with their creation times.

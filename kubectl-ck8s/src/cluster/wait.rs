@@ -51,13 +51,28 @@ where
     let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut last = String::from("no answer from the API server yet");
+    // The error of a watch that has not resumed since: a timeout names it, so an outage is
+    // not mistaken for a slow rollout.
+    let mut interrupted: Option<String> = None;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let next = match tokio::time::timeout_at(deadline, stream.next()).await {
-            Err(_) => return Ok(Waited::TimedOut { last }),
-            Ok(None) => return Ok(Waited::TimedOut { last }),
+            Err(_) | Ok(None) => {
+                return Ok(Waited::TimedOut {
+                    last: match interrupted {
+                        Some(e) => format!(
+                            "{last}; the watch of {} was interrupted and had not resumed: {e}",
+                            what.resource
+                        ),
+                        None => last,
+                    },
+                });
+            }
             Ok(Some(next)) => next,
         };
+        if next.is_ok() {
+            interrupted = None;
+        }
         match next {
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => continue,
             Ok(_) => match cond(&store.state()) {
@@ -68,17 +83,32 @@ where
                 }
             },
             Err(e) => {
-                let text = e.to_string();
+                let text = chain(&e);
                 let (verb, e) = source(e);
-                if let Some(failure) = permanent(what, verb, text, e) {
+                if let Some(failure) = permanent(what, verb, text.clone(), e) {
                     return Err(failure);
                 }
                 // Transient (connection refused while the server restarts, 5xx, 410 Gone, a
                 // cut stream): the backoff retries; say so on the progress line.
                 progress.set(&format!("{last} (watch interrupted, resuming)"));
+                interrupted = Some(text);
             }
         }
     }
+}
+
+/// An error and its causes (`connection refused` is a cause, several levels down).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text = format!("{text}: {c_text}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The request the authorizer saw (the initial list, or the watch) and its error.
