@@ -15,7 +15,9 @@ const EVAL_BUCKETS: [f64; 14] = [
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    /// allow | deny | bad_request | too_large | too_slow | overloaded | error
+    /// allow | kept (allowed: every violation was one the old object had) | inherited
+    /// (allowed: written by its controller from its owner's template) | deny | bad_request |
+    /// too_large | too_slow | overloaded | error
     pub decision: &'static str,
 }
 

@@ -79,6 +79,24 @@ pub fn overloaded(uid: &str, message: String) -> Vec<u8> {
     serde_json::to_vec(&out).expect("a review of strings always serializes")
 }
 
+impl Answer {
+    /// The `decision` label of `requests_total`: an allowed request that held violations
+    /// only because ratcheting kept them (or its controller inherited them) is counted apart
+    /// from a clean one, so a dashboard shows how much the ratchet lets through.
+    pub fn decision_label(&self) -> &'static str {
+        let d = &self.decision;
+        if !d.allowed {
+            "deny"
+        } else if d.kept.is_empty() {
+            "allow"
+        } else if d.inherited_from.is_some() {
+            "inherited"
+        } else {
+            "kept"
+        }
+    }
+}
+
 fn encode(uid: &str, d: &Decision) -> Vec<u8> {
     let status = (!d.allowed).then(|| Status {
         status: "Failure",

@@ -402,11 +402,7 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
     };
     let response = match result {
         Ok(answer) => {
-            count(if answer.decision.allowed {
-                "allow"
-            } else {
-                "deny"
-            });
+            count(answer.decision_label());
             json_response(answer.body)
         }
         Err(e) => {

@@ -54,6 +54,8 @@ pub fn certs() -> &'static Certs {
 pub struct Ck8s {
     pub child: Child,
     pub dir: tempfile::TempDir,
+    /// The plain-HTTP `--metrics-listen` port.
+    pub metrics_port: u16,
 }
 
 pub fn webhook_port() -> u16 {
@@ -76,16 +78,14 @@ impl Ck8s {
         }
         let p = |f: &str| dir.path().join(f).display().to_string();
         let log = std::fs::File::create(dir.path().join("ck8s.log")).unwrap();
+        let metrics_port = free_port().unwrap();
         let child = Command::new(
             std::env::var_os("CK8S_ADMISSION_BIN")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| crate::workspace_binary("ck8s-admission")),
         )
         .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
-        .arg(format!(
-            "--metrics-listen=127.0.0.1:{}",
-            free_port().unwrap()
-        ))
+        .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
         .arg(format!("--tls-cert={}", p("tls.crt")))
         .arg(format!("--tls-key={}", p("tls.key")))
         .arg(format!("--config={}", p("policies.yaml")))
@@ -97,7 +97,11 @@ impl Ck8s {
         .stderr(log)
         .spawn()
         .unwrap();
-        let mut ck8s = Ck8s { child, dir };
+        let mut ck8s = Ck8s {
+            child,
+            dir,
+            metrics_port,
+        };
         ck8s.wait_ready();
         ck8s
     }
@@ -129,6 +133,33 @@ impl Ck8s {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .expect("connect to --metrics-listen");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "/metrics: {text}");
+        text
+    }
+
+    /// One sample of [`Ck8s::metrics`], 0 when the series is absent.
+    pub fn metric(&self, series: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
     }
 
     pub fn log(&self) -> String {

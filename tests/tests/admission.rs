@@ -761,7 +761,7 @@ async fn updates_keep_existing_violations_and_deny_new_ones() {
         r#"ck8s_admission_policy_evaluations_total{policy="legacy-labels",result="kept"} 4"#,
         r#"ck8s_admission_policy_evaluations_total{policy="kaniko-cache",result="kept"} 1"#,
         r#"ck8s_admission_policy_evaluations_total{policy="frozen",result="kept"} 2"#,
-        r#"ck8s_admission_requests_total{decision="allow"} 4"#,
+        r#"ck8s_admission_requests_total{decision="kept"} 4"#,
         r#"ck8s_admission_requests_total{decision="deny"} 3"#,
     ] {
         assert!(m.contains(line), "missing {line} in\n{m}");

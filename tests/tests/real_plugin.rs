@@ -1137,8 +1137,14 @@ fn smoke_probes_a_ready_pod_when_another_is_not_ready() {
     let dead: SocketAddr = format!("127.0.0.1:{}", free_port().unwrap())
         .parse()
         .unwrap();
-    cp.serve_port(&format!("{ns}-codex-k8s"), &ns, &[second], 8080, codex_app())
-        .unwrap();
+    cp.serve_port(
+        &format!("{ns}-codex-k8s"),
+        &ns,
+        &[second],
+        8080,
+        codex_app(),
+    )
+    .unwrap();
     cp.serve_port(&format!("{ns}-codex-k8s-first"), &ns, &[first], 8080, dead)
         .unwrap();
     // Both Ready: smoke probes the first, which fails (kwok has the new forwards).

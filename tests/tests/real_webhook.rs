@@ -284,7 +284,7 @@ fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() 
     rolled_out(cp, &ns, "bad-ref");
     rolled_out(cp, &ns, "legacy");
 
-    let _ck8s = Ck8s::start(DEFAULT_CONFIG, &[], &[]);
+    let ck8s = Ck8s::start(DEFAULT_CONFIG, &[], &[]);
     register(cp);
     wait_active(cp, &ns);
 
@@ -344,6 +344,17 @@ fn controllers_scale_and_roll_objects_that_held_violations_before_the_webhook() 
             sets.lines().count(),
             2,
             "{name}: the rollout made a new ReplicaSet: {sets}"
+        );
+    }
+
+    // The requests let through by the ratchet are counted apart from clean ones: the
+    // Deployments' own updates kept their violations, the controllers' writes inherited them.
+    for decision in ["kept", "inherited"] {
+        let series = format!(r#"ck8s_admission_requests_total{{decision="{decision}"}}"#);
+        assert!(
+            ck8s.metric(&series) > 0,
+            "no {series} in\n{}",
+            ck8s.metrics()
         );
     }
 
