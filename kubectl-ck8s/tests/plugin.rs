@@ -6,6 +6,7 @@
 //! here that only repeated one of those was removed.
 
 use ck8s_tests::TestApiServer;
+use ck8s_tests::report::check;
 use serde_json::Value;
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -167,15 +168,6 @@ fn text(b: &[u8]) -> String {
 
 fn code(o: &Output) -> i32 {
     o.status.code().expect("exit code")
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
 fn status<'a>(report: &'a Value, id: &str) -> &'a str {

@@ -435,6 +435,35 @@ impl ControlPlane {
         }
     }
 
+    /// The Running, not terminating pods of `namespace` that match the label `selector`, with
+    /// their creation times (what "every running pod started after the patch" is judged on).
+    pub fn running_pods(
+        &self,
+        namespace: &str,
+        selector: &str,
+    ) -> anyhow::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+        let pods: serde_json::Value =
+            serde_json::from_str(&self.kubectl_output(&[
+                "-n", namespace, "get", "pods", "-l", selector, "-o", "json",
+            ])?)?;
+        let mut running = Vec::new();
+        for p in pods["items"].as_array().into_iter().flatten() {
+            if p["status"]["phase"] != "Running" || !p["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let name = p["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let created = p["metadata"]["creationTimestamp"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("pod {name} has no creationTimestamp"))?
+                .parse()?;
+            running.push((name, created));
+        }
+        Ok(running)
+    }
+
     /// A fresh namespace for one test, `ck8s-<prefix>-<n>`, with its `default` ServiceAccount.
     pub fn namespace(&self, prefix: &str) -> anyhow::Result<String> {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -5,11 +5,13 @@
 //!   real server cannot be made to produce; it stores and serves fixture objects over the REST
 //!   paths and reconciles nothing;
 //! - [`cluster_webhook`]: ck8s-admission as a process, registered with the real control plane;
-//! - [`webhook`]: ck8s-admission started in-process over real TLS.
+//! - [`webhook`]: ck8s-admission started in-process over real TLS;
+//! - [`report`]: reading the plugin's `-o json` reports.
 
 pub mod apiserver;
 pub mod cluster;
 pub mod cluster_webhook;
+pub mod report;
 pub mod webhook;
 
 pub use apiserver::TestApiServer;

@@ -7,6 +7,7 @@
 //! side by side on the one control plane of this binary.
 
 use ck8s_tests::cluster::{ControlPlane, codex_app, free_port};
+use ck8s_tests::report::{check, json};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,25 +53,6 @@ fn ck8s_as(cp: &ControlPlane, user: &str, ns: &str, args: &[&str]) -> Output {
         .env_remove("CK8S_PROBE_DIRECT")
         .output()
         .expect("run kubectl-ck8s")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
 #[test]
@@ -755,39 +737,14 @@ fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
         .unwrap();
     assert_eq!(value, "false");
     // ...and every running control-plane pod started after the patch (envFrom is read at start).
-    let pods: Value = serde_json::from_str(
-        &cp.kubectl_output(&[
-            "-n",
-            &ns,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=codex-k8s-control-plane",
-            "-o",
-            "json",
-        ])
-        .unwrap(),
-    )
-    .unwrap();
-    let running: Vec<&Value> = pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| {
-            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-        })
-        .collect();
+    let running = cp
+        .running_pods(&ns, "app.kubernetes.io/name=codex-k8s-control-plane")
+        .unwrap();
     assert!(!running.is_empty());
-    for p in running {
-        let created: chrono::DateTime<chrono::Utc> = p["metadata"]["creationTimestamp"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+    for (name, created) in running {
         assert!(
             created >= before - chrono::Duration::seconds(1),
-            "pod {} predates the patch",
-            p["metadata"]["name"]
+            "pod {name} predates the patch"
         );
     }
 }
@@ -1187,38 +1144,8 @@ fn smoke_probes_a_ready_pod_when_another_is_not_ready() {
 
 /// The running (not terminating) control-plane pods of `ns`, with their creation times.
 fn control_plane_pods(cp: &ControlPlane, ns: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
-    let pods: Value = serde_json::from_str(
-        &cp.kubectl_output(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=codex-k8s-control-plane",
-            "-o",
-            "json",
-        ])
-        .unwrap(),
-    )
-    .unwrap();
-    pods["items"]
-        .as_array()
+    cp.running_pods(ns, "app.kubernetes.io/name=codex-k8s-control-plane")
         .unwrap()
-        .iter()
-        .filter(|p| {
-            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-        })
-        .map(|p| {
-            (
-                p["metadata"]["name"].as_str().unwrap().to_string(),
-                p["metadata"]["creationTimestamp"]
-                    .as_str()
-                    .unwrap()
-                    .parse()
-                    .unwrap(),
-            )
-        })
-        .collect()
 }
 
 fn build_ref(cp: &ControlPlane, ns: &str) -> String {

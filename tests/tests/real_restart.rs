@@ -7,8 +7,8 @@
 //! sharing its control plane. The tests here restart it one at a time.
 
 use ck8s_tests::cluster::ControlPlane;
-use serde_json::Value;
-use std::process::{Child, Command, Output, Stdio};
+use ck8s_tests::report::{check, json};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -39,25 +39,6 @@ fn spawn_ck8s(cp: &ControlPlane, ns: &str, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run kubectl-ck8s")
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn check<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no check {id} in {report:#}"))
 }
 
 /// Polls the kubectl query until it prints something non-empty.
@@ -149,39 +130,14 @@ fn mitigate_resumes_its_rollout_watch_across_an_api_server_restart() {
         assert_eq!(check(&report, id)["status"], "pass", "{id}: {report:#}");
     }
     // The verification holds on the server: every running pod started after the patch.
-    let pods: Value = serde_json::from_str(
-        &cp.kubectl_output(&[
-            "-n",
-            &ns,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=codex-k8s-control-plane",
-            "-o",
-            "json",
-        ])
-        .unwrap(),
-    )
-    .unwrap();
-    let running: Vec<&Value> = pods["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| {
-            p["status"]["phase"] == "Running" && p["metadata"]["deletionTimestamp"].is_null()
-        })
-        .collect();
+    let running = cp
+        .running_pods(&ns, "app.kubernetes.io/name=codex-k8s-control-plane")
+        .unwrap();
     assert!(!running.is_empty());
-    for p in running {
-        let created: chrono::DateTime<chrono::Utc> = p["metadata"]["creationTimestamp"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+    for (name, created) in running {
         assert!(
             created >= before - chrono::Duration::seconds(1),
-            "pod {} predates the patch",
-            p["metadata"]["name"]
+            "pod {name} predates the patch"
         );
     }
 }
