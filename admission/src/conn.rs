@@ -12,6 +12,16 @@
 //! HTTP/1.1 only, so a connection carries one request at a time and the cap bounds requests
 //! as well. At the cap, an idle connection is closed to make room; if none is idle, the next
 //! accepted connection waits (and the listen queue holds the rest) until one ends.
+//!
+//! A phase's bound holds while the connection is closing too. hyper's graceful shutdown
+//! finishes a request whose head has begun, so a connection asked to close (evicted, idle too
+//! long, or drained) in the instant its client sent a byte would otherwise read that head with
+//! no bound but hyper's own backstop (idle + header, two minutes): a slow client could hold its
+//! place that long, and many of them the whole cap. Closing, a phase whose bound passes drops
+//! the connection at once.
+//!
+//! `ck8s_admission_oldest_connection_seconds{phase}` shows the age in its phase of the oldest
+//! connection in each phase: a `head` or `handshake` figure above its timeout is an escape.
 
 use crate::metrics::ConnectionMetrics;
 use hyper::body::Incoming;
@@ -40,12 +50,44 @@ pub struct ConnLimits {
 /// bytes of them); body reads come in pieces of at most this size.
 const READ_BUFFER: usize = 64 << 10;
 
+/// A connection's phase, and since when it is in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Handshake,
+    Handshake(Instant),
     Idle(Instant),
     Head(Instant),
-    Busy,
+    Busy(Instant),
+}
+
+impl Phase {
+    /// The phases as `/metrics` names them, in [`Phase::index`] order.
+    const NAMES: [&'static str; 4] = ["handshake", "idle", "head", "busy"];
+
+    fn index(self) -> usize {
+        match self {
+            Phase::Handshake(_) => 0,
+            Phase::Idle(_) => 1,
+            Phase::Head(_) => 2,
+            Phase::Busy(_) => 3,
+        }
+    }
+
+    fn since(self) -> Instant {
+        match self {
+            Phase::Handshake(t) | Phase::Idle(t) | Phase::Head(t) | Phase::Busy(t) => t,
+        }
+    }
+
+    /// When the phase's bound passes, for the phases the serving loop bounds itself (the
+    /// handshake is bounded around it; a busy connection by the body, queue and evaluation
+    /// limits of the request it serves).
+    fn deadline(self, limits: &ConnLimits) -> Option<(Instant, &'static str)> {
+        match self {
+            Phase::Idle(since) => Some((since + limits.idle, "idle")),
+            Phase::Head(since) => Some((since + limits.header, "header")),
+            Phase::Handshake(_) | Phase::Busy(_) => None,
+        }
+    }
 }
 
 /// What a connection's task and its watchers share.
@@ -116,12 +158,39 @@ impl Connections {
         })
     }
 
+    pub fn limits(&self) -> &ConnLimits {
+        &self.limits
+    }
+
     pub fn len(&self) -> usize {
         self.open.lock().unwrap().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The age in its phase of the oldest connection of each phase, by [`Phase::NAMES`]
+    /// (zero where no connection is in that phase).
+    pub fn oldest_by_phase(&self) -> [(&'static str, Duration); 4] {
+        let now = Instant::now();
+        let mut oldest = [Duration::ZERO; 4];
+        for c in self.open.lock().unwrap().values() {
+            let phase = c.phase();
+            let age = now.saturating_duration_since(phase.since());
+            let slot = &mut oldest[phase.index()];
+            *slot = (*slot).max(age);
+        }
+        std::array::from_fn(|i| (Phase::NAMES[i], oldest[i]))
+    }
+
+    /// Sets `ck8s_admission_oldest_connection_seconds` (called when `/metrics` is read).
+    pub fn publish_ages(&self) {
+        if let Some(m) = &self.metrics {
+            for (phase, age) in self.oldest_by_phase() {
+                m.oldest(phase, age);
+            }
+        }
     }
 
     /// A place for a new connection: at once under the cap; at the cap, after an idle
@@ -137,7 +206,7 @@ impl Connections {
                 if open.len() < self.limits.max_connections {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                     let shared = Arc::new(Shared {
-                        phase: Mutex::new(Phase::Handshake),
+                        phase: Mutex::new(Phase::Handshake(Instant::now())),
                         wake: Notify::new(),
                         evict: AtomicBool::new(false),
                     });
@@ -274,7 +343,7 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
-        self.shared.set(Phase::Busy);
+        self.shared.set(Phase::Busy(Instant::now()));
         let guard = BusyGuard(self.shared.clone());
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -343,11 +412,7 @@ pub async fn serve<IO, T, H, HF, S, B>(
     let mut conn = pin!(conn);
     let mut closing = false;
     loop {
-        let deadline = match shared.phase() {
-            Phase::Idle(since) => Some((since + limits.idle, "idle")),
-            Phase::Head(since) => Some((since + limits.header, "header")),
-            Phase::Handshake | Phase::Busy => None,
-        };
+        let deadline = shared.phase().deadline(&limits);
         let expired = async {
             match deadline {
                 Some((at, reason)) => {
@@ -367,15 +432,13 @@ pub async fn serve<IO, T, H, HF, S, B>(
                 }
                 return;
             }
-            reason = expired, if !closing => {
+            // Armed while closing too: see the module doc.
+            reason = expired => {
                 // Still in the phase the deadline was set for: it passed.
-                let still = matches!(
-                    (shared.phase(), reason),
-                    (Phase::Idle(_), "idle") | (Phase::Head(_), "header")
-                );
+                let still = shared.phase().deadline(&limits) == deadline;
                 if still {
                     owner.timeout(reason);
-                    if reason == "header" {
+                    if reason == "header" || closing {
                         return; // dropping the connection closes it
                     }
                     closing = true;
@@ -401,4 +464,136 @@ pub async fn serve<IO, T, H, HF, S, B>(
 /// not live across an await in a spawned task).
 pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    const HEADER: Duration = Duration::from_millis(200);
+    /// How long past its header deadline a connection may take to be seen closed on a loaded
+    /// machine. Before the fix it stayed open until hyper's backstop, idle + header.
+    const SLACK: Duration = Duration::from_secs(2);
+
+    fn limits(max_connections: usize) -> ConnLimits {
+        ConnLimits {
+            max_connections,
+            handshake: Duration::from_secs(10),
+            header: HEADER,
+            idle: Duration::from_secs(120),
+        }
+    }
+
+    /// Serves one in-memory connection under `slot` (no TLS: the handshake is instant);
+    /// returns the client's end and the connection's task.
+    fn open(
+        slot: Slot,
+        stop: watch::Receiver<bool>,
+    ) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(4096);
+        let service = hyper::service::service_fn(|_req| async {
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(Empty::<Bytes>::new()))
+        });
+        let task = tokio::spawn(serve(
+            slot,
+            server,
+            |io| std::future::ready(Ok(io)),
+            service,
+            stop,
+        ));
+        (client, task)
+    }
+
+    /// Lets the connection's task reach its first wait (on this one-thread runtime).
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    /// Asserts the connection's task ends within its header deadline (plus [`SLACK`]).
+    async fn closes_in_time(task: tokio::task::JoinHandle<()>, what: &str) {
+        let sent = Instant::now();
+        match tokio::time::timeout(HEADER + SLACK, task).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!(
+                "{what}: a connection holding 1 byte of a request head is still open {:?} after it was sent (header timeout {HEADER:?})",
+                sent.elapsed()
+            ),
+        }
+    }
+
+    /// Issue 23: a connection picked for eviction at the cap in the instant its client sends
+    /// the first byte of a request. Its task is woken for both at once and its select takes
+    /// them in either order, so the pair is played many times; in no round may the connection
+    /// outlive its header deadline (before the fix, hyper's graceful shutdown went on reading
+    /// the head with no deadline but hyper's backstop, idle + header).
+    #[tokio::test]
+    async fn a_connection_evicted_as_its_request_begins_keeps_its_header_deadline() {
+        let conns = Connections::new(limits(1), None);
+        let (_stop_tx, stop) = watch::channel(false);
+        for round in 0..16 {
+            let (mut client, task) = open(conns.admit().await, stop.clone());
+            settle().await; // handshake done: idle
+            client.write_all(b"P").await.unwrap();
+            // The next connection at the cap asks the idle one to close, before its task runs.
+            let next = conns.admit();
+            let mut next = pin!(next);
+            tokio::select! {
+                biased;
+                _ = next.as_mut() => panic!("round {round}: a place was free at the cap"),
+                _ = std::future::ready(()) => {}
+            }
+            closes_in_time(task, &format!("evicted, round {round}")).await;
+            drop(next.await);
+            drop(client);
+        }
+    }
+
+    /// The same with the connection closing for the drain (SIGTERM) instead.
+    #[tokio::test]
+    async fn a_draining_connection_keeps_its_header_deadline() {
+        let conns = Connections::new(limits(4), None);
+        for round in 0..16 {
+            let (stop_tx, stop) = watch::channel(false);
+            let (mut client, task) = open(conns.admit().await, stop);
+            settle().await;
+            client.write_all(b"P").await.unwrap();
+            stop_tx.send(true).unwrap();
+            closes_in_time(task, &format!("draining, round {round}")).await;
+            drop(client);
+        }
+    }
+
+    /// What `/metrics` shows: the age in its phase of the oldest connection of each phase.
+    #[tokio::test]
+    async fn the_oldest_connection_of_each_phase_is_reported() {
+        let conns = Connections::new(limits(4), None);
+        let (_stop_tx, stop) = watch::channel(false);
+        let age = |phase: &str| {
+            conns
+                .oldest_by_phase()
+                .into_iter()
+                .find(|(p, _)| *p == phase)
+                .unwrap()
+                .1
+        };
+        let (_idle_client, _idle) = open(conns.admit().await, stop.clone());
+        let (mut slow_client, slow) = open(conns.admit().await, stop.clone());
+        settle().await;
+        slow_client.write_all(b"PO").await.unwrap();
+        tokio::time::sleep(HEADER / 2).await;
+        let head = age("head");
+        assert!(head >= HEADER / 2 && head < HEADER, "head age {head:?}");
+        assert!(age("idle") >= HEADER / 2, "idle age {:?}", age("idle"));
+        assert_eq!(age("busy"), Duration::ZERO);
+        assert_eq!(age("handshake"), Duration::ZERO);
+        closes_in_time(slow, "dribbling").await;
+        assert_eq!(
+            age("head"),
+            Duration::ZERO,
+            "the cut connection left the table"
+        );
+    }
 }

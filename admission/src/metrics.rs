@@ -167,10 +167,18 @@ pub struct TimeoutLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// handshake | idle | head | busy
+    pub phase: &'static str,
+}
+
 /// Connections and request bodies: what the limits of issue 15 did.
 #[derive(Clone)]
 pub struct ConnectionMetrics {
     pub open: Gauge,
+    /// Set from the open connections when `/metrics` is read.
+    pub oldest: Family<PhaseLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub timeouts: Family<TimeoutLabels, Counter>,
     pub evicted: Counter,
     pub cap_waits: Counter,
@@ -182,6 +190,7 @@ impl ConnectionMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = ConnectionMetrics {
             open: Gauge::default(),
+            oldest: Family::default(),
             timeouts: Family::default(),
             evicted: Counter::default(),
             cap_waits: Counter::default(),
@@ -192,6 +201,11 @@ impl ConnectionMetrics {
             "open_connections",
             "HTTPS connections open now (handshaking, idle or busy)",
             m.open.clone(),
+        );
+        registry.register(
+            "oldest_connection_seconds",
+            "Age in its phase of the oldest open HTTPS connection of each phase (handshake, idle, head, busy); one above its phase's timeout has escaped it",
+            m.oldest.clone(),
         );
         registry.register(
             "connection_timeouts",
@@ -219,6 +233,12 @@ impl ConnectionMetrics {
             m.body_budget_waits.clone(),
         );
         m
+    }
+
+    pub fn oldest(&self, phase: &'static str, age: std::time::Duration) {
+        self.oldest
+            .get_or_create(&PhaseLabels { phase })
+            .set(age.as_secs_f64());
     }
 
     pub fn timeout(&self, reason: &'static str) {

@@ -39,6 +39,8 @@ struct AppState {
     queue_timeout: Duration,
     budget: Budget,
     body_limits: BodyLimits,
+    /// The HTTPS listener's connections (their ages are read into `/metrics`).
+    connections: Arc<Connections>,
 }
 
 /// A bound, loaded server, ready to [`Server::serve`].
@@ -125,7 +127,17 @@ impl Server {
             .await
             .with_context(|| format!("binding --metrics-listen {}", args.metrics_listen))?;
         let budget = Budget::new(args.max_inflight_bytes, metrics.connections.clone());
+        let connections = Connections::new(
+            ConnLimits {
+                max_connections: args.max_connections,
+                handshake: args.handshake_timeout,
+                header: args.header_timeout,
+                idle: args.idle_timeout,
+            },
+            Some(metrics.connections.clone()),
+        );
         let state = Arc::new(AppState {
+            connections,
             store,
             metrics,
             ready: AtomicBool::new(true),
@@ -215,16 +227,11 @@ impl Server {
             .with_state(state.clone());
         let probes = probes.with_state(state.clone());
 
-        let limits = ConnLimits {
-            max_connections: args.max_connections,
-            handshake: args.handshake_timeout,
-            header: args.header_timeout,
-            idle: args.idle_timeout,
-        };
+        let https_conns = state.connections.clone();
         let plain_conns = Connections::new(
             ConnLimits {
                 max_connections: PROBE_CONNECTIONS,
-                ..limits.clone()
+                ..https_conns.limits().clone()
             },
             None,
         );
@@ -243,7 +250,6 @@ impl Server {
                 )
             },
         ));
-        let https_conns = Connections::new(limits, Some(state.metrics.connections.clone()));
         accept_loop(
             https,
             https_conns.clone(),
@@ -450,6 +456,7 @@ async fn readyz(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics_handler(State(st): State<Arc<AppState>>) -> Response {
+    st.connections.publish_ages();
     (
         [(
             header::CONTENT_TYPE,

@@ -612,6 +612,16 @@ fn timeouts(reason: &str) -> String {
 
 const OPEN: &str = "ck8s_admission_open_connections";
 
+/// `ck8s_admission_oldest_connection_seconds{phase}`: the age in its phase of the oldest
+/// connection in `phase` (0 when none is).
+fn oldest(metrics: &str, phase: &str) -> f64 {
+    let series = format!(r#"ck8s_admission_oldest_connection_seconds{{phase="{phase}"}} "#);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series}in {metrics}"))
+}
+
 /// A keep-alive POST of `body` (the head alone when `body_sent` is shorter).
 fn post_head(len: usize) -> String {
     format!(
@@ -744,6 +754,12 @@ async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
     }
     // ... while every slow client is still connected: they did not have to wait for them.
     assert_eq!(w.metric(&timeouts("header")).await, 0);
+    // /metrics shows how long the oldest of them has been sending its head: within its bound.
+    let head = oldest(&w.metrics_text().await, "head");
+    assert!(
+        head > 0.0 && head < HEADER_TIMEOUT.as_secs_f64(),
+        "oldest head phase {head} s"
+    );
 
     for t in slow {
         let closed = t
@@ -763,6 +779,7 @@ async fn slow_header_clients_are_cut_off_and_do_not_delay_others() {
         w.metric(OPEN).await <= 1
     })
     .await;
+    assert_eq!(oldest(&w.metrics_text().await, "head"), 0.0);
     drop(client);
     match Arc::try_unwrap(w) {
         Ok(w) => w.shutdown().await,
