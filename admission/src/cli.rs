@@ -113,6 +113,22 @@ impl Args {
 }
 
 impl Args {
+    /// The policies in service: the built-ins unless `--no-builtin`, `--policies DIR`,
+    /// `--config FILE`. Read again at every reload.
+    pub fn policy_sources(&self) -> ck8s_policy_runtime::PolicySources {
+        let mut sources = ck8s_policy_runtime::PolicySources::new();
+        if !self.no_builtin {
+            sources = sources.builtin(ck8s_builtin_policies::BUNDLE);
+        }
+        if let Some(dir) = &self.policies {
+            sources = sources.dir(dir);
+        }
+        if let Some(config) = &self.config {
+            sources = sources.config_file(config);
+        }
+        sources
+    }
+
     /// Flag combinations that cannot work, as a usage error.
     pub fn check(&self) -> Result<(), String> {
         if self.max_inflight_bytes < self.max_body_bytes {

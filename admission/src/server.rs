@@ -87,14 +87,8 @@ impl Server {
                     .or_else(Runtime::default_artifact_dir);
                 let runtime =
                     Runtime::new(args.limits(), cache).context("starting the policy runtime")?;
-                let store = PolicyStore::open(
-                    runtime,
-                    !args.no_builtin,
-                    args.policies.clone(),
-                    args.config.clone(),
-                    &metrics,
-                )
-                .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
+                let store = PolicyStore::open(runtime, args.policy_sources(), &metrics)
+                    .map_err(|e| anyhow::anyhow!("loading policies: {e}"))?;
                 let (key, cert_fp) = cert_source
                     .load()
                     .map_err(|e| anyhow::anyhow!("TLS certificate: {e}"))?;

@@ -1,65 +1,56 @@
 //! The policy set in service, and its reload.
 //!
-//! A reload builds a complete new [`PolicySet`] (built-ins + the policies directory + the
-//! config) and swaps it in atomically; requests already running keep the set they started
+//! A reload builds a complete new [`PolicySet`] from the same [`PolicySources`] (built-ins +
+//! the policies directory + the config) and swaps it in atomically; requests already running keep the set they started
 //! with. If anything fails to load, the previous set stays in service and the failure is
 //! logged and counted.
 
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
-use ck8s_policy_runtime::{LoadedPolicy, PolicySet, Runtime, SettingsFile};
-use sha2::{Digest, Sha256};
-use std::path::PathBuf;
+use ck8s_policy_runtime::{BuildError, PolicySet, PolicySources, Runtime, SettingsFile};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Instant;
 
 pub struct PolicyStore {
     runtime: Runtime,
-    builtin: Vec<Arc<LoadedPolicy>>,
-    dir: Option<PathBuf>,
-    config: Option<PathBuf>,
+    sources: PolicySources,
     current: ArcSwap<PolicySet>,
-    /// Fingerprint of the directory and config the current set was built from.
+    /// [`PolicySources::fingerprint`] of what the current set was built from.
     loaded_from: Mutex<String>,
+}
+
+/// Why no set could go into service.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("no policies to serve: the built-in ones are off and --policies holds no .wasm")]
+    Empty,
 }
 
 impl PolicyStore {
     /// Loads everything once; an error here is fatal (there is no previous set to keep).
     pub fn open(
         runtime: Runtime,
-        with_builtin: bool,
-        dir: Option<PathBuf>,
-        config: Option<PathBuf>,
+        sources: PolicySources,
         metrics: &Metrics,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, StoreError> {
         let start = Instant::now();
-        let builtin = if with_builtin {
-            runtime
-                .load_builtin()
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .map(Arc::new)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let fingerprint = sources.fingerprint();
+        let set = PolicySet::build(&runtime, &sources)?;
+        if set.is_empty() {
+            return Err(StoreError::Empty);
+        }
         let store = PolicyStore {
             runtime,
-            builtin,
-            dir,
-            config,
-            current: ArcSwap::from_pointee(PolicySet::new(Vec::new(), &SettingsFile::default())?),
+            sources,
+            current: ArcSwap::from_pointee(
+                PolicySet::new(Vec::new(), &SettingsFile::default())
+                    .expect("an empty set has nothing to refuse"),
+            ),
             loaded_from: Mutex::new(String::new()),
         };
-        let fingerprint = store.fingerprint();
-        let set = store.build()?;
-        if set.is_empty() {
-            return Err(
-                "no policies to serve: the built-in ones are off and --policies holds no .wasm"
-                    .into(),
-            );
-        }
         store.install(set, fingerprint, metrics, start);
         Ok(store)
     }
@@ -71,13 +62,13 @@ impl PolicyStore {
 
     /// Reloads if the directory or the config changed. `Ok(true)` if a new set went into
     /// service, `Err` (old set kept) if the new one did not load.
-    pub fn reload_if_changed(&self, metrics: &Metrics) -> Result<bool, String> {
-        let fingerprint = self.fingerprint();
+    pub fn reload_if_changed(&self, metrics: &Metrics) -> Result<bool, BuildError> {
+        let fingerprint = self.sources.fingerprint();
         if *self.loaded_from.lock().unwrap() == fingerprint {
             return Ok(false);
         }
         let start = Instant::now();
-        match self.build() {
+        match PolicySet::build(&self.runtime, &self.sources) {
             Ok(set) => {
                 self.install(set, fingerprint, metrics, start);
                 metrics.reload("policies", true);
@@ -104,48 +95,5 @@ impl PolicyStore {
         self.current.store(Arc::new(set));
         *self.loaded_from.lock().unwrap() = fingerprint;
         tracing::info!(policies = %names.join(", "), elapsed_ms = start.elapsed().as_secs_f64() * 1e3, "policy set in service");
-    }
-
-    fn build(&self) -> Result<PolicySet, String> {
-        let mut policies = self.builtin.clone();
-        if let Some(dir) = &self.dir {
-            policies.extend(
-                self.runtime
-                    .load_dir(dir)
-                    .map_err(|e| e.to_string())?
-                    .into_iter()
-                    .map(Arc::new),
-            );
-        }
-        let config = match &self.config {
-            Some(path) => SettingsFile::read(path)?,
-            None => SettingsFile::default(),
-        };
-        PolicySet::new(policies, &config)
-    }
-
-    /// A digest of every `.wasm` in the directory (names and contents) and of the config.
-    /// Contents, not mtimes: a ConfigMap update swaps a symlink and keeps old mtimes.
-    fn fingerprint(&self) -> String {
-        let mut h = Sha256::new();
-        if let Some(dir) = &self.dir {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-                .map(|rd| {
-                    rd.filter_map(|e| e.ok().map(|e| e.path()))
-                        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            for f in files {
-                h.update(f.to_string_lossy().as_bytes());
-                h.update(std::fs::read(&f).unwrap_or_default());
-            }
-        }
-        if let Some(c) = &self.config {
-            h.update(b"config");
-            h.update(std::fs::read(c).unwrap_or_default());
-        }
-        hex::encode(h.finalize())
     }
 }

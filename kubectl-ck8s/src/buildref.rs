@@ -3,21 +3,18 @@
 use crate::exit::Failure;
 use crate::names::*;
 use ck8s_policy_api::Operation;
-use ck8s_policy_runtime::{Decision, FindingKind, PolicySet, Runtime, SettingsFile, Subject};
-use std::sync::Arc;
+use ck8s_policy_runtime::{
+    Decision, FindingKind, Limits, PolicySet, PolicySources, Runtime, Subject,
+};
 
 /// `Ok(())` if the policy accepts `value`; `Err(problems)` with the policy's messages otherwise.
 pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
-    let rt = Runtime::new(Default::default(), Runtime::default_artifact_dir())
+    // One object, judged once by the built-ins: one instance slot, no epoch thread.
+    let rt = Runtime::new(Limits::one_shot(), Runtime::default_artifact_dir())
         .map_err(|e| Failure::usage(format!("cannot start the policy runtime: {e}")))?;
-    let policies = rt
-        .load_builtin()
+    let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
+    let set = PolicySet::build(&rt, &sources)
         .map_err(|e| Failure::usage(format!("cannot load the built-in policies: {e}")))?;
-    let set = PolicySet::new(
-        policies.into_iter().map(Arc::new).collect(),
-        &SettingsFile::default(),
-    )
-    .map_err(Failure::usage)?;
     let manifest = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -26,7 +23,8 @@ pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
     });
     let raw =
         serde_json::value::to_raw_value(&manifest).map_err(|e| Failure::usage(e.to_string()))?;
-    let subject = Subject::from_manifest(&raw, Operation::Create).map_err(Failure::usage)?;
+    let subject = Subject::from_manifest(&raw, Operation::Create)
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let decision = Decision::from_evaluation(&set.evaluate(&subject));
     let problems: Vec<String> = decision
         .denials

@@ -21,7 +21,7 @@
 
 use ck8s_admission::cli::{Args, LogFormat};
 use ck8s_policy_api::{Operation, PolicyMetadata, Rule};
-use ck8s_policy_runtime::{Runtime, SettingsFile};
+use ck8s_policy_runtime::{PolicySet, PolicySources, Runtime, SettingsFile, Source};
 use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
@@ -433,7 +433,8 @@ fn builtin_metadata() -> &'static [PolicyMetadata] {
     static METADATA: OnceLock<Vec<PolicyMetadata>> = OnceLock::new();
     METADATA.get_or_init(|| {
         let rt = Runtime::new(Default::default(), None).expect("policy runtime");
-        rt.load_builtin()
+        Source::Builtin(ck8s_builtin_policies::BUNDLE)
+            .load(&rt)
             .expect("built-in policies load")
             .into_iter()
             .map(|p| p.metadata)
@@ -1049,13 +1050,10 @@ fn policy_config_map_is_accepted_by_the_policies() {
         .expect("policies.yaml in the ConfigMap");
     let settings = SettingsFile::parse(text).expect("policies.yaml parses");
     let rt = Runtime::new(Default::default(), None).unwrap();
-    let policies = rt
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(std::sync::Arc::new)
-        .collect();
-    let set = ck8s_policy_runtime::PolicySet::new(policies, &settings)
+    let sources = PolicySources::new()
+        .builtin(ck8s_builtin_policies::BUNDLE)
+        .settings(settings.clone());
+    let set = PolicySet::build(&rt, &sources)
         .expect("every configured policy is loaded and every setting is declared");
     for name in ["build-ref", "legacy-labels", "kaniko-cache"] {
         assert!(
@@ -1073,13 +1071,10 @@ fn shipped_config_denies_the_verification_example() {
     let config = std::fs::read_to_string(deploy_dir().join("base/policies.yaml")).unwrap();
     let settings = SettingsFile::parse(&config).unwrap();
     let rt = Runtime::new(Default::default(), None).unwrap();
-    let policies = rt
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(std::sync::Arc::new)
-        .collect();
-    let set = ck8s_policy_runtime::PolicySet::new(policies, &settings).unwrap();
+    let sources = PolicySources::new()
+        .builtin(ck8s_builtin_policies::BUNDLE)
+        .settings(settings);
+    let set = PolicySet::build(&rt, &sources).unwrap();
 
     let yaml = std::fs::read_to_string(deploy_dir().join("examples/bad-build-ref.yaml")).unwrap();
     let doc: Value = serde_yaml::from_str(&yaml).unwrap();

@@ -15,13 +15,13 @@
 //! only metadata, and at most `--concurrency` kinds are listed at once.
 
 use super::check::parts;
-use super::{PolicySelection, load_selection, runtime};
+use super::{PolicySelection, policy_set};
 use crate::cluster::objects;
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
 use ck8s_policy_runtime::api::{Operation, reads_only_metadata};
-use ck8s_policy_runtime::{Decision, FindingKind, PolicySet, SettingsFile, Subject};
+use ck8s_policy_runtime::{ConfigSource, Decision, FindingKind, PolicySet, SettingsFile, Subject};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -131,15 +131,14 @@ pub struct WebhookScope {
 
 pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     let (config, config_origin) = match &args.config {
-        Some(path) => (
-            SettingsFile::read(path).map_err(Failure::usage)?,
-            path.display().to_string(),
-        ),
-        None => installed_config(ctx, &args.webhook, &args.webhook_namespace).await?,
+        Some(path) => (ConfigSource::File(path.clone()), path.display().to_string()),
+        None => {
+            let (settings, origin) =
+                installed_config(ctx, &args.webhook, &args.webhook_namespace).await?;
+            (ConfigSource::Given(settings), origin)
+        }
     };
-    let runtime = runtime()?;
-    let policies = load_selection(&runtime, &args.selection)?;
-    let set = PolicySet::new(policies, &config).map_err(Failure::usage)?;
+    let set = policy_set(&args.selection, config)?;
     if args.apply {
         reports_served(ctx).await?;
     }

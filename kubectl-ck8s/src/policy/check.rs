@@ -2,11 +2,11 @@
 //! them on CREATE (or `--operation UPDATE`), with the same policies, settings and modes.
 
 use super::manifests::{self, Manifest};
-use super::{PolicySelection, load_selection, runtime};
+use super::{PolicySelection, policy_set};
 use crate::exit::{Failure, Verdict};
 use crate::output::Output;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
-use ck8s_policy_runtime::{Decision, Finding, FindingKind, PolicySet, SettingsFile, Subject};
+use ck8s_policy_runtime::{ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -116,12 +116,10 @@ pub fn run(args: CheckArgs, out: Output) -> Result<Verdict, Failure> {
     let files = manifests::expand(&args.files).map_err(Failure::usage)?;
     let objects = manifests::read_all(&files).map_err(Failure::usage)?;
     let config = match &args.config {
-        Some(path) => SettingsFile::read(path).map_err(Failure::usage)?,
-        None => SettingsFile::default(),
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::Defaults,
     };
-    let runtime = runtime()?;
-    let policies = load_selection(&runtime, &args.selection)?;
-    let set = PolicySet::new(policies, &config).map_err(Failure::usage)?;
+    let set = policy_set(&args.selection, config)?;
     let report = evaluate(&set, &objects, args.operation.into())?;
 
     let verdict = if report.allowed {

@@ -276,8 +276,7 @@ pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
 }
 
 pub fn webhook_rules(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
-    let runtime = runtime()?;
-    let policies = load_selection(&runtime, sel)?;
+    let policies = load_selection(sel)?;
     let rules = merge_rules(policies.iter().flat_map(|p| p.metadata.rules.iter()));
     if let Some(result) = Envelope::print_structured(
         out.format,
@@ -307,8 +306,7 @@ struct Listed<'a> {
 }
 
 pub fn list(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
-    let runtime = runtime()?;
-    let policies = load_selection(&runtime, sel)?;
+    let policies = load_selection(sel)?;
     let listed: Vec<Listed> = policies.iter().map(|p| listed(p)).collect();
     if let Some(result) = Envelope::print_structured(
         out.format,

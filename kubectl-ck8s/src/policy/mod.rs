@@ -22,10 +22,12 @@ mod suite;
 use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::output::Output;
-use ck8s_policy_runtime::{LoadedPolicy, PolicySource, Runtime};
+use ck8s_policy_runtime::{
+    BuildError, ConfigSource, LoadError, LoadedPolicy, PolicySet, PolicySource, PolicySources,
+    Runtime, SetError, Source,
+};
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -58,6 +60,20 @@ pub struct PolicySelection {
     pub no_builtin: bool,
 }
 
+impl PolicySelection {
+    /// The built-ins (unless excluded), then every policy file in `--policies DIR`.
+    fn sources(&self) -> PolicySources {
+        let mut sources = PolicySources::new();
+        if !self.no_builtin {
+            sources = sources.builtin(ck8s_builtin_policies::BUNDLE);
+        }
+        if let Some(dir) = &self.policies {
+            sources = sources.dir(dir);
+        }
+        sources
+    }
+}
+
 /// `connect` is called only by the subcommand that reads the cluster (`audit`); the others
 /// run offline.
 pub async fn run<F>(
@@ -85,42 +101,51 @@ fn runtime() -> Result<Runtime, Failure> {
         .map_err(|e| Failure::usage(e.to_string()))
 }
 
-/// The built-ins (unless excluded) and every `.wasm` in `--policies DIR`.
-fn load_selection(
-    runtime: &Runtime,
-    sel: &PolicySelection,
-) -> Result<Vec<Arc<LoadedPolicy>>, Failure> {
-    let mut out = Vec::new();
-    if !sel.no_builtin {
-        out.extend(
-            runtime
-                .load_builtin()
-                .map_err(|e| Failure::usage(e.to_string()))?
-                .into_iter()
-                .map(Arc::new),
-        );
+/// The set `check` and `audit` judge with: the selected policies with `config`, built by the
+/// constructor the webhook builds its own with.
+fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, Failure> {
+    let runtime = runtime()?;
+    let set = PolicySet::build(&runtime, &sel.sources().config(config)).map_err(|e| match e {
+        BuildError::Load(e) => load_failure(e),
+        // A config for policies, and none loaded: say what is missing first.
+        BuildError::Set(SetError::NotLoaded { loaded, .. }) if loaded.is_empty() => no_policies(),
+        e => Failure::usage(e.to_string()),
+    })?;
+    if set.is_empty() {
+        return Err(no_policies());
     }
-    if let Some(dir) = &sel.policies {
-        let loaded = runtime.load_dir(dir).map_err(|e| {
-            Failure::usage(e.to_string()).with_help(
-                "build policies with `cargo build --release --target wasm32-unknown-unknown`",
-            )
-        })?;
-        out.extend(loaded.into_iter().map(Arc::new));
+    Ok(set)
+}
+
+/// The selected policies, loaded but not configured: what `list` and `webhook-rules` show.
+fn load_selection(sel: &PolicySelection) -> Result<Vec<LoadedPolicy>, Failure> {
+    let runtime = runtime()?;
+    let mut out = Vec::new();
+    for source in sel.sources().sources() {
+        out.extend(source.load(&runtime).map_err(load_failure)?);
     }
     if out.is_empty() {
-        return Err(Failure::usage("no policies to evaluate")
-            .with_help("drop --no-builtin or pass --policies DIR with .wasm files"));
+        return Err(no_policies());
     }
     Ok(out)
+}
+
+fn load_failure(e: LoadError) -> Failure {
+    Failure::usage(e.to_string())
+        .with_help("build policies with `cargo build --release --target wasm32-unknown-unknown`")
+}
+
+fn no_policies() -> Failure {
+    Failure::usage("no policies to evaluate")
+        .with_help("drop --no-builtin or pass --policies DIR with .wasm files")
 }
 
 /// A policy reference: `builtin:NAME`, a path to a `.wasm` file (relative to `base`), or
 /// `FILE.wasm#NAME` for one policy of a bundle.
 fn load_ref(runtime: &Runtime, reference: &str, base: &Path) -> Result<LoadedPolicy, Failure> {
     if let Some(name) = reference.strip_prefix("builtin:") {
-        let all = runtime
-            .load_builtin()
+        let all = Source::Builtin(ck8s_builtin_policies::BUNDLE)
+            .load(runtime)
             .map_err(|e| Failure::usage(e.to_string()))?;
         let names: Vec<String> = all.iter().map(|p| p.name().to_string()).collect();
         return all.into_iter().find(|p| p.name() == name).ok_or_else(|| {

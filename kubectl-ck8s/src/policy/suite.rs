@@ -257,7 +257,7 @@ fn run_case(
         policies: [(policy.name().to_string(), config)].into_iter().collect(),
         ..SettingsFile::default()
     };
-    let set = PolicySet::new(vec![policy.clone()], &file)?;
+    let set = PolicySet::new(vec![policy.clone()], &file).map_err(|e| e.to_string())?;
     let operation = case.operation.unwrap_or(Operation::Create);
 
     let decision = match (&case.resource, &case.file, &case.review) {

@@ -12,7 +12,8 @@
 
 use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::{
-    Decision, Limits, PolicySet, PolicySource, Runtime, SettingsFile, Subject,
+    Decision, Limits, PolicySet, PolicySource, PolicySources, Runtime, SettingsFile, Source,
+    Subject,
 };
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use serde_json::value::RawValue;
@@ -34,13 +35,8 @@ fn bench(c: &mut Criterion) {
     });
 
     let runtime = Runtime::new(Limits::default(), None).unwrap();
-    let policies: Vec<_> = runtime
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let set = PolicySet::new(policies, &SettingsFile::default()).unwrap();
+    let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
+    let set = PolicySet::build(&runtime, &sources).unwrap();
     c.bench_function("wasm: 3 policies, fresh instances, 4 KB Deployment", |b| {
         b.iter(|| {
             let d = Decision::from_evaluation(&set.evaluate(black_box(&subject)));
@@ -73,9 +69,9 @@ fn bench(c: &mut Criterion) {
 
     // Load from precompiled artifacts (a warm cache), the webhook's start-up path.
     let dir = tempfile::tempdir().unwrap();
-    Runtime::new(Limits::default(), Some(dir.path().into()))
-        .unwrap()
-        .load_builtin()
+    let builtin = Source::Builtin(ck8s_builtin_policies::BUNDLE);
+    builtin
+        .load(&Runtime::new(Limits::default(), Some(dir.path().into())).unwrap())
         .unwrap();
     c.bench_function("load 3 policies from precompiled artifacts", |b| {
         b.iter_custom(|iters| {
@@ -83,7 +79,7 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let rt = Runtime::new(Limits::default(), Some(dir.path().into())).unwrap();
                 let start = Instant::now();
-                black_box(rt.load_builtin().unwrap());
+                black_box(builtin.load(&rt).unwrap());
                 total += start.elapsed();
             }
             total

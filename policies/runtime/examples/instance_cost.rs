@@ -160,12 +160,13 @@ fn bundle_dirty_pages(runtime: &Runtime) {
     let raw = RawValue::from_string(include_str!("../benches/deployment-4k.json").into()).unwrap();
     let request = ck8s_policy_runtime::Subject::from_manifest(&raw, Operation::Create).unwrap();
     let input = request.input().unwrap().to_vec(false);
-    let settings: Vec<Vec<u8>> = runtime
-        .load_builtin()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::to_vec(&p.metadata.default_settings()).unwrap())
-        .collect();
+    let settings: Vec<Vec<u8>> =
+        ck8s_policy_runtime::Source::Builtin(ck8s_builtin_policies::BUNDLE)
+            .load(runtime)
+            .unwrap()
+            .iter()
+            .map(|p| serde_json::to_vec(&p.metadata.default_settings()).unwrap())
+            .collect();
 
     let memory_of = |store: &mut Store<()>, instance: &wasmtime::Instance| {
         instance.get_memory(&mut *store, "memory").unwrap()

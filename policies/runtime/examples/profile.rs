@@ -14,7 +14,7 @@
 //! ```
 
 use ck8s_policy_api::Operation;
-use ck8s_policy_runtime::{Limits, PolicySource, Runtime, Subject};
+use ck8s_policy_runtime::{Limits, PolicySource, Runtime, Source, Subject};
 use serde_json::value::RawValue;
 use std::time::Instant;
 
@@ -91,7 +91,8 @@ fn main() {
             noop.evaluate(&req, b"{}").unwrap();
         })
     );
-    let br = rt.load_builtin().unwrap().into_iter().next().unwrap();
+    let builtin = Source::Builtin(ck8s_builtin_policies::BUNDLE);
+    let br = builtin.load(&rt).unwrap().into_iter().next().unwrap();
     println!(
         "build-ref decode only: {:.1} us",
         median(|| {
@@ -122,7 +123,7 @@ fn main() {
         })
     );
     side_by_side(&rt, &subject);
-    for p in rt.load_builtin().unwrap() {
+    for p in builtin.load(&rt).unwrap() {
         let settings = serde_json::to_vec(&p.metadata.default_settings()).unwrap();
         println!(
             "{} alone, in an instance of its own: {:.1} us",
@@ -177,16 +178,8 @@ fn side_by_side(rt: &Runtime, subject: &Subject<'_>) {
 
 /// The built-in policies with their default settings, as the webhook runs them.
 fn builtin_set(rt: &Runtime) -> ck8s_policy_runtime::PolicySet {
-    let policies = rt
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(std::sync::Arc::new);
-    ck8s_policy_runtime::PolicySet::new(
-        policies.collect(),
-        &ck8s_policy_runtime::SettingsFile::default(),
-    )
-    .unwrap()
+    let sources = ck8s_policy_runtime::PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
+    ck8s_policy_runtime::PolicySet::build(rt, &sources).unwrap()
 }
 
 /// The set of built-ins on the subject, `n` times, and the mean: the loop to `perf record`.

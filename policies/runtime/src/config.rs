@@ -11,8 +11,10 @@
 //!       names: [CODEXK8S_BUILD_REF]
 //! ```
 
+use crate::error::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// What a violation does to the request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -127,17 +129,29 @@ pub fn default_trusted_controllers() -> Vec<String> {
 
 impl SettingsFile {
     /// Parses YAML (or JSON, which is YAML).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(text).map_err(|e| format!("invalid policy config: {e}"))
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: None,
+            message: e.to_string(),
+        })
     }
 
-    pub fn read(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    /// Reads a settings file; its errors name it.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                message,
+            },
+            read => read,
+        })
     }
 }
 
@@ -155,5 +169,42 @@ mod tests {
         assert!(file.policies["a"].allow_existing_violations);
         assert!(!file.policies["b"].allow_existing_violations);
         assert!(SettingsFile::parse("policies:\n  a: { allowExistingViolation: true }\n").is_err());
+    }
+
+    #[test]
+    fn defaults_and_refusals() {
+        // Empty is the defaults, the workload controllers trusted.
+        let empty = SettingsFile::parse("  \n").unwrap();
+        assert_eq!(empty, SettingsFile::default());
+        assert!(
+            empty
+                .trusted_controllers
+                .contains(&"system:serviceaccount:kube-system:replicaset-controller".to_string())
+        );
+        assert_eq!(
+            SettingsFile::parse("trustedControllers: []")
+                .unwrap()
+                .trusted_controllers,
+            Vec::<String>::new()
+        );
+        let file = SettingsFile::parse(
+            "policies: { a: { mode: warn, onError: ignore, settings: { names: [X] } } }",
+        )
+        .unwrap();
+        let a = &file.policies["a"];
+        assert_eq!((a.mode, a.on_error), (Mode::Warn, OnError::Ignore));
+        assert_eq!(a.settings["names"], serde_json::json!(["X"]));
+        // An unknown mode, an unknown field: refused, with the format's message.
+        for text in ["policies: { a: { mode: block } }", "polices: {}"] {
+            let err = SettingsFile::parse(text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { path: None, .. }),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().starts_with("invalid policy config: "),
+                "{err}"
+            );
+        }
     }
 }

@@ -120,3 +120,109 @@ impl Decision {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::PolicyError;
+    use crate::set::Outcome;
+    use crate::subject::NotJudged;
+    use ck8s_policy_api::{Operation, ValueSource};
+    use std::time::Duration;
+
+    fn violation(path: &str, value: &str) -> Violation {
+        Violation {
+            path: path.into(),
+            message: "bad".into(),
+            value: Some(value.into()),
+            source: ValueSource::Literal,
+            fix: "fix".into(),
+        }
+    }
+
+    fn outcome(policy: &str, mode: Mode, on_error: OnError, result: OutcomeResult) -> Outcome {
+        Outcome {
+            policy: policy.into(),
+            mode,
+            on_error,
+            result,
+            kept: vec![],
+            inherited_from: None,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn each_mode_and_error_policy_has_its_bucket() {
+        let v = |p| OutcomeResult::Violations(vec![violation(p, "x")]);
+        let error = OutcomeResult::Error(PolicyError::StackOverflow);
+        let eval = Evaluation::Judged(vec![
+            outcome("a", Mode::Deny, OnError::Fail, v("a.path")),
+            outcome("b", Mode::Warn, OnError::Fail, v("b.path")),
+            outcome("c", Mode::Audit, OnError::Fail, v("c.path")),
+            outcome("d", Mode::Deny, OnError::Fail, error.clone()),
+            outcome("e", Mode::Deny, OnError::Ignore, error),
+            outcome("f", Mode::Deny, OnError::Fail, OutcomeResult::Allowed),
+            outcome("g", Mode::Deny, OnError::Fail, OutcomeResult::NotInspected),
+        ]);
+        let d = Decision::from_evaluation(&eval);
+        assert!(!d.allowed);
+        let policies = |fs: &[Finding]| fs.iter().map(|f| f.policy.clone()).collect::<Vec<_>>();
+        assert_eq!(policies(&d.denials), ["a", "d"]);
+        assert_eq!(policies(&d.warnings), ["b", "e"]);
+        assert_eq!(policies(&d.audits), ["c"]);
+        assert_eq!(
+            d.denial_message(),
+            format!(
+                "ck8s denied the request (2 violations):\n- [a] {}\n- [d] policy error: policy overflowed its stack",
+                violation("a.path", "x")
+            )
+        );
+        assert_eq!(
+            d.warning_texts()[1],
+            "[e] policy error: policy overflowed its stack"
+        );
+    }
+
+    #[test]
+    fn what_is_not_judged_or_only_kept_is_allowed_with_its_warnings() {
+        let not_judged = Evaluation::NotJudged(NotJudged::Operation(Operation::Delete));
+        assert_eq!(
+            Decision::from_evaluation(&not_judged),
+            Decision {
+                allowed: true,
+                ..Default::default()
+            }
+        );
+        let mut kept = outcome("a", Mode::Deny, OnError::Fail, OutcomeResult::Allowed);
+        kept.kept = vec![violation("data.REF", "-b x")];
+        let d = Decision::from_evaluation(&Evaluation::Judged(vec![kept.clone()]));
+        assert!(d.allowed && d.denials.is_empty());
+        assert_eq!(d.kept.len(), 1);
+        let shown = violation("data.REF", "-b x").to_string();
+        assert_eq!(
+            d.warning_texts(),
+            [format!("existing violation kept: [a] {shown}")]
+        );
+        kept.inherited_from = Some("ReplicaSet/web-7d9f".into());
+        let d = Decision::from_evaluation(&Evaluation::Judged(vec![kept]));
+        assert_eq!(d.inherited_from.as_deref(), Some("ReplicaSet/web-7d9f"));
+        assert_eq!(
+            d.warning_texts(),
+            [format!(
+                "existing violation kept (inherited from ReplicaSet/web-7d9f, written by its controller): [a] {shown}"
+            )]
+        );
+        let one = outcome(
+            "a",
+            Mode::Deny,
+            OnError::Fail,
+            OutcomeResult::Violations(vec![violation("p", "v")]),
+        );
+        let d = Decision::from_evaluation(&Evaluation::Judged(vec![one]));
+        assert!(
+            d.denial_message()
+                .starts_with("ck8s denied the request (1 violation):\n- [a] p: ")
+        );
+    }
+}

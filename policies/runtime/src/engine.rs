@@ -1,8 +1,8 @@
-//! One engine per process, with every limit named and defaulted here.
+//! One engine per process, with every limit named and defaulted here. It compiles and
+//! caches modules; what a module means as a policy is `policy.rs`'s business, not this one's.
 
 use crate::artifacts::ArtifactCache;
-use crate::error::LoadError;
-use crate::policy::{LoadedPolicy, PolicySource};
+use crate::error::{LoadError, StartError};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -28,6 +28,10 @@ pub struct Limits {
     /// Memory kept mapped between instances of a pool slot: a small policy's whole working
     /// set, so reusing a slot costs no page faults.
     pub keep_resident_bytes: usize,
+    /// Whether [`Limits::deadline`] is enforced, by a thread that advances the engine's epoch
+    /// every 2 ms while the runtime or any of its policies exists. Off only in
+    /// [`Limits::one_shot`].
+    pub enforce_deadline: bool,
 }
 
 impl Default for Limits {
@@ -39,6 +43,20 @@ impl Default for Limits {
             max_wasm_stack: 512 << 10,
             max_instances: 256,
             keep_resident_bytes: 256 << 10,
+            enforce_deadline: true,
+        }
+    }
+}
+
+impl Limits {
+    /// For a short-lived process that judges a few objects, one at a time, with the built-in
+    /// policies only (the plugin's build-ref judge): one instance slot instead of a pool, and
+    /// no epoch thread, so no deadline. Never for policies from a file: a loop would hang.
+    pub fn one_shot() -> Self {
+        Limits {
+            max_instances: 1,
+            enforce_deadline: false,
+            ..Limits::default()
         }
     }
 }
@@ -56,17 +74,17 @@ pub struct Runtime {
     compat_hash: String,
     /// Modules by wasm digest: a reload that finds the same bytes reuses the module.
     modules: Mutex<HashMap<String, Module>>,
-    _ticker: Arc<EpochTicker>,
+    ticker: Option<Arc<EpochTicker>>,
 }
 
-struct EpochTicker {
-    stop: std::sync::atomic::AtomicBool,
-}
+/// Held by the runtime and by every policy loaded on it: the epoch thread runs while one of
+/// them exists, so a policy's deadline holds even after its runtime is dropped.
+pub(crate) struct EpochTicker;
 
 impl Runtime {
     /// A runtime with `limits`, caching precompiled artifacts under `artifact_dir` if given
     /// and trustworthy (see the README's trust model; otherwise it compiles and says why).
-    pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+    pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, StartError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(limits.max_instances)
             .total_memories(limits.max_instances)
@@ -85,31 +103,29 @@ impl Runtime {
             .cranelift_opt_level(wasmtime::OptLevel::Speed);
         #[cfg(feature = "perfmap")]
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        let engine = Engine::new(&config)
-            .map_err(|e| LoadError::Io(format!("cannot start the wasm engine: {e}")))?;
+        let engine = Engine::new(&config).map_err(|e| StartError::Engine(e.to_string()))?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let compat_hash = format!("{:016x}", h.finish());
 
-        let ticker = Arc::new(EpochTicker { stop: false.into() });
-        {
+        let ticker = if limits.enforce_deadline {
+            let ticker = Arc::new(EpochTicker);
             let engine = engine.clone();
-            let ticker = Arc::downgrade(&ticker);
+            let alive = Arc::downgrade(&ticker);
             std::thread::Builder::new()
                 .name("ck8s-epoch".into())
                 .spawn(move || {
-                    while let Some(t) = ticker.upgrade() {
-                        if t.stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            break;
-                        }
-                        drop(t);
+                    while alive.strong_count() > 0 {
                         std::thread::sleep(EPOCH_TICK);
                         engine.increment_epoch();
                     }
                 })
-                .map_err(|e| LoadError::Io(format!("cannot start the epoch thread: {e}")))?;
-        }
+                .map_err(StartError::EpochThread)?;
+            Some(ticker)
+        } else {
+            None
+        };
         let deadline_ticks = limits
             .deadline
             .as_nanos()
@@ -129,7 +145,7 @@ impl Runtime {
             artifacts,
             compat_hash,
             modules: Mutex::new(HashMap::new()),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -159,75 +175,20 @@ impl Runtime {
         self.deadline_ticks
     }
 
-    /// Loads and validates a module of one policy from wasm bytes (or WAT text, for tests).
-    /// A bundle is refused here: see [`Runtime::load_module`].
-    pub fn load(&self, source: PolicySource, wasm: &[u8]) -> Result<LoadedPolicy, LoadError> {
-        let name = source.to_string();
-        let mut policies = self.load_module(source, wasm)?;
-        if policies.len() != 1 {
-            return Err(LoadError::Metadata {
-                source_name: name,
-                message: format!(
-                    "a bundle of {} policies where one was expected",
-                    policies.len()
-                ),
-            });
-        }
-        Ok(policies.remove(0))
+    /// What a policy loaded on this runtime holds to keep the epoch thread running.
+    pub(crate) fn ticker(&self) -> Option<Arc<EpochTicker>> {
+        self.ticker.clone()
     }
 
-    /// Loads and validates a module: its one policy, or every policy of a bundle (see
-    /// `ck8s_policy_api`), in the bundle's order.
-    pub fn load_module(
-        &self,
-        source: PolicySource,
-        wasm: &[u8],
-    ) -> Result<Vec<LoadedPolicy>, LoadError> {
+    /// The compiled module of `wasm` and its sha256 (hex): from this runtime's cache, else
+    /// from the artifact cache, else compiled (and cached in both). `name` is for messages.
+    pub(crate) fn compile(&self, name: &str, wasm: &[u8]) -> Result<(String, Module), LoadError> {
         let digest = hex::encode(Sha256::digest(wasm));
-        let module = self.module(&source, &digest, wasm)?;
-        LoadedPolicy::load_module(self, source, digest, wasm.len(), module)
+        let module = self.module(name, &digest, wasm)?;
+        Ok((digest, module))
     }
 
-    /// Every built-in policy, loaded from the built-in bundle (one instance per request for
-    /// all of them).
-    pub fn load_builtin(&self) -> Result<Vec<LoadedPolicy>, LoadError> {
-        self.load_module(
-            PolicySource::Builtin("bundle".into()),
-            ck8s_builtin_policies::BUNDLE,
-        )
-    }
-
-    /// Loads every `*.wasm` file in `dir` (modules of one policy or bundles), sorted by name;
-    /// one error fails the whole set so that a half-loaded directory never goes into service.
-    pub fn load_dir(&self, dir: &std::path::Path) -> Result<Vec<LoadedPolicy>, LoadError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            LoadError::Io(format!(
-                "cannot read policies directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
-            .collect();
-        files.sort();
-        files
-            .into_iter()
-            .map(|path| {
-                let wasm = std::fs::read(&path)
-                    .map_err(|e| LoadError::Io(format!("cannot read {}: {e}", path.display())))?;
-                self.load_module(PolicySource::File(path), &wasm)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(|modules| modules.into_iter().flatten().collect())
-    }
-
-    fn module(
-        &self,
-        source: &PolicySource,
-        digest: &str,
-        wasm: &[u8],
-    ) -> Result<Module, LoadError> {
+    fn module(&self, source_name: &str, digest: &str, wasm: &[u8]) -> Result<Module, LoadError> {
         if let Some(m) = self.modules.lock().unwrap().get(digest) {
             return Ok(m.clone());
         }
@@ -258,7 +219,7 @@ impl Runtime {
             Some(m) => m,
             None => {
                 let m = Module::new(&self.engine, wasm).map_err(|e| LoadError::Invalid {
-                    source_name: source.to_string(),
+                    source_name: source_name.to_string(),
                     message: format!("{e:#}"),
                 })?;
                 if let Some(cache) = &self.artifacts
@@ -277,13 +238,5 @@ impl Runtime {
             .unwrap()
             .insert(digest.to_string(), module.clone());
         Ok(module)
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self._ticker
-            .stop
-            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

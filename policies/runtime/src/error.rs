@@ -1,4 +1,17 @@
+//! Every error of the runtime's public API, typed: callers match on what went wrong, and the
+//! messages are the ones the webhook logs and the plugin prints.
+
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// Why the wasm engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the wasm engine: {0}")]
+    Engine(String),
+    #[error("cannot start the epoch thread: {0}")]
+    EpochThread(#[source] std::io::Error),
+}
 
 /// Why a policy module could not be put into service.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +41,18 @@ pub enum LoadError {
         source_name: String,
         error: PolicyError,
     },
-    #[error("{0}")]
-    Io(String),
+    #[error("cannot read policies directory {}: {source}", dir.display())]
+    ReadDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why one evaluation of one policy produced no verdict. The host is never affected: every
@@ -70,3 +93,75 @@ impl PolicyError {
         }
     }
 }
+
+/// Why a settings file ([`crate::SettingsFile`]) is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not YAML, or a field that is not part of the format (a typo is never ignored).
+    #[error("{}invalid policy config: {message}", in_file(path.as_deref()))]
+    Invalid {
+        /// The file, when it was read from one.
+        path: Option<PathBuf>,
+        message: String,
+    },
+}
+
+fn in_file(path: Option<&Path>) -> String {
+    path.map(|p| format!("{}: ", p.display()))
+        .unwrap_or_default()
+}
+
+/// Why policies and their configuration do not make a set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetError {
+    #[error("two policies are called {name}: {first} and {second}")]
+    DuplicateName {
+        name: String,
+        /// Where each came from.
+        first: String,
+        second: String,
+    },
+    /// A setting the policy does not declare (a typo would otherwise be ignored).
+    #[error("policy {policy} has no setting {setting:?} (known: {})", known.join(", "))]
+    UnknownSetting {
+        policy: String,
+        setting: String,
+        known: Vec<String>,
+    },
+    #[error("config names policy {policy:?}, which is not loaded (loaded: {})", loaded.join(", "))]
+    NotLoaded { policy: String, loaded: Vec<String> },
+}
+
+/// Why a set could not be built from its sources ([`crate::PolicySet::build`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Set(#[from] SetError),
+}
+
+/// Why a manifest cannot be judged ([`crate::Subject::from_manifest`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("not a Kubernetes object: {0}")]
+    NotAnObject(#[source] serde_json::Error),
+    #[error("object has no apiVersion")]
+    NoApiVersion,
+    #[error("object has no kind")]
+    NoKind,
+}
+
+/// An object that does not parse as its kind, with the message every policy would give
+/// (`apps/v1/Deployment does not parse: ...`): [`crate::Subject::input`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unparsable(pub String);

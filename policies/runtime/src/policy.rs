@@ -1,6 +1,7 @@
-//! One validated policy module and the evaluation of it in a fresh instance.
+//! One validated policy module and the evaluation of it in a fresh instance. Built on the
+//! engine (`engine.rs`), which knows nothing of policies.
 
-use crate::engine::Runtime;
+use crate::engine::{EpochTicker, Runtime};
 use crate::error::{LoadError, PolicyError};
 use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
@@ -51,6 +52,8 @@ pub struct LoadedPolicy {
     max_output: usize,
     /// Where the policy sits in its bundle; `None` for a module of one policy.
     member: Option<Member>,
+    /// Keeps the runtime's epoch thread, which enforces `deadline`, running.
+    _ticker: Option<Arc<EpochTicker>>,
 }
 
 /// A policy's place in a bundle module (several policies, `ck8s_validate_policy`).
@@ -161,9 +164,42 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Loading policies: what the engine's modules mean as policies.
+impl Runtime {
+    /// Loads and validates a module of one policy from wasm bytes (or WAT text, for tests).
+    /// A bundle is refused here: see [`Runtime::load_module`].
+    pub fn load(&self, source: PolicySource, wasm: &[u8]) -> Result<LoadedPolicy, LoadError> {
+        let name = source.to_string();
+        let mut policies = self.load_module(source, wasm)?;
+        if policies.len() != 1 {
+            return Err(LoadError::Metadata {
+                source_name: name,
+                message: format!(
+                    "a bundle of {} policies where one was expected",
+                    policies.len()
+                ),
+            });
+        }
+        Ok(policies.remove(0))
+    }
+
+    /// Loads and validates a module: its one policy, or every policy of a bundle (see
+    /// `ck8s_policy_api`), in the bundle's order. The runtime has no policies of its own:
+    /// the built-in ones are handed in as bytes like any other
+    /// ([`PolicySources::builtin`](crate::PolicySources::builtin)).
+    pub fn load_module(
+        &self,
+        source: PolicySource,
+        wasm: &[u8],
+    ) -> Result<Vec<LoadedPolicy>, LoadError> {
+        let (digest, module) = self.compile(&source.to_string(), wasm)?;
+        LoadedPolicy::load_module(self, source, digest, wasm.len(), module)
+    }
+}
+
 impl LoadedPolicy {
     /// Validates a module and reads who it is: one policy, or every policy of a bundle.
-    pub(crate) fn load_module(
+    fn load_module(
         runtime: &Runtime,
         source: PolicySource,
         digest: String,
@@ -226,6 +262,7 @@ impl LoadedPolicy {
             deadline: limits.deadline,
             max_output: limits.max_output_bytes,
             member: None,
+            _ticker: runtime.ticker(),
         };
 
         // Ask the module who it is, inside the same limits as any evaluation.

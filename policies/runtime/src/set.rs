@@ -1,14 +1,11 @@
 //! The policies in service, with their configuration, and the evaluation of a request.
 
 use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
-use crate::error::PolicyError;
+use crate::error::{PolicyError, SetError};
 use crate::policy::LoadedPolicy;
+use crate::ratchet::{SecretValues, ratchet};
 use crate::subject::{NotJudged, Subject};
-use ck8s_policy_api::{
-    ABI_VERSION_JSON, GroupVersionKind, Object, ValueSource, Verdict, Violation,
-};
-use sha2::{Digest, Sha256};
-use std::cell::OnceCell;
+use ck8s_policy_api::{ABI_VERSION_JSON, Verdict, Violation};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -62,36 +59,39 @@ pub enum Evaluation {
 }
 
 impl PolicySet {
-    /// Builds a set; fails on duplicate policy names, configuration for a policy that is not
-    /// loaded, or a setting the policy does not declare (a typo would otherwise be ignored).
-    pub fn new(policies: Vec<Arc<LoadedPolicy>>, config: &SettingsFile) -> Result<Self, String> {
+    /// A set of policies already loaded; [`PolicySet::build`] loads them from their sources.
+    /// Fails on duplicate policy names, configuration for a policy that is not loaded, or a
+    /// setting the policy does not declare (a typo would otherwise be ignored).
+    pub fn new(policies: Vec<Arc<LoadedPolicy>>, config: &SettingsFile) -> Result<Self, SetError> {
         let mut entries: Vec<Entry> = Vec::with_capacity(policies.len());
         for policy in policies {
             let name = policy.name().to_string();
             if let Some(other) = entries.iter().find(|e| e.policy.name() == name) {
-                return Err(format!(
-                    "two policies are called {name}: {} and {}",
-                    other.policy.source, policy.source
-                ));
+                return Err(SetError::DuplicateName {
+                    name,
+                    first: other.policy.source.to_string(),
+                    second: policy.source.to_string(),
+                });
             }
             let cfg = config.policies.get(&name).cloned().unwrap_or_default();
             let mut settings = policy.metadata.default_settings();
             for (key, value) in &cfg.settings {
                 if !settings.contains_key(key) {
-                    let known: Vec<_> = policy
-                        .metadata
-                        .settings
-                        .iter()
-                        .map(|s| s.name.as_str())
-                        .collect();
-                    return Err(format!(
-                        "policy {name} has no setting {key:?} (known: {})",
-                        known.join(", ")
-                    ));
+                    return Err(SetError::UnknownSetting {
+                        policy: name,
+                        setting: key.clone(),
+                        known: policy
+                            .metadata
+                            .settings
+                            .iter()
+                            .map(|s| s.name.clone())
+                            .collect(),
+                    });
                 }
                 settings.insert(key.clone(), value.clone());
             }
-            let settings_json = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
+            let settings_json =
+                serde_json::to_vec(&settings).expect("a map of JSON values always serializes");
             entries.push(Entry {
                 policy,
                 config: cfg,
@@ -100,11 +100,13 @@ impl PolicySet {
         }
         for name in config.policies.keys() {
             if !entries.iter().any(|e| e.policy.name() == name) {
-                let loaded: Vec<_> = entries.iter().map(|e| e.policy.name()).collect();
-                return Err(format!(
-                    "config names policy {name:?}, which is not loaded (loaded: {})",
-                    loaded.join(", ")
-                ));
+                return Err(SetError::NotLoaded {
+                    policy: name.clone(),
+                    loaded: entries
+                        .iter()
+                        .map(|e| e.policy.name().to_string())
+                        .collect(),
+                });
             }
         }
         Ok(PolicySet {
@@ -243,8 +245,9 @@ impl PolicySet {
             let input = match input.get_or_insert_with(|| subject.input()) {
                 Ok(input) => input,
                 // The view does not parse: what every policy would have said.
-                Err(message) => {
-                    results[i] = Some((Err(PolicyError::Guest(message.clone())), Duration::ZERO));
+                Err(unparsable) => {
+                    let error = PolicyError::Guest(unparsable.0.clone());
+                    results[i] = Some((Err(error), Duration::ZERO));
                     continue;
                 }
             };
@@ -276,98 +279,6 @@ impl PolicySet {
 /// One policy's verdict on one object and the time it took.
 type Run = (Result<Verdict, PolicyError>, Duration);
 
-/// Splits the new object's violations into `(new, kept)`: kept are those the old object
-/// already had, each old violation keeping at most one new one.
-fn ratchet(
-    violations: Vec<Violation>,
-    old: &[Violation],
-    values: &SecretValues<'_>,
-) -> (Vec<Violation>, Vec<Violation>) {
-    let mut old: Vec<Option<Identity<'_>>> = old
-        .iter()
-        .map(|v| Identity::of(v, |path| values.in_old(path)))
-        .collect();
-    let (mut fresh, mut kept) = (Vec::new(), Vec::new());
-    for v in violations {
-        let found = Identity::of(&v, |path| values.in_new(path))
-            .and_then(|id| old.iter().position(|o| o.as_ref() == Some(&id)));
-        match found {
-            Some(at) => {
-                old[at] = None;
-                kept.push(v);
-            }
-            None => fresh.push(v),
-        }
-    }
-    (fresh, kept)
-}
-
-/// What makes two violations of one policy the same: the field path and the offending
-/// value. A Secret's value is never in a violation (it would be shown), so its bytes at the
-/// path are compared through their sha256; a violation that names no value is identified by
-/// its message instead.
-#[derive(PartialEq, Eq)]
-struct Identity<'v> {
-    path: &'v str,
-    value: Option<&'v str>,
-    message: Option<&'v str>,
-    secret: Option<[u8; 32]>,
-}
-
-impl<'v> Identity<'v> {
-    /// `None` when the violation cannot be compared (a Secret value at a path that is not a
-    /// config entry): it is never kept.
-    fn of(v: &'v Violation, secret_at: impl Fn(&str) -> Option<[u8; 32]>) -> Option<Self> {
-        let secret = match v.source {
-            ValueSource::Secret => Some(secret_at(&v.path)?),
-            ValueSource::Literal => None,
-        };
-        Some(Identity {
-            path: &v.path,
-            value: v.value.as_deref(),
-            message: (v.value.is_none() && secret.is_none()).then_some(v.message.as_str()),
-            secret,
-        })
-    }
-}
-
-/// The digests of Secret values of the new and the old object, read on demand (only a
-/// violation from a Secret asks, and each object is parsed at most once more).
-struct SecretValues<'a> {
-    kind: &'a GroupVersionKind,
-    raw: [&'a str; 2],
-    parsed: [OnceCell<Option<Object<'a>>>; 2],
-}
-
-impl<'a> SecretValues<'a> {
-    const NEW: usize = 0;
-    const OLD: usize = 1;
-
-    fn of_update(subject: &'a Subject<'a>, before: &'a Subject<'a>) -> Self {
-        let raw = |s: &'a Subject<'a>| s.object.map_or("null", |o| o.get());
-        SecretValues {
-            kind: &subject.kind,
-            raw: [raw(subject), raw(before)],
-            parsed: Default::default(),
-        }
-    }
-
-    fn digest(&self, which: usize, path: &str) -> Option<[u8; 32]> {
-        let object = self.parsed[which]
-            .get_or_init(|| Object::parse(self.kind, self.raw[which]).ok())
-            .as_ref()?;
-        Some(Sha256::digest(object.config_value(path)?).into())
-    }
-
-    fn in_new(&self, path: &str) -> Option<[u8; 32]> {
-        self.digest(Self::NEW, path)
-    }
-
-    fn in_old(&self, path: &str) -> Option<[u8; 32]> {
-        self.digest(Self::OLD, path)
-    }
-}
-
 #[cfg(test)]
 thread_local! {
     /// Policy calls made on this thread, so tests can see what was (not) evaluated.
@@ -378,20 +289,18 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::admission::parse_review;
-    use crate::{Decision, Limits, Runtime};
+    use crate::{Decision, Limits, PolicySources, Runtime};
     use serde_json::{Value, json};
     use std::sync::OnceLock;
 
+    /// The built-in policies (a dev-dependency: the runtime itself has none) with `config`.
     fn set(config: &str) -> PolicySet {
         static RT: OnceLock<Runtime> = OnceLock::new();
         let rt = RT.get_or_init(|| Runtime::new(Limits::default(), None).unwrap());
-        let policies = rt
-            .load_builtin()
-            .unwrap()
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        PolicySet::new(policies, &SettingsFile::parse(config).unwrap()).unwrap()
+        let sources = PolicySources::new()
+            .builtin(ck8s_builtin_policies::BUNDLE)
+            .settings(SettingsFile::parse(config).unwrap());
+        PolicySet::build(rt, &sources).unwrap()
     }
 
     fn review(operation: &str, kind: (&str, &str, &str), object: &Value, old: &Value) -> String {

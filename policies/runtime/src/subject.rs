@@ -1,6 +1,7 @@
 //! What is judged: one object and the request around it, from the webhook or a manifest.
 
 use crate::admission::AdmissionRequest;
+use crate::error::{ManifestError, Unparsable};
 use crate::kinds::{resource_for_kind, split_api_version};
 use ck8s_policy_api::codec::{EncodedInput, Header};
 use ck8s_policy_api::{EvaluationRequest, GroupVersionKind, Object, Operation};
@@ -76,7 +77,10 @@ impl<'a> Subject<'a> {
     /// The subject of a manifest judged offline, as if it were being created (`operation`
     /// may say otherwise). The resource is guessed from the kind, as kubectl does without
     /// discovery.
-    pub fn from_manifest(object: &'a RawValue, operation: Operation) -> Result<Self, String> {
+    pub fn from_manifest(
+        object: &'a RawValue,
+        operation: Operation,
+    ) -> Result<Self, ManifestError> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Head<'a> {
@@ -94,16 +98,16 @@ impl<'a> Subject<'a> {
             #[serde(default, borrow)]
             namespace: Option<&'a str>,
         }
-        let head: Head<'a> = serde_json::from_str(object.get())
-            .map_err(|e| format!("not a Kubernetes object: {e}"))?;
+        let head: Head<'a> =
+            serde_json::from_str(object.get()).map_err(ManifestError::NotAnObject)?;
         let api_version = head
             .api_version
             .filter(|s| !s.is_empty())
-            .ok_or("object has no apiVersion")?;
+            .ok_or(ManifestError::NoApiVersion)?;
         let kind = head
             .kind
             .filter(|s| !s.is_empty())
-            .ok_or("object has no kind")?;
+            .ok_or(ManifestError::NoKind)?;
         let (group, version) = split_api_version(api_version);
         let meta = head.metadata.unwrap_or_default();
         Ok(Subject {
@@ -197,9 +201,9 @@ impl<'a> Subject<'a> {
     /// here, natively, into the typed view and encoded with the header and the raw JSON
     /// (`ck8s_policy_api::codec`). `Err` is the message every policy would give for an object
     /// that does not parse (`apps/v1/Deployment does not parse: ...`).
-    pub fn input(&self) -> Result<EncodedInput<'a>, String> {
+    pub fn input(&self) -> Result<EncodedInput<'a>, Unparsable> {
         let raw = self.object.map_or("null", |o| o.get());
-        let object = Object::parse(&self.kind, raw)?;
+        let object = Object::parse(&self.kind, raw).map_err(Unparsable)?;
         let header = Header {
             operation: self.operation,
             kind: self.kind.clone(),
@@ -242,4 +246,147 @@ fn being_deleted(object: &RawValue) -> bool {
         .ok()
         .and_then(|o| o.metadata)
         .is_some_and(|m| m.deletion_timestamp.is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::parse_review;
+    use serde_json::json;
+
+    fn raw(value: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&value).unwrap()
+    }
+
+    fn review(request: serde_json::Value) -> String {
+        let mut r = json!({ "uid": "u", "kind": { "group": "apps", "version": "v1", "kind": "Deployment" },
+            "resource": { "group": "apps", "version": "v1", "resource": "deployments" },
+            "namespace": "ns", "name": "web", "operation": "UPDATE",
+            "object": { "metadata": { "name": "web" } }, "oldObject": { "metadata": { "name": "web" } } });
+        r.as_object_mut()
+            .unwrap()
+            .extend(request.as_object().unwrap().clone());
+        json!({ "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": r })
+            .to_string()
+    }
+
+    #[test]
+    fn a_manifest_is_judged_as_its_kind_would_be_served() {
+        let cm = raw(json!({ "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "c", "namespace": "ns" } }));
+        let s = Subject::from_manifest(&cm, Operation::Create).unwrap();
+        assert_eq!(s.resource, ("".into(), "v1".into(), "configmaps".into()));
+        assert_eq!((s.namespace, s.name, s.user), ("ns", "c", ""));
+        assert_eq!(s.kind.kind, "ConfigMap");
+        assert!(s.not_judged().is_none() && s.before().is_none());
+        let policy = raw(json!({ "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy" }));
+        let s = Subject::from_manifest(&policy, Operation::Update).unwrap();
+        assert_eq!(s.resource.0, "networking.k8s.io");
+        assert_eq!(s.resource.2, "networkpolicies");
+    }
+
+    #[test]
+    fn what_is_not_a_manifest_says_what_it_lacks() {
+        let message = |v: serde_json::Value| {
+            Subject::from_manifest(&raw(v), Operation::Create)
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            message(json!({ "kind": "Pod" })),
+            "object has no apiVersion"
+        );
+        assert_eq!(
+            message(json!({ "apiVersion": "v1", "kind": "" })),
+            "object has no kind"
+        );
+        assert!(message(json!([1])).starts_with("not a Kubernetes object: "));
+    }
+
+    #[test]
+    fn the_shared_request_rules() {
+        let judged = |extra: serde_json::Value| {
+            let body = review(extra);
+            let req = parse_review(body.as_bytes()).unwrap();
+            Subject::from_admission(&req).not_judged()
+        };
+        assert_eq!(judged(json!({})), None);
+        assert_eq!(
+            judged(json!({ "operation": "DELETE" })),
+            Some(NotJudged::Operation(Operation::Delete))
+        );
+        assert_eq!(
+            judged(json!({ "operation": "CONNECT" })),
+            Some(NotJudged::Operation(Operation::Connect))
+        );
+        assert_eq!(
+            judged(json!({ "subResource": "status" })),
+            Some(NotJudged::SubResource)
+        );
+        let deleted =
+            json!({ "metadata": { "name": "web", "deletionTimestamp": "2026-01-01T00:00:00Z" } });
+        assert_eq!(
+            judged(json!({ "object": deleted })),
+            Some(NotJudged::BeingDeleted)
+        );
+        // Being deleted matters only for an UPDATE (finalizers must be removable).
+        assert_eq!(
+            judged(json!({ "object": deleted, "operation": "CREATE" })),
+            None
+        );
+        // An object of null: nothing to judge, but no reason the request rules name.
+        assert_eq!(judged(json!({ "object": null })), None);
+        assert_eq!(
+            NotJudged::Operation(Operation::Delete).to_string(),
+            "DELETE requests are always allowed"
+        );
+    }
+
+    #[test]
+    fn an_update_has_a_before_and_a_controller_may_own_the_object() {
+        let body = review(
+            json!({ "userInfo": { "username": "system:kube-controller-manager" },
+            "object": { "metadata": { "name": "web-1", "ownerReferences": [
+                { "kind": "ConfigMap", "name": "c", "controller": true },
+                { "kind": "ReplicaSet", "name": "web", "controller": false },
+                { "kind": "ReplicaSet", "name": "web-7d9f", "controller": true } ] } },
+            "oldObject": { "metadata": { "name": "web-0" } } }),
+        );
+        let req = parse_review(body.as_bytes()).unwrap();
+        let s = Subject::from_admission(&req);
+        assert_eq!(s.user, "system:kube-controller-manager");
+        assert_eq!(s.controller_owner().as_deref(), Some("ReplicaSet/web-7d9f"));
+        let before = s.before().unwrap();
+        assert!(before.object.unwrap().get().contains("web-0"));
+        assert!(before.old_object.is_none() && before.before().is_none());
+        assert_eq!(before.controller_owner(), None);
+        // No old object, or a CREATE: no before.
+        let body = review(json!({ "oldObject": null }));
+        let req = parse_review(body.as_bytes()).unwrap();
+        assert!(Subject::from_admission(&req).before().is_none());
+        let body = review(json!({ "operation": "CREATE" }));
+        let req = parse_review(body.as_bytes()).unwrap();
+        assert!(Subject::from_admission(&req).before().is_none());
+    }
+
+    #[test]
+    fn the_input_is_built_once_or_says_why_the_object_does_not_parse() {
+        let ok = raw(json!({ "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "c" }, "data": { "A": "1" } }));
+        let s = Subject::from_manifest(&ok, Operation::Create).unwrap();
+        assert!(s.input().is_ok());
+        let request: serde_json::Value = serde_json::from_slice(&s.request_json()).unwrap();
+        assert_eq!(request["object"]["data"]["A"], "1");
+        let bad = raw(json!({ "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": { "name": "d" }, "spec": { "template": { "spec": { "containers": "x" } } } }));
+        let err = Subject::from_manifest(&bad, Operation::Create)
+            .unwrap()
+            .input()
+            .err()
+            .unwrap();
+        assert!(
+            err.0.starts_with("apps/v1/Deployment does not parse: "),
+            "{err}"
+        );
+    }
 }

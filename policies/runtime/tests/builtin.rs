@@ -4,8 +4,8 @@
 use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::admission::parse_review;
 use ck8s_policy_runtime::{
-    Decision, Evaluation, FindingKind, Limits, NotJudged, OutcomeResult, PolicySet, Runtime,
-    SettingsFile, Subject,
+    Decision, Evaluation, FindingKind, Limits, NotJudged, OutcomeResult, PolicySet, PolicySources,
+    Runtime, SettingsFile, Source, Subject,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};
@@ -21,14 +21,14 @@ fn set(config: &str) -> PolicySet {
 
 /// The built-ins on `rt` with the settings file `config`.
 fn set_on(rt: &Runtime, config: &str) -> PolicySet {
-    let policies = rt
-        .load_builtin()
-        .unwrap()
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    PolicySet::new(policies, &SettingsFile::parse(config).unwrap()).unwrap()
+    let sources = PolicySources::new()
+        .builtin(ck8s_builtin_policies::BUNDLE)
+        .settings(SettingsFile::parse(config).unwrap());
+    PolicySet::build(rt, &sources).unwrap()
 }
+
+/// The built-in policies, which the runtime does not have: its callers hand them in.
+const BUILTIN: Source = Source::Builtin(ck8s_builtin_policies::BUNDLE);
 
 fn review(operation: &str, object: &Value, extra: Value) -> String {
     let mut request = json!({
@@ -196,8 +196,8 @@ fn settings_reach_the_guest_and_typos_are_refused() {
     let (_, d) = decide(&s, &review("CREATE", &bad_deployment(), json!({})));
     assert!(d.denials.iter().all(|f| f.policy != "build-ref"), "{d:?}");
 
-    let policies: Vec<_> = runtime()
-        .load_builtin()
+    let policies: Vec<_> = BUILTIN
+        .load(runtime())
         .unwrap()
         .into_iter()
         .map(Arc::new)
@@ -207,14 +207,16 @@ fn settings_reach_the_guest_and_typos_are_refused() {
         &SettingsFile::parse("policies: { build-ref: { settings: { nmes: [X] } } }").unwrap(),
     )
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(err.contains("no setting \"nmes\" (known: names)"), "{err}");
     let err = PolicySet::new(
         policies,
         &SettingsFile::parse("policies: { no-such-policy: {} }").unwrap(),
     )
     .err()
-    .unwrap();
+    .unwrap()
+    .to_string();
     assert!(err.contains("not loaded"), "{err}");
     assert!(SettingsFile::parse("policies: { build-ref: { mode: block } }").is_err());
 }
@@ -267,7 +269,7 @@ fn artifacts_are_cached_and_reused() {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     let first = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
-    first.load_builtin().unwrap();
+    BUILTIN.load(&first).unwrap();
     let (dir, artifacts) = artifact_files(root.path());
     // One module: the built-ins are one bundle.
     assert_eq!(artifacts.len(), 1, "{artifacts:?}");
@@ -278,8 +280,8 @@ fn artifacts_are_cached_and_reused() {
     // a second process-like runtime loads from the artifacts and behaves the same
     let written = std::fs::read(&artifacts[0]).unwrap();
     let second = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
-    let names: Vec<_> = second
-        .load_builtin()
+    let names: Vec<_> = BUILTIN
+        .load(&second)
         .unwrap()
         .into_iter()
         .map(|p| p.metadata.name)
@@ -293,7 +295,7 @@ fn artifacts_are_cached_and_reused() {
     // a corrupt artifact is ignored and rewritten, never trusted
     std::fs::write(&artifacts[0], b"garbage").unwrap();
     let third = Runtime::new(Limits::default(), Some(root.path().to_path_buf())).unwrap();
-    assert_eq!(third.load_builtin().unwrap().len(), 3);
+    assert_eq!(BUILTIN.load(&third).unwrap().len(), 3);
     assert_eq!(std::fs::read(&artifacts[0]).unwrap(), written);
 }
 
@@ -306,14 +308,12 @@ fn foreign_artifacts_are_never_loaded() {
     use std::os::unix::fs::PermissionsExt;
     let ours = tempfile::tempdir().unwrap();
     let theirs = tempfile::tempdir().unwrap();
-    Runtime::new(Limits::default(), Some(ours.path().to_path_buf()))
-        .unwrap()
-        .load_builtin()
-        .unwrap();
-    Runtime::new(Limits::default(), Some(theirs.path().to_path_buf()))
-        .unwrap()
-        .load_builtin()
-        .unwrap();
+    let load_in = |dir: &std::path::Path| {
+        let rt = Runtime::new(Limits::default(), Some(dir.to_path_buf())).unwrap();
+        BUILTIN.load(&rt).unwrap()
+    };
+    load_in(ours.path());
+    load_in(theirs.path());
     let (_, mine) = artifact_files(ours.path());
     let (_, foreign) = artifact_files(theirs.path());
     let genuine = std::fs::read(&mine[0]).unwrap();
@@ -321,7 +321,7 @@ fn foreign_artifacts_are_never_loaded() {
     assert_ne!(genuine, planted, "each cache has its own key");
     let reload = || {
         let rt = Runtime::new(Limits::default(), Some(ours.path().to_path_buf())).unwrap();
-        assert_eq!(rt.load_builtin().unwrap().len(), 3);
+        assert_eq!(BUILTIN.load(&rt).unwrap().len(), 3);
     };
 
     // another cache's artifact, planted under the right name: recompiled and replaced
@@ -351,10 +351,7 @@ fn foreign_artifacts_are_never_loaded() {
     let (dir, _) = artifact_files(theirs.path());
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::fs::remove_file(&foreign[0]).unwrap();
-    Runtime::new(Limits::default(), Some(theirs.path().to_path_buf()))
-        .unwrap()
-        .load_builtin()
-        .unwrap();
+    load_in(theirs.path());
     assert!(
         !foreign[0].exists(),
         "nothing cached in an untrusted directory"
@@ -388,4 +385,25 @@ fn a_small_pool_serves_any_number_of_evaluations_in_a_row() {
             "round {round}: {outcomes:?}"
         );
     }
+}
+
+/// The one-shot runtime of the plugin's build-ref judge (one slot, no epoch thread) decides as
+/// the webhook's does, an UPDATE's ratchet (a second evaluation, of the old object) included,
+/// even once the runtime itself is gone: the set holds what it needs.
+#[test]
+fn a_one_shot_runtime_decides_as_the_webhooks() {
+    let set = set_on(&Runtime::new(Limits::one_shot(), None).unwrap(), "");
+    let webhook = set_on(runtime(), "");
+    let create = review("CREATE", &bad_deployment(), json!({}));
+    let update = review(
+        "UPDATE",
+        &bad_deployment(),
+        json!({ "oldObject": bad_deployment() }),
+    );
+    for body in [&create, &update, &create] {
+        let (_, one_shot) = decide(&set, body);
+        assert_eq!(one_shot, decide(&webhook, body).1);
+    }
+    assert!(!decide(&set, &create).1.allowed);
+    assert!(decide(&set, &update).1.allowed);
 }

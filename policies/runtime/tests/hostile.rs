@@ -4,7 +4,7 @@
 use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::{
     Decision, Evaluation, Limits, LoadError, LoadedPolicy, OutcomeResult, PolicyError, PolicySet,
-    PolicySource, Runtime, SettingsFile, Subject,
+    PolicySource, PolicySources, Runtime, SettingsFile, Source, Subject,
 };
 use serde_json::value::RawValue;
 use std::sync::Arc;
@@ -76,12 +76,8 @@ fn run(policy: &LoadedPolicy) -> Result<(), PolicyError> {
 
 /// After any hostile call, the built-in policies still answer correctly.
 fn host_still_works(rt: &Runtime) {
-    let builtin = rt.load_builtin().unwrap();
-    let set = PolicySet::new(
-        builtin.into_iter().map(Arc::new).collect(),
-        &SettingsFile::default(),
-    )
-    .unwrap();
+    let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
+    let set = PolicySet::build(rt, &sources).unwrap();
     let raw = RawValue::from_string(
         r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"codex-k8s-runtime"},"data":{"CODEXK8S_BUILD_REF":"-b x"}}"#.into(),
     )
@@ -359,15 +355,8 @@ fn the_raw_object_goes_only_to_policies_that_ask_for_it() {
 #[test]
 fn an_object_of_the_wrong_shape_is_an_error_from_every_policy() {
     let rt = runtime();
-    let set = PolicySet::new(
-        rt.load_builtin()
-            .unwrap()
-            .into_iter()
-            .map(Arc::new)
-            .collect(),
-        &SettingsFile::default(),
-    )
-    .unwrap();
+    let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
+    let set = PolicySet::build(&rt, &sources).unwrap();
     let raw = RawValue::from_string(
         r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"template":{"spec":{"containers":"nope"}}}}"#.into(),
     )
@@ -565,7 +554,9 @@ fn bundles_that_do_not_describe_themselves_are_refused() {
 /// The built-ins load as one bundle of three, each `builtin:<name>`.
 #[test]
 fn the_builtins_are_one_bundle() {
-    let builtin = runtime().load_builtin().unwrap();
+    let builtin = Source::Builtin(ck8s_builtin_policies::BUNDLE)
+        .load(&runtime())
+        .unwrap();
     let sources: Vec<_> = builtin.iter().map(|p| p.source.to_string()).collect();
     assert_eq!(
         sources,

@@ -1,0 +1,242 @@
+//! Where a policy set comes from, and the one constructor that builds it: the webhook (at
+//! start and at every reload), `policy check`, `policy audit` and the plugin's build-ref
+//! judge all describe their policies as [`PolicySources`] and call [`PolicySet::build`].
+
+use crate::config::SettingsFile;
+use crate::engine::Runtime;
+use crate::error::{BuildError, LoadError};
+use crate::policy::{LoadedPolicy, PolicySource};
+use crate::set::PolicySet;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The policies of a set, loaded in the order given, and their configuration: e.g.
+/// `PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE).dir(dir).config_file(path)`.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySources {
+    policies: Vec<Source>,
+    config: ConfigSource,
+}
+
+/// One place policies come from. A new kind of policy is a new variant (or a new file type
+/// in a directory), loaded here: callers do not change.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Source {
+    /// Policies compiled into the binary: a wasm module (one policy or a bundle) whose
+    /// policies are each called `builtin:NAME`. The runtime has none of its own; the caller
+    /// hands the bytes in (`ck8s_builtin_policies::BUNDLE`).
+    Builtin(&'static [u8]),
+    /// Every policy file in a directory (`*.wasm`: modules of one policy or bundles), sorted
+    /// by name. One file that does not load fails the whole set, so that a half-loaded
+    /// directory never goes into service.
+    Dir(PathBuf),
+}
+
+/// Where the policies' modes and settings come from.
+#[derive(Debug, Clone, Default)]
+pub enum ConfigSource {
+    /// None: every policy with its defaults.
+    #[default]
+    Defaults,
+    /// A settings file (`--config FILE`), read when the set is built.
+    File(PathBuf),
+    /// Settings read elsewhere (from the cluster, from a test suite).
+    Given(SettingsFile),
+}
+
+impl PolicySources {
+    /// No policies, default configuration.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the policies of a module compiled into the binary ([`Source::Builtin`]).
+    pub fn builtin(mut self, wasm: &'static [u8]) -> Self {
+        self.policies.push(Source::Builtin(wasm));
+        self
+    }
+
+    /// Adds every policy file in `dir` ([`Source::Dir`]).
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.policies.push(Source::Dir(dir.into()));
+        self
+    }
+
+    /// The configuration: a settings file, read at every [`PolicySet::build`].
+    pub fn config_file(self, path: impl Into<PathBuf>) -> Self {
+        self.config(ConfigSource::File(path.into()))
+    }
+
+    /// The configuration: settings already read.
+    pub fn settings(self, settings: SettingsFile) -> Self {
+        self.config(ConfigSource::Given(settings))
+    }
+
+    pub fn config(mut self, config: ConfigSource) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn sources(&self) -> &[Source] {
+        &self.policies
+    }
+
+    /// A digest of what a build would read from disk: the name and contents of every policy
+    /// file in the directories, and the settings. Contents, not mtimes: a ConfigMap update
+    /// swaps a symlink and keeps the old mtimes. A reload rebuilds only when it changes.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for source in &self.policies {
+            match source {
+                // Compiled in: cannot change under a running process.
+                Source::Builtin(_) => h.update(b"builtin"),
+                Source::Dir(dir) => {
+                    for file in policy_files(dir).unwrap_or_default() {
+                        h.update(file.to_string_lossy().as_bytes());
+                        h.update(std::fs::read(&file).unwrap_or_default());
+                    }
+                }
+            }
+        }
+        match &self.config {
+            ConfigSource::Defaults => {}
+            ConfigSource::File(path) => {
+                h.update(b"config");
+                h.update(std::fs::read(path).unwrap_or_default());
+            }
+            ConfigSource::Given(settings) => {
+                h.update(b"config");
+                h.update(serde_json::to_vec(settings).unwrap_or_default());
+            }
+        }
+        hex::encode(h.finalize())
+    }
+}
+
+impl PolicySet {
+    /// The one constructor of a set from its sources: reads the configuration, loads every
+    /// source in order on `runtime` (compiled modules are reused from its caches), and checks
+    /// the configuration against the policies ([`PolicySet::new`]). An empty set is not an
+    /// error here: whether it is one is the caller's decision.
+    pub fn build(runtime: &Runtime, sources: &PolicySources) -> Result<PolicySet, BuildError> {
+        let config = match &sources.config {
+            ConfigSource::Defaults => SettingsFile::default(),
+            ConfigSource::File(path) => SettingsFile::read(path)?,
+            ConfigSource::Given(settings) => settings.clone(),
+        };
+        let mut policies: Vec<Arc<LoadedPolicy>> = Vec::new();
+        for source in &sources.policies {
+            policies.extend(source.load(runtime)?.into_iter().map(Arc::new));
+        }
+        Ok(PolicySet::new(policies, &config)?)
+    }
+}
+
+impl Source {
+    /// The policies of this source, loaded on `runtime`, in order.
+    pub fn load(&self, runtime: &Runtime) -> Result<Vec<LoadedPolicy>, LoadError> {
+        match self {
+            Source::Builtin(wasm) => {
+                runtime.load_module(PolicySource::Builtin("bundle".into()), wasm)
+            }
+            Source::Dir(dir) => load_dir(runtime, dir),
+        }
+    }
+}
+
+/// The policy files of `dir`, sorted by name.
+fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<LoadedPolicy>, LoadError> {
+    let files = policy_files(dir).map_err(|source| LoadError::ReadDir {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let mut policies = Vec::new();
+    for path in files {
+        let wasm = std::fs::read(&path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        policies.extend(runtime.load_module(PolicySource::File(path), &wasm)?);
+    }
+    Ok(policies)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_follows_the_policy_files_and_the_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("policies.yaml");
+        std::fs::write(&config, "policies: {}\n").unwrap();
+        let sources = PolicySources::new()
+            .builtin(b"")
+            .dir(dir.path())
+            .config_file(&config);
+        let first = sources.fingerprint();
+        assert_eq!(sources.fingerprint(), first, "stable");
+        std::fs::write(dir.path().join("notes.txt"), "not a policy").unwrap();
+        assert_eq!(sources.fingerprint(), first, "other files do not count");
+        std::fs::write(dir.path().join("a.wasm"), "x").unwrap();
+        let with_file = sources.fingerprint();
+        assert_ne!(with_file, first);
+        std::fs::write(dir.path().join("a.wasm"), "y").unwrap();
+        assert_ne!(sources.fingerprint(), with_file, "contents, not names");
+        let before = sources.fingerprint();
+        std::fs::write(&config, "policies: { a: {} }\n").unwrap();
+        assert_ne!(sources.fingerprint(), before);
+    }
+
+    #[test]
+    fn a_settings_file_names_itself_in_its_errors() {
+        use crate::ConfigError;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policies.yaml");
+        let err = SettingsFile::read(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read {}: ", path.display())),
+            "{err}"
+        );
+        std::fs::write(&path, "policies: { a: { mode: block } }\n").unwrap();
+        let err = SettingsFile::read(&path).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: invalid policy config: ", path.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_sources_make_an_empty_set_and_a_config_for_no_policy_is_refused() {
+        let runtime = Runtime::new(crate::Limits::one_shot(), None).unwrap();
+        let set = PolicySet::build(&runtime, &PolicySources::new()).unwrap();
+        assert!(set.is_empty());
+        let settings = SettingsFile::parse("policies: { build-ref: {} }").unwrap();
+        let err = PolicySet::build(&runtime, &PolicySources::new().settings(settings));
+        assert!(
+            matches!(&err, Err(BuildError::Set(crate::SetError::NotLoaded { policy, loaded }))
+                if policy == "build-ref" && loaded.is_empty()),
+            "{:?}",
+            err.err()
+        );
+        let missing = PolicySources::new().dir("/nonexistent/ck8s-policies");
+        let err = PolicySet::build(&runtime, &missing).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "cannot read policies directory /nonexistent/ck8s-policies: No such file or directory (os error 2)"
+        );
+    }
+}
