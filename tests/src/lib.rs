@@ -16,8 +16,13 @@ pub mod webhook;
 
 pub use apiserver::TestApiServer;
 
+/// Set by `cargo xtask test`: its `cargo test --workspace --no-run` built every binary of the
+/// workspace beside the test binaries.
+pub const BINARIES_BUILT_ENV: &str = "CK8S_BINARIES_BUILT";
+
 /// A binary of the workspace (`ck8s-admission`, `kubectl-ck8s`), built fresh in the target
-/// directory this test runs from (a no-op when `cargo test --workspace` already built it).
+/// directory this test runs from, by the workspace's test build (a no-op after `cargo test
+/// --workspace`); under `cargo xtask test` ([`BINARIES_BUILT_ENV`]) taken as built.
 pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     use std::sync::Mutex;
     static BUILT: Mutex<()> = Mutex::new(());
@@ -29,6 +34,14 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         .and_then(|d| d.parent())
         .expect("test binaries live in <target>/<profile>/deps");
     let path = profile_dir.join(name);
+    if std::env::var_os(BINARIES_BUILT_ENV).is_some() {
+        assert!(
+            path.is_file(),
+            "{BINARIES_BUILT_ENV} is set but {} was not built",
+            path.display()
+        );
+        return path;
+    }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let package = match name {
         "ck8s-admission" => "ck8s-admission",
@@ -36,16 +49,20 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         other => panic!("{other} is not a workspace binary"),
     };
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", package, "--bin", name])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.file_name().is_some_and(|p| p == "release") {
-        cmd.arg("--release");
+        cmd.args(["build", "--quiet", "--release", "-p", package, "--bin", name]);
+    } else {
+        // The suite's own build: the same feature unification as `cargo test --workspace`,
+        // so a no-op after it (a `cargo build -p` of one package would compile wasmtime,
+        // kube and the rest again with other features).
+        cmd.args(["test", "--quiet", "--workspace", "--no-run"]);
     }
     if let Some(target) = profile_dir.parent() {
         cmd.arg("--target-dir").arg(target);
     }
-    let status = cmd.status().expect("run cargo build");
-    assert!(status.success(), "cargo build -p {package} failed");
+    let status = cmd.status().expect("run cargo");
+    assert!(status.success(), "building {package} failed");
     assert!(path.is_file(), "{} was not built", path.display());
     path
 }

@@ -1,5 +1,7 @@
-//! `cargo xtask dist`: the release of ck8s from a clean checkout.
+//! `cargo xtask dist`: the release of ck8s from a clean checkout; `cargo xtask test`: the
+//! whole test suite with its test binaries side by side ([`test`]).
 //!
+//! The release:
 //! 1. static `ck8s-admission` and `kubectl-ck8s` for each `--target` (musl, `cargo build --release`);
 //! 2. `ck8s-<version>-<target>.tar.gz` per target: both binaries, `kubectl_complete-ck8s`,
 //!    LICENSE and README.md under one top-level directory;
@@ -13,6 +15,7 @@
 mod archive;
 mod image;
 mod krew;
+mod test;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -51,7 +54,10 @@ pub struct Target {
 }
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ck8s release tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "ck8s tasks: the release and the test suite"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -61,6 +67,9 @@ struct Cli {
 enum Cmd {
     /// Build the release: static binaries, archives, image, plugin.yaml, SHA256SUMS.
     Dist(DistArgs),
+    /// Run every test of the workspace (what `cargo test --workspace` runs), test binaries
+    /// side by side, the slowest first; then a summary with each binary's time.
+    Test(test::TestArgs),
 }
 
 #[derive(clap::Args)]
@@ -89,6 +98,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Dist(args) => dist(args),
+        Cmd::Test(args) => test::run(&workspace_root(), args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
