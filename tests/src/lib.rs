@@ -51,7 +51,15 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     let mut cmd = std::process::Command::new(cargo);
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile_dir.file_name().is_some_and(|p| p == "release") {
-        cmd.args(["build", "--quiet", "--release", "-p", package, "--bin", name]);
+        cmd.args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--bin",
+            name,
+        ]);
     } else {
         // The suite's own build: the same feature unification as `cargo test --workspace`,
         // so a no-op after it (a `cargo build -p` of one package would compile wasmtime,

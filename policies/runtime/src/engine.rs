@@ -7,7 +7,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
@@ -29,7 +30,7 @@ pub struct Limits {
     /// set, so reusing a slot costs no page faults.
     pub keep_resident_bytes: usize,
     /// Whether [`Limits::deadline`] is enforced, by a thread that advances the engine's epoch
-    /// every 2 ms while the runtime or any of its policies exists. Off only in
+    /// every 2 ms while an evaluation runs (and sleeps while none does). Off only in
     /// [`Limits::one_shot`].
     pub enforce_deadline: bool,
 }
@@ -77,9 +78,86 @@ pub struct Runtime {
     ticker: Option<Arc<EpochTicker>>,
 }
 
-/// Held by the runtime and by every policy loaded on it: the epoch thread runs while one of
-/// them exists, so a policy's deadline holds even after its runtime is dropped.
-pub(crate) struct EpochTicker;
+/// The thread that advances the engine's epoch, which is what enforces
+/// [`Limits::deadline`]. It ticks only while a guest runs ([`EpochTicker::running`]) and
+/// sleeps otherwise, so an idle webhook spends no CPU on it; it ends when the runtime and
+/// every policy loaded on it (each holds the ticker) are gone, so a policy's deadline holds
+/// even after its runtime is dropped.
+pub(crate) struct EpochTicker {
+    shared: Arc<TickShared>,
+}
+
+struct TickShared {
+    /// Stores in which guest code may run now.
+    running: AtomicUsize,
+    /// `true` once the last holder of the ticker is gone.
+    stopped: Mutex<bool>,
+    wake: Condvar,
+    /// Ticks so far (tests read it).
+    ticks: AtomicU64,
+}
+
+/// An evaluation in progress: the epoch advances while one exists.
+pub(crate) struct Running(Arc<TickShared>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> std::io::Result<Arc<EpochTicker>> {
+        let shared = Arc::new(TickShared {
+            running: AtomicUsize::new(0),
+            stopped: Mutex::new(false),
+            wake: Condvar::new(),
+            ticks: AtomicU64::new(0),
+        });
+        let thread = shared.clone();
+        std::thread::Builder::new()
+            .name("ck8s-epoch".into())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut stopped = thread.stopped.lock().unwrap();
+                        while !*stopped && thread.running.load(Ordering::Acquire) == 0 {
+                            stopped = thread.wake.wait(stopped).unwrap();
+                        }
+                        if *stopped {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                    thread.ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            })?;
+        Ok(Arc::new(EpochTicker { shared }))
+    }
+
+    /// Marks a store whose guest code may run, until the guard is dropped. Only the first of
+    /// concurrent evaluations wakes the thread (under its lock, so the wake-up is not lost).
+    pub(crate) fn running(&self) -> Running {
+        if self.shared.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            let _stopped = self.shared.stopped.lock().unwrap();
+            self.shared.wake.notify_one();
+        }
+        Running(self.shared.clone())
+    }
+
+    #[cfg(test)]
+    fn ticks(&self) -> u64 {
+        self.shared.ticks.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        *self.shared.stopped.lock().unwrap() = true;
+        self.shared.wake.notify_one();
+    }
+}
 
 impl Runtime {
     /// A runtime with `limits`, caching precompiled artifacts under `artifact_dir` if given
@@ -110,19 +188,7 @@ impl Runtime {
         let compat_hash = format!("{:016x}", h.finish());
 
         let ticker = if limits.enforce_deadline {
-            let ticker = Arc::new(EpochTicker);
-            let engine = engine.clone();
-            let alive = Arc::downgrade(&ticker);
-            std::thread::Builder::new()
-                .name("ck8s-epoch".into())
-                .spawn(move || {
-                    while alive.strong_count() > 0 {
-                        std::thread::sleep(EPOCH_TICK);
-                        engine.increment_epoch();
-                    }
-                })
-                .map_err(StartError::EpochThread)?;
-            Some(ticker)
+            Some(EpochTicker::start(engine.clone()).map_err(StartError::EpochThread)?)
         } else {
             None
         };
@@ -238,5 +304,48 @@ impl Runtime {
             .unwrap()
             .insert(digest.to_string(), module.clone());
         Ok(module)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks_over(ticker: &EpochTicker, d: Duration) -> u64 {
+        let before = ticker.ticks();
+        std::thread::sleep(d);
+        ticker.ticks() - before
+    }
+
+    /// Issue 24: nothing ticks while no evaluation runs; the epoch advances while one does.
+    #[test]
+    fn the_epoch_advances_only_while_an_evaluation_runs() {
+        let runtime = Runtime::new(Limits::default(), None).unwrap();
+        let ticker = runtime.ticker().expect("deadlines are enforced by default");
+        assert_eq!(ticks_over(&ticker, Duration::from_millis(60)), 0, "idle");
+        let running = ticker.running();
+        let busy = ticks_over(&ticker, Duration::from_millis(60));
+        assert!(
+            busy >= 5,
+            "{busy} ticks in 60 ms of evaluation (one per 2 ms)"
+        );
+        drop(running);
+        std::thread::sleep(EPOCH_TICK * 3); // the tick in flight ends
+        assert_eq!(
+            ticks_over(&ticker, Duration::from_millis(60)),
+            0,
+            "idle again"
+        );
+        // Concurrent evaluations: ticking until the last one ends.
+        let (a, b) = (ticker.running(), ticker.running());
+        drop(a);
+        assert!(ticks_over(&ticker, Duration::from_millis(30)) >= 3);
+        drop(b);
+    }
+
+    #[test]
+    fn one_shot_runtimes_start_no_epoch_thread() {
+        let runtime = Runtime::new(Limits::one_shot(), None).unwrap();
+        assert!(runtime.ticker().is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! One validated policy module and the evaluation of it in a fresh instance. Built on the
 //! engine (`engine.rs`), which knows nothing of policies.
 
-use crate::engine::{EpochTicker, Runtime};
+use crate::engine::{EpochTicker, Running, Runtime};
 use crate::error::{LoadError, PolicyError};
 use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
@@ -131,6 +131,8 @@ impl Session {
 /// Per-instance state: the memory limiter.
 pub(crate) struct StoreState {
     limiter: MemoryCap,
+    /// Keeps the epoch ticking while this store's guest code may run.
+    _running: Option<Running>,
 }
 
 struct MemoryCap {
@@ -410,6 +412,7 @@ impl LoadedPolicy {
                     limit: self.memory_bytes,
                     exceeded: false,
                 },
+                _running: self._ticker.as_ref().map(|t| t.running()),
             },
         );
         store.limiter(|s| &mut s.limiter);
