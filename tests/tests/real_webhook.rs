@@ -67,6 +67,14 @@ fn the_api_server_rejects_what_the_policies_deny_with_field_and_fix() {
     );
     assert!(err.contains("fix:"), "the message names the fix: {err}");
 
+    // An empty CODEXK8S_BUILD_REF: the API server drops the empty `value` before calling the
+    // webhook (its normal form), which must still see the variable set, to "".
+    let empty = deployment(&ns, "codex-k8s-worker", "", "");
+    let (ok, _, err) = kubectl_in(cp, &["apply", "-f", "-"], &empty);
+    assert!(!ok, "an empty CODEXK8S_BUILD_REF was admitted");
+    assert!(err.contains("[build-ref]"), "{err}");
+    assert!(err.contains("it is empty"), "{err}");
+
     // legacy-labels on a ConfigMap's metadata.
     let legacy = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: legacy\n  namespace: {ns}\n  labels:\n    codexk8s.io/run-id: r1\ndata: {{}}\n"

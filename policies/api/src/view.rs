@@ -519,6 +519,9 @@ impl<'a> Object<'a> {
     }
 
     /// Every `env[].value` literal (variables using `valueFrom` are references and skipped).
+    /// A variable with neither is the empty string, as Kubernetes sets it: the API server
+    /// drops an empty `value` before any webhook sees the object, so `value: ""` and no
+    /// `value` must be judged alike.
     pub fn env_literals(&self) -> Vec<Literal<'_>> {
         let mut out = Vec::new();
         self.env_literals_into(|_| true, &mut out);
@@ -529,7 +532,11 @@ impl<'a> Object<'a> {
     fn env_literals_into<'o>(&'o self, keep: impl Fn(&str) -> bool, out: &mut Vec<Literal<'o>>) {
         for c in self.containers() {
             for var in &c.container.env {
-                let Some(value) = &var.value else { continue };
+                let value = match (&var.value, var.value_from) {
+                    (Some(value), _) => value.as_ref(),
+                    (None, false) => "",
+                    (None, true) => continue,
+                };
                 if !keep(&var.name) {
                     continue;
                 }
@@ -732,6 +739,30 @@ mod tests {
                 assert_eq!(same(a, b), a == b, "{a:?} vs {b:?}");
             }
         }
+    }
+
+    /// The API server's normal form drops an empty `value`: judged as the empty string it
+    /// is, never skipped; `valueFrom` stays a reference.
+    #[test]
+    fn an_env_var_without_value_is_the_empty_string() {
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","env":[
+                {"name":"EMPTY"},
+                {"name":"EMPTY_WRITTEN","value":""},
+                {"name":"REF","valueFrom":{"secretKeyRef":{"name":"s","key":"k"}}},
+                {"name":"SET","value":"main"}]}]}}"#;
+        let pod_gvk = GroupVersionKind {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Pod".into(),
+        };
+        let object = Object::parse(&pod_gvk, pod).unwrap();
+        let found = object.env_literals();
+        let literals: Vec<(&str, &str)> =
+            found.iter().map(|l| (l.name, l.value.as_ref())).collect();
+        assert_eq!(
+            literals,
+            [("EMPTY", ""), ("EMPTY_WRITTEN", ""), ("SET", "main")]
+        );
     }
 
     #[test]
