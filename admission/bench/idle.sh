@@ -17,7 +17,12 @@ trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 CK8S_CACHE_DIR="$work/cache" "$BIN" --listen 127.0.0.1:18543 --metrics-listen 127.0.0.1:19190 \
   >/dev/null 2>"$work/server.log" &
 pid=$!
-until curl -sf http://127.0.0.1:19190/readyz >/dev/null 2>&1; do sleep 0.05; done
+for _ in $(seq 600); do
+  curl -sf http://127.0.0.1:19190/readyz >/dev/null 2>&1 && break
+  kill -0 "$pid" 2>/dev/null || { echo "error: $BIN exited: $(cat "$work/server.log")" >&2; exit 1; }
+  sleep 0.05
+done
+curl -sf http://127.0.0.1:19190/readyz >/dev/null || { echo "error: $BIN not ready in 30 s" >&2; exit 1; }
 sleep 1 # start-up settles
 hz=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
