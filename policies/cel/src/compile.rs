@@ -1,0 +1,493 @@
+//! Compiling one CEL expression at load: parse, check every name it uses against what the API
+//! server declares for a ValidatingAdmissionPolicy, and keep the shape its cost bound needs.
+
+use crate::value::Extent;
+use kube_cel::KubeCelExt;
+use kube_cel::cel::common::ast::{EntryExpr, Expr};
+use kube_cel::cel::parser::{Expression, Parser};
+use kube_cel::cel::{Context, ExecutionError, Program};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock};
+
+/// What a compile step refuses, before it is placed (policy, field path) by the loader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileFailure {
+    /// 1-based line and column in the expression.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// `true` when the API server accepts the expression but ck8s cannot evaluate it
+    /// faithfully (e.g. `authorizer`).
+    pub unsupported: bool,
+}
+
+/// The names an expression may use besides its comprehension variables.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub has_params: bool,
+    /// Names of `variables.*` visible here (for a variable: those defined before it).
+    pub variables: Vec<String>,
+}
+
+/// Which `variables.*` an expression reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum VarUse {
+    #[default]
+    None,
+    Names(BTreeSet<String>),
+    /// `variables[...]` with a computed key, or `variables` as a value.
+    All,
+}
+
+/// One compiled expression.
+pub struct Compiled {
+    pub source: String,
+    pub expr: Expression,
+    pub var_use: VarUse,
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compiled")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+const OPERATORS: &[&str] = &[
+    "_?_:_",
+    "_&&_",
+    "_||_",
+    "!_",
+    "_-_",
+    "_+_",
+    "_*_",
+    "_/_",
+    "_%_",
+    "_==_",
+    "_!=_",
+    "_>=_",
+    "_<=_",
+    "_>_",
+    "_<_",
+    "-_",
+    "_[_]",
+    "_[?_]",
+    "_?._",
+    "@in",
+    "@not_strictly_false",
+];
+
+const ROOT_VARIABLES: &[&str] = &[
+    "object",
+    "oldObject",
+    "request",
+    "namespaceObject",
+    "variables",
+];
+
+pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> {
+    let expr = Parser::new()
+        .enable_optional_syntax(true)
+        .parse(source)
+        .map_err(|errs| {
+            let first = errs.errors.first();
+            CompileFailure {
+                line: first.map(|e| e.pos.0.max(1) as usize).unwrap_or(1),
+                column: first.map(|e| e.pos.1.max(1) as usize).unwrap_or(1),
+                message: errs
+                    .errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                unsupported: false,
+            }
+        })?;
+    let mut checker = Checker {
+        source,
+        scope,
+        bound: Vec::new(),
+        var_use: VarUse::None,
+    };
+    checker.walk(&expr.expr)?;
+    Ok(Compiled {
+        source: source.to_string(),
+        var_use: checker.var_use,
+        expr,
+    })
+}
+
+struct Checker<'a> {
+    source: &'a str,
+    scope: &'a Scope,
+    /// Comprehension variables in scope, innermost last.
+    bound: Vec<String>,
+    var_use: VarUse,
+}
+
+impl Checker<'_> {
+    fn fail(&self, name: &str, message: String, unsupported: bool) -> CompileFailure {
+        let (line, column) = position_of(self.source, name);
+        CompileFailure {
+            line,
+            column,
+            message,
+            unsupported,
+        }
+    }
+
+    fn is_bound(&self, name: &str) -> bool {
+        self.bound.iter().any(|b| b == name)
+    }
+
+    fn ident(&mut self, name: &str) -> Result<(), CompileFailure> {
+        if self.is_bound(name) {
+            return Ok(());
+        }
+        if name == "authorizer" {
+            return Err(self.fail(
+                name,
+                "'authorizer' is not supported by ck8s: it needs the API server's authorizer"
+                    .to_string(),
+                true,
+            ));
+        }
+        if name == "params" {
+            if self.scope.has_params {
+                return Ok(());
+            }
+            return Err(self.fail(
+                name,
+                "undeclared reference to 'params' (the policy has no spec.paramKind)".to_string(),
+                false,
+            ));
+        }
+        if name == "variables" {
+            self.var_use = VarUse::All;
+            return Ok(());
+        }
+        if ROOT_VARIABLES.contains(&name) {
+            return Ok(());
+        }
+        Err(self.fail(
+            name,
+            format!("undeclared reference to '{name}' (in container '')"),
+            false,
+        ))
+    }
+
+    fn walk(&mut self, e: &Expr) -> Result<(), CompileFailure> {
+        match e {
+            Expr::Unspecified | Expr::Literal(_) => Ok(()),
+            Expr::Ident(name) => self.ident(name),
+            Expr::Select(s) => {
+                if let Expr::Ident(root) = &s.operand.expr
+                    && root == "variables"
+                    && !self.is_bound(root)
+                {
+                    if !self.scope.variables.iter().any(|v| v == &s.field) {
+                        return Err(self.fail(
+                            &s.field,
+                            format!("undefined field '{}'", s.field),
+                            false,
+                        ));
+                    }
+                    match &mut self.var_use {
+                        VarUse::All => {}
+                        VarUse::Names(set) => {
+                            set.insert(s.field.clone());
+                        }
+                        none @ VarUse::None => {
+                            *none = VarUse::Names(BTreeSet::from([s.field.clone()]))
+                        }
+                    }
+                    return Ok(());
+                }
+                self.walk(&s.operand.expr)
+            }
+            Expr::Call(c) => {
+                if !OPERATORS.contains(&c.func_name.as_str()) {
+                    self.function(&c.func_name, c.target.as_deref().map(|t| &t.expr))?;
+                }
+                if let Some(t) = &c.target {
+                    // `sets.contains(..)`: the qualified name was checked as a function.
+                    let qualified = matches!(&t.expr, Expr::Ident(p)
+                        if !self.is_bound(p) && !is_variable_name(p, self.scope));
+                    if !qualified {
+                        self.walk(&t.expr)?;
+                    }
+                }
+                for a in &c.args {
+                    self.walk(&a.expr)?;
+                }
+                Ok(())
+            }
+            Expr::Comprehension(c) => {
+                self.walk(&c.iter_range.expr)?;
+                self.walk(&c.accu_init.expr)?;
+                let depth = self.bound.len();
+                self.bound.push(c.accu_var.clone());
+                self.bound.push(c.iter_var.clone());
+                if let Some(v2) = &c.iter_var2 {
+                    self.bound.push(v2.clone());
+                }
+                let r = self
+                    .walk(&c.loop_cond.expr)
+                    .and_then(|_| self.walk(&c.loop_step.expr))
+                    .and_then(|_| self.walk(&c.result.expr));
+                self.bound.truncate(depth);
+                r
+            }
+            Expr::List(l) => {
+                for x in &l.elements {
+                    self.walk(&x.expr)?;
+                }
+                Ok(())
+            }
+            Expr::Map(m) => {
+                for entry in &m.entries {
+                    if let EntryExpr::MapEntry(me) = &entry.expr {
+                        self.walk(&me.key.expr)?;
+                        self.walk(&me.value.expr)?;
+                    }
+                }
+                Ok(())
+            }
+            Expr::Struct(s) => Err(self.fail(
+                &s.type_name,
+                format!(
+                    "message construction '{} {{...}}' is not supported by ck8s",
+                    s.type_name
+                ),
+                true,
+            )),
+        }
+    }
+
+    fn function(&self, name: &str, target: Option<&Expr>) -> Result<(), CompileFailure> {
+        if let Some(Expr::Ident(prefix)) = target
+            && !self.is_bound(prefix)
+            && !is_variable_name(prefix, self.scope)
+        {
+            let qualified = format!("{prefix}.{name}");
+            if known_function(&qualified) {
+                return Ok(());
+            }
+            return Err(self.fail(
+                name,
+                format!("undeclared reference to '{qualified}' (in container '')"),
+                false,
+            ));
+        }
+        if known_function(name) {
+            Ok(())
+        } else {
+            Err(self.fail(
+                name,
+                format!("undeclared reference to '{name}' (in container '')"),
+                false,
+            ))
+        }
+    }
+}
+
+fn is_variable_name(name: &str, scope: &Scope) -> bool {
+    ROOT_VARIABLES.contains(&name) || (name == "params" && scope.has_params) || name == "authorizer"
+}
+
+/// Whether the evaluator has a function of this name (plain or qualified, e.g.
+/// `sets.contains`). Found by asking the interpreter once per name: a call of an unknown
+/// function fails with "undeclared reference" to that very name.
+pub fn known_function(name: &str) -> bool {
+    static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(&k) = cache.lock().expect("not poisoned").get(name) {
+        return k;
+    }
+    let known = probe(name);
+    cache
+        .lock()
+        .expect("not poisoned")
+        .insert(name.to_string(), known);
+    known
+}
+
+fn probe(name: &str) -> bool {
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    {
+        return false;
+    }
+    let Ok(program) = Program::compile(&format!("{name}()")) else {
+        return false;
+    };
+    let ctx = Context::default().with_all();
+    let (prefix, last) = match name.rsplit_once('.') {
+        Some((p, l)) => (Some(p), l),
+        None => (None, name),
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| program.execute(&ctx)));
+    match outcome {
+        Err(_) => true,
+        Ok(Err(ExecutionError::UndeclaredReference(r))) => {
+            // `ns.f()`: the qualified function is missing when the interpreter fell back to
+            // `f` on the target `ns` (an undeclared variable) or found neither.
+            !(r.as_str() == last || Some(r.as_str()) == prefix)
+        }
+        Ok(_) => true,
+    }
+}
+
+/// 1-based (line, column) of the first occurrence of `name` as a whole token.
+fn position_of(source: &str, name: &str) -> (usize, usize) {
+    let bytes = source.as_bytes();
+    let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut start = 0;
+    let mut found = None;
+    while let Some(i) = source[start..].find(name) {
+        let at = start + i;
+        let before = at == 0 || !is_ident(bytes[at - 1]);
+        let end = at + name.len();
+        let after = end >= bytes.len() || !is_ident(bytes[end]);
+        if before && after {
+            found = Some(at);
+            break;
+        }
+        start = at + name.len().max(1);
+    }
+    let at = found.unwrap_or(0);
+    let line = source[..at].matches('\n').count() + 1;
+    let column = at - source[..at].rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// An upper bound of the work an expression does on inputs of the given extent: each
+/// comprehension multiplies its body by the largest collection, each function that walks a
+/// string or a collection costs its length. Compared with [`crate::Limits::cost`] before the
+/// evaluation starts.
+pub fn cost(e: &Expr, x: Extent) -> f64 {
+    let l = x.list.max(1) as f64;
+    let s = x.string.max(1) as f64;
+    match e {
+        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => 1.0,
+        Expr::Select(sel) => 1.0 + cost(&sel.operand.expr, x),
+        Expr::Call(c) => {
+            let own = match c.func_name.as_str() {
+                "_&&_" | "_||_" | "!_" | "_?_:_" | "-_" | "_<_" | "_<=_" | "_>_" | "_>=_"
+                | "_-_" | "_*_" | "_/_" | "_%_" | "_[_]" | "_[?_]" | "_?._" => 1.0,
+                "_==_" | "_!=_" | "@in" | "_+_" | "size" => 1.0 + l.max(s),
+                _ => 1.0 + l + s,
+            };
+            own + c.target.as_ref().map_or(0.0, |t| cost(&t.expr, x))
+                + c.args.iter().map(|a| cost(&a.expr, x)).sum::<f64>()
+        }
+        Expr::Comprehension(c) => {
+            cost(&c.iter_range.expr, x)
+                + cost(&c.accu_init.expr, x)
+                + l * (cost(&c.loop_cond.expr, x) + cost(&c.loop_step.expr, x) + 1.0)
+                + cost(&c.result.expr, x)
+        }
+        Expr::List(li) => 1.0 + li.elements.iter().map(|e| cost(&e.expr, x)).sum::<f64>(),
+        Expr::Map(m) => {
+            1.0 + m
+                .entries
+                .iter()
+                .map(|en| match &en.expr {
+                    EntryExpr::MapEntry(me) => cost(&me.key.expr, x) + cost(&me.value.expr, x),
+                    EntryExpr::StructField(f) => cost(&f.value.expr, x),
+                })
+                .sum::<f64>()
+        }
+        Expr::Struct(_) => 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope() -> Scope {
+        Scope {
+            has_params: false,
+            variables: vec!["image".into()],
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        let cases: &[(&str, Result<(), &str>)] = &[
+            ("object.spec.replicas <= 5", Ok(())),
+            (
+                "has(object.spec.x) && object.spec.x.all(c, c.startsWith('a'))",
+                Ok(()),
+            ),
+            ("variables.image.endsWith(':latest')", Ok(())),
+            ("variables.other == 1", Err("undefined field 'other'")),
+            ("params.x == 1", Err("undeclared reference to 'params'")),
+            ("foo == 1", Err("undeclared reference to 'foo'")),
+            (
+                "object.x.nosuchfn()",
+                Err("undeclared reference to 'nosuchfn'"),
+            ),
+            (
+                "authorizer.group('').resource('x').check('get').allowed()",
+                Err("'authorizer' is not supported"),
+            ),
+            ("sets.contains([1], [1])", Ok(())),
+            (
+                "sets.nosuch([1], [1])",
+                Err("undeclared reference to 'sets.nosuch'"),
+            ),
+            ("quantity('1Gi').isGreaterThan(quantity('1Mi'))", Ok(())),
+            ("'a'.matches('^a$') && 'x,y'.split(',').size() == 2", Ok(())),
+            (
+                "object.metadata.labels.all(k, k.startsWith('a')) ? 1 : 2",
+                Ok(()),
+            ),
+            ("[1,2].exists_one(x, x == 1)", Ok(())),
+            ("object.?spec.orValue({}) != null", Ok(())),
+        ];
+        for (src, want) in cases {
+            let got = compile(src, &scope()).map(|_| ()).map_err(|e| e.message);
+            match (want, &got) {
+                (Ok(()), Ok(())) => {}
+                (Err(w), Err(g)) if g.contains(w) => {}
+                _ => panic!("{src}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_errors_have_a_position() {
+        let e = compile("object.spec.replicas >", &scope()).unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.column > 1, "{e:?}");
+        assert!(e.message.starts_with("ERROR: <input>:1:"), "{}", e.message);
+    }
+
+    #[test]
+    fn position_of_tokens() {
+        assert_eq!(position_of("a.foo + foo", "foo"), (1, 3));
+        assert_eq!(position_of("x &&\n  bar(1)", "bar"), (2, 3));
+        assert_eq!(position_of("foobar + bar", "bar"), (1, 10));
+    }
+
+    #[test]
+    fn cost_grows_with_nesting() {
+        let flat = compile("object.a.all(x, x > 1)", &scope()).unwrap();
+        let nested = compile("object.a.all(x, object.a.all(y, x != y))", &scope()).unwrap();
+        let small = Extent {
+            list: 10,
+            string: 10,
+        };
+        let big = Extent {
+            list: 10_000,
+            string: 10,
+        };
+        assert!(cost(&flat.expr.expr, big) < 1e6);
+        assert!(cost(&nested.expr.expr, small) < 1e6);
+        assert!(cost(&nested.expr.expr, big) > 1e8);
+    }
+}
