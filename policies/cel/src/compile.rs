@@ -4,9 +4,11 @@
 use crate::value::Extent;
 use kube_cel::KubeCelExt;
 use kube_cel::cel::common::ast::{EntryExpr, Expr};
+use kube_cel::cel::objects::{Key, OptionalValue};
 use kube_cel::cel::parser::{Expression, Parser};
-use kube_cel::cel::{Context, ExecutionError, Program};
+use kube_cel::cel::{Context, ExecutionError, Program, Value};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
 
 /// What a compile step refuses, before it is placed (policy, field path) by the loader.
@@ -86,8 +88,23 @@ const ROOT_VARIABLES: &[&str] = &[
     "variables",
 ];
 
-pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> {
-    let expr = Parser::new()
+/// Parses and rewrites, without checking names.
+pub fn parse_only(source: &str) -> Result<Compiled, CompileFailure> {
+    parse(source)
+}
+
+fn parse(source: &str) -> Result<Compiled, CompileFailure> {
+    let mut expr = parse_raw(source)?;
+    rewrite_optional_select(&mut expr.expr);
+    Ok(Compiled {
+        source: source.to_string(),
+        expr,
+        var_use: VarUse::None,
+    })
+}
+
+fn parse_raw(source: &str) -> Result<Expression, CompileFailure> {
+    Parser::new()
         .enable_optional_syntax(true)
         .parse(source)
         .map_err(|errs| {
@@ -103,7 +120,12 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
                     .join("\n"),
                 unsupported: false,
             }
-        })?;
+        })
+}
+
+pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> {
+    let mut expr = parse_raw(source)?;
+    rewrite_optional_select(&mut expr.expr);
     let mut checker = Checker {
         source,
         scope,
@@ -207,9 +229,6 @@ impl Checker<'_> {
                 self.walk(&s.operand.expr)
             }
             Expr::Call(c) => {
-                if !OPERATORS.contains(&c.func_name.as_str()) {
-                    self.function(&c.func_name, c.target.as_deref().map(|t| &t.expr))?;
-                }
                 if let Some(t) = &c.target {
                     // `sets.contains(..)`: the qualified name was checked as a function.
                     let qualified = matches!(&t.expr, Expr::Ident(p)
@@ -220,6 +239,9 @@ impl Checker<'_> {
                 }
                 for a in &c.args {
                     self.walk(&a.expr)?;
+                }
+                if !OPERATORS.contains(&c.func_name.as_str()) {
+                    self.function(&c.func_name, c.target.as_deref().map(|t| &t.expr))?;
                 }
                 Ok(())
             }
@@ -296,6 +318,85 @@ fn is_variable_name(name: &str, scope: &Scope) -> bool {
     ROOT_VARIABLES.contains(&name) || (name == "params" && scope.has_params) || name == "authorizer"
 }
 
+/// The function `a.?b` is rewritten to (see [`register`]).
+pub const OPT_SELECT: &str = "__ck8s_optional_select";
+
+/// `a.?b` in the `cel` crate 0.13 fails on a missing key instead of giving `optional.none()`;
+/// it is rewritten to a call of [`OPT_SELECT`], which follows the CEL specification.
+fn rewrite_optional_select(e: &mut Expr) {
+    match e {
+        Expr::Call(c) => {
+            if c.func_name == "_?._" && c.target.is_none() && c.args.len() == 2 {
+                c.func_name = OPT_SELECT.to_string();
+            }
+            if let Some(t) = &mut c.target {
+                rewrite_optional_select(&mut t.expr);
+            }
+            for a in &mut c.args {
+                rewrite_optional_select(&mut a.expr);
+            }
+        }
+        Expr::Select(s) => rewrite_optional_select(&mut s.operand.expr),
+        Expr::Comprehension(c) => {
+            for x in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_optional_select(&mut x.expr);
+            }
+        }
+        Expr::List(l) => l
+            .elements
+            .iter_mut()
+            .for_each(|x| rewrite_optional_select(&mut x.expr)),
+        Expr::Map(m) => {
+            for en in &mut m.entries {
+                if let EntryExpr::MapEntry(me) = &mut en.expr {
+                    rewrite_optional_select(&mut me.key.expr);
+                    rewrite_optional_select(&mut me.value.expr);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Registers what ck8s adds to the evaluator's functions.
+pub fn register(ctx: &mut Context<'_>) {
+    ctx.add_function(
+        OPT_SELECT,
+        |operand: Value, field: Arc<String>| -> Result<Value, ExecutionError> {
+            let none = || Value::Opaque(Arc::new(OptionalValue::none()));
+            let target = match &operand {
+                Value::Opaque(o) => match o.downcast_ref::<OptionalValue>() {
+                    Some(opt) => match opt.value() {
+                        None => return Ok(none()),
+                        Some(v) => v.clone(),
+                    },
+                    None => operand.clone(),
+                },
+                _ => operand.clone(),
+            };
+            match &target {
+                Value::Map(m) => Ok(match m.map.get(&Key::String(field)) {
+                    Some(v) => Value::Opaque(Arc::new(OptionalValue::of(v.clone()))),
+                    None => none(),
+                }),
+                other => Err(ExecutionError::function_error(
+                    "_?._",
+                    format!(
+                        "no such overload: {}.?{field}",
+                        crate::value::type_name(other)
+                    ),
+                )),
+            }
+        },
+    );
+}
+
 /// Whether the evaluator has a function of this name (plain or qualified, e.g.
 /// `sets.contains`). Found by asking the interpreter once per name: a call of an unknown
 /// function fails with "undeclared reference" to that very name.
@@ -323,7 +424,8 @@ fn probe(name: &str) -> bool {
     let Ok(program) = Program::compile(&format!("{name}()")) else {
         return false;
     };
-    let ctx = Context::default().with_all();
+    let mut ctx = Context::default().with_all();
+    register(&mut ctx);
     let (prefix, last) = match name.rsplit_once('.') {
         Some((p, l)) => (Some(p), l),
         None => (None, name),
@@ -375,8 +477,23 @@ pub fn cost(e: &Expr, x: Extent) -> f64 {
         Expr::Select(sel) => 1.0 + cost(&sel.operand.expr, x),
         Expr::Call(c) => {
             let own = match c.func_name.as_str() {
-                "_&&_" | "_||_" | "!_" | "_?_:_" | "-_" | "_<_" | "_<=_" | "_>_" | "_>=_"
-                | "_-_" | "_*_" | "_/_" | "_%_" | "_[_]" | "_[?_]" | "_?._" => 1.0,
+                "_&&_"
+                | "_||_"
+                | "!_"
+                | "_?_:_"
+                | "-_"
+                | "_<_"
+                | "_<=_"
+                | "_>_"
+                | "_>=_"
+                | "_-_"
+                | "_*_"
+                | "_/_"
+                | "_%_"
+                | "_[_]"
+                | "_[?_]"
+                | "_?._"
+                | "@not_strictly_false" => 1.0,
                 "_==_" | "_!=_" | "@in" | "_+_" | "size" => 1.0 + l.max(s),
                 _ => 1.0 + l + s,
             };

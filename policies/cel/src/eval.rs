@@ -12,9 +12,13 @@ use kube_cel::cel::{Context, Value};
 use std::sync::OnceLock;
 
 /// The functions, registered once.
-fn root() -> &'static Context<'static> {
+pub(crate) fn root() -> &'static Context<'static> {
     static ROOT: OnceLock<Context<'static>> = OnceLock::new();
-    ROOT.get_or_init(|| Context::default().with_all())
+    ROOT.get_or_init(|| {
+        let mut ctx = Context::default().with_all();
+        crate::compile::register(&mut ctx);
+        ctx
+    })
 }
 
 struct Inputs {
@@ -68,7 +72,7 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
         }
         let policy_match = matching::matches(&policy.match_constraints, req, false);
         for binding in bindings {
-            let mut judge = Judge {
+            let judge = Judge {
                 policy,
                 binding,
                 actions: binding.map_or(ValidationActions::DENY, |b| b.actions),

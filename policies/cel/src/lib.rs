@@ -366,6 +366,21 @@ impl PolicySet {
     }
 }
 
+/// Evaluates one expression with the given variables bound (JSON values), with the same
+/// parser, functions and fixes as policies: for tooling and for trying an expression out. Names
+/// are not checked.
+pub fn evaluate_expression(
+    source: &str,
+    variables: &[(&str, serde_json::Value)],
+) -> Result<kube_cel::cel::Value, String> {
+    let compiled = compile::parse_only(source).map_err(|f| f.message)?;
+    let mut ctx = eval::root().new_inner_scope();
+    for (name, v) in variables {
+        ctx.add_variable_from_value(*name, value::to_cel(v));
+    }
+    kube_cel::cel::Value::resolve(&compiled.expr, &ctx).map_err(|e| e.to_string())
+}
+
 /// What kind of failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FailureKind {

@@ -575,10 +575,8 @@ fn compile_binding(b: ValidatingAdmissionPolicyBinding) -> Result<Binding, LoadE
     })
 }
 
-pub(crate) fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<PolicySet>();
-}
-
-#[allow(dead_code)]
-fn _unused(_: FailurePolicy) {}
+/// The webhook shares one set between request threads.
+const _: () = {
+    const fn is<T: Send + Sync>() {}
+    is::<PolicySet>()
+};

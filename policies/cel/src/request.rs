@@ -5,8 +5,9 @@ use kube_cel::cel::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Operation {
+    #[default]
     Create,
     Update,
     Delete,
@@ -81,12 +82,6 @@ pub struct Request {
     /// `namespaceSelector` is matched against). `None` for cluster-scoped objects, or when not
     /// known.
     pub namespace_object: Option<serde_json::Value>,
-}
-
-impl Default for Operation {
-    fn default() -> Self {
-        Operation::Create
-    }
 }
 
 impl Request {

@@ -72,15 +72,6 @@ pub struct Extent {
     pub string: u64,
 }
 
-impl Extent {
-    pub fn max(self, o: Extent) -> Extent {
-        Extent {
-            list: self.list.max(o.list),
-            string: self.string.max(o.string),
-        }
-    }
-}
-
 /// A CEL value shown in a message (strings bare, everything else as JSON-ish text).
 pub fn display(v: &Value) -> String {
     match v {
