@@ -469,7 +469,28 @@ fn policies_the_api_server_refuses_are_refused_at_load() {
                 a.body["message"]
             ));
         }
-        // Where both refuse a CEL expression, both name the same field.
+        // Where both refuse a CEL expression, ck8s's message is the API server's.
+        if let (
+            true,
+            Some(ck8s_policy_cel::LoadError::Compile {
+                path,
+                expression,
+                message,
+                ..
+            }),
+        ) = (server_refused, &crate_error)
+        {
+            let want =
+                format!("{path}: Invalid value: {expression:?}: compilation failed: {message}");
+            let msg = a.body["message"].as_str().unwrap_or("");
+            if !msg.contains(&want) {
+                problems.push(format!(
+                    "{}: the API server says\n{msg}\nck8s says\n{want}",
+                    f.display()
+                ));
+            }
+        }
+        // Where both refuse, both name the same field.
         if let (true, Some(e)) = (server_refused, &crate_error)
             && let Some(path) = e.path()
         {
@@ -484,4 +505,169 @@ fn policies_the_api_server_refuses_are_refused_at_load() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// One expression per function of the evaluator's libraries: the API server and ck8s accept
+/// the same ones (a function the API server does not have is refused by ck8s at load, never
+/// evaluated).
+const FUNCTIONS: &[&str] = &[
+    "'abc'.charAt(1) == 'b'",
+    "'abc'.indexOf('b') == 1",
+    "'abcb'.lastIndexOf('b') == 3",
+    "'ABC'.lowerAscii() == 'abc'",
+    "'abc'.upperAscii() == 'ABC'",
+    "'abc'.replace('b', 'x') == 'axc'",
+    "'a,b'.split(',').size() == 2",
+    "'abc'.substring(1) == 'bc'",
+    "' a '.trim() == 'a'",
+    "['a', 'b'].join(',') == 'a,b'",
+    "'abc'.reverse() == 'cba'",
+    "strings.quote('a') == '\"a\"'",
+    "'%s-%d'.format(['a', 1]) == 'a-1'",
+    "[1, 2].isSorted()",
+    "[1, 2].sum() == 3",
+    "[1, 2].min() == 1",
+    "[1, 2].max() == 2",
+    "[1, 2].indexOf(2) == 1",
+    "[1, 2, 1].lastIndexOf(1) == 2",
+    "[1, 2, 3].slice(1, 2) == [2]",
+    "[[1], [2]].flatten() == [1, 2]",
+    "[1, 2].reverse() == [2, 1]",
+    "[1, 1].distinct() == [1]",
+    "[2, 1].sort() == [1, 2]",
+    "lists.range(2) == [0, 1]",
+    "[1, 2].first().value() == 1",
+    "[1, 2].last().value() == 2",
+    "sets.contains([1, 2], [1])",
+    "sets.intersects([1, 2], [2])",
+    "sets.equivalent([1, 2], [2, 1])",
+    "'abc'.find('b') == 'b'",
+    "'abcb'.findAll('b').size() == 2",
+    "'a1'.matches('^a[0-9]$')",
+    "isURL('https://a.example/x')",
+    "url('https://a.example:8443/x?y=1').getScheme() == 'https'",
+    "url('https://a.example:8443/x').getHost() == 'a.example:8443'",
+    "url('https://a.example:8443/x').getHostname() == 'a.example'",
+    "url('https://a.example:8443/x').getPort() == '8443'",
+    "url('https://a.example/x%20y').getEscapedPath() == '/x%20y'",
+    "url('https://a.example/x?y=1').getQuery().y == ['1']",
+    "isIP('10.0.0.1')",
+    "ip('10.0.0.1').family() == 4",
+    "ip('127.0.0.1').isLoopback()",
+    "ip('8.8.8.8').isGlobalUnicast()",
+    "ip('224.0.0.1').isLinkLocalMulticast()",
+    "ip('169.254.0.1').isLinkLocalUnicast()",
+    "ip('0.0.0.0').isUnspecified()",
+    "ip.isCanonical('10.0.0.1')",
+    "isCIDR('10.0.0.0/8')",
+    "cidr('10.0.0.0/8').containsIP(ip('10.1.2.3'))",
+    "cidr('10.0.0.0/8').containsCIDR(cidr('10.1.0.0/16'))",
+    "cidr('10.0.0.0/8').prefixLength() == 8",
+    "cidr('10.1.2.3/8').masked() == cidr('10.0.0.0/8')",
+    "cidr('10.0.0.0/8').ip() == ip('10.0.0.0')",
+    "string(ip('10.0.0.1')) == '10.0.0.1'",
+    "isSemver('1.2.3')",
+    "semver('1.2.3').major() == 1",
+    "semver('1.2.3').minor() == 2",
+    "semver('1.2.3').patch() == 3",
+    "semver('1.2.3').isLessThan(semver('1.3.0'))",
+    "semver('1.2.3').isGreaterThan(semver('1.0.0'))",
+    "semver('1.2.3').compareTo(semver('1.2.3')) == 0",
+    "isQuantity('1Gi')",
+    "quantity('1Gi').isGreaterThan(quantity('1Mi'))",
+    "quantity('1Mi').isLessThan(quantity('1Gi'))",
+    "quantity('1Gi').compareTo(quantity('1024Mi')) == 0",
+    "quantity('1').add(quantity('1')) == quantity('2')",
+    "quantity('2').sub(quantity('1')) == quantity('1')",
+    "quantity('1').sign() == 1",
+    "quantity('1').isInteger()",
+    "quantity('1').asInteger() == 1",
+    "quantity('1').asApproximateFloat() == 1.0",
+    "format.dns1123Label().validate('abc').hasValue() == false",
+    "format.named('dns1123Label').hasValue()",
+    "format.labelValue().validate('a').hasValue() == false",
+    "format.qualifiedName().validate('a').hasValue() == false",
+    "format.uri().validate('https://a').hasValue() == false",
+    "format.uuid().validate('x').hasValue()",
+    "format.byte().validate('YQ==').hasValue() == false",
+    "format.date().validate('2024-01-01').hasValue() == false",
+    "format.datetime().validate('2024-01-01T00:00:00Z').hasValue() == false",
+    "math.greatest(1, 2) == 2",
+    "math.least(1, 2) == 1",
+    "math.abs(-1) == 1",
+    "math.sign(-2) == -1",
+    "math.ceil(1.2) == 2.0",
+    "math.floor(1.2) == 1.0",
+    "math.round(1.5) == 2.0",
+    "math.trunc(1.5) == 1.0",
+    "math.sqrt(4.0) == 2.0",
+    "math.isNaN(1.0) == false",
+    "math.isInf(1.0) == false",
+    "math.isFinite(1.0)",
+    "math.bitAnd(3, 1) == 1",
+    "math.bitOr(2, 1) == 3",
+    "math.bitXor(3, 1) == 2",
+    "math.bitNot(0) == -1",
+    "math.bitShiftLeft(1, 2) == 4",
+    "math.bitShiftRight(4, 2) == 1",
+    "base64.encode(b'a') == 'YQ=='",
+    "base64.decode('YQ==') == b'a'",
+    "jsonpatch.escapeKey('a/b') == 'a~1b'",
+    "timestamp('2024-01-01T00:00:00Z').getFullYear() == 2024",
+    "duration('1h') > duration('1m')",
+    "optional.of(1).hasValue()",
+    "optional.none().orValue(1) == 1",
+    "type(1) == int",
+    "dyn(1) == 1",
+    "bool('true')",
+];
+
+#[test]
+fn the_api_server_and_ck8s_have_the_same_functions() {
+    let cp = ControlPlane::shared();
+    let api = Api::new(cp);
+    let mut differ = Vec::new();
+    for (i, expr) in FUNCTIONS.iter().enumerate() {
+        let policy = json!({
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": format!("cel-function-{i}")},
+            "spec": {
+                "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["deployments"]}]},
+                "validations": [{"expression": expr}]
+            }
+        });
+        let server = api.create(&policy, true);
+        let ours = PolicySet::load("function", &policy.to_string());
+        let server_ok = server.status < 300;
+        if server_ok != ours.is_ok() {
+            differ.push(format!(
+                "{expr}: API server {}, ck8s {}",
+                if server_ok {
+                    "accepts".to_string()
+                } else {
+                    server.body["message"].to_string()
+                },
+                ours.err().map_or("accepts".to_string(), |e| e.to_string())
+            ));
+        }
+        // Where both accept, both evaluate it to true.
+        if server_ok && let Ok(v) = ck8s_policy_cel::evaluate_expression(expr, &[]) {
+            if !matches!(v, ck8s_policy_cel::cel::Value::Bool(true)) {
+                differ.push(format!("{expr}: ck8s evaluates it to {v:?}"));
+            }
+        } else if server_ok {
+            differ.push(format!(
+                "{expr}: ck8s cannot evaluate it: {:?}",
+                ck8s_policy_cel::evaluate_expression(expr, &[])
+            ));
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "{} differences:\n{}",
+        differ.len(),
+        differ.join("\n")
+    );
 }

@@ -115,7 +115,7 @@ fn parse_raw(source: &str) -> Result<Expression, CompileFailure> {
                 message: errs
                     .errors
                     .iter()
-                    .map(|e| e.to_string())
+                    .map(|e| e.to_string().replace("\n| ", "\n | "))
                     .collect::<Vec<_>>()
                     .join("\n"),
                 unsupported: false,
@@ -149,12 +149,37 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    /// A failure at `name` (an identifier; a call's `(` with `call`; a field's `.` with
+    /// `field`), worded like cel-go: `ERROR: <input>:L:C: message` and the line with a caret.
     fn fail(&self, name: &str, message: String, unsupported: bool) -> CompileFailure {
+        self.fail_at(position_of(self.source, name), message, unsupported)
+    }
+
+    fn fail_call(&self, name: &str, message: String) -> CompileFailure {
         let (line, column) = position_of(self.source, name);
+        let len = name.rsplit('.').next().unwrap_or(name).chars().count();
+        self.fail_at((line, column + len), message, false)
+    }
+
+    fn fail_field(&self, field: &str, message: String) -> CompileFailure {
+        let (line, column) = position_of(self.source, field);
+        self.fail_at((line, column.saturating_sub(1).max(1)), message, false)
+    }
+
+    fn fail_at(
+        &self,
+        (line, column): (usize, usize),
+        message: String,
+        unsupported: bool,
+    ) -> CompileFailure {
+        let text = self.source.lines().nth(line - 1).unwrap_or("");
         CompileFailure {
             line,
             column,
-            message,
+            message: format!(
+                "ERROR: <input>:{line}:{column}: {message}\n | {text}\n | {}^",
+                ".".repeat(column - 1)
+            ),
             unsupported,
         }
     }
@@ -181,7 +206,7 @@ impl Checker<'_> {
             }
             return Err(self.fail(
                 name,
-                "undeclared reference to 'params' (the policy has no spec.paramKind)".to_string(),
+                "undeclared reference to 'params' (in container '')".to_string(),
                 false,
             ));
         }
@@ -209,11 +234,9 @@ impl Checker<'_> {
                     && !self.is_bound(root)
                 {
                     if !self.scope.variables.iter().any(|v| v == &s.field) {
-                        return Err(self.fail(
-                            &s.field,
-                            format!("undefined field '{}'", s.field),
-                            false,
-                        ));
+                        return Err(
+                            self.fail_field(&s.field, format!("undefined field '{}'", s.field))
+                        );
                     }
                     match &mut self.var_use {
                         VarUse::All => {}
@@ -296,19 +319,27 @@ impl Checker<'_> {
             if known_function(&qualified) {
                 return Ok(());
             }
-            return Err(self.fail(
-                name,
-                format!("undeclared reference to '{qualified}' (in container '')"),
+            // As cel-go: the namespace is an undeclared variable, the function is unknown.
+            let first = self.fail(
+                prefix,
+                format!("undeclared reference to '{prefix}' (in container '')"),
                 false,
-            ));
+            );
+            let second = self.fail_call(
+                name,
+                format!("undeclared reference to '{name}' (in container '')"),
+            );
+            return Err(CompileFailure {
+                message: format!("{}\n{}", first.message, second.message),
+                ..first
+            });
         }
         if known_function(name) {
             Ok(())
         } else {
-            Err(self.fail(
+            Err(self.fail_call(
                 name,
                 format!("undeclared reference to '{name}' (in container '')"),
-                false,
             ))
         }
     }
@@ -555,7 +586,7 @@ mod tests {
             ("sets.contains([1], [1])", Ok(())),
             (
                 "sets.nosuch([1], [1])",
-                Err("undeclared reference to 'sets.nosuch'"),
+                Err("undeclared reference to 'nosuch'"),
             ),
             ("quantity('1Gi').isGreaterThan(quantity('1Mi'))", Ok(())),
             ("'a'.matches('^a$') && 'x,y'.split(',').size() == 2", Ok(())),

@@ -58,6 +58,8 @@ mod value;
 
 pub use compile::known_function;
 pub use eval::{AuditRecord, Decision, Denial};
+/// The CEL crate the values come from.
+pub use kube_cel::cel;
 pub use matching::{resource_matches, selector_matches};
 pub use request::{Gvk, Gvr, Operation, Request, UserInfo, resource_for};
 

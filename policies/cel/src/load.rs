@@ -240,7 +240,7 @@ fn compile_policy(p: ValidatingAdmissionPolicy) -> Result<Policy, LoadError> {
                 &name,
                 format!("spec.variables[{i}].name"),
                 format!(
-                    "Invalid value: {:?}: name is not a valid CEL identifier",
+                    "Invalid value: {:?}: must be a valid CEL identifier",
                     v.name
                 ),
             ));
@@ -310,20 +310,20 @@ fn compile_policy(p: ValidatingAdmissionPolicy) -> Result<Policy, LoadError> {
                 KIND,
                 &name,
                 format!("spec.validations[{i}].message"),
-                "Invalid value: message must not contain line breaks",
+                format!("Invalid value: {m:?}: must not contain line breaks"),
             ));
         }
         let reason = v.reason.clone().unwrap_or_else(|| "Invalid".to_string());
         if !matches!(
             reason.as_str(),
-            "Unauthorized" | "Forbidden" | "Invalid" | "RequestEntityTooLarge"
+            "Forbidden" | "Invalid" | "RequestEntityTooLarge"
         ) {
             return Err(invalid(
                 KIND,
                 &name,
                 format!("spec.validations[{i}].reason"),
                 format!(
-                    "Unsupported value: {reason:?}: supported values: \"Forbidden\", \"Invalid\", \"RequestEntityTooLarge\", \"Unauthorized\""
+                    "Unsupported value: {reason:?}: supported values: \"Forbidden\", \"Invalid\", \"RequestEntityTooLarge\""
                 ),
             ));
         }

@@ -25,7 +25,7 @@ IMAGES = [
 REFS_OK = ["main", "feature/x", "refs/tags/v1.2.3", "a1b2c3d", "release-1.0", "user@feature"]
 REFS_BAD = ["-b feature/x", "--orphan", "feature x", "a..b", "x.lock", "/main", "main.", "@", "a:b", ""]
 CACHE = ["false", "true", "TRUE", " yes ", "0", "on", "off"]
-OWNERS = ["alice_at_example.com", "Bob@example", "carol_at_corp.example", None]
+OWNERS = ["alice_at_example.com", "Bob.example", "carol_at_corp.example", None]
 
 
 def pick(xs):
@@ -59,9 +59,12 @@ def container(i, n):
             del lim["cpu"]
         c["resources"] = {"limits": lim}
         if rnd.random() < 0.5:
-            c["resources"]["requests"] = {"memory": pick(["64Mi", "1Gi", "3Gi"])}
-    if rnd.random() < 0.15:
-        c["securityContext"] = {"privileged": rnd.random() < 0.6}
+            # never above the limit: the API server refuses that
+            c["resources"]["requests"] = {"memory": pick(["64Mi", lim["memory"]])}
+    if rnd.random() < 0.2:
+        # privileged: true is refused by this API server (--allow-privileged=false)
+        c["securityContext"] = pick([{"privileged": False}, {"capabilities": {"add": ["NET_ADMIN"]}},
+                                     {"capabilities": {"add": ["CHOWN"]}}, {"capabilities": {"add": ["SYS_ADMIN", "CHOWN"]}}])
     elif rnd.random() < 0.2:
         c["securityContext"] = {"runAsNonRoot": True}
     env = []
@@ -164,7 +167,7 @@ for i in range(12):
         s["stringData"] = {"username": "u", "password": "p"}
     elif r < 0.7:
         s["data"] = {"username": "dQ==", "password": "cA=="}
-    elif r < 0.85:
+    else:
         s["stringData"] = {"password": "p"}
     out.append(s)
 for i in range(15):
