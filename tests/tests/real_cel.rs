@@ -622,6 +622,9 @@ const FUNCTIONS: &[&str] = &[
     "bool('true')",
 ];
 
+/// What the API server has and ck8s refuses as unsupported (documented exceptions).
+const UNSUPPORTED: &[&str] = &["type(", "format.named("];
+
 #[test]
 fn the_api_server_and_ck8s_have_the_same_functions() {
     let cp = ControlPlane::shared();
@@ -641,6 +644,13 @@ fn the_api_server_and_ck8s_have_the_same_functions() {
         let server = api.create(&policy, true);
         let ours = PolicySet::load("function", &policy.to_string());
         let server_ok = server.status < 300;
+        // Refused by ck8s as unsupported, never evaluated wrongly (policies/cel/README.md).
+        if server_ok
+            && matches!(ours, Err(ck8s_policy_cel::LoadError::Unsupported { .. }))
+            && UNSUPPORTED.iter().any(|u| expr.starts_with(u))
+        {
+            continue;
+        }
         if server_ok != ours.is_ok() {
             differ.push(format!(
                 "{expr}: API server {}, ck8s {}",

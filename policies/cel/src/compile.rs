@@ -311,6 +311,24 @@ impl Checker<'_> {
     }
 
     fn function(&self, name: &str, target: Option<&Expr>) -> Result<(), CompileFailure> {
+        let full = match target {
+            Some(Expr::Ident(prefix))
+                if !self.is_bound(prefix) && !is_variable_name(prefix, self.scope) =>
+            {
+                format!("{prefix}.{name}")
+            }
+            _ => name.to_string(),
+        };
+        if UNSUPPORTED_FUNCTIONS.contains(&full.as_str()) {
+            let f = self.fail_call(
+                name,
+                format!("'{full}' is not supported by ck8s (the API server has it; ck8s cannot evaluate it faithfully)"),
+            );
+            return Err(CompileFailure {
+                unsupported: true,
+                ..f
+            });
+        }
         if let Some(Expr::Ident(prefix)) = target
             && !self.is_bound(prefix)
             && !is_variable_name(prefix, self.scope)
@@ -397,6 +415,24 @@ fn rewrite_optional_select(e: &mut Expr) {
 
 /// Registers what ck8s adds to the evaluator's functions.
 pub fn register(ctx: &mut Context<'_>) {
+    ctx.add_function("dyn", |v: Value| -> Result<Value, ExecutionError> { Ok(v) });
+    ctx.add_function("bool", |v: Value| -> Result<Value, ExecutionError> {
+        match &v {
+            Value::Bool(_) => Ok(v.clone()),
+            Value::String(s) => match s.as_str() {
+                "1" | "t" | "T" | "TRUE" | "True" | "true" => Ok(Value::Bool(true)),
+                "0" | "f" | "F" | "FALSE" | "False" | "false" => Ok(Value::Bool(false)),
+                other => Err(ExecutionError::function_error(
+                    "bool",
+                    format!("type conversion error from 'string' to 'bool': {other:?}"),
+                )),
+            },
+            other => Err(ExecutionError::function_error(
+                "bool",
+                format!("no such overload: bool({})", crate::value::type_name(other)),
+            )),
+        }
+    });
     ctx.add_function(
         OPT_SELECT,
         |operand: Value, field: Arc<String>| -> Result<Value, ExecutionError> {
@@ -428,10 +464,35 @@ pub fn register(ctx: &mut Context<'_>) {
     );
 }
 
+/// Functions of `kube-cel` the API server's CEL environment for admission policies does not
+/// have (Kubernetes v1.34, found by `tests/tests/real_cel.rs`): refused as the API server refuses
+/// them, as undeclared references.
+const NOT_IN_KUBERNETES: &[&str] = &[
+    "reverse",
+    "slice",
+    "flatten",
+    "distinct",
+    "sort",
+    "sortBy",
+    "lists.range",
+    "sign",
+    "base64.encode",
+    "base64.decode",
+    "jsonpatch.escapeKey",
+];
+
+/// Functions the API server has that ck8s does not evaluate faithfully: refused at load as
+/// unsupported. `type()` needs type values, which the `cel` crate does not have; kube-cel's
+/// `format.named()` returns the format itself where Kubernetes returns an optional.
+const UNSUPPORTED_FUNCTIONS: &[&str] = &["type", "format.named"];
+
 /// Whether the evaluator has a function of this name (plain or qualified, e.g.
 /// `sets.contains`). Found by asking the interpreter once per name: a call of an unknown
 /// function fails with "undeclared reference" to that very name.
 pub fn known_function(name: &str) -> bool {
+    if NOT_IN_KUBERNETES.contains(&name) || name.starts_with("math.") {
+        return false;
+    }
     static CACHE: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(&k) = cache.lock().expect("not poisoned").get(name) {
