@@ -6,7 +6,7 @@ use kube_cel::KubeCelExt;
 use kube_cel::cel::common::ast::{EntryExpr, Expr};
 use kube_cel::cel::objects::{Key, OptionalValue};
 use kube_cel::cel::parser::{Expression, Parser};
-use kube_cel::cel::{Context, ExecutionError, Program, Value};
+use kube_cel::cel::{Context, ExecutionError, FunctionContext, Program, Value};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::{Mutex, OnceLock};
@@ -378,6 +378,9 @@ fn rewrite_optional_select(e: &mut Expr) {
             if c.func_name == "_?._" && c.target.is_none() && c.args.len() == 2 {
                 c.func_name = OPT_SELECT.to_string();
             }
+            if c.func_name == "string" && c.target.is_none() && c.args.len() == 1 {
+                c.func_name = STRING.to_string();
+            }
             if let Some(t) = &mut c.target {
                 rewrite_optional_select(&mut t.expr);
             }
@@ -413,8 +416,46 @@ fn rewrite_optional_select(e: &mut Expr) {
     }
 }
 
+/// The function `string(x)` is rewritten to: cel-go's conversions of bool, timestamp and
+/// duration (the `cel` crate refuses a bool and writes the others differently), the rest by the
+/// evaluator's own `string()`.
+pub const STRING: &str = "__ck8s_string";
+
+fn string_of(ftx: &FunctionContext, v: Value) -> Result<Value, ExecutionError> {
+    let s = match &v {
+        Value::Bool(b) => b.to_string(),
+        Value::Timestamp(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        Value::Duration(d) => {
+            let nanos = d
+                .num_nanoseconds()
+                .unwrap_or(d.num_seconds().saturating_mul(1_000_000_000));
+            let (secs, frac) = (nanos / 1_000_000_000, (nanos % 1_000_000_000).abs());
+            if frac == 0 {
+                format!("{secs}s")
+            } else {
+                let sign = if nanos < 0 && secs == 0 { "-" } else { "" };
+                let f = format!("{frac:09}");
+                format!("{sign}{secs}.{}s", f.trim_end_matches('0'))
+            }
+        }
+        _ => {
+            static CALL: OnceLock<Expression> = OnceLock::new();
+            let call = CALL.get_or_init(|| {
+                Parser::new()
+                    .parse("string(__ck8s_value)")
+                    .expect("a valid expression")
+            });
+            let mut inner = ftx.ptx.new_inner_scope();
+            inner.add_variable_from_value("__ck8s_value", v);
+            return Value::resolve(call, &inner);
+        }
+    };
+    Ok(Value::String(Arc::new(s)))
+}
+
 /// Registers what ck8s adds to the evaluator's functions.
 pub fn register(ctx: &mut Context<'_>) {
+    ctx.add_function(STRING, string_of);
     ctx.add_function("dyn", |v: Value| -> Result<Value, ExecutionError> { Ok(v) });
     ctx.add_function("bool", |v: Value| -> Result<Value, ExecutionError> {
         match &v {
@@ -665,6 +706,26 @@ mod tests {
                 (Err(w), Err(g)) if g.contains(w) => {}
                 _ => panic!("{src}: want {want:?}, got {got:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn conversions_and_optionals_as_cel_go() {
+        let cases = [
+            ("string(true)", "true"),
+            ("string(duration('90s'))", "90s"),
+            ("string(duration('-1.25s'))", "-1.25s"),
+            (
+                "string(timestamp('2024-01-01T10:00:00Z'))",
+                "2024-01-01T10:00:00Z",
+            ),
+            ("{'a': 1}.?b.orValue('none')", "none"),
+            ("{'a': 'x'}.?a.orValue('none')", "x"),
+            ("{'a': {}}.?a.?b.orValue('none')", "none"),
+        ];
+        for (src, want) in cases {
+            let got = crate::evaluate_expression(src, &[]).unwrap();
+            assert_eq!(got, Value::String(Arc::new(want.to_string())), "{src}");
         }
     }
 
