@@ -402,7 +402,7 @@ pub struct Failure {
     /// The validation's message (or the error), as the API server puts it after `denied
     /// request: `.
     pub message: String,
-    /// `Invalid`, `Forbidden`, `Unauthorized` or `RequestEntityTooLarge`.
+    /// `Invalid`, `Forbidden` or `RequestEntityTooLarge`.
     pub reason: String,
     pub actions: ValidationActions,
 }
