@@ -186,6 +186,39 @@ fn request_for(object: &Value, namespaces: &BTreeMap<String, Value>) -> Request 
     r
 }
 
+/// ConfigMaps updated in place (UPDATE requests, with oldObject): (old, new).
+fn update_subjects() -> Vec<(Value, Value)> {
+    (0..12)
+        .map(|i| {
+            let mut labels = serde_json::Map::new();
+            if i % 3 != 2 {
+                labels.insert("team".into(), json!("a"));
+            }
+            let mut data = json!({"k0": "v", "k1": "v"});
+            if i % 4 == 0 {
+                data["CODEXK8S_BUILD_REF"] = json!("main");
+            }
+            let old = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": format!("upd-{i}"), "namespace": "cel-b", "labels": labels},
+                "data": data});
+            let mut new = old.clone();
+            match i % 6 {
+                0 => new["metadata"]["labels"]["team"] = json!("b"),
+                1 => {
+                    new["data"].as_object_mut().unwrap().remove("k0");
+                }
+                2 => new["data"]["k2"] = json!("v"),
+                3 => new["data"]["CODEXK8S_BUILD_REF"] = json!("-b x"),
+                4 => new["metadata"]["labels"]["codexk8s.io/run-id"] = json!("r"),
+                _ => {
+                    new["metadata"].as_object_mut().unwrap().remove("labels");
+                }
+            }
+            (old, new)
+        })
+        .collect()
+}
+
 /// What the API server decided, in the crate's terms.
 #[derive(Debug)]
 struct Server {
@@ -326,6 +359,29 @@ fn cel_policies_decide_as_the_api_server_does() {
         })
         .collect();
 
+    // UPDATE subjects: stored for real, and the normal form of each update (a dry-run PUT).
+    let updates: Vec<(Value, Value, String)> = update_subjects()
+        .into_iter()
+        .map(|(old, new)| {
+            let path = format!(
+                "/api/v1/namespaces/cel-b/configmaps/{}",
+                old["metadata"]["name"].as_str().unwrap()
+            );
+            api.send(reqwest::Method::DELETE, &path, None);
+            ensure(&api, &old);
+            let stored = api.get(&path).body;
+            let mut new = new;
+            new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+            let a = api.send(
+                reqwest::Method::PUT,
+                &format!("{path}?dryRun=All"),
+                Some(&new),
+            );
+            assert!(a.status < 300, "update {path} without policies: {}", a.body);
+            (new, a.body, path)
+        })
+        .collect();
+
     // The policies, then a canary created last: once it is in force, the others are.
     for p in &policies {
         let a = api.create(p, false);
@@ -399,9 +455,43 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
             failures.push(e);
         }
     }
+    // Every update, judged by both (UPDATE, with the stored object as oldObject).
+    let mut update_denied = 0;
+    for (new, normal_new, path) in &updates {
+        let stored = api.get(path).body;
+        let a = api.send(
+            reqwest::Method::PUT,
+            &format!("{path}?dryRun=All"),
+            Some(new),
+        );
+        let server = Server {
+            allowed: a.status < 300,
+            message: a.body["message"].as_str().unwrap_or("").to_string(),
+            code: a.status,
+            warnings: a.warnings,
+        };
+        let mut request = request_for(normal_new, &namespaces);
+        request.operation = Operation::Update;
+        request.old_object = Some(stored);
+        request.options = Some(
+            json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "dryRun": ["All"]}),
+        );
+        let eval = set.evaluate(&request, None);
+        let errors = eval
+            .outcomes
+            .iter()
+            .any(|x| x.failures.iter().any(|f| f.kind == FailureKind::Error));
+        update_denied += usize::from(!server.allowed);
+        if let Err(e) = compare(&format!("UPDATE {path}"), &eval.decision(), errors, &server) {
+            failures.push(e);
+        }
+    }
+    assert!(update_denied >= 6, "{update_denied} updates denied");
+
     eprintln!(
-        "real_cel: {} objects x {npolicies} policies in {:.1?}: {denied} denied, {warned} with warnings, {matched} matched by a policy; {} differences",
+        "real_cel: {} objects and {} updates x {npolicies} policies in {:.1?}: {denied} denied, {warned} with warnings, {matched} matched by a policy; {} differences",
         objects.len(),
+        updates.len(),
         started.elapsed(),
         failures.len()
     );

@@ -133,6 +133,7 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
         var_use: VarUse::None,
     };
     checker.walk(&expr.expr)?;
+    rewrite_variables(&mut expr.expr);
     Ok(Compiled {
         source: source.to_string(),
         var_use: checker.var_use,
@@ -451,6 +452,62 @@ fn string_of(ftx: &FunctionContext, v: Value) -> Result<Value, ExecutionError> {
         }
     };
     Ok(Value::String(Arc::new(s)))
+}
+
+/// The context variable `variables.NAME` is rewritten to: each variable is bound once, when
+/// computed, and read without copying the `variables` map (a map field read copies the value
+/// in the `cel` crate).
+pub fn var_ident(name: &str) -> String {
+    format!("__ck8s_var_{name}")
+}
+
+fn rewrite_variables(e: &mut Expr) {
+    if let Expr::Select(s) = e
+        && !s.test
+        && matches!(&s.operand.expr, Expr::Ident(v) if v == "variables")
+    {
+        *e = Expr::Ident(var_ident(&s.field));
+        return;
+    }
+    match e {
+        Expr::Call(c) => {
+            if let Some(t) = &mut c.target {
+                rewrite_variables(&mut t.expr);
+            }
+            for a in &mut c.args {
+                rewrite_variables(&mut a.expr);
+            }
+        }
+        Expr::Select(s) => rewrite_variables(&mut s.operand.expr),
+        Expr::Comprehension(c) => {
+            // A comprehension variable named `variables` shadows the policy's.
+            if c.iter_var == "variables" || c.accu_var == "variables" {
+                return;
+            }
+            for x in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_variables(&mut x.expr);
+            }
+        }
+        Expr::List(l) => l
+            .elements
+            .iter_mut()
+            .for_each(|x| rewrite_variables(&mut x.expr)),
+        Expr::Map(m) => {
+            for en in &mut m.entries {
+                if let EntryExpr::MapEntry(me) = &mut en.expr {
+                    rewrite_variables(&mut me.key.expr);
+                    rewrite_variables(&mut me.value.expr);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Registers what ck8s adds to the evaluator's functions.

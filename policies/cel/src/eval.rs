@@ -1,6 +1,6 @@
 //! Judging one request: the API server's admission flow for ValidatingAdmissionPolicies.
 
-use crate::compile::{Compiled, cost};
+use crate::compile::{Compiled, VarUse, cost, var_ident};
 use crate::matching;
 use crate::value::{Extent, display, extent, map, to_cel, type_name};
 use crate::{
@@ -254,7 +254,12 @@ impl Judge<'_> {
         // matchConditions: any false skips; else an error follows failurePolicy.
         let mut condition_error = None;
         for (i, (name, c)) in self.policy.match_conditions.iter().enumerate() {
-            let r = judge.with_vars(&pctx, &mut vars, &self.policy.needs.match_conditions[i], c);
+            let r = judge.with_vars(
+                &mut pctx,
+                &mut vars,
+                &self.policy.needs.match_conditions[i],
+                c,
+            );
             match r {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => return None,
@@ -283,11 +288,11 @@ impl Judge<'_> {
         for (i, v) in self.policy.validations.iter().enumerate() {
             let path = format!("spec.validations[{i}].expression");
             let needs = &self.policy.needs.validations[i];
-            match judge.with_vars(&pctx, &mut vars, needs, &v.expr) {
+            match judge.with_vars(&mut pctx, &mut vars, needs, &v.expr) {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let from_expr = v.message_expr.as_ref().and_then(|me| {
-                        match judge.with_vars(&pctx, &mut vars, needs, me) {
+                        match judge.with_vars(&mut pctx, &mut vars, needs, me) {
                             Ok(Value::String(s)) if !s.trim().is_empty() && !s.contains('\n') => {
                                 Some(s.trim().to_string())
                             }
@@ -325,7 +330,7 @@ impl Judge<'_> {
 
         for (i, (key, c)) in self.policy.audit_annotations.iter().enumerate() {
             let path = format!("spec.auditAnnotations[{i}].valueExpression");
-            match judge.with_vars(&pctx, &mut vars, &self.policy.needs.audit[i], c) {
+            match judge.with_vars(&mut pctx, &mut vars, &self.policy.needs.audit[i], c) {
                 Ok(Value::Null) => {}
                 Ok(Value::String(s)) => {
                     if !s.is_empty() {
@@ -352,38 +357,47 @@ impl Judge<'_> {
         Some(o)
     }
 
-    /// Evaluates `c` with `variables` bound to the (lazily computed) variables it needs.
+    /// Evaluates `c` after computing the variables it needs (each once per policy, binding
+    /// and param; bound in `ctx` as it is computed).
     fn with_vars(
         &self,
-        ctx: &Context,
+        ctx: &mut Context,
         vars: &mut Vars,
         needs: &[usize],
         c: &Compiled,
     ) -> Result<Value, String> {
-        if needs.is_empty() {
-            return self.eval(ctx, c);
-        }
         for &i in needs {
             if vars.values[i].is_none() {
-                let (_, vc) = &self.policy.variables[i];
-                let r = {
+                let (name, vc) = &self.policy.variables[i];
+                let r = if matches!(vc.var_use, VarUse::All) {
                     let mut vctx = ctx.new_inner_scope();
                     vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
                     self.eval(&vctx, vc)
+                } else {
+                    self.eval(ctx, vc)
                 };
+                if let Ok(v) = &r {
+                    ctx.add_variable_from_value(var_ident(name), v.clone());
+                }
                 vars.values[i] = Some(r);
             }
         }
-        let mut vctx = ctx.new_inner_scope();
-        vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
-        // A variable whose evaluation failed is left out of `variables`: reading it fails
-        // here with its own error, and an expression that does not read it on the path taken
-        // (`cond ? variables.a : 1`) is unaffected, as with the API server's lazy variables.
-        self.eval(&vctx, c).map_err(|e| {
+        let r = if matches!(c.var_use, VarUse::All) {
+            let mut vctx = ctx.new_inner_scope();
+            vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
+            self.eval(&vctx, c)
+        } else {
+            self.eval(ctx, c)
+        };
+        // A variable whose evaluation failed is not bound: reading it fails here with its own
+        // error, and an expression that does not read it on the path taken (`cond ?
+        // variables.a : 1`) is unaffected, as with the API server's lazy variables.
+        r.map_err(|e| {
             for &i in needs {
                 let (name, _) = &self.policy.variables[i];
                 if let Some(Err(ve)) = &vars.values[i]
-                    && e.ends_with(&format!("No such key: {name}"))
+                    && (e.contains(&format!("'{}'", var_ident(name)))
+                        || e.ends_with(&format!("No such key: {name}")))
                 {
                     return format!("variable '{name}': {ve}");
                 }
