@@ -19,7 +19,9 @@ pub fn matches(m: &MatchResources, req: &Request, binding: bool) -> MatchResult 
         return Ok(false);
     }
     let rules = m.resource_rules.as_deref().unwrap_or_default();
-    if !(binding && rules.is_empty()) && !rules.iter().any(|r| rule_matches(r, req)) {
+    // A binding without resource rules does not constrain resources.
+    let unconstrained = binding && rules.is_empty();
+    if !unconstrained && !rules.iter().any(|r| rule_matches(r, req)) {
         return Ok(false);
     }
     let excluded = m
