@@ -27,7 +27,14 @@ struct Inputs {
     too_large: Option<String>,
 }
 
-pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource) -> Evaluation {
+/// For the paths that evaluate nothing (matching errors).
+static NO_INPUTS: Inputs = Inputs {
+    extent: Extent { list: 0, string: 0 },
+    too_large: None,
+};
+
+/// The request's bounds and CEL values: made once, when a policy first matches.
+fn prepare(set: &PolicySet, req: &Request) -> (Inputs, Context<'static>) {
     let mut inputs = Inputs {
         extent: Extent::default(),
         too_large: None,
@@ -48,14 +55,17 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
             extent(v, &mut inputs.extent);
         }
     }
-
     let mut rctx = root().new_inner_scope();
     let cel_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
     rctx.add_variable_from_value("object", cel_or_null(&req.object));
     rctx.add_variable_from_value("oldObject", cel_or_null(&req.old_object));
     rctx.add_variable_from_value("namespaceObject", cel_or_null(&req.namespace_object));
     rctx.add_variable_from_value("request", req.to_cel());
+    (inputs, rctx)
+}
 
+pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource) -> Evaluation {
+    let prepared: std::cell::OnceCell<(Inputs, Context<'static>)> = std::cell::OnceCell::new();
     let mut order: Vec<&Policy> = set.policies.iter().collect();
     order.sort_by(|a, b| a.name.cmp(&b.name));
     let mut outcomes = Vec::new();
@@ -77,7 +87,7 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
                 binding,
                 actions: binding.map_or(ValidationActions::DENY, |b| b.actions),
                 limits: set.limits,
-                inputs: &inputs,
+                inputs: &NO_INPUTS,
             };
             match &policy_match {
                 Ok(false) => continue,
@@ -100,8 +110,13 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
             match judge.params(req, params) {
                 Err(e) => outcomes.extend(judge.error_outcome(None, "spec.paramRef", e)),
                 Ok(list) => {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let (inputs, rctx) = prepared.get_or_init(|| prepare(set, req));
+                    let judge = Judge { inputs, ..judge };
                     for p in list {
-                        if let Some(o) = judge.run(&rctx, p.as_ref()) {
+                        if let Some(o) = judge.run(rctx, p.as_ref()) {
                             outcomes.push(o);
                         }
                     }
