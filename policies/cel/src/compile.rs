@@ -3,7 +3,7 @@
 
 use crate::value::Extent;
 use kube_cel::KubeCelExt;
-use kube_cel::cel::common::ast::{EntryExpr, Expr};
+use kube_cel::cel::common::ast::{CallExpr, EntryExpr, Expr, IdedExpr, LiteralValue, SelectExpr};
 use kube_cel::cel::objects::{Key, OptionalValue};
 use kube_cel::cel::parser::{Expression, Parser};
 use kube_cel::cel::{Context, ExecutionError, FunctionContext, Program, Value};
@@ -96,6 +96,7 @@ pub fn parse_only(source: &str) -> Result<Compiled, CompileFailure> {
 fn parse(source: &str) -> Result<Compiled, CompileFailure> {
     let mut expr = parse_raw(source)?;
     rewrite_optional_select(&mut expr.expr);
+    rewrite_or_value(&mut expr.expr);
     Ok(Compiled {
         source: source.to_string(),
         expr,
@@ -126,6 +127,7 @@ fn parse_raw(source: &str) -> Result<Expression, CompileFailure> {
 pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> {
     let mut expr = parse_raw(source)?;
     rewrite_optional_select(&mut expr.expr);
+    rewrite_or_value(&mut expr.expr);
     let mut checker = Checker {
         source,
         scope,
@@ -503,6 +505,112 @@ fn rewrite_variables(e: &mut Expr) {
                 if let EntryExpr::MapEntry(me) = &mut en.expr {
                     rewrite_variables(&mut me.key.expr);
                     rewrite_variables(&mut me.value.expr);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `x.?a.?b.orValue(y)` → `has(x.a) && has(x.a.b) ? x.a.b : y`: the same value without the
+/// optional's function calls, which copy their operand (the whole `x`) in the `cel` crate.
+fn rewrite_or_value(e: &mut Expr) {
+    if let Expr::Call(c) = e
+        && c.func_name == "orValue"
+        && c.args.len() == 1
+        && let Some(t) = &c.target
+    {
+        // The chain of optional selects under the target, innermost first.
+        let mut fields = Vec::new();
+        let mut cur = &t.expr;
+        while let Expr::Call(o) = cur
+            && o.func_name == OPT_SELECT
+            && o.args.len() == 2
+            && let Expr::Literal(LiteralValue::String(f)) = &o.args[1].expr
+        {
+            fields.push(f.inner().to_string());
+            cur = &o.args[0].expr;
+        }
+        let base_ok = !fields.is_empty()
+            && !matches!(cur, Expr::Ident(v) if v == "variables")
+            && !matches!(cur, Expr::Call(o) if o.func_name == OPT_SELECT);
+        if base_ok {
+            fields.reverse();
+            let base = cur.clone();
+            let id = t.id;
+            let mut default = c.args[0].clone();
+            rewrite_or_value(&mut default.expr);
+            let mut base_ided = IdedExpr { id, expr: base };
+            rewrite_or_value(&mut base_ided.expr);
+            let mut cond: Option<IdedExpr> = None;
+            let mut path = base_ided;
+            for f in fields {
+                let test = IdedExpr {
+                    id,
+                    expr: Expr::Select(SelectExpr {
+                        operand: Box::new(path.clone()),
+                        field: f.clone(),
+                        test: true,
+                    }),
+                };
+                cond = Some(match cond {
+                    None => test,
+                    Some(prev) => IdedExpr {
+                        id,
+                        expr: Expr::Call(CallExpr {
+                            func_name: "_&&_".to_string(),
+                            target: None,
+                            args: vec![prev, test],
+                        }),
+                    },
+                });
+                path = IdedExpr {
+                    id,
+                    expr: Expr::Select(SelectExpr {
+                        operand: Box::new(path),
+                        field: f,
+                        test: false,
+                    }),
+                };
+            }
+            *e = Expr::Call(CallExpr {
+                func_name: "_?_:_".to_string(),
+                target: None,
+                args: vec![cond.expect("one field at least"), path, default],
+            });
+            return;
+        }
+    }
+    match e {
+        Expr::Call(c) => {
+            if let Some(t) = &mut c.target {
+                rewrite_or_value(&mut t.expr);
+            }
+            for a in &mut c.args {
+                rewrite_or_value(&mut a.expr);
+            }
+        }
+        Expr::Select(s) => rewrite_or_value(&mut s.operand.expr),
+        Expr::Comprehension(c) => {
+            for x in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_or_value(&mut x.expr);
+            }
+        }
+        Expr::List(l) => l
+            .elements
+            .iter_mut()
+            .for_each(|x| rewrite_or_value(&mut x.expr)),
+        Expr::Map(m) => {
+            for en in &mut m.entries {
+                if let EntryExpr::MapEntry(me) = &mut en.expr {
+                    rewrite_or_value(&mut me.key.expr);
+                    rewrite_or_value(&mut me.value.expr);
                 }
             }
         }
