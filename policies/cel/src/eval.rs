@@ -1,0 +1,544 @@
+//! Judging one request: the API server's admission flow for ValidatingAdmissionPolicies.
+
+use crate::compile::{Compiled, VarUse, cost, var_ident};
+use crate::matching;
+use crate::value::{Extent, display, extent, map, to_cel, type_name};
+use crate::{
+    Binding, Evaluation, Failure, FailureKind, FailurePolicy, Outcome, ParamSource, Policy,
+    PolicySet, Request, ValidationActions,
+};
+use kube_cel::KubeCelExt;
+use kube_cel::cel::{Context, Value};
+use std::sync::OnceLock;
+
+/// The functions, registered once.
+pub(crate) fn root() -> &'static Context<'static> {
+    static ROOT: OnceLock<Context<'static>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let mut ctx = Context::default().with_all();
+        crate::compile::register(&mut ctx);
+        ctx
+    })
+}
+
+struct Inputs {
+    extent: Extent,
+    /// An input above the size bound: every expression fails with this.
+    too_large: Option<String>,
+}
+
+/// For the paths that evaluate nothing (matching errors).
+static NO_INPUTS: Inputs = Inputs {
+    extent: Extent { list: 0, string: 0 },
+    too_large: None,
+};
+
+/// The request's bounds and CEL values: made once, when a policy first matches.
+fn prepare(set: &PolicySet, req: &Request) -> (Inputs, Context<'static>) {
+    let mut inputs = Inputs {
+        extent: Extent::default(),
+        too_large: None,
+    };
+    for (what, v) in [
+        ("object", &req.object),
+        ("oldObject", &req.old_object),
+        ("namespaceObject", &req.namespace_object),
+    ] {
+        if let Some(v) = v {
+            let len = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+            if len > set.limits.max_object_bytes {
+                inputs.too_large = Some(format!(
+                    "{what} is {len} bytes, above ck8s's bound of {} bytes",
+                    set.limits.max_object_bytes
+                ));
+            }
+            extent(v, &mut inputs.extent);
+        }
+    }
+    let mut rctx = root().new_inner_scope();
+    let cel_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
+    rctx.add_variable_from_value("object", cel_or_null(&req.object));
+    rctx.add_variable_from_value("oldObject", cel_or_null(&req.old_object));
+    rctx.add_variable_from_value("namespaceObject", cel_or_null(&req.namespace_object));
+    rctx.add_variable_from_value("request", req.to_cel());
+    (inputs, rctx)
+}
+
+pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource) -> Evaluation {
+    let prepared: std::cell::OnceCell<(Inputs, Context<'static>)> = std::cell::OnceCell::new();
+    let mut order: Vec<&Policy> = set.policies.iter().collect();
+    order.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut outcomes = Vec::new();
+    for policy in order {
+        let mut bindings: Vec<Option<&Binding>> = set
+            .bindings
+            .iter()
+            .filter(|b| b.policy_name == policy.name)
+            .map(Some)
+            .collect();
+        bindings.sort_by(|a, b| a.map(|x| &x.name).cmp(&b.map(|x| &x.name)));
+        if bindings.is_empty() {
+            bindings.push(None);
+        }
+        let policy_match = matching::matches(&policy.match_constraints, req, false);
+        for binding in bindings {
+            let judge = Judge {
+                policy,
+                binding,
+                actions: binding.map_or(ValidationActions::DENY, |b| b.actions),
+                limits: set.limits,
+                inputs: &NO_INPUTS,
+            };
+            match &policy_match {
+                Ok(false) => continue,
+                Err(e) => {
+                    outcomes.extend(judge.error_outcome(None, "spec.matchConstraints", e.clone()));
+                    continue;
+                }
+                Ok(true) => {}
+            }
+            if let Some(mr) = binding.and_then(|b| b.match_resources.as_ref()) {
+                match matching::matches(mr, req, true) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        outcomes.extend(judge.error_outcome(None, "spec.matchResources", e));
+                        continue;
+                    }
+                }
+            }
+            match judge.params(req, params) {
+                Err(e) => outcomes.extend(judge.error_outcome(None, "spec.paramRef", e)),
+                Ok(list) => {
+                    if list.is_empty() {
+                        continue;
+                    }
+                    let (inputs, rctx) = prepared.get_or_init(|| prepare(set, req));
+                    let judge = Judge { inputs, ..judge };
+                    for p in list {
+                        if let Some(o) = judge.run(rctx, p.as_ref()) {
+                            outcomes.push(o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Evaluation { outcomes }
+}
+
+struct Judge<'a> {
+    policy: &'a Policy,
+    binding: Option<&'a Binding>,
+    actions: ValidationActions,
+    limits: crate::Limits,
+    inputs: &'a Inputs,
+}
+
+fn object_id(o: &serde_json::Value) -> String {
+    let ns = o
+        .pointer("/metadata/namespace")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    let name = o
+        .pointer("/metadata/name")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if ns.is_empty() {
+        name.to_string()
+    } else {
+        format!("{ns}/{name}")
+    }
+}
+
+impl Judge<'_> {
+    fn outcome(&self, param: Option<&serde_json::Value>) -> Outcome {
+        Outcome {
+            policy: self.policy.name.clone(),
+            binding: self.binding.map(|b| b.name.clone()),
+            param: param.map(object_id),
+            failures: Vec::new(),
+            audit_annotations: Vec::new(),
+            ignored_errors: Vec::new(),
+        }
+    }
+
+    /// An error under the policy's failurePolicy: a failure with the binding's actions, or an
+    /// ignored error.
+    fn error_outcome(
+        &self,
+        param: Option<&serde_json::Value>,
+        path: &str,
+        message: String,
+    ) -> Option<Outcome> {
+        let mut o = self.outcome(param);
+        self.record_error(&mut o, path, message);
+        Some(o)
+    }
+
+    fn record_error(&self, o: &mut Outcome, path: &str, message: String) {
+        match self.policy.failure_policy {
+            FailurePolicy::Ignore => o.ignored_errors.push(message),
+            FailurePolicy::Fail => o.failures.push(Failure {
+                kind: FailureKind::Error,
+                path: path.to_string(),
+                message,
+                reason: "Invalid".to_string(),
+                actions: self.actions,
+            }),
+        }
+    }
+
+    /// The param objects to judge with: `[None]` without paramKind; an error for a missing
+    /// paramRef or for none found with `parameterNotFoundAction: Deny`; `[]` for none found
+    /// with `Allow`.
+    fn params(
+        &self,
+        req: &Request,
+        source: &dyn ParamSource,
+    ) -> Result<Vec<Option<serde_json::Value>>, String> {
+        let Some(kind) = &self.policy.param_kind else {
+            return Ok(vec![None]);
+        };
+        let Some(pr) = self.binding.and_then(|b| b.param_ref.as_ref()) else {
+            return Err(format!(
+                "policy {:?} has paramKind {}/{} but its binding has no paramRef",
+                self.policy.name, kind.api_version, kind.kind
+            ));
+        };
+        let namespace = pr
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .or((!req.namespace.is_empty()).then_some(req.namespace.as_str()));
+        let found: Vec<serde_json::Value> = match (&pr.name, &pr.selector) {
+            (Some(name), _) if !name.is_empty() => {
+                source.get(kind, namespace, name)?.into_iter().collect()
+            }
+            (_, Some(sel)) => source.list(kind, namespace, sel)?,
+            _ => Vec::new(),
+        };
+        if found.is_empty() {
+            return match pr.parameter_not_found_action.as_deref() {
+                Some("Allow") => Ok(Vec::new()),
+                _ => Err(
+                    "no params found for policy binding with `Deny` parameterNotFoundAction"
+                        .to_string(),
+                ),
+            };
+        }
+        Ok(found.into_iter().map(Some).collect())
+    }
+
+    /// Evaluates one expression, after its bound: the result, or the error as a message.
+    fn eval(&self, ctx: &Context, c: &Compiled) -> Result<Value, String> {
+        if let Some(e) = &self.inputs.too_large {
+            return Err(e.clone());
+        }
+        let estimate = cost(&c.expr.expr, self.inputs.extent);
+        if estimate > self.limits.cost {
+            return Err(format!(
+                "operation cancelled: estimated cost {estimate:.0} exceeds ck8s's limit of {:.0} per expression",
+                self.limits.cost
+            ));
+        }
+        Value::resolve(&c.expr, ctx).map_err(|e| e.to_string())
+    }
+
+    /// One policy, one binding, one param: matchConditions, then validations and audit
+    /// annotations. `None` when a match condition is false.
+    fn run(&self, rctx: &Context, param: Option<&serde_json::Value>) -> Option<Outcome> {
+        let mut o = self.outcome(param);
+        let mut pctx = rctx.new_inner_scope();
+        let mut param_extent = self.inputs.extent;
+        if let Some(p) = param {
+            extent(p, &mut param_extent);
+        }
+        pctx.add_variable_from_value("params", param.map(to_cel).unwrap_or(Value::Null));
+        let judge = Judge {
+            inputs: &Inputs {
+                extent: param_extent,
+                too_large: self.inputs.too_large.clone(),
+            },
+            ..*self
+        };
+        let mut vars = Vars {
+            values: vec![None; self.policy.variables.len()],
+        };
+
+        // matchConditions: any false skips; else an error follows failurePolicy.
+        let mut condition_error = None;
+        for (i, (name, c)) in self.policy.match_conditions.iter().enumerate() {
+            let r = judge.with_vars(
+                &mut pctx,
+                &mut vars,
+                &self.policy.needs.match_conditions[i],
+                c,
+            );
+            match r {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => return None,
+                Ok(other) => {
+                    condition_error.get_or_insert((
+                        i,
+                        format!(
+                            "matchCondition {name:?} evaluated to {}, not bool",
+                            type_name(&other)
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    condition_error.get_or_insert((
+                        i,
+                        format!("matchCondition {name:?} resulted in error: {e}"),
+                    ));
+                }
+            }
+        }
+        if let Some((i, e)) = condition_error {
+            self.record_error(&mut o, &format!("spec.matchConditions[{i}].expression"), e);
+            return Some(o);
+        }
+
+        for (i, v) in self.policy.validations.iter().enumerate() {
+            let path = format!("spec.validations[{i}].expression");
+            let needs = &self.policy.needs.validations[i];
+            match judge.with_vars(&mut pctx, &mut vars, needs, &v.expr) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let from_expr = v.message_expr.as_ref().and_then(|me| {
+                        match judge.with_vars(&mut pctx, &mut vars, needs, me) {
+                            Ok(Value::String(s)) if !s.trim().is_empty() && !s.contains('\n') => {
+                                Some(s.trim().to_string())
+                            }
+                            _ => None,
+                        }
+                    });
+                    let message = from_expr
+                        .or_else(|| v.message.as_ref().map(|m| m.trim().to_string()))
+                        .unwrap_or_else(|| format!("failed expression: {}", v.expr.source.trim()));
+                    o.failures.push(Failure {
+                        kind: FailureKind::Validation { index: i },
+                        path,
+                        message,
+                        reason: v.reason.clone(),
+                        actions: self.actions,
+                    });
+                }
+                Ok(other) => self.record_error(
+                    &mut o,
+                    &path,
+                    format!(
+                        "expression '{}' resulted in a value of type {}, not bool: {}",
+                        v.expr.source,
+                        type_name(&other),
+                        display(&other)
+                    ),
+                ),
+                Err(e) => self.record_error(
+                    &mut o,
+                    &path,
+                    format!("expression '{}' resulted in error: {e}", v.expr.source),
+                ),
+            }
+        }
+
+        for (i, (key, c)) in self.policy.audit_annotations.iter().enumerate() {
+            let path = format!("spec.auditAnnotations[{i}].valueExpression");
+            match judge.with_vars(&mut pctx, &mut vars, &self.policy.needs.audit[i], c) {
+                Ok(Value::Null) => {}
+                Ok(Value::String(s)) => {
+                    if !s.is_empty() {
+                        o.audit_annotations
+                            .push((format!("{}/{key}", self.policy.name), s.to_string()));
+                    }
+                }
+                Ok(other) => self.record_error(
+                    &mut o,
+                    &path,
+                    format!(
+                        "valueExpression '{}' resulted in a value of type {}, not string",
+                        c.source,
+                        type_name(&other)
+                    ),
+                ),
+                Err(e) => self.record_error(
+                    &mut o,
+                    &path,
+                    format!("valueExpression '{}' resulted in error: {e}", c.source),
+                ),
+            }
+        }
+        Some(o)
+    }
+
+    /// Evaluates `c` after computing the variables it needs (each once per policy, binding
+    /// and param; bound in `ctx` as it is computed).
+    fn with_vars(
+        &self,
+        ctx: &mut Context,
+        vars: &mut Vars,
+        needs: &[usize],
+        c: &Compiled,
+    ) -> Result<Value, String> {
+        for &i in needs {
+            if vars.values[i].is_none() {
+                let (name, vc) = &self.policy.variables[i];
+                let r = if matches!(vc.var_use, VarUse::All) {
+                    let mut vctx = ctx.new_inner_scope();
+                    vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
+                    self.eval(&vctx, vc)
+                } else {
+                    self.eval(ctx, vc)
+                };
+                if let Ok(v) = &r {
+                    ctx.add_variable_from_value(var_ident(name), v.clone());
+                }
+                vars.values[i] = Some(r);
+            }
+        }
+        let r = if matches!(c.var_use, VarUse::All) {
+            let mut vctx = ctx.new_inner_scope();
+            vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
+            self.eval(&vctx, c)
+        } else {
+            self.eval(ctx, c)
+        };
+        // A variable whose evaluation failed is not bound: reading it fails here with its own
+        // error, and an expression that does not read it on the path taken (`cond ?
+        // variables.a : 1`) is unaffected, as with the API server's lazy variables.
+        r.map_err(|e| {
+            for &i in needs {
+                let (name, _) = &self.policy.variables[i];
+                if let Some(Err(ve)) = &vars.values[i]
+                    && (e.contains(&format!("'{}'", var_ident(name)))
+                        || e.ends_with(&format!("No such key: {name}")))
+                {
+                    return format!("variable '{name}': {ve}");
+                }
+            }
+            e
+        })
+    }
+}
+
+struct Vars {
+    values: Vec<Option<Result<Value, String>>>,
+}
+
+impl Vars {
+    fn map(&self, defs: &[(String, Compiled)]) -> Value {
+        map(self
+            .values
+            .iter()
+            .zip(defs)
+            .filter_map(|(v, (name, _))| match v {
+                Some(Ok(v)) => Some((name.as_str(), v.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// The API server's code for a reason.
+fn code_of(reason: &str) -> u16 {
+    match reason {
+        "Unauthorized" => 401,
+        "Forbidden" => 403,
+        "RequestEntityTooLarge" => 413,
+        _ => 422,
+    }
+}
+
+/// A request refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    /// As the API server words it: `ValidatingAdmissionPolicy 'P' with binding 'B' denied
+    /// request: MESSAGE` (without `with binding` for a policy judged without one).
+    pub message: String,
+    pub reason: String,
+    pub code: u16,
+    pub policy: String,
+    pub binding: Option<String>,
+}
+
+/// One `Audit` action's record, as the API server puts it in the
+/// `validation.policy.admission.k8s.io/validation_failure` annotation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub message: String,
+    pub policy: String,
+    pub binding: Option<String>,
+    pub path: String,
+    pub actions: ValidationActions,
+}
+
+/// The whole request's decision, mapped onto ck8s's modes: deny, warn, audit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The first denial (the one the API server reports), if any.
+    pub denial: Option<Denial>,
+    /// Every denial, in policy / binding order.
+    pub denials: Vec<Denial>,
+    /// As the API server words them: `Validation failed for ValidatingAdmissionPolicy 'P'
+    /// with binding 'B': MESSAGE`.
+    pub warnings: Vec<String>,
+    pub audit: Vec<AuditRecord>,
+    /// `policy/key` → value from auditAnnotations.
+    pub annotations: Vec<(String, String)>,
+}
+
+impl crate::Evaluation {
+    /// Applies each binding's validationActions.
+    pub fn decision(&self) -> Decision {
+        let mut d = Decision {
+            allowed: true,
+            ..Default::default()
+        };
+        for o in &self.outcomes {
+            d.annotations.extend(o.audit_annotations.iter().cloned());
+            for f in &o.failures {
+                if f.actions.deny {
+                    let message = match &o.binding {
+                        Some(b) => format!(
+                            "ValidatingAdmissionPolicy '{}' with binding '{b}' denied request: {}",
+                            o.policy, f.message
+                        ),
+                        None => format!(
+                            "ValidatingAdmissionPolicy '{}' denied request: {}",
+                            o.policy, f.message
+                        ),
+                    };
+                    d.denials.push(Denial {
+                        message,
+                        reason: f.reason.clone(),
+                        code: code_of(&f.reason),
+                        policy: o.policy.clone(),
+                        binding: o.binding.clone(),
+                    });
+                }
+                if f.actions.warn {
+                    d.warnings.push(format!(
+                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
+                        o.policy,
+                        o.binding.as_deref().unwrap_or(""),
+                        f.message
+                    ));
+                }
+                if f.actions.audit {
+                    d.audit.push(AuditRecord {
+                        message: f.message.clone(),
+                        policy: o.policy.clone(),
+                        binding: o.binding.clone(),
+                        path: f.path.clone(),
+                        actions: f.actions,
+                    });
+                }
+            }
+        }
+        d.allowed = d.denials.is_empty();
+        d.denial = d.denials.first().cloned();
+        d
+    }
+}

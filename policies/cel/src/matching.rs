@@ -1,0 +1,342 @@
+//! Which requests a policy and a binding judge: `matchConstraints` / `matchResources` as the
+//! API server reads them (resource rules, exclusions, namespace and object selectors).
+
+use crate::request::{Operation, Request};
+use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+use std::collections::BTreeMap;
+
+/// Why a request is not judged (or `Ok` when it is).
+pub type MatchResult = Result<bool, String>;
+
+/// `matchConstraints` of a policy (`binding == false`) or `matchResources` of a binding
+/// (`binding == true`: no resource rules means no constraint on resources).
+pub fn matches(m: &MatchResources, req: &Request, binding: bool) -> MatchResult {
+    if !selector_matches_namespace(m.namespace_selector.as_ref(), req)? {
+        return Ok(false);
+    }
+    if !selector_matches_object(m.object_selector.as_ref(), req)? {
+        return Ok(false);
+    }
+    let rules = m.resource_rules.as_deref().unwrap_or_default();
+    // A binding without resource rules does not constrain resources.
+    let unconstrained = binding && rules.is_empty();
+    if !unconstrained && !rules.iter().any(|r| rule_matches(r, req)) {
+        return Ok(false);
+    }
+    let excluded = m
+        .exclude_resource_rules
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|r| rule_matches(r, req));
+    Ok(!excluded)
+}
+
+/// One `NamedRuleWithOperations` against the request's resource. `matchPolicy: Equivalent`
+/// (the default) also matches the request's `requestResource` when the caller knows it to be
+/// another version of the same resource.
+pub fn rule_matches(r: &NamedRuleWithOperations, req: &Request) -> bool {
+    let op = match req.operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    };
+    if !list_has(r.operations.as_deref(), op) {
+        return false;
+    }
+    if !list_has(r.api_groups.as_deref(), &req.resource.group)
+        || !list_has(r.api_versions.as_deref(), &req.resource.version)
+    {
+        return false;
+    }
+    if !resource_matches(
+        r.resources.as_deref().unwrap_or_default(),
+        &req.resource.resource,
+        &req.sub_resource,
+    ) {
+        return false;
+    }
+    if !scope_matches(r.scope.as_deref(), req) {
+        return false;
+    }
+    match r.resource_names.as_deref() {
+        None | Some([]) => true,
+        Some(names) => names.iter().any(|n| n == &req.name),
+    }
+}
+
+fn list_has(list: Option<&[String]>, value: &str) -> bool {
+    list.unwrap_or_default()
+        .iter()
+        .any(|x| x == "*" || x == value)
+}
+
+/// `pods` matches the resource and no subresource, `pods/status` one subresource, `pods/*`
+/// every subresource of pods, `*` every resource without subresource, `*/scale` the `scale`
+/// subresource of every resource, `*/*` everything.
+pub fn resource_matches(patterns: &[String], resource: &str, sub: &str) -> bool {
+    patterns.iter().any(|p| {
+        let (pr, ps) = match p.split_once('/') {
+            Some((r, s)) => (r, Some(s)),
+            None => (p.as_str(), None),
+        };
+        let res_ok = pr == "*" || pr == resource;
+        let sub_ok = match ps {
+            None => sub.is_empty(),
+            Some("*") => true,
+            Some(s) => s == sub,
+        };
+        res_ok && sub_ok
+    })
+}
+
+fn scope_matches(scope: Option<&str>, req: &Request) -> bool {
+    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+    match scope.unwrap_or("*") {
+        "Namespaced" => !is_namespace && !req.namespace.is_empty(),
+        "Cluster" => is_namespace || req.namespace.is_empty(),
+        _ => true,
+    }
+}
+
+/// The API server's rule: a cluster-scoped object other than a Namespace is always judged; a
+/// Namespace is judged by its own labels; a namespaced object by its namespace's labels.
+fn selector_matches_namespace(sel: Option<&LabelSelector>, req: &Request) -> MatchResult {
+    let Some(sel) = sel else { return Ok(true) };
+    if is_empty_selector(sel) {
+        return Ok(true);
+    }
+    let is_namespace = req.resource.group.is_empty() && req.resource.resource == "namespaces";
+    if is_namespace {
+        let labels = labels_of(req.object.as_ref().or(req.old_object.as_ref()));
+        return selector_matches(sel, &labels);
+    }
+    if req.namespace.is_empty() {
+        return Ok(true);
+    }
+    match &req.namespace_object {
+        Some(ns) => selector_matches(sel, &labels_of(Some(ns))),
+        None => Err(format!(
+            "namespace {:?} is not known: cannot apply the namespaceSelector",
+            req.namespace
+        )),
+    }
+}
+
+/// Matches when the object's or the old object's labels match (an absent object counts as
+/// one without labels).
+fn selector_matches_object(sel: Option<&LabelSelector>, req: &Request) -> MatchResult {
+    let Some(sel) = sel else { return Ok(true) };
+    if is_empty_selector(sel) {
+        return Ok(true);
+    }
+    let new = req
+        .object
+        .as_ref()
+        .map(|o| selector_matches(sel, &labels_of(Some(o))))
+        .transpose()?
+        .unwrap_or(false);
+    let old = req
+        .old_object
+        .as_ref()
+        .map(|o| selector_matches(sel, &labels_of(Some(o))))
+        .transpose()?
+        .unwrap_or(false);
+    Ok(new || old)
+}
+
+fn is_empty_selector(sel: &LabelSelector) -> bool {
+    sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+}
+
+pub fn labels_of(obj: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+    obj.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(|l| l.as_object())
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A label selector (matchLabels AND matchExpressions) against a label set.
+pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> MatchResult {
+    for (k, v) in sel.match_labels.iter().flatten() {
+        if labels.get(k) != Some(v) {
+            return Ok(false);
+        }
+    }
+    for req in sel.match_expressions.iter().flatten() {
+        if !requirement_matches(req, labels)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn requirement_matches(
+    r: &LabelSelectorRequirement,
+    labels: &BTreeMap<String, String>,
+) -> MatchResult {
+    let values = r.values.as_deref().unwrap_or_default();
+    let got = labels.get(&r.key);
+    Ok(match r.operator.as_str() {
+        "In" => got.is_some_and(|g| values.contains(g)),
+        "NotIn" => got.is_none_or(|g| !values.contains(g)),
+        "Exists" => got.is_some(),
+        "DoesNotExist" => got.is_none(),
+        other => return Err(format!("{other:?} is not a valid label selector operator")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::{Gvr, Request};
+
+    fn req(resource: &str, sub: &str, ns: &str) -> Request {
+        let mut r = Request::new(
+            Operation::Create,
+            Gvr {
+                group: "apps".into(),
+                version: "v1".into(),
+                resource: resource.into(),
+            },
+            None,
+        );
+        r.sub_resource = sub.into();
+        r.namespace = ns.into();
+        r
+    }
+
+    #[test]
+    fn resources_and_subresources() {
+        let cases: &[(&[&str], &str, &str, bool)] = &[
+            (&["deployments"], "deployments", "", true),
+            (&["deployments"], "deployments", "scale", false),
+            (&["deployments/scale"], "deployments", "scale", true),
+            (&["*/scale"], "replicasets", "scale", true),
+            (&["*/scale"], "replicasets", "", false),
+            (&["*"], "replicasets", "", true),
+            (&["*"], "replicasets", "status", false),
+            (&["deployments/*"], "deployments", "status", true),
+            (&["*/*"], "pods", "exec", true),
+            (&["pods"], "deployments", "", false),
+        ];
+        for (pat, res, sub, want) in cases {
+            let pat: Vec<String> = pat.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                resource_matches(&pat, res, sub),
+                *want,
+                "{pat:?} {res}/{sub}"
+            );
+        }
+    }
+
+    fn rule(ops: &[&str], groups: &[&str], resources: &[&str]) -> NamedRuleWithOperations {
+        let v = |x: &[&str]| Some(x.iter().map(|s| s.to_string()).collect());
+        NamedRuleWithOperations {
+            operations: v(ops),
+            api_groups: v(groups),
+            api_versions: v(&["*"]),
+            resources: v(resources),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn rules() {
+        let r = req("deployments", "", "team-a");
+        assert!(rule_matches(
+            &rule(&["CREATE"], &["apps"], &["deployments"]),
+            &r
+        ));
+        assert!(rule_matches(&rule(&["*"], &["*"], &["*"]), &r));
+        assert!(!rule_matches(
+            &rule(&["UPDATE"], &["apps"], &["deployments"]),
+            &r
+        ));
+        assert!(!rule_matches(
+            &rule(&["CREATE"], &[""], &["deployments"]),
+            &r
+        ));
+        let mut named = rule(&["CREATE"], &["apps"], &["deployments"]);
+        named.resource_names = Some(vec!["web".into()]);
+        assert!(!rule_matches(&named, &r));
+        let mut scoped = rule(&["*"], &["*"], &["*"]);
+        scoped.scope = Some("Cluster".into());
+        assert!(!rule_matches(&scoped, &r));
+        scoped.scope = Some("Namespaced".into());
+        assert!(rule_matches(&scoped, &r));
+    }
+
+    #[test]
+    fn selectors() {
+        let labels: BTreeMap<String, String> = [("app".to_string(), "web".to_string())]
+            .into_iter()
+            .collect();
+        let sel =
+            |json: serde_json::Value| -> LabelSelector { serde_json::from_value(json).unwrap() };
+        let cases = [
+            (serde_json::json!({"matchLabels": {"app": "web"}}), true),
+            (serde_json::json!({"matchLabels": {"app": "db"}}), false),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "x"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["web"]}]}),
+                false,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]}),
+                true,
+            ),
+            (
+                serde_json::json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}),
+                false,
+            ),
+        ];
+        for (s, want) in cases {
+            assert_eq!(
+                selector_matches(&sel(s.clone()), &labels).unwrap(),
+                want,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_selector_on_cluster_scoped_objects() {
+        let sel: LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"env": "prod"}})).unwrap();
+        let mr = MatchResources {
+            namespace_selector: Some(sel),
+            resource_rules: Some(vec![rule(&["*"], &["*"], &["*"])]),
+            ..Default::default()
+        };
+        // A cluster-scoped object other than a Namespace: always judged.
+        let mut r = req("clusterroles", "", "");
+        assert_eq!(matches(&mr, &r, false), Ok(true));
+        // A Namespace: by its own labels.
+        r.resource = Gvr {
+            group: "".into(),
+            version: "v1".into(),
+            resource: "namespaces".into(),
+        };
+        r.object = Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}));
+        assert_eq!(matches(&mr, &r, false), Ok(false));
+        // A namespaced object: by its namespace's labels.
+        let mut r = req("deployments", "", "team-a");
+        r.namespace_object = Some(serde_json::json!({"metadata": {"labels": {"env": "prod"}}}));
+        assert_eq!(matches(&mr, &r, false), Ok(true));
+    }
+}

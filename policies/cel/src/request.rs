@@ -1,0 +1,366 @@
+//! The admission request a policy judges, and its `request` variable.
+
+use crate::value::{map, string, to_cel};
+use kube_cel::cel::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Operation {
+    #[default]
+    Create,
+    Update,
+    Delete,
+    Connect,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        Some(match s {
+            "CREATE" => Operation::Create,
+            "UPDATE" => Operation::Update,
+            "DELETE" => Operation::Delete,
+            "CONNECT" => Operation::Connect,
+            _ => return None,
+        })
+    }
+}
+
+/// Group, version, kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Gvk {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+}
+
+/// Group, version, resource (plural, lower case).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Gvr {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+    pub extra: BTreeMap<String, Vec<String>>,
+}
+
+/// One admission request, with the objects in the form the API server sends them (its normal
+/// form: defaults filled in, empty fields dropped, `stringData` merged into `data`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    pub uid: String,
+    pub operation: Operation,
+    pub kind: Gvk,
+    pub resource: Gvr,
+    pub sub_resource: String,
+    pub request_kind: Option<Gvk>,
+    pub request_resource: Option<Gvr>,
+    pub request_sub_resource: Option<String>,
+    pub name: String,
+    pub namespace: String,
+    pub user_info: UserInfo,
+    pub dry_run: bool,
+    pub options: Option<serde_json::Value>,
+    pub object: Option<serde_json::Value>,
+    pub old_object: Option<serde_json::Value>,
+    /// The Namespace object of `namespace` (the `namespaceObject` variable, and what a
+    /// `namespaceSelector` is matched against). `None` for cluster-scoped objects, or when not
+    /// known.
+    pub namespace_object: Option<serde_json::Value>,
+}
+
+impl Request {
+    /// A request for `object` (CREATE / UPDATE) or `old_object` (DELETE) of a known resource;
+    /// kind, name and namespace are read from the object.
+    pub fn new(operation: Operation, resource: Gvr, object: Option<serde_json::Value>) -> Request {
+        let mut r = Request {
+            operation,
+            resource,
+            ..Default::default()
+        };
+        if let Some(o) = &object {
+            r.fill_from_object(o);
+        }
+        r.object = object;
+        r
+    }
+
+    /// A request for a manifest: its resource found by [`resource_for`] from its apiVersion and
+    /// kind.
+    pub fn for_object(operation: Operation, object: serde_json::Value) -> Request {
+        let resource = resource_for(
+            object["apiVersion"].as_str().unwrap_or_default(),
+            object["kind"].as_str().unwrap_or_default(),
+        );
+        Request::new(operation, resource, Some(object))
+    }
+
+    fn fill_from_object(&mut self, o: &serde_json::Value) {
+        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g.to_string(), v.to_string()),
+            None => (String::new(), api_version.to_string()),
+        };
+        self.kind = Gvk {
+            group,
+            version,
+            kind: o["kind"].as_str().unwrap_or_default().to_string(),
+        };
+        self.name = o
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        self.namespace = o
+            .pointer("/metadata/namespace")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string();
+        // The API server sets a Namespace's own name as the request's namespace.
+        if self.kind.group.is_empty() && self.kind.kind == "Namespace" {
+            self.namespace = self.name.clone();
+        }
+    }
+
+    /// The `request` of an `admission.k8s.io/v1` AdmissionReview (`review["request"]`).
+    pub fn from_admission_request(r: &serde_json::Value) -> Result<Request, String> {
+        let s = |p: &str| {
+            r.pointer(p)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let gvk = |p: &str| -> Option<Gvk> {
+            r.get(p).filter(|v| v.is_object()).map(|v| Gvk {
+                group: v["group"].as_str().unwrap_or_default().into(),
+                version: v["version"].as_str().unwrap_or_default().into(),
+                kind: v["kind"].as_str().unwrap_or_default().into(),
+            })
+        };
+        let gvr = |p: &str| -> Option<Gvr> {
+            r.get(p).filter(|v| v.is_object()).map(|v| Gvr {
+                group: v["group"].as_str().unwrap_or_default().into(),
+                version: v["version"].as_str().unwrap_or_default().into(),
+                resource: v["resource"].as_str().unwrap_or_default().into(),
+            })
+        };
+        let operation = Operation::parse(&s("/operation"))
+            .ok_or_else(|| format!("unknown operation {:?}", s("/operation")))?;
+        let nonnull = |p: &str| r.get(p).filter(|v| !v.is_null()).cloned();
+        Ok(Request {
+            uid: s("/uid"),
+            operation,
+            kind: gvk("kind").ok_or("the request has no kind")?,
+            resource: gvr("resource").ok_or("the request has no resource")?,
+            sub_resource: s("/subResource"),
+            request_kind: gvk("requestKind"),
+            request_resource: gvr("requestResource"),
+            request_sub_resource: r
+                .get("requestSubResource")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            name: s("/name"),
+            namespace: s("/namespace"),
+            user_info: UserInfo {
+                username: s("/userInfo/username"),
+                uid: s("/userInfo/uid"),
+                groups: r
+                    .pointer("/userInfo/groups")
+                    .and_then(|g| serde_json::from_value(g.clone()).ok())
+                    .unwrap_or_default(),
+                extra: r
+                    .pointer("/userInfo/extra")
+                    .and_then(|g| serde_json::from_value(g.clone()).ok())
+                    .unwrap_or_default(),
+            },
+            dry_run: r["dryRun"].as_bool().unwrap_or(false),
+            options: nonnull("options"),
+            object: nonnull("object"),
+            old_object: nonnull("oldObject"),
+            namespace_object: None,
+        })
+    }
+
+    /// The `request` variable.
+    pub(crate) fn to_cel(&self) -> Value {
+        let gvk = |g: &Gvk| {
+            map(vec![
+                ("group", string(&g.group)),
+                ("version", string(&g.version)),
+                ("kind", string(&g.kind)),
+            ])
+        };
+        let gvr = |g: &Gvr| {
+            map(vec![
+                ("group", string(&g.group)),
+                ("version", string(&g.version)),
+                ("resource", string(&g.resource)),
+            ])
+        };
+        let extra: serde_json::Map<String, serde_json::Value> = self
+            .user_info
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
+        let mut user = vec![
+            ("username", string(&self.user_info.username)),
+            ("uid", string(&self.user_info.uid)),
+            (
+                "groups",
+                Value::List(Arc::new(
+                    self.user_info.groups.iter().map(|g| string(g)).collect(),
+                )),
+            ),
+        ];
+        if !extra.is_empty() {
+            user.push(("extra", to_cel(&serde_json::Value::Object(extra))));
+        }
+        let mut fields = vec![
+            ("uid", string(&self.uid)),
+            ("operation", string(self.operation.as_str())),
+            ("kind", gvk(&self.kind)),
+            ("resource", gvr(&self.resource)),
+            ("subResource", string(&self.sub_resource)),
+            (
+                "requestKind",
+                gvk(self.request_kind.as_ref().unwrap_or(&self.kind)),
+            ),
+            (
+                "requestResource",
+                gvr(self.request_resource.as_ref().unwrap_or(&self.resource)),
+            ),
+            (
+                "requestSubResource",
+                string(
+                    self.request_sub_resource
+                        .as_deref()
+                        .unwrap_or(&self.sub_resource),
+                ),
+            ),
+            ("name", string(&self.name)),
+            ("namespace", string(&self.namespace)),
+            ("userInfo", map(user)),
+            ("dryRun", Value::Bool(self.dry_run)),
+        ];
+        if let Some(o) = &self.options {
+            fields.push(("options", to_cel(o)));
+        }
+        map(fields)
+    }
+}
+
+/// The resource of a kind, for requests built from manifests: the built-in kinds by table,
+/// others by the API server's default plural (lower case, `s` / `es` / `ies`).
+pub fn resource_for(api_version: &str, kind: &str) -> Gvr {
+    let (group, version) = match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.to_string()),
+    };
+    let lower = kind.to_ascii_lowercase();
+    let resource = match lower.as_str() {
+        "endpoints" => lower,
+        "ingress" => "ingresses".into(),
+        "networkpolicy" => "networkpolicies".into(),
+        "podsecuritypolicy" => "podsecuritypolicies".into(),
+        "priorityclass" => "priorityclasses".into(),
+        "storageclass" => "storageclasses".into(),
+        "ingressclass" => "ingressclasses".into(),
+        "runtimeclass" => "runtimeclasses".into(),
+        _ if lower.ends_with('s') || lower.ends_with("ch") || lower.ends_with('x') => {
+            format!("{lower}es")
+        }
+        _ if lower.ends_with('y')
+            && !lower.ends_with("ay")
+            && !lower.ends_with("ey")
+            && !lower.ends_with("oy") =>
+        {
+            format!("{}ies", &lower[..lower.len() - 1])
+        }
+        _ => format!("{lower}s"),
+    };
+    Gvr {
+        group,
+        version,
+        resource,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals() {
+        let cases = [
+            ("apps/v1", "Deployment", "apps", "deployments"),
+            ("v1", "ConfigMap", "", "configmaps"),
+            (
+                "networking.k8s.io/v1",
+                "Ingress",
+                "networking.k8s.io",
+                "ingresses",
+            ),
+            (
+                "networking.k8s.io/v1",
+                "NetworkPolicy",
+                "networking.k8s.io",
+                "networkpolicies",
+            ),
+            ("v1", "Endpoints", "", "endpoints"),
+            (
+                "policy/v1",
+                "PodDisruptionBudget",
+                "policy",
+                "poddisruptionbudgets",
+            ),
+            ("v1", "Namespace", "", "namespaces"),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+            ),
+        ];
+        for (av, kind, group, res) in cases {
+            let r = resource_for(av, kind);
+            assert_eq!(
+                (r.group.as_str(), r.resource.as_str()),
+                (group, res),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_review() {
+        let r = Request::from_admission_request(&serde_json::json!({
+            "uid": "u1", "operation": "UPDATE",
+            "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "subResource": "scale", "name": "web", "namespace": "a",
+            "userInfo": {"username": "alice", "groups": ["dev"]},
+            "object": {"spec": {}}, "oldObject": null, "dryRun": true
+        }))
+        .unwrap();
+        assert_eq!(r.operation, Operation::Update);
+        assert_eq!(r.sub_resource, "scale");
+        assert_eq!(r.user_info.groups, vec!["dev"]);
+        assert!(r.object.is_some() && r.old_object.is_none() && r.dry_run);
+    }
+}

@@ -1,0 +1,105 @@
+//! JSON ⇄ CEL values.
+
+use kube_cel::cel::Value;
+use kube_cel::cel::objects::{Key, Map};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A JSON value as CEL sees it: integers stay `int` (or `uint` past `i64`), other numbers are
+/// `double`, objects are maps with string keys.
+pub fn to_cel(v: &serde_json::Value) -> Value {
+    match v {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::UInt(u)
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        serde_json::Value::Object(o) => {
+            let mut m = HashMap::with_capacity(o.len());
+            for (k, v) in o {
+                m.insert(Key::String(Arc::new(k.clone())), to_cel(v));
+            }
+            Value::Map(Map { map: Arc::new(m) })
+        }
+    }
+}
+
+/// A map with string keys.
+pub fn map(entries: Vec<(&str, Value)>) -> Value {
+    let mut m = HashMap::with_capacity(entries.len());
+    for (k, v) in entries {
+        m.insert(Key::String(Arc::new(k.to_string())), v);
+    }
+    Value::Map(Map { map: Arc::new(m) })
+}
+
+pub fn string(s: &str) -> Value {
+    Value::String(Arc::new(s.to_string()))
+}
+
+/// The largest list or map length and the longest string anywhere in `v` (the inputs of the
+/// runtime cost bound).
+pub fn extent(v: &serde_json::Value, out: &mut Extent) {
+    match v {
+        serde_json::Value::String(s) => out.string = out.string.max(s.len() as u64),
+        serde_json::Value::Array(a) => {
+            out.list = out.list.max(a.len() as u64);
+            a.iter().for_each(|x| extent(x, out));
+        }
+        serde_json::Value::Object(o) => {
+            out.list = out.list.max(o.len() as u64);
+            for (k, x) in o {
+                out.string = out.string.max(k.len() as u64);
+                extent(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sizes of the largest collection and string an evaluation can see.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    pub list: u64,
+    pub string: u64,
+}
+
+/// A CEL value shown in a message (strings bare, everything else as JSON-ish text).
+pub fn display(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => "null".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The CEL type name of a value, for error messages.
+pub fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Function(..) => "function",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Duration(_) => "google.protobuf.Duration",
+        Value::Timestamp(_) => "google.protobuf.Timestamp",
+        Value::Opaque(_) => "opaque",
+        Value::Null => "null_type",
+    }
+}
