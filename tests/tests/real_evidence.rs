@@ -142,7 +142,8 @@ const TABLE: &[Row] = &[
     row(NoDeployments, "admin", &["diagnose", "build"], 1, SIGNATURES, &[]),
     row(NoDeployments, "admin", &["diagnose", "build", "--verify"], 1, &["build.logs", "build.signature-a", "build.signature-b", "build.escalation", "build.verify"], &[]),
     row(NoDeployments, "admin", &["gc", "status"], 1, &["gc.registry-replicas"], &[]),
-    row(NoDeployments, "admin", &["gc", "logs"], 2, &[], &["error: no GC job found"]),
+    // the fixture's GC Job ran, but its pod has no log to give: an error, never an empty log
+    row(NoDeployments, "admin", &["gc", "logs"], 2, &[], &["error: the API server refused to get pods/log", "no logs found for container \"gc\""]),
     row(NoDeployments, "admin", &["mitigate", "kaniko-cache"], 2, &[], NO_CP),
     row(NoDeployments, "admin", &["mitigate", "build-ref", "--ref", "main"], 2, &[], NO_CP),
     row(NoDeployments, "admin", &["labels"], 0, &[], &[]),
@@ -156,7 +157,7 @@ const TABLE: &[Row] = &[
     row(Healthy, "user-reader", &["smoke"], 1, PROBES, &[]),
     // -- a role without secrets (ck8s-reader): exit 2 naming the verb, or a best-effort warn --
     row(Healthy, "user-reader", &["labels", "--objects"], 2, &[], &["error: forbidden: cannot list secrets"]),
-    row(Healthy, "user-reader", &["policy", "audit"], 2, &[], &["error: forbidden: cannot list secrets"]),
+    row(Healthy, "user-reader", &["policy", "audit"], 2, &[], &["error: forbidden: cannot list "]),
     row(Healthy, "user-reader", &["mitigate", "kaniko-cache"], 2, &[], &["error: forbidden: cannot patch"]),
     row(Healthy, "user-reader", &["mitigate", "build-ref", "--ref", "main"], 2, &[], &["error: forbidden: cannot patch"]),
     row(Healthy, "user-reader", &["gc", "run"], 2, &[], &["error: forbidden: cannot create jobs.batch"]),
@@ -296,6 +297,20 @@ fn no_flow_passes_on_what_it_could_not_read() {
     bind(cp, "ck8s-evidence-no-pods-log", "user-nolog");
     bind(cp, "ck8s-evidence-no-jobs", "user-nojobs");
     bind(cp, "ck8s-evidence-no-namespaces", "user-nons");
+    // `policy audit` reads the webhook's configuration first: let the reader roles do that, so
+    // that the row is about what the audit lists.
+    cp.apply(
+        &serde_json::json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "ck8s-evidence-webhook-reader"},
+            "rules": [{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"], "verbs": ["get"]}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    bind(cp, "ck8s-evidence-webhook-reader", "user-reader");
+    bind(cp, "ck8s-evidence-webhook-reader", "user-nojobs");
 
     let healthy_ns = healthy(cp, "prod-evidence");
     eprintln!("fixture applied in {healthy_ns}");
