@@ -113,12 +113,6 @@ const SIGNATURES: &[&str] = &[
     "build.signature-b",
     "build.escalation",
 ];
-const PROBES: &[&str] = &[
-    "health.healthz",
-    "health.readyz",
-    "health.metrics",
-    "webhook.unauthorized",
-];
 const UNVERIFIED: &str = "warning: cannot verify that namespace";
 
 #[rustfmt::skip]
@@ -138,7 +132,7 @@ const TABLE: &[Row] = &[
     // `policy audit` is cluster-wide: no production namespace to check; it judges what it read.
     row(NoNamespace, "admin", &["policy", "audit", "--exit-zero"], 0, &[], &[]),
     // -- the platform's Deployments are gone: nothing of theirs passes ------------------------
-    row(NoDeployments, "admin", &["smoke"], 1, &["rollout.control-plane", "rollout.api-gateway", "rollout.worker", "rollout.oauth2-proxy", "health.healthz", "health.readyz", "health.metrics", "webhook.unauthorized", "web-console.5173", "oauth2-proxy.skip-auth"], &[]),
+    row(NoDeployments, "admin", &["smoke"], 1, &["pods.ready", "rollout.control-plane", "rollout.api-gateway", "rollout.worker", "rollout.oauth2-proxy", "health.healthz", "health.readyz", "health.metrics", "webhook.unauthorized", "web-console.5173", "oauth2-proxy.skip-auth"], &[]),
     row(NoDeployments, "admin", &["diagnose", "build"], 1, SIGNATURES, &[]),
     row(NoDeployments, "admin", &["diagnose", "build", "--verify"], 1, &["build.logs", "build.signature-a", "build.signature-b", "build.escalation", "build.verify"], &[]),
     row(NoDeployments, "admin", &["gc", "status"], 1, &["gc.registry-replicas"], &[]),
@@ -154,7 +148,7 @@ const TABLE: &[Row] = &[
     row(Healthy, "user-nolog", &["diagnose", "build"], 1, SIGNATURES, &[]),
     row(Healthy, "user-nolog", &["gc", "logs"], 2, &[], &["error: forbidden: cannot get pods/log", "help: grant the verb \"get\" on resource \"pods/log\""]),
     // -- a role without pods/portforward (ck8s-reader): the probes fail, never pass ----------
-    row(Healthy, "user-reader", &["smoke"], 1, PROBES, &[]),
+    row(Healthy, "user-reader", &["smoke"], 1, &["health.healthz", "health.readyz", "health.metrics", "webhook.unauthorized", "tls.reuse"], &[]),
     // -- a role without secrets (ck8s-reader): exit 2 naming the verb, or a best-effort warn --
     row(Healthy, "user-reader", &["labels", "--objects"], 2, &[], &["error: forbidden: cannot list secrets"]),
     row(Healthy, "user-reader", &["policy", "audit"], 2, &[], &["error: forbidden: cannot list "]),
