@@ -95,8 +95,9 @@ impl GlobalArgs {
         }
     }
 
-    /// The context a cluster flow is handed.
-    async fn connect(&self) -> Result<crate::cluster::Ctx, Failure> {
+    /// The context a cluster-wide flow is handed (`policy audit`: it does not read the
+    /// production namespace).
+    async fn connect_cluster(&self) -> Result<crate::cluster::Ctx, Failure> {
         crate::cluster::connect(
             &self.connect_options(),
             &self.namespace,
@@ -104,6 +105,16 @@ impl GlobalArgs {
             Output::new(self.output),
         )
         .await
+    }
+
+    /// The context a flow of the production namespace is handed, once that namespace is
+    /// known to exist (exit 2 naming `-n`, `--context` and the environment variable when it
+    /// does not; a warning when the user may not read namespaces): the one place every such
+    /// flow checks it.
+    async fn connect(&self) -> Result<crate::cluster::Ctx, Failure> {
+        let ctx = self.connect_cluster().await?;
+        ctx.verify_namespace().await?;
+        Ok(ctx)
     }
 }
 
@@ -157,6 +168,6 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
             crate::completion::cobra(&args).await;
             Ok(Verdict::Pass)
         }
-        Command::Policy(cmd) => crate::policy::run(cmd, out, || g.connect()).await,
+        Command::Policy(cmd) => crate::policy::run(cmd, out, || g.connect_cluster()).await,
     }
 }

@@ -7,6 +7,10 @@
 //! `codex-k8s-codegen-check` Job is read, and the previous instance of each container that
 //! restarted inside the window (`kubectl logs --previous`); logs are streamed and matched line
 //! by line. A log that cannot be read is reported (`build.logs` warns), never skipped.
+//!
+//! A check passes only on evidence: the signatures and the escalation are judged on the logs
+//! that were read. With no log of the control plane or the worker read, they are `skip` (not
+//! judged) and `build.logs` fails, so the verdict is never an all-clear on nothing read.
 
 use crate::cluster::logs::{self, Range, Source};
 use crate::cluster::objects::{self, JobState, job_time};
@@ -136,6 +140,8 @@ pub struct Read {
     #[serde(flatten)]
     pub source: Source,
     pub lines: usize,
+    /// Whose pod it is: `deploy/NAME` or `job/NAME`.
+    pub workload: String,
 }
 
 /// A log that could not be read (or a workload whose pods could not be found), and why.
@@ -284,7 +290,40 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
         "read {} container logs of {pods} pods ({previous} --previous) {window}",
         f.logs_read.len()
     );
-    checks.push(if f.logs_unreadable.is_empty() {
+    // The evidence the signatures are judged on: logs of the control plane and the worker.
+    let platform = [CONTROL_PLANE, WORKER].map(|d| format!("deploy/{d}"));
+    let platform_read = f
+        .logs_read
+        .iter()
+        .filter(|r| platform.contains(&r.workload))
+        .count();
+    let evidence = platform_read > 0;
+    let cannot = || {
+        f.logs_unreadable
+            .iter()
+            .map(|u| format!("{}: {}", u.log, u.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let not_judged = format!(
+        "not judged: no log of {CONTROL_PLANE} or {WORKER} was read {window} (see build.logs)"
+    );
+    checks.push(if !evidence {
+        Check::fail(
+            "build.logs",
+            format!(
+                "{read}; none of {CONTROL_PLANE} or {WORKER}: the signatures cannot be judged{}",
+                if f.logs_unreadable.is_empty() {
+                    String::new()
+                } else {
+                    format!("; cannot read {}: {}", f.logs_unreadable.len(), cannot())
+                }
+            ),
+        )
+        .remedy(format!(
+            "check -n/--namespace and --context; kubectl -n <ns> get deploy/{CONTROL_PLANE} deploy/{WORKER} and their pods; a 403 needs the verb \"get\" on \"pods/log\""
+        ))
+    } else if f.logs_unreadable.is_empty() {
         Check::pass("build.logs", read)
     } else {
         Check::warn(
@@ -317,8 +356,16 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
             "build-ref checkout",
         ),
     ] {
-        checks.push(if found.is_empty() {
-            Check::pass(id, format!("no {what} errors {window}"))
+        checks.push(if found.is_empty() && !evidence {
+            Check::skip(id, format!("{what}: {not_judged}"))
+        } else if found.is_empty() {
+            Check::pass(
+                id,
+                format!(
+                    "no {what} errors in the {} logs read {window}",
+                    f.logs_read.len()
+                ),
+            )
         } else {
             Check::fail(
                 id,
@@ -338,7 +385,10 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     checks.push(if f.failed_jobs.is_empty() {
         Check::pass(
             "build.failed-jobs",
-            format!("no failed build/mirror/kaniko/codegen-check jobs {window}"),
+            format!(
+                "no failed build/mirror/kaniko/codegen-check jobs among the {} jobs {window}",
+                input.jobs.len()
+            ),
         )
     } else {
         Check::fail(
@@ -349,12 +399,17 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     });
     let cache_on = f.kaniko_cache_enabled.as_deref() == Some("true");
     checks.push(match (&f.kaniko_cache_enabled, cache_on, f.signature_a.is_empty()) {
+        (None, _, _) if input.runtime_config.is_none() => Check::skip("build.kaniko-cache", format!("ConfigMap {RUNTIME_CONFIG} not found: {KANIKO_CACHE} cannot be read")),
         (v, true, false) => Check::fail("build.kaniko-cache", format!("{KANIKO_CACHE}={} with MANIFEST_UNKNOWN errors", v.as_deref().unwrap_or(""))).remedy(MITIGATION_A),
         (_, true, true) => Check::warn("build.kaniko-cache", format!("{KANIKO_CACHE}=true: re-enabling the cache brings MANIFEST_UNKNOWN back")).remedy("the safe default is CODEXK8S_KANIKO_CACHE_ENABLED=false (kubectl ck8s mitigate kaniko-cache)"),
         (Some(v), false, _) => Check::pass("build.kaniko-cache", format!("{KANIKO_CACHE}={v}")),
         (None, false, _) => Check::pass("build.kaniko-cache", format!("{KANIKO_CACHE} not set (default false)")),
     });
     checks.push(match (&f.build_ref, &input.build_ref_verdict) {
+        _ if input.runtime_config.is_none() => Check::skip(
+            "build.build-ref",
+            format!("ConfigMap {RUNTIME_CONFIG} not found: {BUILD_REF} cannot be read"),
+        ),
         (None, _) | (_, None) => Check::pass(
             "build.build-ref",
             format!("{BUILD_REF} not set in {RUNTIME_CONFIG}"),
@@ -408,8 +463,16 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
             "mirror jobs fail together with cache errors: check registry availability".into(),
         );
     }
-    checks.push(if f.escalate.is_empty() {
-        Check::pass("build.escalation", "no escalation trigger")
+    checks.push(if f.escalate.is_empty() && !evidence {
+        Check::skip("build.escalation", not_judged.clone())
+    } else if f.escalate.is_empty() {
+        Check::pass(
+            "build.escalation",
+            format!(
+                "no escalation trigger in the {} logs read",
+                f.logs_read.len()
+            ),
+        )
     } else {
         Check::warn("build.escalation", f.escalate.join("; ")).remedy(ESCALATION)
     });
@@ -417,6 +480,7 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
         let clean =
             f.signature_a.is_empty() && f.signature_b.is_empty() && f.failed_jobs.is_empty();
         checks.push(match (clean, f.logs_unreadable.is_empty()) {
+            (true, _) if !evidence => Check::fail("build.verify", format!("recovery not confirmed: {not_judged}")).remedy("read the logs build.logs names, then run kubectl ck8s diagnose build --verify again"),
             (true, true) => Check::pass("build.verify", format!("clean {window}: no MANIFEST_UNKNOWN, no checkout/build-ref errors, no failed build jobs")),
             (true, false) => Check::fail("build.verify", format!("recovery not confirmed: {} logs could not be read {window}", f.logs_unreadable.len())).remedy("read the logs build.logs names, then run kubectl ck8s diagnose build --verify again"),
             (false, _) => Check::fail("build.verify", format!("errors {window}: recovery not confirmed")).remedy(ESCALATION),
@@ -427,7 +491,7 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
 
 /// Every container log of `pods` (and the previous instance of those restarted in the
 /// window), read `CONCURRENT_LOGS` at a time.
-async fn scan_pods(ctx: &Ctx, pods: &[Pod], window: &Window, range: Range) -> Scan {
+async fn scan_pods(ctx: &Ctx, workload: &str, pods: &[Pod], window: &Window, range: Range) -> Scan {
     let mut sources = Vec::new();
     for p in pods {
         let pod = p.metadata.name.clone().unwrap_or_default();
@@ -460,7 +524,11 @@ async fn scan_pods(ctx: &Ctx, pods: &[Pod], window: &Window, range: Range) -> Sc
                 })
                 .await;
                 match result {
-                    Ok(lines) => scan.read.push(Read { source, lines }),
+                    Ok(lines) => scan.read.push(Read {
+                        source,
+                        lines,
+                        workload: workload.to_string(),
+                    }),
                     Err(e) => scan.unreadable.push(Unreadable {
                         log: source.to_string(),
                         reason: reason(e),
@@ -542,9 +610,11 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
         since_seconds: Some(window.seconds as i64),
         tail_lines: None,
     };
-    for deployment in [cp?, worker?] {
+    for (name, deployment) in [(CONTROL_PLANE, cp?), (WORKER, worker?)] {
         match deployment {
-            Ok(pods) => scan.merge(scan_pods(ctx, &pods, &window, since).await),
+            Ok(pods) => {
+                scan.merge(scan_pods(ctx, &format!("deploy/{name}"), &pods, &window, since).await)
+            }
             Err(u) => scan.unreadable.push(u),
         }
     }
@@ -552,7 +622,8 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
         since_seconds: None,
         tail_lines: Some(JOB_TAIL),
     };
-    scan.merge(scan_pods(ctx, &codegen?, &window, tail).await);
+    let codegen_job = format!("job/{CODEGEN_CHECK_JOB}");
+    scan.merge(scan_pods(ctx, &codegen_job, &codegen?, &window, tail).await);
     let runtime_config =
         not_found_is_none(cm).map_err(|e| ctx.err("get", "configmaps", Some(&ns), e))?;
     let build_ref = config_value(&runtime_config, BUILD_REF);
@@ -681,6 +752,7 @@ mod tests {
         scan.read.push(Read {
             source: s,
             lines: lines.len(),
+            workload: format!("deploy/{CONTROL_PLANE}"),
         });
         Input {
             window,
@@ -803,5 +875,74 @@ mod tests {
             "{}",
             v.detail
         );
+    }
+
+    /// The case: nothing of the control plane or the worker read. No check claims a
+    /// clean log, the verdict is fail, and the detail says how much was read and why not.
+    #[test]
+    fn no_platform_log_read_is_no_all_clear() {
+        let mut i = input(&[], json!({}), None);
+        i.scan = Scan::default();
+        for d in [CONTROL_PLANE, WORKER] {
+            i.scan.unreadable.push(Unreadable {
+                log: format!("deploy/{d}"),
+                reason: "deployment not found".into(),
+            });
+        }
+        let (checks, _) = diagnose(&i);
+        let logs = check(&checks, "build.logs");
+        assert_eq!(logs.status, Status::Fail, "{logs:?}");
+        assert!(
+            logs.detail.starts_with("read 0 container logs of 0 pods")
+                && logs
+                    .detail
+                    .contains("deploy/codex-k8s-worker: deployment not found"),
+            "{}",
+            logs.detail
+        );
+        for id in ["build.signature-a", "build.signature-b", "build.escalation"] {
+            let c = check(&checks, id);
+            assert_eq!(c.status, Status::Skip, "{c:?}");
+            assert!(c.detail.contains("not judged"), "{c:?}");
+        }
+        let report = Report::new("diagnose build", "ns", checks);
+        assert_eq!(report.verdict(), Verdict::Fail);
+        // --verify does not confirm a recovery it saw no log of.
+        i.verify = true;
+        let (checks, _) = diagnose(&i);
+        assert_eq!(check(&checks, "build.verify").status, Status::Fail);
+        // Only the codegen-check Job's log read: still no evidence of the platform's.
+        let job = src("codegen-1", "codegen-check", false);
+        i.scan.read.push(Read {
+            source: job.clone(),
+            lines: 3,
+            workload: format!("job/{CODEGEN_CHECK_JOB}"),
+        });
+        let (checks, _) = diagnose(&i);
+        assert_eq!(check(&checks, "build.logs").status, Status::Fail);
+        assert_eq!(check(&checks, "build.signature-a").status, Status::Skip);
+        // ...but an error seen there is evidence, and fails.
+        i.scan
+            .line(&job, i.window.since, None, "fatal: '-b x' is not a commit");
+        let (checks, _) = diagnose(&i);
+        assert_eq!(check(&checks, "build.signature-b").status, Status::Fail);
+    }
+
+    #[test]
+    fn a_missing_runtime_config_is_not_read_as_defaults() {
+        let mut i = input(&[], json!({}), None);
+        i.runtime_config = None;
+        let (checks, _) = diagnose(&i);
+        for id in ["build.kaniko-cache", "build.build-ref"] {
+            let c = check(&checks, id);
+            assert_eq!(c.status, Status::Skip, "{c:?}");
+            assert!(c.detail.contains("not found"), "{c:?}");
+        }
+        // A ConfigMap without the keys: the defaults apply, read from it.
+        let (checks, _) = diagnose(&input(&[], json!({}), None));
+        assert_eq!(check(&checks, "build.kaniko-cache").status, Status::Pass);
+        assert_eq!(check(&checks, "build.build-ref").status, Status::Pass);
+        let a = check(&checks, "build.signature-a");
+        assert!(a.detail.contains("in the 1 logs read"), "{a:?}");
     }
 }

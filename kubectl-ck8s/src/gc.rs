@@ -164,17 +164,27 @@ pub fn status_checks(
     out
 }
 
+/// What `job_logs` read: the text, and of how many containers and pods (the evidence a
+/// report states).
+struct JobLogs {
+    text: String,
+    containers: usize,
+    pods: usize,
+}
+
 /// The last `tail` lines of every container of the Job's pods, read line by line.
-async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<String, Failure> {
+async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
     let pods = ctx
         .ns::<Pod>()
         .list(&ListParams::default().labels(&format!("job-name={job}")))
         .await
         .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
     let mut text = String::new();
+    let mut containers = 0;
     let api = ctx.ns::<Pod>();
     for p in &pods.items {
         for container in logs::containers(p) {
+            containers += 1;
             let source = logs::Source {
                 pod: p.metadata.name.clone().unwrap_or_default(),
                 container,
@@ -192,7 +202,11 @@ async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<String, Failure> {
             .map_err(|e| ctx.err("get", "pods/log", Some(&ctx.namespace), e))?;
         }
     }
-    Ok(text)
+    Ok(JobLogs {
+        text,
+        containers,
+        pods: pods.items.len(),
+    })
 }
 
 async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
@@ -293,7 +307,7 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
             // (exit 1) is what the SRE needs, not a connection error in its place.
             let timed_out = state == "Timeout";
             let logs = match job_logs(ctx, &name, 200).await {
-                Ok(logs) => logs,
+                Ok(logs) => logs.text,
                 Err(_) if timed_out => String::new(),
                 Err(e) => return Err(e),
             };
@@ -338,14 +352,37 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                         Failure::usage("no GC job found").with_help("kubectl ck8s gc run")
                     })?,
             };
-            let log = job_logs(ctx, &job, tail).await?;
+            let read = job_logs(ctx, &job, tail).await?;
+            if read.pods == 0 {
+                // No pod, no log: an empty output would read as a Job that logged nothing.
+                let exists = not_found_is_none(ctx.ns::<Job>().get(&job).await)
+                    .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?
+                    .is_some();
+                return Err(if exists {
+                    Failure::not_found(format!(
+                        "job/{job} in namespace {ns} has no pods (not started yet, or deleted): there is no log to read"
+                    ))
+                    .with_help(format!("kubectl -n {ns} describe job/{job}"))
+                } else {
+                    Failure::not_found(format!("job/{job} not found in namespace {ns}"))
+                        .with_help(format!(
+                            "kubectl -n {ns} get jobs -l {GC_JOB_SELECTOR}; or kubectl ck8s gc logs without --job for the newest"
+                        ))
+                });
+            }
+            let log = read.text;
             if ctx.out.format == crate::output::OutputFormat::Table {
                 print!("{log}");
                 return Ok(Verdict::Pass);
             }
             let check = Check::pass(
                 "gc.logs",
-                format!("{} lines of job/{job}", log.lines().count()),
+                format!(
+                    "{} lines of job/{job} (the last {tail} of {} containers of {} pods)",
+                    log.lines().count(),
+                    read.containers,
+                    read.pods
+                ),
             );
             Report::new("gc logs", &ns, vec![check])
                 .with_details(serde_json::json!({"job": job, "log": log}))

@@ -346,14 +346,24 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
         }
     }
     if findings.is_empty() {
+        // How much was read: the evidence of "none".
+        let namespaces = objects
+            .iter()
+            .filter(|(g, _)| g.kind == "Namespace")
+            .count();
         checks.push(Check::pass(
             "labels",
             format!(
-                "no {LEGACY_LABEL_PREFIX} keys on namespaces{}",
+                "no {LEGACY_LABEL_PREFIX} keys on namespaces{} ({namespaces} namespaces{} read)",
                 if args.objects {
                     " or namespaced objects"
                 } else {
                     ""
+                },
+                if args.objects {
+                    format!(", {} objects", objects.len() - namespaces)
+                } else {
+                    String::new()
                 }
             ),
         ));

@@ -795,15 +795,22 @@ fn diagnose_reads_every_container_and_previous_logs() {
 fn diagnose_reports_logs_it_cannot_read() {
     let c = Cluster::new("healthy");
     c.server.deny("get", "pods/log");
+    // Every log refused: nothing to judge the signatures on, so no all-clear (this asserted
+    // exit 0 with the signatures passing before).
     let (code, r) = c.json(&["diagnose", "build"]);
-    assert_eq!(code, 0, "unreadable logs warn: {r:#}");
-    assert_eq!(status(&r, "build.logs"), "warn");
+    assert_eq!(code, 1, "no log read is no evidence: {r:#}");
+    assert_eq!(status(&r, "build.logs"), "fail");
     let detail = check(&r, "build.logs")["detail"].as_str().unwrap();
     assert!(
-        detail.contains("pod/codex-k8s-control-plane-7d9f8b6c5-abcde -c codex-k8s-control-plane")
+        detail.starts_with("read 0 container logs of 0 pods")
+            && detail
+                .contains("pod/codex-k8s-control-plane-7d9f8b6c5-abcde -c codex-k8s-control-plane")
             && detail.contains("(403)"),
         "{detail}"
     );
+    for id in ["build.signature-a", "build.signature-b", "build.escalation"] {
+        assert_eq!(status(&r, id), "skip", "{id}: {r:#}");
+    }
     let (code, r) = c.json(&["diagnose", "build", "--verify"]);
     assert_eq!(
         code, 1,
@@ -1078,8 +1085,15 @@ fn smoke_table_snapshot() {
 #[test]
 fn not_found_and_server_errors_are_named() {
     let c = Cluster::new("healthy");
+    // A Job that does not exist has no log: exit 2 naming it, never an empty log and exit 0.
     let out = c.ck8s(&["gc", "logs", "--job", "no-such-job"]);
-    assert_eq!(code(&out), 0, "no pods for that job: an empty log");
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("error: job/no-such-job not found in namespace codex-k8s-prod"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).is_empty(), "{}", text(&out.stdout));
     c.server.fail_next("get", "cronjobs", 1);
     let out = c.ck8s(&["gc", "run"]);
     assert_eq!(code(&out), 2);
@@ -1100,11 +1114,79 @@ fn not_found_and_server_errors_are_named() {
         "{}",
         text(&out.stderr)
     );
+    // A namespace that does not exist is said once, up front, before anything is read there.
     let out = c.ck8s(&["-n", "elsewhere", "gc", "run"]);
     assert_eq!(code(&out), 2);
     assert!(
-        text(&out.stderr).contains("error: not found: cronjobs.batch in namespace elsewhere"),
+        text(&out.stderr).contains(
+            "error: namespace elsewhere not found (context test, server http://127.0.0.1:"
+        ),
         "{}",
         text(&out.stderr)
+    );
+}
+
+/// Every flow of the production namespace checks, once and first, that it exists: exit 2
+/// naming the namespace and the context, the help naming -n/--namespace, --context and
+/// $CODEXK8S_PRODUCTION_NAMESPACE, no report. A user who may not read namespaces goes on,
+/// warned that it could not be verified.
+#[test]
+fn the_namespace_is_checked_once_before_every_flow() {
+    let c = Cluster::new("healthy");
+    for args in [
+        &["smoke"][..],
+        &["runs"],
+        &["runs", "env"],
+        &["labels"],
+        &["gc", "status"],
+        &["gc", "run"],
+        &["gc", "logs"],
+        &["diagnose", "build"],
+        &["mitigate", "kaniko-cache"],
+        &["mitigate", "build-ref", "--ref", "main"],
+    ] {
+        let before = c.server.requests().len();
+        let mut all = vec!["-n", "codex-k8s-nowhere"];
+        all.extend_from_slice(args);
+        let out = c.ck8s(&all);
+        let stderr = text(&out.stderr);
+        assert_eq!(code(&out), 2, "{args:?}: {stderr}");
+        assert!(
+            text(&out.stdout).is_empty(),
+            "{args:?}: no report: {}",
+            text(&out.stdout)
+        );
+        assert!(
+            stderr
+                .starts_with("error: namespace codex-k8s-nowhere not found (context test, server "),
+            "{args:?}: {stderr}"
+        );
+        let help = stderr
+            .lines()
+            .find(|l| l.starts_with("help: "))
+            .unwrap_or("");
+        for word in [
+            "-n/--namespace",
+            "--context",
+            "$CODEXK8S_PRODUCTION_NAMESPACE",
+        ] {
+            assert!(help.contains(word), "{args:?}: {help}");
+        }
+        // One request, the namespace's: nothing else was read or written.
+        let made = c.server.requests();
+        let paths: Vec<&str> = made[before..].iter().map(|r| r.path.as_str()).collect();
+        assert_eq!(paths, ["/api/v1/namespaces/codex-k8s-nowhere"], "{args:?}");
+    }
+    // May not read namespaces: the flow goes on, and says what it could not verify.
+    c.server.deny("get", "namespaces");
+    let (code, report) = c.json(&["gc", "status"]);
+    assert_eq!(code, 0, "{report:#}");
+    let out = c.ck8s(&["gc", "status"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr
+            .contains("warning: cannot verify that namespace codex-k8s-prod exists (context test")
+            && stderr.contains("forbidden"),
+        "{stderr}"
     );
 }

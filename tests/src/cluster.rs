@@ -26,7 +26,15 @@ pub const KUBERNETES_VERSION: &str = "v1.34.4";
 
 /// Token users of the API server. `admin` is in `system:masters`; the `user-*` ones have no
 /// rights until a test binds a role to them (RBAC tests).
-pub const PLUGIN_USERS: &[&str] = &["user-sre", "user-operator", "user-reader", "user-nobody"];
+pub const PLUGIN_USERS: &[&str] = &[
+    "user-sre",
+    "user-operator",
+    "user-reader",
+    "user-nobody",
+    "user-nolog",
+    "user-nojobs",
+    "user-nons",
+];
 
 /// Names of the fake nodes kwok manages.
 pub const NODES: &[&str] = &["kwok-node-0", "kwok-node-1"];

@@ -28,6 +28,8 @@ pub struct Ctx {
     pub client: Client,
     pub namespace: String,
     pub server: String,
+    /// The kubeconfig context used (as errors name it), or `in-cluster`.
+    pub context: String,
     pub out: Output,
     /// The production domain (`--domain` / `CODEXK8S_PRODUCTION_DOMAIN`).
     pub domain: Option<String>,
@@ -58,7 +60,13 @@ pub async fn connect(
         cluster: None,
         user: None,
     };
-    let config = match kubeconfig(opts.kubeconfig.as_ref())? {
+    let file = kubeconfig(opts.kubeconfig.as_ref())?;
+    // The context's name, for messages: --context, else the kubeconfig's current-context.
+    let mut context = opts.context.clone().or_else(|| match &file {
+        Some(k) => k.current_context.clone(),
+        None => Kubeconfig::read().ok().and_then(|k| k.current_context),
+    });
+    let config = match file {
         Some(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await,
         None => Config::from_kubeconfig(&options).await,
     };
@@ -70,6 +78,7 @@ pub async fn connect(
                 && opts.context.is_none()
                 && std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
         {
+            context = Some("in-cluster".into());
             Config::incluster()
                 .map_err(|e| Failure::usage(format!("cannot use the pod's service account: {e}")))?
         }
@@ -92,10 +101,57 @@ pub async fn connect(
         client,
         namespace: namespace.to_string(),
         server,
+        context: context.unwrap_or_else(|| "(none)".into()),
         out,
         domain,
         request_timeout: opts.request_timeout,
     })
+}
+
+/// What the up-front look at the production namespace found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceCheck {
+    Exists,
+    /// The user may not read namespaces (403): the flow goes on, unverified.
+    Unverified(String),
+}
+
+impl Ctx {
+    /// The production namespace exists: checked once, before a flow reads anything in it, so
+    /// a wrong `-n` or `--context` is one error (exit 2) naming both, never a report of
+    /// every check failing (or passing) on nothing. A user who may not read namespaces goes
+    /// on, with a warning on stderr that the namespace could not be verified.
+    pub async fn verify_namespace(&self) -> Result<NamespaceCheck, Failure> {
+        use k8s_openapi::api::core::v1::Namespace;
+        let ns = &self.namespace;
+        match self.all::<Namespace>().get(ns).await {
+            Ok(_) => Ok(NamespaceCheck::Exists),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.namespace_missing()),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                let why = format!(
+                    "cannot verify that namespace {ns} exists (context {}, server {}): forbidden: {}; going on",
+                    self.context, self.server, s.message
+                );
+                eprintln!("warning: {why}");
+                Ok(NamespaceCheck::Unverified(why))
+            }
+            Err(e) => Err(self.err("get", "namespaces", None, e)),
+        }
+    }
+
+    /// The exit-2 error for a production namespace that does not exist.
+    pub fn namespace_missing(&self) -> Failure {
+        namespace_missing(&self.namespace, &self.context, &self.server)
+    }
+}
+
+pub fn namespace_missing(namespace: &str, context: &str, server: &str) -> Failure {
+    Failure::not_found(format!(
+        "namespace {namespace} not found (context {context}, server {server}): nothing to check there"
+    ))
+    .with_help(format!(
+        "name the production namespace with -n/--namespace or $CODEXK8S_PRODUCTION_NAMESPACE (now {namespace}), or the cluster with --context (now {context})"
+    ))
 }
 
 impl Ctx {

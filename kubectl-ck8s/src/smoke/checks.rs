@@ -151,8 +151,29 @@ pub fn pods_ready(s: &State) -> Check {
     if s.pods.is_empty() {
         return Check::fail(id, format!("no pods in {}", s.namespace)).remedy(remedy);
     }
+    let phase = |want: &str| {
+        s.pods
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some(want))
+            .count()
+    };
+    let (running, done) = (phase("Running"), phase("Succeeded"));
+    if bad.is_empty() && running == 0 {
+        // Only finished Job pods: nothing serves, whatever their phase says.
+        return Check::fail(
+            id,
+            format!(
+                "no Running pod in {}: {done} Succeeded (Job) pods only",
+                s.namespace
+            ),
+        )
+        .remedy(remedy);
+    }
     if bad.is_empty() {
-        Check::pass(id, format!("{} pods Running and Ready", s.pods.len()))
+        Check::pass(
+            id,
+            format!("{running} pods Running and Ready ({done} Succeeded)"),
+        )
     } else {
         Check::fail(
             id,
@@ -191,8 +212,28 @@ pub fn pods_restarts(s: &State) -> Check {
         .map(|(n, c)| format!("{n} x{c}"))
         .collect::<Vec<_>>()
         .join(", ");
+    if s.pods.is_empty() {
+        // No pod read, no restart count: nothing to pass on (pods.ready fails).
+        return Check::skip(id, format!("no pods in {}", s.namespace));
+    }
+    let containers: usize = s
+        .pods
+        .iter()
+        .map(|p| {
+            p.status
+                .iter()
+                .flat_map(|st| st.container_statuses.iter().flatten())
+                .count()
+        })
+        .sum();
     match worst.first() {
-        None => Check::pass(id, format!("no container restarted {RESTARTS_WARN}+ times")),
+        None => Check::pass(
+            id,
+            format!(
+                "no container restarted {RESTARTS_WARN}+ times ({containers} containers of {} pods)",
+                s.pods.len()
+            ),
+        ),
         Some((_, n)) if *n >= RESTARTS_FAIL => {
             Check::fail(id, format!("restart storm: {list}")).remedy(remedy)
         }
@@ -539,6 +580,11 @@ mod tests {
             ),
             ("Pending", vec![pod("a", "Pending", false, 0)], Status::Fail),
             ("no pods at all", vec![], Status::Fail),
+            (
+                "only finished Job pods",
+                vec![pod("m", "Succeeded", false, 0)],
+                Status::Fail,
+            ),
         ] {
             assert_eq!(pods_ready(&state(pods)).status, want, "{name}");
         }
@@ -558,6 +604,12 @@ mod tests {
         ] {
             assert_eq!(pods_restarts(&state(n)).status, want, "{n} restarts");
         }
+        // No pods read: no restart count to pass on.
+        let none = State {
+            namespace: "ns".into(),
+            ..Default::default()
+        };
+        assert_eq!(pods_restarts(&none).status, Status::Skip);
     }
 
     #[test]
