@@ -494,6 +494,22 @@ impl ControlPlane {
         Ok(name)
     }
 
+    /// Stops kube-apiserver (SIGTERM, then SIGKILL) for good: what a client sees when the API
+    /// server is gone. The rest of the control plane keeps running until the binary exits.
+    pub fn stop_apiserver(&self) -> anyhow::Result<()> {
+        let pid: u32 = std::fs::read_to_string(self.dir.join("kube-apiserver.pid"))?
+            .trim()
+            .parse()?;
+        let (tx, rx) = mpsc::channel();
+        self.supervisor
+            .lock()
+            .unwrap()
+            .send(Request::Kill(pid, tx))
+            .map_err(|_| anyhow::anyhow!("supervisor gone"))?;
+        rx.recv()?;
+        Ok(())
+    }
+
     /// Stops kube-apiserver (SIGTERM, then SIGKILL), waits `down`, and starts it again with
     /// the same flags; returns once it is ready and the controller manager acts again.
     /// Watches and clients see a real outage.

@@ -5,7 +5,7 @@
 //! Deployments missing; a user whose role lacks the verb the flow needs (`pods/log`,
 //! `pods/portforward`, `secrets`, `jobs`, `namespaces`), the roles derived from
 //! `deploy/rbac/`'s ck8s-reader by removing that one resource, and enforced by the real
-//! authorizer. Each row asserts the exit code, the verdict (the JSON report agrees with the
+//! authorizer; and, last, the API server stopped. Each row asserts the exit code, the verdict (the JSON report agrees with the
 //! exit code; exit 2 prints no report), what stderr says, and that no check claims `pass` on
 //! what could not be read. One control plane for the whole table.
 
@@ -67,6 +67,8 @@ enum State {
     NoDeployments,
     /// The healthy fixture, rolled out.
     Healthy,
+    /// The healthy fixture's namespace with kube-apiserver stopped (the table's last rows).
+    ApiServerDown,
 }
 
 /// One row: as `user`, in `state`, `args` exit with `code`; `stderr` holds every one of
@@ -171,7 +173,22 @@ const TABLE: &[Row] = &[
     // -- no rights at all: unverified, then the first refusal --------------------------------
     row(Healthy, "user-nobody", &["smoke"], 2, &[], &[UNVERIFIED, "error: forbidden: cannot"]),
     row(Healthy, "user-nobody", &["diagnose", "build"], 2, &[], &[UNVERIFIED, "error: forbidden: cannot"]),
+    // -- the API server is gone: every flow is exit 2 naming it, no report, nothing passes ----
+    row(ApiServerDown, "admin", &["smoke"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["runs"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["runs", "env"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["labels"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["gc", "status"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["gc", "run"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["gc", "logs"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["diagnose", "build"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["mitigate", "kaniko-cache"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["mitigate", "build-ref", "--ref", "main"], 2, &[], DOWN),
+    row(ApiServerDown, "admin", &["policy", "audit"], 2, &[], DOWN),
 ];
+
+/// What a stopped API server says (the waits across an outage: `real_restart.rs`).
+const DOWN: &[&str] = &["error: cannot reach the API server at https://127.0.0.1:"];
 
 /// A ClusterRole `name`: deploy/rbac's ck8s-reader without `resource` (every group).
 fn reader_without(cp: &ControlPlane, name: &str, resource: &str) {
@@ -352,12 +369,23 @@ fn no_flow_passes_on_what_it_could_not_read() {
     .unwrap();
 
     let mut failures = Vec::new();
+    let mut stopped = false;
     for row in TABLE {
         let ns = match row.state {
             NoNamespace => NOWHERE,
             NoDeployments => bare_ns.as_str(),
             Healthy => healthy_ns.as_str(),
+            ApiServerDown => healthy_ns.as_str(),
         };
+        if row.state == ApiServerDown && !stopped {
+            cp.stop_apiserver().unwrap();
+            stopped = true;
+        }
+        assert_eq!(
+            stopped,
+            row.state == ApiServerDown,
+            "the stopped rows come last"
+        );
         let started = std::time::Instant::now();
         let out = ck8s_as(cp, row.user, ns, row.args);
         eprintln!(
