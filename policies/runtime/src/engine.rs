@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
@@ -90,6 +90,9 @@ pub(crate) struct EpochTicker {
 struct TickShared {
     /// Stores in which guest code may run now.
     running: AtomicUsize,
+    /// The thread waits on `wake`: only then does an evaluation that starts need to wake it
+    /// (a lock and a futex call, which busy evaluations back to back would otherwise pay).
+    parked: AtomicBool,
     /// `true` once the last holder of the ticker is gone.
     stopped: Mutex<bool>,
     wake: Condvar,
@@ -110,6 +113,7 @@ impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<Arc<EpochTicker>> {
         let shared = Arc::new(TickShared {
             running: AtomicUsize::new(0),
+            parked: AtomicBool::new(false),
             stopped: Mutex::new(false),
             wake: Condvar::new(),
             ticks: AtomicU64::new(0),
@@ -121,8 +125,17 @@ impl EpochTicker {
                 loop {
                     {
                         let mut stopped = thread.stopped.lock().unwrap();
-                        while !*stopped && thread.running.load(Ordering::Acquire) == 0 {
+                        while !*stopped && thread.running.load(Ordering::SeqCst) == 0 {
+                            // Parked first, then the count checked again: an evaluation that
+                            // started in between either is seen here or sees `parked` and
+                            // notifies under the lock this thread holds until it waits.
+                            thread.parked.store(true, Ordering::SeqCst);
+                            if thread.running.load(Ordering::SeqCst) != 0 {
+                                thread.parked.store(false, Ordering::SeqCst);
+                                break;
+                            }
                             stopped = thread.wake.wait(stopped).unwrap();
+                            thread.parked.store(false, Ordering::SeqCst);
                         }
                         if *stopped {
                             return;
@@ -137,9 +150,12 @@ impl EpochTicker {
     }
 
     /// Marks a store whose guest code may run, until the guard is dropped. Only the first of
-    /// concurrent evaluations wakes the thread (under its lock, so the wake-up is not lost).
+    /// concurrent evaluations, and only when the thread is parked, wakes it (under its lock,
+    /// so the wake-up is not lost).
     pub(crate) fn running(&self) -> Running {
-        if self.shared.running.fetch_add(1, Ordering::AcqRel) == 0 {
+        if self.shared.running.fetch_add(1, Ordering::SeqCst) == 0
+            && self.shared.parked.load(Ordering::SeqCst)
+        {
             let _stopped = self.shared.stopped.lock().unwrap();
             self.shared.wake.notify_one();
         }
