@@ -514,16 +514,7 @@ impl ControlPlane {
     /// the same flags; returns once it is ready and the controller manager acts again.
     /// Watches and clients see a real outage.
     pub fn restart_apiserver(&self, down: Duration) -> anyhow::Result<()> {
-        let pid: u32 = std::fs::read_to_string(self.dir.join("kube-apiserver.pid"))?
-            .trim()
-            .parse()?;
-        let (tx, rx) = mpsc::channel();
-        self.supervisor
-            .lock()
-            .unwrap()
-            .send(Request::Kill(pid, tx))
-            .map_err(|_| anyhow::anyhow!("supervisor gone"))?;
-        rx.recv()?;
+        self.stop_apiserver()?;
         std::thread::sleep(down);
         let args: Vec<String> = std::fs::read_to_string(self.dir.join("apiserver.args"))?
             .lines()
