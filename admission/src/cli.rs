@@ -9,7 +9,7 @@ use std::time::Duration;
 #[command(
     name = "ck8s-admission",
     version,
-    about = "Validating admission webhook for codex-k8s: admission.k8s.io/v1 over HTTPS, decisions by WASM policies",
+    about = "Validating admission webhook for codex-k8s: admission.k8s.io/v1 over HTTPS, decisions by WASM policies and ValidatingAdmissionPolicy files",
     long_about = "Validating admission webhook for codex-k8s.\n\nServes POST /validate (admission.k8s.io/v1 AdmissionReview) over HTTPS only, and /healthz, /readyz, /metrics on the metrics listener (plain HTTP) and over HTTPS.\nWithout --tls-cert/--tls-key it starts in development mode with a generated self-signed certificate."
 )]
 pub struct Args {
@@ -25,7 +25,8 @@ pub struct Args {
     /// PEM CA bundle: when set, clients (the API server) must present a certificate it signed.
     #[arg(long, value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
-    /// Directory of extra `.wasm` policies, loaded beside the built-in ones and reloaded on change.
+    /// Directory of extra policies, loaded beside the built-in ones and reloaded on change:
+    /// `.wasm` modules and ValidatingAdmissionPolicy files (`.yaml`, `.yml`).
     #[arg(long, value_name = "DIR")]
     pub policies: Option<PathBuf>,
     /// Do not load the built-in policies (only those in --policies).

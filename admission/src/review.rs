@@ -112,6 +112,11 @@ fn encode(uid: &str, d: &Decision) -> Vec<u8> {
         }
         entry.push_str(&f.to_string());
     }
+    // A VAP's `auditAnnotations` come as `policy/key`; the API server prefixes every key with
+    // the webhook's name and keeps only `prefix/name` keys, so the policy joins the name.
+    for (key, value) in &d.annotations {
+        audit_annotations.insert(key.replacen('/', ".", 1), value.clone());
+    }
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",

@@ -25,7 +25,9 @@ pub struct PolicyStore {
 pub enum StoreError {
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("no policies to serve: the built-in ones are off and --policies holds no .wasm")]
+    #[error(
+        "no policies to serve: the built-in ones are off and --policies holds no .wasm or ValidatingAdmissionPolicy file"
+    )]
     Empty,
 }
 
@@ -87,6 +89,11 @@ impl PolicyStore {
         let names: Vec<String> = set
             .policies()
             .map(|(p, c)| format!("{}@{} ({})", p.name(), p.metadata.version, c.mode.as_str()))
+            .chain(
+                set.vap_policies()
+                    .iter()
+                    .map(|p| format!("{} (ValidatingAdmissionPolicy)", p.name)),
+            )
             .collect();
         metrics.policies_loaded.set(set.len() as i64);
         metrics

@@ -35,6 +35,7 @@ pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
         .map(|f| match &f.kind {
             FindingKind::Violation(v) => v.message.clone(),
             FindingKind::Error(e) => format!("policy error: {e}"),
+            FindingKind::Vap { text, .. } => text.clone(),
         })
         .collect();
     Ok(if problems.is_empty() {

@@ -20,7 +20,7 @@ use crate::cluster::objects;
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
-use ck8s_policy_runtime::api::{Operation, reads_only_metadata};
+use ck8s_policy_runtime::api::{Operation, Rule, reads_only_metadata};
 use ck8s_policy_runtime::{ConfigSource, Decision, FindingKind, PolicySet, SettingsFile, Subject};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -193,7 +193,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
             resources: resources.iter().map(|(ar, _, _)| qualified(ar)).collect(),
             namespaces,
             exempt_namespaces: scope.exempt.clone(),
-            policies: set.policies().map(|(p, _)| p.name().to_string()).collect(),
+            policies: set.names().map(str::to_string).collect(),
             config: config_origin,
             notes,
         },
@@ -401,9 +401,16 @@ async fn judged_resources(
     timeout: std::time::Duration,
     notes: &mut Vec<String>,
 ) -> Result<Vec<(ApiResource, Scope, bool)>, Failure> {
+    let vap_rules: Vec<Vec<Rule>> = set
+        .vap_policies()
+        .iter()
+        .map(PolicySet::vap_rules)
+        .collect();
     let groups: BTreeSet<String> = set
         .policies()
-        .flat_map(|(p, _)| p.metadata.rules.iter().flat_map(|r| r.api_groups.clone()))
+        .flat_map(|(p, _)| p.metadata.rules.iter())
+        .chain(vap_rules.iter().flatten())
+        .flat_map(|r| r.api_groups.clone())
         .collect();
     let listed = ctx
         .client
@@ -453,11 +460,17 @@ async fn judged_resources(
                         .any(|&op| p.metadata.inspects(&ar.group, &ar.version, &ar.plural, op))
                 })
                 .collect();
-            if judging.is_empty() {
+            let vap_judging = vap_rules.iter().flatten().any(|r| {
+                [Operation::Create, Operation::Update]
+                    .iter()
+                    .any(|&op| r.matches(&ar.group, &ar.version, &ar.plural, op))
+            });
+            if judging.is_empty() && !vap_judging {
                 continue;
             }
             // Whole objects unless every policy judging the kind sees only its metadata.
             let whole = !reads_only_metadata(&ar.group, &ar.kind)
+                || vap_judging
                 || judging.iter().any(|(p, _)| {
                     p.abi_version() == ck8s_policy_runtime::api::ABI_VERSION_JSON
                         || p.metadata.raw_object
@@ -591,7 +604,7 @@ fn findings(decision: &Decision, object: &Value) -> Vec<Violation> {
             policy: f.policy.clone(),
             effect: match f.kind {
                 FindingKind::Error(_) => "error",
-                FindingKind::Violation(_) => effect,
+                FindingKind::Violation(_) | FindingKind::Vap { .. } => effect,
             },
             path,
             message,

@@ -109,6 +109,7 @@ pub fn parts(finding: &Finding) -> (String, String, Option<String>, String) {
             None,
             String::new(),
         ),
+        FindingKind::Vap { path, text } => (path.clone(), text.clone(), None, String::new()),
     }
 }
 
@@ -147,7 +148,7 @@ fn evaluate(
         denials: 0,
         warnings: 0,
         audits: 0,
-        policies: set.policies().map(|(p, _)| p.name().to_string()).collect(),
+        policies: set.names().map(str::to_string).collect(),
         findings: Vec::new(),
     };
     for m in objects {

@@ -106,6 +106,7 @@ fn runtime() -> Result<Runtime, Failure> {
 fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, Failure> {
     let runtime = runtime()?;
     let set = PolicySet::build(&runtime, &sel.sources().config(config)).map_err(|e| match e {
+        BuildError::Load(e @ LoadError::Vap { .. }) => Failure::usage(e.to_string()),
         BuildError::Load(e) => load_failure(e),
         // A config for policies, and none loaded: say what is missing first.
         BuildError::Set(SetError::NotLoaded { loaded, .. }) if loaded.is_empty() => no_policies(),
@@ -117,17 +118,9 @@ fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, 
     Ok(set)
 }
 
-/// The selected policies, loaded but not configured: what `list` and `webhook-rules` show.
-fn load_selection(sel: &PolicySelection) -> Result<Vec<LoadedPolicy>, Failure> {
-    let runtime = runtime()?;
-    let mut out = Vec::new();
-    for source in sel.sources().sources() {
-        out.extend(source.load(&runtime).map_err(load_failure)?);
-    }
-    if out.is_empty() {
-        return Err(no_policies());
-    }
-    Ok(out)
+/// The selected policies with their defaults: what `list` and `webhook-rules` show.
+fn load_selection(sel: &PolicySelection) -> Result<PolicySet, Failure> {
+    policy_set(sel, ConfigSource::Defaults)
 }
 
 fn load_failure(e: LoadError) -> Failure {

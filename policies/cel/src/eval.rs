@@ -500,18 +500,8 @@ impl crate::Evaluation {
             d.annotations.extend(o.audit_annotations.iter().cloned());
             for f in &o.failures {
                 if f.actions.deny {
-                    let message = match &o.binding {
-                        Some(b) => format!(
-                            "ValidatingAdmissionPolicy '{}' with binding '{b}' denied request: {}",
-                            o.policy, f.message
-                        ),
-                        None => format!(
-                            "ValidatingAdmissionPolicy '{}' denied request: {}",
-                            o.policy, f.message
-                        ),
-                    };
                     d.denials.push(Denial {
-                        message,
+                        message: o.denial_text(f),
                         reason: f.reason.clone(),
                         code: code_of(&f.reason),
                         policy: o.policy.clone(),
@@ -519,12 +509,7 @@ impl crate::Evaluation {
                     });
                 }
                 if f.actions.warn {
-                    d.warnings.push(format!(
-                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
-                        o.policy,
-                        o.binding.as_deref().unwrap_or(""),
-                        f.message
-                    ));
+                    d.warnings.push(o.warning_text(f));
                 }
                 if f.actions.audit {
                     d.audit.push(AuditRecord {

@@ -432,6 +432,31 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A denial as the API server words it: `ValidatingAdmissionPolicy 'P' with binding 'B'
+    /// denied request: MESSAGE` (without `with binding` for a policy judged without one).
+    pub fn denial_text(&self, failure: &Failure) -> String {
+        match &self.binding {
+            Some(b) => format!(
+                "ValidatingAdmissionPolicy '{}' with binding '{b}' denied request: {}",
+                self.policy, failure.message
+            ),
+            None => format!(
+                "ValidatingAdmissionPolicy '{}' denied request: {}",
+                self.policy, failure.message
+            ),
+        }
+    }
+
+    /// A `Warn` action's warning as the API server words it.
+    pub fn warning_text(&self, failure: &Failure) -> String {
+        format!(
+            "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
+            self.policy,
+            self.binding.as_deref().unwrap_or(""),
+            failure.message
+        )
+    }
+
     /// Whether any failure is the same violation as one of `old`'s (for ratcheting).
     pub fn inherited(&self, failure: &Failure, old: &Outcome) -> bool {
         self.policy == old.policy

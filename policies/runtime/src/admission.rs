@@ -48,6 +48,10 @@ pub struct AdmissionRequest<'a> {
     pub old_object: Option<&'a RawValue>,
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// The whole `request`, raw: for policies that read what the fields above leave out
+    /// (ValidatingAdmissionPolicies' `request` variable: userInfo's groups, options, ...).
+    #[serde(skip)]
+    pub raw: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -58,7 +62,7 @@ struct Review<'a> {
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    request: Option<AdmissionRequest<'a>>,
+    request: Option<&'a RawValue>,
 }
 
 /// Why a body is not an `admission.k8s.io/v1` `AdmissionReview` request. Each is a 400.
@@ -130,7 +134,13 @@ pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<'_>, ReviewError> {
         Some("AdmissionReview") => {}
         other => return Err(ReviewError::Kind(other.unwrap_or("").to_string())),
     }
-    let request = review.request.ok_or(ReviewError::NoRequest)?;
+    let raw = review
+        .request
+        .filter(|r| r.get() != "null")
+        .ok_or(ReviewError::NoRequest)?;
+    let mut request: AdmissionRequest =
+        serde_json::from_str(raw.get()).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+    request.raw = Some(raw);
     if request.uid.is_empty() {
         return Err(ReviewError::NoUid);
     }

@@ -1,7 +1,7 @@
 //! What the modes make of the outcomes: one place, for the webhook and the plugin alike.
 
 use crate::config::{Mode, OnError};
-use crate::set::{Evaluation, OutcomeResult};
+use crate::set::{Evaluation, Origin, OutcomeResult};
 use ck8s_policy_api::Violation;
 use std::fmt;
 
@@ -17,6 +17,15 @@ pub enum FindingKind {
     Violation(Violation),
     /// The policy could not judge; the text says why.
     Error(String),
+    /// A ValidatingAdmissionPolicy's failed validation (or expression error under
+    /// `failurePolicy: Fail`), worded as the API server words it (`ValidatingAdmissionPolicy
+    /// 'P' denied request: ...`, `Validation failed for ValidatingAdmissionPolicy 'P' with
+    /// binding 'B': ...`).
+    Vap {
+        /// The field path of the expression (`spec.validations[0].expression`).
+        path: String,
+        text: String,
+    },
 }
 
 impl fmt::Display for Finding {
@@ -24,6 +33,7 @@ impl fmt::Display for Finding {
         match &self.kind {
             FindingKind::Violation(v) => write!(f, "[{}] {v}", self.policy),
             FindingKind::Error(e) => write!(f, "[{}] policy error: {e}", self.policy),
+            FindingKind::Vap { text, .. } => f.write_str(text),
         }
     }
 }
@@ -44,6 +54,8 @@ pub struct Decision {
     /// `Some(Kind/name)` when the kept violations are inherited from the object's
     /// controlling owner, written by its controller (not carried over from an old object).
     pub inherited_from: Option<String>,
+    /// ValidatingAdmissionPolicies' `auditAnnotations`: `policy/key` → value.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl Decision {
@@ -59,10 +71,20 @@ impl Decision {
             if o.inherited_from.is_some() {
                 d.inherited_from.clone_from(&o.inherited_from);
             }
-            d.kept.extend(o.kept.iter().map(|v| Finding {
+            let finding = |v: &Violation| Finding {
                 policy: o.policy.clone(),
-                kind: FindingKind::Violation(v.clone()),
-            }));
+                kind: match o.origin {
+                    Origin::Wasm => FindingKind::Violation(v.clone()),
+                    Origin::Vap { .. } => FindingKind::Vap {
+                        path: v.path.clone(),
+                        text: v.message.clone(),
+                    },
+                },
+            };
+            d.kept.extend(o.kept.iter().map(finding));
+            if let Origin::Vap { annotations, .. } = &o.origin {
+                d.annotations.extend(annotations.iter().cloned());
+            }
             match &o.result {
                 OutcomeResult::NotInspected | OutcomeResult::Allowed => {}
                 OutcomeResult::Violations(vs) => {
@@ -71,10 +93,16 @@ impl Decision {
                         Mode::Warn => &mut d.warnings,
                         Mode::Audit => &mut d.audits,
                     };
-                    bucket.extend(vs.iter().map(|v| Finding {
-                        policy: o.policy.clone(),
-                        kind: FindingKind::Violation(v.clone()),
-                    }));
+                    bucket.extend(vs.iter().map(finding));
+                    if matches!(
+                        o.origin,
+                        Origin::Vap {
+                            also_audit: true,
+                            ..
+                        }
+                    ) {
+                        d.audits.extend(vs.iter().map(finding));
+                    }
                 }
                 OutcomeResult::Error(e) => {
                     let f = Finding {
@@ -149,6 +177,7 @@ mod tests {
             kept: vec![],
             inherited_from: None,
             elapsed: Duration::ZERO,
+            origin: Origin::Wasm,
         }
     }
 

@@ -53,6 +53,25 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// A file of ValidatingAdmissionPolicies the API server would refuse, or one ck8s cannot
+    /// judge exactly as it does; the error names the policy, the field path of the
+    /// expression and the position in it.
+    #[error("{}", vap_message(path, error))]
+    Vap {
+        path: PathBuf,
+        #[source]
+        error: ck8s_policy_cel::LoadError,
+    },
+}
+
+/// The file first, unless the error already starts with it.
+fn vap_message(path: &Path, error: &ck8s_policy_cel::LoadError) -> String {
+    match error {
+        ck8s_policy_cel::LoadError::Yaml { .. } | ck8s_policy_cel::LoadError::Document { .. } => {
+            error.to_string()
+        }
+        _ => format!("{}: {error}", path.display()),
+    }
 }
 
 /// Why one evaluation of one policy produced no verdict. The host is never affected: every
@@ -136,6 +155,13 @@ pub enum SetError {
     },
     #[error("config names policy {policy:?}, which is not loaded (loaded: {})", loaded.join(", "))]
     NotLoaded { policy: String, loaded: Vec<String> },
+    /// A VAP's mode comes from its bindings' `validationActions`, its error handling from
+    /// its `failurePolicy`, its settings from params: only `allowExistingViolations` is
+    /// ck8s's to set.
+    #[error(
+        "config sets {field} for {policy}, a ValidatingAdmissionPolicy: its bindings' validationActions, its failurePolicy and its params say that; only allowExistingViolations may be set"
+    )]
+    NotForVap { policy: String, field: &'static str },
 }
 
 /// Why a set could not be built from its sources ([`crate::PolicySet::build`]).

@@ -35,8 +35,10 @@ mod ratchet;
 mod set;
 mod sources;
 mod subject;
+mod vap;
 
 pub use ck8s_policy_api as api;
+pub use ck8s_policy_cel as cel;
 pub use config::{Mode, OnError, PolicyConfig, SettingsFile};
 pub use decision::{Decision, Finding, FindingKind};
 pub use engine::{Limits, Runtime};
@@ -45,6 +47,6 @@ pub use error::{
     Unparsable,
 };
 pub use policy::{LoadedPolicy, PolicySource};
-pub use set::{Evaluation, Outcome, OutcomeResult, PolicySet};
+pub use set::{Evaluation, Origin, Outcome, OutcomeResult, PolicySet};
 pub use sources::{ConfigSource, PolicySources, Source};
 pub use subject::{NotJudged, Subject};

@@ -5,6 +5,7 @@ use crate::error::{PolicyError, SetError};
 use crate::policy::LoadedPolicy;
 use crate::ratchet::{SecretValues, ratchet};
 use crate::subject::{NotJudged, Subject};
+use crate::vap::VapPolicies;
 use ck8s_policy_api::{ABI_VERSION_JSON, Verdict, Violation};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ struct Entry {
 /// atomically on reload; a request keeps the set it started with.
 pub struct PolicySet {
     entries: Vec<Entry>,
+    /// The ValidatingAdmissionPolicies of the set's files, if any.
+    vaps: Option<VapPolicies>,
     /// [`SettingsFile::trusted_controllers`].
     trusted_controllers: Vec<String>,
 }
@@ -38,7 +41,28 @@ pub struct Outcome {
     /// controller wrote it (see [`SettingsFile::trusted_controllers`]) rather than carried
     /// over from the old object.
     pub inherited_from: Option<String>,
+    /// For a VAP: the time to judge the request against all the set's VAPs (they are judged
+    /// together).
     pub elapsed: Duration,
+    pub origin: Origin,
+}
+
+/// What kind of policy an outcome is from, and what its messages need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A wasm module: violations name the field, the value and the fix.
+    Wasm,
+    /// A ValidatingAdmissionPolicy: each violation's message is worded as the API server words
+    /// it for the outcome's mode, and its path is the expression's.
+    Vap {
+        /// `None` for a policy judged without a binding (as if bound with `[Deny]`).
+        binding: Option<String>,
+        /// `validationActions` holds `Audit` beside `Deny` or `Warn`: the violations are
+        /// audited too.
+        also_audit: bool,
+        /// `auditAnnotations`: `policy/key` → value.
+        annotations: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +87,16 @@ impl PolicySet {
     /// Fails on duplicate policy names, configuration for a policy that is not loaded, or a
     /// setting the policy does not declare (a typo would otherwise be ignored).
     pub fn new(policies: Vec<Arc<LoadedPolicy>>, config: &SettingsFile) -> Result<Self, SetError> {
+        Self::assemble(policies, None, config)
+    }
+
+    /// Wasm policies and the VAPs of the set's files, checked together: one namespace of
+    /// policy names, and every configured name must be one of them.
+    pub(crate) fn assemble(
+        policies: Vec<Arc<LoadedPolicy>>,
+        vaps: Option<ck8s_policy_cel::PolicySet>,
+        config: &SettingsFile,
+    ) -> Result<Self, SetError> {
         let mut entries: Vec<Entry> = Vec::with_capacity(policies.len());
         for policy in policies {
             let name = policy.name().to_string();
@@ -98,29 +132,70 @@ impl PolicySet {
                 settings_json,
             });
         }
+        let vaps = vaps
+            .filter(|v| !v.policies.is_empty())
+            .map(|v| VapPolicies::new(v, config))
+            .transpose()?;
+        let vap_names = || vaps.iter().flat_map(|v| v.policies()).map(|p| &p.name);
+        for name in vap_names() {
+            if let Some(e) = entries.iter().find(|e| e.policy.name() == name) {
+                return Err(SetError::DuplicateName {
+                    name: name.clone(),
+                    first: e.policy.source.to_string(),
+                    second: format!("ValidatingAdmissionPolicy {name}"),
+                });
+            }
+        }
         for name in config.policies.keys() {
-            if !entries.iter().any(|e| e.policy.name() == name) {
+            if !entries.iter().any(|e| e.policy.name() == name) && !vap_names().any(|n| n == name) {
                 return Err(SetError::NotLoaded {
                     policy: name.clone(),
                     loaded: entries
                         .iter()
                         .map(|e| e.policy.name().to_string())
+                        .chain(vap_names().cloned())
                         .collect(),
                 });
             }
         }
         Ok(PolicySet {
             entries,
+            vaps,
             trusted_controllers: config.trusted_controllers.clone(),
         })
     }
 
+    /// How many policies: wasm ones and VAPs.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.vap_policies().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
+    }
+
+    /// Every policy's name: the wasm ones in evaluation order, then the VAPs.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries
+            .iter()
+            .map(|e| e.policy.name())
+            .chain(self.vap_policies().iter().map(|p| p.name.as_str()))
+    }
+
+    /// The ValidatingAdmissionPolicies in service, compiled, in load order.
+    pub fn vap_policies(&self) -> &[ck8s_policy_cel::Policy] {
+        self.vaps.as_ref().map_or(&[], |v| v.policies())
+    }
+
+    /// A VAP's `matchConstraints.resourceRules` as ck8s's rules (what the webhook must be
+    /// sent for it; what an audit lists).
+    pub fn vap_rules(policy: &ck8s_policy_cel::Policy) -> Vec<ck8s_policy_api::Rule> {
+        crate::vap::rules_of(policy)
+    }
+
+    /// Their bindings.
+    pub fn vap_bindings(&self) -> &[ck8s_policy_cel::Binding] {
+        self.vaps.as_ref().map_or(&[], |v| v.bindings())
     }
 
     /// The policies in evaluation order, with their configuration.
@@ -136,10 +211,32 @@ impl PolicySet {
     /// `allowExistingViolations` that the old object already had are kept ([`Outcome::kept`])
     /// rather than denied. The old object is judged only then: only when the new object has
     /// violations of such a policy, and only by those policies.
+    ///
+    /// VAPs are judged by their own `matchConstraints` and bindings, as the API server judges
+    /// them (a DELETE or a subresource too, when they match it); the shared request rules
+    /// apply to the wasm policies.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
-        if let Some(reason) = subject.not_judged() {
-            return Evaluation::NotJudged(reason);
+        let not_judged = subject.not_judged();
+        let mut outcomes = match not_judged {
+            Some(_) => Vec::new(),
+            None => self.evaluate_wasm(subject),
+        };
+        if let Some(vaps) = &self.vaps {
+            outcomes.extend(vaps.evaluate(subject, &self.trusted_controllers));
         }
+        match not_judged {
+            Some(reason)
+                if outcomes
+                    .iter()
+                    .all(|o| o.result == OutcomeResult::NotInspected) =>
+            {
+                Evaluation::NotJudged(reason)
+            }
+            _ => Evaluation::Judged(outcomes),
+        }
+    }
+
+    fn evaluate_wasm(&self, subject: &Subject<'_>) -> Vec<Outcome> {
         let (group, version, resource) = &subject.resource;
         let inspects: Vec<bool> = self
             .entries
@@ -196,8 +293,7 @@ impl PolicySet {
                 }
             }
         }
-        let outcomes = self
-            .entries
+        self.entries
             .iter()
             .zip(results)
             .enumerate()
@@ -217,10 +313,10 @@ impl PolicySet {
                     inherited_from: (!kept.is_empty()).then(|| inherited_from.clone()).flatten(),
                     kept,
                     elapsed,
+                    origin: Origin::Wasm,
                 }
             })
-            .collect();
-        Evaluation::Judged(outcomes)
+            .collect()
     }
 
     /// Asks the policies marked in `ask` about `subject`: `None` for the others.

@@ -28,10 +28,14 @@ pub enum Source {
     /// policies are each called `builtin:NAME`. The runtime has none of its own; the caller
     /// hands the bytes in (`ck8s_builtin_policies::BUNDLE`).
     Builtin(&'static [u8]),
-    /// Every policy file in a directory (`*.wasm`: modules of one policy or bundles), sorted
-    /// by name. One file that does not load fails the whole set, so that a half-loaded
-    /// directory never goes into service.
+    /// Every policy file in a directory, sorted by name: `*.wasm` (modules of one policy or
+    /// bundles) and `*.yaml` / `*.yml` (ValidatingAdmissionPolicies, their bindings and the
+    /// params beside them; a binding may be in another file than its policy). One file that
+    /// does not load fails the whole set, so that a half-loaded directory never goes into
+    /// service.
     Dir(PathBuf),
+    /// One file of ValidatingAdmissionPolicies (multi-document YAML or JSON).
+    VapFile(PathBuf),
 }
 
 /// Where the policies' modes and settings come from.
@@ -61,6 +65,12 @@ impl PolicySources {
     /// Adds every policy file in `dir` ([`Source::Dir`]).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.policies.push(Source::Dir(dir.into()));
+        self
+    }
+
+    /// Adds one file of ValidatingAdmissionPolicies ([`Source::VapFile`]).
+    pub fn vap_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.policies.push(Source::VapFile(path.into()));
         self
     }
 
@@ -98,6 +108,10 @@ impl PolicySources {
                         h.update(std::fs::read(&file).unwrap_or_default());
                     }
                 }
+                Source::VapFile(file) => {
+                    h.update(file.to_string_lossy().as_bytes());
+                    h.update(std::fs::read(file).unwrap_or_default());
+                }
             }
         }
         match &self.config {
@@ -126,50 +140,102 @@ impl PolicySet {
             ConfigSource::File(path) => SettingsFile::read(path)?,
             ConfigSource::Given(settings) => settings.clone(),
         };
-        let mut policies: Vec<Arc<LoadedPolicy>> = Vec::new();
+        let mut loaded = Loaded::default();
         for source in &sources.policies {
-            policies.extend(source.load(runtime)?.into_iter().map(Arc::new));
+            source.load_into(runtime, &mut loaded)?;
         }
-        Ok(PolicySet::new(policies, &config)?)
+        let policies = loaded.wasm.into_iter().map(Arc::new).collect();
+        Ok(PolicySet::assemble(policies, loaded.vaps, &config)?)
     }
+}
+
+/// What the sources of a set hold, as they are loaded.
+#[derive(Default)]
+struct Loaded {
+    wasm: Vec<LoadedPolicy>,
+    /// Every VAP file's documents in one set: a binding may name a policy of another file.
+    vaps: Option<ck8s_policy_cel::PolicySet>,
 }
 
 impl Source {
-    /// The policies of this source, loaded on `runtime`, in order.
+    /// The wasm policies of this source, loaded on `runtime`, in order (a VAP file's
+    /// policies are judged as a set: see [`PolicySet::vap_policies`]).
     pub fn load(&self, runtime: &Runtime) -> Result<Vec<LoadedPolicy>, LoadError> {
+        let mut loaded = Loaded::default();
+        self.load_into(runtime, &mut loaded)?;
+        Ok(loaded.wasm)
+    }
+
+    fn load_into(&self, runtime: &Runtime, loaded: &mut Loaded) -> Result<(), LoadError> {
         match self {
-            Source::Builtin(wasm) => {
-                runtime.load_module(PolicySource::Builtin("bundle".into()), wasm)
+            Source::Builtin(wasm) => loaded
+                .wasm
+                .extend(runtime.load_module(PolicySource::Builtin("bundle".into()), wasm)?),
+            Source::Dir(dir) => {
+                let files = policy_files(dir).map_err(|source| LoadError::ReadDir {
+                    dir: dir.to_path_buf(),
+                    source,
+                })?;
+                for path in files {
+                    load_file(runtime, path, loaded)?;
+                }
             }
-            Source::Dir(dir) => load_dir(runtime, dir),
+            Source::VapFile(path) => load_file(runtime, path.clone(), loaded)?,
         }
+        Ok(())
     }
 }
 
-/// The policy files of `dir`, sorted by name.
+/// A file of a policy directory: a wasm module, or ValidatingAdmissionPolicies.
+fn load_file(runtime: &Runtime, path: PathBuf, loaded: &mut Loaded) -> Result<(), LoadError> {
+    let bytes = std::fs::read(&path).map_err(|source| LoadError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    if is_wasm(&path) {
+        loaded
+            .wasm
+            .extend(runtime.load_module(PolicySource::File(path), &bytes)?);
+        return Ok(());
+    }
+    let vap_error = |error| LoadError::Vap {
+        path: path.clone(),
+        error,
+    };
+    let text = String::from_utf8(bytes).map_err(|_| {
+        vap_error(ck8s_policy_cel::LoadError::Yaml {
+            source_name: path.display().to_string(),
+            message: "not UTF-8 text".into(),
+        })
+    })?;
+    loaded
+        .vaps
+        .get_or_insert_with(Default::default)
+        .add(&path.display().to_string(), &text)
+        .map_err(vap_error)
+}
+
+fn is_wasm(path: &Path) -> bool {
+    path.extension().is_some_and(|x| x == "wasm")
+}
+
+/// The policy files of `dir`, sorted by name: `*.wasm`, `*.yaml`, `*.yml`.
 fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .filter(|p| {
+            // Hidden files are editors' and ConfigMap volumes' own (`..data`, `.x.swp`).
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            p.extension()
+                .is_some_and(|x| x == "wasm" || x == "yaml" || x == "yml")
+                && !hidden
+                && p.is_file()
+        })
         .collect();
     files.sort();
     Ok(files)
-}
-
-fn load_dir(runtime: &Runtime, dir: &Path) -> Result<Vec<LoadedPolicy>, LoadError> {
-    let files = policy_files(dir).map_err(|source| LoadError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let mut policies = Vec::new();
-    for path in files {
-        let wasm = std::fs::read(&path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        policies.extend(runtime.load_module(PolicySource::File(path), &wasm)?);
-    }
-    Ok(policies)
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct Subject<'a> {
     pub old_object: Option<&'a RawValue>,
     /// Who sends the request (`userInfo.username`; empty offline).
     pub user: &'a str,
+    /// The webhook's whole `AdmissionRequest`, raw (`None` offline): ValidatingAdmissionPolicies
+    /// read all of it as their `request` variable.
+    pub request: Option<&'a RawValue>,
 }
 
 /// Why a request is allowed without asking any policy.
@@ -71,6 +74,7 @@ impl<'a> Subject<'a> {
             object: req.object,
             old_object: req.old_object,
             user: req.user_info.username.as_deref().unwrap_or(""),
+            request: req.raw,
         }
     }
 
@@ -125,6 +129,7 @@ impl<'a> Subject<'a> {
             object: Some(object),
             old_object: None,
             user: "",
+            request: None,
         })
     }
 
