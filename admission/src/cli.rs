@@ -82,6 +82,10 @@ pub struct Args {
     /// How long a keep-alive connection may wait for its next request.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,
+    /// The kubeconfig for what ValidatingAdmissionPolicies read from the cluster (Namespaces,
+    /// params), watched only when a policy needs them. Default: in-cluster, or `$KUBECONFIG`.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
     /// How often certificate, policies and config are checked for changes.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,

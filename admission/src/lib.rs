@@ -8,6 +8,7 @@
 //! - [`cli`] — flags;
 //! - [`tls`] — rustls configuration with a hot-swappable certificate;
 //! - [`store`] — the policy set in service and its reload;
+//! - [`cluster`] — Namespaces and params for ValidatingAdmissionPolicies, watched on need;
 //! - [`review`] — one `AdmissionReview` in, one out;
 //! - [`metrics`] — the Prometheus registry;
 //! - [`conn`] — the connection cap and the timeouts of each connection;
@@ -16,6 +17,7 @@
 
 pub mod body;
 pub mod cli;
+pub mod cluster;
 pub mod conn;
 pub mod metrics;
 pub mod review;

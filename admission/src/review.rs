@@ -2,7 +2,7 @@
 
 use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName};
 use ck8s_policy_runtime::admission::{AdmissionRequest, ReviewError, parse_review};
-use ck8s_policy_runtime::{Decision, Evaluation, OutcomeResult, PolicySet, Subject};
+use ck8s_policy_runtime::{ClusterReads, Decision, Evaluation, OutcomeResult, PolicySet, Subject};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -46,9 +46,14 @@ pub struct Answer {
 }
 
 /// Evaluates a review body against `set`. `Err` is a 400 with a plain reason.
-pub fn answer(body: &[u8], set: &PolicySet, metrics: &Metrics) -> Result<Answer, ReviewError> {
+pub fn answer(
+    body: &[u8],
+    set: &PolicySet,
+    cluster: Option<&dyn ClusterReads>,
+    metrics: &Metrics,
+) -> Result<Answer, ReviewError> {
     let request = parse_review(body)?;
-    let evaluation = set.evaluate(&Subject::from_admission(&request));
+    let evaluation = set.evaluate_in(&Subject::from_admission(&request), cluster);
     record(&evaluation, metrics);
     let decision = Decision::from_evaluation(&evaluation);
     log_findings(&request, &decision);

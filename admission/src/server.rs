@@ -2,6 +2,7 @@
 
 use crate::body::{BodyError, BodyLimits, Budget};
 use crate::cli::Args;
+use crate::cluster::ClusterCache;
 use crate::conn::{ConnLimits, Connections, stopped};
 use crate::metrics::{DecisionLabels, Metrics};
 use crate::review;
@@ -32,6 +33,7 @@ const PROBE_CONNECTIONS: usize = 32;
 
 struct AppState {
     store: PolicyStore,
+    cluster: ClusterCache,
     metrics: Metrics,
     /// Policies loaded and not shutting down.
     ready: AtomicBool,
@@ -130,9 +132,12 @@ impl Server {
             },
             Some(metrics.connections.clone()),
         );
+        let cluster = ClusterCache::new(args.kubeconfig.clone());
+        cluster.watch(&store.current().vap_needs()).await;
         let state = Arc::new(AppState {
             connections,
             store,
+            cluster,
             metrics,
             ready: AtomicBool::new(true),
             permits: Semaphore::new(args.max_inflight.max(1)),
@@ -386,7 +391,7 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
     let worker = st.clone();
     let result = tokio::task::spawn_blocking(move || {
         let set = worker.store.current();
-        review::answer(&body, &set, &worker.metrics)
+        review::answer(&body, &set, Some(&worker.cluster), &worker.metrics)
     })
     .await;
     st.metrics.inflight.dec();
@@ -473,8 +478,9 @@ struct Reloader {
 }
 
 impl Reloader {
-    /// One round: file reads, parsing and compiling, so it runs on a blocking thread.
-    fn tick(&mut self) {
+    /// One round: file reads, parsing and compiling, so it runs on a blocking thread. `true`
+    /// when a new policy set went into service.
+    fn tick(&mut self) -> bool {
         let metrics = &self.state.metrics;
         if let Some(fp) = self
             .cert_source
@@ -518,12 +524,16 @@ impl Reloader {
             }
         }
         match self.state.store.reload_if_changed(metrics) {
-            Ok(true) => tracing::info!("policies reloaded"),
+            Ok(true) => {
+                tracing::info!("policies reloaded");
+                return true;
+            }
             Ok(false) => {}
             Err(e) => {
                 tracing::error!(error = %e, "policy reload failed; the previous policy set stays in service")
             }
         }
+        false
     }
 }
 
@@ -537,12 +547,20 @@ async fn reload_loop(mut reloader: Reloader, every: Duration, mut stop: watch::R
             _ = stopped(&mut stop) => return,
         }
         reloader = match tokio::task::spawn_blocking(move || {
-            reloader.tick();
-            reloader
+            let reloaded = reloader.tick();
+            (reloader, reloaded)
         })
         .await
         {
-            Ok(r) => r,
+            Ok((r, reloaded)) => {
+                if reloaded {
+                    r.state
+                        .cluster
+                        .watch(&r.state.store.current().vap_needs())
+                        .await;
+                }
+                r
+            }
             Err(e) => {
                 tracing::error!(error = %e, "reload task failed; reloads stop");
                 return;

@@ -426,6 +426,8 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
     // Every object, judged by both.
     let mut failures = Vec::new();
     let (mut denied, mut warned, mut matched) = (0, 0, 0);
+    // The API server's answers, for the same requests through ck8s-admission below.
+    let mut native = Vec::new();
     for (o, n) in objects.iter().zip(&normal) {
         let name = format!(
             "{} {}/{}",
@@ -454,6 +456,7 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
         if let Err(e) = compare(&name, &ours, errors, &server) {
             failures.push(e);
         }
+        native.push(server);
     }
     // Every update, judged by both (UPDATE, with the stored object as oldObject).
     let mut update_denied = 0;
@@ -485,6 +488,7 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
         if let Err(e) = compare(&format!("UPDATE {path}"), &eval.decision(), errors, &server) {
             failures.push(e);
         }
+        native.push(server);
     }
     assert!(update_denied >= 6, "{update_denied} updates denied");
 
@@ -519,6 +523,30 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
             None,
         );
     }
+
+    // The same files as ck8s-admission's policies, behind the same API server, judge the
+    // same requests: one source, two ways to enforce it.
+    cp.wait_until(Duration::from_secs(60), "the native policies gone", || {
+        Ok(api.create(&probe, true).status < 300)
+    })
+    .unwrap();
+    let requests: Vec<Sent> = objects
+        .iter()
+        .map(|o| Sent::Create(o.clone()))
+        .chain(
+            updates
+                .iter()
+                .map(|(new, _, path)| Sent::Update(new.clone(), path.clone())),
+        )
+        .collect();
+    let differences = through_the_webhook(cp, &api, &files("policies"), &requests, &native);
+    assert!(
+        differences.is_empty(),
+        "{} of {} requests judged differently by ck8s-admission and by the API server's own VAPs:\n{}",
+        differences.len(),
+        requests.len(),
+        differences.join("\n")
+    );
 }
 
 #[test]
@@ -781,4 +809,221 @@ fn the_api_server_and_ck8s_have_the_same_functions() {
         differ.len(),
         differ.join("\n")
     );
+}
+
+/// A request of the oracle test, sent again through ck8s-admission.
+enum Sent {
+    /// A dry-run create of the object.
+    Create(Value),
+    /// A dry-run PUT of the new object at the stored object's path.
+    Update(Value, String),
+}
+
+/// Registers ck8s-admission, serving the corpus files from `--policies DIR` (no built-ins,
+/// ratcheting off: the API server has none), for the kinds of `requests`, sends each request
+/// again and compares the answer with the API server's own (`native`, in order): the same
+/// decision, a denial that contains the API server's message, the same warnings. Returns the
+/// differences.
+fn through_the_webhook(
+    cp: &ControlPlane,
+    api: &Api,
+    corpus: &[PathBuf],
+    requests: &[Sent],
+    native: &[Server],
+) -> Vec<String> {
+    use base64::Engine;
+    use ck8s_tests::cluster_webhook::{Ck8s, certs, webhook_port};
+    let mut files: Vec<(String, Vec<u8>)> = corpus
+        .iter()
+        .map(|f| {
+            (
+                f.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(f).unwrap(),
+            )
+        })
+        .collect();
+    // A canary of its own: once ck8s-admission denies it, the configuration is in force.
+    files.push((
+        "zz-canary.yaml".into(),
+        br#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: zz-ck8s-canary}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  validations:
+  - expression: "object.metadata.name != 'ck8s-canary'"
+"#
+        .to_vec(),
+    ));
+    let mut config = String::from("policies:\n");
+    for (_, text) in &files {
+        for d in serde_yaml::Deserializer::from_slice(text) {
+            let d: Value = serde::Deserialize::deserialize(d).unwrap();
+            if d["kind"] == "ValidatingAdmissionPolicy" {
+                config.push_str(&format!(
+                    "  {}: {{allowExistingViolations: false}}\n",
+                    d["metadata"]["name"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    let policies: Vec<(&str, Vec<u8>)> =
+        files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    let kubeconfig = format!("--kubeconfig={}", cp.kubeconfig().display());
+    let ck8s = Ck8s::start(&config, &policies, &["--no-builtin", &kubeconfig]);
+
+    // Every kind the requests hold, in every namespace but the control plane's own.
+    let mut rules: Vec<Value> = Vec::new();
+    for r in requests {
+        let o = match r {
+            Sent::Create(o) | Sent::Update(o, _) => o,
+        };
+        let (_, gvr, _) = rest(
+            o["apiVersion"].as_str().unwrap(),
+            o["kind"].as_str().unwrap(),
+        );
+        let rule = json!({"apiGroups": [gvr.group], "apiVersions": [gvr.version],
+            "resources": [gvr.resource], "operations": ["CREATE", "UPDATE"], "scope": "*"});
+        if !rules.contains(&rule) {
+            rules.push(rule);
+        }
+    }
+    let vwc = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "ck8s-cel"},
+        "webhooks": [{"name": "cel.ck8s.test",
+            "clientConfig": {"url": format!("https://127.0.0.1:{}/validate", webhook_port()),
+                "caBundle": base64::engine::general_purpose::STANDARD.encode(&certs().ca_pem)},
+            "rules": rules,
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                "operator": "NotIn", "values": ["kube-system", "kube-node-lease", "kube-public"]}]},
+            "failurePolicy": "Fail", "sideEffects": "None", "timeoutSeconds": 10,
+            "admissionReviewVersions": ["v1"]}]});
+    let created = api.create(&vwc, false);
+    assert!(
+        created.status < 300,
+        "register ck8s-admission: {}",
+        created.body
+    );
+    let canary = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "ck8s-canary", "namespace": "cel-params"}});
+    cp.wait_until(Duration::from_secs(60), "ck8s-admission in force", || {
+        let a = api.create(&canary, true);
+        Ok(a.status >= 400
+            && a.body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("zz-ck8s-canary"))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", ck8s.log()));
+
+    let mut differences = Vec::new();
+    for (r, theirs) in requests.iter().zip(native) {
+        let (answer, name) = match r {
+            Sent::Create(o) => (
+                api.create(o, true),
+                format!(
+                    "{} {}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["namespace"].as_str().unwrap_or(""),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+            ),
+            Sent::Update(o, path) => (
+                api.send(reqwest::Method::PUT, &format!("{path}?dryRun=All"), Some(o)),
+                format!("UPDATE {path}"),
+            ),
+        };
+        let ours = Server {
+            allowed: answer.status < 300,
+            message: answer.body["message"].as_str().unwrap_or("").to_string(),
+            code: answer.status,
+            warnings: answer.warnings,
+        };
+        if !ours.allowed
+            && !ours
+                .message
+                .contains("admission webhook \"cel.ck8s.test\" denied")
+        {
+            differences.push(format!(
+                "{name}: not denied by ck8s-admission: {}",
+                ours.message
+            ));
+        } else if let Err(e) = same_answer(&name, &ours, theirs) {
+            differences.push(e);
+        }
+    }
+    api.send(
+        reqwest::Method::DELETE,
+        "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/ck8s-cel",
+        None,
+    );
+    eprintln!(
+        "real_cel: {} requests through ck8s-admission: {} differences",
+        requests.len(),
+        differences.len()
+    );
+    differences
+}
+
+/// The webhook's answer (`ours`) against the API server's own VAPs' (`theirs`).
+fn same_answer(name: &str, ours: &Server, theirs: &Server) -> Result<(), String> {
+    let mut problems = Vec::new();
+    if ours.allowed != theirs.allowed {
+        problems.push(format!(
+            "decision: ck8s-admission allowed={} ({}), API server allowed={} ({})",
+            ours.allowed, ours.message, theirs.allowed, theirs.message
+        ));
+    } else if !theirs.allowed {
+        // From `ValidatingAdmissionPolicy '...` on: the API server puts its own prefix
+        // (`<resource> "<name>" is forbidden: `, `admission webhook "..." denied the request: `).
+        let vap = |m: &str| {
+            m.find("ValidatingAdmissionPolicy '")
+                .map(|i| m[i..].to_string())
+                .unwrap_or_else(|| m.to_string())
+        };
+        let expected = vap(&theirs.message);
+        // Evaluation errors are worded by each CEL implementation: the policy, binding and
+        // expression must agree.
+        let head = |m: &str| {
+            m.split(" denied request: ")
+                .next()
+                .unwrap_or("")
+                .to_string()
+        };
+        let same_error = expected.contains("resulted in error")
+            && ours
+                .message
+                .contains(&format!("{} denied request: ", head(&expected)));
+        if !ours.message.contains(&expected) && !same_error {
+            problems.push(format!(
+                "message: the API server's {expected:?} is not in ck8s-admission's {:?}",
+                ours.message
+            ));
+        }
+    }
+    let vap_warnings = |s: &Server| {
+        let mut w: Vec<String> = s
+            .warnings
+            .iter()
+            .filter(|w| w.contains("ValidatingAdmissionPolicy"))
+            .cloned()
+            .collect();
+        w.sort();
+        w
+    };
+    if theirs.allowed && vap_warnings(ours) != vap_warnings(theirs) {
+        problems.push(format!(
+            "warnings: API server {:?}, ck8s-admission {:?}",
+            vap_warnings(theirs),
+            vap_warnings(ours)
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{name}:\n    {}", problems.join("\n    ")))
+    }
 }

@@ -58,6 +58,7 @@ mod value;
 
 pub use compile::known_function;
 pub use eval::{AuditRecord, Decision, Denial};
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// The CEL crate the values come from.
 pub use kube_cel::cel;
 pub use matching::{resource_matches, selector_matches};
@@ -67,7 +68,6 @@ use compile::Compiled;
 use k8s_openapi::api::admissionregistration::v1::{
     MatchResources, ParamRef, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use load::CompiledValidation;
 
 /// Why a file is refused.
@@ -181,10 +181,10 @@ pub trait ParamSource {
 }
 
 /// Params held in memory (the objects loaded beside the policies).
-#[derive(Clone, Debug, Default)]
-pub struct LocalParams(pub Vec<serde_json::Value>);
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalParams<'a>(pub &'a [serde_json::Value]);
 
-impl LocalParams {
+impl LocalParams<'_> {
     fn candidates<'a>(
         &'a self,
         kind: &'a ParamKind,
@@ -203,7 +203,7 @@ impl LocalParams {
     }
 }
 
-impl ParamSource for LocalParams {
+impl ParamSource for LocalParams<'_> {
     fn get(
         &self,
         kind: &ParamKind,
@@ -356,14 +356,8 @@ impl PolicySet {
 
     /// Judges one request. `params` defaults to the objects loaded beside the policies.
     pub fn evaluate(&self, request: &Request, params: Option<&dyn ParamSource>) -> Evaluation {
-        let local;
-        let params: &dyn ParamSource = match params {
-            Some(p) => p,
-            None => {
-                local = LocalParams(self.params.clone());
-                &local
-            }
-        };
+        let local = LocalParams(&self.params);
+        let params: &dyn ParamSource = params.unwrap_or(&local);
         eval::evaluate(self, request, params)
     }
 }

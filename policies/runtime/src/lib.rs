@@ -50,3 +50,4 @@ pub use policy::{LoadedPolicy, PolicySource};
 pub use set::{Evaluation, Origin, Outcome, OutcomeResult, PolicySet};
 pub use sources::{ConfigSource, PolicySources, Source};
 pub use subject::{NotJudged, Subject};
+pub use vap::{ClusterReads, VapNeeds};

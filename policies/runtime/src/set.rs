@@ -5,7 +5,7 @@ use crate::error::{PolicyError, SetError};
 use crate::policy::LoadedPolicy;
 use crate::ratchet::{SecretValues, ratchet};
 use crate::subject::{NotJudged, Subject};
-use crate::vap::VapPolicies;
+use crate::vap::{ClusterReads, VapNeeds, VapPolicies};
 use ck8s_policy_api::{ABI_VERSION_JSON, Verdict, Violation};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -187,6 +187,14 @@ impl PolicySet {
         self.vaps.as_ref().map_or(&[], |v| v.policies())
     }
 
+    /// What the VAPs need from the cluster (what a webhook must watch).
+    pub fn vap_needs(&self) -> VapNeeds {
+        self.vaps
+            .as_ref()
+            .map(|v| v.needs().clone())
+            .unwrap_or_default()
+    }
+
     /// A VAP's `matchConstraints.resourceRules` as ck8s's rules (what the webhook must be
     /// sent for it; what an audit lists).
     pub fn vap_rules(policy: &ck8s_policy_cel::Policy) -> Vec<ck8s_policy_api::Rule> {
@@ -216,13 +224,22 @@ impl PolicySet {
     /// them (a DELETE or a subresource too, when they match it); the shared request rules
     /// apply to the wasm policies.
     pub fn evaluate(&self, subject: &Subject<'_>) -> Evaluation {
+        self.evaluate_in(subject, None)
+    }
+
+    /// [`PolicySet::evaluate`], with what VAPs read from the cluster ([`ClusterReads`]).
+    pub fn evaluate_in(
+        &self,
+        subject: &Subject<'_>,
+        cluster: Option<&dyn ClusterReads>,
+    ) -> Evaluation {
         let not_judged = subject.not_judged();
         let mut outcomes = match not_judged {
             Some(_) => Vec::new(),
             None => self.evaluate_wasm(subject),
         };
         if let Some(vaps) = &self.vaps {
-            outcomes.extend(vaps.evaluate(subject, &self.trusted_controllers));
+            outcomes.extend(vaps.evaluate(subject, &self.trusted_controllers, cluster));
         }
         match not_judged {
             Some(reason)

@@ -13,11 +13,31 @@ use ck8s_policy_cel as cel;
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+/// What ValidatingAdmissionPolicies read from the cluster beside the request, as the API server
+/// does: the request's Namespace (`namespaceSelector`, `namespaceObject`) and params
+/// (`paramKind` / `paramRef`). The webhook serves them from watches; offline there is none, and
+/// a policy that needs one fails closed saying what is not known. Params in the policy files
+/// are looked up first.
+pub trait ClusterReads: cel::ParamSource + Sync {
+    /// The Namespace called `name`, as JSON; `Ok(None)` if there is none.
+    fn namespace(&self, name: &str) -> Result<Option<serde_json::Value>, String>;
+}
+
+/// What a set's VAPs need from the cluster: what a webhook must watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VapNeeds {
+    /// A `namespaceSelector` that selects something, or `namespaceObject` in an expression.
+    pub namespaces: bool,
+    /// Every `paramKind`.
+    pub param_kinds: Vec<cel::ParamKind>,
+}
+
 /// The VAPs, bindings and params of a set's files, and ck8s's configuration of each VAP.
 pub(crate) struct VapPolicies {
     set: cel::PolicySet,
     /// `allowExistingViolations` of each policy (ratcheting; on by default).
     ratchet: BTreeMap<String, bool>,
+    needs: VapNeeds,
 }
 
 impl VapPolicies {
@@ -46,7 +66,13 @@ impl VapPolicies {
             }
             ratchet.insert(p.name.clone(), cfg.allow_existing_violations);
         }
-        Ok(VapPolicies { set, ratchet })
+        let mut vaps = VapPolicies {
+            set,
+            ratchet,
+            needs: VapNeeds::default(),
+        };
+        vaps.needs = vaps.find_needs();
+        Ok(vaps)
     }
 
     pub(crate) fn policies(&self) -> &[cel::Policy] {
@@ -57,15 +83,65 @@ impl VapPolicies {
         &self.set.bindings
     }
 
+    pub(crate) fn needs(&self) -> &VapNeeds {
+        &self.needs
+    }
+
+    fn find_needs(&self) -> VapNeeds {
+        let selects = |s: &Option<cel::LabelSelector>| {
+            s.as_ref().is_some_and(|s| {
+                s.match_labels.as_ref().is_some_and(|m| !m.is_empty())
+                    || s.match_expressions.as_ref().is_some_and(|e| !e.is_empty())
+            })
+        };
+        let mut needs = VapNeeds::default();
+        for p in &self.set.policies {
+            needs.namespaces |= selects(&p.match_constraints.namespace_selector)
+                || serde_json::to_string(&p.object.spec)
+                    .is_ok_and(|spec| spec.contains("namespaceObject"));
+            if let Some(kind) = &p.param_kind
+                && !needs.param_kinds.contains(kind)
+            {
+                needs.param_kinds.push(kind.clone());
+            }
+        }
+        needs.namespaces |= self.set.bindings.iter().any(|b| {
+            b.match_resources
+                .as_ref()
+                .is_some_and(|m| selects(&m.namespace_selector))
+        });
+        needs
+    }
+
     /// One outcome per policy, binding and param that matched the request, then one
     /// `NotInspected` outcome for each policy that matched nothing.
-    pub(crate) fn evaluate(&self, subject: &Subject<'_>, trusted: &[String]) -> Vec<Outcome> {
+    pub(crate) fn evaluate(
+        &self,
+        subject: &Subject<'_>,
+        trusted: &[String],
+        cluster: Option<&dyn ClusterReads>,
+    ) -> Vec<Outcome> {
         let start = Instant::now();
-        let request = match request_of(subject) {
+        let mut request = match request_of(subject) {
             Ok(r) => r,
             Err(e) => return self.all_failed(&e),
         };
-        let evaluation = self.set.evaluate(&request, None);
+        let is_namespace =
+            request.resource.group.is_empty() && request.resource.resource == "namespaces";
+        if let Some(cluster) = cluster
+            && self.needs.namespaces
+            && !request.namespace.is_empty()
+            && !is_namespace
+        {
+            // Not found or not readable: left unknown, and a policy that needs it fails closed.
+            request.namespace_object = cluster.namespace(&request.namespace).ok().flatten();
+        }
+        let layered = cluster.map(|cluster| Layered {
+            files: cel::LocalParams(&self.set.params),
+            cluster,
+        });
+        let params = layered.as_ref().map(|l| l as &dyn cel::ParamSource);
+        let evaluation = self.set.evaluate(&request, params);
         let mut kept: Vec<Vec<cel::Failure>> = vec![Vec::new(); evaluation.outcomes.len()];
         let mut fresh: Vec<Vec<cel::Failure>> = evaluation
             .outcomes
@@ -89,7 +165,7 @@ impl VapPolicies {
                         object: Some(old.clone()),
                         ..request.clone()
                     };
-                    Some(self.set.evaluate(&before, None))
+                    Some(self.set.evaluate(&before, params))
                 }
                 _ => None,
             };
@@ -177,6 +253,37 @@ impl VapPolicies {
                 ..not_inspected(&p.name)
             })
             .collect()
+    }
+}
+
+/// Params from the policy files first, then from the cluster.
+struct Layered<'a> {
+    files: cel::LocalParams<'a>,
+    cluster: &'a dyn ClusterReads,
+}
+
+impl cel::ParamSource for Layered<'_> {
+    fn get(
+        &self,
+        kind: &cel::ParamKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        match self.files.get(kind, namespace, name)? {
+            Some(found) => Ok(Some(found)),
+            None => self.cluster.get(kind, namespace, name),
+        }
+    }
+
+    fn list(
+        &self,
+        kind: &cel::ParamKind,
+        namespace: Option<&str>,
+        selector: &cel::LabelSelector,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        let mut found = self.files.list(kind, namespace, selector)?;
+        found.extend(self.cluster.list(kind, namespace, selector)?);
+        Ok(found)
     }
 }
 
