@@ -86,7 +86,8 @@ pub struct Args {
     /// params), watched only when a policy needs them. Default: in-cluster, or `$KUBECONFIG`.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// How often certificate, policies and config are checked for changes.
+    /// How often certificate, policies and config are checked for changes, beside the file
+    /// events that start a check at once.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_interval: Duration,
     /// Largest request body. The API server limits objects to 3 MiB and a review may carry
@@ -132,6 +133,30 @@ impl Args {
             sources = sources.config_file(config);
         }
         sources
+    }
+
+    /// The directories whose file events start a reload: the policies directory and the
+    /// directories of the config, the certificate and the client CA.
+    pub fn watched_dirs(&self) -> Vec<PathBuf> {
+        let parent = |p: &PathBuf| {
+            p.parent().map(|d| {
+                if d.as_os_str().is_empty() {
+                    PathBuf::from(".")
+                } else {
+                    d.to_path_buf()
+                }
+            })
+        };
+        let mut dirs: Vec<PathBuf> = self.policies.iter().cloned().collect();
+        for file in [&self.config, &self.tls_cert, &self.tls_key, &self.client_ca]
+            .into_iter()
+            .flatten()
+        {
+            dirs.extend(parent(file));
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
     }
 
     /// Flag combinations that cannot work, as a usage error.

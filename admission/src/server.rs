@@ -213,6 +213,7 @@ impl Server {
                 client_ca: args.client_ca.clone(),
             },
             args.reload_interval,
+            args.watched_dirs(),
             stop_rx.clone(),
         ));
 
@@ -537,13 +538,50 @@ impl Reloader {
     }
 }
 
+/// Wakes `changed` on every file event in `dirs` (not recursive: a ConfigMap or Secret
+/// volume swaps its `..data` link in the directory itself). `None` where events are not
+/// available: the interval still reloads.
+fn file_events(
+    dirs: &[PathBuf],
+    changed: Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            changed.notify_one();
+        }
+    })
+    .inspect_err(|e| tracing::warn!(error = %e, "no file events; reloads on the interval only"))
+    .ok()?;
+    for dir in dirs {
+        if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), error = %e, "no file events for this directory; it reloads on the interval only");
+        }
+    }
+    Some(watcher)
+}
+
 /// Watches the certificate, the client CA, and the policies directory/config.
-async fn reload_loop(mut reloader: Reloader, every: Duration, mut stop: watch::Receiver<bool>) {
+///
+/// A file event in a watched directory starts a round at once (a saved policy is in force
+/// within milliseconds); the interval is the backstop for file systems without events.
+async fn reload_loop(
+    mut reloader: Reloader,
+    every: Duration,
+    watched: Vec<PathBuf>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let _events = file_events(&watched, changed.clone());
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            _ = changed.notified() => {
+                // An editor or a ConfigMap update writes in several steps: let them land.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             _ = stopped(&mut stop) => return,
         }
         reloader = match tokio::task::spawn_blocking(move || {

@@ -406,6 +406,64 @@ async fn policies_directory_reloads_atomically_and_keeps_the_last_good_set() {
     w.shutdown().await;
 }
 
+/// A ValidatingAdmissionPolicy file saved into `--policies DIR` is in force without waiting for
+/// the reload interval (an hour here): the file event starts the reload. A broken one keeps
+/// the previous set, naming the file, the policy and the expression's field path.
+#[tokio::test]
+async fn a_saved_validating_admission_policy_is_in_force_at_once() {
+    const VAP: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: no-frozen-configmaps}
+spec:
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [configmaps]}
+  validations:
+  - expression: "!has(object.data) || !('frozen' in object.data)"
+    messageExpression: "'ConfigMap ' + object.metadata.name + ' may not hold frozen'"
+"#;
+    let w = Webhook::start(&["--reload-interval=1h"], |_| {}).await;
+    let mut cm = configmap();
+    cm["data"] = json!({"frozen": "yes"});
+    let review = review_of(cm, "configmaps");
+    assert_eq!(w.review(&review).await["response"]["allowed"], true);
+
+    std::fs::write(w.path("policies/frozen.yaml"), VAP).unwrap();
+    eventually("the saved policy denies", async || {
+        w.review(&review).await["response"]["allowed"] == false
+    })
+    .await;
+    let r = w.review(&review).await;
+    let message = r["response"]["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(
+            "ValidatingAdmissionPolicy 'no-frozen-configmaps' denied request: ConfigMap codex-k8s-runtime may not hold frozen"
+        ),
+        "{message}"
+    );
+
+    std::fs::write(
+        w.path("policies/frozen.yaml"),
+        VAP.replace("!('frozen' in object.data)", "!('frozen' in object.data"),
+    )
+    .unwrap();
+    eventually("the failed reload is counted", async || {
+        w.metrics_text()
+            .await
+            .contains(r#"ck8s_admission_reloads_total{what="policies",result="failure"} 1"#)
+    })
+    .await;
+    assert_eq!(w.review(&review).await["response"]["allowed"], false);
+
+    std::fs::remove_file(w.path("policies/frozen.yaml")).unwrap();
+    eventually("the removed policy is gone", async || {
+        w.review(&review).await["response"]["allowed"] == true
+    })
+    .await;
+    w.shutdown().await;
+}
+
 #[tokio::test]
 async fn certificate_rotation_without_restart() {
     let w = Webhook::start(&[], |_| {}).await;
