@@ -500,3 +500,99 @@ fn list_shows_the_builtins() {
         .collect();
     assert_eq!(names, ["build-ref", "legacy-labels", "kaniko-cache"]);
 }
+
+// ---- ValidatingAdmissionPolicy files (CEL, no compile step) ----
+
+/// The policy author's loop without a compile step: scaffold, test, check manifests, inspect,
+/// list; a broken expression refused with the file, the field path and the position.
+#[test]
+fn a_cel_policy_is_scaffolded_tested_and_checked_without_a_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let r = run_in(d, &["policy", "new", "no-latest", "--cel", "--path", "p"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(d.join("p/no-latest.yaml").is_file() && d.join("p/no-latest.ck8s-test.yaml").is_file());
+    let again = run_in(d, &["policy", "new", "no-latest", "--cel", "--path", "p"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(again.stderr.contains("refusing to overwrite"), "{again:?}");
+
+    let r = run_in(d, &["policy", "test", "p"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(summary_line(&r.stdout), "2 passed, 0 failed", "{r:?}");
+
+    std::fs::write(
+        d.join("pods.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: default}\nspec:\n  containers: [{name: a, image: 'nginx:latest'}]\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: default}\nspec:\n  containers: [{name: b, image: 'nginx:1.27.3'}]\n",
+    )
+    .unwrap();
+    let r = run_in(
+        d,
+        &[
+            "policy",
+            "check",
+            "--no-builtin",
+            "--policies",
+            "p",
+            "-f",
+            "pods.yaml",
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{r:?}");
+    let report: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let findings = report["details"]["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r:?}"));
+    assert_eq!(findings.len(), 1, "{r:?}");
+    assert_eq!(findings[0]["name"], "a");
+    assert_eq!(findings[0]["policy"], "no-latest");
+    assert_eq!(findings[0]["path"], "spec.validations[0].expression");
+    assert_eq!(
+        findings[0]["message"],
+        "ValidatingAdmissionPolicy 'no-latest' with binding 'no-latest' denied request: image nginx:latest has no tag or uses :latest; pin a version (name:1.2.3) or a digest (name@sha256:...)"
+    );
+
+    let r = run_in(d, &["policy", "inspect", "p/no-latest.yaml"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    for text in [
+        "Policy:      no-latest",
+        "Variables:   spec",
+        "Bindings:    no-latest [Deny]",
+    ] {
+        assert!(r.stdout.contains(text), "{text:?} in {r:?}");
+    }
+    let r = run_in(d, &["policy", "list", "--policies", "p", "-o", "json"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(
+        r.stdout.contains("\"no-latest\"") && r.stdout.contains("ValidatingAdmissionPolicy"),
+        "{r:?}"
+    );
+
+    let policy = std::fs::read_to_string(d.join("p/no-latest.yaml")).unwrap();
+    std::fs::write(
+        d.join("p/no-latest.yaml"),
+        policy.replace("c.image.contains('@') ||", "c.image.contains('@') ||| "),
+    )
+    .unwrap();
+    let r = run_in(
+        d,
+        &[
+            "policy",
+            "check",
+            "--no-builtin",
+            "--policies",
+            "p",
+            "-f",
+            "pods.yaml",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(
+        r.stderr.contains("no-latest.yaml: ValidatingAdmissionPolicy \"no-latest\" is invalid: spec.validations[0].expression: Invalid value:")
+            && r.stderr.contains("ERROR: <input>:"),
+        "{r:?}"
+    );
+    let r = run_in(d, &["policy", "inspect", "p/no-latest.yaml"]);
+    assert_eq!(r.code, 1, "{r:?}");
+}

@@ -14,9 +14,141 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A policy `.wasm` file, `FILE.wasm#NAME` for one policy of a bundle, or `builtin:NAME`.
-    #[arg(value_name = "FILE.wasm[#NAME]|builtin:NAME")]
+    /// A policy `.wasm` file, `FILE.wasm#NAME` for one policy of a bundle, `builtin:NAME`, or
+    /// a file of ValidatingAdmissionPolicies (`.yaml`, `.yml`).
+    #[arg(value_name = "FILE.wasm[#NAME]|builtin:NAME|FILE.yaml")]
     pub policy: String,
+}
+
+/// One ValidatingAdmissionPolicy of a file, as `policy inspect` shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VapView {
+    name: String,
+    failure_policy: &'static str,
+    rules: Vec<Rule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param_kind: Option<String>,
+    variables: Vec<String>,
+    validations: Vec<String>,
+    /// `NAME [actions]`; none: judged as if bound with `[Deny]`.
+    bindings: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VapInspection {
+    source: String,
+    loads: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load_error: Option<String>,
+    policies: Vec<VapView>,
+    /// Read from the cluster by the webhook (offline: unknown, and such a policy fails closed).
+    needs_namespaces: bool,
+}
+
+/// `policy inspect FILE.yaml`: what each policy matches, its variables and rules, its bindings;
+/// exit 1 if the file does not load, with the API server's words for why.
+fn inspect_vap(path: &str, out: Output) -> Result<Verdict, Failure> {
+    use ck8s_policy_runtime::cel::FailurePolicy;
+    let runtime = runtime()?;
+    let built = PolicySet::build(
+        &runtime,
+        &ck8s_policy_runtime::PolicySources::new().vap_file(path),
+    );
+    let mut report = VapInspection {
+        source: path.to_string(),
+        loads: built.is_ok(),
+        load_error: built.as_ref().err().map(|e| e.to_string()),
+        policies: Vec::new(),
+        needs_namespaces: false,
+    };
+    if let Ok(set) = &built {
+        report.needs_namespaces = set.vap_needs().namespaces;
+        report.policies = set
+            .vap_policies()
+            .iter()
+            .map(|p| VapView {
+                name: p.name.clone(),
+                failure_policy: match p.failure_policy {
+                    FailurePolicy::Fail => "Fail",
+                    FailurePolicy::Ignore => "Ignore",
+                },
+                rules: PolicySet::vap_rules(p),
+                param_kind: p
+                    .param_kind
+                    .as_ref()
+                    .map(|k| format!("{}/{}", k.api_version, k.kind)),
+                variables: p.variable_names().map(String::from).collect(),
+                validations: p.validation_expressions().map(String::from).collect(),
+                bindings: set
+                    .vap_bindings()
+                    .iter()
+                    .filter(|b| b.policy_name == p.name)
+                    .map(|b| {
+                        let a = b.actions;
+                        let actions: Vec<&str> =
+                            [(a.deny, "Deny"), (a.warn, "Warn"), (a.audit, "Audit")]
+                                .into_iter()
+                                .filter_map(|(on, name)| on.then_some(name))
+                                .collect();
+                        format!("{} [{}]", b.name, actions.join(", "))
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+    let verdict = if report.loads {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    };
+    if let Some(result) = Envelope::print_structured(out.format, "policy inspect", verdict, &report)
+    {
+        return result;
+    }
+    let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
+    kv("Source", &report.source);
+    if let Some(e) = &report.load_error {
+        kv("Loads", &format!("no: {e}"));
+        return Ok(verdict);
+    }
+    for p in &report.policies {
+        println!();
+        kv("Policy", &p.name);
+        kv("Failure", p.failure_policy);
+        let matches: Vec<String> = p
+            .rules
+            .iter()
+            .map(|r| {
+                let ops: Vec<&str> = r.operations.iter().map(|o| o.as_str()).collect();
+                format!("{} {}", r.resources.join(","), ops.join(","))
+            })
+            .collect();
+        kv("Matches", &matches.join("; "));
+        if let Some(k) = &p.param_kind {
+            kv("Params", k);
+        }
+        kv("Variables", &p.variables.join(", "));
+        for (i, v) in p.validations.iter().enumerate() {
+            kv(if i == 0 { "Validations" } else { "" }, v);
+        }
+        kv(
+            "Bindings",
+            &if p.bindings.is_empty() {
+                "none: judged as if bound with [Deny]".to_string()
+            } else {
+                p.bindings.join("; ")
+            },
+        );
+    }
+    if report.needs_namespaces {
+        println!();
+        println!(
+            "Reads Namespaces: the webhook watches them; offline they are not known and such a policy fails closed."
+        );
+    }
+    Ok(verdict)
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +181,9 @@ struct LimitsView {
 }
 
 pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
+    if args.policy.ends_with(".yaml") || args.policy.ends_with(".yml") {
+        return inspect_vap(&args.policy, out);
+    }
     let runtime = runtime()?;
     let (source, wasm, member) = read_policy(&args.policy)?;
     let limits = runtime.limits();

@@ -2,6 +2,10 @@
 //!
 //! The crate holds a working example ("no `:latest` images"), a native rule test and a
 //! `tests/suite.ck8s-test.yaml` suite that `policy test` runs against the built `.wasm`.
+//!
+//! `policy new NAME --cel`: no compile step. A ValidatingAdmissionPolicy and its binding in
+//! `NAME.yaml` (the same example; a file for the webhook's `--policies DIR` and for `kubectl
+//! apply` alike) and `NAME.ck8s-test.yaml`.
 
 use crate::exit::{Failure, Verdict};
 use clap::Args;
@@ -18,12 +22,19 @@ pub struct NewArgs {
     #[arg(long, value_name = "DIR")]
     pub path: Option<PathBuf>,
     /// The ck8s-policy-sdk crate the new crate depends on (by path).
-    #[arg(long, value_name = "PATH", default_value = DEFAULT_SDK)]
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_SDK, conflicts_with = "cel")]
     pub sdk: PathBuf,
+    /// A ValidatingAdmissionPolicy file (CEL, no compile step) and its test suite instead of
+    /// a crate.
+    #[arg(long)]
+    pub cel: bool,
 }
 
 pub fn run(args: NewArgs) -> Result<Verdict, Failure> {
     check_name(&args.name)?;
+    if args.cel {
+        return run_cel(&args);
+    }
     let dir = args
         .path
         .clone()
@@ -75,6 +86,133 @@ pub fn run(args: NewArgs) -> Result<Verdict, Failure> {
     println!("  kubectl ck8s policy inspect {wasm}");
     println!("  cp {wasm} <the webhook's --policies DIR>   # live without a restart");
     Ok(Verdict::Pass)
+}
+
+/// The `--cel` scaffold: two files in DIR (default: ./NAME).
+fn run_cel(args: &NewArgs) -> Result<Verdict, Failure> {
+    let dir = args
+        .path
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&args.name));
+    let files = cel_files(&args.name);
+    for (rel, _) in &files {
+        if dir.join(rel).exists() {
+            return Err(Failure::usage(format!(
+                "{} already exists; refusing to overwrite it",
+                dir.join(rel).display()
+            ))
+            .with_help("choose another NAME or --path DIR"));
+        }
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    for (rel, text) in &files {
+        let path = dir.join(rel);
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    }
+    let policy = dir.join(&files[0].0);
+    println!(
+        "Created ValidatingAdmissionPolicy {} in {}",
+        args.name,
+        dir.display()
+    );
+    for (rel, _) in &files {
+        println!("  {rel}");
+    }
+    println!();
+    println!("Next:");
+    println!("  kubectl ck8s policy test {}", dir.display());
+    println!(
+        "  kubectl ck8s policy check --no-builtin --policies {} -f MANIFESTS",
+        dir.display()
+    );
+    println!("  kubectl ck8s policy inspect {}", policy.display());
+    println!(
+        "  cp {} <the webhook's --policies DIR>   # in force at once",
+        policy.display()
+    );
+    println!(
+        "  kubectl apply -f {}                     # or as a native VAP",
+        policy.display()
+    );
+    Ok(Verdict::Pass)
+}
+
+/// `(file, contents)` of the `--cel` scaffold: the policy first.
+fn cel_files(name: &str) -> Vec<(String, String)> {
+    let policy = format!(
+        r#"# {name}: a ValidatingAdmissionPolicy, judged by ck8s-admission from its --policies DIR
+# (ratcheting, metrics, offline `kubectl ck8s policy check`) or applied as is with kubectl.
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: {name}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+      - apiGroups: ["", apps, batch]
+        apiVersions: [v1]
+        operations: [CREATE, UPDATE]
+        resources: [pods, deployments, statefulsets, daemonsets, jobs, cronjobs]
+  variables:
+    # The pod spec of every kind above.
+    - name: spec
+      expression: >-
+        object.kind == 'Pod' ? object.spec :
+        object.kind == 'CronJob' ? object.spec.jobTemplate.spec.template.spec :
+        object.spec.template.spec
+  validations:
+    - expression: >-
+        variables.spec.containers.all(c, c.image.contains('@') ||
+          (c.image.contains(':') && !c.image.endsWith(':latest')))
+      messageExpression: >-
+        'image ' + variables.spec.containers.filter(c, !c.image.contains('@') &&
+          (!c.image.contains(':') || c.image.endsWith(':latest')))[0].image +
+        ' has no tag or uses :latest; pin a version (name:1.2.3) or a digest (name@sha256:...)'
+      reason: Invalid
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: {name}
+spec:
+  policyName: {name}
+  validationActions: [Deny]
+"#
+    );
+    let suite = format!(
+        r#"# `kubectl ck8s policy test .`: each case judged as ck8s-admission would judge it.
+policy: {name}.yaml
+cases:
+  - name: a pinned image is allowed
+    resource:
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata: {{name: web, namespace: default}}
+      spec:
+        selector: {{matchLabels: {{app: web}}}}
+        template:
+          metadata: {{labels: {{app: web}}}}
+          spec:
+            containers: [{{name: web, image: "nginx:1.27.3"}}]
+    expect: allow
+  - name: an image tagged :latest is denied, naming the image
+    resource:
+      apiVersion: v1
+      kind: Pod
+      metadata: {{name: web, namespace: default}}
+      spec:
+        containers: [{{name: web, image: "nginx:latest"}}]
+    expect: deny
+    messages: ["image nginx:latest has no tag or uses :latest"]
+"#
+    );
+    vec![
+        (format!("{name}.yaml"), policy),
+        (format!("{name}.ck8s-test.yaml"), suite),
+    ]
 }
 
 fn check_name(name: &str) -> Result<(), Failure> {

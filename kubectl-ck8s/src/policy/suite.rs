@@ -6,9 +6,10 @@
 //! `policies/README.md`):
 //!
 //! ```yaml
-//! policy: builtin:build-ref        # or a .wasm path, relative to this file
-//! settings: {}                     # optional, over the policy's declared defaults
-//! mode: deny                       # optional: deny (default) | warn | audit
+//! policy: builtin:build-ref        # or a .wasm path, or a ValidatingAdmissionPolicy file
+//!                                  # (.yaml/.yml: its bindings give the mode), relative to this file
+//! settings: {}                     # optional, over the policy's declared defaults (not for a VAP)
+//! mode: deny                       # optional: deny (default) | warn | audit (not for a VAP)
 //! cases:
 //!   - name: '"-b feature/x" is rejected'
 //!     operation: CREATE            # default CREATE; UPDATE, DELETE, CONNECT
@@ -28,8 +29,8 @@ use super::{load_ref, manifests, runtime};
 use crate::exit::{Failure, Verdict};
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
-    Decision, LoadedPolicy, Mode, OnError, PolicyConfig, PolicySet, Runtime, SettingsFile, Subject,
-    admission,
+    Decision, LoadedPolicy, Mode, OnError, PolicyConfig, PolicySet, PolicySources, Runtime,
+    SettingsFile, Subject, admission,
 };
 use clap::Args;
 use serde::Deserialize;
@@ -52,8 +53,16 @@ struct Suite {
     #[serde(default)]
     settings: Map<String, Value>,
     #[serde(default)]
-    mode: Mode,
+    mode: Option<Mode>,
     cases: Vec<Case>,
+}
+
+/// What a suite tests.
+enum UnderTest {
+    Wasm(Arc<LoadedPolicy>),
+    /// A file of ValidatingAdmissionPolicies: its bindings give the modes, so one set serves
+    /// every case.
+    Vap(PolicySet),
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,6 +190,11 @@ pub fn run(args: TestArgs) -> Result<Verdict, Failure> {
     })
 }
 
+/// A suite's `policy:` that names a file of ValidatingAdmissionPolicies.
+fn is_vap_file(reference: &str) -> bool {
+    reference.ends_with(".yaml") || reference.ends_with(".yml")
+}
+
 /// `*.ck8s-test.yaml|yml` under `dir`, skipping `target/` and hidden directories.
 fn find_suites(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -207,16 +221,30 @@ fn run_suite(runtime: &Runtime, path: &Path, tally: &mut Tally) -> Result<(), Fa
     let suite: Suite = serde_yaml::from_str(&text)
         .map_err(|e| Failure::usage(format!("not a test suite: {e}")))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let policy = Arc::new(load_ref(runtime, &suite.policy, base)?);
+    let (under, source) = if is_vap_file(&suite.policy) {
+        let file = base.join(&suite.policy);
+        let set = PolicySet::build(runtime, &PolicySources::new().vap_file(&file))
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        if set.is_empty() {
+            return Err(Failure::usage(format!(
+                "{} holds no ValidatingAdmissionPolicy",
+                file.display()
+            )));
+        }
+        (UnderTest::Vap(set), file.display().to_string())
+    } else {
+        let policy = Arc::new(load_ref(runtime, &suite.policy, base)?);
+        let source = policy.source.to_string();
+        (UnderTest::Wasm(policy), source)
+    };
     println!(
-        "running {} case{} from {} ({})",
+        "running {} case{} from {} ({source})",
         suite.cases.len(),
         if suite.cases.len() == 1 { "" } else { "s" },
         path.display(),
-        policy.source
     );
     for case in &suite.cases {
-        match run_case(&policy, &suite, case, base) {
+        match run_case(&under, &suite, case, base) {
             Ok(problems) if problems.is_empty() => {
                 println!("case {} ... ok", case.name);
                 tally.passed += 1;
@@ -240,24 +268,42 @@ fn run_suite(runtime: &Runtime, path: &Path, tally: &mut Tally) -> Result<(), Fa
 
 /// Runs one case; `Ok(problems)` lists every way the result differs from the expectation.
 fn run_case(
-    policy: &Arc<LoadedPolicy>,
+    under: &UnderTest,
     suite: &Suite,
     case: &Case,
     base: &Path,
 ) -> Result<Vec<String>, String> {
-    let mut settings = suite.settings.clone();
-    settings.extend(case.settings.clone());
-    let config = PolicyConfig {
-        mode: case.mode.unwrap_or(suite.mode),
-        on_error: OnError::Fail,
-        settings,
-        ..PolicyConfig::default()
+    let configured;
+    let set = match under {
+        UnderTest::Vap(set) => {
+            if suite.mode.is_some() || case.mode.is_some() {
+                return Err("`mode` is not for a ValidatingAdmissionPolicy: its binding's validationActions say it".into());
+            }
+            if !suite.settings.is_empty() || !case.settings.is_empty() {
+                return Err(
+                    "`settings` are not for a ValidatingAdmissionPolicy: give params beside it"
+                        .into(),
+                );
+            }
+            set
+        }
+        UnderTest::Wasm(policy) => {
+            let mut settings = suite.settings.clone();
+            settings.extend(case.settings.clone());
+            let config = PolicyConfig {
+                mode: case.mode.or(suite.mode).unwrap_or_default(),
+                on_error: OnError::Fail,
+                settings,
+                ..PolicyConfig::default()
+            };
+            let file = SettingsFile {
+                policies: [(policy.name().to_string(), config)].into_iter().collect(),
+                ..SettingsFile::default()
+            };
+            configured = PolicySet::new(vec![policy.clone()], &file).map_err(|e| e.to_string())?;
+            &configured
+        }
     };
-    let file = SettingsFile {
-        policies: [(policy.name().to_string(), config)].into_iter().collect(),
-        ..SettingsFile::default()
-    };
-    let set = PolicySet::new(vec![policy.clone()], &file).map_err(|e| e.to_string())?;
     let operation = case.operation.unwrap_or(Operation::Create);
 
     let decision = match (&case.resource, &case.file, &case.review) {

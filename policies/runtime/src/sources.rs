@@ -224,10 +224,13 @@ fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            // Hidden files are editors' and ConfigMap volumes' own (`..data`, `.x.swp`).
-            let hidden = p
+            // Hidden files are editors' and ConfigMap volumes' own (`..data`, `.x.swp`); a
+            // policy's test suites (`*.ck8s-test.yaml`) may sit beside it.
+            let name = p
                 .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default();
+            let hidden = name.starts_with('.') || name.contains(".ck8s-test.");
             p.extension()
                 .is_some_and(|x| x == "wasm" || x == "yaml" || x == "yml")
                 && !hidden

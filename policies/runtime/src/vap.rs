@@ -651,7 +651,7 @@ spec:
             matches!(&err, BuildError::Set(SetError::DuplicateName { name, .. }) if name == "build-ref"),
             "{err}"
         );
-        // Other files and hidden ones are not read.
+        // Other files, hidden ones and test suites are not read.
         let set = set_of(
             &[
                 ("notes.txt", "x"),
