@@ -596,3 +596,59 @@ fn a_cel_policy_is_scaffolded_tested_and_checked_without_a_build() {
     let r = run_in(d, &["policy", "inspect", "p/no-latest.yaml"]);
     assert_eq!(r.code, 1, "{r:?}");
 }
+
+/// Offline, a `namespaceSelector` sees the Namespaces given among the manifests; without one
+/// the namespace is not known, and the policy fails closed saying so.
+#[test]
+fn check_matches_namespace_selectors_on_the_namespaces_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("p")).unwrap();
+    std::fs::write(
+        d.join("p/prod-only.yaml"),
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: prod-replicas}
+spec:
+  matchConstraints:
+    namespaceSelector: {matchLabels: {env: prod}}
+    resourceRules:
+    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE], resources: [deployments]}
+  validations:
+  - expression: "object.spec.replicas >= 2"
+    message: production runs at least 2 replicas
+"#,
+    )
+    .unwrap();
+    let deployment = |ns: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{replicas: 1}}\n"
+        )
+    };
+    let namespaces = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {env: prod}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: lab, labels: {env: dev}}\n";
+    std::fs::write(d.join("ns.yaml"), namespaces).unwrap();
+    std::fs::write(d.join("shop.yaml"), deployment("shop")).unwrap();
+    std::fs::write(d.join("lab.yaml"), deployment("lab")).unwrap();
+    let check = |files: &[&str]| {
+        let mut args = vec!["policy", "check", "--no-builtin", "--policies", "p"];
+        for f in files {
+            args.extend(["-f", f]);
+        }
+        run_in(d, &args)
+    };
+    let r = check(&["ns.yaml", "shop.yaml"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("production runs at least 2 replicas"),
+        "{r:?}"
+    );
+    let r = check(&["ns.yaml", "lab.yaml"]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let r = check(&["lab.yaml"]);
+    assert_eq!(r.code, 1, "{r:?}");
+    assert!(
+        r.stdout.contains("namespace \\\"lab\\\" is not known")
+            || r.stdout.contains("namespace \"lab\" is not known"),
+        "{r:?}"
+    );
+}

@@ -6,7 +6,9 @@ use super::{PolicySelection, policy_set};
 use crate::exit::{Failure, Verdict};
 use crate::output::Output;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
-use ck8s_policy_runtime::{ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject};
+use ck8s_policy_runtime::{
+    ClusterReads, ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject,
+};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -137,11 +139,64 @@ pub fn run(args: CheckArgs, out: Output) -> Result<Verdict, Failure> {
     Ok(verdict)
 }
 
+/// The Namespaces among the manifests: what a ValidatingAdmissionPolicy's `namespaceSelector`
+/// and `namespaceObject` see offline. Others are not known, and such a policy fails closed
+/// saying so (give the Namespace manifests with `-f`).
+struct ManifestNamespaces(Vec<serde_json::Value>);
+
+impl ManifestNamespaces {
+    fn of(objects: &[Manifest]) -> Self {
+        ManifestNamespaces(
+            objects
+                .iter()
+                .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.object.get()).ok())
+                .filter(|o| o["apiVersion"] == "v1" && o["kind"] == "Namespace")
+                .collect(),
+        )
+    }
+}
+
+impl ck8s_policy_runtime::cel::ParamSource for ManifestNamespaces {
+    fn get(
+        &self,
+        _: &ck8s_policy_runtime::cel::ParamKind,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        Ok(None)
+    }
+
+    fn list(
+        &self,
+        _: &ck8s_policy_runtime::cel::ParamKind,
+        _: Option<&str>,
+        _: &ck8s_policy_runtime::cel::LabelSelector,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        Ok(Vec::new())
+    }
+}
+
+impl ClusterReads for ManifestNamespaces {
+    fn namespace(&self, name: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(self
+            .0
+            .iter()
+            .find(|n| n["metadata"]["name"] == name)
+            .map(|n| {
+                // The API server labels every namespace with its name.
+                let mut n = n.clone();
+                n["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.into();
+                n
+            }))
+    }
+}
+
 fn evaluate(
     set: &PolicySet,
     objects: &[Manifest],
     operation: Operation,
 ) -> Result<Report, Failure> {
+    let namespaces = ManifestNamespaces::of(objects);
     let mut report = Report {
         allowed: true,
         objects: objects.len(),
@@ -154,7 +209,7 @@ fn evaluate(
     for m in objects {
         let subject = Subject::from_manifest(&m.object, operation)
             .map_err(|e| Failure::usage(format!("{}: {e}", m.origin)))?;
-        let decision = Decision::from_evaluation(&set.evaluate(&subject));
+        let decision = Decision::from_evaluation(&set.evaluate_in(&subject, Some(&namespaces)));
         report.allowed &= decision.allowed;
         report.denials += decision.denials.len();
         report.warnings += decision.warnings.len();
