@@ -954,3 +954,119 @@ fn the_audit_component_is_accepted_and_its_service_account_can_do_exactly_the_au
     );
     assert!(err.contains("grant the verb \"create\""), "{err}");
 }
+
+/// `--cluster-vaps`: the cluster's own ValidatingAdmissionPolicies judge what predates them
+/// (a VAP never sees an object created before it), each matched by its own constraints with
+/// the cluster's Namespaces: exactly the violating object, in the API server's words.
+#[test]
+fn the_clusters_own_vaps_judge_the_objects_that_predate_them() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cp = ControlPlane::shared();
+    // Registered by the other tests of this binary (failurePolicy Fail): it must answer.
+    let _ck8s = Ck8s::start(&fixture_config(), &[], &[]);
+    cp.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: vap-audit, labels: {audit-vap: "on"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: vap-other}
+"#,
+    )
+    .unwrap();
+    cp.wait_until(Duration::from_secs(60), "default ServiceAccounts", || {
+        Ok(cp
+            .kubectl_output(&["get", "sa", "default", "-n", "vap-audit"])
+            .is_ok()
+            && cp
+                .kubectl_output(&["get", "sa", "default", "-n", "vap-other"])
+                .is_ok())
+    })
+    .unwrap();
+    let configmap = |ns: &str, name: &str, owner: bool| {
+        let labels = if owner { "{owner: sre}" } else { "{}" };
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}, labels: {labels}}}\ndata: {{a: b}}\n---\n"
+        )
+    };
+    cp.apply(&format!(
+        "{}{}{}",
+        configmap("vap-audit", "unowned", false),
+        configmap("vap-audit", "owned", true),
+        configmap("vap-other", "unowned", false)
+    ))
+    .unwrap();
+    cp.apply(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: configmap-owner}
+spec:
+  matchConstraints:
+    namespaceSelector: {matchLabels: {audit-vap: "on"}}
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [configmaps]}
+  # The controller manager's CA bundle in every namespace is not the teams'.
+  matchConditions:
+  - {name: not-the-ca-bundle, expression: "object.metadata.name != 'kube-root-ca.crt'"}
+  validations:
+  - expression: "has(object.metadata.labels) && 'owner' in object.metadata.labels"
+    messageExpression: "'ConfigMap ' + object.metadata.name + ' has no owner label'"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: configmap-owner}
+spec: {policyName: configmap-owner, validationActions: [Deny]}
+"#,
+    )
+    .unwrap();
+
+    let (code, report) = audit(cp, &["--cluster-vaps"]);
+    let cleanup = || {
+        let _ = cp.kubectl_output(&[
+            "delete",
+            "validatingadmissionpolicybinding,validatingadmissionpolicy",
+            "configmap-owner",
+            "--ignore-not-found",
+        ]);
+        let _ = cp.kubectl_output(&[
+            "delete",
+            "namespace",
+            "vap-audit",
+            "vap-other",
+            "--wait=false",
+        ]);
+    };
+    let found: Vec<Row> = rows(&report)
+        .into_iter()
+        .filter(|r| r.1.starts_with("vap-"))
+        .collect();
+    cleanup();
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        found,
+        [row(
+            "ConfigMap",
+            "vap-audit/unowned",
+            "configmap-owner",
+            "deny",
+            "spec.validations[0].expression"
+        )],
+        "{report:#}"
+    );
+    let message = report["details"]["violations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "unowned")
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(
+        message,
+        "ValidatingAdmissionPolicy 'configmap-owner' with binding 'configmap-owner' denied request: ConfigMap unowned has no owner label"
+    );
+    assert_eq!(
+        report["details"]["summary"]["policies"],
+        serde_json::json!(["configmap-owner"])
+    );
+}

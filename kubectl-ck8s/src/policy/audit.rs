@@ -21,7 +21,9 @@ use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
 use ck8s_policy_runtime::api::{Operation, Rule, reads_only_metadata};
-use ck8s_policy_runtime::{ConfigSource, Decision, FindingKind, PolicySet, SettingsFile, Subject};
+use ck8s_policy_runtime::{
+    ClusterReads, ConfigSource, Decision, FindingKind, PolicySet, SettingsFile, Subject,
+};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -70,6 +72,11 @@ pub struct AuditArgs {
     /// errors still exit 2.
     #[arg(long)]
     pub exit_zero: bool,
+    /// Judge with the cluster's own ValidatingAdmissionPolicies and bindings instead of the
+    /// webhook's policies: what a VAP never did to the objects that predate it. Each is
+    /// matched by its own constraints, with the cluster's Namespaces and params.
+    #[arg(long, conflicts_with_all = ["policies", "no_builtin", "config"])]
+    pub cluster_vaps: bool,
 }
 
 /// One finding on one object: a table row, an element of `-o json`.
@@ -130,19 +137,37 @@ pub struct WebhookScope {
 }
 
 pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
-    let (config, config_origin) = match &args.config {
-        Some(path) => (ConfigSource::File(path.clone()), path.display().to_string()),
-        None => {
-            let (settings, origin) =
-                installed_config(ctx, &args.webhook, &args.webhook_namespace).await?;
-            (ConfigSource::Given(settings), origin)
-        }
+    let (set, config_origin, scope, reads) = if args.cluster_vaps {
+        let (set, reads) = cluster_vaps(ctx).await?;
+        let scope = WebhookScope {
+            notes: vec![
+                "the cluster's ValidatingAdmissionPolicies: each matched by its own constraints and bindings".into(),
+            ],
+            ..Default::default()
+        };
+        (
+            set,
+            "the cluster's bindings".to_string(),
+            scope,
+            Some(reads),
+        )
+    } else {
+        let (config, config_origin) = match &args.config {
+            Some(path) => (ConfigSource::File(path.clone()), path.display().to_string()),
+            None => {
+                let (settings, origin) =
+                    installed_config(ctx, &args.webhook, &args.webhook_namespace).await?;
+                (ConfigSource::Given(settings), origin)
+            }
+        };
+        let set = policy_set(&args.selection, config)?;
+        let scope = webhook_scope(ctx, &args.webhook).await?;
+        (set, config_origin, scope, None)
     };
-    let set = policy_set(&args.selection, config)?;
     if args.apply {
         reports_served(ctx).await?;
     }
-    let scope = webhook_scope(ctx, &args.webhook).await?;
+    let reads = reads.as_ref().map(|r| r as &dyn ClusterReads);
     let mut notes = scope.notes.clone();
     let before = notes.len();
     let resources = judged_resources(ctx, &set, &scope, ctx.request_timeout, &mut notes).await?;
@@ -155,9 +180,10 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
             .map(|(ar, scope_, whole)| {
                 let (set, scope, progress) = (&set, &scope, &progress);
                 let chunk = args.chunk_size;
+                let judge = Judge { set, reads };
                 async move {
                     let r =
-                        audit_resource(ctx, set, scope, ar, scope_.clone(), *whole, chunk).await;
+                        audit_resource(ctx, judge, scope, ar, scope_.clone(), *whole, chunk).await;
                     progress.done(&ar.plural);
                     r
                 }
@@ -483,9 +509,131 @@ async fn judged_resources(
 
 /// Lists one kind page by page and judges every object in scope. Returns the findings, the
 /// number of objects judged, and one namespace entry per clean (object, policy) pair.
+/// The policies an audit judges with, and what their VAPs read from the cluster.
+#[derive(Clone, Copy)]
+struct Judge<'a> {
+    set: &'a PolicySet,
+    reads: Option<&'a dyn ClusterReads>,
+}
+
+/// The cluster's ValidatingAdmissionPolicies and bindings as a set, and the Namespaces and
+/// params they read, listed once.
+async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapshot), Failure> {
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    let policies: Api<ValidatingAdmissionPolicy> = ctx.all();
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = ctx.all();
+    let lp = ListParams::default();
+    let mut text = String::new();
+    for p in policies
+        .list(&lp)
+        .await
+        .map_err(|e| ctx.err("list", "validatingadmissionpolicies", None, e))?
+    {
+        text.push_str(&json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy", "metadata": {"name": p.name_any()}, "spec": p.spec})
+        .to_string());
+        text.push_str("\n---\n");
+    }
+    for b in bindings
+        .list(&lp)
+        .await
+        .map_err(|e| ctx.err("list", "validatingadmissionpolicybindings", None, e))?
+    {
+        text.push_str(&json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": b.name_any()}, "spec": b.spec})
+        .to_string());
+        text.push_str("\n---\n");
+    }
+    let runtime = super::runtime()?;
+    let set = PolicySet::build(
+        &runtime,
+        &ck8s_policy_runtime::PolicySources::new()
+            .vap_text("the cluster's ValidatingAdmissionPolicies", text),
+    )
+    .map_err(|e| Failure::usage(e.to_string()))?;
+    if set.is_empty() {
+        return Err(
+            Failure::usage("the cluster has no ValidatingAdmissionPolicy to audit with")
+                .with_help("drop --cluster-vaps to audit with the webhook's policies"),
+        );
+    }
+    let needs = set.vap_needs();
+    let mut snapshot = ClusterSnapshot::default();
+    let namespaces: Api<Namespace> = ctx.all();
+    for ns in namespaces
+        .list(&lp)
+        .await
+        .map_err(|e| ctx.err("list", "namespaces", None, e))?
+    {
+        snapshot.namespaces.insert(
+            ns.name_any(),
+            serde_json::to_value(&ns).map_err(|e| Failure::usage(e.to_string()))?,
+        );
+    }
+    for kind in &needs.param_kinds {
+        let (group, version) = kind
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &kind.api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind.kind);
+        let (ar, _) = kube::discovery::pinned_kind(&ctx.client, &gvk)
+            .await
+            .map_err(|e| ctx.err("discover", &kind.kind, None, e))?;
+        let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
+        let mut items = Vec::new();
+        for o in api
+            .list(&lp)
+            .await
+            .map_err(|e| ctx.err("list", &ar.plural, None, e))?
+        {
+            let mut v = serde_json::to_value(&o).map_err(|e| Failure::usage(e.to_string()))?;
+            v["apiVersion"] = json!(kind.api_version);
+            v["kind"] = json!(kind.kind);
+            items.push(v);
+        }
+        snapshot.params.extend(items);
+    }
+    Ok((set, snapshot))
+}
+
+/// Namespaces and params read once, for the whole audit.
+#[derive(Default)]
+struct ClusterSnapshot {
+    namespaces: BTreeMap<String, Value>,
+    params: Vec<Value>,
+}
+
+impl ck8s_policy_runtime::cel::ParamSource for ClusterSnapshot {
+    fn get(
+        &self,
+        kind: &ck8s_policy_runtime::cel::ParamKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        ck8s_policy_runtime::cel::LocalParams(&self.params).get(kind, namespace, name)
+    }
+
+    fn list(
+        &self,
+        kind: &ck8s_policy_runtime::cel::ParamKind,
+        namespace: Option<&str>,
+        selector: &LabelSelector,
+    ) -> Result<Vec<Value>, String> {
+        ck8s_policy_runtime::cel::LocalParams(&self.params).list(kind, namespace, selector)
+    }
+}
+
+impl ClusterReads for ClusterSnapshot {
+    fn namespace(&self, name: &str) -> Result<Option<Value>, String> {
+        Ok(self.namespaces.get(name).cloned())
+    }
+}
+
 async fn audit_resource(
     ctx: &Ctx,
-    set: &PolicySet,
+    judge: Judge<'_>,
     scope: &WebhookScope,
     ar: &ApiResource,
     res_scope: Scope,
@@ -534,7 +682,7 @@ async fn audit_resource(
                 Failure::usage(format!("{} {}: {e}", ar.kind, object["metadata"]["name"]))
             })?;
             subject.resource = (ar.group.clone(), ar.version.clone(), ar.plural.clone());
-            let evaluation = set.evaluate(&subject);
+            let evaluation = judge.set.evaluate_in(&subject, judge.reads);
             let decision = Decision::from_evaluation(&evaluation);
             let inspected = match &evaluation {
                 ck8s_policy_runtime::Evaluation::Judged(o) => o

@@ -36,6 +36,9 @@ pub enum Source {
     Dir(PathBuf),
     /// One file of ValidatingAdmissionPolicies (multi-document YAML or JSON).
     VapFile(PathBuf),
+    /// ValidatingAdmissionPolicies already read (from a cluster): multi-document YAML or JSON,
+    /// `origin` naming it in errors.
+    VapText { origin: String, text: String },
 }
 
 /// Where the policies' modes and settings come from.
@@ -65,6 +68,15 @@ impl PolicySources {
     /// Adds every policy file in `dir` ([`Source::Dir`]).
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.policies.push(Source::Dir(dir.into()));
+        self
+    }
+
+    /// Adds ValidatingAdmissionPolicies already read ([`Source::VapText`]).
+    pub fn vap_text(mut self, origin: impl Into<String>, text: impl Into<String>) -> Self {
+        self.policies.push(Source::VapText {
+            origin: origin.into(),
+            text: text.into(),
+        });
         self
     }
 
@@ -112,6 +124,7 @@ impl PolicySources {
                     h.update(file.to_string_lossy().as_bytes());
                     h.update(std::fs::read(file).unwrap_or_default());
                 }
+                Source::VapText { text, .. } => h.update(text.as_bytes()),
             }
         }
         match &self.config {
@@ -181,6 +194,14 @@ impl Source {
                 }
             }
             Source::VapFile(path) => load_file(runtime, path.clone(), loaded)?,
+            Source::VapText { origin, text } => loaded
+                .vaps
+                .get_or_insert_with(Default::default)
+                .add(origin, text)
+                .map_err(|error| LoadError::Vap {
+                    path: PathBuf::from(origin),
+                    error,
+                })?,
         }
         Ok(())
     }
