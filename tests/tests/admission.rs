@@ -442,6 +442,14 @@ spec:
         ),
         "{message}"
     );
+    // Per-policy metrics, as for the WASM policies.
+    let metrics = w.metrics_text().await;
+    assert!(
+        metrics.contains(
+            r#"ck8s_admission_policy_evaluations_total{policy="no-frozen-configmaps",result="deny"} 2"#
+        ) && metrics.contains(r#"ck8s_admission_policy_evaluation_duration_seconds_count{policy="no-frozen-configmaps"} 2"#),
+        "{metrics}"
+    );
 
     std::fs::write(
         w.path("policies/frozen.yaml"),

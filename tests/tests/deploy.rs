@@ -1774,3 +1774,141 @@ fn check_config_arg(
     );
     (cm_name, key)
 }
+
+/// The optional ValidatingAdmissionPolicy component (deploy/components/vap-policies): the
+/// webhook serves the files of its ConfigMap from `--policies`, the files load, and what it
+/// may read of the cluster is exactly Namespaces and ConfigMaps, read only, through an egress
+/// to the API server and nowhere else.
+#[test]
+fn vap_policies_component_mounts_the_files_and_reads_no_more_than_it_needs() {
+    let Some(kubectl) = kubectl() else { return };
+    let tmp = copy_deploy();
+    let dir = tmp.path().join("deploy/overlays/with-vaps");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\ncomponents:\n  - ../../components/vap-policies\n",
+    )
+    .unwrap();
+    let rendered = Rendered::new(render(&kubectl, &dir));
+    let pod = rendered
+        .deployment()
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let c = container(pod);
+    let args = c.args.clone().unwrap();
+    assert!(
+        args.contains(&"--policies=/etc/ck8s/policies".to_string()),
+        "{args:?}"
+    );
+    let mut argv = vec!["ck8s-admission".to_string()];
+    argv.extend(args);
+    ck8s_admission::cli::Args::try_parse_from(&argv).expect("the args parse");
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/etc/ck8s/policies")
+        .expect("the policies mounted");
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let cm_name = volume.config_map.as_ref().unwrap().name.clone();
+
+    // The files load as the webhook loads them.
+    let cm = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ConfigMap(cm) if cm.metadata.name.as_deref() == Some(&cm_name) => Some(cm),
+            _ => None,
+        })
+        .expect("the policies' ConfigMap");
+    let files = tempfile::tempdir().unwrap();
+    for (name, text) in cm.data.iter().flatten() {
+        std::fs::write(files.path().join(name), text).unwrap();
+    }
+    let runtime = ck8s_policy_runtime::Runtime::new(Default::default(), None).unwrap();
+    let set = ck8s_policy_runtime::PolicySet::build(
+        &runtime,
+        &ck8s_policy_runtime::PolicySources::new().dir(files.path()),
+    )
+    .unwrap_or_else(|e| panic!("the component's policies load: {e}"));
+    assert!(!set.vap_policies().is_empty());
+
+    // Read only: Namespaces and ConfigMaps, bound to the webhook's ServiceAccount.
+    let role = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRole(r)
+                if r.metadata.name.as_deref() == Some("ck8s-admission-vap-reads") =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .expect("the ClusterRole");
+    let rules = role.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
+    assert_eq!(
+        rules[0].resources.clone().unwrap(),
+        ["namespaces", "configmaps"]
+    );
+    let binding = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRoleBinding(b)
+                if b.metadata.name.as_deref() == Some("ck8s-admission-vap-reads") =>
+            {
+                Some(b)
+            }
+            _ => None,
+        })
+        .expect("the ClusterRoleBinding");
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "ck8s-admission", Some(NAMESPACE))
+    );
+    // Egress: the API server's ports only.
+    let policy = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::NetworkPolicy(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let egress = policy.spec.as_ref().unwrap().egress.clone().unwrap();
+    assert_eq!(egress.len(), 1, "{egress:?}");
+    let ports: Vec<String> = egress[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| format!("{:?}", p.port))
+        .collect();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert!(
+        ports
+            .iter()
+            .all(|p| p.contains("443") || p.contains("6443")),
+        "{ports:?}"
+    );
+}
