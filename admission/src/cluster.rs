@@ -70,13 +70,16 @@ where
     }
 }
 
+/// The params' watches, by `(apiVersion, kind)`.
+type ParamWatches = BTreeMap<(String, String), Arc<Watched<DynamicObject>>>;
+
 /// The watches, made on first need.
 #[derive(Default)]
 pub struct ClusterCache {
     kubeconfig: Option<PathBuf>,
     client: OnceLock<Result<Client, String>>,
     namespaces: OnceLock<Watched<Namespace>>,
-    params: Mutex<BTreeMap<(String, String), Arc<Watched<DynamicObject>>>>,
+    params: Mutex<ParamWatches>,
 }
 
 impl ClusterCache {

@@ -46,6 +46,10 @@ pub struct Compiled {
     pub source: String,
     pub expr: Expression,
     pub var_use: VarUse,
+    /// Whether it reads the request's inputs (`object`, `oldObject`, `request`,
+    /// `namespaceObject`, `params`) itself, not only through variables: the cost bound
+    /// counts their extent then, and only the variables' otherwise.
+    pub reads_inputs: bool,
 }
 
 impl std::fmt::Debug for Compiled {
@@ -101,6 +105,7 @@ fn parse(source: &str) -> Result<Compiled, CompileFailure> {
         source: source.to_string(),
         expr,
         var_use: VarUse::None,
+        reads_inputs: true,
     })
 }
 
@@ -133,12 +138,14 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
         scope,
         bound: Vec::new(),
         var_use: VarUse::None,
+        reads_inputs: false,
     };
     checker.walk(&expr.expr)?;
     rewrite_variables(&mut expr.expr);
     Ok(Compiled {
         source: source.to_string(),
         var_use: checker.var_use,
+        reads_inputs: checker.reads_inputs,
         expr,
     })
 }
@@ -149,6 +156,7 @@ struct Checker<'a> {
     /// Comprehension variables in scope, innermost last.
     bound: Vec<String>,
     var_use: VarUse,
+    reads_inputs: bool,
 }
 
 impl Checker<'_> {
@@ -205,6 +213,7 @@ impl Checker<'_> {
         }
         if name == "params" {
             if self.scope.has_params {
+                self.reads_inputs = true;
                 return Ok(());
             }
             return Err(self.fail(
@@ -218,6 +227,7 @@ impl Checker<'_> {
             return Ok(());
         }
         if ROOT_VARIABLES.contains(&name) {
+            self.reads_inputs = true;
             return Ok(());
         }
         Err(self.fail(
@@ -763,59 +773,123 @@ fn position_of(source: &str, name: &str) -> (usize, usize) {
     (line, column)
 }
 
-/// An upper bound of the work an expression does on inputs of the given extent: each
-/// comprehension multiplies its body by the largest collection, each function that walks a
-/// string or a collection costs its length. Compared with [`crate::Limits::cost`] before the
-/// evaluation starts.
+/// An upper bound of the work an expression does on inputs of the given extent, compared with
+/// [`crate::Limits::cost`] before the evaluation starts: each node counts once per time it
+/// runs; a comprehension's body runs once per element of its range, at most the largest
+/// collection each time, and in all at most every element of the inputs once per run of an
+/// enclosing loop when its range is inside that loop's element (`c.env` in
+/// `containers.map(c, ...)`); a function that walks a string costs its length, one that may
+/// walk a collection its size too.
 pub fn cost(e: &Expr, x: Extent) -> f64 {
-    let l = x.list.max(1) as f64;
-    let s = x.string.max(1) as f64;
+    Cost {
+        x,
+        bound: Vec::new(),
+    }
+    .of(e, 1.0)
+}
+
+struct Cost {
+    x: Extent,
+    /// Iteration variables in scope, innermost last, each with the number of runs over
+    /// distinct parts of the inputs of the comprehension that binds it.
+    bound: Vec<(String, f64)>,
+}
+
+impl Cost {
+    /// The work of `e` run `m` times.
+    fn of(&mut self, e: &Expr, m: f64) -> f64 {
+        let l = self.x.list.max(1) as f64;
+        let s = self.x.string.max(1) as f64;
+        match e {
+            Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) | Expr::Struct(_) => m,
+            Expr::Select(sel) => m + self.of(&sel.operand.expr, m),
+            Expr::Call(c) => {
+                let own = match c.func_name.as_str() {
+                    "_&&_"
+                    | "_||_"
+                    | "!_"
+                    | "_?_:_"
+                    | "-_"
+                    | "_<_"
+                    | "_<=_"
+                    | "_>_"
+                    | "_>=_"
+                    | "_-_"
+                    | "_*_"
+                    | "_/_"
+                    | "_%_"
+                    | "_[_]"
+                    | "_[?_]"
+                    | "_?._"
+                    | "@not_strictly_false" => 1.0,
+                    "_==_" | "_!=_" | "@in" | "_+_" | "size" => 1.0 + l.max(s),
+                    "startsWith" | "endsWith" | "contains" | "matches" | "split" | "lowerAscii"
+                    | "upperAscii" | "replace" | "substring" | "trim" | "charAt" => 1.0 + s,
+                    _ => 1.0 + l + s,
+                };
+                let target = match &c.target {
+                    Some(t) => self.of(&t.expr, m),
+                    None => 0.0,
+                };
+                m * own + target + c.args.iter().map(|a| self.of(&a.expr, m)).sum::<f64>()
+            }
+            Expr::Comprehension(c) => {
+                let setup = self.of(&c.iter_range.expr, m) + self.of(&c.accu_init.expr, m);
+                let mut iterations = m * l;
+                // Runs over distinct parts of the inputs: those of the enclosing loop whose
+                // element this range is in (and so on outwards), or this loop's own runs.
+                let mut distinct = m;
+                if let Some(runs) = self
+                    .bound
+                    .iter()
+                    .rev()
+                    .find(|(var, _)| within(&c.iter_range.expr, var))
+                    .map(|(_, runs)| *runs)
+                {
+                    iterations = iterations.min(runs * self.x.total.max(1) as f64);
+                    distinct = runs;
+                }
+                let depth = self.bound.len();
+                self.bound.push((c.iter_var.clone(), distinct));
+                if let Some(v2) = &c.iter_var2 {
+                    self.bound.push((v2.clone(), distinct));
+                }
+                let body = iterations
+                    + self.of(&c.loop_cond.expr, iterations)
+                    + self.of(&c.loop_step.expr, iterations);
+                self.bound.truncate(depth);
+                setup + body + self.of(&c.result.expr, m)
+            }
+            Expr::List(li) => m + li.elements.iter().map(|e| self.of(&e.expr, m)).sum::<f64>(),
+            Expr::Map(map) => {
+                m + map
+                    .entries
+                    .iter()
+                    .map(|en| match &en.expr {
+                        EntryExpr::MapEntry(me) => {
+                            self.of(&me.key.expr, m) + self.of(&me.value.expr, m)
+                        }
+                        EntryExpr::StructField(f) => self.of(&f.value.expr, m),
+                    })
+                    .sum::<f64>()
+            }
+        }
+    }
+}
+
+/// Whether `e` is a part of iteration variable `var`'s element: `var`, `var.a.b`, or a choice
+/// between such parts and literals (`has(var.a) ? var.a : []`).
+fn within(e: &Expr, var: &str) -> bool {
     match e {
-        Expr::Unspecified | Expr::Literal(_) | Expr::Ident(_) => 1.0,
-        Expr::Select(sel) => 1.0 + cost(&sel.operand.expr, x),
-        Expr::Call(c) => {
-            let own = match c.func_name.as_str() {
-                "_&&_"
-                | "_||_"
-                | "!_"
-                | "_?_:_"
-                | "-_"
-                | "_<_"
-                | "_<=_"
-                | "_>_"
-                | "_>=_"
-                | "_-_"
-                | "_*_"
-                | "_/_"
-                | "_%_"
-                | "_[_]"
-                | "_[?_]"
-                | "_?._"
-                | "@not_strictly_false" => 1.0,
-                "_==_" | "_!=_" | "@in" | "_+_" | "size" => 1.0 + l.max(s),
-                _ => 1.0 + l + s,
-            };
-            own + c.target.as_ref().map_or(0.0, |t| cost(&t.expr, x))
-                + c.args.iter().map(|a| cost(&a.expr, x)).sum::<f64>()
+        Expr::Ident(name) => name == var,
+        Expr::Select(sel) => within(&sel.operand.expr, var),
+        Expr::List(li) => li.elements.is_empty(),
+        Expr::Call(c) if c.func_name == "_?_:_" && c.args.len() == 3 => {
+            let branch =
+                |e: &Expr| within(e, var) || matches!(e, Expr::List(li) if li.elements.is_empty());
+            branch(&c.args[1].expr) && branch(&c.args[2].expr)
         }
-        Expr::Comprehension(c) => {
-            cost(&c.iter_range.expr, x)
-                + cost(&c.accu_init.expr, x)
-                + l * (cost(&c.loop_cond.expr, x) + cost(&c.loop_step.expr, x) + 1.0)
-                + cost(&c.result.expr, x)
-        }
-        Expr::List(li) => 1.0 + li.elements.iter().map(|e| cost(&e.expr, x)).sum::<f64>(),
-        Expr::Map(m) => {
-            1.0 + m
-                .entries
-                .iter()
-                .map(|en| match &en.expr {
-                    EntryExpr::MapEntry(me) => cost(&me.key.expr, x) + cost(&me.value.expr, x),
-                    EntryExpr::StructField(f) => cost(&f.value.expr, x),
-                })
-                .sum::<f64>()
-        }
-        Expr::Struct(_) => 1.0,
+        _ => false,
     }
 }
 
@@ -916,13 +990,53 @@ mod tests {
         let small = Extent {
             list: 10,
             string: 10,
+            total: 10,
         };
         let big = Extent {
             list: 10_000,
             string: 10,
+            total: 10_000,
         };
         assert!(cost(&flat.expr.expr, big) < 1e6);
         assert!(cost(&nested.expr.expr, small) < 1e6);
         assert!(cost(&nested.expr.expr, big) > 1e8);
+    }
+
+    #[test]
+    fn a_loop_over_a_part_of_the_outer_element_visits_each_input_element_once() {
+        // 100 containers of 100 env entries each: 10,000 entries in all.
+        let x = Extent {
+            list: 100,
+            string: 30,
+            total: 10_100,
+        };
+        let inner = compile(
+            "object.containers.all(c, c.env.all(e, e.name.startsWith('A')))",
+            &scope(),
+        )
+        .unwrap();
+        let independent = compile(
+            "object.containers.all(c, object.env.all(e, e.name.startsWith('A')))",
+            &scope(),
+        )
+        .unwrap();
+        let inner = cost(&inner.expr.expr, x);
+        let independent = cost(&independent.expr.expr, x);
+        // 10,100 visits of about 35 each, against 100 × 100 × the same: no more, but a
+        // third loop multiplies the independent one and not the inner one.
+        assert!(inner <= independent, "{inner} {independent}");
+        let inner3 = compile(
+            "object.containers.all(c, c.env.all(e, e.values.all(v, v.startsWith('A'))))",
+            &scope(),
+        )
+        .unwrap();
+        let independent3 = compile(
+            "object.containers.all(c, object.env.all(e, object.values.all(v, v.startsWith('A'))))",
+            &scope(),
+        )
+        .unwrap();
+        let (inner3, independent3) = (cost(&inner3.expr.expr, x), cost(&independent3.expr.expr, x));
+        assert!(inner3 < 2e6, "{inner3}");
+        assert!(independent3 > 3e7, "{independent3}");
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::compile::{Compiled, VarUse, cost, var_ident};
 use crate::matching;
-use crate::value::{Extent, display, extent, map, to_cel, type_name};
+use crate::value::{Extent, display, extent, map, to_cel, type_name, value_extent};
 use crate::{
     Binding, Evaluation, Failure, FailureKind, FailurePolicy, Outcome, ParamSource, Policy,
     PolicySet, Request, ValidationActions,
@@ -29,7 +29,11 @@ struct Inputs {
 
 /// For the paths that evaluate nothing (matching errors).
 static NO_INPUTS: Inputs = Inputs {
-    extent: Extent { list: 0, string: 0 },
+    extent: Extent {
+        list: 0,
+        string: 0,
+        total: 0,
+    },
     too_large: None,
 };
 
@@ -230,12 +234,44 @@ impl Judge<'_> {
         Ok(found.into_iter().map(Some).collect())
     }
 
+    /// The extent `c` can walk: the request's inputs if it reads them itself, and the
+    /// values of the variables it reads (a variable holding one list of the object is as
+    /// large as that list, not as the object's largest).
+    fn extent_for(&self, c: &Compiled, vars: &Vars) -> Extent {
+        let mut x = if c.reads_inputs {
+            self.inputs.extent
+        } else {
+            Extent::default()
+        };
+        let computed = |i: usize| vars.extents.get(i).copied().flatten();
+        match &c.var_use {
+            VarUse::None => {}
+            VarUse::Names(names) => {
+                for (i, (name, _)) in self.policy.variables.iter().enumerate() {
+                    if names.contains(name)
+                        && let Some(e) = computed(i)
+                    {
+                        x = x.join(e);
+                    }
+                }
+            }
+            VarUse::All => {
+                for i in 0..self.policy.variables.len() {
+                    if let Some(e) = computed(i) {
+                        x = x.join(e);
+                    }
+                }
+            }
+        }
+        x
+    }
+
     /// Evaluates one expression, after its bound: the result, or the error as a message.
-    fn eval(&self, ctx: &Context, c: &Compiled) -> Result<Value, String> {
+    fn eval(&self, ctx: &Context, c: &Compiled, extent: Extent) -> Result<Value, String> {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
-        let estimate = cost(&c.expr.expr, self.inputs.extent);
+        let estimate = cost(&c.expr.expr, extent);
         if estimate > self.limits.cost {
             return Err(format!(
                 "operation cancelled: estimated cost {estimate:.0} exceeds ck8s's limit of {:.0} per expression",
@@ -264,6 +300,7 @@ impl Judge<'_> {
         };
         let mut vars = Vars {
             values: vec![None; self.policy.variables.len()],
+            extents: vec![None; self.policy.variables.len()],
         };
 
         // matchConditions: any false skips; else an error follows failurePolicy.
@@ -384,46 +421,72 @@ impl Judge<'_> {
         for &i in needs {
             if vars.values[i].is_none() {
                 let (name, vc) = &self.policy.variables[i];
+                let extent = self.extent_for(vc, vars);
                 let r = if matches!(vc.var_use, VarUse::All) {
                     let mut vctx = ctx.new_inner_scope();
                     vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
-                    self.eval(&vctx, vc)
+                    self.eval(&vctx, vc, extent)
                 } else {
-                    self.eval(ctx, vc)
+                    self.eval(ctx, vc, extent)
                 };
+                let r = r.map_err(|e| self.attribute(e, vc, needs, vars));
                 if let Ok(v) = &r {
                     ctx.add_variable_from_value(var_ident(name), v.clone());
+                    let mut e = Extent::default();
+                    value_extent(v, &mut e);
+                    vars.extents[i] = Some(e);
                 }
                 vars.values[i] = Some(r);
             }
         }
+        let extent = self.extent_for(c, vars);
         let r = if matches!(c.var_use, VarUse::All) {
             let mut vctx = ctx.new_inner_scope();
             vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
-            self.eval(&vctx, c)
+            self.eval(&vctx, c, extent)
         } else {
-            self.eval(ctx, c)
+            self.eval(ctx, c, extent)
         };
-        // A variable whose evaluation failed is not bound: reading it fails here with its own
-        // error, and an expression that does not read it on the path taken (`cond ?
-        // variables.a : 1`) is unaffected, as with the API server's lazy variables.
-        r.map_err(|e| {
-            for &i in needs {
-                let (name, _) = &self.policy.variables[i];
-                if let Some(Err(ve)) = &vars.values[i]
-                    && (e.contains(&format!("'{}'", var_ident(name)))
-                        || e.ends_with(&format!("No such key: {name}")))
-                {
-                    return format!("variable '{name}': {ve}");
-                }
-            }
-            e
-        })
+        r.map_err(|e| self.attribute(e, c, needs, vars))
+    }
+
+    /// The error of `c`, which failed with `e`. A variable whose evaluation failed is not
+    /// bound: reading it fails with its own error, and an expression that does not read it on
+    /// the path taken (`cond ? variables.a : 1`) is unaffected, as with the API server's lazy
+    /// variables. The evaluator words a missing binding in several ways (an undeclared
+    /// reference, a missing key, a call without its argument), and a variable's unknown size
+    /// can put an expression over the cost bound: one that fails while a variable it reads
+    /// failed is taken to fail with the variable's error.
+    fn attribute(&self, e: String, c: &Compiled, needs: &[usize], vars: &Vars) -> String {
+        let failed = |i: usize| match &vars.values[i] {
+            Some(Err(ve)) => Some((&self.policy.variables[i].0, ve)),
+            _ => None,
+        };
+        let named = needs.iter().filter_map(|&i| failed(i)).find(|(name, _)| {
+            e.contains(&format!("'{}'", var_ident(name)))
+                || e.ends_with(&format!("No such key: {name}"))
+        });
+        let read = || {
+            needs
+                .iter()
+                .filter_map(|&i| failed(i))
+                .find(|(name, _)| match &c.var_use {
+                    VarUse::Names(names) => names.contains(*name),
+                    VarUse::All => true,
+                    VarUse::None => false,
+                })
+        };
+        match named.or_else(read) {
+            Some((name, ve)) => format!("variable '{name}': {ve}"),
+            None => e,
+        }
     }
 }
 
 struct Vars {
     values: Vec<Option<Result<Value, String>>>,
+    /// The extent of each variable's value, once computed.
+    extents: Vec<Option<Extent>>,
 }
 
 impl Vars {

@@ -52,10 +52,12 @@ pub fn extent(v: &serde_json::Value, out: &mut Extent) {
         serde_json::Value::String(s) => out.string = out.string.max(s.len() as u64),
         serde_json::Value::Array(a) => {
             out.list = out.list.max(a.len() as u64);
+            out.total += a.len() as u64;
             a.iter().for_each(|x| extent(x, out));
         }
         serde_json::Value::Object(o) => {
             out.list = out.list.max(o.len() as u64);
+            out.total += o.len() as u64;
             for (k, x) in o {
                 out.string = out.string.max(k.len() as u64);
                 extent(x, out);
@@ -65,11 +67,52 @@ pub fn extent(v: &serde_json::Value, out: &mut Extent) {
     }
 }
 
+/// [`extent`] of a computed CEL value (a variable's): what an expression that reads only
+/// variables walks.
+pub fn value_extent(v: &Value, out: &mut Extent) {
+    match v {
+        Value::String(s) => out.string = out.string.max(s.len() as u64),
+        Value::Bytes(b) => out.string = out.string.max(b.len() as u64),
+        Value::List(l) => {
+            out.list = out.list.max(l.len() as u64);
+            out.total += l.len() as u64;
+            l.iter().for_each(|x| value_extent(x, out));
+        }
+        Value::Map(m) => {
+            out.list = out.list.max(m.map.len() as u64);
+            out.total += m.map.len() as u64;
+            for (k, x) in m.map.iter() {
+                if let kube_cel::cel::objects::Key::String(k) = k {
+                    out.string = out.string.max(k.len() as u64);
+                }
+                value_extent(x, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Extent {
+    /// The larger of each bound.
+    pub fn join(self, other: Extent) -> Extent {
+        Extent {
+            list: self.list.max(other.list),
+            string: self.string.max(other.string),
+            total: self.total + other.total,
+        }
+    }
+}
+
 /// Sizes of the largest collection and string an evaluation can see.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Extent {
+    /// The largest list or map.
     pub list: u64,
+    /// The longest string.
     pub string: u64,
+    /// Every list's and map's elements together: what loops over parts of the inputs visit
+    /// in all.
+    pub total: u64,
 }
 
 /// A CEL value shown in a message (strings bare, everything else as JSON-ish text).

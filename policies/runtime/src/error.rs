@@ -60,7 +60,7 @@ pub enum LoadError {
     Vap {
         path: PathBuf,
         #[source]
-        error: ck8s_policy_cel::LoadError,
+        error: Box<ck8s_policy_cel::LoadError>,
     },
 }
 

@@ -200,7 +200,7 @@ impl Source {
                 .add(origin, text)
                 .map_err(|error| LoadError::Vap {
                     path: PathBuf::from(origin),
-                    error,
+                    error: Box::new(error),
                 })?,
         }
         Ok(())
@@ -221,7 +221,7 @@ fn load_file(runtime: &Runtime, path: PathBuf, loaded: &mut Loaded) -> Result<()
     }
     let vap_error = |error| LoadError::Vap {
         path: path.clone(),
-        error,
+        error: Box::new(error),
     };
     let text = String::from_utf8(bytes).map_err(|_| {
         vap_error(ck8s_policy_cel::LoadError::Yaml {
