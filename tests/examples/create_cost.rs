@@ -145,14 +145,18 @@ fn main() -> anyhow::Result<()> {
                         creates as f64 / wall.as_secs_f64()
                     );
                     samples.push((v, clients, sample));
-                    cp.kubectl_output(&[
-                        "-n",
-                        &ns,
-                        "delete",
-                        "deployments",
-                        "--all",
-                        "--wait=true",
-                    ])?;
+                    // One deletecollection: the run's Deployments gone before the next.
+                    rt.block_on(async {
+                        client
+                            .delete(format!(
+                                "{}/apis/apps/v1/namespaces/{ns}/deployments",
+                                cp.server
+                            ))
+                            .bearer_auth("admin-token")
+                            .send()
+                            .await?
+                            .error_for_status()
+                    })?;
                 }
             }
         }
