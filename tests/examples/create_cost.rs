@@ -145,18 +145,22 @@ fn main() -> anyhow::Result<()> {
                         creates as f64 / wall.as_secs_f64()
                     );
                     samples.push((v, clients, sample));
-                    // One deletecollection: the run's Deployments gone before the next.
-                    rt.block_on(async {
+                    // One deletecollection: the run's Deployments gone before the next (again
+                    // if the connection it was sent on was closed meanwhile).
+                    let url = format!("{}/apis/apps/v1/namespaces/{ns}/deployments", cp.server);
+                    let mut attempt = 0;
+                    while let Err(e) = rt.block_on(async {
                         client
-                            .delete(format!(
-                                "{}/apis/apps/v1/namespaces/{ns}/deployments",
-                                cp.server
-                            ))
+                            .delete(&url)
                             .bearer_auth("admin-token")
                             .send()
                             .await?
                             .error_for_status()
-                    })?;
+                    }) {
+                        attempt += 1;
+                        anyhow::ensure!(attempt < 5, "delete the run's Deployments: {e}");
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
                 }
             }
         }
