@@ -92,12 +92,15 @@ fn main() -> anyhow::Result<()> {
     let controllers = child_named("kube-controller")
         .ok_or_else(|| anyhow::anyhow!("no kube-controller-manager child"))?;
     let rt = tokio::runtime::Runtime::new()?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(cp.ca_pem.as_bytes())?)
-        .pool_max_idle_per_host(16)
-        .build()?;
+    // A client per run: connections idle through a variant's setup may have been closed.
+    let new_client = || -> anyhow::Result<reqwest::Client> {
+        Ok(reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(cp.ca_pem.as_bytes())?)
+            .http1_only()
+            .build()?)
+    };
     println!(
         "# the cost of a create, {creates} creates of a 4 KB Deployment per run, {rounds} rounds, variants alternated\n"
     );
@@ -118,6 +121,7 @@ fn main() -> anyhow::Result<()> {
                     );
                     let prefix = format!("{}-{round}-{clients}", v as u8);
                     let t = Instant::now();
+                    let client = new_client()?;
                     let latencies = rt.block_on(create_concurrently(
                         &client, &cp.server, &ns, &prefix, creates, clients,
                     ))?;
@@ -330,7 +334,8 @@ async fn create_concurrently(
                     .bearer_auth("admin-token")
                     .json(&body)
                     .send()
-                    .await?;
+                    .await
+                    .map_err(|e| anyhow::anyhow!("create {i}: {e:?}"))?;
                 let status = resp.status();
                 if !status.is_success() {
                     anyhow::bail!("create {i}: {status}: {}", resp.text().await?);
