@@ -97,19 +97,31 @@ pub fn finish(result: Result<Verdict, Failure>) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Logs on stderr. By default only ck8s's own warnings: a dependency's log line (the kube
+/// client's `ERROR ... failed with error`) would say again, less clearly, what the
+/// `error:`/`help:` pair says. `-v` brings the dependencies' warnings and ck8s's info, `-vv`
+/// everything at debug; `CK8S_LOG` (an env filter) overrides both. Colours only on a
+/// terminal, never with `NO_COLOR` set.
 pub fn init_tracing(verbose: u8) {
-    let level = match verbose {
-        0 => "warn",
-        1 => "info",
+    let filter = match verbose {
+        0 => "off,kubectl_ck8s=warn",
+        1 => "warn,kubectl_ck8s=info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CK8S_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours_on_stderr())
         .without_time()
         .try_init();
+}
+
+/// Whether stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org).
+pub fn colours_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

@@ -113,3 +113,42 @@ fn in_a_pod_without_a_kubeconfig_the_service_account_is_used() {
         );
     }
 }
+
+/// An API server that does not answer: ck8s's own `error:`/`help:` pair only, no dependency's
+/// log line and no colour escape into a pipe; `-v` brings the dependencies' logs back.
+#[test]
+fn an_unreachable_cluster_prints_only_ck8ss_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config");
+    std::fs::write(
+        &path,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:1\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let config = path.to_str().unwrap();
+    let out = run(
+        &[("KUBECONFIG", config)],
+        &["smoke", "--request-timeout", "2s"],
+    );
+    assert_clean_error(&out, "cannot reach the api server");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("kube_client"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no ANSI escapes into a pipe: {stderr:?}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "error and help only: {stderr}");
+
+    let verbose = run(
+        &[("KUBECONFIG", config)],
+        &["smoke", "--request-timeout", "2s", "-v"],
+    );
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert_eq!(verbose.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("kube_client"),
+        "-v shows the dependencies' logs: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "{stderr:?}");
+}
