@@ -70,6 +70,9 @@ pub enum Command {
     /// Apply the AI slot build runbook's mitigation to the runtime configuration.
     #[command(subcommand)]
     Mitigate(crate::mitigate::MitigateCommand),
+    /// The guards on the write path: `lint` every webhook configuration of the cluster.
+    #[command(subcommand)]
+    Admission(crate::admission::AdmissionCommand),
     /// Print a shell completion script.
     Completion {
         #[arg(value_enum)]
@@ -160,6 +163,7 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
         Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
         Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
         Command::Mitigate(cmd) => crate::mitigate::run(cmd, &g.connect().await?).await,
+        Command::Admission(cmd) => crate::admission::run(cmd, &g.connect_cluster().await?).await,
         Command::Completion { shell } => {
             crate::completion::generate(shell);
             Ok(Verdict::Pass)

@@ -4,6 +4,7 @@
 //! passed, 1 a check failed or a violation was found, 2 usage, connection, permission or
 //! missing-object error.
 
+mod admission;
 mod buildref;
 mod cli;
 mod cluster;

@@ -100,6 +100,11 @@ impl Report {
         r
     }
 
+    /// A report about the whole cluster (no namespace, no host).
+    pub fn of(command: &str, checks: Vec<Check>) -> Self {
+        Self::of_checks(command, checks)
+    }
+
     fn of_checks(command: &str, checks: Vec<Check>) -> Self {
         let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
             Status::Fail

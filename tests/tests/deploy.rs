@@ -634,8 +634,10 @@ fn assert_safe_webhook(r: &Rendered, overlay: &str) {
         .map(|c| c.expression.as_str())
         .collect();
     assert!(
-        conditions.contains(&"!(request.resource.resource in ['leases', 'events'])"),
-        "{}: leases and events are excluded, got {conditions:?}",
+        conditions.contains(
+            &"!(request.resource.resource in ['leases', 'events', 'endpoints', 'endpointslices'])"
+        ),
+        "{}: leases, events and the control plane's endpoints are excluded, got {conditions:?}",
         ctx("matchConditions")
     );
 
@@ -1281,6 +1283,35 @@ fn rbac_for_plugin_users() {
     let table: &[(&str, &str, &str, &str, bool)] = &[
         // smoke
         ("ck8s-reader", "list", "/pods", "", true),
+        // admission lint
+        (
+            "ck8s-reader",
+            "list",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "list",
+            "admissionregistration.k8s.io/mutatingwebhookconfigurations",
+            "",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "list",
+            "discovery.k8s.io/endpointslices",
+            "",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "delete",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "",
+            false,
+        ),
         ("ck8s-reader", "list", "apps/deployments", "", true),
         (
             "ck8s-reader",

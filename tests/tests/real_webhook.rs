@@ -519,3 +519,148 @@ fn the_builtin_suites_hold_behind_the_api_server() {
     assert!(judged >= 20, "{judged} cases");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `kubectl ck8s admission lint -o json` as admin: (exit code, the checks by id).
+fn lint(cp: &ControlPlane) -> (i32, std::collections::BTreeMap<String, serde_json::Value>) {
+    let out = std::process::Command::new(ck8s_tests::workspace_binary("kubectl-ck8s"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig().display()))
+        .args(["admission", "lint", "-o", "json"])
+        .output()
+        .expect("run kubectl-ck8s");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "admission lint -o json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let checks = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (out.status.code().unwrap_or(-1), checks)
+}
+
+fn status_of(checks: &std::collections::BTreeMap<String, serde_json::Value>, id: &str) -> String {
+    checks
+        .get(id)
+        .unwrap_or_else(|| panic!("no check {id} in {checks:#?}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_lint_passes_the_shipped_configuration_and_names_what_is_dangerous() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    let ck8s = Ck8s::start(DEFAULT_CONFIG, &[], &[]);
+    register(cp);
+    let ours = |aspect: &str| format!("validating/ck8s-admission/{WEBHOOK}:{aspect}");
+
+    // The configuration deploy/ ships, serving over TLS verified by its caBundle.
+    let (code, checks) = lint(cp);
+    for aspect in ["lockout", "timeout", "ca", "scope"] {
+        assert_eq!(
+            status_of(&checks, &ours(aspect)),
+            "pass",
+            "{aspect}: {checks:#?}"
+        );
+    }
+    assert_eq!(code, 0, "{checks:#?}");
+
+    // A third-party configuration as the reports describe it: everything, Fail, 30 s. It is
+    // pointed at ck8s (which allows the control plane's writes) so that the cluster stays
+    // usable while it exists. And one left behind by an uninstall: a Service with no
+    // endpoints and no caBundle (it selects no namespace, so nothing is refused meanwhile).
+    let ca = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        &ck8s_tests::cluster_webhook::certs().ca_pem,
+    );
+    let port = ck8s_tests::cluster_webhook::webhook_port();
+    let third_party = format!(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: ck8s-lint-dangerous}}
+webhooks:
+- name: everything.example.com
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 30
+  clientConfig: {{url: "https://127.0.0.1:{port}/validate", caBundle: "{ca}"}}
+  rules: [{{apiGroups: ["*"], apiVersions: ["*"], resources: ["*"], operations: [CREATE, UPDATE]}}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingWebhookConfiguration
+metadata: {{name: ck8s-lint-orphan}}
+webhooks:
+- name: orphan.example.com
+  admissionReviewVersions: [v1]
+  sideEffects: None
+  failurePolicy: Fail
+  timeoutSeconds: 5
+  clientConfig: {{service: {{namespace: uninstalled, name: gone}}}}
+  namespaceSelector: {{matchLabels: {{ck8s-lint: never}}}}
+  rules: [{{apiGroups: [""], apiVersions: [v1], resources: [configmaps], operations: [CREATE]}}]
+"#
+    );
+    cp.apply(&third_party).unwrap();
+    let (code, checks) = lint(cp);
+    cp.kubectl_output(&[
+        "delete",
+        "validatingwebhookconfiguration",
+        "ck8s-lint-dangerous",
+        "ck8s-lint-orphan",
+    ])
+    .unwrap();
+    assert_eq!(code, 1, "{checks:#?}");
+    let dangerous =
+        |aspect: &str| format!("validating/ck8s-lint-dangerous/everything.example.com:{aspect}");
+    let orphan = |aspect: &str| format!("validating/ck8s-lint-orphan/orphan.example.com:{aspect}");
+    assert_eq!(status_of(&checks, &dangerous("lockout")), "fail");
+    let detail = checks[&dangerous("lockout")]["detail"].as_str().unwrap();
+    for named in [
+        "leases.coordination.k8s.io in kube-node-lease",
+        "tokenreviews",
+        "kube-system",
+    ] {
+        assert!(detail.contains(named), "{named}: {detail}");
+    }
+    assert_eq!(status_of(&checks, &dangerous("timeout")), "fail");
+    assert_eq!(status_of(&checks, &dangerous("scope")), "warn");
+    assert_eq!(status_of(&checks, &dangerous("ca")), "pass");
+    assert_eq!(status_of(&checks, &orphan("endpoints")), "fail");
+    assert_eq!(status_of(&checks, &orphan("ca")), "fail");
+    assert_eq!(status_of(&checks, &orphan("lockout")), "pass");
+    for aspect in ["lockout", "timeout", "ca", "scope"] {
+        assert_eq!(status_of(&checks, &ours(aspect)), "pass", "{aspect}");
+    }
+
+    // The serving certificate rotated to a new CA while the caBundle kept the old one: the
+    // lint says so (as the API server's calls are about to fail).
+    let rotated_ca = {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().pem()
+    };
+    let stale = ck8s_tests::cluster_webhook::webhook_configuration(cp).replace(
+        &ca,
+        &base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &rotated_ca),
+    );
+    cp.apply(&stale).unwrap();
+    let (code, checks) = lint(cp);
+    register(cp);
+    assert_eq!(code, 1, "{checks:#?}");
+    assert_eq!(status_of(&checks, &ours("ca")), "fail");
+    let detail = checks[&ours("ca")]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("does not verify with the caBundle"),
+        "{detail}"
+    );
+    unregister(cp);
+    drop(ck8s);
+}
