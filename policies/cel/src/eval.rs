@@ -1,6 +1,7 @@
 //! Judging one request: the API server's admission flow for ValidatingAdmissionPolicies.
 
 use crate::compile::{Compiled, VarUse, cost, var_ident};
+use crate::fast;
 use crate::matching;
 use crate::value::{Extent, display, extent, map, to_cel, type_name, value_extent};
 use crate::{
@@ -38,7 +39,45 @@ static NO_INPUTS: Inputs = Inputs {
 };
 
 /// The request's bounds and CEL values: made once, when a policy first matches.
-fn prepare(set: &PolicySet, req: &Request) -> (Inputs, Context<'static>) {
+struct Prepared {
+    inputs: Inputs,
+    /// `object`, `oldObject`, `namespaceObject`, `request`, shared by every expression.
+    values: [(&'static str, Value); 4],
+    /// The same in the `cel` crate's context, made the first time an expression needs it
+    /// (the fast path cannot say): the conversion copies the whole object.
+    slow: std::cell::OnceCell<Context<'static>>,
+}
+
+impl Prepared {
+    fn slow(&self) -> &Context<'static> {
+        self.slow.get_or_init(|| {
+            let mut ctx = root().new_inner_scope();
+            for (name, v) in &self.values {
+                ctx.add_variable_from_value(*name, v.clone());
+            }
+            ctx
+        })
+    }
+}
+
+/// The length of `v`'s JSON text, without writing it.
+fn json_len(v: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, v);
+    count.0
+}
+
+fn prepare(set: &PolicySet, req: &Request) -> Prepared {
     let mut inputs = Inputs {
         extent: Extent::default(),
         too_large: None,
@@ -49,7 +88,7 @@ fn prepare(set: &PolicySet, req: &Request) -> (Inputs, Context<'static>) {
         ("namespaceObject", &req.namespace_object),
     ] {
         if let Some(v) = v {
-            let len = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(0);
+            let len = json_len(v);
             if len > set.limits.max_object_bytes {
                 inputs.too_large = Some(format!(
                     "{what} is {len} bytes, above ck8s's bound of {} bytes",
@@ -59,17 +98,21 @@ fn prepare(set: &PolicySet, req: &Request) -> (Inputs, Context<'static>) {
             extent(v, &mut inputs.extent);
         }
     }
-    let mut rctx = root().new_inner_scope();
     let cel_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
-    rctx.add_variable_from_value("object", cel_or_null(&req.object));
-    rctx.add_variable_from_value("oldObject", cel_or_null(&req.old_object));
-    rctx.add_variable_from_value("namespaceObject", cel_or_null(&req.namespace_object));
-    rctx.add_variable_from_value("request", req.to_cel());
-    (inputs, rctx)
+    Prepared {
+        inputs,
+        values: [
+            ("object", cel_or_null(&req.object)),
+            ("oldObject", cel_or_null(&req.old_object)),
+            ("namespaceObject", cel_or_null(&req.namespace_object)),
+            ("request", req.to_cel()),
+        ],
+        slow: std::cell::OnceCell::new(),
+    }
 }
 
 pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource) -> Evaluation {
-    let prepared: std::cell::OnceCell<(Inputs, Context<'static>)> = std::cell::OnceCell::new();
+    let prepared: std::cell::OnceCell<Prepared> = std::cell::OnceCell::new();
     let mut order: Vec<&Policy> = set.policies.iter().collect();
     order.sort_by(|a, b| a.name.cmp(&b.name));
     let mut outcomes = Vec::new();
@@ -117,10 +160,13 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
                     if list.is_empty() {
                         continue;
                     }
-                    let (inputs, rctx) = prepared.get_or_init(|| prepare(set, req));
-                    let judge = Judge { inputs, ..judge };
+                    let prepared = prepared.get_or_init(|| prepare(set, req));
+                    let judge = Judge {
+                        inputs: &prepared.inputs,
+                        ..judge
+                    };
                     for p in list {
-                        if let Some(o) = judge.run(rctx, p.as_ref()) {
+                        if let Some(o) = judge.run(prepared, p.as_ref()) {
                             outcomes.push(o);
                         }
                     }
@@ -130,6 +176,16 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
     }
     Evaluation { outcomes }
 }
+
+/// What one policy's expressions see: the names bound (inputs first, [`INPUTS`] of them),
+/// and the request's prepared values for the slow path.
+struct Env<'a> {
+    names: fast::Env,
+    prepared: &'a Prepared,
+}
+
+/// The inputs bound first in every [`Env`]; the slow path's base context has them already.
+const INPUTS: usize = 4;
 
 struct Judge<'a> {
     policy: &'a Policy,
@@ -266,8 +322,9 @@ impl Judge<'_> {
         x
     }
 
-    /// Evaluates one expression, after its bound: the result, or the error as a message.
-    fn eval(&self, ctx: &Context, c: &Compiled, extent: Extent) -> Result<Value, String> {
+    /// Evaluates one expression, after its bound: the result, or the error as a message. The
+    /// fast path first; the `cel` crate where it cannot say (see `fast`).
+    fn eval(&self, env: &mut Env, c: &Compiled, extent: Extent) -> Result<Value, String> {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
@@ -278,19 +335,39 @@ impl Judge<'_> {
                 self.limits.cost
             ));
         }
-        Value::resolve(&c.expr, ctx).map_err(|e| e.to_string())
+        let fast = fast::eval(&c.expr, &mut env.names);
+        #[cfg(test)]
+        fast::check::record(&c.source, fast.as_ref(), || Self::slow(env, c));
+        match fast {
+            Some(v) => Ok(v),
+            None => Self::slow(env, c),
+        }
+    }
+
+    /// The `cel` crate's evaluation, in a context with the same names bound.
+    fn slow(env: &Env, c: &Compiled) -> Result<Value, String> {
+        let mut ctx = env.prepared.slow().new_inner_scope();
+        for (name, v) in env.names.bindings_from(INPUTS) {
+            ctx.add_variable_from_value(name, v.clone());
+        }
+        Value::resolve(&c.expr, &ctx).map_err(|e| e.to_string())
     }
 
     /// One policy, one binding, one param: matchConditions, then validations and audit
     /// annotations. `None` when a match condition is false.
-    fn run(&self, rctx: &Context, param: Option<&serde_json::Value>) -> Option<Outcome> {
+    fn run(&self, prepared: &Prepared, param: Option<&serde_json::Value>) -> Option<Outcome> {
         let mut o = self.outcome(param);
-        let mut pctx = rctx.new_inner_scope();
+        let mut names = fast::Env::default();
+        for (name, v) in &prepared.values {
+            names.bind(*name, v.clone());
+        }
+        let mut pctx = Env { names, prepared };
         let mut param_extent = self.inputs.extent;
         if let Some(p) = param {
             extent(p, &mut param_extent);
         }
-        pctx.add_variable_from_value("params", param.map(to_cel).unwrap_or(Value::Null));
+        pctx.names
+            .bind("params", param.map(to_cel).unwrap_or(Value::Null));
         let judge = Judge {
             inputs: &Inputs {
                 extent: param_extent,
@@ -413,7 +490,7 @@ impl Judge<'_> {
     /// and param; bound in `ctx` as it is computed).
     fn with_vars(
         &self,
-        ctx: &mut Context,
+        ctx: &mut Env,
         vars: &mut Vars,
         needs: &[usize],
         c: &Compiled,
@@ -422,16 +499,10 @@ impl Judge<'_> {
             if vars.values[i].is_none() {
                 let (name, vc) = &self.policy.variables[i];
                 let extent = self.extent_for(vc, vars);
-                let r = if matches!(vc.var_use, VarUse::All) {
-                    let mut vctx = ctx.new_inner_scope();
-                    vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
-                    self.eval(&vctx, vc, extent)
-                } else {
-                    self.eval(ctx, vc, extent)
-                };
+                let r = self.eval_with_all(ctx, vars, vc, extent);
                 let r = r.map_err(|e| self.attribute(e, vc, needs, vars));
                 if let Ok(v) = &r {
-                    ctx.add_variable_from_value(var_ident(name), v.clone());
+                    ctx.names.bind(var_ident(name), v.clone());
                     let mut e = Extent::default();
                     value_extent(v, &mut e);
                     vars.extents[i] = Some(e);
@@ -440,14 +511,28 @@ impl Judge<'_> {
             }
         }
         let extent = self.extent_for(c, vars);
-        let r = if matches!(c.var_use, VarUse::All) {
-            let mut vctx = ctx.new_inner_scope();
-            vctx.add_variable_from_value("variables", vars.map(&self.policy.variables));
-            self.eval(&vctx, c, extent)
-        } else {
-            self.eval(ctx, c, extent)
-        };
+        let r = self.eval_with_all(ctx, vars, c, extent);
         r.map_err(|e| self.attribute(e, c, needs, vars))
+    }
+
+    /// [`Judge::eval`], with `variables` bound as a map for an expression that reads it as a
+    /// whole.
+    fn eval_with_all(
+        &self,
+        ctx: &mut Env,
+        vars: &Vars,
+        c: &Compiled,
+        extent: Extent,
+    ) -> Result<Value, String> {
+        if !matches!(c.var_use, VarUse::All) {
+            return self.eval(ctx, c, extent);
+        }
+        let depth = ctx.names.len();
+        ctx.names
+            .bind("variables", vars.map(&self.policy.variables));
+        let r = self.eval(ctx, c, extent);
+        ctx.names.truncate(depth);
+        r
     }
 
     /// The error of `c`, which failed with `e`. A variable whose evaluation failed is not

@@ -51,6 +51,7 @@
 
 mod compile;
 mod eval;
+mod fast;
 mod load;
 mod matching;
 mod request;

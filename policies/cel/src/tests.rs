@@ -460,3 +460,78 @@ fn the_cost_bound_counts_what_an_expression_reads() {
         "{message}"
     );
 }
+
+/// The fast path (`fast.rs`) against the `cel` crate on every expression of the corpus
+/// (`testdata/policies`) and every object of `testdata/objects.json`, as CREATE and as an
+/// UPDATE of itself: where the fast path answers, the same value of the same type; and the
+/// three built-in rules evaluated on the fast path alone.
+#[test]
+fn the_fast_path_agrees_with_the_cel_crate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+    let mut set = PolicySet::default();
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for f in &files {
+        set.add(
+            &f.display().to_string(),
+            &std::fs::read_to_string(f).unwrap(),
+        )
+        .unwrap();
+    }
+    let objects: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("objects.json")).unwrap()).unwrap();
+    crate::fast::check::start();
+    for o in &objects {
+        for op in [Operation::Create, Operation::Update] {
+            let mut r = Request::for_object(op, o.clone());
+            if op == Operation::Update {
+                r.old_object = Some(o.clone());
+            }
+            if !r.namespace.is_empty() && r.kind.kind != "Namespace" {
+                r.namespace_object = Some(json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": r.namespace, "labels": {"env": "prod"}}}));
+            }
+            set.evaluate(&r, None);
+        }
+    }
+    let log = crate::fast::check::finish();
+    assert!(log.differences.is_empty(), "{:#?}", log.differences);
+    assert!(
+        log.fast > 10 * log.slow,
+        "the fast path answered {} evaluations, the cel crate {}: {:#?}",
+        log.fast,
+        log.slow,
+        log.slow_sources
+    );
+
+    // The built-in rules, on the 4 KB Deployment the benchmark judges.
+    let mut builtins = PolicySet::default();
+    for f in files
+        .iter()
+        .filter(|f| f.display().to_string().contains("-ck8s-"))
+    {
+        builtins
+            .add(
+                &f.display().to_string(),
+                &std::fs::read_to_string(f).unwrap(),
+            )
+            .unwrap();
+    }
+    assert_eq!(builtins.policies.len(), 3);
+    let deployment: serde_json::Value =
+        serde_json::from_str(include_str!("../../runtime/benches/deployment-4k.json")).unwrap();
+    let mut r = Request::for_object(Operation::Create, deployment);
+    r.namespace_object = Some(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "codex-k8s-prod", "labels": {"kubernetes.io/metadata.name": "codex-k8s-prod"}}}));
+    crate::fast::check::start();
+    let d = builtins.evaluate(&r, None).decision();
+    let log = crate::fast::check::finish();
+    assert!(d.allowed, "{d:?}");
+    assert!(log.differences.is_empty(), "{:#?}", log.differences);
+    assert_eq!(log.slow, 0, "{:#?}", log.slow_sources);
+    assert!(log.fast >= 8, "{log:?}");
+}
