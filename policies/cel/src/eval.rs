@@ -1,9 +1,9 @@
 //! Judging one request: the API server's admission flow for ValidatingAdmissionPolicies.
 
 use crate::compile::{Compiled, VarUse, cost, var_ident};
-use crate::fast;
+use crate::fast::{self, V};
 use crate::matching;
-use crate::value::{Extent, display, extent, map, to_cel, type_name, value_extent};
+use crate::value::{Extent, display, extent, map, to_cel, type_name};
 use crate::{
     Binding, Evaluation, Failure, FailureKind, FailurePolicy, Outcome, ParamSource, Policy,
     PolicySet, Request, ValidationActions,
@@ -39,24 +39,37 @@ static NO_INPUTS: Inputs = Inputs {
 };
 
 /// The request's bounds and CEL values: made once, when a policy first matches.
-struct Prepared {
+struct Prepared<'r> {
     inputs: Inputs,
-    /// `object`, `oldObject`, `namespaceObject`, `request`, shared by every expression.
-    values: [(&'static str, Value); 4],
-    /// The same in the `cel` crate's context, made the first time an expression needs it
+    req: &'r Request,
+    /// `request`, the one input that is not JSON.
+    request: Value,
+    /// The inputs in the `cel` crate's context, made the first time an expression needs it
     /// (the fast path cannot say): the conversion copies the whole object.
     slow: std::cell::OnceCell<Context<'static>>,
 }
 
-impl Prepared {
+impl<'r> Prepared<'r> {
     fn slow(&self) -> &Context<'static> {
         self.slow.get_or_init(|| {
             let mut ctx = root().new_inner_scope();
-            for (name, v) in &self.values {
-                ctx.add_variable_from_value(*name, v.clone());
-            }
+            let cel_or_null =
+                |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
+            ctx.add_variable_from_value("object", cel_or_null(&self.req.object));
+            ctx.add_variable_from_value("oldObject", cel_or_null(&self.req.old_object));
+            ctx.add_variable_from_value("namespaceObject", cel_or_null(&self.req.namespace_object));
+            ctx.add_variable_from_value("request", self.request.clone());
             ctx
         })
+    }
+
+    /// The inputs as the fast path reads them: the JSON in place.
+    fn bind(&self, env: &mut fast::Env<'r>) {
+        let json = |v: &'r Option<serde_json::Value>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
+        env.bind("object", json(&self.req.object));
+        env.bind("oldObject", json(&self.req.old_object));
+        env.bind("namespaceObject", json(&self.req.namespace_object));
+        env.bind("request", V::Cel(self.request.clone()));
     }
 }
 
@@ -77,7 +90,7 @@ fn json_len(v: &serde_json::Value) -> usize {
     count.0
 }
 
-fn prepare(set: &PolicySet, req: &Request) -> Prepared {
+fn prepare<'r>(set: &PolicySet, req: &'r Request) -> Prepared<'r> {
     let mut inputs = Inputs {
         extent: Extent::default(),
         too_large: None,
@@ -98,15 +111,10 @@ fn prepare(set: &PolicySet, req: &Request) -> Prepared {
             extent(v, &mut inputs.extent);
         }
     }
-    let cel_or_null = |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
     Prepared {
         inputs,
-        values: [
-            ("object", cel_or_null(&req.object)),
-            ("oldObject", cel_or_null(&req.old_object)),
-            ("namespaceObject", cel_or_null(&req.namespace_object)),
-            ("request", req.to_cel()),
-        ],
+        req,
+        request: req.to_cel(),
         slow: std::cell::OnceCell::new(),
     }
 }
@@ -179,9 +187,9 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
 
 /// What one policy's expressions see: the names bound (inputs first, [`INPUTS`] of them),
 /// and the request's prepared values for the slow path.
-struct Env<'a> {
-    names: fast::Env,
-    prepared: &'a Prepared,
+struct Env<'a, 'j> {
+    names: fast::Env<'j>,
+    prepared: &'a Prepared<'a>,
 }
 
 /// The inputs bound first in every [`Env`]; the slow path's base context has them already.
@@ -324,7 +332,7 @@ impl Judge<'_> {
 
     /// Evaluates one expression, after its bound: the result, or the error as a message. The
     /// fast path first; the `cel` crate where it cannot say (see `fast`).
-    fn eval(&self, env: &mut Env, c: &Compiled, extent: Extent) -> Result<Value, String> {
+    fn eval<'j>(&self, env: &mut Env<'_, 'j>, c: &Compiled, extent: Extent) -> Result<V<'j>, String> {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
@@ -340,7 +348,7 @@ impl Judge<'_> {
         fast::check::record(&c.source, fast.as_ref(), || Self::slow(env, c));
         match fast {
             Some(v) => Ok(v),
-            None => Self::slow(env, c),
+            None => Self::slow(env, c).map(V::Cel),
         }
     }
 
@@ -348,26 +356,24 @@ impl Judge<'_> {
     fn slow(env: &Env, c: &Compiled) -> Result<Value, String> {
         let mut ctx = env.prepared.slow().new_inner_scope();
         for (name, v) in env.names.bindings_from(INPUTS) {
-            ctx.add_variable_from_value(name, v.clone());
+            ctx.add_variable_from_value(name, v.to_value());
         }
         Value::resolve(&c.expr, &ctx).map_err(|e| e.to_string())
     }
 
     /// One policy, one binding, one param: matchConditions, then validations and audit
     /// annotations. `None` when a match condition is false.
-    fn run(&self, prepared: &Prepared, param: Option<&serde_json::Value>) -> Option<Outcome> {
+    fn run<'j>(&self, prepared: &'j Prepared<'j>, param: Option<&'j serde_json::Value>) -> Option<Outcome> {
         let mut o = self.outcome(param);
         let mut names = fast::Env::default();
-        for (name, v) in &prepared.values {
-            names.bind(*name, v.clone());
-        }
+        prepared.bind(&mut names);
         let mut pctx = Env { names, prepared };
         let mut param_extent = self.inputs.extent;
         if let Some(p) = param {
             extent(p, &mut param_extent);
         }
         pctx.names
-            .bind("params", param.map(to_cel).unwrap_or(Value::Null));
+            .bind("params", param.map_or(V::Cel(Value::Null), V::Json));
         let judge = Judge {
             inputs: &Inputs {
                 extent: param_extent,
@@ -488,10 +494,10 @@ impl Judge<'_> {
 
     /// Evaluates `c` after computing the variables it needs (each once per policy, binding
     /// and param; bound in `ctx` as it is computed).
-    fn with_vars(
+    fn with_vars<'j>(
         &self,
-        ctx: &mut Env,
-        vars: &mut Vars,
+        ctx: &mut Env<'_, 'j>,
+        vars: &mut Vars<'j>,
         needs: &[usize],
         c: &Compiled,
     ) -> Result<Value, String> {
@@ -504,7 +510,7 @@ impl Judge<'_> {
                 if let Ok(v) = &r {
                     ctx.names.bind(var_ident(name), v.clone());
                     let mut e = Extent::default();
-                    value_extent(v, &mut e);
+                    v.extent(&mut e);
                     vars.extents[i] = Some(e);
                 }
                 vars.values[i] = Some(r);
@@ -512,24 +518,25 @@ impl Judge<'_> {
         }
         let extent = self.extent_for(c, vars);
         let r = self.eval_with_all(ctx, vars, c, extent);
-        r.map_err(|e| self.attribute(e, c, needs, vars))
+        r.map(|v| v.to_value())
+            .map_err(|e| self.attribute(e, c, needs, vars))
     }
 
     /// [`Judge::eval`], with `variables` bound as a map for an expression that reads it as a
     /// whole.
-    fn eval_with_all(
+    fn eval_with_all<'j>(
         &self,
-        ctx: &mut Env,
-        vars: &Vars,
+        ctx: &mut Env<'_, 'j>,
+        vars: &Vars<'j>,
         c: &Compiled,
         extent: Extent,
-    ) -> Result<Value, String> {
+    ) -> Result<V<'j>, String> {
         if !matches!(c.var_use, VarUse::All) {
             return self.eval(ctx, c, extent);
         }
         let depth = ctx.names.len();
         ctx.names
-            .bind("variables", vars.map(&self.policy.variables));
+            .bind("variables", V::Cel(vars.map(&self.policy.variables)));
         let r = self.eval(ctx, c, extent);
         ctx.names.truncate(depth);
         r
@@ -568,20 +575,20 @@ impl Judge<'_> {
     }
 }
 
-struct Vars {
-    values: Vec<Option<Result<Value, String>>>,
+struct Vars<'j> {
+    values: Vec<Option<Result<V<'j>, String>>>,
     /// The extent of each variable's value, once computed.
     extents: Vec<Option<Extent>>,
 }
 
-impl Vars {
+impl Vars<'_> {
     fn map(&self, defs: &[(String, Compiled)]) -> Value {
         map(self
             .values
             .iter()
             .zip(defs)
             .filter_map(|(v, (name, _))| match v {
-                Some(Ok(v)) => Some((name.as_str(), v.clone())),
+                Some(Ok(v)) => Some((name.as_str(), v.to_value())),
                 _ => None,
             })
             .collect())

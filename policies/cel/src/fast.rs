@@ -17,25 +17,136 @@
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue};
 use kube_cel::cel::objects::{Key, KeyRef, Map, OptionalValue};
 use kube_cel::cel::{IdedExpr, Value};
+use serde_json::Value as Json;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::compile::OPT_SELECT;
+use crate::value::{Extent, extent, to_cel, value_extent};
+
+/// A value on the fast path.
+#[derive(Clone, Debug)]
+pub enum V<'j> {
+    /// Part of the request's JSON (the object, the old object, the namespace, a param).
+    Json(&'j Json),
+    Cel(Value),
+    /// A list the fast path built (`a + b`, a literal, a comprehension's result).
+    List(Arc<Vec<V<'j>>>),
+}
+
+impl<'j> V<'j> {
+    /// As the `cel` crate holds it (the JSON converted as [`to_cel`] converts it).
+    pub fn to_value(&self) -> Value {
+        match self {
+            V::Json(j) => to_cel(j),
+            V::Cel(v) => v.clone(),
+            V::List(items) => Value::List(Arc::new(items.iter().map(V::to_value).collect())),
+        }
+    }
+
+    /// Adds the sizes of this value to `out` (the cost bound's inputs).
+    pub fn extent(&self, out: &mut Extent) {
+        match self {
+            V::Json(j) => extent(j, out),
+            V::Cel(v) => value_extent(v, out),
+            V::List(items) => {
+                out.list = out.list.max(items.len() as u64);
+                out.total += items.len() as u64;
+                items.iter().for_each(|x| x.extent(out));
+            }
+        }
+    }
+
+    fn bool(&self) -> Option<bool> {
+        match self {
+            V::Json(Json::Bool(b)) | V::Cel(Value::Bool(b)) => Some(*b),
+            _ => None,
+        }
+    }
+
+    fn str(&self) -> Option<&str> {
+        match self {
+            V::Json(Json::String(s)) => Some(s),
+            V::Cel(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A scalar as the `cel` crate types it (JSON numbers as [`to_cel`] types them).
+    fn scalar(&self) -> Option<Scalar<'_>> {
+        Some(match self {
+            V::Json(Json::String(s)) => Scalar::Str(s),
+            V::Cel(Value::String(s)) => Scalar::Str(s),
+            V::Json(Json::Bool(b)) | V::Cel(Value::Bool(b)) => Scalar::Bool(*b),
+            V::Json(Json::Null) | V::Cel(Value::Null) => Scalar::Null,
+            V::Json(Json::Number(n)) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => Scalar::Int(i),
+                (None, Some(u)) => Scalar::UInt(u),
+                _ => return None,
+            },
+            V::Cel(Value::Int(i)) => Scalar::Int(*i),
+            V::Cel(Value::UInt(u)) => Scalar::UInt(*u),
+            _ => return None,
+        })
+    }
+
+    /// The elements of a list.
+    fn items(&self) -> Option<Vec<V<'j>>> {
+        Some(match *self {
+            V::Json(Json::Array(a)) => a.iter().map(V::Json).collect(),
+            V::Cel(Value::List(ref l)) => l.iter().cloned().map(V::Cel).collect(),
+            V::List(ref items) => items.as_ref().clone(),
+            _ => return None,
+        })
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(match self {
+            V::Json(Json::String(s)) => s.len(),
+            V::Json(Json::Array(a)) => a.len(),
+            V::Json(Json::Object(o)) => o.len(),
+            V::Cel(Value::String(s)) => s.len(),
+            V::Cel(Value::List(l)) => l.len(),
+            V::Cel(Value::Map(m)) => m.map.len(),
+            V::List(items) => items.len(),
+            _ => return None,
+        })
+    }
+
+    /// The field `key` of a map: `None` when this is not a map, `Some(None)` when the map
+    /// has no such key.
+    fn field(&self, key: &str) -> Option<Option<V<'j>>> {
+        match *self {
+            V::Json(Json::Object(o)) => Some(o.get(key).map(V::Json)),
+            V::Cel(Value::Map(ref m)) => Some(m.get(&KeyRef::String(key)).cloned().map(V::Cel)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Scalar<'a> {
+    Str(&'a str),
+    Int(i64),
+    UInt(u64),
+    Bool(bool),
+    Null,
+}
 
 /// The names in scope, innermost last: the request's inputs, the variables computed so far,
 /// and comprehension variables while a loop runs.
 #[derive(Default)]
-pub struct Env {
-    names: Vec<(String, Value)>,
+pub struct Env<'j> {
+    names: Vec<(String, V<'j>)>,
 }
 
-impl Env {
-    pub fn bind(&mut self, name: impl Into<String>, value: Value) {
+impl<'j> Env<'j> {
+    pub fn bind(&mut self, name: impl Into<String>, value: V<'j>) {
         self.names.push((name.into(), value));
     }
 
-    fn get(&self, name: &str) -> Option<&Value> {
+    fn get(&self, name: &str) -> Option<&V<'j>> {
         self.names
             .iter()
             .rev()
@@ -45,7 +156,7 @@ impl Env {
 
     /// The bindings from the `from`-th on, the innermost of each name last (for the `cel`
     /// crate's context on the slow path).
-    pub fn bindings_from(&self, from: usize) -> impl Iterator<Item = (&str, &Value)> {
+    pub fn bindings_from(&self, from: usize) -> impl Iterator<Item = (&str, &V<'j>)> {
         self.names[from.min(self.names.len())..]
             .iter()
             .map(|(n, v)| (n.as_str(), v))
@@ -62,18 +173,17 @@ impl Env {
 }
 
 /// The value of `e`, or `None` where only the `cel` crate can say.
-pub fn eval(e: &IdedExpr, env: &mut Env) -> Option<Value> {
+pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
     match &e.expr {
-        Expr::Literal(l) => literal(l),
+        Expr::Literal(l) => literal(l).map(V::Cel),
         Expr::Ident(name) => env.get(name).cloned(),
         Expr::Select(s) => {
             let operand = eval(&s.operand, env)?;
-            let Value::Map(m) = operand else { return None };
-            let key = KeyRef::String(s.field.as_str());
+            let found = operand.field(&s.field)?;
             if s.test {
-                Some(Value::Bool(m.get(&key).is_some()))
+                Some(V::Cel(Value::Bool(found.is_some())))
             } else {
-                m.get(&key).cloned()
+                found
             }
         }
         Expr::List(l) => {
@@ -85,44 +195,48 @@ pub fn eval(e: &IdedExpr, env: &mut Env) -> Option<Value> {
                 .iter()
                 .map(|x| eval(x, env))
                 .collect::<Option<Vec<_>>>()?;
-            Some(Value::List(Arc::new(items)))
+            Some(V::List(Arc::new(items)))
         }
         Expr::Map(m) => {
             let mut out = HashMap::with_capacity(m.entries.len());
             for entry in &m.entries {
-                let EntryExpr::MapEntry(entry) = &entry.expr else {
-                    return None;
-                };
+                let EntryExpr::MapEntry(entry) = &entry.expr else { return None };
                 if entry.optional {
                     return None;
                 }
-                let Value::String(k) = eval(&entry.key, env)? else {
-                    return None;
-                };
-                let v = eval(&entry.value, env)?;
-                if out.insert(Key::String(k), v).is_some() {
+                let key = eval(&entry.key, env)?;
+                let key = Arc::new(key.str()?.to_string());
+                let v = eval(&entry.value, env)?.to_value();
+                if out.insert(Key::String(key), v).is_some() {
                     return None; // a repeated key: the cel crate's call
                 }
             }
-            Some(Value::Map(Map { map: Arc::new(out) }))
+            Some(V::Cel(Value::Map(Map { map: Arc::new(out) })))
         }
         Expr::Comprehension(c) => {
             if c.iter_var2.is_some() {
                 return None;
             }
-            let items: Vec<Value> = match eval(&c.iter_range, env)? {
-                Value::List(l) => l.as_ref().clone(),
-                Value::Map(m) => m
-                    .map
-                    .keys()
-                    .map(|k| match k {
-                        Key::String(s) => Some(Value::String(s.clone())),
-                        Key::Int(i) => Some(Value::Int(*i)),
-                        Key::Uint(u) => Some(Value::UInt(*u)),
-                        Key::Bool(b) => Some(Value::Bool(*b)),
-                    })
-                    .collect::<Option<Vec<_>>>()?,
-                _ => return None,
+            let range = eval(&c.iter_range, env)?;
+            let items: Vec<V<'j>> = match range.items() {
+                Some(items) => items,
+                None => match range {
+                    V::Json(Json::Object(o)) => o
+                        .keys()
+                        .map(|k| V::Cel(Value::String(Arc::new(k.clone()))))
+                        .collect(),
+                    V::Cel(Value::Map(m)) => m
+                        .map
+                        .keys()
+                        .map(|k| match k {
+                            Key::String(s) => V::Cel(Value::String(s.clone())),
+                            Key::Int(i) => V::Cel(Value::Int(*i)),
+                            Key::Uint(u) => V::Cel(Value::UInt(*u)),
+                            Key::Bool(b) => V::Cel(Value::Bool(*b)),
+                        })
+                        .collect(),
+                    _ => return None,
+                },
             };
             let accu = eval(&c.accu_init, env)?;
             let depth = env.names.len();
@@ -131,10 +245,8 @@ pub fn eval(e: &IdedExpr, env: &mut Env) -> Option<Value> {
             // for the condition and the result.
             let result = (|| {
                 for item in items {
-                    match eval(&c.loop_cond, env)? {
-                        Value::Bool(true) => {}
-                        Value::Bool(false) => break,
-                        _ => return None,
+                    if !eval(&c.loop_cond, env)?.bool()? {
+                        break;
                     }
                     if env.names.len() == depth + 1 {
                         env.bind(c.iter_var.clone(), item);
@@ -154,11 +266,13 @@ pub fn eval(e: &IdedExpr, env: &mut Env) -> Option<Value> {
             match (&call.target, call.args.as_slice()) {
                 (None, [a]) => unary(name, a, env),
                 (None, [a, b]) => binary(name, a, b, env),
-                (None, [c, t, f]) if name == "_?_:_" => match eval(c, env)? {
-                    Value::Bool(true) => eval(t, env),
-                    Value::Bool(false) => eval(f, env),
-                    _ => None,
-                },
+                (None, [c, t, f]) if name == "_?_:_" => {
+                    if eval(c, env)?.bool()? {
+                        eval(t, env)
+                    } else {
+                        eval(f, env)
+                    }
+                }
                 (Some(target), args) => method(name, target, args, env),
                 _ => None,
             }
@@ -179,173 +293,155 @@ fn literal(l: &LiteralValue) -> Option<Value> {
     })
 }
 
-fn unary(name: &str, a: &IdedExpr, env: &mut Env) -> Option<Value> {
+fn cel<'j>(v: Value) -> Option<V<'j>> {
+    Some(V::Cel(v))
+}
+
+fn unary<'j>(name: &str, a: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
     let v = eval(a, env)?;
-    match (name, v) {
-        ("!_", Value::Bool(b)) => Some(Value::Bool(!b)),
-        ("-_", Value::Int(i)) => i.checked_neg().map(Value::Int),
-        ("@not_strictly_false", Value::Bool(b)) => Some(Value::Bool(b)),
-        ("size", v) => size(&v),
-        _ => None,
-    }
-}
-
-/// Equality where both sides have the same primitive type (the cel crate's heterogeneous
-/// and container equality is left to it).
-fn equal(a: &Value, b: &Value) -> Option<bool> {
-    match (a, b) {
-        (Value::String(x), Value::String(y)) => Some(x == y),
-        (Value::Int(x), Value::Int(y)) => Some(x == y),
-        (Value::UInt(x), Value::UInt(y)) => Some(x == y),
-        (Value::Bool(x), Value::Bool(y)) => Some(x == y),
-        (Value::Null, Value::Null) => Some(true),
-        _ => None,
-    }
-}
-
-fn binary(name: &str, a: &IdedExpr, b: &IdedExpr, env: &mut Env) -> Option<Value> {
-    // The logical operators decide on their left side alone when they can (errors on either
-    // side, which CEL may absorb, go to the cel crate).
     match name {
+        "!_" => cel(Value::Bool(!v.bool()?)),
+        "-_" => match v.scalar()? {
+            Scalar::Int(i) => cel(Value::Int(i.checked_neg()?)),
+            _ => None,
+        },
+        "@not_strictly_false" => cel(Value::Bool(v.bool()?)),
+        "size" => cel(Value::Int(v.len()? as i64)),
+        _ => None,
+    }
+}
+
+/// Equality where both sides are scalars of the same type (the cel crate's heterogeneous
+/// and container equality is left to it).
+fn equal(a: &V, b: &V) -> Option<bool> {
+    let (a, b) = (a.scalar()?, b.scalar()?);
+    match (a, b) {
+        (Scalar::Str(_), Scalar::Str(_))
+        | (Scalar::Int(_), Scalar::Int(_))
+        | (Scalar::UInt(_), Scalar::UInt(_))
+        | (Scalar::Bool(_), Scalar::Bool(_))
+        | (Scalar::Null, Scalar::Null) => Some(a == b),
+        _ => None,
+    }
+}
+
+/// A string literal, read in place.
+fn string_literal(x: &IdedExpr) -> Option<&str> {
+    match &x.expr {
+        Expr::Literal(LiteralValue::String(s)) => Some(s.inner()),
+        _ => None,
+    }
+}
+
+fn binary<'j>(name: &str, a: &IdedExpr, b: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
+    match name {
+        // The logical operators decide on their left side alone when they can (errors on
+        // either side, which CEL may absorb, go to the cel crate).
         "_&&_" | "_||_" => {
             let stop = name == "_||_";
-            return match eval(a, env)? {
-                Value::Bool(l) if l == stop => Some(Value::Bool(stop)),
-                Value::Bool(_) => match eval(b, env)? {
-                    Value::Bool(r) => Some(Value::Bool(r)),
-                    _ => None,
-                },
-                _ => None,
+            let left = eval(a, env)?.bool()?;
+            return if left == stop {
+                cel(Value::Bool(stop))
+            } else {
+                cel(Value::Bool(eval(b, env)?.bool()?))
             };
         }
+        // Against a string literal (`e.name == 'X'`): compared in place.
+        "_==_" | "_!=_" => {
+            if let Some((lit, other)) = string_literal(b)
+                .map(|l| (l, a))
+                .or_else(|| string_literal(a).map(|l| (l, b)))
+            {
+                let v = eval(other, env)?;
+                return cel(Value::Bool((v.str()? == lit) == (name == "_==_")));
+            }
+        }
+        // In a literal list of strings (`v in ['a', 'b']`).
+        "@in" => {
+            if let Expr::List(list) = &b.expr
+                && list.optional_indices.is_empty()
+                && list.elements.iter().all(|x| string_literal(x).is_some())
+            {
+                let v = eval(a, env)?;
+                let v = v.str()?;
+                return cel(Value::Bool(
+                    list.elements.iter().any(|x| string_literal(x) == Some(v)),
+                ));
+            }
+        }
         _ if name == OPT_SELECT => {
-            let Expr::Literal(LiteralValue::String(field)) = &b.expr else {
-                return None;
-            };
+            let field = string_literal(b)?;
             let operand = eval(a, env)?;
             let target = match &operand {
-                Value::Opaque(o) => match o.downcast_ref::<OptionalValue>() {
-                    Some(opt) => match opt.value() {
-                        None => return Some(optional(None)),
-                        Some(v) => v.clone(),
-                    },
-                    None => return None,
+                V::Cel(Value::Opaque(o)) => match o.downcast_ref::<OptionalValue>()?.value() {
+                    None => return cel(optional(None)),
+                    Some(v) => V::Cel(v.clone()),
                 },
                 _ => operand,
             };
-            let Value::Map(m) = target else { return None };
-            return Some(optional(m.get(&KeyRef::String(field.inner())).cloned()));
+            return cel(optional(target.field(field)?.map(|v| v.to_value())));
         }
         _ => {}
     }
-    // Against a string literal (`e.name == 'X'`, `v in ['a', 'b']`): compared in place.
-    if matches!(name, "_==_" | "_!=_") {
-        fn literal(x: &IdedExpr) -> Option<&str> {
-            match &x.expr {
-                Expr::Literal(LiteralValue::String(s)) => Some(s.inner()),
-                _ => None,
-            }
-        }
-        if let Some((lit, other)) = literal(b)
-            .map(|l| (l, a))
-            .or_else(|| literal(a).map(|l| (l, b)))
-        {
-            let Value::String(v) = eval(other, env)? else {
-                return None;
-            };
-            return Some(Value::Bool((v.as_str() == lit) == (name == "_==_")));
-        }
-    }
-    if name == "@in"
-        && let Expr::List(list) = &b.expr
-        && list.optional_indices.is_empty()
-        && list
-            .elements
-            .iter()
-            .all(|x| matches!(x.expr, Expr::Literal(LiteralValue::String(_))))
-    {
-        let Value::String(v) = eval(a, env)? else {
-            return None;
-        };
-        return Some(Value::Bool(list.elements.iter().any(|x| {
-            matches!(&x.expr, Expr::Literal(LiteralValue::String(s)) if s.inner() == v.as_str())
-        })));
-    }
     let l = eval(a, env)?;
     let r = eval(b, env)?;
-    use Value::{Int, List, String as Str, UInt};
-    match (name, &l, &r) {
-        ("_==_", _, _) => equal(&l, &r).map(Value::Bool),
-        ("_!=_", _, _) => equal(&l, &r).map(|e| Value::Bool(!e)),
-        ("_<_" | "_<=_" | "_>_" | "_>=_", _, _) => {
-            let ord = match (&l, &r) {
-                (Int(x), Int(y)) => x.cmp(y),
-                (UInt(x), UInt(y)) => x.cmp(y),
-                (Str(x), Str(y)) => x.as_str().cmp(y.as_str()),
+    match name {
+        "_==_" => cel(Value::Bool(equal(&l, &r)?)),
+        "_!=_" => cel(Value::Bool(!equal(&l, &r)?)),
+        "_<_" | "_<=_" | "_>_" | "_>=_" => {
+            let ord = match (l.scalar()?, r.scalar()?) {
+                (Scalar::Int(x), Scalar::Int(y)) => x.cmp(&y),
+                (Scalar::UInt(x), Scalar::UInt(y)) => x.cmp(&y),
+                (Scalar::Str(x), Scalar::Str(y)) => x.cmp(y),
                 _ => return None,
             };
-            Some(Value::Bool(match name {
+            cel(Value::Bool(match name {
                 "_<_" => ord.is_lt(),
                 "_<=_" => ord.is_le(),
                 "_>_" => ord.is_gt(),
                 _ => ord.is_ge(),
             }))
         }
-        ("_+_", Int(x), Int(y)) => x.checked_add(*y).map(Int),
-        ("_-_", Int(x), Int(y)) => x.checked_sub(*y).map(Int),
-        ("_*_", Int(x), Int(y)) => x.checked_mul(*y).map(Int),
-        ("_+_", UInt(x), UInt(y)) => x.checked_add(*y).map(UInt),
-        ("_+_", Str(x), Str(y)) => {
-            let mut s = String::with_capacity(x.len() + y.len());
-            s.push_str(x);
-            s.push_str(y);
-            Some(Str(Arc::new(s)))
-        }
-        ("_+_", List(x), List(y)) => {
-            let mut v = Vec::with_capacity(x.len() + y.len());
-            v.extend(x.iter().cloned());
-            v.extend(y.iter().cloned());
-            Some(List(Arc::new(v)))
-        }
-        ("_[_]", List(x), Int(i)) => usize::try_from(*i).ok().and_then(|i| x.get(i)).cloned(),
-        ("_[_]", Value::Map(m), Str(k)) => m.get(&KeyRef::String(k.as_str())).cloned(),
-        ("@in", _, List(items)) => {
-            let mut found = false;
-            for item in items.iter() {
-                found |= equal(&l, item)?;
+        "_+_" | "_-_" | "_*_" => {
+            if let (Some(x), Some(y)) = (l.items(), r.items()) {
+                if name != "_+_" {
+                    return None;
+                }
+                let mut v = x;
+                v.extend(y);
+                return Some(V::List(Arc::new(v)));
             }
-            Some(Value::Bool(found))
+            match (l.scalar()?, r.scalar()?, name) {
+                (Scalar::Int(x), Scalar::Int(y), "_+_") => cel(Value::Int(x.checked_add(y)?)),
+                (Scalar::Int(x), Scalar::Int(y), "_-_") => cel(Value::Int(x.checked_sub(y)?)),
+                (Scalar::Int(x), Scalar::Int(y), "_*_") => cel(Value::Int(x.checked_mul(y)?)),
+                (Scalar::UInt(x), Scalar::UInt(y), "_+_") => cel(Value::UInt(x.checked_add(y)?)),
+                (Scalar::Str(x), Scalar::Str(y), "_+_") => {
+                    let mut s = String::with_capacity(x.len() + y.len());
+                    s.push_str(x);
+                    s.push_str(y);
+                    cel(Value::String(Arc::new(s)))
+                }
+                _ => None,
+            }
         }
-        ("@in", Str(k), Value::Map(m)) => {
-            Some(Value::Bool(m.get(&KeyRef::String(k.as_str())).is_some()))
-        }
-        _ => None,
-    }
-}
-
-/// A string operand: a literal read in place (no copy per evaluation), or a computed string.
-enum Str<'e> {
-    Literal(&'e str),
-    Value(Arc<String>),
-}
-
-impl Str<'_> {
-    fn as_str(&self) -> &str {
-        match self {
-            Str::Literal(s) => s,
-            Str::Value(s) => s.as_str(),
-        }
-    }
-}
-
-/// `e` as a string, `None` when it is not one.
-fn string<'e>(e: &'e IdedExpr, env: &mut Env) -> Option<Str<'e>> {
-    match &e.expr {
-        Expr::Literal(LiteralValue::String(s)) => Some(Str::Literal(s.inner())),
-        _ => match eval(e, env)? {
-            Value::String(s) => Some(Str::Value(s)),
+        "_[_]" => match r.scalar()? {
+            Scalar::Int(i) => l.items()?.into_iter().nth(usize::try_from(i).ok()?),
+            Scalar::Str(k) => l.field(k)?,
             _ => None,
         },
+        "@in" => {
+            if let Some(items) = r.items() {
+                let mut found = false;
+                for item in &items {
+                    found |= equal(&l, item)?;
+                }
+                return cel(Value::Bool(found));
+            }
+            let key = l.str()?;
+            cel(Value::Bool(r.field(key)?.is_some()))
+        }
+        _ => None,
     }
 }
 
@@ -356,68 +452,59 @@ fn optional(v: Option<Value>) -> Value {
     }))
 }
 
-/// `size`, as the cel crate counts: bytes of a string, elements of a list or map.
-fn size(v: &Value) -> Option<Value> {
-    let n = match v {
-        Value::String(s) => s.len(),
-        Value::List(l) => l.len(),
-        Value::Map(m) => m.map.len(),
-        _ => return None,
-    };
-    Some(Value::Int(n as i64))
-}
-
-fn method(name: &str, target: &IdedExpr, args: &[IdedExpr], env: &mut Env) -> Option<Value> {
+fn method<'j>(
+    name: &str,
+    target: &IdedExpr,
+    args: &[IdedExpr],
+    env: &mut Env<'j>,
+) -> Option<V<'j>> {
     // `strings.quote(...)` and the like are qualified names, not methods.
     if matches!(&target.expr, Expr::Ident(i) if env.get(i).is_none()) {
         return None;
     }
     let this = eval(target, env)?;
-    use Value::{List, String as Str};
-    // The string methods: their argument read in place when it is a literal.
-    if let (Str(s), [arg]) = (&this, args)
-        && matches!(
-            name,
-            "startsWith" | "endsWith" | "contains" | "matches" | "split"
-        )
-    {
-        let arg = string(arg, env)?;
-        let p = arg.as_str();
-        return match name {
-            "startsWith" => Some(Value::Bool(s.starts_with(p))),
-            "endsWith" => Some(Value::Bool(s.ends_with(p))),
-            "contains" => Some(Value::Bool(s.contains(p))),
-            "matches" => matches(s, p).map(Value::Bool),
-            _ => Some(List(Arc::new(
-                s.split(p)
-                    .map(|part| Str(Arc::new(part.to_string())))
-                    .collect(),
-            ))),
-        };
-    }
-    let args = args
-        .iter()
-        .map(|a| eval(a, env))
-        .collect::<Option<Vec<_>>>()?;
-    match (name, &this, args.as_slice()) {
-        ("size", _, []) => size(&this),
-        // kube-cel's string library, as it implements them.
-        ("trim", Str(s), []) => Some(Str(Arc::new(s.trim().to_string()))),
-        ("lowerAscii", Str(s), []) => Some(Str(Arc::new(s.to_ascii_lowercase()))),
-        ("upperAscii", Str(s), []) => Some(Str(Arc::new(s.to_ascii_uppercase()))),
-        ("join", List(items), [] | [Str(_)]) => {
-            let sep = match args.first() {
-                Some(Str(s)) => s.as_str(),
-                _ => "",
+    let string = |s: String| cel(Value::String(Arc::new(s)));
+    match (name, args) {
+        ("size", []) => cel(Value::Int(this.len()? as i64)),
+        ("startsWith" | "endsWith" | "contains" | "matches" | "split", [arg]) => {
+            let s = this.str()?;
+            // The argument read in place when it is a literal.
+            let computed;
+            let p = match string_literal(arg) {
+                Some(p) => p,
+                None => {
+                    computed = eval(arg, env)?;
+                    computed.str()?
+                }
             };
-            let parts = items
-                .iter()
-                .map(|v| match v {
-                    Str(s) => Some(s.as_str()),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?;
-            Some(Str(Arc::new(parts.join(sep))))
+            match name {
+                "startsWith" => cel(Value::Bool(s.starts_with(p))),
+                "endsWith" => cel(Value::Bool(s.ends_with(p))),
+                "contains" => cel(Value::Bool(s.contains(p))),
+                "matches" => cel(Value::Bool(matches(s, p)?)),
+                _ => cel(Value::List(Arc::new(
+                    s.split(p)
+                        .map(|part| Value::String(Arc::new(part.to_string())))
+                        .collect(),
+                ))),
+            }
+        }
+        // kube-cel's string library, as it implements them.
+        ("trim", []) => string(this.str()?.trim().to_string()),
+        ("lowerAscii", []) => string(this.str()?.to_ascii_lowercase()),
+        ("upperAscii", []) => string(this.str()?.to_ascii_uppercase()),
+        ("join", [] | [_]) => {
+            let sep = match args.first() {
+                Some(a) => Some(eval(a, env)?),
+                None => None,
+            };
+            let sep = match &sep {
+                Some(s) => s.str()?,
+                None => "",
+            };
+            let items = this.items()?;
+            let parts = items.iter().map(V::str).collect::<Option<Vec<_>>>()?;
+            string(parts.join(sep))
         }
         _ => None,
     }
@@ -474,7 +561,7 @@ pub mod check {
 
     pub fn record(
         source: &str,
-        fast: Option<&Value>,
+        fast: Option<&V>,
         slow: impl FnOnce() -> Result<Value, String>,
     ) {
         if !LOG.with(|l| l.borrow().is_some()) {
@@ -490,7 +577,7 @@ pub mod check {
                     log.slow_sources.insert(source.to_string());
                 }
                 (None, Err(_)) => log.slow += 1,
-                (Some(f), Ok(s)) if same(f, s) => log.fast += 1,
+                (Some(f), Ok(s)) if same(&f.to_value(), s) => log.fast += 1,
                 (Some(f), s) => {
                     log.differences
                         .push((source.to_string(), format!("{f:?}"), format!("{s:?}")))
