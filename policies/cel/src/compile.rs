@@ -50,6 +50,29 @@ pub struct Compiled {
     /// `namespaceObject`, `params`) itself, not only through variables: the cost bound
     /// counts their extent then, and only the variables' otherwise.
     pub reads_inputs: bool,
+    /// The largest extent its cost estimate was found within the bound for: the estimate
+    /// only grows with the extent, so a request within it need not estimate again.
+    pub within_bound: Mutex<Option<Extent>>,
+}
+
+impl Compiled {
+    /// Whether the cost estimate on `x` is within `limit`, estimated once per larger extent.
+    pub fn within(&self, x: Extent, limit: f64) -> Result<(), f64> {
+        let known = *self.within_bound.lock().unwrap_or_else(|p| p.into_inner());
+        if known.is_some_and(|k| x.list <= k.list && x.string <= k.string && x.total <= k.total) {
+            return Ok(());
+        }
+        let estimate = cost(&self.expr.expr, x);
+        if estimate > limit {
+            return Err(estimate);
+        }
+        let mut known = self.within_bound.lock().unwrap_or_else(|p| p.into_inner());
+        *known = Some(match *known {
+            Some(k) if k.list >= x.list && k.string >= x.string && k.total >= x.total => k,
+            _ => x,
+        });
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Compiled {
@@ -106,6 +129,7 @@ fn parse(source: &str) -> Result<Compiled, CompileFailure> {
         expr,
         var_use: VarUse::None,
         reads_inputs: true,
+        within_bound: Default::default(),
     })
 }
 
@@ -147,6 +171,7 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
         var_use: checker.var_use,
         reads_inputs: checker.reads_inputs,
         expr,
+        within_bound: Default::default(),
     })
 }
 

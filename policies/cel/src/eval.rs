@@ -65,11 +65,31 @@ impl<'r> Prepared<'r> {
 
     /// The inputs as the fast path reads them: the JSON in place.
     fn bind(&self, env: &mut fast::Env<'r>) {
-        let json = |v: &'r Option<serde_json::Value>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
+        let json =
+            |v: &'r Option<serde_json::Value>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
         env.bind("object", json(&self.req.object));
         env.bind("oldObject", json(&self.req.old_object));
         env.bind("namespaceObject", json(&self.req.namespace_object));
         env.bind("request", V::Cel(self.request.clone()));
+    }
+}
+
+/// An upper bound of the length of `v`'s JSON text: every string fully escaped, every number
+/// as long as the longest.
+fn json_len_upper(v: &serde_json::Value) -> usize {
+    use serde_json::Value::*;
+    match v {
+        Null => 4,
+        Bool(_) => 5,
+        Number(_) => 24,
+        String(s) => 6 * s.len() + 2,
+        Array(a) => 2 + a.iter().map(|x| json_len_upper(x) + 1).sum::<usize>(),
+        Object(o) => {
+            2 + o
+                .iter()
+                .map(|(k, x)| 6 * k.len() + 4 + json_len_upper(x))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -101,12 +121,15 @@ fn prepare<'r>(set: &PolicySet, req: &'r Request) -> Prepared<'r> {
         ("namespaceObject", &req.namespace_object),
     ] {
         if let Some(v) = v {
-            let len = json_len(v);
-            if len > set.limits.max_object_bytes {
-                inputs.too_large = Some(format!(
-                    "{what} is {len} bytes, above ck8s's bound of {} bytes",
-                    set.limits.max_object_bytes
-                ));
+            // The exact length only when the cheap upper bound does not settle it.
+            let max = set.limits.max_object_bytes;
+            if json_len_upper(v) > max {
+                let len = json_len(v);
+                if len > max {
+                    inputs.too_large = Some(format!(
+                        "{what} is {len} bytes, above ck8s's bound of {max} bytes"
+                    ));
+                }
             }
             extent(v, &mut inputs.extent);
         }
@@ -332,12 +355,16 @@ impl Judge<'_> {
 
     /// Evaluates one expression, after its bound: the result, or the error as a message. The
     /// fast path first; the `cel` crate where it cannot say (see `fast`).
-    fn eval<'j>(&self, env: &mut Env<'_, 'j>, c: &Compiled, extent: Extent) -> Result<V<'j>, String> {
+    fn eval<'j>(
+        &self,
+        env: &mut Env<'_, 'j>,
+        c: &Compiled,
+        extent: Extent,
+    ) -> Result<V<'j>, String> {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
-        let estimate = cost(&c.expr.expr, extent);
-        if estimate > self.limits.cost {
+        if let Err(estimate) = c.within(extent, self.limits.cost) {
             return Err(format!(
                 "operation cancelled: estimated cost {estimate:.0} exceeds ck8s's limit of {:.0} per expression",
                 self.limits.cost
@@ -363,7 +390,11 @@ impl Judge<'_> {
 
     /// One policy, one binding, one param: matchConditions, then validations and audit
     /// annotations. `None` when a match condition is false.
-    fn run<'j>(&self, prepared: &'j Prepared<'j>, param: Option<&'j serde_json::Value>) -> Option<Outcome> {
+    fn run<'j>(
+        &self,
+        prepared: &'j Prepared<'j>,
+        param: Option<&'j serde_json::Value>,
+    ) -> Option<Outcome> {
         let mut o = self.outcome(param);
         let mut names = fast::Env::default();
         prepared.bind(&mut names);

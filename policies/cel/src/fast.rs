@@ -200,7 +200,9 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
         Expr::Map(m) => {
             let mut out = HashMap::with_capacity(m.entries.len());
             for entry in &m.entries {
-                let EntryExpr::MapEntry(entry) = &entry.expr else { return None };
+                let EntryExpr::MapEntry(entry) = &entry.expr else {
+                    return None;
+                };
                 if entry.optional {
                     return None;
                 }
@@ -559,11 +561,7 @@ pub mod check {
             .expect("check::start first")
     }
 
-    pub fn record(
-        source: &str,
-        fast: Option<&V>,
-        slow: impl FnOnce() -> Result<Value, String>,
-    ) {
+    pub fn record(source: &str, fast: Option<&V>, slow: impl FnOnce() -> Result<Value, String>) {
         if !LOG.with(|l| l.borrow().is_some()) {
             return;
         }

@@ -421,6 +421,26 @@ fn runaway_expressions_are_cut_off() {
     assert!(d.denial.unwrap().message.contains("operation cancelled"));
 }
 
+/// An object above `Limits::max_object_bytes` of JSON is an evaluation error, measured as
+/// the JSON text it is (escapes included), not as its characters.
+#[test]
+fn objects_above_the_size_bound_are_an_error() {
+    let yaml = policy("p", "  validations:\n  - expression: 'true'\n");
+    let mut set = PolicySet::load("f", &yaml).unwrap();
+    set.limits.max_object_bytes = 2000;
+    let with = |text: String| {
+        let mut o = deployment(1, json!({}));
+        o["metadata"]["annotations"] = json!({"note": text});
+        set.evaluate(&req(o), None).decision()
+    };
+    assert!(with("x".repeat(1000)).allowed);
+    // 1000 quotes are 2000 bytes of JSON text.
+    let d = with("\"".repeat(1000));
+    assert!(!d.allowed);
+    let message = d.denial.unwrap().message;
+    assert!(message.contains("above ck8s's bound of 2000 bytes"), "{message}");
+}
+
 /// The cost bound counts what an expression reads: a variable holding one small list is
 /// bounded by that list, not by the object's largest (a 4 KB Deployment with 40 env entries
 /// was refused with nested comprehensions over such a variable, where the API server
