@@ -6,6 +6,8 @@
 
 use arc_swap::ArcSwap;
 use rustls::crypto::ring;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -40,15 +42,16 @@ impl CertStore {
 
 /// Builds a [`CertifiedKey`] from PEM text.
 pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut &cert_pem[..])
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate PEM: {e}"))?;
     if certs.is_empty() {
         return Err("certificate file holds no CERTIFICATE block".into());
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| format!("key PEM: {e}"))?
-        .ok_or("key file holds no private key")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => "key file holds no private key".to_string(),
+        e => format!("key PEM: {e}"),
+    })?;
     let signing = ring::sign::any_supported_type(&key)
         .map_err(|e| format!("unsupported private key: {e}"))?;
     let ck = CertifiedKey::new(certs, signing);
@@ -131,7 +134,7 @@ pub fn self_signed() -> Result<(String, String), String> {
 pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let pem = read(path)?;
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut &pem[..]) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
         roots
             .add(cert)
@@ -166,4 +169,25 @@ pub fn server_config(
     let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_files_are_read_and_their_faults_named() {
+        let (cert, key) = self_signed().unwrap();
+        assert!(certified_key(cert.as_bytes(), key.as_bytes()).is_ok());
+        let err = |c: &str, k: &str| certified_key(c.as_bytes(), k.as_bytes()).err().unwrap();
+        assert_eq!(err("", &key), "certificate file holds no CERTIFICATE block");
+        assert_eq!(err(&cert, ""), "key file holds no private key");
+        assert_eq!(err(&cert, &cert), "key file holds no private key");
+        let (other_cert, _) = self_signed().unwrap();
+        assert!(
+            err(&other_cert, &key).starts_with("certificate and key do not match"),
+            "{}",
+            err(&other_cert, &key)
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Judging one request: the API server's admission flow for ValidatingAdmissionPolicies.
 
-use crate::compile::{Compiled, VarUse, cost, var_ident};
+use crate::compile::{Compiled, VarUse, var_ident};
 use crate::fast::{self, V};
 use crate::matching;
 use crate::value::{Extent, display, extent, map, to_cel, type_name};

@@ -438,7 +438,10 @@ fn objects_above_the_size_bound_are_an_error() {
     let d = with("\"".repeat(1000));
     assert!(!d.allowed);
     let message = d.denial.unwrap().message;
-    assert!(message.contains("above ck8s's bound of 2000 bytes"), "{message}");
+    assert!(
+        message.contains("above ck8s's bound of 2000 bytes"),
+        "{message}"
+    );
 }
 
 /// The cost bound counts what an expression reads: a variable holding one small list is
