@@ -4,6 +4,7 @@
 //! TLS handshake) → [`State`]; [`judge`] is pure.
 
 use crate::cluster::Ctx;
+use crate::cluster::webhooks::{Write, conditions_send};
 use crate::exit::{Failure, Verdict};
 use crate::report::{Check, Report};
 use k8s_openapi::api::admissionregistration::v1::{
@@ -316,8 +317,7 @@ const EVERYDAY: [(&str, &str, &str, &str); 5] = [
 
 /// Whether the API server sends the webhook an UPDATE of an unlabelled `kind` in `namespace`
 /// (`None`: cluster-scoped): its rules, namespaceSelector, objectSelector and matchConditions,
-/// the conditions evaluated by ck8s's CEL evaluator. A condition that cannot be evaluated
-/// here (`authorizer`) counts as sending: under Fail, an error refuses the request.
+/// the conditions evaluated by ck8s's CEL evaluator ([`conditions_send`]).
 fn sends(
     h: &Hook,
     s: &State,
@@ -340,34 +340,17 @@ fn sends(
     if !selects(h.object_selector.as_ref(), &BTreeMap::new()) {
         return false;
     }
-    let api_version = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    let object = serde_json::json!({"apiVersion": api_version, "kind": kind,
-        "metadata": {"name": "ck8s-lint", "namespace": namespace.unwrap_or_default()}});
-    let request = serde_json::json!({
-        "uid": "ck8s-lint", "operation": "UPDATE", "name": "ck8s-lint",
-        "namespace": namespace.unwrap_or_default(), "subResource": "", "dryRun": false,
-        "kind": {"group": group, "version": version, "kind": kind},
-        "resource": {"group": group, "version": version, "resource": resource},
-        "requestKind": {"group": group, "version": version, "kind": kind},
-        "requestResource": {"group": group, "version": version, "resource": resource},
-        "userInfo": {"username": "system:kube-controller-manager", "groups": ["system:authenticated"]},
-    });
-    let vars = [
-        ("request", request),
-        ("object", object.clone()),
-        ("oldObject", object),
-    ];
-    // The API server: any condition false skips the webhook; an error under Fail refuses.
-    !h.match_conditions.iter().any(|(_, expression)| {
-        matches!(
-            ck8s_policy_runtime::cel::evaluate_expression(expression, &vars),
-            Ok(ck8s_policy_runtime::cel::cel::Value::Bool(false))
-        )
-    })
+    conditions_send(
+        &h.match_conditions,
+        Write {
+            group,
+            version,
+            resource,
+            kind,
+            namespace,
+        },
+        h.fail_closed,
+    )
 }
 
 /// Whether `rule` sends `group/resource` CREATE or UPDATE requests to the webhook.

@@ -1,11 +1,13 @@
 //! The one Kubernetes layer every cluster flow goes through: the connection and its context
 //! ([`Ctx`]), the one place API errors become typed [`Failure`]s, the object helpers
 //! ([`objects`]: Jobs, pods, conditions, times, selectors), pod logs read line by line
-//! ([`logs`]) and waits by watch ([`wait`]).
+//! ([`logs`]), waits by watch ([`wait`]) and what the API server sends a webhook
+//! ([`webhooks`]).
 
 pub mod logs;
 pub mod objects;
 pub mod wait;
+pub mod webhooks;
 
 use crate::exit::Failure;
 use crate::output::{Output, Progress};

@@ -3,8 +3,8 @@
 //!
 //! What is judged, exactly:
 //! - kinds: every resource discovery serves (preferred version, `list` verb) that a loaded
-//!   policy's rules cover for CREATE or UPDATE, less the resources and groups that the
-//!   webhook configuration's `matchConditions` exclude;
+//!   policy's rules cover for CREATE or UPDATE, less those the webhook configuration's
+//!   `matchConditions` exclude (evaluated per kind, `cluster::webhooks`);
 //! - objects: cluster-scoped ones, and namespaced ones in the namespaces the webhook's
 //!   `namespaceSelector` selects (a Namespace itself by its own labels), matching its
 //!   `objectSelector`; without an installed ValidatingWebhookConfiguration, all of them;
@@ -17,6 +17,7 @@
 use super::check::parts;
 use super::{PolicySelection, policy_set};
 use crate::cluster::objects;
+use crate::cluster::webhooks::{Write, conditions_send, unevaluable};
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
@@ -131,9 +132,30 @@ pub struct WebhookScope {
     pub namespaces: Option<BTreeSet<String>>,
     pub exempt: Vec<String>,
     pub object_selectors: Vec<LabelSelector>,
-    pub excluded_resources: BTreeSet<String>,
-    pub excluded_groups: BTreeSet<String>,
+    /// Each webhook entry's `matchConditions` (`(name, expression)`) and whether it fails
+    /// closed: a kind is judged when the conditions of an entry let it through
+    /// ([`conditions_send`]).
+    pub conditions: Vec<(Vec<(String, String)>, bool)>,
     pub notes: Vec<String>,
+}
+
+impl WebhookScope {
+    /// Whether the webhook is sent writes of this kind (by its `matchConditions`; with no
+    /// configuration, every kind).
+    pub fn sends(&self, ar: &ApiResource) -> bool {
+        let write = Write {
+            group: &ar.group,
+            version: &ar.version,
+            resource: &ar.plural,
+            kind: &ar.kind,
+            namespace: None,
+        };
+        self.conditions.is_empty()
+            || self
+                .conditions
+                .iter()
+                .any(|(c, fail_closed)| conditions_send(c, write, *fail_closed))
+    }
 }
 
 pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
@@ -374,41 +396,33 @@ async fn webhook_scope(ctx: &Ctx, name: &str) -> Result<WebhookScope, Failure> {
             .collect();
     }
     for h in &hooks {
-        for c in h.match_conditions.iter().flatten() {
-            match excluded_by(&c.expression) {
-                Some(("resource", values)) => scope.excluded_resources.extend(values),
-                Some(("group", values)) => scope.excluded_groups.extend(values),
-                _ => scope.notes.push(format!(
-                    "matchCondition {} ({}) is not evaluated: the objects it would skip are judged",
-                    c.name, c.expression
-                )),
-            }
+        let conditions: Vec<(String, String)> = h
+            .match_conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.name.clone(), c.expression.clone()))
+            .collect();
+        let sample = Write {
+            group: "apps",
+            version: "v1",
+            resource: "deployments",
+            kind: "Deployment",
+            namespace: None,
+        };
+        let fail_closed = h.failure_policy.as_deref() != Some("Ignore");
+        for (name, expression) in unevaluable(&conditions, sample) {
+            scope.notes.push(format!(
+                "matchCondition {name} ({expression}) cannot be evaluated here: {}",
+                if fail_closed {
+                    "its error refuses under failurePolicy Fail, so every kind is judged"
+                } else {
+                    "its error skips the webhook under failurePolicy Ignore, so no kind is judged"
+                }
+            ));
         }
+        scope.conditions.push((conditions, fail_closed));
     }
     Ok(scope)
-}
-
-/// `!(request.resource.<field> in ['a', 'b'])` as `(field, [a, b])`: the exclusions the
-/// deploy/ configuration uses. Any other CEL expression is `None`.
-pub fn excluded_by(expression: &str) -> Option<(&str, Vec<String>)> {
-    let inner = expression.trim().strip_prefix("!(")?.strip_suffix(')')?;
-    let (field, list) = inner.split_once(" in ")?;
-    let field = field.trim().strip_prefix("request.resource.")?;
-    if !matches!(field, "resource" | "group") {
-        return None;
-    }
-    let list = list.trim().strip_prefix('[')?.strip_suffix(']')?;
-    let values = list
-        .split(',')
-        .map(|v| {
-            let v = v.trim();
-            v.strip_prefix('\'')
-                .and_then(|v| v.strip_suffix('\''))
-                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
-                .map(str::to_string)
-        })
-        .collect::<Option<Vec<_>>>()?;
-    Some((field, values))
 }
 
 fn qualified(ar: &ApiResource) -> String {
@@ -472,10 +486,7 @@ async fn judged_resources(
     let mut out = Vec::new();
     for group in found.iter().flat_map(|d| d.groups()) {
         for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST)
-                || scope.excluded_resources.contains(&ar.plural)
-                || scope.excluded_groups.contains(&ar.group)
-            {
+            if !caps.supports_operation(verbs::LIST) || !scope.sends(&ar) {
                 continue;
             }
             let judging: Vec<_> = set
@@ -992,31 +1003,6 @@ impl Drop for Bar {
 mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
-
-    #[test]
-    fn the_deploy_match_conditions_are_understood() {
-        assert_eq!(
-            excluded_by("!(request.resource.resource in ['leases', 'events'])"),
-            Some(("resource", vec!["leases".to_string(), "events".to_string()]))
-        );
-        assert_eq!(
-            excluded_by(
-                "!(request.resource.group in ['authentication.k8s.io', \"authorization.k8s.io\"])"
-            ),
-            Some((
-                "group",
-                vec![
-                    "authentication.k8s.io".to_string(),
-                    "authorization.k8s.io".to_string()
-                ]
-            ))
-        );
-        assert_eq!(excluded_by("request.userInfo.username != 'x'"), None);
-        assert_eq!(
-            excluded_by("!(request.resource.resource in [leases])"),
-            None
-        );
-    }
 
     #[test]
     fn selectors_as_the_api_server_matches_them() {
