@@ -167,7 +167,7 @@ pub fn run(root: &Path, args: TestArgs) -> Result<()> {
 
     let mut finished = std::mem::take(&mut *finished.lock().unwrap());
     finished.push(doc);
-    finished.sort_by(|a, b| b.took.cmp(&a.took));
+    finished.sort_by_key(|f| std::cmp::Reverse(f.took));
     let mut total = Counts::default();
     println!(
         "\nxtask test: {} binaries in {:.0} s (wall, build included)",

@@ -8,6 +8,9 @@
 //! Each parses the object exactly once inside the timed region: the native side into the
 //! view, the WebAssembly side in `PolicySet::evaluate` (then encodes it for the guests).
 //!
+//! Beside them, the same three rules as ValidatingAdmissionPolicy files
+//! (`policies/cel/testdata/policies/08..10`), evaluated by the same runtime on the same subject.
+//!
 //! `cargo bench -p ck8s-policy-runtime --bench evaluate`
 
 use ck8s_policy_api::Operation;
@@ -25,6 +28,34 @@ use native_floor::NativeFloor;
 
 const DEPLOYMENT: &str = include_str!("deployment-4k.json");
 
+/// One Namespace, no params: what the CEL rules read from the cluster.
+struct OneNamespace(serde_json::Value);
+
+impl ck8s_policy_runtime::cel::ParamSource for OneNamespace {
+    fn get(
+        &self,
+        _: &ck8s_policy_runtime::cel::ParamKind,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<Option<serde_json::Value>, String> {
+        Ok(None)
+    }
+    fn list(
+        &self,
+        _: &ck8s_policy_runtime::cel::ParamKind,
+        _: Option<&str>,
+        _: &ck8s_policy_runtime::cel::LabelSelector,
+    ) -> Result<Vec<serde_json::Value>, String> {
+        Ok(vec![])
+    }
+}
+
+impl ck8s_policy_runtime::ClusterReads for OneNamespace {
+    fn namespace(&self, _: &str) -> Result<Option<serde_json::Value>, String> {
+        Ok(Some(self.0.clone()))
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let raw = RawValue::from_string(DEPLOYMENT.to_string()).unwrap();
     let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
@@ -40,6 +71,43 @@ fn bench(c: &mut Criterion) {
     c.bench_function("wasm: 3 policies, fresh instances, 4 KB Deployment", |b| {
         b.iter(|| {
             let d = Decision::from_evaluation(&set.evaluate(black_box(&subject)));
+            assert!(d.allowed);
+        })
+    });
+
+    // The same three rules written as ValidatingAdmissionPolicies (no compile step), served
+    // by the same runtime from the same subject: the issue-19 comparison in one run.
+    let cel = PolicySet::build(
+        &runtime,
+        &PolicySources::new()
+            .vap_text(
+                "08-ck8s-build-ref.yaml",
+                include_str!("../../cel/testdata/policies/08-ck8s-build-ref.yaml"),
+            )
+            .vap_text(
+                "09-ck8s-legacy-labels.yaml",
+                include_str!("../../cel/testdata/policies/09-ck8s-legacy-labels.yaml"),
+            )
+            .vap_text(
+                "10-ck8s-kaniko-cache.yaml",
+                include_str!("../../cel/testdata/policies/10-ck8s-kaniko-cache.yaml"),
+            ),
+    )
+    .unwrap();
+    // The namespace the webhook's cache would give (the legacy-labels rule has a
+    // namespaceSelector).
+    let cluster = OneNamespace(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "codex-k8s-prod", "labels": {"kubernetes.io/metadata.name": "codex-k8s-prod"}}}));
+    match cel.evaluate_in(&subject, Some(&cluster)) {
+        ck8s_policy_runtime::Evaluation::Judged(outcomes) => {
+            assert_eq!(outcomes.len(), 3, "the three rules judge the Deployment")
+        }
+        other => panic!("not judged: {other:?}"),
+    }
+    c.bench_function("cel: the same 3 rules as VAP files, 4 KB Deployment", |b| {
+        b.iter(|| {
+            let d =
+                Decision::from_evaluation(&cel.evaluate_in(black_box(&subject), Some(&cluster)));
             assert!(d.allowed);
         })
     });
