@@ -561,6 +561,19 @@ fn file_events(
     Some(watcher)
 }
 
+/// An editor, `cp` or a ConfigMap update writes in several steps (truncate, write, rename),
+/// each an event: wait until the directory has been quiet for a moment (at most a second), so
+/// that one save is one reload and a half-written file is rarely read.
+async fn settle(changed: &tokio::sync::Notify) {
+    let quiet = Duration::from_millis(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::timeout(quiet, changed.notified())
+        .await
+        .is_ok()
+        && tokio::time::Instant::now() < deadline
+    {}
+}
+
 /// Watches the certificate, the client CA, and the policies directory/config.
 ///
 /// A file event in a watched directory starts a round at once (a saved policy is in force
@@ -578,10 +591,7 @@ async fn reload_loop(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = changed.notified() => {
-                // An editor or a ConfigMap update writes in several steps: let them land.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            _ = changed.notified() => settle(&changed).await,
             _ = stopped(&mut stop) => return,
         }
         reloader = match tokio::task::spawn_blocking(move || {
