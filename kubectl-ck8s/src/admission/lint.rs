@@ -257,7 +257,8 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
 }
 
 /// A TLS handshake with the webhook at `url`, verifying its certificate as the API server
-/// does: against `ca_bundle`, or the system's roots without one.
+/// does, against `ca_bundle`. Without one the API server uses its system roots, which are not
+/// visible from here: an error saying so (the `ca` check does not use it then).
 async fn handshake(
     url: &str,
     ca_bundle: Option<&[u8]>,
@@ -371,26 +372,10 @@ fn rule_matches(rule: &RuleWithOperations, group: &str, resource: &str) -> bool 
         })
 }
 
-/// Whether a label selector selects `labels` (an absent selector selects everything).
+/// Whether a label selector selects `labels` (an absent selector selects everything), by the
+/// one selector match of the cluster layer.
 fn selects(selector: Option<&LabelSelector>, labels: &BTreeMap<String, String>) -> bool {
-    let Some(s) = selector else { return true };
-    let by_labels = s
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = s.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.clone().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => true,
-        }
-    });
-    by_labels && by_expressions
+    selector.is_none_or(|s| crate::cluster::objects::matches(s, labels))
 }
 
 pub fn judge(s: &State) -> Vec<Check> {

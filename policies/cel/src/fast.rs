@@ -101,6 +101,16 @@ impl<'j> V<'j> {
         })
     }
 
+    /// The `i`-th element of a list (`None` out of range or not a list).
+    fn item(&self, i: usize) -> Option<V<'j>> {
+        match *self {
+            V::Json(Json::Array(a)) => a.get(i).map(V::Json),
+            V::Cel(Value::List(ref l)) => l.get(i).cloned().map(V::Cel),
+            V::List(ref items) => items.get(i).cloned(),
+            _ => None,
+        }
+    }
+
     fn len(&self) -> Option<usize> {
         Some(match self {
             V::Json(Json::String(s)) => s.len(),
@@ -428,7 +438,7 @@ fn binary<'j>(name: &str, a: &IdedExpr, b: &IdedExpr, env: &mut Env<'j>) -> Opti
             }
         }
         "_[_]" => match r.scalar()? {
-            Scalar::Int(i) => l.items()?.into_iter().nth(usize::try_from(i).ok()?),
+            Scalar::Int(i) => l.item(usize::try_from(i).ok()?),
             Scalar::Str(k) => l.field(k)?,
             _ => None,
         },
