@@ -411,6 +411,8 @@ pub async fn serve<IO, T, H, HF, S, B>(
     let conn = builder.serve_connection(io, service);
     let mut conn = pin!(conn);
     let mut closing = false;
+    // The deadline whose passing started the close, if one did.
+    let mut fired = None;
     loop {
         let deadline = shared.phase().deadline(&limits);
         let expired = async {
@@ -437,10 +439,15 @@ pub async fn serve<IO, T, H, HF, S, B>(
                 // Still in the phase the deadline was set for: it passed.
                 let still = shared.phase().deadline(&limits) == deadline;
                 if still {
-                    owner.timeout(reason);
+                    // The same deadline fires again at once while the graceful shutdown it
+                    // started is under way: it is one timeout, counted once.
+                    if fired != deadline {
+                        owner.timeout(reason);
+                    }
                     if reason == "header" || closing {
                         return; // dropping the connection closes it
                     }
+                    fired = deadline;
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
