@@ -50,6 +50,8 @@ pub struct Compiled {
     /// `namespaceObject`, `params`) itself, not only through variables: the cost bound
     /// counts their extent then, and only the variables' otherwise.
     pub reads_inputs: bool,
+    /// Whether it reads `request` (built for the CEL values only when some expression does).
+    pub reads_request: bool,
     /// The largest extent its cost estimate was found within the bound for: the estimate
     /// only grows with the extent, so a request within it need not estimate again.
     pub within_bound: Mutex<Option<Extent>>,
@@ -129,6 +131,7 @@ fn parse(source: &str) -> Result<Compiled, CompileFailure> {
         expr,
         var_use: VarUse::None,
         reads_inputs: true,
+        reads_request: true,
         within_bound: Default::default(),
     })
 }
@@ -163,6 +166,7 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
         bound: Vec::new(),
         var_use: VarUse::None,
         reads_inputs: false,
+        reads_request: false,
     };
     checker.walk(&expr.expr)?;
     rewrite_variables(&mut expr.expr);
@@ -170,6 +174,7 @@ pub fn compile(source: &str, scope: &Scope) -> Result<Compiled, CompileFailure> 
         source: source.to_string(),
         var_use: checker.var_use,
         reads_inputs: checker.reads_inputs,
+        reads_request: checker.reads_request,
         expr,
         within_bound: Default::default(),
     })
@@ -182,6 +187,7 @@ struct Checker<'a> {
     bound: Vec<String>,
     var_use: VarUse,
     reads_inputs: bool,
+    reads_request: bool,
 }
 
 impl Checker<'_> {
@@ -253,6 +259,7 @@ impl Checker<'_> {
         }
         if ROOT_VARIABLES.contains(&name) {
             self.reads_inputs = true;
+            self.reads_request |= name == "request";
             return Ok(());
         }
         Err(self.fail(

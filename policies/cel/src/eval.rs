@@ -42,8 +42,8 @@ static NO_INPUTS: Inputs = Inputs {
 struct Prepared<'r> {
     inputs: Inputs,
     req: &'r Request,
-    /// `request`, the one input that is not JSON.
-    request: Value,
+    /// `request`, the one input that is not JSON: made when an expression reads it.
+    request: std::cell::OnceCell<Value>,
     /// The inputs in the `cel` crate's context, made the first time an expression needs it
     /// (the fast path cannot say): the conversion copies the whole object.
     slow: std::cell::OnceCell<Context<'static>>,
@@ -58,38 +58,29 @@ impl<'r> Prepared<'r> {
             ctx.add_variable_from_value("object", cel_or_null(&self.req.object));
             ctx.add_variable_from_value("oldObject", cel_or_null(&self.req.old_object));
             ctx.add_variable_from_value("namespaceObject", cel_or_null(&self.req.namespace_object));
-            ctx.add_variable_from_value("request", self.request.clone());
+            ctx.add_variable_from_value("request", self.request().clone());
             ctx
         })
     }
 
-    /// The inputs as the fast path reads them: the JSON in place.
-    fn bind(&self, env: &mut fast::Env<'r>) {
+    fn request(&self) -> &Value {
+        self.request.get_or_init(|| self.req.to_cel())
+    }
+
+    /// The inputs as the fast path reads them: the JSON in place. `request` is bound to null
+    /// for a policy none of whose expressions reads it.
+    fn bind(&self, env: &mut fast::Env<'r>, reads_request: bool) {
         let json =
             |v: &'r Option<serde_json::Value>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
         env.bind("object", json(&self.req.object));
         env.bind("oldObject", json(&self.req.old_object));
         env.bind("namespaceObject", json(&self.req.namespace_object));
-        env.bind("request", V::Cel(self.request.clone()));
-    }
-}
-
-/// An upper bound of the length of `v`'s JSON text: every string fully escaped, every number
-/// as long as the longest.
-fn json_len_upper(v: &serde_json::Value) -> usize {
-    use serde_json::Value::*;
-    match v {
-        Null => 4,
-        Bool(_) => 5,
-        Number(_) => 24,
-        String(s) => 6 * s.len() + 2,
-        Array(a) => 2 + a.iter().map(|x| json_len_upper(x) + 1).sum::<usize>(),
-        Object(o) => {
-            2 + o
-                .iter()
-                .map(|(k, x)| 6 * k.len() + 4 + json_len_upper(x))
-                .sum::<usize>()
-        }
+        let request = if reads_request {
+            self.request().clone()
+        } else {
+            Value::Null
+        };
+        env.bind("request", V::Cel(request));
     }
 }
 
@@ -121,9 +112,9 @@ fn prepare<'r>(set: &PolicySet, req: &'r Request) -> Prepared<'r> {
         ("namespaceObject", &req.namespace_object),
     ] {
         if let Some(v) = v {
-            // The exact length only when the cheap upper bound does not settle it.
+            // The exact length only when the upper bound found on the way does not settle it.
             let max = set.limits.max_object_bytes;
-            if json_len_upper(v) > max {
+            if extent(v, &mut inputs.extent) > max {
                 let len = json_len(v);
                 if len > max {
                     inputs.too_large = Some(format!(
@@ -131,13 +122,12 @@ fn prepare<'r>(set: &PolicySet, req: &'r Request) -> Prepared<'r> {
                     ));
                 }
             }
-            extent(v, &mut inputs.extent);
         }
     }
     Prepared {
         inputs,
         req,
-        request: req.to_cel(),
+        request: std::cell::OnceCell::new(),
         slow: std::cell::OnceCell::new(),
     }
 }
@@ -324,13 +314,13 @@ impl Judge<'_> {
     /// The extent `c` can walk: the request's inputs if it reads them itself, and the
     /// values of the variables it reads (a variable holding one list of the object is as
     /// large as that list, not as the object's largest).
-    fn extent_for(&self, c: &Compiled, vars: &Vars) -> Extent {
+    fn extent_for(&self, c: &Compiled, vars: &Vars, precision: Precision) -> Extent {
         let mut x = if c.reads_inputs {
             self.inputs.extent
         } else {
             Extent::default()
         };
-        let computed = |i: usize| vars.extents.get(i).copied().flatten();
+        let computed = |i: usize| vars.extent(i, self.inputs.extent, precision);
         match &c.var_use {
             VarUse::None => {}
             VarUse::Names(names) => {
@@ -359,12 +349,25 @@ impl Judge<'_> {
         &self,
         env: &mut Env<'_, 'j>,
         c: &Compiled,
-        extent: Extent,
+        vars: &Vars<'j>,
     ) -> Result<V<'j>, String> {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
-        if let Err(estimate) = c.within(extent, self.limits.cost) {
+        // A bound of the extent first, which needs no walk of the variables' values; the
+        // exact extent when the estimate on the bound is not within the limit.
+        let within = c
+            .within(
+                self.extent_for(c, vars, Precision::Bound),
+                self.limits.cost,
+            )
+            .or_else(|_| {
+                c.within(
+                    self.extent_for(c, vars, Precision::Exact),
+                    self.limits.cost,
+                )
+            });
+        if let Err(estimate) = within {
             return Err(format!(
                 "operation cancelled: estimated cost {estimate:.0} exceeds ck8s's limit of {:.0} per expression",
                 self.limits.cost
@@ -397,11 +400,11 @@ impl Judge<'_> {
     ) -> Option<Outcome> {
         let mut o = self.outcome(param);
         let mut names = fast::Env::default();
-        prepared.bind(&mut names);
+        prepared.bind(&mut names, self.policy.reads_request);
         let mut pctx = Env { names, prepared };
         let mut param_extent = self.inputs.extent;
         if let Some(p) = param {
-            extent(p, &mut param_extent);
+            let _ = extent(p, &mut param_extent);
         }
         pctx.names
             .bind("params", param.map_or(V::Cel(Value::Null), V::Json));
@@ -414,7 +417,7 @@ impl Judge<'_> {
         };
         let mut vars = Vars {
             values: vec![None; self.policy.variables.len()],
-            extents: vec![None; self.policy.variables.len()],
+            extents: vec![std::cell::OnceCell::new(); self.policy.variables.len()],
         };
 
         // matchConditions: any false skips; else an error follows failurePolicy.
@@ -535,20 +538,15 @@ impl Judge<'_> {
         for &i in needs {
             if vars.values[i].is_none() {
                 let (name, vc) = &self.policy.variables[i];
-                let extent = self.extent_for(vc, vars);
-                let r = self.eval_with_all(ctx, vars, vc, extent);
+                let r = self.eval_with_all(ctx, vars, vc);
                 let r = r.map_err(|e| self.attribute(e, vc, needs, vars));
                 if let Ok(v) = &r {
                     ctx.names.bind(var_ident(name), v.clone());
-                    let mut e = Extent::default();
-                    v.extent(&mut e);
-                    vars.extents[i] = Some(e);
                 }
                 vars.values[i] = Some(r);
             }
         }
-        let extent = self.extent_for(c, vars);
-        let r = self.eval_with_all(ctx, vars, c, extent);
+        let r = self.eval_with_all(ctx, vars, c);
         r.map(|v| v.to_value())
             .map_err(|e| self.attribute(e, c, needs, vars))
     }
@@ -560,15 +558,14 @@ impl Judge<'_> {
         ctx: &mut Env<'_, 'j>,
         vars: &Vars<'j>,
         c: &Compiled,
-        extent: Extent,
     ) -> Result<V<'j>, String> {
         if !matches!(c.var_use, VarUse::All) {
-            return self.eval(ctx, c, extent);
+            return self.eval(ctx, c, vars);
         }
         let depth = ctx.names.len();
         ctx.names
             .bind("variables", V::Cel(vars.map(&self.policy.variables)));
-        let r = self.eval(ctx, c, extent);
+        let r = self.eval(ctx, c, vars);
         ctx.names.truncate(depth);
         r
     }
@@ -608,11 +605,36 @@ impl Judge<'_> {
 
 struct Vars<'j> {
     values: Vec<Option<Result<V<'j>, String>>>,
-    /// The extent of each variable's value, once computed.
-    extents: Vec<Option<Extent>>,
+    /// The exact extent of each variable's value, once computed.
+    extents: Vec<std::cell::OnceCell<Extent>>,
+}
+
+/// How an expression's extent is found for its cost estimate.
+#[derive(Clone, Copy)]
+enum Precision {
+    /// Without walking the variables' values: a part of the inputs is taken to be as large
+    /// as the inputs. Never below the exact extent, so an estimate within the limit on it
+    /// is within on the exact one.
+    Bound,
+    Exact,
 }
 
 impl Vars<'_> {
+    /// The extent of variable `i`'s value (`None` while it is not computed or failed).
+    fn extent(&self, i: usize, inputs: Extent, precision: Precision) -> Option<Extent> {
+        let Some(Some(Ok(v))) = self.values.get(i) else {
+            return None;
+        };
+        Some(match precision {
+            Precision::Bound => bound(v, inputs),
+            Precision::Exact => *self.extents[i].get_or_init(|| {
+                let mut e = Extent::default();
+                v.extent(&mut e);
+                e
+            }),
+        })
+    }
+
     fn map(&self, defs: &[(String, Compiled)]) -> Value {
         map(self
             .values
@@ -623,6 +645,27 @@ impl Vars<'_> {
                 _ => None,
             })
             .collect())
+    }
+}
+
+/// An extent at least `v`'s, found without walking the request's JSON: any part of it is at
+/// most as large as `inputs`, the extent of all of it.
+fn bound(v: &V, inputs: Extent) -> Extent {
+    match v {
+        V::Json(_) => inputs,
+        V::List(items) => items.iter().fold(
+            Extent {
+                list: items.len() as u64,
+                string: 0,
+                total: items.len() as u64,
+            },
+            |acc, x| acc.join(bound(x, inputs)),
+        ),
+        V::Cel(_) => {
+            let mut e = Extent::default();
+            v.extent(&mut e);
+            e
+        }
     }
 }
 

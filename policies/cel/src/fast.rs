@@ -48,7 +48,9 @@ impl<'j> V<'j> {
     /// Adds the sizes of this value to `out` (the cost bound's inputs).
     pub fn extent(&self, out: &mut Extent) {
         match self {
-            V::Json(j) => extent(j, out),
+            V::Json(j) => {
+                let _ = extent(j, out);
+            }
             V::Cel(v) => value_extent(v, out),
             V::List(items) => {
                 out.list = out.list.max(items.len() as u64);
@@ -99,6 +101,16 @@ impl<'j> V<'j> {
             V::List(ref items) => items.as_ref().clone(),
             _ => return None,
         })
+    }
+
+    /// The length of a list; `None` for anything else.
+    fn len_of_list(&self) -> Option<usize> {
+        match self {
+            V::Json(Json::Array(a)) => Some(a.len()),
+            V::Cel(Value::List(l)) => Some(l.len()),
+            V::List(items) => Some(items.len()),
+            _ => None,
+        }
     }
 
     /// The `i`-th element of a list (`None` out of range or not a list).
@@ -159,6 +171,14 @@ impl<'j> Env<'j> {
     fn get(&self, name: &str) -> Option<&V<'j>> {
         self.names
             .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut V<'j>> {
+        self.names
+            .iter_mut()
             .rev()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v)
@@ -230,9 +250,10 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
                 return None;
             }
             let range = eval(&c.iter_range, env)?;
-            let items: Vec<V<'j>> = match range.items() {
-                Some(items) => items,
-                None => match range {
+            // A list is walked in place; a map's keys are collected first.
+            let keys: Vec<V<'j>> = match range.len_of_list() {
+                Some(_) => Vec::new(),
+                None => match &range {
                     V::Json(Json::Object(o)) => o
                         .keys()
                         .map(|k| V::Cel(Value::String(Arc::new(k.clone()))))
@@ -252,16 +273,21 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
             };
             let accu = eval(&c.accu_init, env)?;
             let depth = env.names.len();
-            env.bind(c.accu_var.clone(), accu);
+            env.bind(c.accu_var.as_str(), accu);
             // As the cel crate: the loop variable, once bound, stays bound (to the last item)
             // for the condition and the result.
+            let count = range.len_of_list().unwrap_or(keys.len());
             let result = (|| {
-                for item in items {
+                for i in 0..count {
+                    let item = match range.len_of_list() {
+                        Some(_) => range.item(i)?,
+                        None => keys[i].clone(),
+                    };
                     if !eval(&c.loop_cond, env)?.bool()? {
                         break;
                     }
                     if env.names.len() == depth + 1 {
-                        env.bind(c.iter_var.clone(), item);
+                        env.bind(c.iter_var.as_str(), item);
                     } else {
                         env.names[depth + 1].1 = item;
                     }
@@ -380,6 +406,37 @@ fn binary<'j>(name: &str, a: &IdedExpr, b: &IdedExpr, env: &mut Env<'j>) -> Opti
                     list.elements.iter().any(|x| string_literal(x) == Some(v)),
                 ));
             }
+        }
+        // A macro's step `@result + [x]` (map, filter): appended in place, since the
+        // accumulator is bound to nothing else while the loop runs (the name `@result`
+        // cannot be written in an expression); otherwise every step would copy the list.
+        "_+_" if matches!(&a.expr, Expr::Ident(n) if n.starts_with('@')) => {
+            let Expr::Ident(accu) = &a.expr else {
+                unreachable!()
+            };
+            let Expr::List(l) = &b.expr else {
+                return None;
+            };
+            if !l.optional_indices.is_empty() {
+                return None;
+            }
+            let mut added = Vec::with_capacity(l.elements.len());
+            for x in &l.elements {
+                added.push(eval(x, env)?);
+            }
+            let slot = env.get_mut(accu)?;
+            let mut items = match std::mem::replace(slot, V::Cel(Value::Null)) {
+                V::List(items) => items,
+                other => match other.items() {
+                    Some(items) => Arc::new(items),
+                    None => {
+                        *slot = other;
+                        return None;
+                    }
+                },
+            };
+            Arc::make_mut(&mut items).extend(added);
+            return Some(V::List(items));
         }
         _ if name == OPT_SELECT => {
             let field = string_literal(b)?;

@@ -264,6 +264,8 @@ pub struct Policy {
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<(String, Compiled)>,
     needs: Needs,
+    /// Whether any of its expressions reads `request`.
+    reads_request: bool,
     /// The object as loaded.
     pub object: ValidatingAdmissionPolicy,
 }

@@ -408,8 +408,21 @@ fn compile_policy(p: ValidatingAdmissionPolicy) -> Result<Policy, LoadError> {
             .collect(),
     };
 
+    let reads_request = match_conditions
+        .iter()
+        .chain(&variables)
+        .chain(&audit_annotations)
+        .map(|(_, c)| c)
+        .chain(
+            validations
+                .iter()
+                .flat_map(|v| std::iter::once(&v.expr).chain(&v.message_expr)),
+        )
+        .any(|c| c.reads_request);
+
     Ok(Policy {
         name,
+        reads_request,
         failure_policy,
         match_constraints,
         param_kind,

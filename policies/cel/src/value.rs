@@ -46,24 +46,32 @@ pub fn string(s: &str) -> Value {
 }
 
 /// The largest list or map length and the longest string anywhere in `v` (the inputs of the
-/// runtime cost bound).
-pub fn extent(v: &serde_json::Value, out: &mut Extent) {
+/// runtime cost bound). Returns, found on the same walk, an upper bound of the length of `v`'s
+/// JSON text: every string fully escaped, every number as long as the longest.
+pub fn extent(v: &serde_json::Value, out: &mut Extent) -> usize {
     match v {
-        serde_json::Value::String(s) => out.string = out.string.max(s.len() as u64),
+        serde_json::Value::Null => 4,
+        serde_json::Value::Bool(_) => 5,
+        serde_json::Value::Number(_) => 24,
+        serde_json::Value::String(s) => {
+            out.string = out.string.max(s.len() as u64);
+            6 * s.len() + 2
+        }
         serde_json::Value::Array(a) => {
             out.list = out.list.max(a.len() as u64);
             out.total += a.len() as u64;
-            a.iter().for_each(|x| extent(x, out));
+            2 + a.iter().map(|x| extent(x, out) + 1).sum::<usize>()
         }
         serde_json::Value::Object(o) => {
             out.list = out.list.max(o.len() as u64);
             out.total += o.len() as u64;
+            let mut len = 2;
             for (k, x) in o {
                 out.string = out.string.max(k.len() as u64);
-                extent(x, out);
+                len += 6 * k.len() + 4 + extent(x, out);
             }
+            len
         }
-        _ => {}
     }
 }
 
