@@ -1272,6 +1272,7 @@ fn rbac_for_plugin_users() {
         "ck8s-operator",
         "ck8s-tls-reader",
         "ck8s-smoke",
+        "ck8s-smoke-guard",
         "ck8s-labels-secrets",
     ]
     .map(String::from)
@@ -1347,6 +1348,23 @@ fn rbac_for_plugin_users() {
             "create",
             "/pods/portforward",
             "codex-k8s-0",
+            true,
+        ),
+        // smoke's guard checks
+        ("ck8s-smoke", "create", "/configmaps", "", true),
+        ("ck8s-smoke", "delete", "/configmaps", "", false),
+        (
+            "ck8s-smoke-guard",
+            "create",
+            "/pods/portforward",
+            "ck8s-admission-0",
+            true,
+        ),
+        (
+            "ck8s-reader",
+            "get",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "ck8s-admission",
             true,
         ),
         // runs

@@ -175,6 +175,17 @@ fn with_ck8s_down_fail_closed_in_judged_namespaces_only() {
     assert!(!ok && err.contains("[build-ref]"), "{err}");
     drop(ck8s);
 
+    // smoke names the outage: the guard cannot be reached and does not decide.
+    let (code, checks) = smoke_guard(cp, &ns);
+    assert_eq!(code, 1, "{checks:#?}");
+    assert_eq!(status_of(&checks, "guard.certificate"), "fail");
+    assert_eq!(status_of(&checks, "guard.decides"), "fail");
+    let detail = checks["guard.decides"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("could not reach ck8s-admission under failurePolicy Fail"),
+        "{detail}"
+    );
+
     // failurePolicy: Fail, the webhook unreachable: a judged write is refused...
     let (ok, _, err) = kubectl_in(cp, &["apply", "-f", "-"], &good("while-down", &ns));
     assert!(
@@ -543,6 +554,33 @@ fn lint(cp: &ControlPlane) -> (i32, std::collections::BTreeMap<String, serde_jso
     (out.status.code().unwrap_or(-1), checks)
 }
 
+/// `kubectl ck8s smoke --only guard -o json` as admin, with `ns` as the production
+/// namespace: (exit code, the checks by id).
+fn smoke_guard(
+    cp: &ControlPlane,
+    ns: &str,
+) -> (i32, std::collections::BTreeMap<String, serde_json::Value>) {
+    let out = std::process::Command::new(ck8s_tests::workspace_binary("kubectl-ck8s"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig().display()))
+        .args(["-n", ns, "smoke", "--only", "guard", "-o", "json"])
+        .output()
+        .expect("run kubectl-ck8s");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "smoke -o json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let checks = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap().to_string(), c.clone()))
+        .collect();
+    (out.status.code().unwrap_or(-1), checks)
+}
+
 fn status_of(checks: &std::collections::BTreeMap<String, serde_json::Value>, id: &str) -> String {
     checks
         .get(id)
@@ -570,6 +608,64 @@ fn the_lint_passes_the_shipped_configuration_and_names_what_is_dangerous() {
         );
     }
     assert_eq!(code, 0, "{checks:#?}");
+
+    // smoke's guard checks on the same guard: it serves a certificate the caBundle verifies,
+    // holds deploy/'s safety settings and decides (registered by URL: no Deployment or
+    // Service to look at).
+    let ns = cp.namespace("ck8s-guard").unwrap();
+    wait_active(cp, &ns);
+    let (code, checks) = smoke_guard(cp, &ns);
+    for id in ["guard.certificate", "guard.settings", "guard.decides"] {
+        assert_eq!(status_of(&checks, id), "pass", "{id}: {checks:#?}");
+    }
+    for id in ["guard.replicas", "guard.endpoints"] {
+        assert_eq!(status_of(&checks, id), "skip", "{id}: {checks:#?}");
+    }
+    assert_eq!(code, 0, "{checks:#?}");
+
+    // The serving certificate rotated without the caBundle (a new CA): smoke and the lint say
+    // so.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let rotated = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let write_certs = |cert: &str, key: &str| {
+        std::fs::write(ck8s.dir.path().join("tls.key"), key).unwrap();
+        std::fs::write(ck8s.dir.path().join("tls.crt"), cert).unwrap();
+    };
+    write_certs(&rotated.pem(), &key.serialize_pem());
+    let start = Instant::now();
+    let checks = loop {
+        let (code, checks) = smoke_guard(cp, &ns);
+        if status_of(&checks, "guard.certificate") == "fail" {
+            assert_eq!(code, 1, "{checks:#?}");
+            break checks;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the rotated certificate was not noticed: {checks:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let detail = checks["guard.certificate"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("does not verify with the caBundle"),
+        "{detail}"
+    );
+    let (code, checks) = lint(cp);
+    assert_eq!(status_of(&checks, &ours("ca")), "fail", "{checks:#?}");
+    assert_eq!(code, 1);
+    let certs = ck8s_tests::cluster_webhook::certs();
+    write_certs(&certs.cert_pem, &certs.key_pem);
+    let start = Instant::now();
+    while status_of(&smoke_guard(cp, &ns).1, "guard.certificate") != "pass" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the restored certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // A third-party configuration as the reports describe it: everything, Fail, 30 s. It is
     // pointed at ck8s (which allows the control plane's writes) so that the cluster stays

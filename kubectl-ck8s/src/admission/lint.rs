@@ -18,20 +18,20 @@ use std::collections::BTreeMap;
 
 /// The namespaces whose writes keep the control plane alive: leader election (kube-system)
 /// and node heartbeats (kube-node-lease).
-const CONTROL_PLANE_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
+pub(crate) const CONTROL_PLANE_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
 
 /// A write the control plane makes all the time, which a `Fail` webhook must never judge.
-struct CriticalWrite {
-    group: &'static str,
-    version: &'static str,
-    resource: &'static str,
-    kind: &'static str,
+pub(crate) struct CriticalWrite {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub resource: &'static str,
+    pub kind: &'static str,
     /// Where it is written (`None`: cluster-scoped).
-    namespace: Option<&'static str>,
-    what: &'static str,
+    pub namespace: Option<&'static str>,
+    pub what: &'static str,
 }
 
-const CRITICAL: [CriticalWrite; 8] = [
+pub(crate) const CRITICAL: [CriticalWrite; 8] = [
     CriticalWrite {
         group: "coordination.k8s.io",
         version: "v1",
@@ -104,7 +104,7 @@ const RENEW_DEADLINE_SECONDS: i32 = 10;
 /// Above this, a hung webhook holds every write it judges noticeably.
 const SLOW_SECONDS: i32 = 5;
 /// The same threshold as `tls.production`.
-const CERT_WARN_DAYS: i64 = crate::smoke::checks::TLS_WARN_DAYS;
+pub(crate) const CERT_WARN_DAYS: i64 = crate::smoke::checks::TLS_WARN_DAYS;
 
 /// One webhook of one configuration.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +135,7 @@ pub struct State {
     /// Ready endpoints of each Service webhook (`Err`: could not be read).
     pub ready_endpoints: BTreeMap<(String, String), Result<usize, String>>,
     /// The outcome of a TLS handshake with each URL webhook, verified with its caBundle.
-    pub handshakes: BTreeMap<String, Result<(), String>>,
+    pub handshakes: BTreeMap<String, Result<i64, String>>,
     /// Seconds since the epoch.
     pub now: i64,
 }
@@ -176,6 +176,7 @@ macro_rules! hook {
         }
     }};
 }
+pub(crate) use hook;
 
 async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     let lp = ListParams::default();
@@ -257,17 +258,45 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
 }
 
 /// A TLS handshake with the webhook at `url`, verifying its certificate as the API server
-/// does, against `ca_bundle`. Without one the API server uses its system roots, which are not
-/// visible from here: an error saying so (the `ca` check does not use it then).
-async fn handshake(
+/// does, against `ca_bundle`: the days left on the served certificate. Without a caBundle the
+/// API server uses its system roots, which are not visible from here: an error saying so
+/// (the `ca` check does not use it then).
+pub(crate) async fn handshake(
     url: &str,
     ca_bundle: Option<&[u8]>,
     timeout: std::time::Duration,
-) -> Result<(), String> {
-    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+) -> Result<i64, String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
     let host = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(443);
+    if ca_bundle.is_none() {
+        return Err(
+            "no caBundle: verified against the API server's system roots, which ck8s cannot see"
+                .into(),
+        );
+    }
+    let connect = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+        verify_served(tcp, &host, ca_bundle).await
+    };
+    tokio::time::timeout(timeout, connect)
+        .await
+        .map_err(|_| format!("no TLS handshake with {host}:{port} within {timeout:?}"))?
+}
+
+/// A TLS handshake over `stream` as the API server makes it: `server_name` verified against
+/// `ca_bundle` alone. The days left on the served certificate.
+pub(crate) async fn verify_served<S>(
+    stream: S,
+    server_name: &str,
+    ca_bundle: Option<&[u8]>,
+) -> Result<i64, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     match ca_bundle {
         Some(pem) => {
@@ -290,25 +319,26 @@ async fn handshake(
     .map_err(|e| e.to_string())?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("the serving certificate does not verify with the caBundle: {e}"))
-    };
-    tokio::time::timeout(timeout, connect)
+    let name =
+        ServerName::try_from(server_name.to_string()).map_err(|e| format!("{server_name}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
         .await
-        .map_err(|_| format!("no TLS handshake with {host}:{port} within {timeout:?}"))?
+        .map_err(|e| format!("the serving certificate does not verify with the caBundle: {e}"))?;
+    let served = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("the webhook served no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(served)
+        .map_err(|e| format!("the served certificate does not parse: {e}"))?;
+    Ok((cert.validity().not_after.timestamp() - chrono::Utc::now().timestamp()).div_euclid(86_400))
 }
 
 /// Everyday namespaced writes: a webhook sent any of them in kube-system judges the control
 /// plane's own workloads. `(group, version, resource, kind)`.
-const EVERYDAY: [(&str, &str, &str, &str); 5] = [
+pub(crate) const EVERYDAY: [(&str, &str, &str, &str); 5] = [
     ("", "v1", "pods", "Pod"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("", "v1", "secrets", "Secret"),
@@ -319,7 +349,7 @@ const EVERYDAY: [(&str, &str, &str, &str); 5] = [
 /// Whether the API server sends the webhook an UPDATE of an unlabelled `kind` in `namespace`
 /// (`None`: cluster-scoped): its rules, namespaceSelector, objectSelector and matchConditions,
 /// the conditions evaluated by ck8s's CEL evaluator ([`conditions_send`]).
-fn sends(
+pub(crate) fn sends(
     h: &Hook,
     s: &State,
     group: &str,
@@ -520,7 +550,7 @@ pub fn judge(s: &State) -> Vec<Check> {
                 Ok(d) => match h.url.as_ref().and_then(|u| s.handshakes.get(u)) {
                     Some(Err(e)) => Check::fail(ca_id, e.clone()).remedy(ca_remedy),
                     _ if d < CERT_WARN_DAYS => Check::warn(ca_id, format!("caBundle: a certificate expires in {d} days")).remedy(ca_remedy),
-                    Some(Ok(())) => Check::pass(ca_id, format!("the serving certificate verifies with the caBundle ({d} days left)")),
+                    Some(Ok(_)) => Check::pass(ca_id, format!("the serving certificate verifies with the caBundle ({d} days left)")),
                     None => Check::pass(ca_id, format!("caBundle in date ({d} days left); the serving certificate of a Service webhook is not reachable from here")),
                 },
             },
@@ -550,7 +580,7 @@ pub fn judge(s: &State) -> Vec<Check> {
 }
 
 /// Days until the first certificate of `pem` to expire does (negative once one has).
-fn bundle_days_left(pem: &[u8], now: i64) -> Result<i64, String> {
+pub(crate) fn bundle_days_left(pem: &[u8], now: i64) -> Result<i64, String> {
     let mut least: Option<i64> = None;
     for block in x509_parser::pem::Pem::iter_from_buffer(pem) {
         let block = block.map_err(|e| format!("not PEM: {e}"))?;

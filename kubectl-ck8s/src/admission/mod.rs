@@ -3,7 +3,7 @@
 //! - `lint`: every validating and mutating webhook configuration, of any vendor, judged for
 //!   what can lock the cluster out or slow every write.
 
-mod lint;
+pub(crate) mod lint;
 
 use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};

@@ -27,6 +27,8 @@ pub struct State {
     pub gc_cronjob: Option<CronJob>,
     pub runtime_config: Option<ConfigMap>,
     pub probes: Probes,
+    /// ck8s-admission, the guard on the write path.
+    pub guard: super::guard::Guard,
 }
 
 impl Default for State {
@@ -44,6 +46,7 @@ impl Default for State {
             gc_cronjob: None,
             runtime_config: None,
             probes: Probes::default(),
+            guard: super::guard::Guard::NotRead,
         }
     }
 }
@@ -77,6 +80,11 @@ pub const IDS: &[&str] = &[
     "gc.cronjob",
     "retention.heavy-fields",
     "oauth2-proxy.skip-auth",
+    "guard.replicas",
+    "guard.endpoints",
+    "guard.certificate",
+    "guard.settings",
+    "guard.decides",
 ];
 
 /// Restart count from which a container is in a restart storm (warn), and a sure failure.
@@ -87,7 +95,7 @@ pub const TLS_WARN_DAYS: i64 = 14;
 
 pub fn run_all(s: &State) -> Vec<Check> {
     let ns = &s.namespace;
-    vec![
+    let mut checks = vec![
         pods_ready(s),
         pods_restarts(s),
         rollout("rollout.control-plane", CONTROL_PLANE, s),
@@ -106,7 +114,9 @@ pub fn run_all(s: &State) -> Vec<Check> {
         crate::gc::cronjob_check(ns, s.gc_cronjob.as_ref()),
         retention(s),
         oauth2_skip_auth(s),
-    ]
+    ];
+    checks.extend(super::guard::judge(&s.guard, ns));
+    checks
 }
 
 fn deployment<'a>(s: &'a State, name: &str) -> Option<&'a Deployment> {

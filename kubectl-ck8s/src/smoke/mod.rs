@@ -4,6 +4,7 @@
 //! functions in [`checks`].
 
 pub mod checks;
+pub mod guard;
 pub mod probe;
 
 use crate::cluster::{Ctx, not_found_is_none, objects};
@@ -58,6 +59,10 @@ pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
             Some(addr) => probe_all(&Direct { addr: addr.clone() }, &state).await,
             None => probe_all(&PortForward { pods: ctx.ns() }, &state).await,
         };
+    }
+    if guard::IDS.iter().any(|id| wants_probe(id)) {
+        progress.set("smoke: checking ck8s-admission");
+        state.guard = guard::fetch(ctx).await;
     }
     drop(progress);
     let checks: Vec<Check> = checks::run_all(&state)
@@ -118,6 +123,7 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         runtime_config: not_found_is_none(runtime)
             .map_err(|e| ctx.err("get", "configmaps", here, e))?,
         probes: Probes::default(),
+        guard: guard::Guard::NotRead,
     })
 }
 

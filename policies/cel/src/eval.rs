@@ -357,16 +357,8 @@ impl Judge<'_> {
         // A bound of the extent first, which needs no walk of the variables' values; the
         // exact extent when the estimate on the bound is not within the limit.
         let within = c
-            .within(
-                self.extent_for(c, vars, Precision::Bound),
-                self.limits.cost,
-            )
-            .or_else(|_| {
-                c.within(
-                    self.extent_for(c, vars, Precision::Exact),
-                    self.limits.cost,
-                )
-            });
+            .within(self.extent_for(c, vars, Precision::Bound), self.limits.cost)
+            .or_else(|_| c.within(self.extent_for(c, vars, Precision::Exact), self.limits.cost));
         if let Err(estimate) = within {
             return Err(format!(
                 "operation cancelled: estimated cost {estimate:.0} exceeds ck8s's limit of {:.0} per expression",
