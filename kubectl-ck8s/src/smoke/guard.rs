@@ -31,21 +31,16 @@ pub const IDS: &[&str] = &[
 ];
 
 /// What smoke read of the guard.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Guard {
     /// Not read (no guard check selected).
+    #[default]
     NotRead,
     /// The configuration could not be read.
     Unreadable(String),
     /// No `ck8s-admission` configuration: the guard is not installed.
     NotInstalled,
     Installed(Box<Installed>),
-}
-
-impl Default for Guard {
-    fn default() -> Self {
-        Guard::NotRead
-    }
 }
 
 #[derive(Debug, Clone)]

@@ -279,9 +279,9 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
             let count = range.len_of_list().unwrap_or(keys.len());
             let result = (|| {
                 for i in 0..count {
-                    let item = match range.len_of_list() {
-                        Some(_) => range.item(i)?,
-                        None => keys[i].clone(),
+                    let item = match keys.get(i) {
+                        Some(key) => key.clone(),
+                        None => range.item(i)?,
                     };
                     if !eval(&c.loop_cond, env)?.bool()? {
                         break;
