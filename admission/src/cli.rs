@@ -86,6 +86,10 @@ pub struct Args {
     /// params), watched only when a policy needs them. Default: in-cluster, or `$KUBECONFIG`.
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// Restore this ValidatingWebhookConfiguration when a break-glass pause recorded on it
+    /// (`kubectl ck8s admission pause`) ends; watches it through the API server.
+    #[arg(long, value_name = "CONFIGURATION")]
+    pub restore_pause: Option<String>,
     /// How often certificate, policies and config are checked for changes, beside the file
     /// events that start a check at once.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]

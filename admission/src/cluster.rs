@@ -134,7 +134,7 @@ impl ClusterCache {
         }
     }
 
-    async fn client(&self) -> Result<Client, String> {
+    pub(crate) async fn client(&self) -> Result<Client, String> {
         if let Some(made) = self.client.get() {
             return made.clone();
         }

@@ -16,6 +16,7 @@
 //! - [`server`] — listeners, the request handler, reloads, graceful shutdown.
 
 pub mod body;
+pub mod breakglass;
 pub mod cli;
 pub mod cluster;
 pub mod conn;

@@ -62,6 +62,9 @@ pub struct Metrics {
     pub policy_load_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub connections: ConnectionMetrics,
+    /// 1 while a break-glass pause is recorded on the webhook configuration (`--restore-pause`).
+    pub paused: Gauge,
+    pub pause_restores: Counter,
 }
 
 impl Default for Metrics {
@@ -129,7 +132,21 @@ impl Metrics {
             reloads.clone(),
         );
         let connections = ConnectionMetrics::register(&mut registry);
+        let paused = Gauge::default();
+        registry.register(
+            "paused",
+            "1 while a break-glass pause is recorded on the webhook configuration (with --restore-pause)",
+            paused.clone(),
+        );
+        let pause_restores = Counter::default();
+        registry.register(
+            "pause_restores",
+            "Webhook configurations restored at the end of a break-glass pause",
+            pause_restores.clone(),
+        );
         Metrics {
+            paused,
+            pause_restores,
             registry,
             requests,
             request_seconds,

@@ -134,6 +134,19 @@ impl Server {
         );
         let cluster = ClusterCache::new(args.kubeconfig.clone());
         cluster.watch(&store.current().vap_needs()).await;
+        if let Some(name) = &args.restore_pause {
+            match cluster.client().await {
+                Ok(client) => {
+                    tokio::spawn(crate::breakglass::restore_loop(
+                        client,
+                        name.clone(),
+                        metrics.paused.clone(),
+                        metrics.pause_restores.clone(),
+                    ));
+                }
+                Err(e) => anyhow::bail!("--restore-pause needs the API server: {e}"),
+            }
+        }
         let state = Arc::new(AppState {
             connections,
             store,

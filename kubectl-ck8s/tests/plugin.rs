@@ -187,8 +187,8 @@ fn smoke_on_a_healthy_cluster_passes() {
     let stdout = text(&out.stdout);
     assert_eq!(code(&out), 0, "{stdout}\n{}", text(&out.stderr));
     assert!(
-        // The guard's five checks skip: ck8s-admission is not installed on this cluster.
-        stdout.contains("smoke: 18 pass, 0 warn, 0 fail, 5 skip -> PASS"),
+        // The guard's six checks skip: ck8s-admission is not installed on this cluster.
+        stdout.contains("smoke: 18 pass, 0 warn, 0 fail, 6 skip -> PASS"),
         "{stdout}"
     );
     assert!(
@@ -244,6 +244,7 @@ fn smoke_json_is_the_full_report() {
             "gc.cronjob",
             "retention.heavy-fields",
             "oauth2-proxy.skip-auth",
+            "guard.pause",
             "guard.replicas",
             "guard.endpoints",
             "guard.certificate",

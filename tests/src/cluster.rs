@@ -680,10 +680,10 @@ impl ControlPlane {
     }
 
     /// The platform's namespaces, `codex-k8s-prod` and `codex-k8s-system`, as a codex-k8s
-    /// cluster has them (deploy/rbac's Roles live there).
+    /// cluster has them, and ck8s-admission's `ck8s-system` (deploy/rbac's Roles live there).
     pub fn platform_namespaces(&self) -> anyhow::Result<()> {
         self.apply(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n",
+            "apiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-prod}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: codex-k8s-system}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: ck8s-system}\n",
         )?;
         Ok(())
     }

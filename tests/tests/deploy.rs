@@ -1350,6 +1350,29 @@ fn rbac_for_plugin_users() {
             "codex-k8s-0",
             true,
         ),
+        // admission pause|resume
+        (
+            "ck8s-operator",
+            "update",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "ck8s-admission",
+            true,
+        ),
+        (
+            "ck8s-operator",
+            "update",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "another-vendor",
+            false,
+        ),
+        (
+            "ck8s-operator",
+            "delete",
+            "admissionregistration.k8s.io/validatingwebhookconfigurations",
+            "ck8s-admission",
+            false,
+        ),
+        ("ck8s-operator", "create", "/events", "", true),
         // smoke's guard checks
         ("ck8s-smoke", "create", "/configmaps", "", true),
         ("ck8s-smoke", "delete", "/configmaps", "", false),
@@ -1959,5 +1982,85 @@ fn vap_policies_component_mounts_the_files_and_reads_no_more_than_it_needs() {
             .iter()
             .all(|p| p.contains("443") || p.contains("6443")),
         "{ports:?}"
+    );
+}
+
+/// The optional break-glass component (deploy/components/break-glass): the webhook restores
+/// its own configuration at the end of a pause, and may touch nothing else.
+#[test]
+fn break_glass_component_restores_only_its_own_configuration() {
+    let Some(kubectl) = kubectl() else { return };
+    let tmp = copy_deploy();
+    let dir = tmp.path().join("deploy/overlays/with-break-glass");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\ncomponents:\n  - ../../components/break-glass\n",
+    )
+    .unwrap();
+    let rendered = Rendered::new(render(&kubectl, &dir));
+    let pod = rendered
+        .deployment()
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let args = container(pod).args.clone().unwrap();
+    assert!(
+        args.contains(&"--restore-pause=ck8s-admission".to_string()),
+        "{args:?}"
+    );
+    let mut argv = vec!["ck8s-admission".to_string()];
+    argv.extend(args);
+    let parsed = ck8s_admission::cli::Args::try_parse_from(&argv).expect("the args parse");
+    assert_eq!(parsed.restore_pause.as_deref(), Some("ck8s-admission"));
+    assert_eq!(pod.automount_service_account_token, Some(true));
+    let role = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRole(r)
+                if r.metadata.name.as_deref() == Some("ck8s-admission-break-glass") =>
+            {
+                Some(r)
+            }
+            _ => None,
+        })
+        .expect("the ClusterRole");
+    let rules = role.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(rules[0].verbs, ["get", "list", "watch", "update"]);
+    assert_eq!(
+        rules[0].resources.clone().unwrap(),
+        ["validatingwebhookconfigurations"]
+    );
+    assert_eq!(
+        rules[0].resource_names.clone().unwrap(),
+        ["ck8s-admission"],
+        "its own configuration only"
+    );
+    let binding = rendered
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Object::ClusterRoleBinding(b)
+                if b.metadata.name.as_deref() == Some("ck8s-admission-break-glass") =>
+            {
+                Some(b)
+            }
+            _ => None,
+        })
+        .expect("the ClusterRoleBinding");
+    let subject = &binding.subjects.as_ref().unwrap()[0];
+    assert_eq!(
+        (
+            subject.kind.as_str(),
+            subject.name.as_str(),
+            subject.namespace.as_deref()
+        ),
+        ("ServiceAccount", "ck8s-admission", Some(NAMESPACE))
     );
 }

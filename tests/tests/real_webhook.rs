@@ -760,3 +760,151 @@ webhooks:
     unregister(cp);
     drop(ck8s);
 }
+
+/// `kubectl ck8s <args>` as admin: (exit code, stdout, stderr).
+fn plugin(cp: &ControlPlane, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(ck8s_tests::workspace_binary("kubectl-ck8s"))
+        .arg(format!("--kubeconfig={}", cp.kubeconfig().display()))
+        .args(args)
+        .output()
+        .expect("run kubectl-ck8s");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits until `f` holds (20 s at most), saying `what` otherwise.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pause_lets_writes_through_in_both_emergencies_and_the_guard_restores_itself() {
+    let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cp = ControlPlane::shared();
+    let kubeconfig = format!("--kubeconfig={}", cp.kubeconfig().display());
+    let restorer = ["--restore-pause=ck8s-admission", kubeconfig.as_str()];
+    let ck8s = Ck8s::start(DEFAULT_CONFIG, &[], &restorer);
+    register(cp);
+    if let Err(e) = cp.kubectl_output(&["create", "namespace", "ck8s-system"])
+        && !e.to_string().contains("AlreadyExists")
+    {
+        panic!("{e:#}");
+    }
+    let ns = cp.namespace("ck8s-pause").unwrap();
+    wait_active(cp, &ns);
+    // A hotfix the guard wrongly denies, written with a server-side dry run (through the
+    // webhooks, nothing stored).
+    let hotfix = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hotfix\n  namespace: {ns}\ndata: {{CODEXK8S_BUILD_REF: \"-b hotfix\"}}\n"
+    );
+    let write = || kubectl_in(cp, &["apply", "--dry-run=server", "-f", "-"], &hotfix);
+    let (ok, _, err) = write();
+    assert!(!ok && err.contains("denied the request"), "{err}");
+    let paused = |cp: &ControlPlane| {
+        cp.kubectl_output(&[
+            "get",
+            "validatingwebhookconfiguration",
+            "ck8s-admission",
+            "-o",
+            "json",
+        ])
+        .unwrap()
+        .contains("ck8s-paused")
+    };
+
+    // Emergency 1: the guard up and wrongly denying.
+    let (code, paused_out, err) = plugin(
+        cp,
+        &[
+            "admission",
+            "pause",
+            "--for",
+            "1h",
+            "--reason",
+            "build-ref denies the hotfix",
+        ],
+    );
+    assert_eq!(code, 0, "{paused_out}{err}");
+    assert!(paused_out.contains("paused by "), "{paused_out}");
+    eventually("the paused guard still denies", || write().0);
+    let (code, out, _) = plugin(cp, &["admission", "status"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("build-ref denies the hotfix") && out.contains("left"),
+        "{out}"
+    );
+    let (_, checks) = smoke_guard(cp, &ns);
+    assert_eq!(status_of(&checks, "guard.pause"), "warn", "{checks:#?}");
+    assert_eq!(status_of(&checks, "guard.decides"), "skip", "{checks:#?}");
+    assert_eq!(status_of(&checks, "guard.settings"), "pass", "{checks:#?}");
+    let events = cp
+        .kubectl_output(&[
+            "-n",
+            "default",
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Paused",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    assert!(events.contains("build-ref denies the hotfix"), "{events}");
+    assert!(
+        !paused_out.contains("admission.event"),
+        "the Event was written: {paused_out}"
+    );
+
+    // Emergency 2: every replica down; the pause still lets writes through (Fail otherwise).
+    drop(ck8s);
+    let (ok, _, err) = write();
+    assert!(ok, "paused with the guard down: {err}");
+    let (code, out, err) = plugin(cp, &["admission", "resume"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!paused(cp));
+    let (ok, _, err) = write();
+    assert!(
+        !ok && err.contains("failed calling webhook"),
+        "resumed with the guard down: {err}"
+    );
+
+    // The end comes without the operator's terminal: a short pause, no client running, and
+    // the guard restores its configuration when it ends.
+    let ck8s = Ck8s::start(DEFAULT_CONFIG, &[], &restorer);
+    let (code, out, err) = plugin(
+        cp,
+        &["admission", "pause", "--for", "3s", "--reason", "short"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(paused(cp));
+    eventually(
+        "the guard did not restore its configuration after the pause",
+        || !paused(cp),
+    );
+    assert!(
+        ck8s.metric("ck8s_admission_pause_restores_total") >= 1,
+        "{}",
+        ck8s.metrics()
+    );
+    assert!(
+        ck8s.log().contains("break-glass pause ended"),
+        "{}",
+        ck8s.log()
+    );
+    let (ok, _, err) = write();
+    assert!(
+        !ok && err.contains("denied the request"),
+        "judged again: {err}"
+    );
+    let (code, out, _) = plugin(cp, &["admission", "status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("not paused"), "{out}");
+    unregister(cp);
+}

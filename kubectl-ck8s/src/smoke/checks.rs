@@ -80,6 +80,7 @@ pub const IDS: &[&str] = &[
     "gc.cronjob",
     "retention.heavy-fields",
     "oauth2-proxy.skip-auth",
+    "guard.pause",
     "guard.replicas",
     "guard.endpoints",
     "guard.certificate",

@@ -23,6 +23,7 @@ pub const DEFAULT_NAMESPACE: &str = "ck8s-system";
 pub const MAX_TIMEOUT_SECONDS: i32 = 5;
 
 pub const IDS: &[&str] = &[
+    "guard.pause",
     "guard.replicas",
     "guard.endpoints",
     "guard.certificate",
@@ -67,6 +68,9 @@ pub struct Installed {
     pub namespaces: BTreeMap<String, Option<BTreeMap<String, String>>>,
     /// Seconds since the epoch.
     pub now: i64,
+    /// The break-glass pause recorded on the configuration (`hook` is read as it is without
+    /// it: the settings that come back at its end).
+    pub pause: Result<Option<ck8s_guard::Pause>, String>,
 }
 
 /// A ConfigMap every ck8s deployment denies (the runbook's failure: a CLI flag as the build
@@ -93,6 +97,9 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
         Ok(None) => return Guard::NotInstalled,
         Ok(Some(c)) => c,
     };
+    let pause = ck8s_guard::pause_of(&configuration);
+    let mut configuration = configuration;
+    ck8s_guard::restore(&mut configuration);
     let name = format!("validating/{CONFIGURATION}");
     let hook = configuration
         .webhooks
@@ -110,6 +117,7 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
         good: Ok(()),
         namespaces: BTreeMap::new(),
         now: chrono::Utc::now().timestamp(),
+        pause,
     };
     let Some(h) = hook else {
         return Guard::Installed(Box::new(g));
@@ -280,12 +288,18 @@ pub fn judge(g: &Guard, production_namespace: &str) -> Vec<Check> {
             .collect();
     };
     let ns = &g.namespace;
+    let now = chrono::DateTime::from_timestamp(g.now, 0).unwrap_or_default();
+    let paused = matches!(&g.pause, Ok(Some(p)) if p.complete && p.until > now);
     let outage = if h.fail_closed {
         " under failurePolicy Fail: every write it judges is refused now"
     } else {
         ": its policies are not enforced now"
     };
-    let mut checks = Vec::new();
+    let mut checks = vec![crate::admission::pause::check_of(
+        "guard.pause",
+        &g.pause,
+        now,
+    )];
 
     checks.push(match &g.replicas {
         None => Check::skip("guard.replicas", "registered by URL: no Deployment to look at"),
@@ -331,6 +345,7 @@ pub fn judge(g: &Guard, production_namespace: &str) -> Vec<Check> {
 
     let webhook_denied = format!("admission webhook \"{WEBHOOK}\" denied the request");
     checks.push(match (&g.bad, &g.good) {
+        _ if paused => Check::skip("guard.decides", "paused (see guard.pause): the API server does not call it"),
         (Ok(()), _) => Check::fail(
             "guard.decides",
             format!("a dry-run ConfigMap with CODEXK8S_BUILD_REF=\"-b main\" was admitted in {production_namespace}: the guard does not judge it"),
@@ -474,6 +489,7 @@ mod tests {
             good: Ok(()),
             namespaces: BTreeMap::new(),
             now: 0,
+            pause: Ok(None),
         }
     }
 
@@ -540,7 +556,10 @@ mod tests {
         ));
         down.good = down.bad.clone();
         let s = statuses(down);
-        for id in IDS.iter().filter(|id| **id != "guard.settings") {
+        for id in IDS
+            .iter()
+            .filter(|id| !["guard.settings", "guard.pause"].contains(id))
+        {
             assert_eq!(s[*id].0, Status::Fail, "{id}: {s:?}");
         }
         assert_eq!(
