@@ -228,7 +228,14 @@ impl ControlPlane {
                 format!("--kubeconfig={admin}"),
                 format!("--authentication-kubeconfig={admin}"),
                 format!("--authorization-kubeconfig={admin}"),
-                "--leader-elect=false".into(),
+                // Leader election on, as in production (a Lease in kube-system renewed every
+                // 2 s): the webhook tests check it keeps flowing while ck8s-admission is down.
+                // A longer lease than the default 15 s rides out the API server restarts of
+                // real_restart.rs (the controller manager exits when it loses the lease).
+                "--leader-elect=true".into(),
+                "--leader-elect-lease-duration=120s".into(),
+                "--leader-elect-renew-deadline=100s".into(),
+                "--leader-elect-retry-period=2s".into(),
                 "--bind-address=127.0.0.1".into(),
                 format!("--secure-port={}", free_port()?),
                 format!("--root-ca-file={}", p("ca.crt")),

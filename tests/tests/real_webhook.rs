@@ -196,6 +196,57 @@ fn with_ck8s_down_fail_closed_in_judged_namespaces_only() {
         err.contains(&format!("failed calling webhook \"{WEBHOOK}\"")),
         "{err}"
     );
+    // ...while the control plane's own writes keep flowing for minutes: the controller
+    // manager's leader election (its Lease in kube-system, renewed every 2 s) and kwok's node
+    // heartbeats (Leases in kube-node-lease, every 10 s), and judged writes stay refused.
+    let lease = |ns: &str, name: &str| {
+        let out = cp
+            .kubectl_output(&["-n", ns, "get", "lease", name, "-o", "json"])
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (
+            v["spec"]["holderIdentity"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            v["spec"]["renewTime"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let leader = || lease("kube-system", "kube-controller-manager");
+    let heartbeat = || lease("kube-node-lease", ck8s_tests::cluster::NODES[0]);
+    let (holder, mut renewed) = leader();
+    assert!(!holder.is_empty(), "the controller manager holds no lease");
+    let mut beat = heartbeat().1;
+    let (mut leader_renewals, mut heartbeats) = (0, 0);
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_secs(12));
+        let (now_holder, now_renewed) = leader();
+        assert_eq!(
+            now_holder, holder,
+            "the controller manager lost its lease during the outage"
+        );
+        if now_renewed != renewed {
+            leader_renewals += 1;
+            renewed = now_renewed;
+        }
+        let now_beat = heartbeat().1;
+        if now_beat != beat {
+            heartbeats += 1;
+            beat = now_beat;
+        }
+        let (ok, _, _) = kubectl_in(cp, &["apply", "-f", "-"], &good("still-down", &ns));
+        assert!(!ok, "a judged write went through with ck8s down");
+    }
+    assert!(
+        leader_renewals >= 6,
+        "leader election stalled: {leader_renewals} renewals seen in 2 min"
+    );
+    assert!(
+        heartbeats >= 6,
+        "node heartbeats stalled: {heartbeats} seen in 2 min"
+    );
+
     // ...but kube-system and the webhook's own namespace stay writable.
     cp.kubectl_output(&["create", "namespace", "ck8s-system"])
         .or_else(|e| {

@@ -342,6 +342,80 @@ struct KrewFile {
     to: String,
 }
 
+/// The real krew (`sigs.k8s.io/krew` v0.4.3, built by `tests/krew/build.sh` and cached)
+/// installs the release's `plugin.yaml` and archive into a fresh krew root, kubectl finds and
+/// runs the plugin through its `bin` link, and `krew uninstall` removes it.
+#[test]
+fn krew_installs_the_release_and_kubectl_runs_it() {
+    let dir = dist();
+    let built = Command::new(workspace().join("tests/krew/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/krew/build.sh");
+    assert!(
+        built.status.success(),
+        "tests/krew/build.sh failed (it needs Go and the Go module proxy)"
+    );
+    let krew = PathBuf::from(String::from_utf8(built.stdout).unwrap().trim());
+    let root = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = |program: &Path, args: &[&str]| {
+        let path = format!(
+            "{}:{}",
+            root.path().join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new(program)
+            .args(args)
+            .env("KREW_ROOT", root.path())
+            .env("HOME", home.path())
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let manifest = dir.join("plugin.yaml");
+    let archive = dir.join(format!("ck8s-{VERSION}-{X86}.tar.gz"));
+    let (ok, out) = run(
+        &krew,
+        &[
+            "install",
+            &format!("--manifest={}", manifest.display()),
+            &format!("--archive={}", archive.display()),
+        ],
+    );
+    assert!(ok, "krew install: {out}");
+    assert!(out.contains("Installed plugin: ck8s"), "{out}");
+    let link = root.path().join("bin/kubectl-ck8s");
+    assert!(link.exists(), "krew linked no kubectl-ck8s: {out}");
+
+    let (ok, out) = run(Path::new("kubectl"), &["plugin", "list"]);
+    assert!(
+        out.contains(&link.display().to_string()),
+        "kubectl plugin list: {out} ({ok})"
+    );
+    let (ok, out) = run(Path::new("kubectl"), &["ck8s", "--help"]);
+    assert!(ok, "kubectl ck8s --help: {out}");
+    assert!(out.contains("smoke") && out.contains("admission"), "{out}");
+    let (ok, out) = run(Path::new("kubectl"), &["ck8s", "--version"]);
+    assert!(ok && out.contains(VERSION), "kubectl ck8s --version: {out}");
+
+    let (ok, out) = run(&krew, &["uninstall", "ck8s"]);
+    assert!(ok, "krew uninstall: {out}");
+    assert!(!link.exists(), "the link stayed after uninstall");
+    let (_, out) = run(Path::new("kubectl"), &["ck8s", "--help"]);
+    assert!(
+        out.contains("unknown command"),
+        "kubectl still finds ck8s: {out}"
+    );
+}
+
 /// The rules of krew's `validation.ValidatePlugin` (apiVersion, kind, a safe name, a one-line
 /// short description, a `v`-prefixed semver, per platform: uri, a lowercase hex sha256, bin,
 /// non-empty file operations, an os/arch selector), plus the index's one platform per os/arch.
