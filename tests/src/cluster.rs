@@ -282,6 +282,9 @@ impl ControlPlane {
                 format!("--tls-cert-file={}", p("kwok.crt")),
                 format!("--tls-private-key-file={}", p("kwok.key")),
                 "--enable-crds=Logs,ClusterLogs,PortForward,ClusterPortForward".into(),
+                // Node heartbeats as a kubelet sends them: a Lease per node in
+                // kube-node-lease, renewed every quarter of its duration (10 s).
+                "--node-lease-duration-seconds=40".into(),
             ],
         )?;
         for node in NODES {

@@ -406,6 +406,16 @@ fn krew_installs_the_release_and_kubectl_runs_it() {
     let (ok, out) = run(Path::new("kubectl"), &["ck8s", "--version"]);
     assert!(ok && out.contains(VERSION), "kubectl ck8s --version: {out}");
 
+    // `krew list` and `krew uninstall` first check the local plugin index, which `krew
+    // update` clones from GitHub (not reachable from the test machines); an empty git
+    // repository in its place is the index of an air-gapped krew.
+    let index = root.path().join("index/default");
+    std::fs::create_dir_all(&index).unwrap();
+    let (ok, out) = run(Path::new("git"), &["init", "-q", index.to_str().unwrap()]);
+    assert!(ok, "git init: {out}");
+    let (ok, out) = run(&krew, &["list"]);
+    assert!(ok && out.contains("ck8s"), "krew list: {out}");
+
     let (ok, out) = run(&krew, &["uninstall", "ck8s"]);
     assert!(ok, "krew uninstall: {out}");
     assert!(!link.exists(), "the link stayed after uninstall");
