@@ -165,12 +165,12 @@ fn ensure(api: &Api, object: &Value) {
 }
 
 /// The request the API server builds for a dry-run create by admin.
-fn request_for(object: &Value, namespaces: &BTreeMap<String, Value>) -> Request {
+fn request_for<'a>(object: &'a Value, namespaces: &'a BTreeMap<String, Value>) -> Request<'a> {
     let (_, gvr, _) = rest(
         object["apiVersion"].as_str().unwrap(),
         object["kind"].as_str().unwrap(),
     );
-    let mut r = Request::new(Operation::Create, gvr, Some(object.clone()));
+    let mut r = Request::new(Operation::Create, gvr, Some(object.into()));
     r.user_info = UserInfo {
         username: "admin".into(),
         uid: "admin".into(),
@@ -178,10 +178,11 @@ fn request_for(object: &Value, namespaces: &BTreeMap<String, Value>) -> Request 
         ..Default::default()
     };
     r.dry_run = true;
-    r.options =
-        Some(json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "dryRun": ["All"]}));
+    r.options = Some(
+        json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1", "dryRun": ["All"]}).into(),
+    );
     if object["kind"] != "Namespace" {
-        r.namespace_object = namespaces.get(&r.namespace).cloned();
+        r.namespace_object = namespaces.get(&r.namespace).map(Into::into);
     }
     r
 }
@@ -475,9 +476,10 @@ spec: {policyName: zz-cel-canary, validationActions: [Deny]}
         };
         let mut request = request_for(normal_new, &namespaces);
         request.operation = Operation::Update;
-        request.old_object = Some(stored);
+        request.old_object = Some(stored.into());
         request.options = Some(
-            json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "dryRun": ["All"]}),
+            json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1", "dryRun": ["All"]})
+                .into(),
         );
         let eval = set.evaluate(&request, None);
         let errors = eval

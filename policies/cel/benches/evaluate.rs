@@ -8,7 +8,7 @@
 //! The WebAssembly built-ins on the same object: `cargo bench -p ck8s-policy-runtime --bench
 //! evaluate`.
 
-use ck8s_policy_cel::{Operation, PolicySet, Request};
+use ck8s_policy_cel::{Json, Operation, PolicySet, Request};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 
 const DEPLOYMENT: &str = include_str!("../../runtime/benches/deployment-4k.json");
@@ -27,9 +27,9 @@ fn bench(c: &mut Criterion) {
         "metadata": {"name": "codex-k8s-prod", "labels": {"kubernetes.io/metadata.name": "codex-k8s-prod"}}});
 
     let judge = |text: &str| {
-        let object: serde_json::Value = serde_json::from_str(text).unwrap();
+        let object = Json::parse(text).unwrap();
         let mut request = Request::for_object(Operation::Create, object);
-        request.namespace_object = Some(namespace.clone());
+        request.namespace_object = Some((&namespace).into());
         let eval = set.evaluate(&request, None);
         (eval.outcomes.len(), eval.decision())
     };
@@ -43,10 +43,9 @@ fn bench(c: &mut Criterion) {
         "cel: no policy matches (the JSON parse), 4 KB Deployment",
         |b| {
             b.iter(|| {
-                let object: serde_json::Value =
-                    serde_json::from_str(black_box(DEPLOYMENT)).unwrap();
+                let object = Json::parse(black_box(DEPLOYMENT)).unwrap();
                 let mut request = Request::for_object(Operation::Create, object);
-                request.namespace_object = Some(namespace.clone());
+                request.namespace_object = Some((&namespace).into());
                 assert!(empty.evaluate(&request, None).decision().allowed);
             })
         },
@@ -66,10 +65,9 @@ fn bench(c: &mut Criterion) {
         "cel: one rule that reads nothing (the parse and the CEL values), 4 KB Deployment",
         |b| {
             b.iter(|| {
-                let object: serde_json::Value =
-                    serde_json::from_str(black_box(DEPLOYMENT)).unwrap();
+                let object = Json::parse(black_box(DEPLOYMENT)).unwrap();
                 let mut request = Request::for_object(Operation::Create, object);
-                request.namespace_object = Some(namespace.clone());
+                request.namespace_object = Some((&namespace).into());
                 let eval = trivial.evaluate(&request, None);
                 assert_eq!(eval.outcomes.len(), 1);
                 assert!(eval.decision().allowed);

@@ -2,6 +2,7 @@
 
 use crate::compile::{Compiled, VarUse, var_ident};
 use crate::fast::{self, V};
+use crate::json::Json;
 use crate::matching;
 use crate::value::{Extent, display, extent, map, to_cel, type_name};
 use crate::{
@@ -41,7 +42,7 @@ static NO_INPUTS: Inputs = Inputs {
 /// The request's bounds and CEL values: made once, when a policy first matches.
 struct Prepared<'r> {
     inputs: Inputs,
-    req: &'r Request,
+    req: &'r Request<'r>,
     /// `request`, the one input that is not JSON: made when an expression reads it.
     request: std::cell::OnceCell<Value>,
     /// The inputs in the `cel` crate's context, made the first time an expression needs it
@@ -53,8 +54,7 @@ impl<'r> Prepared<'r> {
     fn slow(&self) -> &Context<'static> {
         self.slow.get_or_init(|| {
             let mut ctx = root().new_inner_scope();
-            let cel_or_null =
-                |v: &Option<serde_json::Value>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
+            let cel_or_null = |v: &Option<Json>| v.as_ref().map(to_cel).unwrap_or(Value::Null);
             ctx.add_variable_from_value("object", cel_or_null(&self.req.object));
             ctx.add_variable_from_value("oldObject", cel_or_null(&self.req.old_object));
             ctx.add_variable_from_value("namespaceObject", cel_or_null(&self.req.namespace_object));
@@ -70,8 +70,7 @@ impl<'r> Prepared<'r> {
     /// The inputs as the fast path reads them: the JSON in place. `request` is bound to null
     /// for a policy none of whose expressions reads it.
     fn bind(&self, env: &mut fast::Env<'r>, reads_request: bool) {
-        let json =
-            |v: &'r Option<serde_json::Value>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
+        let json = |v: &'r Option<Json<'r>>| v.as_ref().map_or(V::Cel(Value::Null), V::Json);
         env.bind("object", json(&self.req.object));
         env.bind("oldObject", json(&self.req.old_object));
         env.bind("namespaceObject", json(&self.req.namespace_object));
@@ -85,7 +84,7 @@ impl<'r> Prepared<'r> {
 }
 
 /// The length of `v`'s JSON text, without writing it.
-fn json_len(v: &serde_json::Value) -> usize {
+fn json_len(v: &Json) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -101,7 +100,7 @@ fn json_len(v: &serde_json::Value) -> usize {
     count.0
 }
 
-fn prepare<'r>(set: &PolicySet, req: &'r Request) -> Prepared<'r> {
+fn prepare<'r>(set: &PolicySet, req: &'r Request<'r>) -> Prepared<'r> {
     let mut inputs = Inputs {
         extent: Extent::default(),
         too_large: None,
@@ -186,7 +185,8 @@ pub(crate) fn evaluate(set: &PolicySet, req: &Request, params: &dyn ParamSource)
                         inputs: &prepared.inputs,
                         ..judge
                     };
-                    for p in list {
+                    for p in &list {
+                        let p = p.as_ref().map(Json::from);
                         if let Some(o) = judge.run(prepared, p.as_ref()) {
                             outcomes.push(o);
                         }
@@ -216,14 +216,14 @@ struct Judge<'a> {
     inputs: &'a Inputs,
 }
 
-fn object_id(o: &serde_json::Value) -> String {
+fn object_id(o: &Json) -> String {
     let ns = o
         .pointer("/metadata/namespace")
-        .and_then(|v| v.as_str())
+        .and_then(Json::as_str)
         .unwrap_or("");
     let name = o
         .pointer("/metadata/name")
-        .and_then(|v| v.as_str())
+        .and_then(Json::as_str)
         .unwrap_or("");
     if ns.is_empty() {
         name.to_string()
@@ -233,7 +233,7 @@ fn object_id(o: &serde_json::Value) -> String {
 }
 
 impl Judge<'_> {
-    fn outcome(&self, param: Option<&serde_json::Value>) -> Outcome {
+    fn outcome(&self, param: Option<&Json>) -> Outcome {
         Outcome {
             policy: self.policy.name.clone(),
             binding: self.binding.map(|b| b.name.clone()),
@@ -246,12 +246,7 @@ impl Judge<'_> {
 
     /// An error under the policy's failurePolicy: a failure with the binding's actions, or an
     /// ignored error.
-    fn error_outcome(
-        &self,
-        param: Option<&serde_json::Value>,
-        path: &str,
-        message: String,
-    ) -> Option<Outcome> {
+    fn error_outcome(&self, param: Option<&Json>, path: &str, message: String) -> Option<Outcome> {
         let mut o = self.outcome(param);
         self.record_error(&mut o, path, message);
         Some(o)
@@ -385,11 +380,7 @@ impl Judge<'_> {
 
     /// One policy, one binding, one param: matchConditions, then validations and audit
     /// annotations. `None` when a match condition is false.
-    fn run<'j>(
-        &self,
-        prepared: &'j Prepared<'j>,
-        param: Option<&'j serde_json::Value>,
-    ) -> Option<Outcome> {
+    fn run<'j>(&self, prepared: &'j Prepared<'j>, param: Option<&'j Json<'j>>) -> Option<Outcome> {
         let mut o = self.outcome(param);
         let mut names = fast::Env::default();
         prepared.bind(&mut names, self.policy.reads_request);

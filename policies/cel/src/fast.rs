@@ -14,10 +14,10 @@
 //! exact wording) as before. `tests::the_fast_path_agrees_with_the_cel_crate` holds the two
 //! to the same result on every expression of the corpus and every object.
 
+use crate::json::Json;
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue};
 use kube_cel::cel::objects::{Key, KeyRef, Map, OptionalValue};
 use kube_cel::cel::{IdedExpr, Value};
-use serde_json::Value as Json;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::value::{Extent, extent, to_cel, value_extent};
 #[derive(Clone, Debug)]
 pub enum V<'j> {
     /// Part of the request's JSON (the object, the old object, the namespace, a param).
-    Json(&'j Json),
+    Json(&'j Json<'j>),
     Cel(Value),
     /// A list the fast path built (`a + b`, a literal, a comprehension's result).
     List(Arc<Vec<V<'j>>>),
@@ -256,7 +256,7 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
                 None => match &range {
                     V::Json(Json::Object(o)) => o
                         .keys()
-                        .map(|k| V::Cel(Value::String(Arc::new(k.clone()))))
+                        .map(|k| V::Cel(Value::String(Arc::new(k.to_string()))))
                         .collect(),
                     V::Cel(Value::Map(m)) => m
                         .map

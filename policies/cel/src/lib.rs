@@ -52,6 +52,7 @@
 mod compile;
 mod eval;
 mod fast;
+pub mod json;
 mod load;
 mod matching;
 mod request;
@@ -59,6 +60,7 @@ mod value;
 
 pub use compile::known_function;
 pub use eval::{AuditRecord, Decision, Denial};
+pub use json::Json;
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 /// The CEL crate the values come from.
 pub use kube_cel::cel;
@@ -225,7 +227,7 @@ impl ParamSource for LocalParams<'_> {
     ) -> Result<Vec<serde_json::Value>, String> {
         let mut out = Vec::new();
         for o in self.candidates(kind, namespace) {
-            if selector_matches(selector, &matching::labels_of(Some(o)))? {
+            if selector_matches(selector, &matching::labels_of(Some(&Json::from(o))))? {
                 out.push(o.clone());
             }
         }
@@ -375,7 +377,7 @@ pub fn evaluate_expression(
     let compiled = compile::parse_only(source).map_err(|f| f.message)?;
     let mut ctx = eval::root().new_inner_scope();
     for (name, v) in variables {
-        ctx.add_variable_from_value(*name, value::to_cel(v));
+        ctx.add_variable_from_value(*name, value::to_cel(&Json::from(v)));
     }
     kube_cel::cel::Value::resolve(&compiled.expr, &ctx).map_err(|e| e.to_string())
 }

@@ -1,6 +1,7 @@
 //! Which requests a policy and a binding judge: `matchConstraints` / `matchResources` as the
 //! API server reads them (resource rules, exclusions, namespace and object selectors).
 
+use crate::json::Json;
 use crate::request::{Operation, Request};
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
@@ -152,12 +153,12 @@ fn is_empty_selector(sel: &LabelSelector) -> bool {
         && sel.match_expressions.as_ref().is_none_or(|m| m.is_empty())
 }
 
-pub fn labels_of(obj: Option<&serde_json::Value>) -> BTreeMap<String, String> {
+pub fn labels_of(obj: Option<&Json>) -> BTreeMap<String, String> {
     obj.and_then(|o| o.pointer("/metadata/labels"))
-        .and_then(|l| l.as_object())
+        .and_then(Json::as_object)
         .map(|m| {
             m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.to_string(), v.to_string())))
                 .collect()
         })
         .unwrap_or_default()
@@ -198,7 +199,7 @@ mod tests {
     use super::*;
     use crate::request::{Gvr, Request};
 
-    fn req(resource: &str, sub: &str, ns: &str) -> Request {
+    fn req(resource: &str, sub: &str, ns: &str) -> Request<'static> {
         let mut r = Request::new(
             Operation::Create,
             Gvr {
@@ -332,11 +333,12 @@ mod tests {
             version: "v1".into(),
             resource: "namespaces".into(),
         };
-        r.object = Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}));
+        r.object = Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}).into());
         assert_eq!(matches(&mr, &r, false), Ok(false));
         // A namespaced object: by its namespace's labels.
         let mut r = req("deployments", "", "team-a");
-        r.namespace_object = Some(serde_json::json!({"metadata": {"labels": {"env": "prod"}}}));
+        r.namespace_object =
+            Some(serde_json::json!({"metadata": {"labels": {"env": "prod"}}}).into());
         assert_eq!(matches(&mr, &r, false), Ok(true));
     }
 }

@@ -1,5 +1,6 @@
 //! The admission request a policy judges, and its `request` variable.
 
+use crate::json::Json;
 use crate::value::{map, string, to_cel};
 use kube_cel::cel::Value;
 use std::collections::BTreeMap;
@@ -60,9 +61,10 @@ pub struct UserInfo {
 }
 
 /// One admission request, with the objects in the form the API server sends them (its normal
-/// form: defaults filled in, empty fields dropped, `stringData` merged into `data`).
+/// form: defaults filled in, empty fields dropped, `stringData` merged into `data`). The
+/// objects borrow their strings from the text they were parsed from (see [`Json`]).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Request {
+pub struct Request<'a> {
     pub uid: String,
     pub operation: Operation,
     pub kind: Gvk,
@@ -75,19 +77,19 @@ pub struct Request {
     pub namespace: String,
     pub user_info: UserInfo,
     pub dry_run: bool,
-    pub options: Option<serde_json::Value>,
-    pub object: Option<serde_json::Value>,
-    pub old_object: Option<serde_json::Value>,
+    pub options: Option<Json<'a>>,
+    pub object: Option<Json<'a>>,
+    pub old_object: Option<Json<'a>>,
     /// The Namespace object of `namespace` (the `namespaceObject` variable, and what a
     /// `namespaceSelector` is matched against). `None` for cluster-scoped objects, or when not
     /// known.
-    pub namespace_object: Option<serde_json::Value>,
+    pub namespace_object: Option<Json<'a>>,
 }
 
-impl Request {
+impl<'a> Request<'a> {
     /// A request for `object` (CREATE / UPDATE) or `old_object` (DELETE) of a known resource;
     /// kind, name and namespace are read from the object.
-    pub fn new(operation: Operation, resource: Gvr, object: Option<serde_json::Value>) -> Request {
+    pub fn new(operation: Operation, resource: Gvr, object: Option<Json<'a>>) -> Request<'a> {
         let mut r = Request {
             operation,
             resource,
@@ -101,17 +103,17 @@ impl Request {
     }
 
     /// A request for a manifest: its resource found by [`resource_for`] from its apiVersion and
-    /// kind.
-    pub fn for_object(operation: Operation, object: serde_json::Value) -> Request {
-        let resource = resource_for(
-            object["apiVersion"].as_str().unwrap_or_default(),
-            object["kind"].as_str().unwrap_or_default(),
-        );
+    /// kind. A `serde_json::Value` given by reference is borrowed, not copied.
+    pub fn for_object(operation: Operation, object: impl Into<Json<'a>>) -> Request<'a> {
+        let object = object.into();
+        let str_at = |k: &str| object.get(k).and_then(Json::as_str).unwrap_or_default();
+        let resource = resource_for(str_at("apiVersion"), str_at("kind"));
         Request::new(operation, resource, Some(object))
     }
 
-    fn fill_from_object(&mut self, o: &serde_json::Value) {
-        let api_version = o["apiVersion"].as_str().unwrap_or_default();
+    fn fill_from_object(&mut self, o: &Json) {
+        let str_at = |p: &str| o.pointer(p).and_then(Json::as_str).unwrap_or_default();
+        let api_version = str_at("/apiVersion");
         let (group, version) = match api_version.split_once('/') {
             Some((g, v)) => (g.to_string(), v.to_string()),
             None => (String::new(), api_version.to_string()),
@@ -119,49 +121,91 @@ impl Request {
         self.kind = Gvk {
             group,
             version,
-            kind: o["kind"].as_str().unwrap_or_default().to_string(),
+            kind: str_at("/kind").to_string(),
         };
-        self.name = o
-            .pointer("/metadata/name")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
-        self.namespace = o
-            .pointer("/metadata/namespace")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        self.name = str_at("/metadata/name").to_string();
+        self.namespace = str_at("/metadata/namespace").to_string();
         // The API server sets a Namespace's own name as the request's namespace.
         if self.kind.group.is_empty() && self.kind.kind == "Namespace" {
             self.namespace = self.name.clone();
         }
     }
 
-    /// The `request` of an `admission.k8s.io/v1` AdmissionReview (`review["request"]`).
-    pub fn from_admission_request(r: &serde_json::Value) -> Result<Request, String> {
+    /// The `request` of an `admission.k8s.io/v1` AdmissionReview (`review["request"]`), as
+    /// its JSON text: the objects borrow from it.
+    pub fn parse_admission_request(text: &'a str) -> Result<Request<'a>, String> {
+        let r = Json::parse(text).map_err(|e| format!("the request does not parse: {e}"))?;
+        Request::from_admission_request(r)
+    }
+
+    /// The `request` of an `admission.k8s.io/v1` AdmissionReview, parsed; its objects are
+    /// moved into the request.
+    pub fn from_admission_request(r: Json<'a>) -> Result<Request<'a>, String> {
+        let Json::Object(o) = r else {
+            return Err("the request is not a JSON object".to_string());
+        };
+        let mut fields = o.into_entries();
+        let mut take = |k: &str| {
+            fields
+                .iter_mut()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| std::mem::take(v))
+                .filter(|v| !v.is_null())
+        };
+        let (options, object, old_object) = (take("options"), take("object"), take("oldObject"));
+        let r = Json::Object(crate::json::Object::from_entries(fields));
         let s = |p: &str| {
             r.pointer(p)
-                .and_then(|v| v.as_str())
+                .and_then(Json::as_str)
                 .unwrap_or_default()
                 .to_string()
         };
         let gvk = |p: &str| -> Option<Gvk> {
-            r.get(p).filter(|v| v.is_object()).map(|v| Gvk {
-                group: v["group"].as_str().unwrap_or_default().into(),
-                version: v["version"].as_str().unwrap_or_default().into(),
-                kind: v["kind"].as_str().unwrap_or_default().into(),
+            r.get(p).filter(|v| v.as_object().is_some()).map(|v| Gvk {
+                group: v
+                    .get("group")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                version: v
+                    .get("version")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                kind: v
+                    .get("kind")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
             })
         };
         let gvr = |p: &str| -> Option<Gvr> {
-            r.get(p).filter(|v| v.is_object()).map(|v| Gvr {
-                group: v["group"].as_str().unwrap_or_default().into(),
-                version: v["version"].as_str().unwrap_or_default().into(),
-                resource: v["resource"].as_str().unwrap_or_default().into(),
+            r.get(p).filter(|v| v.as_object().is_some()).map(|v| Gvr {
+                group: v
+                    .get("group")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                version: v
+                    .get("version")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
+                resource: v
+                    .get("resource")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default()
+                    .into(),
             })
+        };
+        let strings = |v: &Json| -> Option<Vec<String>> {
+            v.as_array()?
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect()
         };
         let operation = Operation::parse(&s("/operation"))
             .ok_or_else(|| format!("unknown operation {:?}", s("/operation")))?;
-        let nonnull = |p: &str| r.get(p).filter(|v| !v.is_null()).cloned();
         Ok(Request {
             uid: s("/uid"),
             operation,
@@ -172,7 +216,7 @@ impl Request {
             request_resource: gvr("requestResource"),
             request_sub_resource: r
                 .get("requestSubResource")
-                .and_then(|v| v.as_str())
+                .and_then(Json::as_str)
                 .map(String::from),
             name: s("/name"),
             namespace: s("/namespace"),
@@ -181,17 +225,22 @@ impl Request {
                 uid: s("/userInfo/uid"),
                 groups: r
                     .pointer("/userInfo/groups")
-                    .and_then(|g| serde_json::from_value(g.clone()).ok())
+                    .and_then(strings)
                     .unwrap_or_default(),
                 extra: r
                     .pointer("/userInfo/extra")
-                    .and_then(|g| serde_json::from_value(g.clone()).ok())
+                    .and_then(Json::as_object)
+                    .and_then(|m| {
+                        m.iter()
+                            .map(|(k, v)| Some((k.to_string(), strings(v)?)))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             },
-            dry_run: r["dryRun"].as_bool().unwrap_or(false),
-            options: nonnull("options"),
-            object: nonnull("object"),
-            old_object: nonnull("oldObject"),
+            dry_run: r.get("dryRun").and_then(Json::as_bool).unwrap_or(false),
+            options,
+            object,
+            old_object,
             namespace_object: None,
         })
     }
@@ -212,12 +261,17 @@ impl Request {
                 ("resource", string(&g.resource)),
             ])
         };
-        let extra: serde_json::Map<String, serde_json::Value> = self
+        let extra = map(self
             .user_info
             .extra
             .iter()
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-            .collect();
+            .map(|(k, v)| {
+                (
+                    k.as_str(),
+                    Value::List(Arc::new(v.iter().map(|x| string(x)).collect())),
+                )
+            })
+            .collect());
         let mut user = vec![
             ("username", string(&self.user_info.username)),
             ("uid", string(&self.user_info.uid)),
@@ -228,8 +282,8 @@ impl Request {
                 )),
             ),
         ];
-        if !extra.is_empty() {
-            user.push(("extra", to_cel(&serde_json::Value::Object(extra))));
+        if !self.user_info.extra.is_empty() {
+            user.push(("extra", extra));
         }
         let mut fields = vec![
             ("uid", string(&self.uid)),
@@ -349,14 +403,14 @@ mod tests {
 
     #[test]
     fn from_review() {
-        let r = Request::from_admission_request(&serde_json::json!({
+        let r = Request::from_admission_request(Json::from(serde_json::json!({
             "uid": "u1", "operation": "UPDATE",
             "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
             "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
             "subResource": "scale", "name": "web", "namespace": "a",
             "userInfo": {"username": "alice", "groups": ["dev"]},
             "object": {"spec": {}}, "oldObject": null, "dryRun": true
-        }))
+        })))
         .unwrap();
         assert_eq!(r.operation, Operation::Update);
         assert_eq!(r.sub_resource, "scale");

@@ -13,10 +13,13 @@ fn deployment(replicas: i64, labels: serde_json::Value) -> serde_json::Value {
     })
 }
 
-fn req(object: serde_json::Value) -> Request {
+fn req(object: serde_json::Value) -> Request<'static> {
     let mut r = Request::for_object(Operation::Create, object);
-    r.namespace_object = Some(json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "team-a", "labels": {"env": "prod"}}}));
+    r.namespace_object = Some(
+        json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "team-a", "labels": {"env": "prod"}}})
+        .into(),
+    );
     r
 }
 
@@ -512,11 +515,14 @@ fn the_fast_path_agrees_with_the_cel_crate() {
         for op in [Operation::Create, Operation::Update] {
             let mut r = Request::for_object(op, o.clone());
             if op == Operation::Update {
-                r.old_object = Some(o.clone());
+                r.old_object = Some(o.clone().into());
             }
             if !r.namespace.is_empty() && r.kind.kind != "Namespace" {
-                r.namespace_object = Some(json!({"apiVersion": "v1", "kind": "Namespace",
-                    "metadata": {"name": r.namespace, "labels": {"env": "prod"}}}));
+                r.namespace_object = Some(
+                    json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": r.namespace, "labels": {"env": "prod"}}})
+                    .into(),
+                );
             }
             set.evaluate(&r, None);
         }
@@ -549,7 +555,7 @@ fn the_fast_path_agrees_with_the_cel_crate() {
         serde_json::from_str(include_str!("../../runtime/benches/deployment-4k.json")).unwrap();
     let mut r = Request::for_object(Operation::Create, deployment);
     r.namespace_object = Some(json!({"apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": "codex-k8s-prod", "labels": {"kubernetes.io/metadata.name": "codex-k8s-prod"}}}));
+        "metadata": {"name": "codex-k8s-prod", "labels": {"kubernetes.io/metadata.name": "codex-k8s-prod"}}}).into());
     crate::fast::check::start();
     let d = builtins.evaluate(&r, None).decision();
     let log = crate::fast::check::finish();

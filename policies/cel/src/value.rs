@@ -1,5 +1,6 @@
 //! JSON ⇄ CEL values.
 
+use crate::json::Json;
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
 use std::collections::HashMap;
@@ -7,11 +8,11 @@ use std::sync::Arc;
 
 /// A JSON value as CEL sees it: integers stay `int` (or `uint` past `i64`), other numbers are
 /// `double`, objects are maps with string keys.
-pub fn to_cel(v: &serde_json::Value) -> Value {
+pub fn to_cel(v: &Json) -> Value {
     match v {
-        serde_json::Value::Null => Value::Null,
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Bool(*b),
+        Json::Number(n) => {
             if let Some(i) = n.as_i64() {
                 Value::Int(i)
             } else if let Some(u) = n.as_u64() {
@@ -20,12 +21,12 @@ pub fn to_cel(v: &serde_json::Value) -> Value {
                 Value::Float(n.as_f64().unwrap_or(f64::NAN))
             }
         }
-        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
-        serde_json::Value::Array(a) => Value::List(Arc::new(a.iter().map(to_cel).collect())),
-        serde_json::Value::Object(o) => {
+        Json::String(s) => Value::String(Arc::new(s.to_string())),
+        Json::Array(a) => Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Json::Object(o) => {
             let mut m = HashMap::with_capacity(o.len());
-            for (k, v) in o {
-                m.insert(Key::String(Arc::new(k.clone())), to_cel(v));
+            for (k, v) in o.iter() {
+                m.insert(Key::String(Arc::new(k.to_string())), to_cel(v));
             }
             Value::Map(Map { map: Arc::new(m) })
         }
@@ -48,25 +49,25 @@ pub fn string(s: &str) -> Value {
 /// The largest list or map length and the longest string anywhere in `v` (the inputs of the
 /// runtime cost bound). Returns, found on the same walk, an upper bound of the length of `v`'s
 /// JSON text: every string fully escaped, every number as long as the longest.
-pub fn extent(v: &serde_json::Value, out: &mut Extent) -> usize {
+pub fn extent(v: &Json, out: &mut Extent) -> usize {
     match v {
-        serde_json::Value::Null => 4,
-        serde_json::Value::Bool(_) => 5,
-        serde_json::Value::Number(_) => 24,
-        serde_json::Value::String(s) => {
+        Json::Null => 4,
+        Json::Bool(_) => 5,
+        Json::Number(_) => 24,
+        Json::String(s) => {
             out.string = out.string.max(s.len() as u64);
             6 * s.len() + 2
         }
-        serde_json::Value::Array(a) => {
+        Json::Array(a) => {
             out.list = out.list.max(a.len() as u64);
             out.total += a.len() as u64;
             2 + a.iter().map(|x| extent(x, out) + 1).sum::<usize>()
         }
-        serde_json::Value::Object(o) => {
+        Json::Object(o) => {
             out.list = out.list.max(o.len() as u64);
             out.total += o.len() as u64;
             let mut len = 2;
-            for (k, x) in o {
+            for (k, x) in o.iter() {
                 out.string = out.string.max(k.len() as u64);
                 len += 6 * k.len() + 4 + extent(x, out);
             }

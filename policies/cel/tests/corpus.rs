@@ -49,7 +49,7 @@ fn every_policy_loads_and_every_object_is_judged() {
     for o in objects {
         let mut r = Request::for_object(Operation::Create, o);
         if !r.namespace.is_empty() && r.kind.kind != "Namespace" {
-            r.namespace_object = Some(namespace(&r.namespace));
+            r.namespace_object = Some(namespace(&r.namespace).into());
         }
         let d = set.evaluate(&r, None).decision();
         denied += usize::from(!d.allowed);
@@ -72,7 +72,7 @@ fn the_built_in_rules_in_cel() {
     };
     let judge = |o: serde_json::Value| {
         let mut r = Request::for_object(Operation::Create, o);
-        r.namespace_object = Some(namespace("cel-b"));
+        r.namespace_object = Some(namespace("cel-b").into());
         let d = set.evaluate(&r, None).decision();
         d.denials
             .into_iter()

@@ -134,7 +134,11 @@ impl VapPolicies {
             && !is_namespace
         {
             // Not found or not readable: left unknown, and a policy that needs it fails closed.
-            request.namespace_object = cluster.namespace(&request.namespace).ok().flatten();
+            request.namespace_object = cluster
+                .namespace(&request.namespace)
+                .ok()
+                .flatten()
+                .map(cel::Json::from);
         }
         let layered = cluster.map(|cluster| Layered {
             files: cel::LocalParams(&self.set.params),
@@ -327,13 +331,13 @@ fn violation(o: &cel::Outcome, f: &cel::Failure, mode: Mode) -> Violation {
 
 /// The request as `ck8s-policy-cel` reads it: the webhook's `AdmissionRequest` whole (the
 /// `request` variable needs userInfo's groups, options, ...), or a manifest judged offline.
-fn request_of(subject: &Subject<'_>) -> Result<cel::Request, String> {
-    let parse = |raw: &serde_json::value::RawValue| {
-        serde_json::from_str::<serde_json::Value>(raw.get())
-            .map_err(|e| format!("the request does not parse: {e}"))
+fn request_of<'s>(subject: &Subject<'s>) -> Result<cel::Request<'s>, String> {
+    // The objects borrow their strings from the request's text: no copy of them is made.
+    let parse = |raw: &'s serde_json::value::RawValue| {
+        cel::Json::parse(raw.get()).map_err(|e| format!("the request does not parse: {e}"))
     };
     if let Some(raw) = subject.request {
-        return cel::Request::from_admission_request(&parse(raw)?);
+        return cel::Request::from_admission_request(parse(raw)?);
     }
     let object = subject.object.map(parse).transpose()?;
     let (group, version, resource) = subject.resource.clone();
