@@ -398,6 +398,26 @@ impl ControlPlane {
         Ok(String::from_utf8(out.stdout)?)
     }
 
+    /// Waits until each CRD is Established (60 s). Polls instead of `kubectl wait`, which
+    /// fails outright ("<nil> is of the type <nil>") when asked before the CRD has any status.
+    pub fn wait_established(&self, crds: &[&str]) -> anyhow::Result<()> {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        for crd in crds {
+            let jsonpath = r#"-o=jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
+            loop {
+                let got = self.kubectl_output(&["get", "crd", crd, jsonpath]);
+                if matches!(&got, Ok(s) if s.trim() == "True") {
+                    break;
+                }
+                if std::time::Instant::now() > until {
+                    anyhow::bail!("crd/{crd} not Established after 60 s: {got:?}");
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
     /// `kubectl apply --server-side -f -` of a manifest (YAML or JSON, one or more documents).
     pub fn apply(&self, manifest: &str) -> anyhow::Result<String> {
         self.kubectl_stdin(

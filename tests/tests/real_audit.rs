@@ -401,12 +401,9 @@ fn setup(cp: &'static ControlPlane) {
             ])
             .unwrap();
         }
-        cp.kubectl_output(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/policyreports.wgpolicyk8s.io",
-            "crd/clusterpolicyreports.wgpolicyk8s.io",
+        cp.wait_established(&[
+            "policyreports.wgpolicyk8s.io",
+            "clusterpolicyreports.wgpolicyk8s.io",
         ])
         .unwrap();
 

@@ -67,16 +67,8 @@ fn install_cert_manager_crds(cp: &ControlPlane) {
             &["apply", "--server-side", "-f", path.to_str().unwrap()],
         );
     }
-    kubectl(
-        cp,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/certificates.cert-manager.io",
-            "crd/issuers.cert-manager.io",
-        ],
-    );
+    cp.wait_established(&["certificates.cert-manager.io", "issuers.cert-manager.io"])
+        .unwrap_or_else(|e| panic!("{e:#}\napiserver log:\n{}", cp.log_tail("kube-apiserver")));
 }
 
 /// What `kubectl kustomize DIR` renders, as `kubectl -o name` names it (`kind.group/name`).
