@@ -232,7 +232,7 @@ fn object_id(o: &Json) -> String {
     }
 }
 
-impl Judge<'_> {
+impl<'a> Judge<'a> {
     fn outcome(&self, param: Option<&Json>) -> Outcome {
         Outcome {
             policy: self.policy.name.clone(),
@@ -343,9 +343,12 @@ impl Judge<'_> {
     fn eval<'j>(
         &self,
         env: &mut Env<'_, 'j>,
-        c: &Compiled,
+        c: &'j Compiled,
         vars: &Vars<'j>,
-    ) -> Result<V<'j>, String> {
+    ) -> Result<V<'j>, String>
+    where
+        'a: 'j,
+    {
         if let Some(e) = &self.inputs.too_large {
             return Err(e.clone());
         }
@@ -380,7 +383,10 @@ impl Judge<'_> {
 
     /// One policy, one binding, one param: matchConditions, then validations and audit
     /// annotations. `None` when a match condition is false.
-    fn run<'j>(&self, prepared: &'j Prepared<'j>, param: Option<&'j Json<'j>>) -> Option<Outcome> {
+    fn run<'j>(&self, prepared: &'j Prepared<'j>, param: Option<&'j Json<'j>>) -> Option<Outcome>
+    where
+        'a: 'j,
+    {
         let mut o = self.outcome(param);
         let mut names = fast::Env::default();
         prepared.bind(&mut names, self.policy.reads_request);
@@ -438,7 +444,7 @@ impl Judge<'_> {
         }
 
         for (i, v) in self.policy.validations.iter().enumerate() {
-            let path = format!("spec.validations[{i}].expression");
+            let path = || format!("spec.validations[{i}].expression");
             let needs = &self.policy.needs.validations[i];
             match judge.with_vars(&mut pctx, &mut vars, needs, &v.expr) {
                 Ok(Value::Bool(true)) => {}
@@ -456,7 +462,7 @@ impl Judge<'_> {
                         .unwrap_or_else(|| format!("failed expression: {}", v.expr.source.trim()));
                     o.failures.push(Failure {
                         kind: FailureKind::Validation { index: i },
-                        path,
+                        path: path(),
                         message,
                         reason: v.reason.clone(),
                         actions: self.actions,
@@ -464,7 +470,7 @@ impl Judge<'_> {
                 }
                 Ok(other) => self.record_error(
                     &mut o,
-                    &path,
+                    &path(),
                     format!(
                         "expression '{}' resulted in a value of type {}, not bool: {}",
                         v.expr.source,
@@ -474,14 +480,14 @@ impl Judge<'_> {
                 ),
                 Err(e) => self.record_error(
                     &mut o,
-                    &path,
+                    &path(),
                     format!("expression '{}' resulted in error: {e}", v.expr.source),
                 ),
             }
         }
 
         for (i, (key, c)) in self.policy.audit_annotations.iter().enumerate() {
-            let path = format!("spec.auditAnnotations[{i}].valueExpression");
+            let path = || format!("spec.auditAnnotations[{i}].valueExpression");
             match judge.with_vars(&mut pctx, &mut vars, &self.policy.needs.audit[i], c) {
                 Ok(Value::Null) => {}
                 Ok(Value::String(s)) => {
@@ -492,7 +498,7 @@ impl Judge<'_> {
                 }
                 Ok(other) => self.record_error(
                     &mut o,
-                    &path,
+                    &path(),
                     format!(
                         "valueExpression '{}' resulted in a value of type {}, not string",
                         c.source,
@@ -501,7 +507,7 @@ impl Judge<'_> {
                 ),
                 Err(e) => self.record_error(
                     &mut o,
-                    &path,
+                    &path(),
                     format!("valueExpression '{}' resulted in error: {e}", c.source),
                 ),
             }
@@ -516,15 +522,19 @@ impl Judge<'_> {
         ctx: &mut Env<'_, 'j>,
         vars: &mut Vars<'j>,
         needs: &[usize],
-        c: &Compiled,
-    ) -> Result<Value, String> {
+        c: &'j Compiled,
+    ) -> Result<Value, String>
+    where
+        'a: 'j,
+    {
         for &i in needs {
             if vars.values[i].is_none() {
-                let (name, vc) = &self.policy.variables[i];
+                let (_, vc) = &self.policy.variables[i];
                 let r = self.eval_with_all(ctx, vars, vc);
                 let r = r.map_err(|e| self.attribute(e, vc, needs, vars));
                 if let Ok(v) = &r {
-                    ctx.names.bind(var_ident(name), v.clone());
+                    let policy: &'a Policy = self.policy;
+                    ctx.names.bind(&policy.variable_idents[i], v.clone());
                 }
                 vars.values[i] = Some(r);
             }
@@ -540,8 +550,11 @@ impl Judge<'_> {
         &self,
         ctx: &mut Env<'_, 'j>,
         vars: &Vars<'j>,
-        c: &Compiled,
-    ) -> Result<V<'j>, String> {
+        c: &'j Compiled,
+    ) -> Result<V<'j>, String>
+    where
+        'a: 'j,
+    {
         if !matches!(c.var_use, VarUse::All) {
             return self.eval(ctx, c, vars);
         }
@@ -644,7 +657,7 @@ fn bound(v: &V, inputs: Extent) -> Extent {
             },
             |acc, x| acc.join(bound(x, inputs)),
         ),
-        V::Cel(_) => {
+        V::Cel(_) | V::Key(_) => {
             let mut e = Extent::default();
             v.extent(&mut e);
             e

@@ -31,6 +31,8 @@ pub enum V<'j> {
     /// Part of the request's JSON (the object, the old object, the namespace, a param).
     Json(&'j Json<'j>),
     Cel(Value),
+    /// A key of an object of the request's JSON (a map comprehension's variable), borrowed.
+    Key(&'j str),
     /// A list the fast path built (`a + b`, a literal, a comprehension's result).
     List(Arc<Vec<V<'j>>>),
 }
@@ -41,6 +43,7 @@ impl<'j> V<'j> {
         match self {
             V::Json(j) => to_cel(j),
             V::Cel(v) => v.clone(),
+            V::Key(k) => Value::String(Arc::new(k.to_string())),
             V::List(items) => Value::List(Arc::new(items.iter().map(V::to_value).collect())),
         }
     }
@@ -52,6 +55,7 @@ impl<'j> V<'j> {
                 let _ = extent(j, out);
             }
             V::Cel(v) => value_extent(v, out),
+            V::Key(k) => out.string = out.string.max(k.len() as u64),
             V::List(items) => {
                 out.list = out.list.max(items.len() as u64);
                 out.total += items.len() as u64;
@@ -71,6 +75,7 @@ impl<'j> V<'j> {
         match self {
             V::Json(Json::String(s)) => Some(s),
             V::Cel(Value::String(s)) => Some(s),
+            V::Key(k) => Some(k),
             _ => None,
         }
     }
@@ -80,6 +85,7 @@ impl<'j> V<'j> {
         Some(match self {
             V::Json(Json::String(s)) => Scalar::Str(s),
             V::Cel(Value::String(s)) => Scalar::Str(s),
+            V::Key(k) => Scalar::Str(k),
             V::Json(Json::Bool(b)) | V::Cel(Value::Bool(b)) => Scalar::Bool(*b),
             V::Json(Json::Null) | V::Cel(Value::Null) => Scalar::Null,
             V::Json(Json::Number(n)) => match (n.as_i64(), n.as_u64()) {
@@ -129,6 +135,7 @@ impl<'j> V<'j> {
             V::Json(Json::Array(a)) => a.len(),
             V::Json(Json::Object(o)) => o.len(),
             V::Cel(Value::String(s)) => s.len(),
+            V::Key(k) => k.len(),
             V::Cel(Value::List(l)) => l.len(),
             V::Cel(Value::Map(m)) => m.map.len(),
             V::List(items) => items.len(),
@@ -160,19 +167,19 @@ enum Scalar<'a> {
 /// and comprehension variables while a loop runs.
 #[derive(Default)]
 pub struct Env<'j> {
-    names: Vec<(String, V<'j>)>,
+    names: Vec<(&'j str, V<'j>)>,
 }
 
 impl<'j> Env<'j> {
-    pub fn bind(&mut self, name: impl Into<String>, value: V<'j>) {
-        self.names.push((name.into(), value));
+    pub fn bind(&mut self, name: &'j str, value: V<'j>) {
+        self.names.push((name, value));
     }
 
     fn get(&self, name: &str) -> Option<&V<'j>> {
         self.names
             .iter()
             .rev()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v)
     }
 
@@ -180,7 +187,7 @@ impl<'j> Env<'j> {
         self.names
             .iter_mut()
             .rev()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v)
     }
 
@@ -189,7 +196,7 @@ impl<'j> Env<'j> {
     pub fn bindings_from(&self, from: usize) -> impl Iterator<Item = (&str, &V<'j>)> {
         self.names[from.min(self.names.len())..]
             .iter()
-            .map(|(n, v)| (n.as_str(), v))
+            .map(|(n, v)| (*n, v))
     }
 
     pub fn len(&self) -> usize {
@@ -203,7 +210,7 @@ impl<'j> Env<'j> {
 }
 
 /// The value of `e`, or `None` where only the `cel` crate can say.
-pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
+pub fn eval<'j>(e: &'j IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
     match &e.expr {
         Expr::Literal(l) => literal(l).map(V::Cel),
         Expr::Ident(name) => env.get(name).cloned(),
@@ -254,10 +261,7 @@ pub fn eval<'j>(e: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
             let keys: Vec<V<'j>> = match range.len_of_list() {
                 Some(_) => Vec::new(),
                 None => match &range {
-                    V::Json(Json::Object(o)) => o
-                        .keys()
-                        .map(|k| V::Cel(Value::String(Arc::new(k.to_string()))))
-                        .collect(),
+                    V::Json(Json::Object(o)) => o.keys().map(V::Key).collect(),
                     V::Cel(Value::Map(m)) => m
                         .map
                         .keys()
@@ -335,7 +339,7 @@ fn cel<'j>(v: Value) -> Option<V<'j>> {
     Some(V::Cel(v))
 }
 
-fn unary<'j>(name: &str, a: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
+fn unary<'j>(name: &str, a: &'j IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
     let v = eval(a, env)?;
     match name {
         "!_" => cel(Value::Bool(!v.bool()?)),
@@ -371,7 +375,7 @@ fn string_literal(x: &IdedExpr) -> Option<&str> {
     }
 }
 
-fn binary<'j>(name: &str, a: &IdedExpr, b: &IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
+fn binary<'j>(name: &str, a: &'j IdedExpr, b: &'j IdedExpr, env: &mut Env<'j>) -> Option<V<'j>> {
     match name {
         // The logical operators decide on their left side alone when they can (errors on
         // either side, which CEL may absorb, go to the cel crate).
@@ -523,8 +527,8 @@ fn optional(v: Option<Value>) -> Value {
 
 fn method<'j>(
     name: &str,
-    target: &IdedExpr,
-    args: &[IdedExpr],
+    target: &'j IdedExpr,
+    args: &'j [IdedExpr],
     env: &mut Env<'j>,
 ) -> Option<V<'j>> {
     // `strings.quote(...)` and the like are qualified names, not methods.
@@ -589,6 +593,9 @@ fn matches(s: &str, pattern: &str) -> Option<bool> {
         let mut cache = cache.borrow_mut();
         if cache.len() > 256 {
             cache.clear(); // bounded: patterns built from request data cannot grow it
+        }
+        if let Some(compiled) = cache.get(pattern) {
+            return compiled.as_ref().map(|re| re.is_match(s));
         }
         cache
             .entry(pattern.to_string())

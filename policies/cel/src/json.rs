@@ -9,7 +9,7 @@
 //! wins, as in `serde_json::Value`), so a field read is a binary search and a map is walked in
 //! the same order as before.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
@@ -36,19 +36,25 @@ pub struct Object<'a> {
 impl<'a> Object<'a> {
     /// From entries in any order; of repeated keys the last is kept.
     pub fn from_entries(mut entries: Vec<(Cow<'a, str>, Json<'a>)>) -> Object<'a> {
-        // Stable: repeated keys stay in the order written, and the last of each run wins.
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(Cow<'a, str>, Json<'a>)> = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            match out.last_mut() {
-                Some(last) if last.0 == k => last.1 = v,
-                _ => out.push((k, v)),
-            }
+        sort_entries(&mut entries);
+        if !has_repeated_keys(&entries) {
+            return Object { entries };
         }
-        Object { entries: out }
+        Object {
+            entries: keep_last(entries.drain(..)),
+        }
     }
 
+    /// The field `key`. Most objects of a Kubernetes object have a handful of fields: those
+    /// are scanned (a length compare rejects most), larger ones searched.
     pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        if self.entries.len() <= 8 {
+            return self
+                .entries
+                .iter()
+                .find(|(k, _)| k.len() == key.len() && k.as_bytes() == key.as_bytes())
+                .map(|(_, v)| v);
+        }
         self.entries
             .binary_search_by(|(k, _)| k.as_ref().cmp(key))
             .ok()
@@ -88,10 +94,38 @@ impl<'a> Object<'a> {
     }
 }
 
+/// Sorts by key; stable, so repeated keys stay in the order written.
+fn sort_entries(entries: &mut [(Cow<'_, str>, Json<'_>)]) {
+    if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+}
+
+fn has_repeated_keys(sorted: &[(Cow<'_, str>, Json<'_>)]) -> bool {
+    sorted.windows(2).any(|w| w[0].0 == w[1].0)
+}
+
+/// Sorted entries with each key once, the last of a run kept (as `serde_json::Value` does).
+fn keep_last<'a>(
+    sorted: impl Iterator<Item = (Cow<'a, str>, Json<'a>)>,
+) -> Vec<(Cow<'a, str>, Json<'a>)> {
+    let mut out: Vec<(Cow<'a, str>, Json<'a>)> = Vec::new();
+    for (k, v) in sorted {
+        match out.last_mut() {
+            Some(last) if last.0 == k => last.1 = v,
+            _ => out.push((k, v)),
+        }
+    }
+    out
+}
+
 impl<'a> Json<'a> {
     /// Parses `text`, borrowing from it.
     pub fn parse(text: &'a str) -> Result<Json<'a>, serde_json::Error> {
-        serde_json::from_str(text)
+        let mut de = serde_json::Deserializer::from_str(text);
+        let json = Parse(&mut Scratch::default()).deserialize(&mut de)?;
+        de.end()?;
+        Ok(json)
     }
 
     /// The field `key` of an object.
@@ -247,13 +281,32 @@ impl Serialize for Json<'_> {
 
 impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Json<'de>, D::Error> {
-        d.deserialize_any(JsonVisitor)
+        Parse(&mut Scratch::default()).deserialize(d)
     }
 }
 
-struct JsonVisitor;
+/// What one parse reads into before each object or array is complete: the entries and items
+/// of the containers open at the moment, innermost last. A finished container's are moved out
+/// into a vector of their exact length, so the tree is allocated once per container and never
+/// grown.
+#[derive(Default)]
+struct Scratch<'de> {
+    entries: Vec<(Cow<'de, str>, Json<'de>)>,
+    items: Vec<Json<'de>>,
+}
 
-impl<'de> Visitor<'de> for JsonVisitor {
+/// Reads one value, its containers' parts through the shared [`Scratch`].
+struct Parse<'s, 'de>(&'s mut Scratch<'de>);
+
+impl<'de> DeserializeSeed<'de> for Parse<'_, 'de> {
+    type Value = Json<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Parse<'_, 'de> {
     type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -269,7 +322,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Json<'de>, D::Error> {
-        Json::deserialize(d)
+        self.deserialize(d)
     }
 
     fn visit_bool<E>(self, b: bool) -> Result<Json<'de>, E> {
@@ -303,19 +356,27 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(x) = seq.next_element()? {
-            items.push(x);
+        let start = self.0.items.len();
+        while let Some(x) = seq.next_element_seed(Parse(&mut *self.0))? {
+            self.0.items.push(x);
         }
-        Ok(Json::Array(items))
+        Ok(Json::Array(self.0.items.drain(start..).collect()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        let start = self.0.entries.len();
         while let Some(Key(k)) = map.next_key()? {
-            entries.push((k, map.next_value()?));
+            let v = map.next_value_seed(Parse(&mut *self.0))?;
+            self.0.entries.push((k, v));
         }
-        Ok(Json::Object(Object::from_entries(entries)))
+        let parts = &mut self.0.entries[start..];
+        sort_entries(parts);
+        let entries = if has_repeated_keys(parts) {
+            keep_last(self.0.entries.drain(start..))
+        } else {
+            self.0.entries.drain(start..).collect()
+        };
+        Ok(Json::Object(Object { entries }))
     }
 }
 
@@ -351,7 +412,7 @@ mod tests {
     #[test]
     fn parses_as_serde_json_does_and_borrows_plain_strings() {
         let text = r#"{"b": [1, -2, 1.5, 18446744073709551615, true, null],
-                       "a": {"x\"y": "esc\u00e9", "plain": "v"}, "b": "last wins"}"#;
+                       "a": {"x\"y": "esc\u00e9", "plain": "v", "n": {"k": 1, "j": [], "k": {"z": 2, "y": [3]}}}, "b": "last wins"}"#;
         let j = Json::parse(text).unwrap();
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(j.to_value(), v);
@@ -369,6 +430,16 @@ mod tests {
         assert_eq!(
             j.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["a", "b"]
+        );
+        assert_eq!(
+            j.pointer("/a/n/k/y/0").map(Json::to_value),
+            Some(serde_json::json!(3))
+        );
+        assert_eq!(
+            j.pointer("/a/n")
+                .and_then(Json::as_object)
+                .map(|o| o.keys().collect::<Vec<_>>()),
+            Some(vec!["j", "k"])
         );
         assert_eq!(j.pointer("/missing"), None);
         assert_eq!(j.pointer(""), Some(&j));

@@ -263,6 +263,8 @@ pub struct Policy {
     pub param_kind: Option<ParamKind>,
     match_conditions: Vec<(String, Compiled)>,
     variables: Vec<(String, Compiled)>,
+    /// The name each variable is bound to once computed (`variables.x` is rewritten to it).
+    variable_idents: Vec<String>,
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<(String, Compiled)>,
     needs: Needs,

@@ -427,6 +427,10 @@ fn compile_policy(p: ValidatingAdmissionPolicy) -> Result<Policy, LoadError> {
         match_constraints,
         param_kind,
         match_conditions,
+        variable_idents: variables
+            .iter()
+            .map(|(name, _)| crate::compile::var_ident(name))
+            .collect(),
         variables,
         validations,
         audit_annotations,
