@@ -22,7 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -43,6 +43,25 @@ struct AppState {
     body_limits: BodyLimits,
     /// The HTTPS listener's connections (their ages are read into `/metrics`).
     connections: Arc<Connections>,
+    /// [`set_id`] of a policy set that has outlived [`INLINE_BUDGET`]: its evaluations run on
+    /// the blocking pool. 0: none.
+    offloaded: AtomicUsize,
+    /// Whether evaluations may run on the async workers at all: not when there is only one
+    /// (a runtime of one thread would stall every connection behind an evaluation).
+    inline: bool,
+}
+
+/// How long an evaluation may take on the async worker that read the request. Evaluations
+/// take tens of microseconds: run where the request was read, they spare each review two
+/// thread hand-offs (most of ck8s-admission's CPU per review at a cluster's rate). A set that
+/// once takes longer (a slow or runaway policy, which may use its whole deadline) runs on
+/// the blocking pool from then on, so it stalls the other connections at most once.
+const INLINE_BUDGET: Duration = Duration::from_millis(5);
+
+/// A policy set's identity while it is in service (its address: a set that replaces it at
+/// the same address after it is freed inherits the offloading, which costs only speed).
+fn set_id(set: &Arc<ck8s_policy_runtime::PolicySet>) -> usize {
+    Arc::as_ptr(set) as usize
 }
 
 /// A bound, loaded server, ready to [`Server::serve`].
@@ -154,6 +173,12 @@ impl Server {
             metrics,
             ready: AtomicBool::new(true),
             permits: Semaphore::new(args.max_inflight.max(1)),
+            offloaded: AtomicUsize::new(0),
+            inline: {
+                let runtime = tokio::runtime::Handle::current();
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && runtime.metrics().num_workers() > 1
+            },
             queue_timeout: args.queue_timeout,
             budget,
             body_limits: BodyLimits {
@@ -400,14 +425,25 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
         }
     };
     st.metrics.inflight.inc();
-    // Evaluation is CPU work of tens of microseconds, but a misbehaving policy may use its
-    // whole deadline: run it off the async workers so it never stalls other connections.
-    let worker = st.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let set = worker.store.current();
-        review::answer(&body, &set, Some(&worker.cluster), &worker.metrics)
-    })
-    .await;
+    let set = st.store.current();
+    let result = if !st.inline || st.offloaded.load(Ordering::Relaxed) == set_id(&set) {
+        let worker = st.clone();
+        tokio::task::spawn_blocking(move || {
+            review::answer(&body, &set, Some(&worker.cluster), &worker.metrics)
+        })
+        .await
+    } else {
+        let start = Instant::now();
+        let answer = review::answer(&body, &set, Some(&st.cluster), &st.metrics);
+        if start.elapsed() > INLINE_BUDGET {
+            st.offloaded.store(set_id(&set), Ordering::Relaxed);
+            tracing::warn!(
+                took_ms = start.elapsed().as_millis() as u64,
+                "an evaluation outlived the inline budget: this policy set now runs off the async workers"
+            );
+        }
+        Ok(answer)
+    };
     st.metrics.inflight.dec();
     drop(permit);
     drop(place);

@@ -627,6 +627,62 @@ async fn overload_gives_a_fast_explicit_denial() {
     w.shutdown().await;
 }
 
+/// Evaluations run on the async worker that read the request, until one outlives the inline
+/// budget: from then on that set runs off the workers, so slow evaluations in flight do not
+/// hold up the other reviews (here on a runtime of two workers, both of which two slow
+/// evaluations would otherwise hold).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_policy_set_moves_off_the_async_workers() {
+    let w = Webhook::start(
+        &["--policy-timeout=600ms", "--config={dir}/config.yaml"],
+        |d| {
+            std::fs::write(d.join("policies/slow.wasm"), wat_policy("slow", "loop")).unwrap();
+            std::fs::write(
+                d.join("config.yaml"),
+                "policies:\n  slow: { onError: ignore }\n",
+            )
+            .unwrap();
+        },
+    )
+    .await;
+    let cm = review_of(configmap(), "configmaps");
+    // The first runs inline and takes its whole deadline.
+    let start = Instant::now();
+    assert_eq!(w.review(&cm).await["response"]["allowed"], true);
+    assert!(
+        start.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+    // Two more at once: inline they would hold both workers for 600 ms.
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, url, body) = (w.client.clone(), w.url("/validate"), cm.clone());
+            tokio::spawn(async move {
+                let r = c.post(url).json(&body).send().await.unwrap();
+                r.json::<Value>().await.unwrap()
+            })
+        })
+        .collect();
+    // Not a tokio timer: with both workers held, the runtime's timers would not fire.
+    std::thread::sleep(Duration::from_millis(150));
+    // A review the slow policy does not concern, on a connection of its own.
+    let probe = Instant::now();
+    let quick = w
+        .review(&review_of(deployment("main"), "deployments"))
+        .await;
+    let waited = probe.elapsed();
+    assert_eq!(quick["response"]["allowed"], true, "{quick}");
+    for s in slow {
+        assert_eq!(s.await.unwrap()["response"]["allowed"], true);
+    }
+    assert!(
+        waited < Duration::from_millis(300),
+        "a quick review waited {waited:?} behind two slow evaluations"
+    );
+    w.shutdown().await;
+}
+
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let w = Webhook::start(

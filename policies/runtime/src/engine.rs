@@ -62,8 +62,13 @@ impl Limits {
     }
 }
 
-/// How often the epoch advances. A deadline is rounded up to whole ticks.
-const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// How often the epoch advances while evaluations run: a deadline holds to within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(20);
+
+/// How long the epoch thread keeps ticking after the last evaluation started before it
+/// parks. At a cluster's steady rate it never parks, so an evaluation that starts costs no
+/// wake-up of it; idle, it parks after this and costs nothing.
+const EPOCH_GRACE_TICKS: u32 = 50;
 
 /// The engine, its limits, and the compiled-module caches.
 pub struct Runtime {
@@ -79,10 +84,11 @@ pub struct Runtime {
 }
 
 /// The thread that advances the engine's epoch, which is what enforces
-/// [`Limits::deadline`]. It ticks only while a guest runs ([`EpochTicker::running`]) and
-/// sleeps otherwise, so an idle webhook spends no CPU on it; it ends when the runtime and
-/// every policy loaded on it (each holds the ticker) are gone, so a policy's deadline holds
-/// even after its runtime is dropped.
+/// [`Limits::deadline`]. It ticks while guests run or have run in the last
+/// [`EPOCH_GRACE_TICKS`] ticks, and sleeps otherwise, so an idle webhook spends no CPU on it
+/// and a busy one pays a tick every [`EPOCH_TICK`], not a wake-up per evaluation. It ends when
+/// the runtime and every policy loaded on it (each holds the ticker) are gone, so a policy's
+/// deadline holds even after its runtime is dropped.
 pub(crate) struct EpochTicker {
     shared: Arc<TickShared>,
 }
@@ -90,6 +96,8 @@ pub(crate) struct EpochTicker {
 struct TickShared {
     /// Stores in which guest code may run now.
     running: AtomicUsize,
+    /// Evaluations started so far: the thread parks only after a grace with none.
+    started: AtomicU64,
     /// The thread waits on `wake`: only then does an evaluation that starts need to wake it
     /// (a lock and a futex call, which busy evaluations back to back would otherwise pay).
     parked: AtomicBool,
@@ -113,6 +121,7 @@ impl EpochTicker {
     fn start(engine: Engine) -> std::io::Result<Arc<EpochTicker>> {
         let shared = Arc::new(TickShared {
             running: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
             parked: AtomicBool::new(false),
             stopped: Mutex::new(false),
             wake: Condvar::new(),
@@ -122,8 +131,11 @@ impl EpochTicker {
         std::thread::Builder::new()
             .name("ck8s-epoch".into())
             .spawn(move || {
+                // Ticks in a row with nothing running and nothing started (none yet: parked).
+                let mut quiet = EPOCH_GRACE_TICKS;
+                let mut seen = thread.started.load(Ordering::SeqCst);
                 loop {
-                    {
+                    if quiet >= EPOCH_GRACE_TICKS {
                         let mut stopped = thread.stopped.lock().unwrap();
                         while !*stopped && thread.running.load(Ordering::SeqCst) == 0 {
                             // Parked first, then the count checked again: an evaluation that
@@ -140,10 +152,20 @@ impl EpochTicker {
                         if *stopped {
                             return;
                         }
+                        quiet = 0;
+                    } else if *thread.stopped.lock().unwrap() {
+                        return;
                     }
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                     thread.ticks.fetch_add(1, Ordering::Relaxed);
+                    let started = thread.started.load(Ordering::SeqCst);
+                    if started == seen && thread.running.load(Ordering::SeqCst) == 0 {
+                        quiet += 1;
+                    } else {
+                        quiet = 0;
+                        seen = started;
+                    }
                 }
             })?;
         Ok(Arc::new(EpochTicker { shared }))
@@ -153,6 +175,7 @@ impl EpochTicker {
     /// concurrent evaluations, and only when the thread is parked, wakes it (under its lock,
     /// so the wake-up is not lost).
     pub(crate) fn running(&self) -> Running {
+        self.shared.started.fetch_add(1, Ordering::Relaxed);
         if self.shared.running.fetch_add(1, Ordering::SeqCst) == 0
             && self.shared.parked.load(Ordering::SeqCst)
         {
@@ -208,11 +231,10 @@ impl Runtime {
         } else {
             None
         };
-        let deadline_ticks = limits
-            .deadline
-            .as_nanos()
-            .div_ceil(EPOCH_TICK.as_nanos())
-            .max(1) as u64;
+        // One tick more than the deadline holds: the first tick may come at once after the
+        // evaluation starts (the thread is already ticking), so a deadline lasts from
+        // `deadline` to `deadline` + one tick.
+        let deadline_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         let artifacts = artifact_dir.and_then(|root| match ArtifactCache::open(&root) {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -333,29 +355,30 @@ mod tests {
         ticker.ticks() - before
     }
 
-    /// Issue 24: nothing ticks while no evaluation runs; the epoch advances while one does.
+    /// Issue 24: the epoch advances while an evaluation runs and for a grace after the last
+    /// one started; then nothing ticks.
     #[test]
-    fn the_epoch_advances_only_while_an_evaluation_runs() {
+    fn the_epoch_advances_while_evaluations_run_and_stops_when_idle() {
         let runtime = Runtime::new(Limits::default(), None).unwrap();
         let ticker = runtime.ticker().expect("deadlines are enforced by default");
-        assert_eq!(ticks_over(&ticker, Duration::from_millis(60)), 0, "idle");
-        let running = ticker.running();
-        let busy = ticks_over(&ticker, Duration::from_millis(60));
-        assert!(
-            busy >= 5,
-            "{busy} ticks in 60 ms of evaluation (one per 2 ms)"
-        );
-        drop(running);
-        std::thread::sleep(EPOCH_TICK * 3); // the tick in flight ends
         assert_eq!(
-            ticks_over(&ticker, Duration::from_millis(60)),
+            ticks_over(&ticker, EPOCH_TICK * 6),
             0,
-            "idle again"
+            "idle from the start"
         );
-        // Concurrent evaluations: ticking until the last one ends.
+        let running = ticker.running();
+        let busy = ticks_over(&ticker, EPOCH_TICK * 6);
+        assert!(busy >= 3, "{busy} ticks in six ticks' time of evaluation");
+        drop(running);
+        // Still ticking in the grace after the evaluation (what spares the next one a wake-up).
+        assert!(ticks_over(&ticker, EPOCH_TICK * 6) >= 3, "the grace");
+        std::thread::sleep(EPOCH_TICK * (EPOCH_GRACE_TICKS + 5));
+        assert_eq!(ticks_over(&ticker, EPOCH_TICK * 6), 0, "idle again");
+        // A long evaluation keeps it ticking past the grace; concurrent ones until the last ends.
         let (a, b) = (ticker.running(), ticker.running());
         drop(a);
-        assert!(ticks_over(&ticker, Duration::from_millis(30)) >= 3);
+        std::thread::sleep(EPOCH_TICK * (EPOCH_GRACE_TICKS + 5));
+        assert!(ticks_over(&ticker, EPOCH_TICK * 6) >= 3, "b still runs");
         drop(b);
     }
 
