@@ -21,8 +21,9 @@
 
 use ck8s_tests::cluster::ControlPlane;
 use ck8s_tests::cluster_webhook::{Ck8s, WEBHOOK, register, unregister, wait_active};
+use ck8s_tests::repo;
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,13 +60,6 @@ struct Sample {
     cpu: [Duration; 3],
     /// The API server's own admission time: (sum in seconds, count).
     admission: (f64, f64),
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
 }
 
 fn vap_files() -> Vec<PathBuf> {

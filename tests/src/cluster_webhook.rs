@@ -7,20 +7,13 @@
 use crate::cluster::{ControlPlane, free_port};
 use base64::Engine;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// The webhook's name in deploy/base.
 pub const WEBHOOK: &str = "ck8s-admission.codex-k8s.dev";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The webhook's serving certificate, signed by a CA of its own (the `caBundle`).
 pub struct Certs {
@@ -186,7 +179,7 @@ impl Drop for Ck8s {
 /// The shipped webhook configuration (deploy/base), pointed at the loopback webhook.
 pub fn webhook_configuration(cp: &ControlPlane) -> String {
     use serde::Deserialize;
-    let base = repo().join("deploy/base");
+    let base = crate::repo().join("deploy/base");
     let rendered = cp
         .kubectl_output(&["kustomize", base.to_str().unwrap()])
         .unwrap();

@@ -6,7 +6,8 @@
 //!   paths and reconciles nothing;
 //! - [`cluster_webhook`]: ck8s-admission as a process, registered with the real control plane;
 //! - [`webhook`]: ck8s-admission started in-process over real TLS;
-//! - [`report`]: reading the plugin's `-o json` reports.
+//! - [`report`]: reading the plugin's `-o json` reports;
+//! - [`repo`] and [`eventually`]: the repository's root, and polling for a condition.
 
 pub mod apiserver;
 pub mod cluster;
@@ -98,3 +99,23 @@ pub const RUNBOOK_SMOKE: &[&str] = &[
     "-n codex-k8s-prod get configmap codex-k8s-runtime -o yaml",
     "-n codex-k8s-prod get deploy oauth2-proxy -o jsonpath={.spec.template.spec.containers[*].args}",
 ];
+
+/// The repository's root (the workspace's directory).
+pub fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("ck8s-tests lives in the workspace")
+        .to_path_buf()
+}
+
+/// Polls `check` every 50 ms until it holds; panics naming `what` after 20 s.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

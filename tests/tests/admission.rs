@@ -1,6 +1,7 @@
 //! ck8s-admission over real TLS with a real HTTP client: decisions, modes, bad input,
 //! reloads of policies and certificates, TLS hardening, backpressure and shutdown.
 
+use ck8s_tests::eventually;
 use ck8s_tests::webhook::{FROZEN, TestWebhook, deployment, labelled_ns};
 use serde_json::{Value, json};
 use std::ops::Deref;
@@ -105,17 +106,6 @@ fn failures_counted(line: &str, what: &str) -> bool {
     ))
     .and_then(|n| n.trim().parse::<u64>().ok())
     .is_some_and(|n| n >= 1)
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(20) {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 #[tokio::test]

@@ -11,15 +11,8 @@ use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
     Decision, FindingKind, Limits, PolicySet, PolicySources, Runtime, Subject,
 };
+use ck8s_tests::repo;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// Cases the CEL versions cannot decide as the built-ins do, and why.
 const NOT_EXPRESSIBLE: &[(&str, &str)] = &[

@@ -10,6 +10,7 @@
 
 use ck8s_tests::cluster::ControlPlane;
 use ck8s_tests::cluster_webhook::{Ck8s, register, wait_active};
+use ck8s_tests::repo;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,13 +24,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// its control plane).
 const PROD: &str = "codex-k8s-prod";
 const REPORT: &str = "ck8s-policy-audit";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The real `kubectl-ck8s` with `kubeconfig`.
 fn ck8s(kubeconfig: &Path, args: &[&str]) -> Output {

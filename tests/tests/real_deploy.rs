@@ -7,20 +7,14 @@
 //! loopback.
 
 use ck8s_tests::cluster::ControlPlane;
-use std::path::{Path, PathBuf};
+use ck8s_tests::repo;
+use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
 
 /// The tests share cluster-scoped objects (CRDs, the ck8s-system namespace): one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// A copy of deploy/ in a temporary directory, with the self-signed overlay's certificates
 /// made by its own `gen-certs.sh`, as the README's install does.

@@ -10,6 +10,7 @@
 //! what could not be read. One control plane for the whole table.
 
 use ck8s_tests::cluster::ControlPlane;
+use ck8s_tests::repo;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,13 +18,6 @@ use std::process::{Command, Output};
 const DOMAIN: &str = "platform.codex-k8s.dev";
 /// A production namespace that does not exist.
 const NOWHERE: &str = "codex-k8s-nowhere";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// The plugin, built once for the whole table and copied aside: a shared target directory
 /// may get another build of it while the table runs.

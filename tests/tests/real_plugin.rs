@@ -7,10 +7,10 @@
 //! side by side on the one control plane of this binary.
 
 use ck8s_tests::cluster::{ControlPlane, codex_app, free_port};
+use ck8s_tests::repo;
 use ck8s_tests::report::{check, json};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const DOMAIN: &str = "platform.codex-k8s.dev";
@@ -19,13 +19,6 @@ const DOMAIN: &str = "platform.codex-k8s.dev";
 /// a run namespace once `labels --fix` has rewritten them: the tests that plant and fix it, and
 /// those that judge every run namespace, run one at a time; the former delete it when done.
 static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 /// A fixture applied into a fresh production namespace, its pods' ports forwarded to [`codex_app`].
 fn fixture(cp: &ControlPlane, name: &str) -> String {

@@ -16,6 +16,7 @@
 //! The tests of this file run one at a time (`SERIAL`), so the memory figures of the soak are
 //! the soak's own.
 
+use ck8s_tests::eventually;
 use ck8s_tests::webhook::{
     TestWebhook, client_trusting, deployment, labelled_ns, review_of, wat_policy,
 };
@@ -688,15 +689,6 @@ async fn until_closed<S: tokio::io::AsyncRead + Unpin>(
     })
     .await
     .ok()
-}
-
-/// Polls `check` every 50 ms for up to 10 s.
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "never: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
