@@ -94,6 +94,25 @@ fn wat_policy(name: &str, body: &str) -> Vec<u8> {
     ck8s_tests::webhook::wat_policy(name, "", &["configmaps"], body)
 }
 
+/// A webhook whose one policy loops until its deadline (`--policy-timeout` among `flags`), for
+/// configmaps, with `onError: ignore`.
+async fn with_a_looping_policy(flags: &[&str]) -> Webhook {
+    let flags: Vec<&str> = flags
+        .iter()
+        .copied()
+        .chain(["--config={dir}/config.yaml"])
+        .collect();
+    Webhook::start(&flags, |d| {
+        std::fs::write(d.join("policies/slow.wasm"), wat_policy("slow", "loop")).unwrap();
+        std::fs::write(
+            d.join("config.yaml"),
+            "policies:\n  slow: { onError: ignore }\n",
+        )
+        .unwrap();
+    })
+    .await
+}
+
 fn configmap() -> Value {
     json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "codex-k8s-runtime" }, "data": { "A": "b" } })
 }
@@ -553,22 +572,11 @@ async fn client_certificates_are_verified_with_client_ca() {
 
 #[tokio::test]
 async fn overload_gives_a_fast_explicit_denial() {
-    let w = Webhook::start(
-        &[
-            "--max-inflight=1",
-            "--queue-timeout=100ms",
-            "--policy-timeout=2s",
-            "--config={dir}/config.yaml",
-        ],
-        |d| {
-            std::fs::write(d.join("policies/slow.wasm"), wat_policy("slow", "loop")).unwrap();
-            std::fs::write(
-                d.join("config.yaml"),
-                "policies:\n  slow: { onError: ignore }\n",
-            )
-            .unwrap();
-        },
-    )
+    let w = with_a_looping_policy(&[
+        "--max-inflight=1",
+        "--queue-timeout=100ms",
+        "--policy-timeout=2s",
+    ])
     .await;
     let cm = review_of(configmap(), "configmaps");
     let slow = {
@@ -623,18 +631,7 @@ async fn overload_gives_a_fast_explicit_denial() {
 /// evaluations would otherwise hold).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_policy_set_moves_off_the_async_workers() {
-    let w = Webhook::start(
-        &["--policy-timeout=600ms", "--config={dir}/config.yaml"],
-        |d| {
-            std::fs::write(d.join("policies/slow.wasm"), wat_policy("slow", "loop")).unwrap();
-            std::fs::write(
-                d.join("config.yaml"),
-                "policies:\n  slow: { onError: ignore }\n",
-            )
-            .unwrap();
-        },
-    )
-    .await;
+    let w = with_a_looping_policy(&["--policy-timeout=600ms"]).await;
     let cm = review_of(configmap(), "configmaps");
     // The first runs inline and takes its whole deadline.
     let start = Instant::now();
@@ -675,18 +672,7 @@ async fn a_slow_policy_set_moves_off_the_async_workers() {
 
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
-    let w = Webhook::start(
-        &["--policy-timeout=1500ms", "--config={dir}/config.yaml"],
-        |d| {
-            std::fs::write(d.join("policies/slow.wasm"), wat_policy("slow", "loop")).unwrap();
-            std::fs::write(
-                d.join("config.yaml"),
-                "policies:\n  slow: { onError: ignore }\n",
-            )
-            .unwrap();
-        },
-    )
-    .await;
+    let w = with_a_looping_policy(&["--policy-timeout=1500ms"]).await;
     let (c, url, body) = (
         w.client.clone(),
         w.url("/validate"),
