@@ -11,10 +11,10 @@ use ck8s_policy_runtime::{
 pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
     // One object, judged once by the built-ins: one instance slot, no epoch thread.
     let rt = Runtime::new(Limits::one_shot(), Runtime::default_artifact_dir())
-        .map_err(|e| Failure::usage(format!("cannot start the policy runtime: {e}")))?;
+        .map_err(|e| Failure::internal(format!("cannot start the policy runtime: {e}")))?;
     let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
     let set = PolicySet::build(&rt, &sources)
-        .map_err(|e| Failure::usage(format!("cannot load the built-in policies: {e}")))?;
+        .map_err(|e| Failure::internal(format!("cannot load the built-in policies: {e}")))?;
     let manifest = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -22,9 +22,9 @@ pub fn judge(value: &str) -> Result<Result<(), Vec<String>>, Failure> {
         "data": {BUILD_REF: value},
     });
     let raw =
-        serde_json::value::to_raw_value(&manifest).map_err(|e| Failure::usage(e.to_string()))?;
+        serde_json::value::to_raw_value(&manifest).map_err(|e| Failure::internal(e.to_string()))?;
     let subject = Subject::from_manifest(&raw, Operation::Create)
-        .map_err(|e| Failure::usage(e.to_string()))?;
+        .map_err(|e| Failure::internal(e.to_string()))?;
     let decision = Decision::from_evaluation(&set.evaluate(&subject));
     let problems: Vec<String> = decision
         .denials

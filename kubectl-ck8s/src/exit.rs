@@ -11,7 +11,7 @@ pub enum Verdict {
     Fail = 1,
 }
 
-/// Exit code for usage, connection and permission errors.
+/// Exit code for usage, connection, permission, missing-object and internal errors.
 pub const ERROR: u8 = 2;
 
 /// What kind of failure stopped a command: scripts and tests tell them apart by this.
@@ -25,6 +25,9 @@ pub enum Kind {
     Forbidden { verb: String, resource: String },
     /// An object the command needs does not exist.
     NotFound,
+    /// ck8s itself failed (the policy runtime did not start, a report could not be encoded):
+    /// nothing the user's flags or input can fix.
+    Internal,
 }
 
 /// A command that could not run to the end.
@@ -61,6 +64,9 @@ impl Failure {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(Kind::NotFound, message)
     }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Kind::Internal, message)
+    }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
@@ -71,13 +77,17 @@ impl Failure {
     pub fn exit_code(&self) -> u8 {
         // A failed check is not an error: it is a report whose verdict is fail (exit 1).
         match self.kind {
-            Kind::Usage | Kind::Connection | Kind::Forbidden { .. } | Kind::NotFound => ERROR,
+            Kind::Usage
+            | Kind::Connection
+            | Kind::Forbidden { .. }
+            | Kind::NotFound
+            | Kind::Internal => ERROR,
         }
     }
 }
 
 /// Every exit code the plugin returns comes from here: 0 pass, 1 a check failed (a report
-/// with verdict fail), 2 usage, connection, permission or missing-object error.
+/// with verdict fail), 2 usage, connection, permission, missing-object or internal error.
 pub fn code(result: &Result<Verdict, Failure>) -> u8 {
     match result {
         Ok(v) => *v as u8,
@@ -137,6 +147,7 @@ mod tests {
             (Err(Failure::connection("x")), 2),
             (Err(Failure::forbidden("list", "pods", "x")), 2),
             (Err(Failure::not_found("x")), 2),
+            (Err(Failure::internal("x")), 2),
         ] {
             assert_eq!(code(&result), want, "{result:?}");
         }

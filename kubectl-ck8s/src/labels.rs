@@ -122,7 +122,7 @@ where
             .map_err(err)?;
         list.items
             .iter()
-            .map(|o| serde_json::to_value(o).map_err(|e| Failure::usage(e.to_string())))
+            .map(|o| serde_json::to_value(o).map_err(|e| Failure::internal(e.to_string())))
             .collect::<Result<_, _>>()?
     } else {
         let list = ctx

@@ -168,7 +168,7 @@ impl Report {
     /// checks (listings that JSON carries in `details`).
     pub fn print(&self, format: OutputFormat, extra: Option<&str>) -> Result<Verdict, Failure> {
         if let Some(result) = format.print_structured(self) {
-            result.map_err(|e| Failure::usage(format!("cannot print the report: {e}")))?;
+            result.map_err(|e| Failure::internal(format!("cannot print the report: {e}")))?;
             return Ok(self.verdict());
         }
         if let Some(extra) = extra {

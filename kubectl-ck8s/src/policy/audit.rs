@@ -264,7 +264,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
         OutputFormat::Policyreport => {
             for r in &reports {
                 let text = serde_yaml::to_string(r)
-                    .map_err(|e| Failure::usage(format!("cannot print the report: {e}")))?;
+                    .map_err(|e| Failure::internal(format!("cannot print the report: {e}")))?;
                 print!("---\n{text}");
             }
             Ok(verdict)
@@ -580,7 +580,7 @@ async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapshot), Failure
     {
         snapshot.namespaces.insert(
             ns.name_any(),
-            serde_json::to_value(&ns).map_err(|e| Failure::usage(e.to_string()))?,
+            serde_json::to_value(&ns).map_err(|e| Failure::internal(e.to_string()))?,
         );
     }
     for kind in &needs.param_kinds {
@@ -599,7 +599,7 @@ async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapshot), Failure
             .await
             .map_err(|e| ctx.err("list", &ar.plural, None, e))?
         {
-            let mut v = serde_json::to_value(&o).map_err(|e| Failure::usage(e.to_string()))?;
+            let mut v = serde_json::to_value(&o).map_err(|e| Failure::internal(e.to_string()))?;
             v["apiVersion"] = json!(kind.api_version);
             v["kind"] = json!(kind.kind);
             items.push(v);
@@ -666,7 +666,7 @@ async fn audit_resource(
             let items = list
                 .items
                 .into_iter()
-                .map(|o| serde_json::to_value(o).map_err(|e| Failure::usage(e.to_string())))
+                .map(|o| serde_json::to_value(o).map_err(|e| Failure::internal(e.to_string())))
                 .collect::<Result<_, _>>()?;
             (items, next)
         } else {

@@ -349,7 +349,7 @@ fn rules_yaml(rules: &[Rule]) -> Result<String, Failure> {
     struct Snippet<'a> {
         rules: &'a [Rule],
     }
-    serde_yaml::to_string(&Snippet { rules }).map_err(|e| Failure::usage(e.to_string()))
+    serde_yaml::to_string(&Snippet { rules }).map_err(|e| Failure::internal(e.to_string()))
 }
 
 /// The union of every policy's rules, merged: rules that differ only in resources become

@@ -98,7 +98,7 @@ where
 /// The runtime every subcommand uses: the webhook's default limits and artifact cache.
 fn runtime() -> Result<Runtime, Failure> {
     Runtime::new(Default::default(), Runtime::default_artifact_dir())
-        .map_err(|e| Failure::usage(e.to_string()))
+        .map_err(|e| Failure::internal(format!("cannot start the policy runtime: {e}")))
 }
 
 /// The set `check` and `audit` judge with: the selected policies with `config`, built by the
