@@ -6,8 +6,8 @@
 //! the cost of three policies. This tree allocates one `Vec` per object or array and borrows
 //! every string that has no escape from the text it was parsed from (the common case in
 //! Kubernetes objects). An object's entries are kept sorted by key (the last of repeated keys
-//! wins, as in `serde_json::Value`), so a field read is a binary search and a map is walked in
-//! the same order as before.
+//! wins, as in `serde_json::Value`), so a map is walked in the same order as before; a field of
+//! a small object is found by a scan, of a larger one by a binary search.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -81,16 +81,6 @@ impl<'a> Object<'a> {
     /// The entries, sorted by key.
     pub fn into_entries(self) -> Vec<(Cow<'a, str>, Json<'a>)> {
         self.entries
-    }
-
-    fn into_owned(self) -> Object<'static> {
-        Object {
-            entries: self
-                .entries
-                .into_iter()
-                .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
-                .collect(),
-        }
     }
 }
 
@@ -188,18 +178,6 @@ impl<'a> Json<'a> {
 
     pub fn is_null(&self) -> bool {
         matches!(self, Json::Null)
-    }
-
-    /// The same value owning its strings.
-    pub fn into_owned(self) -> Json<'static> {
-        match self {
-            Json::Null => Json::Null,
-            Json::Bool(b) => Json::Bool(b),
-            Json::Number(n) => Json::Number(n),
-            Json::String(s) => Json::String(Cow::Owned(s.into_owned())),
-            Json::Array(a) => Json::Array(a.into_iter().map(Json::into_owned).collect()),
-            Json::Object(o) => Json::Object(o.into_owned()),
-        }
     }
 
     /// As a `serde_json::Value` (for tooling; the evaluator reads the tree).
@@ -369,14 +347,9 @@ impl<'de> Visitor<'de> for Parse<'_, 'de> {
             let v = map.next_value_seed(Parse(&mut *self.0))?;
             self.0.entries.push((k, v));
         }
-        let parts = &mut self.0.entries[start..];
-        sort_entries(parts);
-        let entries = if has_repeated_keys(parts) {
-            keep_last(self.0.entries.drain(start..))
-        } else {
-            self.0.entries.drain(start..).collect()
-        };
-        Ok(Json::Object(Object { entries }))
+        Ok(Json::Object(Object::from_entries(
+            self.0.entries.drain(start..).collect(),
+        )))
     }
 }
 

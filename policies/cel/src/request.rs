@@ -131,13 +131,6 @@ impl<'a> Request<'a> {
         }
     }
 
-    /// The `request` of an `admission.k8s.io/v1` AdmissionReview (`review["request"]`), as
-    /// its JSON text: the objects borrow from it.
-    pub fn parse_admission_request(text: &'a str) -> Result<Request<'a>, String> {
-        let r = Json::parse(text).map_err(|e| format!("the request does not parse: {e}"))?;
-        Request::from_admission_request(r)
-    }
-
     /// The `request` of an `admission.k8s.io/v1` AdmissionReview, parsed; its objects are
     /// moved into the request.
     pub fn from_admission_request(r: Json<'a>) -> Result<Request<'a>, String> {
@@ -160,42 +153,18 @@ impl<'a> Request<'a> {
                 .unwrap_or_default()
                 .to_string()
         };
-        let gvk = |p: &str| -> Option<Gvk> {
-            r.get(p).filter(|v| v.as_object().is_some()).map(|v| Gvk {
-                group: v
-                    .get("group")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
-                version: v
-                    .get("version")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
-                kind: v
-                    .get("kind")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
+        let gvk = |p: &str| {
+            group_version_and(&r, p, "kind").map(|[group, version, kind]| Gvk {
+                group,
+                version,
+                kind,
             })
         };
-        let gvr = |p: &str| -> Option<Gvr> {
-            r.get(p).filter(|v| v.as_object().is_some()).map(|v| Gvr {
-                group: v
-                    .get("group")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
-                version: v
-                    .get("version")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
-                resource: v
-                    .get("resource")
-                    .and_then(Json::as_str)
-                    .unwrap_or_default()
-                    .into(),
+        let gvr = |p: &str| {
+            group_version_and(&r, p, "resource").map(|[group, version, resource]| Gvr {
+                group,
+                version,
+                resource,
             })
         };
         let strings = |v: &Json| -> Option<Vec<String>> {
@@ -353,6 +322,19 @@ pub fn resource_for(api_version: &str, kind: &str) -> Gvr {
         version,
         resource,
     }
+}
+
+/// `group`, `version` and `third` of the object at `field` (`kind`, `resource`, ...), each
+/// empty when absent; `None` when there is no such object.
+fn group_version_and(r: &Json, field: &str, third: &str) -> Option<[String; 3]> {
+    let v = r.get(field).filter(|v| v.as_object().is_some())?;
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    Some([s("group"), s("version"), s(third)])
 }
 
 #[cfg(test)]
