@@ -8,33 +8,13 @@
 # Prints: ready time with a warm artifact cache, req/s and latency percentiles at 1 and 8
 # connections, and the server's RSS (VmHWM, the peak) after the load.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install -y wrk" >&2; exit 2; }
 DURATION=${DURATION:-10s}
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p ck8s-admission
-  BIN=./target/release/ck8s-admission
-fi
-work=$(mktemp -d)
-pid=""
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-python3 - "$work/review.json" <<'PY'
-import json, sys
-obj = json.load(open("policies/runtime/benches/deployment-4k.json"))
-review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-    "uid": "b5f4c8a2-0000-4000-8000-000000000001",
-    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-    "operation": "CREATE", "namespace": "codex-k8s-prod", "name": obj["metadata"]["name"],
-    "userInfo": {"username": "bench"}, "object": obj, "dryRun": False}}
-json.dump(review, open(sys.argv[1], "w"))
-PY
-export CK8S_CACHE_DIR="$work/cache"
+source "$(dirname "$0")/common.sh"
+write_review
 start_server() {  # sets $pid and $ready_ms
   local t0; t0=$(date +%s%N)
-  "$BIN" --listen 127.0.0.1:18443 --metrics-listen 127.0.0.1:19090 >/dev/null 2>"$work/server.log" &
-  pid=$!
-  until curl -sf http://127.0.0.1:19090/readyz >/dev/null 2>&1; do sleep 0.005; done
+  start_admission 18443 19090 0.005
   ready_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 }
 start_server; cold=$ready_ms; kill $pid; wait $pid 2>/dev/null || true

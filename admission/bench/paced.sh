@@ -9,35 +9,15 @@
 #   BIN=/path/to/ck8s-admission admission/bench/paced.sh     # another build
 #   RATE=1000 admission/bench/paced.sh
 set -euo pipefail
-cd "$(dirname "$0")/../.."
 RATE=${RATE:-150}
 SECONDS_RUN=${SECONDS_RUN:-30}
-if [ -z "${BIN:-}" ]; then
-  cargo build --release -q -p ck8s-admission
-  BIN=./target/release/ck8s-admission
-fi
-work=$(mktemp -d)
-pid=""
-trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-CK8S_CACHE_DIR="$work/cache" "$BIN" --listen 127.0.0.1:18643 --metrics-listen 127.0.0.1:19290 \
-  >/dev/null 2>"$work/server.log" &
-pid=$!
-for _ in $(seq 600); do
-  curl -sf http://127.0.0.1:19290/readyz >/dev/null 2>&1 && break
-  kill -0 "$pid" 2>/dev/null || { echo "error: $BIN exited: $(cat "$work/server.log")" >&2; exit 1; }
-  sleep 0.05
-done
-curl -sf http://127.0.0.1:19290/readyz >/dev/null || { echo "error: $BIN not ready in 30 s" >&2; exit 1; }
-python3 - "$pid" "$RATE" "$SECONDS_RUN" <<'PY'
+source "$(dirname "$0")/common.sh"
+write_review
+start_admission 18643 19290
+python3 - "$pid" "$RATE" "$SECONDS_RUN" "$work/review.json" <<'PY'
 import http.client, json, os, ssl, sys, time
 pid, rate, seconds = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-obj = json.load(open("policies/runtime/benches/deployment-4k.json"))
-review = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-    "uid": "b5f4c8a2-0000-4000-8000-000000000001",
-    "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
-    "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
-    "operation": "CREATE", "namespace": "codex-k8s-prod", "name": obj["metadata"]["name"],
-    "userInfo": {"username": "bench"}, "object": obj, "dryRun": False}}).encode()
+review = open(sys.argv[4], "rb").read()
 tls = ssl.create_default_context()
 tls.check_hostname = False
 tls.verify_mode = ssl.CERT_NONE
