@@ -307,20 +307,12 @@ impl ControlPlane {
             "-f",
             crds.to_str().expect("utf-8 path"),
         ])?;
-        // Polled here: `kubectl wait --for=condition=...` fails at once ("status.conditions
-        // accessor error") when it reads a CRD before the API server has written any condition.
-        cp.wait_until(Duration::from_secs(60), "kwok's CRDs Established", || {
-            let out = cp.kubectl_output(&[
-                "get",
-                "crd/logs.kwok.x-k8s.io",
-                "crd/clusterlogs.kwok.x-k8s.io",
-                "crd/portforwards.kwok.x-k8s.io",
-                "crd/clusterportforwards.kwok.x-k8s.io",
-                "-o",
-                "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Established\")].status}{\"\\n\"}{end}",
-            ])?;
-            Ok(out.lines().filter(|l| *l == "True").count() == 4)
-        })?;
+        cp.wait_established(&[
+            "logs.kwok.x-k8s.io",
+            "clusterlogs.kwok.x-k8s.io",
+            "portforwards.kwok.x-k8s.io",
+            "clusterportforwards.kwok.x-k8s.io",
+        ])?;
         // The ServiceAccount admission plugin refuses pods until the controller manager has
         // created the namespace's `default` ServiceAccount.
         cp.wait_until(Duration::from_secs(60), "default ServiceAccount", || {
@@ -398,24 +390,25 @@ impl ControlPlane {
         Ok(String::from_utf8(out.stdout)?)
     }
 
-    /// Waits until each CRD is Established (60 s). Polls instead of `kubectl wait`, which
-    /// fails outright ("<nil> is of the type <nil>") when asked before the CRD has any status.
+    /// Waits until each CRD is Established (60 s). Polled: `kubectl wait --for=condition=...`
+    /// fails at once ("status.conditions accessor error") when it reads a CRD before the API
+    /// server has written any condition.
     pub fn wait_established(&self, crds: &[&str]) -> anyhow::Result<()> {
-        let until = std::time::Instant::now() + Duration::from_secs(60);
-        for crd in crds {
-            let jsonpath = r#"-o=jsonpath={.status.conditions[?(@.type=="Established")].status}"#;
-            loop {
-                let got = self.kubectl_output(&["get", "crd", crd, jsonpath]);
-                if matches!(&got, Ok(s) if s.trim() == "True") {
-                    break;
-                }
-                if std::time::Instant::now() > until {
-                    anyhow::bail!("crd/{crd} not Established after 60 s: {got:?}");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        Ok(())
+        let names: Vec<String> = crds.iter().map(|c| format!("crd/{c}")).collect();
+        let mut args = vec!["get"];
+        args.extend(names.iter().map(String::as_str));
+        args.extend([
+            "-o",
+            "jsonpath={range .items[*]}{.status.conditions[?(@.type==\"Established\")].status}{\"\\n\"}{end}",
+        ]);
+        self.wait_until(
+            Duration::from_secs(60),
+            &format!("{} Established", crds.join(", ")),
+            || {
+                let out = self.kubectl_output(&args)?;
+                Ok(out.lines().filter(|l| *l == "True").count() == crds.len())
+            },
+        )
     }
 
     /// `kubectl apply --server-side -f -` of a manifest (YAML or JSON, one or more documents).
