@@ -37,6 +37,14 @@ fn bench(c: &mut Criterion) {
     assert_eq!(matched, 3, "the three rules judge the Deployment");
     assert!(d.allowed, "{d:?}");
 
+    // Below the floor: serde_json reading the text and keeping nothing (what any parse of it
+    // costs at least).
+    c.bench_function("serde_json, nothing kept, 4 KB Deployment", |b| {
+        b.iter(|| {
+            let _: serde::de::IgnoredAny = serde_json::from_str(black_box(DEPLOYMENT)).unwrap();
+        })
+    });
+
     // The floor: no policy matches, so only the JSON parse.
     let empty = PolicySet::default();
     c.bench_function(
