@@ -2,6 +2,7 @@
 
 use crate::exit::{Failure, Verdict};
 use crate::output::{Output, OutputFormat};
+use crate::report::Outcome;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -132,7 +133,13 @@ fn text_only(command: &Command) -> Option<&'static str> {
     }
 }
 
+/// Runs the command and renders its outcome once, in the `-o` format.
 pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
+    let format = cli.global.output;
+    outcome(cli).await?.render(format)
+}
+
+async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
     let g = &cli.global;
     let out = Output::new(g.output);
     // Refused before any flow runs, so nothing is written for an output that cannot be shown.
@@ -155,23 +162,24 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
             OutputFormat::names()[g.output as usize]
         )));
     }
+    // Flows not yet returning a report print for themselves (`Outcome::Printed`).
+    let printed = |verdict: Result<Verdict, Failure>| verdict.map(Outcome::Printed);
     match cli.command {
-        Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
-        Command::Ports(args) => crate::ports::run(args, g.domain.clone(), out).await,
-        Command::Runs(args) => crate::runs::run(args, &g.connect().await?).await,
-        Command::Labels(args) => crate::labels::run(args, &g.connect().await?).await,
-        Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
-        Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
-        Command::Mitigate(cmd) => crate::mitigate::run(cmd, &g.connect().await?).await,
-        Command::Admission(cmd) => crate::admission::run(cmd, &g.connect_cluster().await?).await,
-        Command::Completion { shell } => {
-            crate::completion::generate(shell);
-            Ok(Verdict::Pass)
+        Command::Smoke(args) => printed(crate::smoke::run(args, &g.connect().await?).await),
+        Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
+        Command::Runs(args) => printed(crate::runs::run(args, &g.connect().await?).await),
+        Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
+        Command::Gc(cmd) => printed(crate::gc::run(cmd, &g.connect().await?).await),
+        Command::Diagnose(cmd) => printed(crate::diagnose::run(cmd, &g.connect().await?).await),
+        Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
+        Command::Admission(cmd) => {
+            printed(crate::admission::run(cmd, &g.connect_cluster().await?).await)
         }
+        Command::Completion { shell } => Ok(crate::completion::generate(shell)),
         Command::Complete { args } => {
             crate::completion::cobra(&args).await;
-            Ok(Verdict::Pass)
+            printed(Ok(Verdict::Pass))
         }
-        Command::Policy(cmd) => crate::policy::run(cmd, out, || g.connect_cluster()).await,
+        Command::Policy(cmd) => printed(crate::policy::run(cmd, out, || g.connect_cluster()).await),
     }
 }

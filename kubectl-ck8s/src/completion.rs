@@ -18,9 +18,12 @@ pub const NAMESPACE_TIMEOUT: Duration = Duration::from_millis(1500);
 pub const NO_SPACE: u32 = 2;
 pub const NO_FILE_COMP: u32 = 4;
 
-pub fn generate(shell: clap_complete::Shell) {
+pub fn generate(shell: clap_complete::Shell) -> crate::report::Outcome {
     let mut cmd = crate::cli::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "kubectl-ck8s", &mut std::io::stdout());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "kubectl-ck8s", &mut script);
+    let report = crate::report::Report::of("completion", vec![]);
+    crate::report::Outcome::text(report, String::from_utf8_lossy(&script).into_owned())
 }
 
 /// What the word under the cursor is.

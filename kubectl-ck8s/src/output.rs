@@ -66,6 +66,23 @@ impl Output {
         if !self.progress {
             return Progress(None);
         }
+        Progress::spinner(message)
+    }
+}
+
+/// A progress line on stderr while a flow waits on the network: drawn only when stderr is a
+/// terminal, so pipes and scripts see nothing of it. Not part of a flow's result.
+pub fn progress(message: &str) -> Progress {
+    use std::io::IsTerminal;
+    if std::io::stderr().is_terminal() {
+        Progress::spinner(message)
+    } else {
+        Progress(None)
+    }
+}
+
+impl Progress {
+    fn spinner(message: &str) -> Progress {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(message.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(100));

@@ -1,8 +1,8 @@
 //! `kubectl ck8s ports HOST`: only 22, 80 and 443 may be reachable from outside.
 
-use crate::exit::{Failure, Verdict};
-use crate::output::Output;
-use crate::report::{Check, Report};
+use crate::exit::Failure;
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report};
 use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -42,12 +42,12 @@ pub async fn is_open(host: &str, port: u16, timeout: Duration) -> bool {
     )
 }
 
-pub async fn run(args: PortsArgs, domain: Option<String>, out: Output) -> Result<Verdict, Failure> {
+pub async fn run(args: PortsArgs, domain: Option<String>) -> Result<Outcome, Failure> {
     let host = args.host.or(domain).ok_or_else(|| {
         Failure::usage("no host given")
             .with_help("kubectl ck8s ports HOST, or set --domain / CODEXK8S_PRODUCTION_DOMAIN")
     })?;
-    let _progress = out.progress(&format!("ports: probing {host}"));
+    let _progress = progress(&format!("ports: probing {host}"));
     let plan: Vec<(u16, bool)> = args
         .open
         .iter()
@@ -61,7 +61,7 @@ pub async fn run(args: PortsArgs, domain: Option<String>, out: Output) -> Result
         .zip(results)
         .map(|((p, want), open)| judge(*p, *want, open))
         .collect();
-    Report::for_host("ports", &host, checks).print(out.format, None)
+    Ok(Outcome::checks(Report::for_host("ports", &host, checks)))
 }
 
 #[cfg(test)]

@@ -193,6 +193,102 @@ impl Report {
     }
 }
 
+/// What a flow hands back to [`crate::cli::run`]: its report, and what `-o table` shows of it.
+/// Rendered once, by [`Outcome::render`]; a flow that returns one prints nothing itself.
+#[derive(Debug)]
+pub enum Outcome {
+    Report {
+        report: Report,
+        table: TableView,
+        /// `-o policyreport` (`policy audit` only): the wgpolicyk8s.io objects to print.
+        policy_reports: Option<Vec<serde_json::Value>>,
+    },
+    /// Transitional, while flows move to returning a report: the flow printed for itself.
+    Printed(Verdict),
+}
+
+/// What `-o table` shows of a report.
+#[derive(Debug)]
+pub enum TableView {
+    /// The checks table and the summary line, after an optional listing (the objects JSON
+    /// carries in `details`).
+    Checks { listing: Option<String> },
+    /// The flow's own text, as it is (the policy tools' listings, a scaffold's summary, logs).
+    Text(String),
+}
+
+impl Outcome {
+    /// A report shown as its checks table.
+    pub fn checks(report: Report) -> Self {
+        Self::listing(report, None)
+    }
+
+    /// A report shown as `listing`, then its checks table.
+    pub fn listing(report: Report, listing: Option<String>) -> Self {
+        Outcome::Report {
+            report,
+            table: TableView::Checks { listing },
+            policy_reports: None,
+        }
+    }
+
+    /// A report whose table form is the flow's own text.
+    pub fn text(report: Report, text: String) -> Self {
+        Outcome::Report {
+            report,
+            table: TableView::Text(text),
+            policy_reports: None,
+        }
+    }
+
+    /// The verdict, without rendering (for tests and callers that only need the exit code).
+    pub fn verdict(&self) -> Verdict {
+        match self {
+            Outcome::Report { report, .. } => report.verdict(),
+            Outcome::Printed(v) => *v,
+        }
+    }
+
+    /// Writes the outcome to stdout in `format` and returns its verdict: the one place a
+    /// flow's result is printed.
+    pub fn render(self, format: OutputFormat) -> Result<Verdict, Failure> {
+        let (report, table, policy_reports) = match self {
+            Outcome::Printed(verdict) => return Ok(verdict),
+            Outcome::Report {
+                report,
+                table,
+                policy_reports,
+            } => (report, table, policy_reports),
+        };
+        let encode = |e: String| Failure::internal(format!("cannot print the report: {e}"));
+        match format {
+            OutputFormat::Policyreport => {
+                let reports = policy_reports.ok_or_else(|| {
+                    Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
+                        .with_help("use -o table, json or yaml")
+                })?;
+                // A YAML stream, one document per report, as `kubectl apply -f -` reads it.
+                for r in &reports {
+                    let text = serde_yaml::to_string(r).map_err(|e| encode(e.to_string()))?;
+                    print!("---\n{text}");
+                }
+            }
+            OutputFormat::Json | OutputFormat::Yaml => {
+                if let Some(result) = format.print_structured(&report) {
+                    result.map_err(encode)?;
+                }
+            }
+            OutputFormat::Table => match table {
+                TableView::Text(text) => print!("{text}"),
+                TableView::Checks { listing } => {
+                    report.print(OutputFormat::Table, listing.as_deref())?;
+                }
+            },
+        }
+        Ok(report.verdict())
+    }
+}
+
 pub fn checks_table(checks: &[Check]) -> Table {
     let mut table = Table::new();
     table
@@ -259,6 +355,17 @@ mod tests {
         assert_eq!(r.verdict(), Verdict::Pass);
         let r = Report::new("t", "ns", vec![Check::pass("a", ""), Check::fail("b", "")]);
         assert_eq!(r.verdict(), Verdict::Fail);
+    }
+
+    #[test]
+    fn an_outcome_has_its_reports_verdict() {
+        let failing = Report::new("t", "ns", vec![Check::pass("a", ""), Check::fail("b", "")]);
+        assert_eq!(Outcome::checks(failing).verdict(), Verdict::Fail);
+        let passing = Report::of("t", vec![Check::warn("a", "")]);
+        assert_eq!(
+            Outcome::text(passing, "listing\n".into()).verdict(),
+            Verdict::Pass
+        );
     }
 
     #[test]
