@@ -185,6 +185,12 @@ pub struct TimeoutLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    /// full | resumed
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
     /// handshake | idle | head | busy
     pub phase: &'static str,
@@ -197,6 +203,8 @@ pub struct ConnectionMetrics {
     /// Set from the open connections when `/metrics` is read.
     pub oldest: Family<PhaseLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub timeouts: Family<TimeoutLabels, Counter>,
+    /// Completed TLS handshakes: with keep-alive, a few per client, not one per review.
+    pub handshakes: Family<HandshakeLabels, Counter>,
     pub evicted: Counter,
     pub cap_waits: Counter,
     pub body_bytes: Gauge,
@@ -209,6 +217,7 @@ impl ConnectionMetrics {
             open: Gauge::default(),
             oldest: Family::default(),
             timeouts: Family::default(),
+            handshakes: Family::default(),
             evicted: Counter::default(),
             cap_waits: Counter::default(),
             body_bytes: Gauge::default(),
@@ -228,6 +237,11 @@ impl ConnectionMetrics {
             "connection_timeouts",
             "Connections closed by a timeout, by reason",
             m.timeouts.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed on the HTTPS listener, by kind (full, resumed): new connections, since a keep-alive connection carries many reviews",
+            m.handshakes.clone(),
         );
         registry.register(
             "connections_evicted",
@@ -260,5 +274,15 @@ impl ConnectionMetrics {
 
     pub fn timeout(&self, reason: &'static str) {
         self.timeouts.get_or_create(&TimeoutLabels { reason }).inc();
+    }
+
+    pub fn handshake(&self, kind: rustls::HandshakeKind) {
+        let kind = match kind {
+            rustls::HandshakeKind::Resumed => "resumed",
+            _ => "full",
+        };
+        self.handshakes
+            .get_or_create(&HandshakeLabels { kind })
+            .inc();
     }
 }

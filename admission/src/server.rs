@@ -266,6 +266,7 @@ impl Server {
         let probes = probes.with_state(state.clone());
 
         let https_conns = state.connections.clone();
+        let handshake_metrics = state.metrics.connections.clone();
         let plain_conns = Connections::new(
             ConnLimits {
                 max_connections: PROBE_CONNECTIONS,
@@ -295,7 +296,15 @@ impl Server {
             move |tcp, slot, stop| {
                 let acceptor = TlsAcceptor::from(tls.load_full());
                 let service = TowerToHyperService::new(admission.clone());
-                crate::conn::serve(slot, tcp, move |tcp| acceptor.accept(tcp), service, stop)
+                let metrics = handshake_metrics.clone();
+                let handshake = move |tcp| async move {
+                    let stream = acceptor.accept(tcp).await?;
+                    if let Some(kind) = stream.get_ref().1.handshake_kind() {
+                        metrics.handshake(kind);
+                    }
+                    Ok(stream)
+                };
+                crate::conn::serve(slot, tcp, handshake, service, stop)
             },
         )
         .await;

@@ -40,23 +40,61 @@ impl CertStore {
     }
 }
 
+/// Why a certificate, key or CA bundle could not be used; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate PEM: {0}")]
+    CertificatePem(pem::Error),
+    #[error("certificate file holds no CERTIFICATE block")]
+    NoCertificate,
+    #[error("key file holds no private key")]
+    NoKey,
+    #[error("key PEM: {0}")]
+    KeyPem(pem::Error),
+    #[error("unsupported private key: {0}")]
+    UnsupportedKey(rustls::Error),
+    #[error("certificate and key do not match: {0}")]
+    Mismatch(rustls::Error),
+    /// A fault of the pair of files named.
+    #[error("{} / {}: {source}", cert.display(), key.display())]
+    Pair {
+        cert: PathBuf,
+        key: PathBuf,
+        source: Box<TlsError>,
+    },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(rcgen::Error),
+    #[error("{}: {reason}", path.display())]
+    ClientCa { path: PathBuf, reason: String },
+    #[error("client CA {}: {source}", path.display())]
+    ClientCaRejected {
+        path: PathBuf,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("{0}")]
+    Config(rustls::Error),
+}
+
 /// Builds a [`CertifiedKey`] from PEM text.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<_> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate PEM: {e}"))?;
+        .map_err(TlsError::CertificatePem)?;
     if certs.is_empty() {
-        return Err("certificate file holds no CERTIFICATE block".into());
+        return Err(TlsError::NoCertificate);
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
-        pem::Error::NoItemsFound => "key file holds no private key".to_string(),
-        e => format!("key PEM: {e}"),
+        pem::Error::NoItemsFound => TlsError::NoKey,
+        e => TlsError::KeyPem(e),
     })?;
-    let signing = ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key: {e}"))?;
+    let signing = ring::sign::any_supported_type(&key).map_err(TlsError::UnsupportedKey)?;
     let ck = CertifiedKey::new(certs, signing);
-    ck.keys_match()
-        .map_err(|e| format!("certificate and key do not match: {e}"))?;
+    ck.keys_match().map_err(TlsError::Mismatch)?;
     Ok(ck)
 }
 
@@ -73,15 +111,18 @@ pub enum CertSource {
 
 impl CertSource {
     /// Reads the certificate; returns it with a fingerprint of the file contents.
-    pub fn load(&self) -> Result<(CertifiedKey, String), String> {
+    pub fn load(&self) -> Result<(CertifiedKey, String), TlsError> {
         match self {
             CertSource::Files { cert, key } => {
                 let c = read(cert)?;
                 let k = read(key)?;
                 let fp = hex::encode(Sha256::new().chain_update(&c).chain_update(&k).finalize());
                 Ok((
-                    certified_key(&c, &k)
-                        .map_err(|e| format!("{} / {}: {e}", cert.display(), key.display()))?,
+                    certified_key(&c, &k).map_err(|e| TlsError::Pair {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                        source: Box::new(e),
+                    })?,
                     fp,
                 ))
             }
@@ -114,38 +155,45 @@ pub fn fingerprint(paths: &[&Path]) -> Option<String> {
     Some(hex::encode(h.finalize()))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// A self-signed certificate for `localhost`, `127.0.0.1` and `::1`, as (cert PEM, key PEM).
-pub fn self_signed() -> Result<(String, String), String> {
+pub fn self_signed() -> Result<(String, String), TlsError> {
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    let cert = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("cannot generate a certificate: {e}"))?;
+    let cert = rcgen::generate_simple_self_signed(names).map_err(TlsError::Generate)?;
     Ok((cert.cert.pem(), cert.signing_key.serialize_pem()))
 }
 
 /// The verifier of client certificates signed by the CA bundle at `path`.
-pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, String> {
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let pem = read(path)?;
+    let fault = |reason: String| TlsError::ClientCa {
+        path: path.to_path_buf(),
+        reason,
+    };
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let cert = cert.map_err(|e| fault(e.to_string()))?;
+        roots.add(cert).map_err(|e| fault(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(format!("{}: no CA certificate found", path.display()));
+        return Err(fault("no CA certificate found".into()));
     }
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
-        .map_err(|e| format!("client CA {}: {e}", path.display()))
+        .map_err(|source| TlsError::ClientCaRejected {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -158,10 +206,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn server_config(
     certs: Arc<CertStore>,
     client_ca: Option<Arc<dyn ClientCertVerifier>>,
-) -> Result<ServerConfig, String> {
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsError::Config)?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(verifier) => builder.with_client_cert_verifier(verifier),
@@ -179,7 +227,12 @@ mod tests {
     fn pem_files_are_read_and_their_faults_named() {
         let (cert, key) = self_signed().unwrap();
         assert!(certified_key(cert.as_bytes(), key.as_bytes()).is_ok());
-        let err = |c: &str, k: &str| certified_key(c.as_bytes(), k.as_bytes()).err().unwrap();
+        let err = |c: &str, k: &str| {
+            certified_key(c.as_bytes(), k.as_bytes())
+                .err()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(err("", &key), "certificate file holds no CERTIFICATE block");
         assert_eq!(err(&cert, ""), "key file holds no private key");
         assert_eq!(err(&cert, &cert), "key file holds no private key");

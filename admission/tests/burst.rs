@@ -329,6 +329,14 @@ async fn a_burst_of_large_reviews_stays_within_the_memory_limit() {
         server.sample("ck8s_admission_open_connections"),
         IDLE as u64
     );
+    // One handshake per connection, counted by kind (rustls' client resumes after the first).
+    let handshakes = |kind: &str| {
+        server.sample(&format!(
+            "ck8s_admission_tls_handshakes_total{{kind=\"{kind}\"}}"
+        ))
+    };
+    assert!(handshakes("full") >= 1);
+    assert_eq!(handshakes("full") + handshakes("resumed"), IDLE as u64);
 
     // Sent at full speed.
     let fast = burst(&server, N, None, "fast").await;
