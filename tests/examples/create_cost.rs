@@ -10,8 +10,13 @@
 //! kube-apiserver, etcd and ck8s-admission (from /proc), and the admission time the API server
 //! itself records (`apiserver_admission_webhook_admission_duration_seconds` for the webhook,
 //! `apiserver_admission_controller_admission_duration_seconds{name="ValidatingAdmissionPolicy"}`
-//! for the VAP). The controller manager is stopped (SIGSTOP) while it runs, so that no
-//! ReplicaSet is made meanwhile.
+//! for the VAP), and the TLS handshakes ck8s-admission completed per 1000 creates (its
+//! `ck8s_admission_tls_handshakes_total`: how well the API server reuses its connections). The
+//! controller manager is stopped (SIGSTOP) while it runs, so that no ReplicaSet is made
+//! meanwhile.
+//!
+//! `CK8S_ADMISSION_BIN_B` adds a fifth variant: that other build of ck8s-admission with the
+//! WASM built-ins, alternated with the rest, to compare two builds in one run.
 //!
 //! ```sh
 //! CARGO_TARGET_DIR=target/rel cargo build --release -p ck8s-admission
@@ -32,15 +37,24 @@ enum Variant {
     NativeVap,
     Ck8sWasm,
     Ck8sCel,
+    /// `CK8S_ADMISSION_BIN_B` with the WASM built-ins.
+    Ck8sWasmB,
 }
 
 impl Variant {
-    const ALL: [Variant; 4] = [
-        Variant::NoPolicy,
-        Variant::NativeVap,
-        Variant::Ck8sWasm,
-        Variant::Ck8sCel,
-    ];
+    /// The variants of this run: the four, and the B build when one is given.
+    fn all() -> Vec<Variant> {
+        let mut all = vec![
+            Variant::NoPolicy,
+            Variant::NativeVap,
+            Variant::Ck8sWasm,
+            Variant::Ck8sCel,
+        ];
+        if bin_b().is_some() {
+            all.push(Variant::Ck8sWasmB);
+        }
+        all
+    }
 
     fn label(self) -> &'static str {
         match self {
@@ -48,8 +62,13 @@ impl Variant {
             Variant::NativeVap => "native VAP (CEL in the API server)",
             Variant::Ck8sWasm => "ck8s-admission, WASM built-ins",
             Variant::Ck8sCel => "ck8s-admission, the same VAP files",
+            Variant::Ck8sWasmB => "ck8s-admission B (CK8S_ADMISSION_BIN_B), WASM built-ins",
         }
     }
+}
+
+fn bin_b() -> Option<PathBuf> {
+    std::env::var_os("CK8S_ADMISSION_BIN_B").map(PathBuf::from)
 }
 
 /// One run's figures.
@@ -60,6 +79,8 @@ struct Sample {
     cpu: [Duration; 3],
     /// The API server's own admission time: (sum in seconds, count).
     admission: (f64, f64),
+    /// TLS handshakes ck8s-admission completed during the run.
+    handshakes: f64,
 }
 
 fn vap_files() -> Vec<PathBuf> {
@@ -104,8 +125,9 @@ fn main() -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         for clients in [1usize, 8] {
             for round in 0..rounds {
-                for v in Variant::ALL {
+                for v in Variant::all() {
                     let guard = setup(cp, &ns, v)?;
+                    let handshakes_before = guard.as_ref().map_or(0.0, handshakes);
                     let ck8s_pid = guard.as_ref().map(|c| c.child.id());
                     let before = (
                         cpu_of(apiserver),
@@ -135,6 +157,7 @@ fn main() -> anyhow::Result<()> {
                             after_admission.0 - before.3.0,
                             after_admission.1 - before.3.1,
                         ),
+                        handshakes: guard.as_ref().map_or(0.0, handshakes) - handshakes_before,
                     };
                     teardown(cp, &ns, v, guard)?;
                     eprintln!(
@@ -181,8 +204,12 @@ fn setup(cp: &ControlPlane, ns: &str, v: Variant) -> anyhow::Result<Option<Ck8s>
             }
             None
         }
-        Variant::Ck8sWasm => {
-            let c = Ck8s::start(include_str!("../../deploy/base/policies.yaml"), &[], &[]);
+        Variant::Ck8sWasm | Variant::Ck8sWasmB => {
+            let config = include_str!("../../deploy/base/policies.yaml");
+            let c = match v {
+                Variant::Ck8sWasmB => Ck8s::start_bin(bin_b(), config, &[], &[]),
+                _ => Ck8s::start(config, &[], &[]),
+            };
             register(cp);
             wait_active(cp, ns);
             Some(c)
@@ -222,7 +249,7 @@ fn teardown(cp: &ControlPlane, ns: &str, v: Variant, guard: Option<Ck8s>) -> any
                     cp.kubectl_output(&["delete", "-f", f.to_str().unwrap(), "--ignore-not-found"]);
             }
         }
-        Variant::Ck8sWasm | Variant::Ck8sCel => {
+        Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB => {
             unregister(cp);
             drop(guard);
         }
@@ -276,6 +303,15 @@ fn cpu_of(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
 }
 
+/// TLS handshakes ck8s-admission has completed (full and resumed).
+fn handshakes(ck8s: &Ck8s) -> f64 {
+    ck8s.metrics()
+        .lines()
+        .filter(|l| l.starts_with("ck8s_admission_tls_handshakes_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// `(sum, count)` of the API server's admission time for CREATEs by the variant's guard.
 fn admission_time(metrics: &str, v: Variant) -> (f64, f64) {
     let webhook = format!("name=\"{WEBHOOK}\"");
@@ -284,7 +320,7 @@ fn admission_time(metrics: &str, v: Variant) -> (f64, f64) {
             "apiserver_admission_controller_admission_duration_seconds",
             "name=\"ValidatingAdmissionPolicy\"",
         ),
-        Variant::Ck8sWasm | Variant::Ck8sCel => (
+        Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB => (
             "apiserver_admission_webhook_admission_duration_seconds",
             webhook.as_str(),
         ),
@@ -366,11 +402,11 @@ fn deployment(name: &str) -> Value {
 fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
     let ms = |d: f64| format!("{:.2}", d * 1e3);
     println!(
-        "| variant | clients | client p50 ms | p99 ms | creates/s | CPU/create ms: apiserver | etcd | ck8s | all | admission mean ms (API server) |"
+        "| variant | clients | client p50 ms | p99 ms | creates/s | CPU/create ms: apiserver | etcd | ck8s | all | admission mean ms (API server) | TLS handshakes per 1000 creates |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for clients in [1usize, 8] {
-        for v in Variant::ALL {
+        for v in Variant::all() {
             let runs: Vec<&Sample> = samples
                 .iter()
                 .filter(|(x, c, _)| *x == v && *c == clients)
@@ -390,7 +426,7 @@ fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
             };
             let per = |d: Duration| d.as_secs_f64() / creates as f64;
             println!(
-                "| {} | {clients} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {clients} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 v.label(),
                 stat(&|s| q(s, 0.5), &ms),
                 stat(&|s| q(s, 0.99), &ms),
@@ -409,6 +445,9 @@ fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
                     },
                     &ms
                 ),
+                stat(&|s| s.handshakes * 1000.0 / creates as f64, &|x| format!(
+                    "{x:.1}"
+                )),
             );
         }
     }

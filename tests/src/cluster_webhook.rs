@@ -60,6 +60,17 @@ impl Ck8s {
     /// Starts the binary with `config` (policies.yaml) and extra policy files, waits for
     /// `/readyz`.
     pub fn start(config: &str, policies: &[(&str, Vec<u8>)], extra: &[&str]) -> Ck8s {
+        let bin = std::env::var_os("CK8S_ADMISSION_BIN").map(PathBuf::from);
+        Self::start_bin(bin, config, policies, extra)
+    }
+
+    /// [`Ck8s::start`] with the binary given (`None`: the workspace's build).
+    pub fn start_bin(
+        bin: Option<PathBuf>,
+        config: &str,
+        policies: &[(&str, Vec<u8>)],
+        extra: &[&str],
+    ) -> Ck8s {
         let dir = tempfile::tempdir().unwrap();
         let c = certs();
         std::fs::write(dir.path().join("tls.crt"), &c.cert_pem).unwrap();
@@ -72,11 +83,7 @@ impl Ck8s {
         let p = |f: &str| dir.path().join(f).display().to_string();
         let log = std::fs::File::create(dir.path().join("ck8s.log")).unwrap();
         let metrics_port = free_port().unwrap();
-        let child = Command::new(
-            std::env::var_os("CK8S_ADMISSION_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| crate::workspace_binary("ck8s-admission")),
-        )
+        let child = Command::new(bin.unwrap_or_else(|| crate::workspace_binary("ck8s-admission")))
         .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
         .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
         .arg(format!("--tls-cert={}", p("tls.crt")))
