@@ -5,8 +5,9 @@
 //!
 //! Each run creates N Deployments of about 4 KB, by 1 client in a loop or by 8 at once; the
 //! variants alternate within each round, and each run's Deployments are deleted before the
-//! next. Per variant and client count, the median over the rounds (and the spread, min–max) of:
-//! the client's create latency p50 and p99, creates per second, the CPU time per create of
+//! next; each round starts one variant later than the one before. Per variant and client
+//! count, the median over the rounds (and the spread, min–max) of: the client's create
+//! latency p50 and p99, creates per second, the CPU time per create of
 //! kube-apiserver, etcd and ck8s-admission (from /proc), and the admission time the API server
 //! itself records (`apiserver_admission_webhook_admission_duration_seconds` for the webhook,
 //! `apiserver_admission_controller_admission_duration_seconds{name="ValidatingAdmissionPolicy"}`
@@ -125,7 +126,12 @@ fn main() -> anyhow::Result<()> {
     let result = (|| -> anyhow::Result<()> {
         for clients in [1usize, 8] {
             for round in 0..rounds {
-                for v in Variant::all() {
+                // Each round starts one variant later, so that no variant always runs first
+                // (or always right after another's teardown).
+                let mut order = Variant::all();
+                let len = order.len();
+                order.rotate_left(round % len);
+                for v in order {
                     let guard = setup(cp, &ns, v)?;
                     let handshakes_before = guard.as_ref().map_or(0.0, handshakes);
                     let ck8s_pid = guard.as_ref().map(|c| c.child.id());

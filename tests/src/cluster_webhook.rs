@@ -84,19 +84,19 @@ impl Ck8s {
         let log = std::fs::File::create(dir.path().join("ck8s.log")).unwrap();
         let metrics_port = free_port().unwrap();
         let child = Command::new(bin.unwrap_or_else(|| crate::workspace_binary("ck8s-admission")))
-        .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
-        .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
-        .arg(format!("--tls-cert={}", p("tls.crt")))
-        .arg(format!("--tls-key={}", p("tls.key")))
-        .arg(format!("--config={}", p("policies.yaml")))
-        .arg(format!("--policies={}", p("policies")))
-        .arg(format!("--cache-dir={}", p("cache")))
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+            .arg(format!("--listen=127.0.0.1:{}", webhook_port()))
+            .arg(format!("--metrics-listen=127.0.0.1:{metrics_port}"))
+            .arg(format!("--tls-cert={}", p("tls.crt")))
+            .arg(format!("--tls-key={}", p("tls.key")))
+            .arg(format!("--config={}", p("policies.yaml")))
+            .arg(format!("--policies={}", p("policies")))
+            .arg(format!("--cache-dir={}", p("cache")))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let mut ck8s = Ck8s {
             child,
             dir,
