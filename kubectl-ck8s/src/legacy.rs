@@ -28,7 +28,7 @@ pub struct Legacy {
 /// The legacy keys of `object` (its JSON) of kind `gvk`; `None` when it has none.
 pub fn find(gvk: &GroupVersionKind, object: &Value) -> Result<Option<Legacy>, String> {
     let raw = object.to_string();
-    let view = Object::parse(gvk, &raw)?;
+    let view = Object::parse(gvk, &raw).map_err(|e| e.to_string())?;
     let entries = view.metadata_entries_matching(|_, key| key.starts_with(LEGACY_LABEL_PREFIX));
     if entries.is_empty() {
         return Ok(None);

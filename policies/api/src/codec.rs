@@ -213,12 +213,24 @@ impl<'a> EncodedInput<'a> {
     }
 }
 
+/// Bytes that are not what [`encode_object`] or the host's input encoder wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("input does not decode: not an ABI v2 input (bad magic)")]
+    BadMagic,
+    /// `part` (header, raw object, object) is cut short or malformed at byte `at`.
+    #[error("input does not decode: {part} at byte {at}")]
+    Input { part: &'static str, at: usize },
+    #[error("object does not decode (at byte {at})")]
+    Object { at: usize },
+}
+
 /// Decodes an ABI v2 input; strings of the view borrow from `bytes`.
-pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, String> {
+pub fn decode_input(bytes: &[u8]) -> Result<Input<'_>, DecodeError> {
     let mut r = Reader::new(bytes);
-    let fail = |r: &Reader, what: &str| format!("input does not decode: {what} at byte {}", r.pos);
+    let fail = |r: &Reader, part| DecodeError::Input { part, at: r.pos };
     if r.take(MAGIC.len()).ok() != Some(&MAGIC[..]) {
-        return Err("input does not decode: not an ABI v2 input (bad magic)".into());
+        return Err(DecodeError::BadMagic);
     }
     let header = (|| {
         let operation = match r.u8()? {
@@ -259,10 +271,9 @@ pub fn encode_object(object: &Object<'_>) -> Vec<u8> {
 }
 
 /// Decodes what [`encode_object`] wrote.
-pub fn decode_object(bytes: &[u8]) -> Result<Object<'_>, String> {
+pub fn decode_object(bytes: &[u8]) -> Result<Object<'_>, DecodeError> {
     let mut r = Reader::new(bytes);
-    r.view()
-        .map_err(|Bad| format!("object does not decode (at byte {})", r.pos))
+    r.view().map_err(|Bad| DecodeError::Object { at: r.pos })
 }
 
 /// Structure bytes, and the string table of the view.
@@ -686,7 +697,12 @@ mod tests {
             b[i] ^= 0xff;
             let _ = decode_input(&b);
         }
-        assert!(decode_input(b"{}").unwrap_err().contains("magic"));
+        assert!(
+            decode_input(b"{}")
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
     }
 
     #[test]

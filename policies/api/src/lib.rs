@@ -65,7 +65,7 @@ mod view;
 
 pub use view::{
     Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, Literal, MetaEntry, MetaField,
-    Object, ObjectMeta, PodSpecRef, PodTemplateSpec, Spec, StrMap, reads_only_metadata,
+    Object, ObjectMeta, ParseError, PodSpecRef, PodTemplateSpec, Spec, StrMap, reads_only_metadata,
 };
 
 /// Version of the ABI described in the crate docs. Bumped on any incompatible change.

@@ -100,11 +100,23 @@ pub fn reads_only_metadata(group: &str, kind: &str) -> bool {
     shape(group, kind) == Shape::Other
 }
 
+/// The object's JSON does not parse as the view of its kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} does not parse: {source}")]
+pub struct ParseError {
+    /// `group/version/Kind` (`version/Kind` for the core group).
+    pub kind: String,
+    pub source: serde_json::Error,
+}
+
 impl<'a> Object<'a> {
     /// Parses `json` as an object of kind `gvk`.
-    pub fn parse(gvk: &GroupVersionKind, json: &'a str) -> Result<Self, String> {
+    pub fn parse(gvk: &GroupVersionKind, json: &'a str) -> Result<Self, ParseError> {
         let kind = gvk.kind.clone();
-        let err = |e: serde_json::Error| format!("{} does not parse: {e}", display_kind(gvk));
+        let err = |source| ParseError {
+            kind: display_kind(gvk),
+            source,
+        };
         Ok(match shape(&gvk.group, &gvk.kind) {
             Shape::Pod | Shape::Workload | Shape::CronJob => {
                 let o: WithSpec = serde_json::from_str(json).map_err(err)?;

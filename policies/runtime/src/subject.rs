@@ -208,7 +208,7 @@ impl<'a> Subject<'a> {
     /// that does not parse (`apps/v1/Deployment does not parse: ...`).
     pub fn input(&self) -> Result<EncodedInput<'a>, Unparsable> {
         let raw = self.object.map_or("null", |o| o.get());
-        let object = Object::parse(&self.kind, raw).map_err(Unparsable)?;
+        let object = Object::parse(&self.kind, raw).map_err(|e| Unparsable(e.to_string()))?;
         let header = Header {
             operation: self.operation,
             kind: self.kind.clone(),

@@ -2,6 +2,7 @@
 
 use crate::{Policy, Request};
 use ck8s_policy_api::Verdict;
+use ck8s_policy_api::codec::DecodeError;
 
 /// Allocates a buffer the host writes input into. Never freed: each instance lives for one
 /// evaluation and its whole memory is dropped with it.
@@ -40,7 +41,7 @@ pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
 #[cfg(target_arch = "wasm32")]
 pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdict {
     use std::cell::Cell;
-    type Decoded = (usize, usize, &'static Result<Request<'static>, String>);
+    type Decoded = (usize, usize, &'static Result<Request<'static>, DecodeError>);
     thread_local! {
         // Single-threaded guest; the instance (and this leak) is gone after the request.
         static DECODED: Cell<Option<Decoded>> = const { Cell::new(None) };
@@ -59,7 +60,7 @@ pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdic
 
 /// Parses the settings and runs the policy on the decoded request; a settings or decoding
 /// failure is the verdict's `error`.
-fn judge<P: Policy>(request: Result<&Request<'_>, &String>, settings: &[u8]) -> Verdict {
+fn judge<P: Policy>(request: Result<&Request<'_>, &DecodeError>, settings: &[u8]) -> Verdict {
     let settings = match parse_settings::<P>(settings) {
         Ok(s) => s,
         Err(verdict) => return verdict,
@@ -75,7 +76,7 @@ fn judge<P: Policy>(request: Result<&Request<'_>, &String>, settings: &[u8]) -> 
                 error: None,
             }
         }
-        Err(e) => error(e.clone()),
+        Err(e) => error(e.to_string()),
     }
 }
 

@@ -60,6 +60,15 @@ pub trait Policy {
     fn validate(request: &Request<'_>, settings: &Self::Settings) -> Vec<Violation>;
 }
 
+/// Why a JSON request (ABI version 1) could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("request does not parse: {0}")]
+    Request(serde_json::Error),
+    #[error(transparent)]
+    Object(#[from] ck8s_policy_api::ParseError),
+}
+
 /// The request a policy judges, with the object parsed into a typed view.
 pub struct Request<'a> {
     pub operation: Operation,
@@ -74,7 +83,7 @@ pub struct Request<'a> {
 impl<'a> Request<'a> {
     /// Decodes the binary input of ABI version 2 (what the host sends; see
     /// [`ck8s_policy_api::codec`]): the view was parsed by the host, nothing is parsed here.
-    pub fn decode(input: &'a [u8]) -> Result<Self, String> {
+    pub fn decode(input: &'a [u8]) -> Result<Self, ck8s_policy_api::codec::DecodeError> {
         let input = ck8s_policy_api::codec::decode_input(input)?;
         let mut request = Request::new(input.header, input.object);
         request.raw_object = input.raw_object;
@@ -97,7 +106,7 @@ impl<'a> Request<'a> {
 
     /// Parses a JSON [`ck8s_policy_api::EvaluationRequest`] (the input of ABI version 1),
     /// object view included. Natively this is the whole per-request parse.
-    pub fn parse(json: &'a [u8]) -> Result<Self, String> {
+    pub fn parse(json: &'a [u8]) -> Result<Self, RequestError> {
         #[derive(serde::Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Wire<'a> {
@@ -113,8 +122,7 @@ impl<'a> Request<'a> {
             #[serde(borrow)]
             object: &'a RawValue,
         }
-        let wire: Wire<'a> =
-            serde_json::from_slice(json).map_err(|e| format!("request does not parse: {e}"))?;
+        let wire: Wire<'a> = serde_json::from_slice(json).map_err(RequestError::Request)?;
         let object = Object::parse(&wire.kind, wire.object.get())?;
         Ok(Request {
             operation: wire.operation,

@@ -37,10 +37,10 @@ pub fn review<P: Policy>(operation: &str, object: &Value, settings: &Value) -> V
     let raw = serde_json::to_string(object).unwrap();
     let view = match Object::parse(&kind, &raw) {
         Ok(view) => view,
-        Err(message) => {
+        Err(e) => {
             return Verdict {
                 violations: Vec::new(),
-                error: Some(message),
+                error: Some(e.to_string()),
             };
         }
     };
