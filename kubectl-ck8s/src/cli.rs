@@ -165,12 +165,12 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
     // Flows not yet returning a report print for themselves (`Outcome::Printed`).
     let printed = |verdict: Result<Verdict, Failure>| verdict.map(Outcome::Printed);
     match cli.command {
-        Command::Smoke(args) => printed(crate::smoke::run(args, &g.connect().await?).await),
+        Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
         Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
         Command::Runs(args) => printed(crate::runs::run(args, &g.connect().await?).await),
         Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
         Command::Gc(cmd) => printed(crate::gc::run(cmd, &g.connect().await?).await),
-        Command::Diagnose(cmd) => printed(crate::diagnose::run(cmd, &g.connect().await?).await),
+        Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
         Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
         Command::Admission(cmd) => {
             printed(crate::admission::run(cmd, &g.connect_cluster().await?).await)

@@ -242,6 +242,7 @@ impl Outcome {
     }
 
     /// The verdict, without rendering (for tests and callers that only need the exit code).
+    #[cfg(test)]
     pub fn verdict(&self) -> Verdict {
         match self {
             Outcome::Report { report, .. } => report.verdict(),
