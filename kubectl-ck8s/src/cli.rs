@@ -167,9 +167,9 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
     match cli.command {
         Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
         Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
-        Command::Runs(args) => printed(crate::runs::run(args, &g.connect().await?).await),
+        Command::Runs(args) => crate::runs::run(args, &g.connect().await?).await,
         Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
-        Command::Gc(cmd) => printed(crate::gc::run(cmd, &g.connect().await?).await),
+        Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
         Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
         Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
         Command::Admission(cmd) => {
