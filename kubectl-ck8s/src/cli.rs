@@ -168,13 +168,11 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
         Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
         Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
         Command::Runs(args) => crate::runs::run(args, &g.connect().await?).await,
-        Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
+        Command::Labels(args) => crate::labels::run(args, &g.connect().await?).await,
         Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
         Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
         Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
-        Command::Admission(cmd) => {
-            printed(crate::admission::run(cmd, &g.connect_cluster().await?).await)
-        }
+        Command::Admission(cmd) => crate::admission::run(cmd, &g.connect_cluster().await?).await,
         Command::Completion { shell } => Ok(crate::completion::generate(shell)),
         Command::Complete { args } => {
             crate::completion::cobra(&args).await;
