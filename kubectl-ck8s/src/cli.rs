@@ -141,7 +141,6 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
 
 async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
     let g = &cli.global;
-    let out = Output::new(g.output);
     // Refused before any flow runs, so nothing is written for an output that cannot be shown.
     if g.output == OutputFormat::Policyreport
         && !matches!(
@@ -178,6 +177,6 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
             crate::completion::cobra(&args).await;
             printed(Ok(Verdict::Pass))
         }
-        Command::Policy(cmd) => printed(crate::policy::run(cmd, out, || g.connect_cluster()).await),
+        Command::Policy(cmd) => crate::policy::run(cmd, || g.connect_cluster()).await,
     }
 }
