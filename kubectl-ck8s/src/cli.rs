@@ -161,7 +161,8 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
             OutputFormat::names()[g.output as usize]
         )));
     }
-    // Flows not yet returning a report print for themselves (`Outcome::Printed`).
+    // `mitigate` (and `policy audit`, wrapped in `policy::run`) still print for themselves, as
+    // does the `__complete` protocol: `Outcome::Printed`.
     let printed = |verdict: Result<Verdict, Failure>| verdict.map(Outcome::Printed);
     match cli.command {
         Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
