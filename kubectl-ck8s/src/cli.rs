@@ -141,7 +141,6 @@ pub async fn run(cli: Cli) -> Result<Verdict, Failure> {
 
 async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
     let g = &cli.global;
-    let out = Output::new(g.output);
     // Refused before any flow runs, so nothing is written for an output that cannot be shown.
     if g.output == OutputFormat::Policyreport
         && !matches!(
@@ -162,24 +161,23 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
             OutputFormat::names()[g.output as usize]
         )));
     }
-    // Flows not yet returning a report print for themselves (`Outcome::Printed`).
+    // `mitigate` (and `policy audit`, wrapped in `policy::run`) still print for themselves, as
+    // does the `__complete` protocol: `Outcome::Printed`.
     let printed = |verdict: Result<Verdict, Failure>| verdict.map(Outcome::Printed);
     match cli.command {
-        Command::Smoke(args) => printed(crate::smoke::run(args, &g.connect().await?).await),
+        Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
         Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
-        Command::Runs(args) => printed(crate::runs::run(args, &g.connect().await?).await),
-        Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
-        Command::Gc(cmd) => printed(crate::gc::run(cmd, &g.connect().await?).await),
-        Command::Diagnose(cmd) => printed(crate::diagnose::run(cmd, &g.connect().await?).await),
+        Command::Runs(args) => crate::runs::run(args, &g.connect().await?).await,
+        Command::Labels(args) => crate::labels::run(args, &g.connect().await?).await,
+        Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
+        Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
         Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
-        Command::Admission(cmd) => {
-            printed(crate::admission::run(cmd, &g.connect_cluster().await?).await)
-        }
+        Command::Admission(cmd) => crate::admission::run(cmd, &g.connect_cluster().await?).await,
         Command::Completion { shell } => Ok(crate::completion::generate(shell)),
         Command::Complete { args } => {
             crate::completion::cobra(&args).await;
             printed(Ok(Verdict::Pass))
         }
-        Command::Policy(cmd) => printed(crate::policy::run(cmd, out, || g.connect_cluster()).await),
+        Command::Policy(cmd) => crate::policy::run(cmd, || g.connect_cluster()).await,
     }
 }

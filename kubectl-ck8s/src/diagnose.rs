@@ -15,9 +15,10 @@
 use crate::cluster::logs::{self, Range, Source};
 use crate::cluster::objects::{self, JobState, job_time};
 use crate::cluster::{Ctx, not_found_is_none};
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report, listing};
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report, listing};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -588,7 +589,7 @@ async fn deployment_pods(ctx: &Ctx, name: &str) -> Result<Result<Vec<Pod>, Unrea
     Ok(Ok(pods))
 }
 
-pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     let DiagnoseCommand::Build { since, verify } = cmd;
     let window = Window::new(
         Utc::now(),
@@ -596,7 +597,7 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
         verify,
     );
     let ns = ctx.namespace.clone();
-    let progress = ctx.progress(&format!("diagnose: reading logs {}", window.describe()));
+    let progress = progress(&format!("diagnose: reading logs {}", window.describe()));
     let codegen_selector = format!("job-name={CODEGEN_CHECK_JOB}");
     let (cp, worker, codegen, jobs, cm) = futures::join!(
         deployment_pods(ctx, CONTROL_PLANE),
@@ -644,6 +645,14 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
         build_ref_verdict,
     };
     let (checks, findings) = diagnose(&input);
+    let text = findings_text(&findings);
+    let report = Report::new("diagnose build", &ns, checks)
+        .with_details(serde_json::to_value(&findings).unwrap_or_default());
+    Ok(Outcome::listing(report, Some(text)))
+}
+
+/// What `-o table` shows before the checks: the window, the findings, the mitigations.
+fn findings_text(findings: &Findings) -> String {
     let mut text = format!("window: {}\n", findings.window.describe());
     let rows: Vec<Vec<String>> = findings
         .signature_a
@@ -689,14 +698,13 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
     if !findings.escalate.is_empty() {
         text.push_str(&format!("escalation: {ESCALATION}\n"));
     }
-    Report::new("diagnose build", &ns, checks)
-        .with_details(serde_json::to_value(&findings).unwrap_or_default())
-        .print(ctx.out.format, Some(&text))
+    text
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::exit::Verdict;
     use crate::report::Status;
     use serde_json::json;
 

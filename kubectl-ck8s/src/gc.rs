@@ -3,9 +3,10 @@
 use crate::cluster::objects::{JobState, created};
 use crate::cluster::wait::{self, Waited, Watched};
 use crate::cluster::{Ctx, logs, not_found_is_none};
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report, listing};
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report, listing};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
@@ -220,45 +221,105 @@ async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
     Ok(jobs)
 }
 
-pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
+/// What `gc status` reads: the CronJob, its Jobs (newest first) and the registry.
+#[derive(Debug, Default)]
+pub struct GcStatus {
+    pub cronjob: Option<CronJob>,
+    pub jobs: Vec<Job>,
+    pub registry: Option<Deployment>,
+}
+
+/// How many of the newest Jobs `gc status` lists.
+const RECENT_JOBS: usize = 5;
+
+/// `gc status` judged: its checks, and the newest Jobs in `details`.
+pub fn judge_status(ns: &str, s: &GcStatus) -> Report {
+    let recent = s.jobs.iter().take(RECENT_JOBS);
+    let details = serde_json::json!({"jobs": recent.map(|j| serde_json::json!({"name": j.metadata.name, "status": JobState::of(j)})).collect::<Vec<_>>()});
+    let checks = status_checks(ns, s.cronjob.as_ref(), &s.jobs, s.registry.as_ref());
+    Report::new("gc status", ns, checks).with_details(details)
+}
+
+/// The newest Jobs as `-o table` lists them before the checks.
+fn recent_jobs_table(jobs: &[Job]) -> String {
+    let rows = jobs
+        .iter()
+        .take(RECENT_JOBS)
+        .map(|j| {
+            vec![
+                j.metadata.name.clone().unwrap_or_default(),
+                JobState::of(j).as_str().into(),
+                j.metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    listing(&["GC JOB", "STATUS", "CREATED"], rows)
+}
+
+/// What `gc run --wait` saw of the Job it started.
+#[derive(Debug)]
+pub struct GcRun {
+    pub job: String,
+    /// `Complete`, `Failed` or `Timeout`.
+    pub state: &'static str,
+    /// After a timeout, the last state the wait saw.
+    pub why: String,
+    pub summary: Option<GcSummary>,
+    pub timeout: Duration,
+    /// The registry after the run; `Err`: it could not be read (kept only after a timeout).
+    pub registry: Result<Option<Deployment>, String>,
+}
+
+/// `gc run --wait` judged: the Job's end and its summary, then the registry's replicas (the
+/// Job scales the registry 1 -> 0 -> 1: it must be back).
+pub fn judge_run(ns: &str, run: &GcRun) -> Vec<Check> {
+    let (name, why) = (&run.job, &run.why);
+    let waited_for = humantime::format_duration(run.timeout).to_string();
+    let check = match (run.state, run.summary) {
+        ("Complete", Some(s)) => Check::pass("gc.run", format!("{name} complete: {} blobs marked, {} blobs and {} manifests eligible for deletion", s.blobs_marked, s.blobs_eligible, s.manifests_eligible)),
+        ("Complete", None) => Check::warn("gc.run", format!("{name} complete, no GC summary line in its log")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200")),
+        ("Timeout", _) => Check::fail("gc.run", format!("{name} not finished within --timeout {waited_for}: {why}")).remedy(format!("kubectl -n {ns} get job/{name}; kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
+        (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
+    };
+    let replicas: Vec<Check> = match &run.registry {
+        Ok(registry) => status_checks(ns, None, &[], registry.as_ref())
+            .into_iter()
+            .filter(|c| c.id == "gc.registry-replicas")
+            .collect(),
+        Err(e) => vec![
+            Check::warn(
+                "gc.registry-replicas",
+                format!("cannot read deployment/{REGISTRY}: {e}"),
+            )
+            .remedy(format!("kubectl -n {ns} get deployment/{REGISTRY}")),
+        ],
+    };
+    std::iter::once(check).chain(replicas).collect()
+}
+
+pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     let ns = ctx.namespace.clone();
     match cmd {
         GcCommand::Status => {
-            let _p = ctx.progress("gc: reading the CronJob");
+            let _p = progress("gc: reading the CronJob");
             let (cj, jobs, registry) = futures::join!(
                 async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
                 gc_jobs(ctx),
                 async { ctx.ns::<Deployment>().get(REGISTRY).await }
             );
-            let cj = not_found_is_none(cj)
-                .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?;
-            let registry = not_found_is_none(registry)
-                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?;
-            let jobs = jobs?;
-            let recent: Vec<_> = jobs.iter().take(5).collect();
-            let rows = recent
-                .iter()
-                .map(|j| {
-                    vec![
-                        j.metadata.name.clone().unwrap_or_default(),
-                        JobState::of(j).as_str().into(),
-                        j.metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .map(|t| t.0.to_string())
-                            .unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            let table = listing(&["GC JOB", "STATUS", "CREATED"], rows);
-            let details = serde_json::json!({"jobs": recent.iter().map(|j| serde_json::json!({"name": j.metadata.name, "status": JobState::of(j)})).collect::<Vec<_>>()});
-            Report::new(
-                "gc status",
-                &ns,
-                status_checks(&ns, cj.as_ref(), &jobs, registry.as_ref()),
-            )
-            .with_details(details)
-            .print(ctx.out.format, Some(&table))
+            let status = GcStatus {
+                cronjob: not_found_is_none(cj)
+                    .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?,
+                registry: not_found_is_none(registry)
+                    .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?,
+                jobs: jobs?,
+            };
+            let table = recent_jobs_table(&status.jobs);
+            Ok(Outcome::listing(judge_status(&ns, &status), Some(table)))
         }
         GcCommand::Run { wait, timeout } => {
             let cj = ctx
@@ -275,11 +336,11 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
             eprintln!("job.batch/{name} created");
             if !wait {
                 let checks = vec![Check::pass("gc.run", format!("job.batch/{name} created"))];
-                return Report::new("gc run", &ns, checks)
-                    .with_details(serde_json::json!({"job": name}))
-                    .print(ctx.out.format, None);
+                let report = Report::new("gc run", &ns, checks)
+                    .with_details(serde_json::json!({"job": name}));
+                return Ok(Outcome::checks(report));
             }
-            let progress = ctx.progress(&format!("gc: waiting for {name}"));
+            let progress = progress(&format!("gc: waiting for {name}"));
             let watched = Watched {
                 server: &ctx.server,
                 resource: "jobs.batch",
@@ -311,35 +372,25 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                 Err(_) if timed_out => String::new(),
                 Err(e) => return Err(e),
             };
-            let summary = parse_summary(&logs);
-            let waited_for = humantime::format_duration(timeout).to_string();
-            let check = match (state, summary) {
-                ("Complete", Some(s)) => Check::pass("gc.run", format!("{name} complete: {} blobs marked, {} blobs and {} manifests eligible for deletion", s.blobs_marked, s.blobs_eligible, s.manifests_eligible)),
-                ("Complete", None) => Check::warn("gc.run", format!("{name} complete, no GC summary line in its log")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200")),
-                ("Timeout", _) => Check::fail("gc.run", format!("{name} not finished within --timeout {waited_for}: {why}")).remedy(format!("kubectl -n {ns} get job/{name}; kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
-                (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
-            };
-            // The Job scales the registry 1 -> 0 -> 1: it must be back.
-            let registry = not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
-                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e));
-            let replicas: Vec<Check> = match registry {
-                Ok(registry) => status_checks(&ns, None, &[], registry.as_ref())
-                    .into_iter()
-                    .filter(|c| c.id == "gc.registry-replicas")
-                    .collect(),
-                Err(e) if timed_out => vec![
-                    Check::warn(
-                        "gc.registry-replicas",
-                        format!("cannot read deployment/{REGISTRY}: {}", e.message),
-                    )
-                    .remedy(format!("kubectl -n {ns} get deployment/{REGISTRY}")),
-                ],
+            let registry = match not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
+                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))
+            {
+                Ok(registry) => Ok(registry),
+                Err(e) if timed_out => Err(e.message),
                 Err(e) => return Err(e),
             };
-            let checks: Vec<Check> = std::iter::once(check).chain(replicas).collect();
-            Report::new("gc run", &ns, checks)
-                .with_details(serde_json::json!({"job": name, "state": state, "summary": summary}))
-                .print(ctx.out.format, None)
+            let run = GcRun {
+                job: name,
+                state,
+                why,
+                summary: parse_summary(&logs),
+                timeout,
+                registry,
+            };
+            let report = Report::new("gc run", &ns, judge_run(&ns, &run)).with_details(
+                serde_json::json!({"job": run.job, "state": run.state, "summary": run.summary}),
+            );
+            Ok(Outcome::checks(report))
         }
         GcCommand::Logs { job, tail } => {
             let job = match job {
@@ -371,10 +422,6 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                 });
             }
             let log = read.text;
-            if ctx.out.format == crate::output::OutputFormat::Table {
-                print!("{log}");
-                return Ok(Verdict::Pass);
-            }
             let check = Check::pass(
                 "gc.logs",
                 format!(
@@ -384,9 +431,10 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
                     read.pods
                 ),
             );
-            Report::new("gc logs", &ns, vec![check])
-                .with_details(serde_json::json!({"job": job, "log": log}))
-                .print(ctx.out.format, None)
+            let report = Report::new("gc logs", &ns, vec![check])
+                .with_details(serde_json::json!({"job": job, "log": log}));
+            // The table form is the log itself, as `kubectl logs` shows it.
+            Ok(Outcome::text(report, log))
         }
     }
 }
@@ -451,5 +499,121 @@ mod tests {
         };
         assert_eq!(status(0), Status::Fail);
         assert_eq!(status(1), Status::Pass);
+    }
+
+    fn gc_job(name: &str, created: &str, condition: Option<&str>) -> Job {
+        let conditions: Vec<_> = condition
+            .map(|c| json!({"type": c, "status": "True"}))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "status": {"conditions": conditions}
+        }))
+        .unwrap()
+    }
+
+    fn check<'a>(report: &'a Report, id: &str) -> &'a Check {
+        report.checks.iter().find(|c| c.id == id).unwrap()
+    }
+
+    #[test]
+    fn status_judges_the_newest_job_and_lists_five() {
+        let cronjob: CronJob = serde_json::from_value(
+            json!({"metadata": {"name": GC_CRONJOB}, "spec": {"schedule": "17 3 * * *", "suspend": true, "jobTemplate": {}}}),
+        )
+        .unwrap();
+        let jobs: Vec<Job> = (0..6)
+            .map(|i| {
+                gc_job(
+                    &format!("gc-{i}"),
+                    &format!("2026-01-0{}T00:00:00Z", 9 - i),
+                    Some("Complete"),
+                )
+            })
+            .collect();
+        let mut status = GcStatus {
+            cronjob: Some(cronjob),
+            jobs,
+            registry: None,
+        };
+        let report = judge_status("ns", &status);
+        assert_eq!(check(&report, "gc.cronjob").status, Status::Warn);
+        assert_eq!(check(&report, "gc.last-job").detail, "gc-0 Complete");
+        assert_eq!(check(&report, "gc.registry-replicas").status, Status::Fail);
+        assert_eq!(report.details["jobs"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            report.details["jobs"][0],
+            json!({"name": "gc-0", "status": "Complete"})
+        );
+
+        status
+            .jobs
+            .insert(0, gc_job("gc-new", "2026-01-10T00:00:00Z", Some("Failed")));
+        let last = judge_status("ns", &status);
+        assert_eq!(check(&last, "gc.last-job").status, Status::Fail);
+        status.jobs.clear();
+        let none = judge_status("ns", &status);
+        assert_eq!(check(&none, "gc.last-job").status, Status::Warn);
+        assert_eq!(none.details["jobs"], json!([]));
+    }
+
+    #[test]
+    fn a_run_passes_on_its_summary_and_the_registry_back() {
+        let registry = |n: i32| {
+            serde_json::from_value::<Deployment>(json!({"metadata": {"name": REGISTRY}, "spec": {"replicas": n, "selector": {}, "template": {}}})).unwrap()
+        };
+        let summary = GcSummary {
+            blobs_marked: 2,
+            blobs_eligible: 1,
+            manifests_eligible: 0,
+        };
+        let done = GcRun {
+            job: "gc-1".into(),
+            state: "Complete",
+            why: String::new(),
+            summary: Some(summary),
+            timeout: Duration::from_secs(60),
+            registry: Ok(Some(registry(1))),
+        };
+        let statuses = |run: &GcRun| {
+            judge_run("ns", run)
+                .into_iter()
+                .map(|c| (c.id, c.status))
+                .collect::<Vec<_>>()
+        };
+        let pass = |id: &str| (id.to_string(), Status::Pass);
+        assert_eq!(
+            statuses(&done),
+            [pass("gc.run"), pass("gc.registry-replicas")]
+        );
+        let no_summary = GcRun {
+            summary: None,
+            registry: Ok(Some(registry(0))),
+            ..done
+        };
+        assert_eq!(
+            statuses(&no_summary),
+            [
+                ("gc.run".to_string(), Status::Warn),
+                ("gc.registry-replicas".to_string(), Status::Fail)
+            ]
+        );
+        let timed_out = GcRun {
+            state: "Timeout",
+            why: "gc-1 running".into(),
+            registry: Err("connection refused".into()),
+            ..no_summary
+        };
+        let checks = judge_run("ns", &timed_out);
+        assert_eq!(checks[0].status, Status::Fail);
+        assert!(
+            checks[0]
+                .detail
+                .contains("within --timeout 1m: gc-1 running"),
+            "{checks:?}"
+        );
+        assert_eq!(checks[1].status, Status::Warn);
+        assert!(checks[1].detail.contains("connection refused"));
     }
 }

@@ -2,9 +2,10 @@
 //! `--fix` rewrites them to `codex-k8s.dev/`.
 
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report};
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report};
 use ck8s_policy_api::GroupVersionKind;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -240,23 +241,46 @@ fn object_id(f: &Finding) -> String {
     }
 }
 
-pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
-    let progress = ctx.progress("labels: scanning for legacy keys");
+pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
+    let progress = progress("labels: scanning for legacy keys");
     let mut objects = list::<Namespace>(ctx, false).await?;
     if args.objects {
         objects.extend(scan_objects(ctx).await?);
     }
     let findings = findings(&objects)?;
     drop(progress);
+    if args.fix && !args.dry_run {
+        for f in findings.iter().filter(|f| rewritable(f)) {
+            apply_fix(ctx, f).await?;
+        }
+    }
+    let (checks, plan) = judge(&args, &objects, &findings);
+    let plan_text = (!plan.is_empty()).then(|| format!("{}\n", plan.join("\n")));
+    let report = Report::new("labels", &ctx.namespace, checks)
+        .with_details(serde_json::json!({ "findings": findings, "dryRun": plan }));
+    Ok(Outcome::listing(report, plan_text))
+}
+
+/// An object `--fix` patches: one no controller owns, with keys a patch can move.
+fn rewritable(f: &Finding) -> bool {
+    f.owner.is_none() && f.patch.as_object().is_some_and(|p| !p.is_empty())
+}
+
+/// Pure: the checks on the findings among `objects`, and the patches `--dry-run` would send.
+/// With `--fix` (and no `--dry-run`), every [`rewritable`] finding has been patched.
+pub fn judge(
+    args: &LabelsArgs,
+    objects: &[(GroupVersionKind, serde_json::Value)],
+    findings: &[Finding],
+) -> (Vec<Check>, Vec<String>) {
     let mut checks = Vec::new();
     let mut plan = Vec::new();
     // Whether this run rewrites the workload `owner` in `namespace`.
     let fixed_here = |owner: &str, namespace: &Option<String>| {
         args.fix
             && findings.iter().any(|f| {
-                f.owner.is_none()
+                rewritable(f)
                     && f.namespace == *namespace
-                    && f.patch.as_object().is_some_and(|p| !p.is_empty())
                     && format!("{}/{}", f.kind, f.name) == owner
             })
     };
@@ -275,7 +299,7 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                 .iter()
                 .any(|f| f.namespace == *namespace && format!("{}/{}", f.kind, f.name) == owner)
     };
-    for f in &findings {
+    for f in findings {
         let keys = f
             .labels
             .iter()
@@ -285,7 +309,6 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
             .collect::<Vec<_>>()
             .join(", ");
         let id = format!("labels.{}", object_id(f));
-        let movable = f.patch.as_object().is_some_and(|p| !p.is_empty());
         if let Some(owner) = &f.owner {
             // A controller's object is rewritten by the controller, from its owner's template.
             let check = if fixed_here(owner, &f.namespace) && !args.dry_run {
@@ -327,11 +350,10 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                 )),
             );
         }
-        if !movable {
+        if !rewritable(f) {
             continue;
         }
         if args.fix && !args.dry_run {
-            apply_fix(ctx, f).await?;
             checks.push(Check::pass(id, format!("rewrote {keys} to {LABEL_PREFIX}")));
         } else {
             if args.dry_run {
@@ -368,14 +390,7 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
             ),
         ));
     }
-    let plan_text = if plan.is_empty() {
-        None
-    } else {
-        Some(format!("{}\n", plan.join("\n")))
-    };
-    Report::new("labels", &ctx.namespace, checks)
-        .with_details(serde_json::json!({ "findings": findings, "dryRun": plan }))
-        .print(ctx.out.format, plan_text.as_deref())
+    (checks, plan)
 }
 
 #[cfg(test)]
@@ -446,5 +461,104 @@ mod tests {
         );
         assert_eq!(f[1].owner.as_deref(), Some("Deployment/w"));
         assert_eq!(f[2].owner, None);
+    }
+
+    fn args(fix: bool, dry_run: bool) -> LabelsArgs {
+        LabelsArgs {
+            objects: false,
+            fix,
+            dry_run,
+        }
+    }
+
+    fn judged(
+        args: &LabelsArgs,
+        objects: &[(GroupVersionKind, serde_json::Value)],
+    ) -> (Vec<Check>, Vec<String>) {
+        judge(args, objects, &findings(objects).unwrap())
+    }
+
+    #[test]
+    fn legacy_keys_fail_until_fixed_and_a_dry_run_shows_the_patch() {
+        use crate::report::Status;
+        let objects = [ns(json!({"codexk8s.io/run-id": "42"}))];
+        let (checks, plan) = judged(&args(false, false), &objects);
+        assert_eq!(
+            (checks[0].id.as_str(), checks[0].status),
+            ("labels.namespace/run-1", Status::Fail)
+        );
+        assert!(
+            checks[0]
+                .remedy
+                .as_deref()
+                .unwrap()
+                .contains("labels --fix rewrites")
+        );
+        assert!(plan.is_empty());
+        let (checks, plan) = judged(&args(true, true), &objects);
+        assert_eq!(checks[0].status, Status::Fail);
+        assert_eq!(plan.len(), 1);
+        assert!(
+            plan[0].starts_with("would patch namespace/run-1: "),
+            "{plan:?}"
+        );
+        let (checks, plan) = judged(&args(true, false), &objects);
+        assert_eq!(checks[0].status, Status::Pass);
+        assert!(
+            checks[0].detail.starts_with("rewrote codexk8s.io/run-id"),
+            "{checks:?}"
+        );
+        assert!(plan.is_empty());
+    }
+
+    #[test]
+    fn no_finding_is_one_pass_with_what_was_read() {
+        let objects = [ns(json!({"codex-k8s.dev/run-id": "42"}))];
+        let (checks, _) = judged(&args(false, false), &objects);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(checks[0].id, "labels");
+        assert!(
+            checks[0].detail.ends_with("(1 namespaces read)"),
+            "{checks:?}"
+        );
+    }
+
+    #[test]
+    fn an_owned_object_warns_once_its_owner_is_rewritten() {
+        use crate::report::Status;
+        let g = |group: &str, kind: &str| GroupVersionKind {
+            group: group.into(),
+            version: "v1".into(),
+            kind: kind.into(),
+        };
+        let objects = vec![
+            (
+                g("apps", "Deployment"),
+                json!({"metadata": {"name": "w", "namespace": "p"},
+                "spec": {"selector": {"matchLabels": {"app": "w"}}, "template": {"metadata": {"labels": {"app": "w", "codexk8s.io/a": "1"}}}}}),
+            ),
+            (
+                g("", "Pod"),
+                json!({"metadata": {"name": "w-x", "namespace": "p", "labels": {"codexk8s.io/a": "1"},
+                "ownerReferences": [{"kind": "Deployment", "name": "w", "controller": true}]}}),
+            ),
+        ];
+        let pod = |checks: Vec<Check>| {
+            checks
+                .into_iter()
+                .find(|c| c.id == "labels.pod/p/w-x")
+                .unwrap()
+        };
+        let (checks, _) = judged(&args(false, false), &objects);
+        assert_eq!(pod(checks).status, Status::Fail);
+        let (checks, _) = judged(&args(true, false), &objects);
+        let owned = pod(checks);
+        assert_eq!(owned.status, Status::Warn);
+        assert!(
+            owned
+                .detail
+                .contains("its owner Deployment/w was rewritten"),
+            "{owned:?}"
+        );
     }
 }

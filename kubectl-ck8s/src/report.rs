@@ -137,20 +137,6 @@ impl Report {
         }
     }
 
-    /// For JSON/YAML output: prints `details` in the report shape and returns the verdict;
-    /// `None` for table output (the caller prints its own text).
-    pub fn print_structured<T: Serialize>(
-        format: OutputFormat,
-        command: &str,
-        verdict: Verdict,
-        details: &T,
-    ) -> Option<Result<Verdict, Failure>> {
-        if format == OutputFormat::Table {
-            return None;
-        }
-        Some(Self::structured(command, verdict, details).print(format, None))
-    }
-
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
         self.details = details;
         self
@@ -205,6 +191,9 @@ pub enum Outcome {
     },
     /// Transitional, while flows move to returning a report: the flow printed for itself.
     Printed(Verdict),
+    /// A flow that could not finish after part of its result was made (`policy test` with a
+    /// suite that would not run): `shown` is printed as it is, and the failure is the exit.
+    Unfinished { shown: String, failure: Failure },
 }
 
 /// What `-o table` shows of a report.
@@ -242,10 +231,13 @@ impl Outcome {
     }
 
     /// The verdict, without rendering (for tests and callers that only need the exit code).
+    #[cfg(test)]
     pub fn verdict(&self) -> Verdict {
         match self {
             Outcome::Report { report, .. } => report.verdict(),
             Outcome::Printed(v) => *v,
+            // Its exit is the failure's (2), never a pass.
+            Outcome::Unfinished { .. } => Verdict::Fail,
         }
     }
 
@@ -254,6 +246,10 @@ impl Outcome {
     pub fn render(self, format: OutputFormat) -> Result<Verdict, Failure> {
         let (report, table, policy_reports) = match self {
             Outcome::Printed(verdict) => return Ok(verdict),
+            Outcome::Unfinished { shown, failure } => {
+                print!("{shown}");
+                return Err(failure);
+            }
             Outcome::Report {
                 report,
                 table,

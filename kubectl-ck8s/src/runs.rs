@@ -1,9 +1,10 @@
 //! `kubectl ck8s runs` and `runs env`: full-env run namespaces and agent job env wiring.
 
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report, listing};
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report, listing};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, Pod, ResourceQuota, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -159,8 +160,111 @@ async fn inspect(ctx: &Ctx, ns: &str) -> Result<RunNamespace, Failure> {
     })
 }
 
-pub async fn run(args: RunsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
-    let _progress = ctx.progress("runs: listing run namespaces");
+/// An agent run pod and the env names of its containers (values are never read).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPod {
+    pub namespace: String,
+    pub name: String,
+    pub env_names: Vec<String>,
+}
+
+/// The agent run pods of every run namespace, in the namespaces' order.
+async fn run_pods(ctx: &Ctx, namespaces: &[String]) -> Result<Vec<RunPod>, Failure> {
+    let lp = ListParams::default().labels(RUN_POD_SELECTOR);
+    let lists = futures::future::join_all(
+        namespaces
+            .iter()
+            .map(|n| async { ctx.in_ns::<Pod>(n).list(&lp).await }),
+    )
+    .await;
+    let mut pods = Vec::new();
+    for (ns, list) in namespaces.iter().zip(lists) {
+        let list = list.map_err(|e| ctx.err("list", "pods", Some(ns), e))?;
+        pods.extend(list.items.iter().map(|pod| RunPod {
+            namespace: ns.clone(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            env_names: env_names(pod),
+        }));
+    }
+    Ok(pods)
+}
+
+/// The `runs` checks: one per run namespace; with none, a pass that says so.
+pub fn judge_runs(found: &[RunNamespace]) -> Vec<Check> {
+    let mut checks: Vec<Check> = found.iter().map(judge_namespace).collect();
+    if checks.is_empty() {
+        checks.push(Check::pass(
+            "runs",
+            format!("no run namespaces ({RUN_NS_SELECTOR})"),
+        ));
+    }
+    checks
+}
+
+/// The `runs env` checks and what JSON shows of each pod; with no pod, a skip.
+pub fn judge_env(pods: &[RunPod]) -> (Vec<Check>, Vec<serde_json::Value>) {
+    let mut checks = Vec::new();
+    let mut details = Vec::new();
+    for pod in pods {
+        let (ns, pod_name) = (&pod.namespace, &pod.name);
+        let missing = missing_env_names(&pod.env_names);
+        let present: Vec<&str> = RUN_ENV_NAMES
+            .iter()
+            .copied()
+            .filter(|n| !missing.contains(n))
+            .collect();
+        let id = format!("runs.env.{ns}.{pod_name}");
+        checks.push(if missing.is_empty() {
+            Check::pass(id, format!("all {} env names present", RUN_ENV_NAMES.len()))
+        } else {
+            Check::fail(id, format!("missing {}", missing.join(", "))).remedy("the worker must wire the agent job env (Day4): check kubectl logs deploy/codex-k8s-worker and the run job template")
+        });
+        details.push(serde_json::json!({"namespace": ns, "pod": pod_name, "present": present, "missing": missing}));
+    }
+    if checks.is_empty() {
+        checks.push(Check::skip(
+            "runs.env",
+            format!("no agent run pods ({RUN_POD_SELECTOR})"),
+        ));
+    }
+    (checks, details)
+}
+
+/// The table of run namespaces `-o table` shows before the checks.
+fn runs_table(found: &[RunNamespace]) -> String {
+    let rows = found
+        .iter()
+        .map(|r| {
+            let c = |v: &Vec<String>| v.len().to_string();
+            vec![
+                r.name.clone(),
+                c(&r.service_accounts),
+                c(&r.roles),
+                c(&r.role_bindings),
+                c(&r.resource_quotas),
+                c(&r.limit_ranges),
+                c(&r.jobs),
+                r.pods.join(", "),
+            ]
+        })
+        .collect();
+    listing(
+        &[
+            "RUN NAMESPACE",
+            "SA",
+            "ROLE",
+            "ROLEBINDING",
+            "QUOTA",
+            "LIMITRANGE",
+            "JOBS",
+            "PODS",
+        ],
+        rows,
+    )
+}
+
+pub async fn run(args: RunsArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
+    let _progress = progress("runs: listing run namespaces");
     let namespaces = run_namespaces(ctx).await?;
     match args.command {
         None => {
@@ -168,84 +272,15 @@ pub async fn run(args: RunsArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                 .await
                 .into_iter()
                 .collect::<Result<Vec<_>, _>>()?;
-            let rows = found
-                .iter()
-                .map(|r| {
-                    let c = |v: &Vec<String>| v.len().to_string();
-                    vec![
-                        r.name.clone(),
-                        c(&r.service_accounts),
-                        c(&r.roles),
-                        c(&r.role_bindings),
-                        c(&r.resource_quotas),
-                        c(&r.limit_ranges),
-                        c(&r.jobs),
-                        r.pods.join(", "),
-                    ]
-                })
-                .collect();
-            let table = listing(
-                &[
-                    "RUN NAMESPACE",
-                    "SA",
-                    "ROLE",
-                    "ROLEBINDING",
-                    "QUOTA",
-                    "LIMITRANGE",
-                    "JOBS",
-                    "PODS",
-                ],
-                rows,
-            );
-            let mut checks: Vec<Check> = found.iter().map(judge_namespace).collect();
-            if checks.is_empty() {
-                checks.push(Check::pass(
-                    "runs",
-                    format!("no run namespaces ({RUN_NS_SELECTOR})"),
-                ));
-            }
-            Report::new("runs", &ctx.namespace, checks)
-                .with_details(serde_json::json!({ "namespaces": found }))
-                .print(ctx.out.format, Some(&table))
+            let report = Report::new("runs", &ctx.namespace, judge_runs(&found))
+                .with_details(serde_json::json!({ "namespaces": found }));
+            Ok(Outcome::listing(report, Some(runs_table(&found))))
         }
         Some(RunsCommand::Env) => {
-            let lp = ListParams::default().labels(RUN_POD_SELECTOR);
-            let lists = futures::future::join_all(namespaces.iter().map(|n| {
-                let lp = &lp;
-                async move { ctx.in_ns::<Pod>(n).list(lp).await }
-            }))
-            .await;
-            let mut checks = Vec::new();
-            let mut details = Vec::new();
-            for (ns, list) in namespaces.iter().zip(lists) {
-                let list = list.map_err(|e| ctx.err("list", "pods", Some(ns), e))?;
-                for pod in &list.items {
-                    let pod_name = pod.metadata.name.clone().unwrap_or_default();
-                    let names = env_names(pod);
-                    let missing = missing_env_names(&names);
-                    let present: Vec<&str> = RUN_ENV_NAMES
-                        .iter()
-                        .copied()
-                        .filter(|n| !missing.contains(n))
-                        .collect();
-                    let id = format!("runs.env.{ns}.{pod_name}");
-                    checks.push(if missing.is_empty() {
-                        Check::pass(id, format!("all {} env names present", RUN_ENV_NAMES.len()))
-                    } else {
-                        Check::fail(id, format!("missing {}", missing.join(", "))).remedy("the worker must wire the agent job env (Day4): check kubectl logs deploy/codex-k8s-worker and the run job template")
-                    });
-                    details.push(serde_json::json!({"namespace": ns, "pod": pod_name, "present": present, "missing": missing}));
-                }
-            }
-            if checks.is_empty() {
-                checks.push(Check::skip(
-                    "runs.env",
-                    format!("no agent run pods ({RUN_POD_SELECTOR})"),
-                ));
-            }
-            Report::new("runs env", &ctx.namespace, checks)
-                .with_details(serde_json::json!({ "pods": details }))
-                .print(ctx.out.format, None)
+            let (checks, details) = judge_env(&run_pods(ctx, &namespaces).await?);
+            let report = Report::new("runs env", &ctx.namespace, checks)
+                .with_details(serde_json::json!({ "pods": details }));
+            Ok(Outcome::checks(report))
         }
     }
 }
@@ -289,5 +324,57 @@ mod tests {
             missing_env_names(&all[1..]),
             vec!["CODEXK8S_OPENAI_API_KEY"]
         );
+    }
+
+    fn run_pod(name: &str, env: &[&str]) -> RunPod {
+        RunPod {
+            namespace: "run-1".into(),
+            name: name.into(),
+            env_names: env.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn no_run_namespace_is_one_pass_saying_so() {
+        let checks = judge_runs(&[]);
+        assert_eq!(checks.len(), 1);
+        assert_eq!(
+            (checks[0].id.as_str(), checks[0].status),
+            ("runs", Status::Pass)
+        );
+        let bare = RunNamespace {
+            name: "run-2".into(),
+            ..Default::default()
+        };
+        let checks = judge_runs(&[bare]);
+        assert_eq!(
+            (checks[0].id.as_str(), checks[0].status),
+            ("runs.run-2", Status::Fail)
+        );
+    }
+
+    #[test]
+    fn env_checks_name_each_pod_and_what_it_lacks() {
+        let (checks, details) = judge_env(&[
+            run_pod("wired", &RUN_ENV_NAMES),
+            run_pod("bare", &RUN_ENV_NAMES[1..]),
+        ]);
+        assert_eq!(checks[0].id, "runs.env.run-1.wired");
+        assert_eq!(checks[0].status, Status::Pass);
+        assert_eq!(checks[1].status, Status::Fail);
+        assert_eq!(
+            details[1]["missing"],
+            serde_json::json!(["CODEXK8S_OPENAI_API_KEY"])
+        );
+        assert_eq!(
+            details[1]["present"].as_array().unwrap().len(),
+            RUN_ENV_NAMES.len() - 1
+        );
+        let (checks, details) = judge_env(&[]);
+        assert_eq!(
+            (checks[0].id.as_str(), checks[0].status),
+            ("runs.env", Status::Skip)
+        );
+        assert!(details.is_empty());
     }
 }

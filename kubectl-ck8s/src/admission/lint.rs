@@ -5,8 +5,8 @@
 
 use crate::cluster::Ctx;
 use crate::cluster::webhooks::{Write, conditions_send};
-use crate::exit::{Failure, Verdict};
-use crate::report::{Check, Report};
+use crate::exit::Failure;
+use crate::report::{Check, Outcome, Report};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhookConfiguration,
 };
@@ -143,10 +143,9 @@ pub struct State {
 #[derive(Debug, clap::Args)]
 pub struct LintArgs {}
 
-pub async fn run(_args: LintArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn run(_args: LintArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     let state = fetch(ctx).await?;
-    let checks = judge(&state);
-    Report::of("admission lint", checks).print(ctx.out.format, None)
+    Ok(Outcome::checks(Report::of("admission lint", judge(&state))))
 }
 
 /// A [`Hook`] from a `ValidatingWebhook` or a `MutatingWebhook`: two types with the same

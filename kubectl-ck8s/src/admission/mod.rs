@@ -9,7 +9,8 @@ pub(crate) mod lint;
 pub(crate) mod pause;
 
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
+use crate::report::Outcome;
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
@@ -25,7 +26,7 @@ pub enum AdmissionCommand {
     Status(pause::StatusArgs),
 }
 
-pub async fn run(cmd: AdmissionCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn run(cmd: AdmissionCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     match cmd {
         AdmissionCommand::Lint(args) => lint::run(args, ctx).await,
         AdmissionCommand::Pause(args) => pause::pause(args, ctx).await,

@@ -6,8 +6,8 @@
 //! running then). Every pause and resume is an Event on the configuration.
 
 use crate::cluster::{Ctx, not_found_is_none};
-use crate::exit::{Failure, Verdict};
-use crate::report::{Check, Report};
+use crate::exit::Failure;
+use crate::report::{Check, Outcome, Report};
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
@@ -31,7 +31,7 @@ pub struct PauseArgs {
     pub reason: String,
 }
 
-pub async fn pause(args: PauseArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn pause(args: PauseArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     if args.reason.trim().is_empty() {
         return Err(Failure::usage("--reason must say why the guard is paused"));
     }
@@ -62,39 +62,36 @@ pub async fn pause(args: PauseArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
         .remedy("kubectl ck8s admission resume as soon as the guard is fixed; ck8s-admission restores itself at the end"),
     ];
     checks.extend(event);
-    Report::of("admission pause", checks).print(ctx.out.format, None)
+    Ok(Outcome::checks(Report::of("admission pause", checks)))
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {}
 
-pub async fn resume(_args: ResumeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn resume(_args: ResumeArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     let mut vwc = get(ctx).await?;
     if !ck8s_guard::restore(&mut vwc) {
-        return Report::of(
+        let nothing = Check::pass("admission.pause", "not paused: nothing to resume");
+        return Ok(Outcome::checks(Report::of(
             "admission resume",
-            vec![Check::pass(
-                "admission.pause",
-                "not paused: nothing to resume",
-            )],
-        )
-        .print(ctx.out.format, None);
+            vec![nothing],
+        )));
     }
     replace(ctx, &vwc).await?;
     let who = whoami(ctx).await;
     let message = format!("resumed by {who}: the API server calls ck8s-admission again");
     let mut checks = vec![Check::pass("admission.pause", message.clone())];
     checks.extend(record(ctx, &vwc, "Resumed", &message).await);
-    Report::of("admission resume", checks).print(ctx.out.format, None)
+    Ok(Outcome::checks(Report::of("admission resume", checks)))
 }
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {}
 
-pub async fn status(_args: StatusArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn status(_args: StatusArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     let vwc = get(ctx).await?;
     let check = pause_check(&vwc, Utc::now());
-    Report::of("admission status", vec![check]).print(ctx.out.format, None)
+    Ok(Outcome::checks(Report::of("admission status", vec![check])))
 }
 
 /// The pause as a check: pass when there is none, warn with the time left while one is in

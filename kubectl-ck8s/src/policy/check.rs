@@ -4,7 +4,7 @@
 use super::manifests::{self, Manifest};
 use super::{PolicySelection, policy_set};
 use crate::exit::{Failure, Verdict};
-use crate::output::Output;
+use crate::report::Outcome;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
 use ck8s_policy_runtime::{
     ClusterReads, ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject,
@@ -115,7 +115,7 @@ pub fn parts(finding: &Finding) -> (String, String, Option<String>, String) {
     }
 }
 
-pub fn run(args: CheckArgs, out: Output) -> Result<Verdict, Failure> {
+pub fn run(args: CheckArgs) -> Result<Outcome, Failure> {
     let files = manifests::expand(&args.files).map_err(Failure::usage)?;
     let objects = manifests::read_all(&files).map_err(Failure::usage)?;
     let config = match &args.config {
@@ -130,13 +130,9 @@ pub fn run(args: CheckArgs, out: Output) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    if let Some(result) =
-        crate::report::Report::print_structured(out.format, "policy check", verdict, &report)
-    {
-        return result;
-    }
-    print_table(&report);
-    Ok(verdict)
+    let text = table_text(&report);
+    let envelope = crate::report::Report::structured("policy check", verdict, &report);
+    Ok(Outcome::text(envelope, text))
 }
 
 /// The Namespaces among the manifests: what a ValidatingAdmissionPolicy's `namespaceSelector`
@@ -235,7 +231,9 @@ fn evaluate(
     Ok(report)
 }
 
-fn print_table(report: &Report) {
+/// What `-o table` shows: the findings, then the summary line.
+fn table_text(report: &Report) -> String {
+    let mut text = String::new();
     if !report.findings.is_empty() {
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::NOTHING);
@@ -265,16 +263,17 @@ fn print_table(report: &Report) {
                 r.fix.clone(),
             ]);
         }
-        println!("{table}");
+        text.push_str(&format!("{table}\n"));
     }
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    println!(
-        "{}: {}, {}, {} in {} (policies: {})",
+    text.push_str(&format!(
+        "{}: {}, {}, {} in {} (policies: {})\n",
         if report.allowed { "allowed" } else { "denied" },
         plural(report.denials, "denial"),
         plural(report.warnings, "warning"),
         plural(report.audits, "audit finding"),
         plural(report.objects, "object"),
         report.policies.join(", "),
-    );
+    ));
+    text
 }

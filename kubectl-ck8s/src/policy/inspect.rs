@@ -2,8 +2,7 @@
 
 use super::{PolicySelection, load_selection, runtime};
 use crate::exit::{Failure, Verdict};
-use crate::output::Output;
-use crate::report::Report as Envelope;
+use crate::report::{Outcome, Report as Envelope};
 use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
 use ck8s_policy_runtime::{LoadedPolicy, PolicySet, PolicySource};
 use clap::Args;
@@ -49,7 +48,7 @@ struct VapInspection {
 
 /// `policy inspect FILE.yaml`: what each policy matches, its variables and rules, its bindings;
 /// exit 1 if the file does not load, with the API server's words for why.
-fn inspect_vap(path: &str, out: Output) -> Result<Verdict, Failure> {
+fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
     use ck8s_policy_runtime::cel::FailurePolicy;
     let runtime = runtime()?;
     let built = PolicySet::build(
@@ -103,20 +102,25 @@ fn inspect_vap(path: &str, out: Output) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    if let Some(result) = Envelope::print_structured(out.format, "policy inspect", verdict, &report)
-    {
-        return result;
-    }
-    let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
-    kv("Source", &report.source);
+    let text = vap_text(&report);
+    Ok(Outcome::text(
+        Envelope::structured("policy inspect", verdict, &report),
+        text,
+    ))
+}
+
+/// What `-o table` shows of a file of ValidatingAdmissionPolicies.
+fn vap_text(report: &VapInspection) -> String {
+    let mut text = String::new();
+    kv(&mut text, "Source", &report.source);
     if let Some(e) = &report.load_error {
-        kv("Loads", &format!("no: {e}"));
-        return Ok(verdict);
+        kv(&mut text, "Loads", &format!("no: {e}"));
+        return text;
     }
     for p in &report.policies {
-        println!();
-        kv("Policy", &p.name);
-        kv("Failure", p.failure_policy);
+        text.push('\n');
+        kv(&mut text, "Policy", &p.name);
+        kv(&mut text, "Failure", p.failure_policy);
         let matches: Vec<String> = p
             .rules
             .iter()
@@ -125,15 +129,16 @@ fn inspect_vap(path: &str, out: Output) -> Result<Verdict, Failure> {
                 format!("{} {}", r.resources.join(","), ops.join(","))
             })
             .collect();
-        kv("Matches", &matches.join("; "));
+        kv(&mut text, "Matches", &matches.join("; "));
         if let Some(k) = &p.param_kind {
-            kv("Params", k);
+            kv(&mut text, "Params", k);
         }
-        kv("Variables", &p.variables.join(", "));
+        kv(&mut text, "Variables", &p.variables.join(", "));
         for (i, v) in p.validations.iter().enumerate() {
-            kv(if i == 0 { "Validations" } else { "" }, v);
+            kv(&mut text, if i == 0 { "Validations" } else { "" }, v);
         }
         kv(
+            &mut text,
             "Bindings",
             &if p.bindings.is_empty() {
                 "none: judged as if bound with [Deny]".to_string()
@@ -143,12 +148,14 @@ fn inspect_vap(path: &str, out: Output) -> Result<Verdict, Failure> {
         );
     }
     if report.needs_namespaces {
-        println!();
-        println!(
-            "Reads Namespaces: the webhook watches them; offline they are not known and such a policy fails closed."
-        );
+        text.push_str("\nReads Namespaces: the webhook watches them; offline they are not known and such a policy fails closed.\n");
     }
-    Ok(verdict)
+    text
+}
+
+/// A `Key:` line, the values aligned.
+fn kv(text: &mut String, key: &str, value: &str) {
+    text.push_str(&format!("{:<13}{value}\n", format!("{key}:")));
 }
 
 #[derive(Debug, Serialize)]
@@ -180,9 +187,9 @@ struct LimitsView {
     max_output_bytes: usize,
 }
 
-pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
+pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
     if args.policy.ends_with(".yaml") || args.policy.ends_with(".yml") {
-        return inspect_vap(&args.policy, out);
+        return inspect_vap(&args.policy);
     }
     let runtime = runtime()?;
     let (source, wasm, member) = read_policy(&args.policy)?;
@@ -228,19 +235,24 @@ pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    if let Some(result) = Envelope::print_structured(out.format, "policy inspect", verdict, &report)
-    {
-        return result;
-    }
+    let text = wasm_text(&report, loaded.as_ref().ok())?;
+    Ok(Outcome::text(
+        Envelope::structured("policy inspect", verdict, &report),
+        text,
+    ))
+}
 
-    let kv = |k: &str, v: &str| println!("{:<13}{v}", format!("{k}:"));
-    kv("Source", &report.source);
-    if let Ok(p) = &loaded {
-        kv("Name", &p.metadata.name);
-        kv("Version", &p.metadata.version);
-        kv("Description", &p.metadata.description);
+/// What `-o table` shows of a `.wasm` policy (`loaded`: the policy, when it loads).
+fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<String, Failure> {
+    let mut text = String::new();
+    kv(&mut text, "Source", &report.source);
+    if let Some(p) = loaded {
+        kv(&mut text, "Name", &p.metadata.name);
+        kv(&mut text, "Version", &p.metadata.version);
+        kv(&mut text, "Description", &p.metadata.description);
     }
     kv(
+        &mut text,
         "Size",
         &format!(
             "{} bytes ({:.1} KiB)",
@@ -248,7 +260,7 @@ pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
             report.wasm_bytes as f64 / 1024.0
         ),
     );
-    kv("SHA256", &report.sha256);
+    kv(&mut text, "SHA256", &report.sha256);
     let limits_text = format!(
         "time {} ms, memory {} MiB, output {} MiB, no imports",
         report.limits.deadline_ms,
@@ -257,26 +269,27 @@ pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
     );
     match &report.load_error {
         None => kv(
+            &mut text,
             "Loads",
             &format!(
                 "yes, in {:.1} ms, within the runtime's limits ({limits_text})",
                 report.load_time_ms
             ),
         ),
-        Some(e) => kv("Loads", &format!("NO: {e}")),
+        Some(e) => kv(&mut text, "Loads", &format!("NO: {e}")),
     }
-    if let Ok(p) = &loaded {
-        println!("\nSettings:");
+    if let Some(p) = loaded {
+        text.push_str("\nSettings:\n");
         if p.metadata.settings.is_empty() {
-            println!("  (none)");
+            text.push_str("  (none)\n");
         } else {
             let mut t = table(["NAME", "DEFAULT", "DESCRIPTION"]);
             for s in &p.metadata.settings {
                 t.add_row([s.name.clone(), s.default.to_string(), s.description.clone()]);
             }
-            println!("{t}");
+            text.push_str(&format!("{t}\n"));
         }
-        println!("\nRules:");
+        text.push_str("\nRules:\n");
         let mut t = table(["API GROUPS", "API VERSIONS", "RESOURCES", "OPERATIONS"]);
         for r in &p.metadata.rules {
             let groups: Vec<&str> = r
@@ -298,11 +311,10 @@ pub fn run(args: InspectArgs, out: Output) -> Result<Verdict, Failure> {
                 ops.join(","),
             ]);
         }
-        println!("{t}");
-        println!("\nValidatingWebhookConfiguration rules:");
-        print!("{}", rules_yaml(&p.metadata.rules)?);
+        text.push_str(&format!("{t}\n\nValidatingWebhookConfiguration rules:\n"));
+        text.push_str(&rules_yaml(&p.metadata.rules)?);
     }
-    Ok(verdict)
+    Ok(text)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -410,7 +422,7 @@ pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
     out
 }
 
-pub fn webhook_rules(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
+pub fn webhook_rules(sel: &PolicySelection) -> Result<Outcome, Failure> {
     let set = load_selection(sel)?;
     let vap_rules: Vec<Rule> = set
         .vap_policies()
@@ -422,21 +434,18 @@ pub fn webhook_rules(sel: &PolicySelection, out: Output) -> Result<Verdict, Fail
             .flat_map(|(p, _)| p.metadata.rules.iter())
             .chain(&vap_rules),
     );
-    if let Some(result) = Envelope::print_structured(
-        out.format,
+    let names: Vec<&str> = set.names().collect();
+    let text = format!(
+        "# generated by `kubectl ck8s policy webhook-rules` from: {}\n{}",
+        names.join(", "),
+        rules_yaml(&rules)?
+    );
+    let report = Envelope::structured(
         "policy webhook-rules",
         Verdict::Pass,
         &serde_json::json!({ "rules": rules }),
-    ) {
-        return result;
-    }
-    let names: Vec<&str> = set.names().collect();
-    println!(
-        "# generated by `kubectl ck8s policy webhook-rules` from: {}",
-        names.join(", ")
     );
-    print!("{}", rules_yaml(&rules)?);
-    Ok(Verdict::Pass)
+    Ok(Outcome::text(report, text))
 }
 
 #[derive(Serialize)]
@@ -449,7 +458,7 @@ struct Listed<'a> {
     rules: std::borrow::Cow<'a, [Rule]>,
 }
 
-pub fn list(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
+pub fn list(sel: &PolicySelection) -> Result<Outcome, Failure> {
     let set = load_selection(sel)?;
     let listed: Vec<Listed> = set
         .policies()
@@ -463,14 +472,6 @@ pub fn list(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
             rules: PolicySet::vap_rules(p).into(),
         }))
         .collect();
-    if let Some(result) = Envelope::print_structured(
-        out.format,
-        "policy list",
-        Verdict::Pass,
-        &serde_json::json!({ "policies": listed }),
-    ) {
-        return result;
-    }
     let mut t = table(["NAME", "VERSION", "SOURCE", "RESOURCES", "DESCRIPTION"]);
     for l in &listed {
         let resources: Vec<String> = l
@@ -486,8 +487,12 @@ pub fn list(sel: &PolicySelection, out: Output) -> Result<Verdict, Failure> {
             l.description.to_string(),
         ]);
     }
-    println!("{t}");
-    Ok(Verdict::Pass)
+    let report = Envelope::structured(
+        "policy list",
+        Verdict::Pass,
+        &serde_json::json!({ "policies": listed }),
+    );
+    Ok(Outcome::text(report, format!("{t}\n")))
 }
 
 fn listed(p: &LoadedPolicy) -> Listed<'_> {

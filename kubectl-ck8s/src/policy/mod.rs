@@ -20,8 +20,8 @@ mod scaffold;
 mod suite;
 
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
-use crate::output::Output;
+use crate::exit::Failure;
+use crate::report::Outcome;
 use ck8s_policy_runtime::{
     BuildError, ConfigSource, LoadError, LoadedPolicy, PolicySet, PolicySource, PolicySources,
     Runtime, SetError, Source,
@@ -76,22 +76,21 @@ impl PolicySelection {
 
 /// `connect` is called only by the subcommand that reads the cluster (`audit`); the others
 /// run offline.
-pub async fn run<F>(
-    cmd: PolicyCommand,
-    out: Output,
-    connect: impl FnOnce() -> F,
-) -> Result<Verdict, Failure>
+pub async fn run<F>(cmd: PolicyCommand, connect: impl FnOnce() -> F) -> Result<Outcome, Failure>
 where
     F: Future<Output = Result<Ctx, Failure>>,
 {
     match cmd {
-        PolicyCommand::Check(args) => check::run(args, out),
-        PolicyCommand::Audit(args) => audit::run(args, &connect().await?).await,
+        PolicyCommand::Check(args) => check::run(args),
+        // Audit still prints for itself.
+        PolicyCommand::Audit(args) => audit::run(args, &connect().await?)
+            .await
+            .map(Outcome::Printed),
         PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::New(args) => scaffold::run(args),
-        PolicyCommand::Inspect(args) => inspect::run(args, out),
-        PolicyCommand::WebhookRules(sel) => inspect::webhook_rules(&sel, out),
-        PolicyCommand::List(sel) => inspect::list(&sel, out),
+        PolicyCommand::Inspect(args) => inspect::run(args),
+        PolicyCommand::WebhookRules(sel) => inspect::webhook_rules(&sel),
+        PolicyCommand::List(sel) => inspect::list(&sel),
     }
 }
 

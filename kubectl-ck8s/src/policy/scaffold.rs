@@ -7,7 +7,8 @@
 //! `NAME.yaml` (the same example; a file for the webhook's `--policies DIR` and for `kubectl
 //! apply` alike) and `NAME.ck8s-test.yaml`.
 
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
+use crate::report::{Outcome, Report};
 use clap::Args;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ pub struct NewArgs {
     pub cel: bool,
 }
 
-pub fn run(args: NewArgs) -> Result<Verdict, Failure> {
+pub fn run(args: NewArgs) -> Result<Outcome, Failure> {
     check_name(&args.name)?;
     if args.cel {
         return run_cel(&args);
@@ -71,25 +72,31 @@ pub fn run(args: NewArgs) -> Result<Verdict, Failure> {
     }
 
     let wasm = format!("target/wasm32-unknown-unknown/release/{krate}.wasm");
-    println!("Created policy crate {} in {}", args.name, dir.display());
+    let mut summary = format!("Created policy crate {} in {}\n", args.name, dir.display());
     for (rel, _) in &files {
-        println!("  {}", Path::new(rel).display());
+        summary.push_str(&format!("  {}\n", Path::new(rel).display()));
     }
-    println!();
-    println!("Next:");
-    println!("  cd {}", dir.display());
-    println!("  cargo test                                              # native rule tests");
-    println!("  cargo build --release --target wasm32-unknown-unknown   # builds {wasm}");
-    println!(
-        "  kubectl ck8s policy test .                              # the YAML suite, against the .wasm"
-    );
-    println!("  kubectl ck8s policy inspect {wasm}");
-    println!("  cp {wasm} <the webhook's --policies DIR>   # live without a restart");
-    Ok(Verdict::Pass)
+    summary.push_str(&format!(
+        "\nNext:
+  cd {dir}
+  cargo test                                              # native rule tests
+  cargo build --release --target wasm32-unknown-unknown   # builds {wasm}
+  kubectl ck8s policy test .                              # the YAML suite, against the .wasm
+  kubectl ck8s policy inspect {wasm}
+  cp {wasm} <the webhook's --policies DIR>   # live without a restart
+",
+        dir = dir.display()
+    ));
+    Ok(created(summary))
+}
+
+/// A scaffold's outcome: its summary of what was written and what to run next.
+fn created(summary: String) -> Outcome {
+    Outcome::text(Report::of("policy new", vec![]), summary)
 }
 
 /// The `--cel` scaffold: two files in DIR (default: ./NAME).
-fn run_cel(args: &NewArgs) -> Result<Verdict, Failure> {
+fn run_cel(args: &NewArgs) -> Result<Outcome, Failure> {
     let dir = args
         .path
         .clone()
@@ -112,31 +119,26 @@ fn run_cel(args: &NewArgs) -> Result<Verdict, Failure> {
             .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
     }
     let policy = dir.join(&files[0].0);
-    println!(
-        "Created ValidatingAdmissionPolicy {} in {}",
+    let mut summary = format!(
+        "Created ValidatingAdmissionPolicy {} in {}\n",
         args.name,
         dir.display()
     );
     for (rel, _) in &files {
-        println!("  {rel}");
+        summary.push_str(&format!("  {rel}\n"));
     }
-    println!();
-    println!("Next:");
-    println!("  kubectl ck8s policy test {}", dir.display());
-    println!(
-        "  kubectl ck8s policy check --no-builtin --policies {} -f MANIFESTS",
-        dir.display()
-    );
-    println!("  kubectl ck8s policy inspect {}", policy.display());
-    println!(
-        "  cp {} <the webhook's --policies DIR>   # in force at once",
-        policy.display()
-    );
-    println!(
-        "  kubectl apply -f {}                     # or as a native VAP",
-        policy.display()
-    );
-    Ok(Verdict::Pass)
+    summary.push_str(&format!(
+        "\nNext:
+  kubectl ck8s policy test {dir}
+  kubectl ck8s policy check --no-builtin --policies {dir} -f MANIFESTS
+  kubectl ck8s policy inspect {policy}
+  cp {policy} <the webhook's --policies DIR>   # in force at once
+  kubectl apply -f {policy}                     # or as a native VAP
+",
+        dir = dir.display(),
+        policy = policy.display()
+    ));
+    Ok(created(summary))
 }
 
 /// `(file, contents)` of the `--cel` scaffold: the policy first.

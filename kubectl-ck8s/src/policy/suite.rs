@@ -27,6 +27,7 @@
 use super::check::{effects, parts};
 use super::{load_ref, manifests, runtime};
 use crate::exit::{Failure, Verdict};
+use crate::report::Report;
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
     Decision, LoadedPolicy, Mode, OnError, PolicyConfig, PolicySet, PolicySources, Runtime,
@@ -136,7 +137,7 @@ struct Tally {
     errors: usize,
 }
 
-pub fn run(args: TestArgs) -> Result<Verdict, Failure> {
+pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
     let roots = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -166,8 +167,10 @@ pub fn run(args: TestArgs) -> Result<Verdict, Failure> {
 
     let runtime = runtime()?;
     let mut tally = Tally::default();
+    // The suites' and cases' lines, then the tally: what the command shows.
+    let mut transcript = String::new();
     for path in &suites {
-        if let Err(e) = run_suite(&runtime, path, &mut tally) {
+        if let Err(e) = run_suite(&runtime, path, &mut tally, &mut transcript) {
             eprintln!("error: {}: {}", path.display(), e.message);
             if let Some(help) = e.help {
                 eprintln!("help: {help}");
@@ -175,19 +178,26 @@ pub fn run(args: TestArgs) -> Result<Verdict, Failure> {
             tally.errors += 1;
         }
     }
-    println!();
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    transcript.push_str(&format!(
+        "\n{} passed, {} failed\n",
+        tally.passed, tally.failed
+    ));
     if tally.errors > 0 {
-        return Err(Failure::usage(format!(
-            "{} suite(s) or case(s) could not run",
-            tally.errors
-        )));
+        return Ok(crate::report::Outcome::Unfinished {
+            shown: transcript,
+            failure: Failure::usage(format!(
+                "{} suite(s) or case(s) could not run",
+                tally.errors
+            )),
+        });
     }
-    Ok(if tally.failed == 0 {
+    let verdict = if tally.failed == 0 {
         Verdict::Pass
     } else {
         Verdict::Fail
-    })
+    };
+    let report = Report::structured("policy test", verdict, &serde_json::Value::Null);
+    Ok(crate::report::Outcome::text(report, transcript))
 }
 
 /// A suite's `policy:` that names a file of ValidatingAdmissionPolicies.
@@ -215,7 +225,12 @@ fn find_suites(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     Ok(())
 }
 
-fn run_suite(runtime: &Runtime, path: &Path, tally: &mut Tally) -> Result<(), Failure> {
+fn run_suite(
+    runtime: &Runtime,
+    path: &Path,
+    tally: &mut Tally,
+    transcript: &mut String,
+) -> Result<(), Failure> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read: {e}")))?;
     let suite: Suite = serde_yaml::from_str(&text)
@@ -237,28 +252,27 @@ fn run_suite(runtime: &Runtime, path: &Path, tally: &mut Tally) -> Result<(), Fa
         let source = policy.source.to_string();
         (UnderTest::Wasm(policy), source)
     };
-    println!(
-        "running {} case{} from {} ({source})",
+    transcript.push_str(&format!(
+        "running {} case{} from {} ({source})\n",
         suite.cases.len(),
         if suite.cases.len() == 1 { "" } else { "s" },
         path.display(),
-    );
+    ));
     for case in &suite.cases {
         match run_case(&under, &suite, case, base) {
             Ok(problems) if problems.is_empty() => {
-                println!("case {} ... ok", case.name);
+                transcript.push_str(&format!("case {} ... ok\n", case.name));
                 tally.passed += 1;
             }
             Ok(problems) => {
-                println!("case {} ... FAILED", case.name);
+                transcript.push_str(&format!("case {} ... FAILED\n", case.name));
                 for line in problems {
-                    println!("    {line}");
+                    transcript.push_str(&format!("    {line}\n"));
                 }
                 tally.failed += 1;
             }
             Err(e) => {
-                println!("case {} ... ERROR", case.name);
-                println!("    {e}");
+                transcript.push_str(&format!("case {} ... ERROR\n    {e}\n", case.name));
                 tally.errors += 1;
             }
         }

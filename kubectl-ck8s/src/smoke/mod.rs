@@ -8,9 +8,10 @@ pub mod guard;
 pub mod probe;
 
 use crate::cluster::{Ctx, not_found_is_none, objects};
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report, selected};
+use crate::output::progress;
+use crate::report::{Check, Outcome, Report, selected};
 use checks::{Probes, State};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -32,7 +33,7 @@ pub struct SmokeArgs {
     pub probe_direct: Option<String>,
 }
 
-pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     for f in args.only.iter().chain(&args.skip) {
         if !checks::IDS
             .iter()
@@ -42,7 +43,7 @@ pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
                 .with_help(format!("check ids: {}", checks::IDS.join(", "))));
         }
     }
-    let progress = ctx.progress("smoke: fetching cluster state");
+    let progress = progress("smoke: fetching cluster state");
     let mut state = fetch(ctx).await?;
     progress.set("smoke: probing through port-forward");
     let wants_probe = |id| selected(id, &args.only, &args.skip);
@@ -69,7 +70,11 @@ pub async fn run(args: SmokeArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
         .into_iter()
         .filter(|c| selected(&c.id, &args.only, &args.skip))
         .collect();
-    Report::new("smoke", &ctx.namespace, checks).print(ctx.out.format, None)
+    Ok(Outcome::checks(Report::new(
+        "smoke",
+        &ctx.namespace,
+        checks,
+    )))
 }
 
 /// All the objects smoke looks at, fetched concurrently.
