@@ -86,7 +86,9 @@ where
 {
     match cmd {
         PolicyCommand::Check(args) => check::run(args, out),
-        PolicyCommand::Audit(args) => audit::run(args, &connect().await?).await,
+        PolicyCommand::Audit(args) => audit::run(args, &connect().await?, out.format)
+            .await?
+            .render(out.format),
         PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::New(args) => scaffold::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args, out),

@@ -29,6 +29,7 @@ use super::{PolicySelection, policy_set};
 use crate::cluster::Ctx;
 use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
+use crate::report::{Outcome, TableView};
 use ck8s_policy_runtime::{ClusterReads, ConfigSource};
 use discovery::{judged_resources, qualified};
 use futures::{StreamExt, TryStreamExt};
@@ -124,7 +125,8 @@ pub struct Report {
     pub violations: Vec<Violation>,
 }
 
-pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
+/// `format`: the PolicyReports are built only for `--apply` or `-o policyreport`.
+pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Outcome, Failure> {
     let (set, config_origin, scope, reads) = if args.cluster_vaps {
         let (set, reads) = cluster_vaps(ctx).await?;
         let scope = WebhookScope {
@@ -161,7 +163,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     let resources = judged_resources(ctx, &set, &scope, ctx.request_timeout, &mut notes).await?;
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
     let unaudited = notes.len() - before;
-    let progress = Bar::new(resources.len(), ctx.out.progress);
+    let progress = Bar::new(resources.len());
     let timestamp = chrono::Utc::now();
     let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
         futures::stream::iter(resources.iter())
@@ -218,7 +220,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     } else {
         Verdict::Fail
     };
-    let reports = if args.apply || ctx.out.format == OutputFormat::Policyreport {
+    let reports = if args.apply || format == OutputFormat::Policyreport {
         policy_reports(&report, &passes, timestamp)
     } else {
         Vec::new()
@@ -226,33 +228,32 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     if args.apply {
         apply_reports(ctx, &reports).await?;
     }
-    match ctx.out.format {
-        OutputFormat::Policyreport => {
-            for r in &reports {
-                let text = serde_yaml::to_string(r)
-                    .map_err(|e| Failure::internal(format!("cannot print the report: {e}")))?;
-                print!("---\n{text}");
-            }
-            Ok(verdict)
-        }
-        OutputFormat::Table => {
-            table::print_table(&report, args.apply.then_some(reports.len()));
-            Ok(verdict)
-        }
+    let documents = match format {
+        OutputFormat::Policyreport => Some(
+            reports
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()
+                .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?,
+        ),
+        _ => None,
+    };
+    Ok(Outcome::Report {
+        table: TableView::Text(table::text(&report, args.apply.then_some(reports.len()))),
         // The one report shape: the summary and the violations are its details.
-        format => {
-            crate::report::Report::structured("policy audit", verdict, &report).print(format, None)
-        }
-    }
+        report: crate::report::Report::structured("policy audit", verdict, &report),
+        policy_reports: documents,
+    })
 }
 
-/// A progress bar over the kinds, on a terminal only (`Output::progress`); a count, where
+/// A progress bar over the kinds, on a terminal only (as `output::progress`); a count, where
 /// the other flows' spinner would not say how far the audit is.
 struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    fn new(kinds: usize, terminal: bool) -> Self {
-        if !terminal {
+    fn new(kinds: usize) -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
             return Bar(None);
         }
         let bar = indicatif::ProgressBar::new(kinds as u64);

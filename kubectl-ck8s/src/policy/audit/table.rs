@@ -3,7 +3,9 @@
 use super::Report;
 use super::reports::REPORT_NAME;
 
-pub(super) fn print_table(report: &Report, applied: Option<usize>) {
+/// The violations as a table, then the summary; `applied`: how many reports `--apply` wrote.
+pub(super) fn text(report: &Report, applied: Option<usize>) -> String {
+    let mut lines = Vec::new();
     if !report.violations.is_empty() {
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::NOTHING);
@@ -25,11 +27,11 @@ pub(super) fn print_table(report: &Report, applied: Option<usize>) {
             };
             table.add_row([v.kind.clone(), object, policy, field, v.fix.clone()]);
         }
-        println!("{table}");
+        lines.push(table.to_string());
     }
     let s = &report.summary;
     let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
-    println!(
+    lines.push(format!(
         "{} on {} ({} judged in {}; policies: {}; config: {})",
         plural(s.violations, "violation"),
         plural(s.violating_objects, "object"),
@@ -37,23 +39,26 @@ pub(super) fn print_table(report: &Report, applied: Option<usize>) {
         plural(s.resources.len(), "kind"),
         s.policies.join(", "),
         s.config,
-    );
+    ));
     if !s.exempt_namespaces.is_empty() {
-        println!(
+        lines.push(format!(
             "exempt by the webhook's namespaceSelector: {}",
             s.exempt_namespaces.join(", ")
-        );
+        ));
     }
     for n in &s.notes {
-        println!("note: {n}");
+        lines.push(format!("note: {n}"));
     }
     if s.violations == 0 && s.notes.iter().any(|n| n.contains("are not audited")) {
-        println!("not clean: kinds of an API group that could not be discovered were not read");
-    }
-    if let Some(n) = applied {
-        println!(
-            "applied {} (wgpolicyk8s.io/v1alpha2, {REPORT_NAME})",
-            plural(n, "policy report")
+        lines.push(
+            "not clean: kinds of an API group that could not be discovered were not read".into(),
         );
     }
+    if let Some(n) = applied {
+        lines.push(format!(
+            "applied {} (wgpolicyk8s.io/v1alpha2, {REPORT_NAME})",
+            plural(n, "policy report")
+        ));
+    }
+    lines.join("\n") + "\n"
 }
