@@ -171,7 +171,7 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
         Command::Labels(args) => printed(crate::labels::run(args, &g.connect().await?).await),
         Command::Gc(cmd) => printed(crate::gc::run(cmd, &g.connect().await?).await),
         Command::Diagnose(cmd) => printed(crate::diagnose::run(cmd, &g.connect().await?).await),
-        Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
+        Command::Mitigate(cmd) => crate::mitigate::run(cmd, &g.connect().await?).await,
         Command::Admission(cmd) => {
             printed(crate::admission::run(cmd, &g.connect_cluster().await?).await)
         }
