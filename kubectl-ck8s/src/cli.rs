@@ -1,8 +1,8 @@
 //! Flags, defined once with their help text, and the dispatch to each flow.
 
 use crate::exit::{Failure, Verdict};
-use crate::output::{Output, OutputFormat};
-use crate::report::Outcome;
+use crate::output::OutputFormat;
+use crate::report::{Outcome, Report};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -106,7 +106,6 @@ impl GlobalArgs {
             &self.connect_options(),
             &self.namespace,
             self.domain.clone(),
-            Output::new(self.output),
         )
         .await
     }
@@ -161,9 +160,6 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
             OutputFormat::names()[g.output as usize]
         )));
     }
-    // `mitigate` (and `policy audit`, wrapped in `policy::run`) still print for themselves, as
-    // does the `__complete` protocol: `Outcome::Printed`.
-    let printed = |verdict: Result<Verdict, Failure>| verdict.map(Outcome::Printed);
     match cli.command {
         Command::Smoke(args) => crate::smoke::run(args, &g.connect().await?).await,
         Command::Ports(args) => crate::ports::run(args, g.domain.clone()).await,
@@ -171,13 +167,13 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
         Command::Labels(args) => crate::labels::run(args, &g.connect().await?).await,
         Command::Gc(cmd) => crate::gc::run(cmd, &g.connect().await?).await,
         Command::Diagnose(cmd) => crate::diagnose::run(cmd, &g.connect().await?).await,
-        Command::Mitigate(cmd) => printed(crate::mitigate::run(cmd, &g.connect().await?).await),
+        Command::Mitigate(cmd) => crate::mitigate::run(cmd, &g.connect().await?).await,
         Command::Admission(cmd) => crate::admission::run(cmd, &g.connect_cluster().await?).await,
         Command::Completion { shell } => Ok(crate::completion::generate(shell)),
         Command::Complete { args } => {
-            crate::completion::cobra(&args).await;
-            printed(Ok(Verdict::Pass))
+            let answer = crate::completion::cobra(&args).await;
+            Ok(Outcome::text(Report::of("__complete", vec![]), answer))
         }
-        Command::Policy(cmd) => crate::policy::run(cmd, || g.connect_cluster()).await,
+        Command::Policy(cmd) => crate::policy::run(cmd, g.output, || g.connect_cluster()).await,
     }
 }

@@ -211,14 +211,8 @@ async fn namespaces(args: &[String]) -> Vec<String> {
         context: typed(args, "context"),
         request_timeout: NAMESPACE_TIMEOUT,
     };
-    let out = crate::output::Output {
-        format: crate::output::OutputFormat::Table,
-        progress: false,
-    };
     let work = async {
-        let ctx = crate::cluster::connect(&opts, "default", None, out)
-            .await
-            .ok()?;
+        let ctx = crate::cluster::connect(&opts, "default", None).await.ok()?;
         let list = ctx
             .all::<k8s_openapi::api::core::v1::Namespace>()
             .list_metadata(&Default::default())
@@ -309,13 +303,16 @@ pub async fn answer(args: &[String]) -> (Vec<String>, u32) {
     )
 }
 
-/// Prints the cobra answer.
-pub async fn cobra(args: &[String]) {
+/// The cobra answer: one candidate per line, then `:<directive>`.
+pub async fn cobra(args: &[String]) -> String {
     let (candidates, directive) = answer(args).await;
+    let mut text = String::new();
     for c in candidates {
-        println!("{c}");
+        text.push_str(&c);
+        text.push('\n');
     }
-    println!(":{directive}");
+    text.push_str(&format!(":{directive}\n"));
+    text
 }
 
 #[cfg(test)]

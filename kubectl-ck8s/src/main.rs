@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     match cli {
         Some(cli) => exit::finish(runtime.block_on(cli::run(cli))),
         None => {
-            runtime.block_on(completion::cobra(&argv[2..]));
+            print!("{}", runtime.block_on(completion::cobra(&argv[2..])));
             ExitCode::SUCCESS
         }
     }

@@ -13,16 +13,19 @@
 use crate::cluster::objects::{self, pod_started};
 use crate::cluster::wait::{self, Waited, Watched};
 use crate::cluster::{Ctx, not_found_is_none};
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::names::*;
-use crate::report::{Check, Report};
+use crate::output::{Progress, progress};
+use crate::report::{Check, Outcome, Report};
 use crate::rollout::{Rollout, rollout_status};
 use chrono::{DateTime, SubsecRound, Utc};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::watcher;
 use serde::Serialize;
+use serde_json::json;
 use std::time::Duration;
 
 /// The annotation `kubectl rollout restart` sets on the pod template.
@@ -291,17 +294,420 @@ fn rfc(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// How the control plane reads `codex-k8s-runtime`, when it reads it from one store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wiring {
+    pub store: Store,
+    /// The pods take the value only at start: the change needs a restart.
+    pub at_start_only: bool,
+    /// Every reference, as the `mitigate.wiring` check states them.
+    pub how: String,
+}
+
+/// The one store `refs` read, or the failed `mitigate.wiring` check saying why a patch would
+/// change nothing or the wrong thing: pure.
+pub fn wiring(refs: &[Reference], key: &str, ns: &str) -> Result<Wiring, Check> {
+    let mut stores: Vec<Store> = refs.iter().map(|r| r.store).collect();
+    stores.dedup();
+    let remedy = format!("kubectl -n {ns} get deploy/{CONTROL_PLANE} -o yaml");
+    match stores.as_slice() {
+        [] => Err(Check::fail("mitigate.wiring", format!("deployment {CONTROL_PLANE} reads {RUNTIME_CONFIG} neither as a ConfigMap nor as a Secret (no envFrom, no valueFrom of {key}, no volume): patching it would change nothing")).remedy(format!("{remedy}: find where the control plane takes {key} from and set it there"))),
+        [store] => Ok(Wiring {
+            store: *store,
+            at_start_only: refs.iter().any(|r| r.via.at_start_only()),
+            how: refs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("; "),
+        }),
+        _ => Err(Check::fail("mitigate.wiring", format!("deployment {CONTROL_PLANE} reads {RUNTIME_CONFIG} both as a ConfigMap and as a Secret: which one wins is not clear; nothing changed")).remedy(remedy)),
+    }
+}
+
+/// What the mitigation is planned from: read from the cluster, then judged by [`plan`].
+#[derive(Debug, Clone)]
+pub struct State {
+    pub key: String,
+    pub value: String,
+    pub dry_run: DryRun,
+    pub wiring: Wiring,
+    /// The ConfigMap's value of the key before the patch (`Some(None)`: unset); `None` for a
+    /// Secret, whose values are never read.
+    pub before: Option<Option<String>>,
+    /// The time the restart stamps on the pod template.
+    pub restart_at: DateTime<Utc>,
+}
+
+impl State {
+    fn object(&self) -> String {
+        format!("{}/{RUNTIME_CONFIG}", self.wiring.store.prefix())
+    }
+
+    /// The change, as the checks state it.
+    fn change(&self) -> String {
+        let (object, key, value) = (self.object(), &self.key, &self.value);
+        match &self.before {
+            Some(Some(old)) => format!("{object} {key}: {old:?} -> {value:?}"),
+            Some(None) => format!("{object} {key}: unset -> {value:?}"),
+            None => format!("{object} {key} set (a Secret's old value is not read)"),
+        }
+    }
+}
+
+/// A write the mitigation makes; every one is sent first as a server-side dry run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The merge patch of the runtime config's key.
+    Config,
+    /// The control plane's restart, as `kubectl rollout restart` does it.
+    Restart,
+}
+
+/// One step of a plan; carried out, each gives one check of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A check the plan decides alone: the wiring, what a dry run would do, what is not needed.
+    Decided(Check),
+    /// Makes the change.
+    Send(Change),
+    /// Waits, by watch, until the restart is rolled out.
+    AwaitRollout,
+    /// Waits until every running control-plane pod started after the patch.
+    VerifyPods,
+}
+
+/// What the mitigation will do: the server-side dry runs, all passed before anything is
+/// changed, then the steps in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub preflight: Vec<Change>,
+    pub steps: Vec<Step>,
+}
+
+/// The plan for `state`: pure.
+pub fn plan(state: &State) -> Plan {
+    use Step::{AwaitRollout, Decided, Send, VerifyPods};
+    let restart = state.wiring.at_start_only;
+    let (key, object, change) = (&state.key, state.object(), state.change());
+    let in_place = "mounted as files: the kubelet refreshes them in place";
+    let steps = match (state.dry_run, restart) {
+        (DryRun::None, true) => vec![
+            Send(Change::Config),
+            Send(Change::Restart),
+            AwaitRollout,
+            VerifyPods,
+        ],
+        (DryRun::None, false) => vec![
+            Send(Change::Config),
+            Decided(Check::skip(
+                "mitigate.restart",
+                format!("{object} is {in_place} (within about a minute), no restart needed"),
+            )),
+            Decided(Check::skip("mitigate.rollout", "no restart")),
+            Decided(Check::skip(
+                "mitigate.verify",
+                "no restart: the files change in place",
+            )),
+        ],
+        (dry_run, _) => {
+            let (flag, patched, restarted) = if dry_run == DryRun::Client {
+                let patch = config_patch(state.wiring.store, key, &state.value);
+                let restart = restart_patch(state.restart_at);
+                (
+                    "--dry-run=client",
+                    format!("would merge-patch {object} with {patch} ({change})"),
+                    format!(
+                        "would patch deployment/{CONTROL_PLANE} with {restart} (the pods read {key} only at start)"
+                    ),
+                )
+            } else {
+                (
+                    "--dry-run=server",
+                    format!("the API server accepts {change}; nothing persisted"),
+                    format!(
+                        "the API server accepts the restart of deployment/{CONTROL_PLANE}; nothing persisted"
+                    ),
+                )
+            };
+            vec![
+                Decided(Check::pass("mitigate.patch", format!("{flag}: {patched}"))),
+                Decided(if restart {
+                    Check::pass("mitigate.restart", format!("{flag}: {restarted}"))
+                } else {
+                    Check::skip("mitigate.restart", format!("{in_place}, no restart needed"))
+                }),
+                Decided(Check::skip(
+                    "mitigate.rollout",
+                    format!("{flag}: nothing changed"),
+                )),
+                Decided(Check::skip(
+                    "mitigate.verify",
+                    format!("{flag}: nothing changed"),
+                )),
+            ]
+        }
+    };
+    let preflight = match (state.dry_run, restart) {
+        // A client dry run sends nothing that writes.
+        (DryRun::Client, _) => vec![],
+        (_, true) => vec![Change::Config, Change::Restart],
+        (_, false) => vec![Change::Config],
+    };
+    let wiring = Decided(Check::pass("mitigate.wiring", &state.wiring.how));
+    Plan {
+        preflight,
+        steps: std::iter::once(wiring).chain(steps).collect(),
+    }
+}
+
+/// Carries out a plan: what each step learned, for the steps after it and the report.
+struct Mitigation<'a> {
+    ctx: &'a Ctx,
+    state: &'a State,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    progress: Progress,
+    details: serde_json::Value,
+    /// When the config was patched (set by sending it).
+    patched_at: DateTime<Utc>,
+    /// The Deployment's generation the restart stored.
+    generation: i64,
+    selector: Option<LabelSelector>,
+    /// Why the rollout left the new value unconfirmed: the verification's failure.
+    unconfirmed: Option<String>,
+}
+
+impl Mitigation<'_> {
+    /// Sends one change (a dry run with `PatchParams::dry_run`); a restart answers with the
+    /// Deployment as stored.
+    async fn send(
+        &self,
+        change: Change,
+        params: &PatchParams,
+    ) -> Result<Option<Deployment>, Failure> {
+        let (ctx, state) = (self.ctx, self.state);
+        let here = Some(ctx.namespace.as_str());
+        let store = state.wiring.store;
+        match change {
+            Change::Config => {
+                let patch = config_patch(store, &state.key, &state.value);
+                let patch = Patch::Merge(&patch);
+                let sent = match store {
+                    Store::ConfigMap => ctx
+                        .ns::<ConfigMap>()
+                        .patch(RUNTIME_CONFIG, params, &patch)
+                        .await
+                        .map(drop),
+                    Store::Secret => ctx
+                        .ns::<Secret>()
+                        .patch(RUNTIME_CONFIG, params, &patch)
+                        .await
+                        .map(drop),
+                };
+                sent.map(|()| None)
+                    .map_err(|e| ctx.err("patch", store.resource(), here, e))
+            }
+            Change::Restart => ctx
+                .ns::<Deployment>()
+                .patch(
+                    CONTROL_PLANE,
+                    params,
+                    &Patch::Strategic(restart_patch(state.restart_at)),
+                )
+                .await
+                .map(Some)
+                .map_err(|e| ctx.err("patch", "deployments.apps", here, e)),
+        }
+    }
+
+    fn remedy(&self) -> String {
+        let ns = &self.ctx.namespace;
+        format!(
+            "kubectl -n {ns} rollout status deploy/{CONTROL_PLANE} --timeout=180s; kubectl -n {ns} get pods -l <selector> -o wide; then retry the ai-slot task and run kubectl ck8s diagnose build --verify"
+        )
+    }
+
+    fn left(&self) -> Duration {
+        self.deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+
+    async fn apply(&mut self, step: Step) -> Result<Check, Failure> {
+        match step {
+            Step::Decided(check) => Ok(check),
+            Step::Send(Change::Config) => {
+                self.send(Change::Config, &PatchParams::default()).await?;
+                self.patched_at = Utc::now();
+                self.details["patchedAt"] = json!(rfc(self.patched_at));
+                Ok(Check::pass(
+                    "mitigate.patch",
+                    format!(
+                        "{} (server dry-run passed, then applied at {})",
+                        self.state.change(),
+                        rfc(self.patched_at)
+                    ),
+                ))
+            }
+            Step::Send(Change::Restart) => {
+                let restarted = self
+                    .send(Change::Restart, &PatchParams::default())
+                    .await?
+                    .unwrap_or_default();
+                self.generation = restarted.metadata.generation.unwrap_or(0);
+                let at = rfc(self.state.restart_at);
+                self.details["restartedAt"] = json!(at);
+                self.details["generation"] = json!(self.generation);
+                // The rollout and its verification share --timeout from the restart on.
+                self.deadline = tokio::time::Instant::now() + self.timeout;
+                Ok(Check::pass(
+                    "mitigate.restart",
+                    format!(
+                        "deployment/{CONTROL_PLANE} restarted as kubectl rollout restart does ({RESTARTED_AT}={at}, generation {}): the pods read {} only at start",
+                        self.generation, self.state.key
+                    ),
+                ))
+            }
+            Step::AwaitRollout => self.await_rollout().await,
+            Step::VerifyPods => self.verify_pods().await,
+        }
+    }
+
+    async fn await_rollout(&mut self) -> Result<Check, Failure> {
+        let ctx = self.ctx;
+        self.progress.set(&format!(
+            "mitigate: waiting for the {CONTROL_PLANE} rollout"
+        ));
+        let watched = Watched {
+            server: &ctx.server,
+            resource: "deployments.apps",
+            namespace: &ctx.namespace,
+        };
+        let generation = self.generation;
+        let rollout = wait::until(
+            ctx.ns::<Deployment>(),
+            wait::named(CONTROL_PLANE),
+            &watched,
+            self.left(),
+            &self.progress,
+            |ds: &[std::sync::Arc<Deployment>]| {
+                let Some(d) = ds.first() else {
+                    return Err(format!("deployment {CONTROL_PLANE} is gone"));
+                };
+                if d.metadata.generation.unwrap_or(0) < generation {
+                    return Err("waiting for the restart to be stored".into());
+                }
+                match rollout_status(d) {
+                    Rollout::Waiting(m) => Err(m),
+                    done => Ok((done, d.spec.as_ref().map(|s| s.selector.clone()))),
+                }
+            },
+        )
+        .await?;
+        let timeout = humantime::format_duration(self.timeout);
+        let failed = match rollout {
+            Waited::Done((Rollout::Complete(m), selector)) => {
+                self.details["rollout"] = json!(m);
+                self.selector = selector;
+                return Ok(Check::pass(
+                    "mitigate.rollout",
+                    format!("{CONTROL_PLANE}: {m}"),
+                ));
+            }
+            Waited::Done((Rollout::Failed(m) | Rollout::Waiting(m), _)) => {
+                self.details["rollout"] = json!(m);
+                self.unconfirmed =
+                    Some("the rollout failed: the new value is not confirmed".into());
+                format!("{CONTROL_PLANE}: {m}")
+            }
+            Waited::TimedOut { last } => {
+                self.details["rollout"] = json!(last);
+                self.unconfirmed = Some(format!("not verified within --timeout {timeout}"));
+                format!("{CONTROL_PLANE} not rolled out within --timeout {timeout}: {last}")
+            }
+        };
+        Ok(Check::fail("mitigate.rollout", failed).remedy(self.remedy()))
+    }
+
+    /// Every running pod must have started after the patch: only those read the new value.
+    async fn verify_pods(&mut self) -> Result<Check, Failure> {
+        if let Some(why) = self.unconfirmed.take() {
+            return Ok(Check::fail("mitigate.verify", why).remedy(self.remedy()));
+        }
+        let ctx = self.ctx;
+        self.progress
+            .set("mitigate: verifying the control-plane pods started after the patch");
+        let labels = self
+            .selector
+            .as_ref()
+            .map(objects::selector)
+            .transpose()
+            .map_err(|e| {
+                Failure::usage(format!(
+                    "deployment {CONTROL_PLANE} has an invalid selector: {e}"
+                ))
+            })?
+            .filter(|s| !s.selects_all())
+            .ok_or_else(|| {
+                Failure::usage(format!("deployment {CONTROL_PLANE} has an empty selector"))
+            })?;
+        let watched = Watched {
+            server: &ctx.server,
+            resource: "pods",
+            namespace: &ctx.namespace,
+        };
+        let (patched_at, mut seen) = (self.patched_at, Vec::new());
+        let verified = wait::until(
+            ctx.ns::<Pod>(),
+            watcher::Config::default().labels(&labels.to_string()),
+            &watched,
+            self.left(),
+            &self.progress,
+            |pods: &[std::sync::Arc<Pod>]| {
+                verify_pods(pods.iter().map(|p| p.as_ref()), patched_at).map_err(|(why, starts)| {
+                    seen = starts;
+                    why
+                })
+            },
+        )
+        .await?;
+        match verified {
+            Waited::Done(starts) => {
+                let list: Vec<String> = starts
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.started.map(rfc).unwrap_or_default()))
+                    .collect();
+                self.details["pods"] = json!(starts);
+                Ok(Check::pass(
+                    "mitigate.verify",
+                    format!(
+                        "all {} running {CONTROL_PLANE} pods started after the patch at {}: {}",
+                        starts.len(),
+                        rfc(patched_at),
+                        list.join(", ")
+                    ),
+                ))
+            }
+            Waited::TimedOut { last } => {
+                self.details["pods"] = json!(seen);
+                let timeout = humantime::format_duration(self.timeout);
+                Ok(Check::fail(
+                    "mitigate.verify",
+                    format!("not verified within --timeout {timeout}: {last}"),
+                )
+                .remedy(self.remedy()))
+            }
+        }
+    }
+}
+
+/// Reads the state, plans, then carries out the plan step by step.
 async fn patch_and_verify(
     ctx: &Ctx,
     key: &str,
     value: &str,
     args: &MitigateArgs,
-) -> Result<Verdict, Failure> {
-    let ns = ctx.namespace.clone();
+) -> Result<Outcome, Failure> {
+    let ns = &ctx.namespace;
     let here = Some(ns.as_str());
-    let progress = ctx.progress(&format!("mitigate: {key}={value}"));
-    let deploys = ctx.ns::<Deployment>();
-    let deployment = not_found_is_none(deploys.get(CONTROL_PLANE).await)
+    let progress = progress(&format!("mitigate: {key}={value}"));
+    let deployment = not_found_is_none(ctx.ns::<Deployment>().get(CONTROL_PLANE).await)
         .map_err(|e| ctx.err("get", "deployments.apps", here, e))?
         .ok_or_else(|| {
             Failure::not_found(format!(
@@ -310,325 +716,60 @@ async fn patch_and_verify(
             .with_help("check -n/--namespace (the production namespace)")
         })?;
     let refs = references(&deployment, key);
-    let mut checks = Vec::new();
-    let mut details = serde_json::json!({
-        "key": key, "value": value, "dryRun": args.dry_run, "references": refs,
-    });
-    let report = |checks: Vec<Check>, details: serde_json::Value| {
-        Report::new("mitigate", &ns, checks)
-            .with_details(details)
-            .print(ctx.out.format, None)
+    let mut details =
+        json!({"key": key, "value": value, "dryRun": args.dry_run, "references": refs});
+    let outcome = |checks, details| {
+        Outcome::checks(Report::new("mitigate", ns, checks).with_details(details))
     };
-    let stores: Vec<Store> = {
-        let mut s: Vec<Store> = refs.iter().map(|r| r.store).collect();
-        s.dedup();
-        s
+    let wiring = match wiring(&refs, key, ns) {
+        Ok(wiring) => wiring,
+        Err(refused) => return Ok(outcome(vec![refused], details)),
     };
-    let store = match stores.as_slice() {
-        [] => {
-            checks.push(Check::fail("mitigate.wiring", format!("deployment {CONTROL_PLANE} reads {RUNTIME_CONFIG} neither as a ConfigMap nor as a Secret (no envFrom, no valueFrom of {key}, no volume): patching it would change nothing")).remedy(format!("kubectl -n {ns} get deploy/{CONTROL_PLANE} -o yaml: find where the control plane takes {key} from and set it there")));
-            drop(progress);
-            return report(checks, details);
-        }
-        [store] => *store,
-        _ => {
-            checks.push(Check::fail("mitigate.wiring", format!("deployment {CONTROL_PLANE} reads {RUNTIME_CONFIG} both as a ConfigMap and as a Secret: which one wins is not clear; nothing changed")).remedy(format!("kubectl -n {ns} get deploy/{CONTROL_PLANE} -o yaml")));
-            drop(progress);
-            return report(checks, details);
-        }
-    };
-    let at_start_only = refs.iter().any(|r| r.via.at_start_only());
-    checks.push(Check::pass(
-        "mitigate.wiring",
-        refs.iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>()
-            .join("; "),
-    ));
-    details["store"] = serde_json::json!({"kind": store, "name": RUNTIME_CONFIG});
-    let object = format!("{}/{RUNTIME_CONFIG}", store.prefix());
+    details["store"] = json!({"kind": wiring.store, "name": RUNTIME_CONFIG});
     // The old value, for the report: only a ConfigMap's (a Secret's is never read).
-    let before = match store {
+    let before = match wiring.store {
         Store::ConfigMap => {
             let cm = not_found_is_none(ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await)
                 .map_err(|e| ctx.err("get", "configmaps", here, e))?
-                .ok_or_else(|| {
-                    Failure::not_found(format!(
-                        "{object} not found in namespace {ns}, though {CONTROL_PLANE} reads it"
-                    ))
-                })?;
-            Some(cm.data.and_then(|d| d.get(key).cloned()))
+                .ok_or_else(|| Failure::not_found(format!("configmap/{RUNTIME_CONFIG} not found in namespace {ns}, though {CONTROL_PLANE} reads it")))?;
+            let old = cm.data.and_then(|d| d.get(key).cloned());
+            details["before"] = json!(old);
+            Some(old)
         }
         Store::Secret => None,
     };
-    let change = match &before {
-        Some(Some(old)) => format!("{object} {key}: {old:?} -> {value:?}"),
-        Some(None) => format!("{object} {key}: unset -> {value:?}"),
-        None => format!("{object} {key} set (a Secret's old value is not read)"),
+    let state = State {
+        key: key.into(),
+        value: value.into(),
+        dry_run: args.dry_run,
+        wiring,
+        before,
+        restart_at: Utc::now(),
     };
-    if let Some(old) = &before {
-        details["before"] = serde_json::json!(old);
-    }
-    let patch = config_patch(store, key, value);
-    let restart_at = Utc::now();
-    let restart = restart_patch(restart_at);
-    if args.dry_run == DryRun::Client {
-        drop(progress);
-        checks.push(Check::pass(
-            "mitigate.patch",
-            format!("--dry-run=client: would merge-patch {object} with {patch} ({change})"),
-        ));
-        checks.push(if at_start_only {
-            Check::pass("mitigate.restart", format!("--dry-run=client: would patch deployment/{CONTROL_PLANE} with {restart} (the pods read {key} only at start)"))
-        } else {
-            Check::skip("mitigate.restart", "mounted as files: the kubelet refreshes them in place, no restart needed")
-        });
-        checks.push(Check::skip(
-            "mitigate.rollout",
-            "--dry-run=client: nothing changed",
-        ));
-        checks.push(Check::skip(
-            "mitigate.verify",
-            "--dry-run=client: nothing changed",
-        ));
-        return report(checks, details);
-    }
-    let dry = PatchParams::default().dry_run();
-    let send = |params: PatchParams, what: &'static str| {
-        let patch = &patch;
-        let restart = &restart;
-        async move {
-            match what {
-                "config" => match store {
-                    Store::ConfigMap => ctx
-                        .ns::<ConfigMap>()
-                        .patch(RUNTIME_CONFIG, &params, &Patch::Merge(patch))
-                        .await
-                        .map(|_| None),
-                    Store::Secret => ctx
-                        .ns::<Secret>()
-                        .patch(RUNTIME_CONFIG, &params, &Patch::Merge(patch))
-                        .await
-                        .map(|_| None),
-                }
-                .map_err(|e| ctx.err("patch", store.resource(), here, e)),
-                _ => ctx
-                    .ns::<Deployment>()
-                    .patch(CONTROL_PLANE, &params, &Patch::Strategic(restart))
-                    .await
-                    .map(Some)
-                    .map_err(|e| ctx.err("patch", "deployments.apps", here, e)),
-            }
-        }
+    let plan = plan(&state);
+    let mut run = Mitigation {
+        ctx,
+        state: &state,
+        timeout: args.timeout,
+        deadline: tokio::time::Instant::now(),
+        progress,
+        details,
+        patched_at: Utc::now(),
+        generation: 0,
+        selector: None,
+        unconfirmed: None,
     };
-    // Every change passes the server-side dry run before any is made.
-    send(dry.clone(), "config").await?;
-    if at_start_only {
-        send(dry.clone(), "restart").await?;
+    for change in plan.preflight {
+        run.send(change, &PatchParams::default().dry_run()).await?;
     }
-    if args.dry_run == DryRun::Server {
-        drop(progress);
-        checks.push(Check::pass(
-            "mitigate.patch",
-            format!("--dry-run=server: the API server accepts {change}; nothing persisted"),
-        ));
-        checks.push(if at_start_only {
-            Check::pass("mitigate.restart", format!("--dry-run=server: the API server accepts the restart of deployment/{CONTROL_PLANE}; nothing persisted"))
-        } else {
-            Check::skip("mitigate.restart", "mounted as files: the kubelet refreshes them in place, no restart needed")
-        });
-        checks.push(Check::skip(
-            "mitigate.rollout",
-            "--dry-run=server: nothing changed",
-        ));
-        checks.push(Check::skip(
-            "mitigate.verify",
-            "--dry-run=server: nothing changed",
-        ));
-        return report(checks, details);
+    let mut checks = Vec::new();
+    for step in plan.steps {
+        checks.push(run.apply(step).await?);
     }
-    send(PatchParams::default(), "config").await?;
-    let patched_at = Utc::now();
-    details["patchedAt"] = serde_json::json!(rfc(patched_at));
-    checks.push(Check::pass(
-        "mitigate.patch",
-        format!(
-            "{change} (server dry-run passed, then applied at {})",
-            rfc(patched_at)
-        ),
-    ));
-    if !at_start_only {
-        checks.push(Check::skip("mitigate.restart", format!("{object} is mounted as files: the kubelet refreshes them in place (within about a minute), no restart needed")));
-        checks.push(Check::skip("mitigate.rollout", "no restart"));
-        checks.push(Check::skip(
-            "mitigate.verify",
-            "no restart: the files change in place",
-        ));
-        drop(progress);
-        return report(checks, details);
-    }
-    let restarted = send(PatchParams::default(), "restart")
-        .await?
-        .unwrap_or_default();
-    let generation = restarted.metadata.generation.unwrap_or(0);
-    details["restartedAt"] = serde_json::json!(rfc(restart_at));
-    details["generation"] = serde_json::json!(generation);
-    checks.push(Check::pass(
-        "mitigate.restart",
-        format!("deployment/{CONTROL_PLANE} restarted as kubectl rollout restart does ({RESTARTED_AT}={}, generation {generation}): the pods read {key} only at start", rfc(restart_at)),
-    ));
-    let deadline = tokio::time::Instant::now() + args.timeout;
-    let left = || deadline.saturating_duration_since(tokio::time::Instant::now());
-    let remedy = format!(
-        "kubectl -n {ns} rollout status deploy/{CONTROL_PLANE} --timeout=180s; kubectl -n {ns} get pods -l <selector> -o wide; then retry the ai-slot task and run kubectl ck8s diagnose build --verify"
-    );
-    let timeout = humantime::format_duration(args.timeout).to_string();
-    // Wait for the rollout the restart started.
-    progress.set(&format!(
-        "mitigate: waiting for the {CONTROL_PLANE} rollout"
-    ));
-    let watched = Watched {
-        server: &ctx.server,
-        resource: "deployments.apps",
-        namespace: &ns,
-    };
-    let rollout = wait::until(
-        ctx.ns::<Deployment>(),
-        wait::named(CONTROL_PLANE),
-        &watched,
-        left(),
-        &progress,
-        |ds: &[std::sync::Arc<Deployment>]| {
-            let Some(d) = ds.first() else {
-                return Err(format!("deployment {CONTROL_PLANE} is gone"));
-            };
-            if d.metadata.generation.unwrap_or(0) < generation {
-                return Err("waiting for the restart to be stored".into());
-            }
-            match rollout_status(d) {
-                Rollout::Waiting(m) => Err(m),
-                done => Ok((done, d.spec.as_ref().map(|s| s.selector.clone()))),
-            }
-        },
-    )
-    .await?;
-    let selector = match rollout {
-        Waited::Done((Rollout::Complete(m), selector)) => {
-            details["rollout"] = serde_json::json!(m);
-            checks.push(Check::pass(
-                "mitigate.rollout",
-                format!("{CONTROL_PLANE}: {m}"),
-            ));
-            selector
-        }
-        Waited::Done((Rollout::Failed(m) | Rollout::Waiting(m), _)) => {
-            details["rollout"] = serde_json::json!(m);
-            checks.push(
-                Check::fail("mitigate.rollout", format!("{CONTROL_PLANE}: {m}"))
-                    .remedy(remedy.clone()),
-            );
-            checks.push(
-                Check::fail(
-                    "mitigate.verify",
-                    "the rollout failed: the new value is not confirmed",
-                )
-                .remedy(remedy),
-            );
-            drop(progress);
-            return report(checks, details);
-        }
-        Waited::TimedOut { last } => {
-            details["rollout"] = serde_json::json!(last);
-            checks.push(
-                Check::fail(
-                    "mitigate.rollout",
-                    format!("{CONTROL_PLANE} not rolled out within --timeout {timeout}: {last}"),
-                )
-                .remedy(remedy.clone()),
-            );
-            checks.push(
-                Check::fail(
-                    "mitigate.verify",
-                    format!("not verified within --timeout {timeout}"),
-                )
-                .remedy(remedy),
-            );
-            drop(progress);
-            return report(checks, details);
-        }
-    };
-    // Every running pod must have started after the patch: only those read the new value.
-    progress.set("mitigate: verifying the control-plane pods started after the patch");
-    let labels = selector
-        .as_ref()
-        .map(objects::selector)
-        .transpose()
-        .map_err(|e| {
-            Failure::usage(format!(
-                "deployment {CONTROL_PLANE} has an invalid selector: {e}"
-            ))
-        })?
-        .filter(|s| !s.selects_all())
-        .ok_or_else(|| {
-            Failure::usage(format!("deployment {CONTROL_PLANE} has an empty selector"))
-        })?;
-    let watched = Watched {
-        server: &ctx.server,
-        resource: "pods",
-        namespace: &ns,
-    };
-    let mut seen = Vec::new();
-    let verified = wait::until(
-        ctx.ns::<Pod>(),
-        watcher::Config::default().labels(&labels.to_string()),
-        &watched,
-        left(),
-        &progress,
-        |pods: &[std::sync::Arc<Pod>]| match verify_pods(
-            pods.iter().map(|p| p.as_ref()),
-            patched_at,
-        ) {
-            Ok(starts) => Ok(starts),
-            Err((why, starts)) => {
-                seen = starts;
-                Err(why)
-            }
-        },
-    )
-    .await?;
-    drop(progress);
-    match verified {
-        Waited::Done(starts) => {
-            let list: Vec<String> = starts
-                .iter()
-                .map(|s| format!("{} ({})", s.name, s.started.map(rfc).unwrap_or_default()))
-                .collect();
-            checks.push(Check::pass(
-                "mitigate.verify",
-                format!(
-                    "all {} running {CONTROL_PLANE} pods started after the patch at {}: {}",
-                    starts.len(),
-                    rfc(patched_at),
-                    list.join(", ")
-                ),
-            ));
-            details["pods"] = serde_json::json!(starts);
-        }
-        Waited::TimedOut { last } => {
-            checks.push(
-                Check::fail(
-                    "mitigate.verify",
-                    format!("not verified within --timeout {timeout}: {last}"),
-                )
-                .remedy(remedy),
-            );
-            details["pods"] = serde_json::json!(seen);
-        }
-    }
-    report(checks, details)
+    Ok(outcome(checks, run.details))
 }
 
-pub async fn run(cmd: MitigateCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
+pub async fn run(cmd: MitigateCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     match cmd {
         MitigateCommand::KanikoCache(args) => {
             patch_and_verify(ctx, KANIKO_CACHE, "false", &args).await
@@ -651,7 +792,7 @@ pub async fn run(cmd: MitigateCommand, ctx: &Ctx) -> Result<Verdict, Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::report::Status;
 
     fn deployment(pod_spec: serde_json::Value) -> Deployment {
         serde_json::from_value(json!({"metadata": {"name": CONTROL_PLANE},
@@ -780,5 +921,162 @@ mod tests {
             "{why}"
         );
         assert!(verify_pods([&pending], patched).is_err());
+    }
+
+    /// The state read from a control plane whose pod spec is `spec`, before = `"true"`.
+    fn state(spec: serde_json::Value, dry_run: DryRun) -> Result<State, Check> {
+        let refs = references(&deployment(spec), KANIKO_CACHE);
+        let wiring = wiring(&refs, KANIKO_CACHE, "prod")?;
+        let before = (wiring.store == Store::ConfigMap).then(|| Some("true".to_string()));
+        Ok(State {
+            key: KANIKO_CACHE.into(),
+            value: "false".into(),
+            dry_run,
+            wiring,
+            before,
+            restart_at: DateTime::parse_from_rfc3339("2026-02-26T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        })
+    }
+
+    /// A plan as one line per step: a decided check's id and status, or the action.
+    fn steps(plan: &Plan) -> Vec<String> {
+        plan.steps
+            .iter()
+            .map(|step| match step {
+                Step::Decided(c) => format!("{} {}", c.id, c.status.as_str()),
+                Step::Send(change) => format!("send {change:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_plan_follows_the_wiring_and_the_dry_run() {
+        let env = json!({"containers": [{"name": "cp", "envFrom": [{"configMapRef": {"name": RUNTIME_CONFIG}}]}]});
+        let secret = json!({"containers": [{"name": "cp", "envFrom": [{"secretRef": {"name": RUNTIME_CONFIG}}]}]});
+        let files = json!({"volumes": [{"name": "cfg", "configMap": {"name": RUNTIME_CONFIG}}],
+            "containers": [{"name": "cp", "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}]}]});
+        let (both, config) = (vec![Change::Config, Change::Restart], vec![Change::Config]);
+        let wired = "mitigate.wiring pass";
+        let dry = [wired, "mitigate.patch pass", "mitigate.restart pass"];
+        let nothing = ["mitigate.rollout skip", "mitigate.verify skip"];
+        for (name, spec, dry_run, preflight, want) in [
+            (
+                "envFrom: patch, restart, wait, verify",
+                &env,
+                DryRun::None,
+                &both,
+                vec![
+                    wired,
+                    "send Config",
+                    "send Restart",
+                    "AwaitRollout",
+                    "VerifyPods",
+                ],
+            ),
+            (
+                "a Secret: the same",
+                &secret,
+                DryRun::None,
+                &both,
+                vec![
+                    wired,
+                    "send Config",
+                    "send Restart",
+                    "AwaitRollout",
+                    "VerifyPods",
+                ],
+            ),
+            (
+                "files refreshed in place: no restart",
+                &files,
+                DryRun::None,
+                &config,
+                vec![
+                    wired,
+                    "send Config",
+                    "mitigate.restart skip",
+                    nothing[0],
+                    nothing[1],
+                ],
+            ),
+            (
+                "--dry-run=server: every change dry-run, none made",
+                &env,
+                DryRun::Server,
+                &both,
+                [&dry[..], &nothing].concat(),
+            ),
+            (
+                "--dry-run=server of files: no restart to dry-run",
+                &files,
+                DryRun::Server,
+                &config,
+                [&dry[..2], &["mitigate.restart skip"], &nothing].concat(),
+            ),
+            (
+                "--dry-run=client: nothing sent",
+                &env,
+                DryRun::Client,
+                &vec![],
+                [&dry[..], &nothing].concat(),
+            ),
+        ] {
+            let plan = plan(&state(spec.clone(), dry_run).unwrap());
+            assert_eq!(&plan.preflight, preflight, "{name}");
+            assert_eq!(steps(&plan), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn dry_run_checks_say_what_would_change() {
+        let env = json!({"containers": [{"name": "cp", "envFrom": [{"configMapRef": {"name": RUNTIME_CONFIG}}]}]});
+        let secret = json!({"containers": [{"name": "cp", "envFrom": [{"secretRef": {"name": RUNTIME_CONFIG}}]}]});
+        let detail = |spec: &serde_json::Value, dry_run, id: &str| -> String {
+            let plan = plan(&state(spec.clone(), dry_run).unwrap());
+            plan.steps
+                .into_iter()
+                .find_map(|s| match s {
+                    Step::Decided(c) if c.id == id => Some(c.detail),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(
+            detail(&env, DryRun::Client, "mitigate.patch"),
+            r#"--dry-run=client: would merge-patch configmap/codex-k8s-runtime with {"data":{"CODEXK8S_KANIKO_CACHE_ENABLED":"false"}} (configmap/codex-k8s-runtime CODEXK8S_KANIKO_CACHE_ENABLED: "true" -> "false")"#
+        );
+        assert!(detail(&env, DryRun::Client, "mitigate.restart")
+            .contains(r#"{"spec":{"template":{"metadata":{"annotations":{"kubectl.kubernetes.io/restartedAt":"2026-02-26T10:00:00Z"}}}}}"#));
+        assert_eq!(
+            detail(&secret, DryRun::Server, "mitigate.patch"),
+            "--dry-run=server: the API server accepts secret/codex-k8s-runtime CODEXK8S_KANIKO_CACHE_ENABLED set (a Secret's old value is not read); nothing persisted"
+        );
+    }
+
+    #[test]
+    fn no_plan_when_the_wiring_is_missing_or_ambiguous() {
+        let unwired = json!({"containers": [{"name": "cp", "envFrom": [{"configMapRef": {"name": "other"}}]}]});
+        let both = json!({"containers": [{"name": "cp", "envFrom": [
+            {"configMapRef": {"name": RUNTIME_CONFIG}}, {"secretRef": {"name": RUNTIME_CONFIG}}]}]});
+        for (spec, why) in [
+            (unwired, "neither as a ConfigMap nor as a Secret"),
+            (both, "both as a ConfigMap and as a Secret"),
+        ] {
+            let refused = state(spec, DryRun::None).unwrap_err();
+            assert_eq!(
+                (refused.id.as_str(), refused.status),
+                ("mitigate.wiring", Status::Fail)
+            );
+            assert!(refused.detail.contains(why), "{}", refused.detail);
+            assert!(
+                refused
+                    .remedy
+                    .unwrap()
+                    .contains("kubectl -n prod get deploy/codex-k8s-control-plane -o yaml")
+            );
+        }
     }
 }

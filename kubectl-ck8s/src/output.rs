@@ -1,4 +1,4 @@
-//! `-o table|json|yaml` and whether progress lines go to stderr.
+//! `-o table|json|yaml|policyreport`, and the progress line a flow may draw on stderr.
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -41,32 +41,6 @@ impl OutputFormat {
                     .map_err(|e| e.to_string()),
             ),
         }
-    }
-}
-
-/// How a flow shows its results: the format, and whether a progress line may be drawn.
-#[derive(Debug, Clone, Copy)]
-pub struct Output {
-    pub format: OutputFormat,
-    /// stderr is a terminal: draw a progress line there.
-    pub progress: bool,
-}
-
-impl Output {
-    pub fn new(format: OutputFormat) -> Self {
-        use std::io::IsTerminal;
-        Output {
-            format,
-            progress: std::io::stderr().is_terminal(),
-        }
-    }
-
-    /// A progress line on stderr (nothing unless stderr is a terminal).
-    pub fn progress(&self, message: &str) -> Progress {
-        if !self.progress {
-            return Progress(None);
-        }
-        Progress::spinner(message)
     }
 }
 

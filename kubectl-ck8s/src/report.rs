@@ -189,8 +189,6 @@ pub enum Outcome {
         /// `-o policyreport` (`policy audit` only): the wgpolicyk8s.io objects to print.
         policy_reports: Option<Vec<serde_json::Value>>,
     },
-    /// Transitional, while flows move to returning a report: the flow printed for itself.
-    Printed(Verdict),
     /// A flow that could not finish after part of its result was made (`policy test` with a
     /// suite that would not run): `shown` is printed as it is, and the failure is the exit.
     Unfinished { shown: String, failure: Failure },
@@ -235,7 +233,6 @@ impl Outcome {
     pub fn verdict(&self) -> Verdict {
         match self {
             Outcome::Report { report, .. } => report.verdict(),
-            Outcome::Printed(v) => *v,
             // Its exit is the failure's (2), never a pass.
             Outcome::Unfinished { .. } => Verdict::Fail,
         }
@@ -245,7 +242,6 @@ impl Outcome {
     /// flow's result is printed.
     pub fn render(self, format: OutputFormat) -> Result<Verdict, Failure> {
         let (report, table, policy_reports) = match self {
-            Outcome::Printed(verdict) => return Ok(verdict),
             Outcome::Unfinished { shown, failure } => {
                 print!("{shown}");
                 return Err(failure);

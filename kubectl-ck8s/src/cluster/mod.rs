@@ -10,7 +10,6 @@ pub mod wait;
 pub mod webhooks;
 
 use crate::exit::Failure;
-use crate::output::{Output, Progress};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use std::path::PathBuf;
@@ -24,7 +23,8 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
 }
 
-/// What every cluster flow is handed: the client, the namespace, how to show results.
+/// What every cluster flow is handed: the client and the namespace (no output: flows return
+/// their [`crate::report::Outcome`], rendered by `cli::run`).
 #[derive(Clone)]
 pub struct Ctx {
     pub client: Client,
@@ -32,7 +32,6 @@ pub struct Ctx {
     pub server: String,
     /// The kubeconfig context used (as errors name it), or `in-cluster`.
     pub context: String,
-    pub out: Output,
     /// The production domain (`--domain` / `CODEXK8S_PRODUCTION_DOMAIN`).
     pub domain: Option<String>,
     /// `--request-timeout`: the bound of one server request (and of a step made of several
@@ -55,7 +54,6 @@ pub async fn connect(
     opts: &ConnectOptions,
     namespace: &str,
     domain: Option<String>,
-    out: Output,
 ) -> Result<Ctx, Failure> {
     let options = KubeConfigOptions {
         context: opts.context.clone(),
@@ -104,7 +102,6 @@ pub async fn connect(
         namespace: namespace.to_string(),
         server,
         context: context.unwrap_or_else(|| "(none)".into()),
-        out,
         domain,
         request_timeout: opts.request_timeout,
     })
@@ -179,11 +176,6 @@ impl Ctx {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::all(self.client.clone())
-    }
-
-    /// A progress line on stderr when it is a terminal.
-    pub fn progress(&self, message: &str) -> Progress {
-        self.out.progress(message)
     }
 
     /// Turns a client error into a typed failure: what was asked, of what, and what to do.

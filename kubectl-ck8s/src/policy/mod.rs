@@ -21,6 +21,7 @@ mod suite;
 
 use crate::cluster::Ctx;
 use crate::exit::Failure;
+use crate::output::OutputFormat;
 use crate::report::Outcome;
 use ck8s_policy_runtime::{
     BuildError, ConfigSource, LoadError, LoadedPolicy, PolicySet, PolicySource, PolicySources,
@@ -75,17 +76,18 @@ impl PolicySelection {
 }
 
 /// `connect` is called only by the subcommand that reads the cluster (`audit`); the others
-/// run offline.
-pub async fn run<F>(cmd: PolicyCommand, connect: impl FnOnce() -> F) -> Result<Outcome, Failure>
+/// run offline. `format` tells `audit` whether PolicyReports are wanted (`-o policyreport`).
+pub async fn run<F>(
+    cmd: PolicyCommand,
+    format: OutputFormat,
+    connect: impl FnOnce() -> F,
+) -> Result<Outcome, Failure>
 where
     F: Future<Output = Result<Ctx, Failure>>,
 {
     match cmd {
         PolicyCommand::Check(args) => check::run(args),
-        // Audit still prints for itself.
-        PolicyCommand::Audit(args) => audit::run(args, &connect().await?)
-            .await
-            .map(Outcome::Printed),
+        PolicyCommand::Audit(args) => audit::run(args, &connect().await?, format).await,
         PolicyCommand::Test(args) => suite::run(args),
         PolicyCommand::New(args) => scaffold::run(args),
         PolicyCommand::Inspect(args) => inspect::run(args),

@@ -1,0 +1,235 @@
+//! The audit as `wgpolicyk8s.io/v1alpha2` PolicyReports (the CRDs in `shared/crds`), and
+//! their server-side apply.
+
+use super::{Report, Violation};
+use crate::cluster::Ctx;
+use crate::exit::Failure;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The name of every report the audit writes, and its field manager.
+pub const REPORT_NAME: &str = "ck8s-policy-audit";
+const FIELD_MANAGER: &str = "kubectl-ck8s-audit";
+const GROUP: &str = "wgpolicyk8s.io";
+const VERSION: &str = "v1alpha2";
+const API_VERSION: &str = "wgpolicyk8s.io/v1alpha2";
+
+/// A PolicyReport (of one namespace) or a ClusterPolicyReport (of cluster-scoped objects):
+/// the fields of the CRDs the audit writes.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyReport {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    pub metadata: ObjectMeta,
+    pub summary: ReportSummary,
+    pub results: Vec<ReportResult>,
+}
+
+/// How many results of each kind a report holds; `pass` counts clean (object, policy) pairs.
+#[derive(Debug, Default, Serialize)]
+pub struct ReportSummary {
+    pub pass: usize,
+    pub fail: usize,
+    pub warn: usize,
+    pub error: usize,
+    pub skip: usize,
+}
+
+/// One finding on one object.
+#[derive(Debug, Serialize)]
+pub struct ReportResult {
+    pub source: &'static str,
+    pub policy: String,
+    pub rule: String,
+    pub result: ResultKind,
+    pub scored: bool,
+    pub message: String,
+    pub properties: ResultProperties,
+    pub resources: Vec<ObjectReference>,
+    pub timestamp: Timestamp,
+}
+
+/// A denial fails; a policy that only warns or audits warns; one that could not judge errs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResultKind {
+    Fail,
+    Warn,
+    Error,
+}
+
+/// What the CRD leaves to the source: where, how to fix it, and the policy's mode.
+#[derive(Debug, Serialize)]
+pub struct ResultProperties {
+    pub path: String,
+    pub fix: String,
+    pub mode: &'static str,
+}
+
+/// The CRD's timestamp: a protobuf Timestamp, not an RFC 3339 string.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timestamp {
+    pub seconds: i64,
+    pub nanos: u32,
+}
+
+impl PolicyReport {
+    /// The resource it is stored as, and its namespace (`None`: cluster-scoped).
+    fn resource(&self) -> (ApiResource, Option<&str>) {
+        let ar = ApiResource {
+            group: GROUP.into(),
+            version: VERSION.into(),
+            api_version: API_VERSION.into(),
+            kind: self.kind.into(),
+            plural: self.kind.to_ascii_lowercase() + "s",
+        };
+        (ar, self.metadata.namespace.as_deref())
+    }
+}
+
+impl ReportResult {
+    fn of(v: &Violation, timestamp: Timestamp) -> Self {
+        ReportResult {
+            source: "ck8s",
+            policy: v.policy.clone(),
+            rule: v.policy.clone(),
+            result: match v.effect {
+                "deny" => ResultKind::Fail,
+                "error" => ResultKind::Error,
+                _ => ResultKind::Warn,
+            },
+            scored: true,
+            message: match &v.value {
+                Some(value) => format!("{} (got {value:?})", v.message),
+                None => v.message.clone(),
+            },
+            properties: ResultProperties {
+                path: v.path.clone(),
+                fix: v.fix.clone(),
+                mode: v.effect,
+            },
+            resources: vec![ObjectReference {
+                api_version: Some(v.api_version.clone()),
+                kind: Some(v.kind.clone()),
+                name: Some(v.name.clone()),
+                namespace: Some(v.namespace.clone()).filter(|ns| !ns.is_empty()),
+                uid: Some(v.uid.clone()).filter(|uid| !uid.is_empty()),
+                ..Default::default()
+            }],
+            timestamp,
+        }
+    }
+}
+
+/// A PolicyReport per namespace judged (a clean one says so in its summary) and a
+/// ClusterPolicyReport for cluster-scoped objects.
+pub fn policy_reports(
+    report: &Report,
+    passes: &BTreeMap<String, usize>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Vec<PolicyReport> {
+    let mut by_ns: BTreeMap<String, Vec<&Violation>> = BTreeMap::new();
+    // Every namespace judged gets a report, a clean one too (it replaces an older one).
+    for ns in report.summary.namespaces.iter().chain(passes.keys()) {
+        by_ns.entry(ns.clone()).or_default();
+    }
+    for v in &report.violations {
+        by_ns.entry(v.namespace.clone()).or_default().push(v);
+    }
+    by_ns.entry(String::new()).or_default();
+    let timestamp = Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos(),
+    };
+    by_ns
+        .into_iter()
+        .map(|(ns, violations)| {
+            let results: Vec<ReportResult> = violations
+                .into_iter()
+                .map(|v| ReportResult::of(v, timestamp))
+                .collect();
+            let count = |kind| results.iter().filter(|r| r.result == kind).count();
+            let summary = ReportSummary {
+                pass: passes.get(&ns).copied().unwrap_or(0),
+                fail: count(ResultKind::Fail),
+                warn: count(ResultKind::Warn),
+                error: count(ResultKind::Error),
+                skip: 0,
+            };
+            let cluster_scoped = ns.is_empty();
+            PolicyReport {
+                api_version: API_VERSION,
+                kind: if cluster_scoped {
+                    "ClusterPolicyReport"
+                } else {
+                    "PolicyReport"
+                },
+                metadata: ObjectMeta {
+                    name: Some(REPORT_NAME.into()),
+                    namespace: (!cluster_scoped).then_some(ns),
+                    labels: Some(
+                        [("app.kubernetes.io/managed-by".into(), "kubectl-ck8s".into())].into(),
+                    ),
+                    ..Default::default()
+                },
+                summary,
+                results,
+            }
+        })
+        .collect()
+}
+
+/// `--apply` needs the PolicyReport CRDs: checked before the audit lists every object, not
+/// after.
+pub(super) async fn reports_served(ctx: &Ctx) -> Result<(), Failure> {
+    let served = match ctx.client.list_api_group_resources(API_VERSION).await {
+        Ok(list) => ["policyreports", "clusterpolicyreports"]
+            .iter()
+            .all(|r| list.resources.iter().any(|x| x.name == *r)),
+        Err(kube::Error::Api(s)) if s.code == 404 => false,
+        Err(e) => return Err(ctx.err("discover", API_VERSION, None, e)),
+    };
+    if served {
+        return Ok(());
+    }
+    Err(Failure::not_found(format!(
+        "--apply: the API server does not serve policyreports and clusterpolicyreports ({API_VERSION})"
+    ))
+    .with_help(MISSING_CRDS))
+}
+
+const MISSING_CRDS: &str = "install the PolicyReport CRDs (wgpolicyk8s.io_policyreports.yaml, wgpolicyk8s.io_clusterpolicyreports.yaml) first";
+
+/// Creates or updates every report, server-side (field manager `kubectl-ck8s-audit`).
+pub(super) async fn apply_reports(ctx: &Ctx, reports: &[PolicyReport]) -> Result<(), Failure> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for r in reports {
+        let (ar, ns) = r.resource();
+        let api: Api<DynamicObject> = match ns {
+            Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
+            None => Api::all_with(ctx.client.clone(), &ar),
+        };
+        let resource = format!("{}.{GROUP}", ar.plural);
+        match api.patch(REPORT_NAME, &params, &Patch::Apply(r)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Err(Failure::not_found(format!(
+                    "the API server does not serve {resource}/{VERSION}"
+                ))
+                .with_help(MISSING_CRDS));
+            }
+            // The API server authorizes an apply that creates the report as create: name
+            // the verb it refused, not the request's.
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("cannot create") => {
+                return Err(ctx.err("create", &resource, ns, kube::Error::Api(s)));
+            }
+            Err(e) => return Err(ctx.err("patch", &resource, ns, e)),
+        }
+    }
+    Ok(())
+}
