@@ -136,11 +136,11 @@ mod tests {
     use super::*;
 
     fn shipped() -> ValidatingWebhookConfiguration {
-        serde_yaml_free_parse()
+        yaml_free_parse()
     }
 
     /// The configuration of `deploy/base`, as JSON (this crate has no YAML parser).
-    fn serde_yaml_free_parse() -> ValidatingWebhookConfiguration {
+    fn yaml_free_parse() -> ValidatingWebhookConfiguration {
         k8s_openapi::serde_json::from_value(k8s_openapi::serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",

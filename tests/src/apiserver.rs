@@ -370,11 +370,7 @@ pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, Logs)> {
     files.sort();
     for f in files {
         let text = render_times(&std::fs::read_to_string(&f)?, now);
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc)?;
-            if v.is_null() {
-                continue;
-            }
+        for v in serde_saphyr::from_multiple::<Value>(&text)? {
             anyhow::ensure!(
                 Resource::of(&v).is_some(),
                 "{}: unknown kind {} {}",
@@ -1239,7 +1235,7 @@ async fn handle(
                 );
             }
             // kube-rs sends JSON (which is YAML); kubectl may send YAML.
-            let mut obj: Value = match serde_yaml::from_slice::<Value>(&body) {
+            let mut obj: Value = match serde_saphyr::from_slice::<Value>(&body) {
                 Ok(v) => v,
                 Err(e) => {
                     return status(

@@ -677,7 +677,7 @@ mod tests {
     /// one of its matchConditions it would be sent the control plane's writes.
     #[test]
     fn the_shipped_configuration_passes_and_its_conditions_are_evaluated() {
-        let vwc: ValidatingWebhookConfiguration = serde_yaml::from_str(include_str!(
+        let vwc: ValidatingWebhookConfiguration = serde_saphyr::from_str(include_str!(
             "../../../deploy/base/validatingwebhookconfiguration.yaml"
         ))
         .unwrap();

@@ -263,7 +263,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     match ctx.out.format {
         OutputFormat::Policyreport => {
             for r in &reports {
-                let text = serde_yaml::to_string(r)
+                let text = serde_saphyr::to_string(r)
                     .map_err(|e| Failure::internal(format!("cannot print the report: {e}")))?;
                 print!("---\n{text}");
             }

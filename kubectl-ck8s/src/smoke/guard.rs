@@ -460,7 +460,7 @@ mod tests {
 
     /// The webhook as `deploy/base` ships it, registered by Service.
     fn shipped() -> Hook {
-        let vwc: ValidatingWebhookConfiguration = serde_yaml::from_str(include_str!(
+        let vwc: ValidatingWebhookConfiguration = serde_saphyr::from_str(include_str!(
             "../../../deploy/base/validatingwebhookconfiguration.yaml"
         ))
         .unwrap();
