@@ -17,7 +17,7 @@ use crate::exit::{Failure, Verdict};
 use crate::names::*;
 use crate::report::{Check, Report};
 use crate::rollout::{Rollout, rollout_status};
-use chrono::{DateTime, SubsecRound, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Patch, PatchParams};
@@ -232,9 +232,9 @@ pub fn config_patch(store: Store, key: &str, value: &str) -> serde_json::Value {
 }
 
 /// The patch `kubectl rollout restart` sends.
-pub fn restart_patch(at: DateTime<Utc>) -> serde_json::Value {
+pub fn restart_patch(at: Timestamp) -> serde_json::Value {
     serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-        RESTARTED_AT: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        RESTARTED_AT: format!("{at:.0}")
     }}}}})
 }
 
@@ -243,7 +243,7 @@ pub fn restart_patch(at: DateTime<Utc>) -> serde_json::Value {
 #[serde(rename_all = "camelCase")]
 pub struct PodStart {
     pub name: String,
-    pub started: Option<DateTime<Utc>>,
+    pub started: Option<Timestamp>,
     pub after_patch: bool,
 }
 
@@ -251,9 +251,9 @@ pub struct PodStart {
 /// (to the second: the API's times are whole seconds), and at least one runs. Pure.
 pub fn verify_pods<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
-    patched: DateTime<Utc>,
+    patched: Timestamp,
 ) -> Result<Vec<PodStart>, (String, Vec<PodStart>)> {
-    let patched = patched.trunc_subsecs(0);
+    let patched = Timestamp::from_second(patched.as_second()).unwrap_or(patched);
     let starts: Vec<PodStart> = pods
         .into_iter()
         .filter(|p| objects::pod_phase(p) == "Running" && p.metadata.deletion_timestamp.is_none())
@@ -266,7 +266,7 @@ pub fn verify_pods<'a>(
             }
         })
         .collect();
-    let at = patched.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = format!("{patched:.0}");
     if starts.is_empty() {
         return Err((format!("no running {CONTROL_PLANE} pod yet"), starts));
     }
@@ -287,8 +287,8 @@ pub fn verify_pods<'a>(
     }
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+fn rfc(t: Timestamp) -> String {
+    format!("{t:.0}")
 }
 
 async fn patch_and_verify(
@@ -370,7 +370,7 @@ async fn patch_and_verify(
         details["before"] = serde_json::json!(old);
     }
     let patch = config_patch(store, key, value);
-    let restart_at = Utc::now();
+    let restart_at = Timestamp::now();
     let restart = restart_patch(restart_at);
     if args.dry_run == DryRun::Client {
         drop(progress);
@@ -448,7 +448,7 @@ async fn patch_and_verify(
         return report(checks, details);
     }
     send(PatchParams::default(), "config").await?;
-    let patched_at = Utc::now();
+    let patched_at = Timestamp::now();
     details["patchedAt"] = serde_json::json!(rfc(patched_at));
     checks.push(Check::pass(
         "mitigate.patch",
@@ -673,9 +673,7 @@ mod tests {
 
     #[test]
     fn restart_is_kubectl_rollout_restart() {
-        let at = DateTime::parse_from_rfc3339("2026-02-26T10:00:00.5Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let at = "2026-02-26T10:00:00.5Z".parse::<Timestamp>().unwrap();
         assert_eq!(
             restart_patch(at),
             json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-02-26T10:00:00Z"}}}}})
@@ -754,9 +752,7 @@ mod tests {
 
     #[test]
     fn verification_wants_every_running_pod_started_after_the_patch() {
-        let patched = DateTime::parse_from_rfc3339("2026-02-26T10:00:00.700Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let patched = "2026-02-26T10:00:00.700Z".parse::<Timestamp>().unwrap();
         let pod = |name: &str, phase: &str, started: &str, deleting: bool| -> Pod {
             let mut p = json!({"metadata": {"name": name}, "status": {"phase": phase, "startTime": started}});
             if deleting {

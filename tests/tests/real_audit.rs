@@ -509,7 +509,7 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
     );
 
     // --apply: reports the API server accepts, read back with kubectl.
-    let before = chrono::Utc::now().timestamp();
+    let before = jiff::Timestamp::now().as_second();
     let out = ck8s(&cp.kubeconfig(), &["policy", "audit", "--apply"]);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
     assert!(
@@ -517,7 +517,7 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
         "{}",
         text(&out.stdout)
     );
-    let after = chrono::Utc::now().timestamp();
+    let after = jiff::Timestamp::now().as_second();
     let reports = stored_reports(cp, "policyreports");
     let prod = report_of(&reports, PROD);
     let expected_results: Vec<_> = want

@@ -196,7 +196,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx) -> Result<Verdict, Failure> {
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
     let unaudited = notes.len() - before;
     let progress = Bar::new(resources.len(), ctx.out.progress);
-    let timestamp = chrono::Utc::now();
+    let timestamp = jiff::Timestamp::now();
     let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
         futures::stream::iter(resources.iter())
             .map(|(ar, scope_, whole)| {
@@ -780,7 +780,7 @@ fn findings(decision: &Decision, object: &Value) -> Vec<Violation> {
 pub fn policy_reports(
     report: &Report,
     passes: &BTreeMap<String, usize>,
-    at: chrono::DateTime<chrono::Utc>,
+    at: jiff::Timestamp,
 ) -> Vec<Value> {
     let mut by_ns: BTreeMap<String, Vec<&Violation>> = BTreeMap::new();
     // Every namespace judged gets a report, a clean one too (it replaces an older one).
@@ -791,7 +791,7 @@ pub fn policy_reports(
         by_ns.entry(v.namespace.clone()).or_default().push(v);
     }
     by_ns.entry(String::new()).or_default();
-    let timestamp = json!({ "seconds": at.timestamp(), "nanos": at.timestamp_subsec_nanos() });
+    let timestamp = json!({ "seconds": at.as_second(), "nanos": at.subsec_nanosecond() });
     by_ns
         .into_iter()
         .map(|(ns, violations)| {
