@@ -12,7 +12,7 @@
 //! This crate is pure: it reads and edits the object; the callers do the I/O (a `replace`
 //! with the object's `resourceVersion`, so a concurrent edit is never overwritten).
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::{MatchCondition, ValidatingWebhookConfiguration};
 
 /// The match condition a pause adds to every webhook.
@@ -25,7 +25,7 @@ pub const REASON: &str = "ck8s.codex-k8s.dev/pause-reason";
 /// A pause in effect (or recorded and past its end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pause {
-    pub until: DateTime<Utc>,
+    pub until: Timestamp,
     pub by: String,
     pub reason: String,
     /// Whether every webhook carries the condition (the pause lets writes through).
@@ -45,15 +45,15 @@ pub fn pause_of(vwc: &ValidatingWebhookConfiguration) -> Result<Option<Pause>, S
     let any = webhooks.iter().any(has_condition);
     let Some(until) = annotations.get(UNTIL) else {
         return Ok(any.then(|| Pause {
-            until: DateTime::<Utc>::MAX_UTC,
+            until: Timestamp::MAX,
             by: String::new(),
             reason: format!("the match condition {CONDITION} without {UNTIL}"),
             complete: webhooks.iter().all(has_condition),
         }));
     };
-    let until = DateTime::parse_from_rfc3339(until)
-        .map_err(|e| format!("annotation {UNTIL} is not an RFC 3339 time ({until:?}): {e}"))?
-        .with_timezone(&Utc);
+    let until: Timestamp = until
+        .parse()
+        .map_err(|e| format!("annotation {UNTIL} is not an RFC 3339 time ({until:?}): {e}"))?;
     Ok(Some(Pause {
         until,
         by: annotations.get(BY).cloned().unwrap_or_default(),
@@ -65,12 +65,7 @@ pub fn pause_of(vwc: &ValidatingWebhookConfiguration) -> Result<Option<Pause>, S
 /// `vwc` paused until `until`: the condition on every webhook (first, so that it decides
 /// before any other condition is evaluated), the annotations set. Pausing again extends or
 /// shortens the pause.
-pub fn pause(
-    vwc: &mut ValidatingWebhookConfiguration,
-    until: DateTime<Utc>,
-    by: &str,
-    reason: &str,
-) {
+pub fn pause(vwc: &mut ValidatingWebhookConfiguration, until: Timestamp, by: &str, reason: &str) {
     for w in vwc.webhooks.iter_mut().flatten() {
         let conditions = w.match_conditions.get_or_insert_with(Vec::new);
         conditions.retain(|c| c.name != CONDITION);
@@ -86,10 +81,7 @@ pub fn pause(
         .metadata
         .annotations
         .get_or_insert_with(Default::default);
-    annotations.insert(
-        UNTIL.into(),
-        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    );
+    annotations.insert(UNTIL.into(), format!("{until:.0}"));
     annotations.insert(BY.into(), by.into());
     annotations.insert(REASON.into(), reason.into());
 }
@@ -120,14 +112,19 @@ pub fn restore(vwc: &mut ValidatingWebhookConfiguration) -> bool {
 /// that ends.
 pub fn time_left(vwc: &ValidatingWebhookConfiguration) -> Option<std::time::Duration> {
     let p = pause_of(vwc).ok().flatten()?;
-    if p.until == DateTime::<Utc>::MAX_UTC {
+    if p.until == Timestamp::MAX {
         return None;
     }
-    Some((p.until - Utc::now()).to_std().unwrap_or_default())
+    Some(
+        p.until
+            .duration_since(Timestamp::now())
+            .try_into()
+            .unwrap_or_default(),
+    )
 }
 
 /// Whether the pause on `vwc` has ended at `now` (and the configuration must be restored).
-pub fn expired(vwc: &ValidatingWebhookConfiguration, now: DateTime<Utc>) -> bool {
+pub fn expired(vwc: &ValidatingWebhookConfiguration, now: Timestamp) -> bool {
     matches!(pause_of(vwc), Ok(Some(p)) if p.until <= now)
 }
 
@@ -136,11 +133,11 @@ mod tests {
     use super::*;
 
     fn shipped() -> ValidatingWebhookConfiguration {
-        serde_yaml_free_parse()
+        yaml_free_parse()
     }
 
     /// The configuration of `deploy/base`, as JSON (this crate has no YAML parser).
-    fn serde_yaml_free_parse() -> ValidatingWebhookConfiguration {
+    fn yaml_free_parse() -> ValidatingWebhookConfiguration {
         k8s_openapi::serde_json::from_value(k8s_openapi::serde_json::json!({
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration",
@@ -163,9 +160,7 @@ mod tests {
         let original = shipped();
         let mut vwc = original.clone();
         assert_eq!(pause_of(&vwc), Ok(None));
-        let until = DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let until: Timestamp = "2026-12-03T12:00:00Z".parse().unwrap();
         pause(&mut vwc, until, "alice", "build-ref wrongly denies");
         let conditions = vwc.webhooks.as_ref().unwrap()[0]
             .match_conditions
@@ -187,7 +182,7 @@ mod tests {
         // Pausing again replaces the pause, never stacks conditions.
         pause(
             &mut vwc,
-            until + chrono::Duration::minutes(5),
+            until + jiff::SignedDuration::from_mins(5),
             "bob",
             "longer",
         );
@@ -200,7 +195,7 @@ mod tests {
             2
         );
         assert!(!expired(&vwc, until));
-        assert!(expired(&vwc, until + chrono::Duration::minutes(5)));
+        assert!(expired(&vwc, until + jiff::SignedDuration::from_mins(5)));
         assert!(restore(&mut vwc));
         assert_eq!(vwc.metadata.annotations.as_ref().map(|a| a.len()), Some(0));
         vwc.metadata.annotations = None;
@@ -214,12 +209,12 @@ mod tests {
         vwc.metadata.annotations = Some([(UNTIL.to_string(), "soon".to_string())].into());
         assert!(pause_of(&vwc).unwrap_err().contains("not an RFC 3339 time"));
         let mut vwc = shipped();
-        pause(&mut vwc, Utc::now(), "a", "b");
+        pause(&mut vwc, Timestamp::now(), "a", "b");
         vwc.metadata.annotations = None;
         let p = pause_of(&vwc).unwrap().unwrap();
-        assert_eq!(p.until, DateTime::<Utc>::MAX_UTC);
+        assert_eq!(p.until, Timestamp::MAX);
         assert!(
-            !expired(&vwc, Utc::now()),
+            !expired(&vwc, Timestamp::now()),
             "no end recorded: never restored by time"
         );
     }

@@ -19,8 +19,8 @@ use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
 use crate::report::{Check, Outcome, Report, listing};
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -70,18 +70,18 @@ pub fn is_signature_b(line: &str) -> bool {
 /// The time range judged, and which flag chose it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Window {
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    pub since: Timestamp,
+    pub until: Timestamp,
     pub seconds: u64,
     /// `--since 6h` or `--verify (30m)`.
     pub flag: String,
 }
 
 impl Window {
-    pub fn new(now: DateTime<Utc>, length: Duration, verify: bool) -> Self {
+    pub fn new(now: Timestamp, length: Duration, verify: bool) -> Self {
         let human = humantime::format_duration(length).to_string();
         Window {
-            since: now - chrono::Duration::from_std(length).unwrap_or_default(),
+            since: now.checked_sub(length).unwrap_or(Timestamp::MIN),
             until: now,
             seconds: length.as_secs(),
             flag: if verify {
@@ -94,12 +94,7 @@ impl Window {
 
     /// `since 2026-02-26T06:00:00Z (--since 6h)`: the window as every detail states it.
     pub fn describe(&self) -> String {
-        format!(
-            "since {} ({})",
-            self.since
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            self.flag
-        )
+        format!("since {:.0} ({})", self.since, self.flag)
     }
 }
 
@@ -111,18 +106,15 @@ pub struct Finding {
     pub container: String,
     pub previous: bool,
     pub lines: usize,
-    pub first: Option<DateTime<Utc>>,
-    pub last: Option<DateTime<Utc>>,
+    pub first: Option<Timestamp>,
+    pub last: Option<Timestamp>,
     /// The first matching line.
     pub example: String,
 }
 
 impl Finding {
     fn span(&self) -> String {
-        let t = |t: Option<DateTime<Utc>>| {
-            t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-                .unwrap_or_else(|| "?".into())
-        };
+        let t = |t: Option<Timestamp>| t.map(|t| format!("{t:.0}")).unwrap_or_else(|| "?".into());
         format!(
             "pod/{} -c {}{}: {} lines, first {} last {}",
             self.pod,
@@ -164,13 +156,7 @@ pub struct Scan {
 
 impl Scan {
     /// Judges one line of `source`; lines stamped before `since` are outside the window.
-    pub fn line(
-        &mut self,
-        source: &Source,
-        since: DateTime<Utc>,
-        time: Option<DateTime<Utc>>,
-        text: &str,
-    ) {
+    pub fn line(&mut self, source: &Source, since: Timestamp, time: Option<Timestamp>, text: &str) {
         if time.is_some_and(|t| t < since) {
             return;
         }
@@ -452,11 +438,11 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     let first = all.clone().filter_map(|x| x.first).min();
     let last = all.filter_map(|x| x.last).max();
     if let (Some(first), Some(last)) = (first, last)
-        && last - first > chrono::Duration::minutes(30)
+        && last.duration_since(first) > jiff::SignedDuration::from_mins(30)
     {
         f.escalate.push(format!(
             "errors for {} minutes (> 30)",
-            (last - first).num_minutes()
+            last.duration_since(first).as_mins()
         ));
     }
     if f.failed_jobs.iter().any(|j| j.contains("mirror")) && !f.signature_a.is_empty() {
@@ -592,7 +578,7 @@ async fn deployment_pods(ctx: &Ctx, name: &str) -> Result<Result<Vec<Pod>, Unrea
 pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     let DiagnoseCommand::Build { since, verify } = cmd;
     let window = Window::new(
-        Utc::now(),
+        Timestamp::now(),
         if verify { VERIFY_WINDOW } else { since },
         verify,
     );
@@ -659,8 +645,8 @@ fn findings_text(findings: &Findings) -> String {
         .iter()
         .chain(&findings.signature_b)
         .map(|f| {
-            let t = |t: Option<DateTime<Utc>>| {
-                t.map(|t| t.format("%H:%M:%SZ").to_string())
+            let t = |t: Option<Timestamp>| {
+                t.map(|t| t.strftime("%H:%M:%SZ").to_string())
                     .unwrap_or_default()
             };
             vec![
@@ -740,8 +726,8 @@ mod tests {
         }
     }
 
-    fn at(minutes_ago: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        Some(now - chrono::Duration::minutes(minutes_ago))
+    fn at(minutes_ago: i64, now: Timestamp) -> Option<Timestamp> {
+        Some(now - jiff::SignedDuration::from_mins(minutes_ago))
     }
 
     /// A scan of the control-plane container's log: `(minutes ago, text)` lines.
@@ -750,7 +736,7 @@ mod tests {
         cm: serde_json::Value,
         verdict: Option<Result<(), Vec<String>>>,
     ) -> Input {
-        let now = Utc::now();
+        let now = Timestamp::now();
         let window = Window::new(now, Duration::from_secs(6 * 3600), false);
         let mut scan = Scan::default();
         let s = src("cp-1", "codex-k8s-control-plane", false);
@@ -778,8 +764,8 @@ mod tests {
 
     #[test]
     fn findings_name_pod_container_first_and_last() {
-        let now = Utc::now();
-        let since = now - chrono::Duration::hours(1);
+        let now = Timestamp::now();
+        let since = now - jiff::SignedDuration::from_hours(1);
         let mut scan = Scan::default();
         let app = src("cp-1", "app", false);
         let prev = src("cp-1", "app", true);
@@ -874,7 +860,7 @@ mod tests {
             logs.detail
         );
         i.verify = true;
-        i.window = Window::new(Utc::now(), VERIFY_WINDOW, true);
+        i.window = Window::new(Timestamp::now(), VERIFY_WINDOW, true);
         let (checks, _) = diagnose(&i);
         let v = check(&checks, "build.verify");
         assert_eq!(v.status, Status::Fail);

@@ -327,7 +327,7 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 .get(GC_CRONJOB)
                 .await
                 .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?;
-            let name = format!("{GC_CRONJOB}-manual-{}", chrono::Utc::now().timestamp());
+            let name = format!("{GC_CRONJOB}-manual-{}", jiff::Timestamp::now().as_second());
             let job = job_from_cronjob(&cj, &name);
             ctx.ns::<Job>()
                 .create(&PostParams::default(), &job)

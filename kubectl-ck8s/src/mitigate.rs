@@ -18,7 +18,7 @@ use crate::names::*;
 use crate::output::{Progress, progress};
 use crate::report::{Check, Outcome, Report};
 use crate::rollout::{Rollout, rollout_status};
-use chrono::{DateTime, SubsecRound, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -235,9 +235,9 @@ pub fn config_patch(store: Store, key: &str, value: &str) -> serde_json::Value {
 }
 
 /// The patch `kubectl rollout restart` sends.
-pub fn restart_patch(at: DateTime<Utc>) -> serde_json::Value {
+pub fn restart_patch(at: Timestamp) -> serde_json::Value {
     serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
-        RESTARTED_AT: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        RESTARTED_AT: format!("{at:.0}")
     }}}}})
 }
 
@@ -246,7 +246,7 @@ pub fn restart_patch(at: DateTime<Utc>) -> serde_json::Value {
 #[serde(rename_all = "camelCase")]
 pub struct PodStart {
     pub name: String,
-    pub started: Option<DateTime<Utc>>,
+    pub started: Option<Timestamp>,
     pub after_patch: bool,
 }
 
@@ -254,9 +254,9 @@ pub struct PodStart {
 /// (to the second: the API's times are whole seconds), and at least one runs. Pure.
 pub fn verify_pods<'a>(
     pods: impl IntoIterator<Item = &'a Pod>,
-    patched: DateTime<Utc>,
+    patched: Timestamp,
 ) -> Result<Vec<PodStart>, (String, Vec<PodStart>)> {
-    let patched = patched.trunc_subsecs(0);
+    let patched = Timestamp::from_second(patched.as_second()).unwrap_or(patched);
     let starts: Vec<PodStart> = pods
         .into_iter()
         .filter(|p| objects::pod_phase(p) == "Running" && p.metadata.deletion_timestamp.is_none())
@@ -269,7 +269,7 @@ pub fn verify_pods<'a>(
             }
         })
         .collect();
-    let at = patched.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let at = format!("{patched:.0}");
     if starts.is_empty() {
         return Err((format!("no running {CONTROL_PLANE} pod yet"), starts));
     }
@@ -290,8 +290,8 @@ pub fn verify_pods<'a>(
     }
 }
 
-fn rfc(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+fn rfc(t: Timestamp) -> String {
+    format!("{t:.0}")
 }
 
 /// How the control plane reads `codex-k8s-runtime`, when it reads it from one store.
@@ -332,7 +332,7 @@ pub struct State {
     /// Secret, whose values are never read.
     pub before: Option<Option<String>>,
     /// The time the restart stamps on the pod template.
-    pub restart_at: DateTime<Utc>,
+    pub restart_at: Timestamp,
 }
 
 impl State {
@@ -466,7 +466,7 @@ struct Mitigation<'a> {
     progress: Progress,
     details: serde_json::Value,
     /// When the config was patched (set by sending it).
-    patched_at: DateTime<Utc>,
+    patched_at: Timestamp,
     /// The Deployment's generation the restart stored.
     generation: i64,
     selector: Option<LabelSelector>,
@@ -534,7 +534,7 @@ impl Mitigation<'_> {
             Step::Decided(check) => Ok(check),
             Step::Send(Change::Config) => {
                 self.send(Change::Config, &PatchParams::default()).await?;
-                self.patched_at = Utc::now();
+                self.patched_at = Timestamp::now();
                 self.details["patchedAt"] = json!(rfc(self.patched_at));
                 Ok(Check::pass(
                     "mitigate.patch",
@@ -744,7 +744,7 @@ async fn patch_and_verify(
         dry_run: args.dry_run,
         wiring,
         before,
-        restart_at: Utc::now(),
+        restart_at: Timestamp::now(),
     };
     let plan = plan(&state);
     let mut run = Mitigation {
@@ -754,7 +754,7 @@ async fn patch_and_verify(
         deadline: tokio::time::Instant::now(),
         progress,
         details,
-        patched_at: Utc::now(),
+        patched_at: Timestamp::now(),
         generation: 0,
         selector: None,
         unconfirmed: None,
@@ -814,9 +814,7 @@ mod tests {
 
     #[test]
     fn restart_is_kubectl_rollout_restart() {
-        let at = DateTime::parse_from_rfc3339("2026-02-26T10:00:00.5Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let at = "2026-02-26T10:00:00.5Z".parse::<Timestamp>().unwrap();
         assert_eq!(
             restart_patch(at),
             json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2026-02-26T10:00:00Z"}}}}})
@@ -895,9 +893,7 @@ mod tests {
 
     #[test]
     fn verification_wants_every_running_pod_started_after_the_patch() {
-        let patched = DateTime::parse_from_rfc3339("2026-02-26T10:00:00.700Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let patched = "2026-02-26T10:00:00.700Z".parse::<Timestamp>().unwrap();
         let pod = |name: &str, phase: &str, started: &str, deleting: bool| -> Pod {
             let mut p = json!({"metadata": {"name": name}, "status": {"phase": phase, "startTime": started}});
             if deleting {
@@ -934,9 +930,7 @@ mod tests {
             dry_run,
             wiring,
             before,
-            restart_at: DateTime::parse_from_rfc3339("2026-02-26T10:00:00Z")
-                .unwrap()
-                .with_timezone(&Utc),
+            restart_at: "2026-02-26T10:00:00Z".parse().unwrap(),
         })
     }
 

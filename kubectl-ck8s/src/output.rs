@@ -36,7 +36,7 @@ impl OutputFormat {
                     .map_err(|e| e.to_string()),
             ),
             OutputFormat::Yaml => Some(
-                serde_yaml::to_string(value)
+                serde_saphyr::to_string(value)
                     .map(|s| print!("{s}"))
                     .map_err(|e| e.to_string()),
             ),

@@ -261,7 +261,7 @@ impl Outcome {
                 })?;
                 // A YAML stream, one document per report, as `kubectl apply -f -` reads it.
                 for r in &reports {
-                    let text = serde_yaml::to_string(r).map_err(|e| encode(e.to_string()))?;
+                    let text = serde_saphyr::to_string(r).map_err(|e| encode(e.to_string()))?;
                     print!("---\n{text}");
                 }
             }

@@ -282,10 +282,7 @@ fn audit_policyreports_match_their_crd_schema_and_apply_server_side() {
     let c = Cluster::new();
     let out = c.ck8s(&["policy", "audit", "-o", "policyreport"]);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
-    let reports: Vec<Value> = serde_yaml::Deserializer::from_str(&text(&out.stdout))
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect();
+    let reports: Vec<Value> = serde_saphyr::from_multiple(&text(&out.stdout)).unwrap();
     let names: Vec<(String, String)> = reports
         .iter()
         .map(|r| {
@@ -385,7 +382,7 @@ fn audit_policyreports_match_their_crd_schema_and_apply_server_side() {
 #[test]
 fn the_in_cluster_cronjob_arguments_run_the_audit() {
     let c = Cluster::new();
-    let cronjob: Value = serde_yaml::from_str(
+    let cronjob: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/components/audit/cronjob.yaml"),
         )
@@ -615,7 +612,7 @@ mod schema {
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
             panic!("cannot read the CRD {} ({e}): the PolicyReport CRDs live in shared/crds beside the repository", path.display())
         });
-        let crd: Value = serde_yaml::from_str(&text).unwrap();
+        let crd: Value = serde_saphyr::from_str(&text).unwrap();
         crd["spec"]["versions"]
             .as_array()
             .unwrap()

@@ -476,14 +476,14 @@ fn inspect_one_policy_of_a_bundle() {
 fn webhook_rules_are_the_union_of_all_policies() {
     let r = ck8s(&["policy", "webhook-rules"]);
     assert_eq!(r.code, 0, "{r:?}");
-    let doc: serde_yaml::Value = serde_yaml::from_str(&r.stdout).expect("YAML");
+    let doc: serde_json::Value = serde_saphyr::from_str(&r.stdout).expect("YAML");
     // legacy-labels judges every object, so the union is one all-resources rule.
-    let rules = doc["rules"].as_sequence().unwrap();
+    let rules = doc["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 1, "{r:?}");
     assert_eq!(rules[0]["resources"][0], "*");
     assert_eq!(
         rules[0]["operations"],
-        serde_yaml::from_str::<serde_yaml::Value>("[CREATE, UPDATE]").unwrap()
+        serde_saphyr::from_str::<serde_json::Value>("[CREATE, UPDATE]").unwrap()
     );
 }
 

@@ -55,7 +55,7 @@ fn smoke_vs_runbook(cp: &ControlPlane, rounds: usize) -> anyhow::Result<()> {
     )?;
     cp.serve_app_ports(prod, codex_app())?;
     // The fixture has logs for the control plane and the worker; the runbook reads codex-k8s's too.
-    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let now = format!("{:.9}", jiff::Timestamp::now());
     cp.serve_logs(
         &format!("{prod}-codex-k8s"),
         prod,

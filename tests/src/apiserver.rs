@@ -21,7 +21,7 @@
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -301,7 +301,7 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// Replaces `{{now}}` and `{{now-<duration>}}` (s, m, h, d) with RFC 3339 times.
-pub fn render_times(text: &str, now: DateTime<Utc>) -> String {
+pub fn render_times(text: &str, now: Timestamp) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{now") {
@@ -320,11 +320,11 @@ pub fn render_times(text: &str, now: DateTime<Utc>) -> String {
                     "h" => n * 3600,
                     _ => n * 86400,
                 };
-                now - chrono::Duration::seconds(secs)
+                now - jiff::SignedDuration::from_secs(secs)
             }
             None => now,
         };
-        out.push_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        out.push_str(&format!("{t:.0}"));
         rest = &rest[start + end + 2..];
     }
     out.push_str(rest);
@@ -346,7 +346,7 @@ fn key(o: &Value) -> (String, String, String, String) {
 pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, Logs)> {
     let dir = fixtures_dir().join(name);
     anyhow::ensure!(dir.is_dir(), "no fixture cluster {}", dir.display());
-    let now = Utc::now();
+    let now = Timestamp::now();
     let (mut objects, mut logs) = match std::fs::read_to_string(dir.join("_base")) {
         Ok(base) => load_fixture(base.trim())?,
         Err(_) => (Vec::new(), HashMap::new()),
@@ -370,11 +370,7 @@ pub fn load_fixture(name: &str) -> anyhow::Result<(Vec<Value>, Logs)> {
     files.sort();
     for f in files {
         let text = render_times(&std::fs::read_to_string(&f)?, now);
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let v: Value = serde::Deserialize::deserialize(doc)?;
-            if v.is_null() {
-                continue;
-            }
+        for v in serde_saphyr::from_multiple::<Value>(&text)? {
             anyhow::ensure!(
                 Resource::of(&v).is_some(),
                 "{}: unknown kind {} {}",
@@ -1127,18 +1123,16 @@ async fn handle(
             let since = q
                 .get("sinceSeconds")
                 .and_then(|s| s.parse::<i64>().ok())
-                .map(|s| Utc::now() - chrono::Duration::seconds(s));
+                .map(|s| Timestamp::now() - jiff::SignedDuration::from_secs(s));
             let timestamps = q.get("timestamps").is_some_and(|t| t == "true");
             let mut lines: Vec<String> = text
                 .lines()
                 .filter_map(|l| {
-                    let (ts, rest) = match l
-                        .split_once(' ')
-                        .map(|(a, b)| (DateTime::parse_from_rfc3339(a), b))
-                    {
-                        Some((Ok(ts), rest)) => (Some(ts.with_timezone(&Utc)), rest),
-                        _ => (None, l),
-                    };
+                    let (ts, rest) =
+                        match l.split_once(' ').map(|(a, b)| (a.parse::<Timestamp>(), b)) {
+                            Some((Ok(ts), rest)) => (Some(ts), rest),
+                            _ => (None, l),
+                        };
                     if let (Some(since), Some(ts)) = (since, ts)
                         && ts < since
                     {
@@ -1200,7 +1194,7 @@ async fn handle(
                     json!({"name": name, "kind": t.res.plural, "group": t.res.group}),
                 );
             }
-            let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let now = format!("{:.0}", Timestamp::now());
             obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
             obj["metadata"]["creationTimestamp"] = json!(now);
             obj["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -1239,7 +1233,7 @@ async fn handle(
                 );
             }
             // kube-rs sends JSON (which is YAML); kubectl may send YAML.
-            let mut obj: Value = match serde_yaml::from_slice::<Value>(&body) {
+            let mut obj: Value = match serde_saphyr::from_slice::<Value>(&body) {
                 Ok(v) => v,
                 Err(e) => {
                     return status(
@@ -1284,7 +1278,7 @@ async fn handle(
                 None => {
                     obj["metadata"]["uid"] = json!(format!("00000000-0000-4000-8000-{rv:012}"));
                     obj["metadata"]["creationTimestamp"] =
-                        json!(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+                        json!(format!("{:.0}", Timestamp::now()));
                     if !dry_run {
                         st.objects.push(obj.clone());
                     }
@@ -1369,7 +1363,7 @@ fn roll_out(st: &mut State, d: &mut Value) {
             })
     };
     st.objects.retain(|o| !selected(o));
-    let now = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let now = format!("{:.0}", Timestamp::now());
     let hash = format!("{:x}", st.rv % 0xfffffff);
     for i in 0..replicas {
         st.rv += 1;
@@ -1441,9 +1435,7 @@ mod tests {
 
     #[test]
     fn times_render_relative_to_now() {
-        let now = DateTime::parse_from_rfc3339("2026-02-26T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let now = "2026-02-26T12:00:00Z".parse::<Timestamp>().unwrap();
         assert_eq!(
             render_times("a {{now-5m}} b {{now}}", now),
             "a 2026-02-26T11:55:00Z b 2026-02-26T12:00:00Z"

@@ -472,7 +472,7 @@ impl ControlPlane {
         &self,
         namespace: &str,
         selector: &str,
-    ) -> anyhow::Result<Vec<(String, chrono::DateTime<chrono::Utc>)>> {
+    ) -> anyhow::Result<Vec<(String, jiff::Timestamp)>> {
         let pods: serde_json::Value =
             serde_json::from_str(&self.kubectl_output(&[
                 "-n", namespace, "get", "pods", "-l", selector, "-o", "json",

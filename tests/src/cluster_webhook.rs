@@ -185,13 +185,13 @@ impl Drop for Ck8s {
 
 /// The shipped webhook configuration (deploy/base), pointed at the loopback webhook.
 pub fn webhook_configuration(cp: &ControlPlane) -> String {
-    use serde::Deserialize;
     let base = crate::repo().join("deploy/base");
     let rendered = cp
         .kubectl_output(&["kustomize", base.to_str().unwrap()])
         .unwrap();
-    let mut vwc = serde_yaml::Deserializer::from_str(&rendered)
-        .map(|d| Value::deserialize(d).unwrap())
+    let mut vwc = serde_saphyr::from_multiple::<Value>(&rendered)
+        .unwrap()
+        .into_iter()
         .find(|v| v["kind"] == "ValidatingWebhookConfiguration")
         .expect("deploy/base renders a ValidatingWebhookConfiguration");
     let ca = base64::engine::general_purpose::STANDARD.encode(&certs().ca_pem);

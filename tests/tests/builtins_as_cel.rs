@@ -102,7 +102,7 @@ fn the_builtins_written_in_cel_decide_like_the_wasm_builtins() {
         let cel_name = cel_set.vap_policies()[0].name.clone();
         let suite_path = repo().join(format!("policies/{builtin}/tests/suite.ck8s-test.yaml"));
         let suite: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&suite_path).unwrap()).unwrap();
+            serde_saphyr::from_str(&std::fs::read_to_string(&suite_path).unwrap()).unwrap();
         for case in suite["cases"].as_array().unwrap() {
             let name = case["name"].as_str().unwrap();
             if let Some((_, why)) = NOT_EXPRESSIBLE.iter().find(|(n, _)| *n == name) {
@@ -125,7 +125,7 @@ fn the_builtins_written_in_cel_decide_like_the_wasm_builtins() {
                     (Some(resource), None) => resource.clone(),
                     (None, Some(file)) => {
                         let path = suite_path.parent().unwrap().join(file.as_str().unwrap());
-                        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+                        serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
                     }
                     _ => panic!("{name}: no object"),
                 };

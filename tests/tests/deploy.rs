@@ -94,13 +94,7 @@ fn render(kubectl: &Path, dir: &Path) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("kustomize output is UTF-8");
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let yaml = serde_yaml::Value::deserialize(doc).expect("kustomize output is YAML");
-            serde_json::to_value(yaml).expect("YAML document converts to JSON")
-        })
-        .filter(|v| !v.is_null())
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("kustomize output is YAML");
     assert!(
         !docs.is_empty(),
         "kubectl kustomize {} rendered nothing",
@@ -1079,7 +1073,7 @@ fn shipped_config_denies_the_verification_example() {
     let set = PolicySet::build(&rt, &sources).unwrap();
 
     let yaml = std::fs::read_to_string(deploy_dir().join("examples/bad-build-ref.yaml")).unwrap();
-    let doc: Value = serde_yaml::from_str(&yaml).unwrap();
+    let doc: Value = serde_saphyr::from_str(&yaml).unwrap();
     let _: Deployment = strict(&doc);
     let raw = serde_json::value::to_raw_value(&doc).unwrap();
     let subject = ck8s_policy_runtime::Subject::from_manifest(&raw, Operation::Create).unwrap();

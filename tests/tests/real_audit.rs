@@ -230,11 +230,11 @@ fn expected(cp: &ControlPlane) -> Vec<Row> {
 /// The installed webhook's `--config` as the fixture holds it (its ConfigMap's policies.yaml):
 /// the loopback webhook is started with the same, so what it enforces is what the audit reads.
 fn fixture_config() -> String {
-    use serde::Deserialize;
     let path = repo().join("tests/fixtures/clusters/existing-violations/webhook-install.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| Value::deserialize(d).unwrap())
+    serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
         .find(|v| v["kind"] == "ConfigMap")
         .and_then(|cm| cm["data"]["policies.yaml"].as_str().map(String::from))
         .expect("the fixture's webhook ConfigMap holds policies.yaml")
@@ -292,11 +292,7 @@ spec:
 
 /// Documents of `kubectl ... -o policyreport`.
 fn yaml_docs(text: &str) -> Vec<Value> {
-    use serde::Deserialize;
-    serde_yaml::Deserializer::from_str(text)
-        .map(|d| Value::deserialize(d).unwrap())
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple(text).unwrap()
 }
 
 /// What every test here starts from, once per binary: checked on the way (a clean cluster
@@ -513,7 +509,7 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
     );
 
     // --apply: reports the API server accepts, read back with kubectl.
-    let before = chrono::Utc::now().timestamp();
+    let before = jiff::Timestamp::now().as_second();
     let out = ck8s(&cp.kubeconfig(), &["policy", "audit", "--apply"]);
     assert_eq!(code(&out), 1, "{}", text(&out.stderr));
     assert!(
@@ -521,7 +517,7 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
         "{}",
         text(&out.stdout)
     );
-    let after = chrono::Utc::now().timestamp();
+    let after = jiff::Timestamp::now().as_second();
     let reports = stored_reports(cp, "policyreports");
     let prod = report_of(&reports, PROD);
     let expected_results: Vec<_> = want
@@ -651,7 +647,6 @@ fn audit_finds_exactly_the_violating_objects_and_writes_reports_the_api_server_a
 /// CronJob's ConfigMap name filled in): the ServiceAccount, ClusterRole, ClusterRoleBinding
 /// and CronJob, and the base's generated ConfigMap the CronJob mounts.
 fn audit_component(cp: &ControlPlane) -> Vec<Value> {
-    use serde::Deserialize;
     let tmp = tempfile::tempdir().unwrap();
     let status = Command::new("cp")
         .arg("-r")
@@ -670,8 +665,9 @@ fn audit_component(cp: &ControlPlane) -> Vec<Value> {
     let rendered = cp
         .kubectl_output(&["kustomize", overlay.to_str().unwrap()])
         .unwrap();
-    serde_yaml::Deserializer::from_str(&rendered)
-        .map(|d| Value::deserialize(d).unwrap())
+    serde_saphyr::from_multiple::<Value>(&rendered)
+        .unwrap()
+        .into_iter()
         .filter(|v| {
             v["metadata"]["labels"]["app.kubernetes.io/name"] == "ck8s-audit"
                 || (v["kind"] == "ConfigMap"

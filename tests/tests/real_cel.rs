@@ -137,10 +137,7 @@ fn warning_text(h: &str) -> String {
 
 fn yaml_docs(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .filter(|v: &Value| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple(&text).unwrap()
 }
 
 fn files(dir: &str) -> Vec<PathBuf> {
@@ -393,7 +390,7 @@ fn cel_policies_decide_as_the_api_server_does() {
             a.body
         );
     }
-    let canary: Vec<Value> = serde_yaml::Deserializer::from_str(
+    let canary: Vec<Value> = serde_saphyr::from_multiple(
         r#"
 apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
@@ -411,8 +408,7 @@ metadata: {name: zz-cel-canary}
 spec: {policyName: zz-cel-canary, validationActions: [Deny]}
 "#,
     )
-    .map(|d| serde::Deserialize::deserialize(d).unwrap())
-    .collect();
+    .unwrap();
     for c in &canary {
         assert!(api.create(c, false).status < 300);
     }
@@ -862,8 +858,7 @@ spec:
     ));
     let mut config = String::from("policies:\n");
     for (_, text) in &files {
-        for d in serde_yaml::Deserializer::from_slice(text) {
-            let d: Value = serde::Deserialize::deserialize(d).unwrap();
+        for d in serde_saphyr::from_slice_multiple::<Value>(text).unwrap() {
             if d["kind"] == "ValidatingAdmissionPolicy" {
                 config.push_str(&format!(
                     "  {}: {{allowExistingViolations: false}}\n",

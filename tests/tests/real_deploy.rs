@@ -67,11 +67,11 @@ fn install_cert_manager_crds(cp: &ControlPlane) {
 
 /// What `kubectl kustomize DIR` renders, as `kubectl -o name` names it (`kind.group/name`).
 fn rendered_names(cp: &ControlPlane, dir: &str) -> Vec<String> {
-    use serde::Deserialize;
     let text = kubectl(cp, &["kustomize", dir]);
-    let mut names: Vec<String> = serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            let v = serde_json::Value::deserialize(doc).unwrap();
+    let mut names: Vec<String> = serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap()
+        .into_iter()
+        .map(|v| {
             let group = v["apiVersion"]
                 .as_str()
                 .unwrap()

@@ -187,7 +187,7 @@ const DOWN: &[&str] = &["error: cannot reach the API server at https://127.0.0.1
 /// A ClusterRole `name`: deploy/rbac's ck8s-reader without `resource` (every group).
 fn reader_without(cp: &ControlPlane, name: &str, resource: &str) {
     let text = std::fs::read_to_string(repo().join("deploy/rbac/reader.yaml")).unwrap();
-    let mut role: Value = serde_yaml::from_str(&text).unwrap();
+    let mut role: Value = serde_saphyr::from_str(&text).unwrap();
     role["metadata"] = serde_json::json!({ "name": name });
     for rule in role["rules"].as_array_mut().unwrap() {
         if let Some(resources) = rule["resources"].as_array_mut() {

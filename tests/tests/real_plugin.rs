@@ -592,9 +592,10 @@ fn operator_role_runs_gc_run_and_labels_fix() {
 
 /// RFC 3339 time `minutes` ago.
 fn ago(minutes: i64) -> String {
-    (chrono::Utc::now() - chrono::Duration::minutes(minutes))
-        .format("%Y-%m-%dT%H:%M:%S%.9fZ")
-        .to_string()
+    format!(
+        "{:.9}",
+        jiff::Timestamp::now() - jiff::SignedDuration::from_mins(minutes)
+    )
 }
 
 #[test]
@@ -695,7 +696,7 @@ fn diagnose_build_reads_the_control_plane_container_beside_a_sidecar() {
 fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "kaniko-cache-on");
-    let before = chrono::Utc::now();
+    let before = jiff::Timestamp::now();
     let out = ck8s_as(
         cp,
         "admin",
@@ -736,7 +737,7 @@ fn mitigate_kaniko_cache_restarts_the_control_plane_and_verifies_it() {
     assert!(!running.is_empty());
     for (name, created) in running {
         assert!(
-            created >= before - chrono::Duration::seconds(1),
+            created >= before - jiff::SignedDuration::from_secs(1),
             "pod {name} predates the patch"
         );
     }
@@ -1136,7 +1137,7 @@ fn smoke_probes_a_ready_pod_when_another_is_not_ready() {
 }
 
 /// The running (not terminating) control-plane pods of `ns`, with their creation times.
-fn control_plane_pods(cp: &ControlPlane, ns: &str) -> Vec<(String, chrono::DateTime<chrono::Utc>)> {
+fn control_plane_pods(cp: &ControlPlane, ns: &str) -> Vec<(String, jiff::Timestamp)> {
     cp.running_pods(ns, "app.kubernetes.io/name=codex-k8s-control-plane")
         .unwrap()
 }
@@ -1225,7 +1226,7 @@ fn mitigate_build_ref_refuses_a_flag_dry_runs_on_the_server_then_takes_effect() 
     );
 
     // For real: patched, restarted, rolled out, and every running pod started after the patch.
-    let before = chrono::Utc::now();
+    let before = jiff::Timestamp::now();
     let out = ck8s_as(
         cp,
         "admin",
@@ -1262,7 +1263,7 @@ fn mitigate_build_ref_refuses_a_flag_dry_runs_on_the_server_then_takes_effect() 
     assert!(!pods_after.is_empty());
     for (name, created) in &pods_after {
         assert!(
-            *created >= before - chrono::Duration::seconds(1),
+            *created >= before - jiff::SignedDuration::from_secs(1),
             "pod {name} predates the patch"
         );
         assert!(

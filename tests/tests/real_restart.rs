@@ -102,7 +102,7 @@ fn mitigate_resumes_its_rollout_watch_across_an_api_server_restart() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let cp = ControlPlane::shared();
     let ns = fixture(cp, "kaniko-cache-on");
-    let before = chrono::Utc::now();
+    let before = jiff::Timestamp::now();
     let mut child = mitigate_waiting(cp, &ns, "300s");
     // Give the flow a moment to be inside its watch, then take the API server away.
     std::thread::sleep(Duration::from_secs(1));
@@ -136,7 +136,7 @@ fn mitigate_resumes_its_rollout_watch_across_an_api_server_restart() {
     assert!(!running.is_empty());
     for (name, created) in running {
         assert!(
-            created >= before - chrono::Duration::seconds(1),
+            created >= before - jiff::SignedDuration::from_secs(1),
             "pod {name} predates the patch"
         );
     }
@@ -201,14 +201,7 @@ fn gc_waiting(cp: &ControlPlane, ns: &str, timeout: &str) -> (Child, String) {
         r#"{"spec":{"jobTemplate":{"spec":{"suspend":true}}}}"#,
     ])
     .unwrap();
-    let line = |t: &str| {
-        (
-            chrono::Utc::now()
-                .format("%Y-%m-%dT%H:%M:%S%.9fZ")
-                .to_string(),
-            t.to_string(),
-        )
-    };
+    let line = |t: &str| (format!("{:.9}", jiff::Timestamp::now()), t.to_string());
     cp.serve_logs(
         &format!("{ns}-gc"),
         ns,

@@ -500,7 +500,7 @@ fn the_builtin_suites_hold_behind_the_api_server() {
     for policy in ["build-ref", "legacy-labels", "kaniko-cache"] {
         let path = repo.join(format!("policies/{policy}/tests/suite.ck8s-test.yaml"));
         let suite: serde_json::Value =
-            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for (i, case) in suite["cases"].as_array().unwrap().iter().enumerate() {
             let name = case["name"].as_str().unwrap();
             let own = ["mode", "settings", "review", "operation"]
@@ -516,7 +516,7 @@ fn the_builtin_suites_hold_behind_the_api_server() {
             }
             let mut object: serde_json::Value = match (case.get("resource"), case.get("file")) {
                 (Some(r), None) => r.clone(),
-                (None, Some(f)) => serde_yaml::from_str(
+                (None, Some(f)) => serde_saphyr::from_str(
                     &std::fs::read_to_string(path.parent().unwrap().join(f.as_str().unwrap()))
                         .unwrap(),
                 )

@@ -60,9 +60,9 @@ pub fn build(spec: &Spec) -> Result<Built> {
     let layer = work.join("layer.tar");
     write_layer(spec.binary, &layer, spec.epoch)?;
 
-    let created = chrono::DateTime::from_timestamp(spec.epoch, 0)
+    let created = jiff::Timestamp::from_second(spec.epoch)
         .context("timestamp out of range")?
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        .to_string();
     let layout_s = layout.to_str().context("non-UTF-8 output path")?;
     let image = format!("{layout_s}:{VERSION}");
     run("umoci", &["init", "--layout", layout_s], UMOCI_HINT)?;

@@ -112,5 +112,5 @@ pub fn manifest(archives: &[(Target, PathBuf)], base_url: &str) -> Result<String
             platforms,
         },
     };
-    Ok(serde_yaml::to_string(&plugin)?)
+    Ok(serde_saphyr::to_string(&plugin)?)
 }

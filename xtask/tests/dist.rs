@@ -433,7 +433,7 @@ fn krew_installs_the_release_and_kubectl_runs_it() {
 fn krew_manifest_follows_krews_rules_and_installs_a_working_plugin() {
     let dir = dist();
     let text = std::fs::read_to_string(dir.join("plugin.yaml")).unwrap();
-    let p: KrewPlugin = serde_yaml::from_str(&text).expect("plugin.yaml is not a krew Plugin");
+    let p: KrewPlugin = serde_saphyr::from_str(&text).expect("plugin.yaml is not a krew Plugin");
     assert_eq!(
         p.api_version,
         "krew.googlecontainertools.github.com/v1alpha2"
@@ -661,7 +661,7 @@ fn image_is_from_scratch_with_the_binary_the_deployment_runs() {
     );
 
     // The kustomization deploys this image: same name, the tag is the version.
-    let kustomization: Value = serde_yaml::from_str(
+    let kustomization: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(workspace().join("deploy/base/kustomization.yaml")).unwrap(),
     )
     .unwrap();
@@ -840,11 +840,11 @@ fn dockerfile_final_stage_describes_the_same_image() {
 // The image under runc
 // ---------------------------------------------------------------------------------------
 
-/// The pod's security context and its container, typed. (The volumes are left out: serde_yaml
-/// reads YAML 1.2, where `defaultMode: 0440` is a string, not the octal the API server reads.)
+/// The pod's security context and its container, typed. (The volumes are left out: a YAML 1.2
+/// reader does not read `defaultMode: 0440` as the octal the API server reads.)
 fn deployment_container() -> (PodSecurityContext, Container) {
     let text = std::fs::read_to_string(workspace().join("deploy/base/deployment.yaml")).unwrap();
-    let d: Value = serde_yaml::from_str(&text).unwrap();
+    let d: Value = serde_saphyr::from_str(&text).unwrap();
     let pod = &d["spec"]["template"]["spec"];
     (
         serde_json::from_value(pod["securityContext"].clone()).unwrap(),

@@ -182,7 +182,7 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     let validating: Api<ValidatingWebhookConfiguration> = ctx.all();
     let mutating: Api<MutatingWebhookConfiguration> = ctx.all();
     let mut state = State {
-        now: chrono::Utc::now().timestamp(),
+        now: jiff::Timestamp::now().as_second(),
         ..Default::default()
     };
     let configurations = |kind: &str, e: kube::Error| ctx.err("list", kind, None, e);
@@ -332,7 +332,10 @@ where
         .ok_or("the webhook served no certificate")?;
     let (_, cert) = x509_parser::parse_x509_certificate(served)
         .map_err(|e| format!("the served certificate does not parse: {e}"))?;
-    Ok((cert.validity().not_after.timestamp() - chrono::Utc::now().timestamp()).div_euclid(86_400))
+    Ok(
+        (cert.validity().not_after.timestamp() - jiff::Timestamp::now().as_second())
+            .div_euclid(86_400),
+    )
 }
 
 /// Everyday namespaced writes: a webhook sent any of them in kube-system judges the control
@@ -676,7 +679,7 @@ mod tests {
     /// one of its matchConditions it would be sent the control plane's writes.
     #[test]
     fn the_shipped_configuration_passes_and_its_conditions_are_evaluated() {
-        let vwc: ValidatingWebhookConfiguration = serde_yaml::from_str(include_str!(
+        let vwc: ValidatingWebhookConfiguration = serde_saphyr::from_str(include_str!(
             "../../../deploy/base/validatingwebhookconfiguration.yaml"
         ))
         .unwrap();

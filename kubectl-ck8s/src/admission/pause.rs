@@ -8,7 +8,7 @@
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::Failure;
 use crate::report::{Check, Outcome, Report};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
@@ -42,14 +42,14 @@ pub async fn pause(args: PauseArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
         )));
     }
     let who = whoami(ctx).await;
-    let until = Utc::now()
-        + chrono::Duration::from_std(args.duration).map_err(|e| Failure::usage(e.to_string()))?;
+    let until = Timestamp::now()
+        .checked_add(args.duration)
+        .map_err(|e| Failure::usage(e.to_string()))?;
     let mut vwc = get(ctx).await?;
     ck8s_guard::pause(&mut vwc, until, &who, args.reason.trim());
     replace(ctx, &vwc).await?;
     let message = format!(
-        "paused by {who} until {} ({}): {}",
-        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "paused by {who} until {until:.0} ({}): {}",
         humantime::format_duration(args.duration),
         args.reason.trim()
     );
@@ -90,14 +90,14 @@ pub struct StatusArgs {}
 
 pub async fn status(_args: StatusArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     let vwc = get(ctx).await?;
-    let check = pause_check(&vwc, Utc::now());
+    let check = pause_check(&vwc, Timestamp::now());
     Ok(Outcome::checks(Report::of("admission status", vec![check])))
 }
 
 /// The pause as a check: pass when there is none, warn with the time left while one is in
 /// effect (smoke shows the same), fail when a pause is half applied or past its end and not
 /// restored (no ck8s-admission replica is running to restore it).
-pub fn pause_check(vwc: &ValidatingWebhookConfiguration, now: DateTime<Utc>) -> Check {
+pub fn pause_check(vwc: &ValidatingWebhookConfiguration, now: Timestamp) -> Check {
     check_of("admission.pause", &ck8s_guard::pause_of(vwc), now)
 }
 
@@ -105,7 +105,7 @@ pub fn pause_check(vwc: &ValidatingWebhookConfiguration, now: DateTime<Utc>) -> 
 pub fn check_of(
     id: &str,
     pause: &Result<Option<ck8s_guard::Pause>, String>,
-    now: DateTime<Utc>,
+    now: Timestamp,
 ) -> Check {
     match pause {
         Err(e) => Check::fail(id, e.clone()).remedy("kubectl ck8s admission resume"),
@@ -120,7 +120,7 @@ pub fn check_of(
             format!(
                 "a pause by {} ended {} ago and was not restored: no ck8s-admission replica is running to restore it",
                 p.by,
-                humantime::format_duration(Duration::from_secs((now - p.until).num_seconds().max(0) as u64))
+                humantime::format_duration(Duration::from_secs(now.duration_since(p.until).as_secs().max(0) as u64))
             ),
         )
         .remedy("start ck8s-admission (it restores its configuration), or kubectl ck8s admission resume"),
@@ -130,7 +130,7 @@ pub fn check_of(
                 "paused by {} ({}), {} left: writes are not judged",
                 p.by,
                 p.reason,
-                humantime::format_duration(Duration::from_secs((p.until - now).num_seconds().max(0) as u64))
+                humantime::format_duration(Duration::from_secs(p.until.duration_since(now).as_secs().max(0) as u64))
             ),
         )
         .remedy("kubectl ck8s admission resume once the guard is fixed"),

@@ -1,8 +1,8 @@
 //! Pod logs read line by line from kube's `log_stream` (never buffered whole), per
 //! container, current or `--previous`, with the server's timestamps.
 
-use chrono::{DateTime, Utc};
 use futures::{AsyncBufReadExt, TryStreamExt};
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::LogParams;
@@ -28,10 +28,10 @@ impl std::fmt::Display for Source {
 }
 
 /// Splits `kubectl logs --timestamps` line into its time and text.
-pub fn split_timestamp(line: &str) -> (Option<DateTime<Utc>>, &str) {
+pub fn split_timestamp(line: &str) -> (Option<Timestamp>, &str) {
     match line.split_once(' ') {
-        Some((ts, rest)) => match DateTime::parse_from_rfc3339(ts) {
-            Ok(t) => (Some(t.with_timezone(&Utc)), rest),
+        Some((ts, rest)) => match ts.parse() {
+            Ok(t) => (Some(t), rest),
             Err(_) => (None, line),
         },
         None => (None, line),
@@ -51,7 +51,7 @@ pub async fn for_each_line(
     pods: &Api<Pod>,
     source: &Source,
     range: Range,
-    mut each: impl FnMut(Option<DateTime<Utc>>, &str),
+    mut each: impl FnMut(Option<Timestamp>, &str),
 ) -> Result<usize, kube::Error> {
     let lp = LogParams {
         container: Some(source.container.clone()),
@@ -86,7 +86,7 @@ pub fn containers(p: &Pod) -> Vec<String> {
 
 /// The containers whose previous instance ended at or after `since` (they restarted inside
 /// the window, so `--previous` holds lines of it).
-pub fn restarted_since(p: &Pod, since: DateTime<Utc>) -> Vec<String> {
+pub fn restarted_since(p: &Pod, since: Timestamp) -> Vec<String> {
     p.status
         .iter()
         .flat_map(|s| {
@@ -101,7 +101,7 @@ pub fn restarted_since(p: &Pod, since: DateTime<Utc>) -> Vec<String> {
                 .as_ref()
                 .and_then(|l| l.terminated.as_ref())
                 .and_then(|t| t.finished_at.as_ref())
-                .and_then(super::objects::time)
+                .map(|t| t.0)
                 .is_some_and(|t| t >= since)
         })
         .map(|c| c.name.clone())
@@ -135,9 +135,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(containers(&pod), ["wait-db", "app", "sidecar"]);
-        let since = DateTime::parse_from_rfc3339("2026-02-26T09:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let since = "2026-02-26T09:00:00Z".parse::<Timestamp>().unwrap();
         assert_eq!(restarted_since(&pod, since), ["app"]);
     }
 }

@@ -1,17 +1,12 @@
 //! Pure helpers on fetched objects, defined once for every flow: Job state, pod readiness,
 //! times, label selectors (with `matchExpressions`).
 
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{Selector, SelectorExt};
 use serde::Serialize;
-
-/// A Kubernetes timestamp as a chrono time.
-pub fn time(t: &Time) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(t.0.as_second(), t.0.subsec_nanosecond().max(0) as u32)
-}
 
 /// When an object was created, in seconds since the epoch (0 when unknown: sorts first).
 pub fn created(meta: &kube::api::ObjectMeta) -> i64 {
@@ -57,12 +52,12 @@ impl JobState {
 }
 
 /// When a Job started (its start time, else its creation).
-pub fn job_time(j: &Job) -> Option<DateTime<Utc>> {
+pub fn job_time(j: &Job) -> Option<Timestamp> {
     j.status
         .as_ref()
         .and_then(|s| s.start_time.as_ref())
         .or(j.metadata.creation_timestamp.as_ref())
-        .and_then(time)
+        .map(|t| t.0)
 }
 
 pub fn pod_phase(p: &Pod) -> &str {
@@ -86,12 +81,12 @@ pub fn pod_serving(p: &Pod) -> bool {
 }
 
 /// When the pod started (its status start time, else its creation).
-pub fn pod_started(p: &Pod) -> Option<DateTime<Utc>> {
+pub fn pod_started(p: &Pod) -> Option<Timestamp> {
     p.status
         .as_ref()
         .and_then(|s| s.start_time.as_ref())
         .or(p.metadata.creation_timestamp.as_ref())
-        .and_then(time)
+        .map(|t| t.0)
 }
 
 /// A label selector as the API and `kubectl -l` take it, `matchExpressions` included.

@@ -94,7 +94,7 @@ mod tests {
     /// deploy/'s conditions: the control plane's writes skip ck8s-admission, workloads do not.
     #[test]
     fn the_shipped_conditions_as_the_api_server_evaluates_them() {
-        let vwc: ValidatingWebhookConfiguration = serde_yaml::from_str(include_str!(
+        let vwc: ValidatingWebhookConfiguration = serde_saphyr::from_str(include_str!(
             "../../../deploy/base/validatingwebhookconfiguration.yaml"
         ))
         .unwrap();

@@ -361,7 +361,10 @@ fn rules_yaml(rules: &[Rule]) -> Result<String, Failure> {
     struct Snippet<'a> {
         rules: &'a [Rule],
     }
-    serde_yaml::to_string(&Snippet { rules }).map_err(|e| Failure::internal(e.to_string()))
+    // Quoted in single quotes, so the core group reads `''` as kubectl prints it.
+    let options = serde_saphyr::ser_options! { quote_all: true };
+    serde_saphyr::to_string_with_options(&Snippet { rules }, options)
+        .map_err(|e| Failure::internal(e.to_string()))
 }
 
 /// The union of every policy's rules, merged: rules that differ only in resources become

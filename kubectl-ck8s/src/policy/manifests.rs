@@ -4,9 +4,10 @@
 //! Every object keeps where it came from (file and 1-based document index), so a finding
 //! and an error both say exactly which document to open.
 
-use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use serde_saphyr::Spanned;
+use serde_saphyr::granit_parser::{Event, Parser};
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -100,15 +101,27 @@ pub fn read_all(files: &[PathBuf]) -> Result<Vec<Manifest>, String> {
 
 /// Parses one file's text: YAML documents (JSON is YAML), empty documents skipped.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, String> {
+    // serde-saphyr skips empty documents; the lines the parser starts documents on number them.
+    let starts: Vec<u64> = Parser::new_from_str(text)
+        .map_while(Result::ok)
+        .filter(|(e, _)| matches!(e, Event::DocumentStart(..)))
+        .map(|(_, span)| span.start.line() as u64)
+        .collect();
+    let origin = |line: u64| Origin {
+        file: file.to_string(),
+        document: starts.partition_point(|&s| s <= line).max(1),
+        item: None,
+    };
+    let docs: Vec<Spanned<Value>> = serde_saphyr::from_multiple(text).map_err(|e| {
+        let line = e.location().map_or(0, |l| l.line());
+        format!("{}: invalid YAML: {}", origin(line), e.without_snippet())
+    })?;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let origin = Origin {
-            file: file.to_string(),
-            document,
-            item: None,
-        };
-        let value = Value::deserialize(doc).map_err(|e| format!("{origin}: invalid YAML: {e}"))?;
+    for Spanned {
+        value, referenced, ..
+    } in docs
+    {
+        let origin = origin(referenced.line());
         match value {
             Value::Null => continue,
             Value::Object(_) => {}

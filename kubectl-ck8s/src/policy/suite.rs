@@ -233,8 +233,8 @@ fn run_suite(
 ) -> Result<(), Failure> {
     let text =
         std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("cannot read: {e}")))?;
-    let suite: Suite = serde_yaml::from_str(&text)
-        .map_err(|e| Failure::usage(format!("not a test suite: {e}")))?;
+    let suite: Suite = serde_saphyr::from_str(&text)
+        .map_err(|e| Failure::usage(format!("not a test suite: {}", e.without_snippet())))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let (under, source) = if is_vap_file(&suite.policy) {
         let file = base.join(&suite.policy);

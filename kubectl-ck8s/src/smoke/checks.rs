@@ -5,7 +5,7 @@ use crate::cluster::objects::{JobState, created, pod_ready};
 use crate::names::*;
 use crate::report::Check;
 use crate::rollout::{Rollout, rollout_status};
-use chrono::{DateTime, Utc};
+use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
@@ -16,7 +16,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 pub struct State {
     pub namespace: String,
     pub domain: Option<String>,
-    pub now: DateTime<Utc>,
+    pub now: Timestamp,
     pub pods: Vec<Pod>,
     pub deployments: Vec<Deployment>,
     pub jobs: Vec<Job>,
@@ -36,7 +36,7 @@ impl Default for State {
         State {
             namespace: String::new(),
             domain: None,
-            now: DateTime::<Utc>::default(),
+            now: Timestamp::default(),
             pods: vec![],
             deployments: vec![],
             jobs: vec![],
@@ -349,7 +349,7 @@ pub fn webhook_unauthorized(probe: &Option<ProbeResult>) -> Check {
 }
 
 /// Days until the certificate in `tls.crt` expires (negative once expired).
-pub fn cert_days_left(secret: &Secret, now: DateTime<Utc>) -> Result<i64, String> {
+pub fn cert_days_left(secret: &Secret, now: Timestamp) -> Result<i64, String> {
     let pem = secret
         .data
         .as_ref()
@@ -361,7 +361,7 @@ pub fn cert_days_left(secret: &Secret, now: DateTime<Utc>) -> Result<i64, String
         .parse_x509()
         .map_err(|e| format!("tls.crt is not a certificate: {e}"))?;
     let not_after = cert.validity().not_after.timestamp();
-    Ok((not_after - now.timestamp()).div_euclid(86_400))
+    Ok((not_after - now.as_second()).div_euclid(86_400))
 }
 
 pub fn tls_production(s: &State) -> Check {
@@ -763,9 +763,7 @@ mod tests {
                 "data": {"tls.crt": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crt)}}))
         };
         let at = |date: &str, ty: &str| {
-            let now = DateTime::parse_from_rfc3339(date)
-                .unwrap()
-                .with_timezone(&Utc);
+            let now = date.parse::<Timestamp>().unwrap();
             tls_production(&State {
                 now,
                 tls_secret: Some(secret(ty)),

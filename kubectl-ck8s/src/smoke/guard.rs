@@ -116,7 +116,7 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
         bad: Ok(()),
         good: Ok(()),
         namespaces: BTreeMap::new(),
-        now: chrono::Utc::now().timestamp(),
+        now: jiff::Timestamp::now().as_second(),
         pause,
     };
     let Some(h) = hook else {
@@ -288,7 +288,7 @@ pub fn judge(g: &Guard, production_namespace: &str) -> Vec<Check> {
             .collect();
     };
     let ns = &g.namespace;
-    let now = chrono::DateTime::from_timestamp(g.now, 0).unwrap_or_default();
+    let now = jiff::Timestamp::from_second(g.now).unwrap_or_default();
     let paused = matches!(&g.pause, Ok(Some(p)) if p.complete && p.until > now);
     let outage = if h.fail_closed {
         " under failurePolicy Fail: every write it judges is refused now"
@@ -460,7 +460,7 @@ mod tests {
 
     /// The webhook as `deploy/base` ships it, registered by Service.
     fn shipped() -> Hook {
-        let vwc: ValidatingWebhookConfiguration = serde_yaml::from_str(include_str!(
+        let vwc: ValidatingWebhookConfiguration = serde_saphyr::from_str(include_str!(
             "../../../deploy/base/validatingwebhookconfiguration.yaml"
         ))
         .unwrap();

@@ -99,7 +99,7 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     Ok(State {
         namespace: ns.to_string(),
         domain: ctx.domain.clone(),
-        now: chrono::Utc::now(),
+        now: jiff::Timestamp::now(),
         pods: pods.map_err(|e| ctx.err("list", "pods", here, e))?.items,
         deployments: deployments
             .map_err(|e| ctx.err("list", "deployments.apps", here, e))?

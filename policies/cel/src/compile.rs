@@ -469,7 +469,11 @@ pub const STRING: &str = "__ck8s_string";
 fn string_of(ftx: &FunctionContext, v: Value) -> Result<Value, ExecutionError> {
     let s = match &v {
         Value::Bool(b) => b.to_string(),
-        Value::Timestamp(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        // RFC 3339 with `Z` for UTC, as cel-go writes it.
+        Value::Timestamp(t) => match t.to_rfc3339() {
+            s if s.ends_with("+00:00") => format!("{}Z", &s[..s.len() - 6]),
+            s => s,
+        },
         Value::Duration(d) => {
             let nanos = d
                 .num_nanoseconds()

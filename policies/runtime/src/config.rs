@@ -133,9 +133,9 @@ impl SettingsFile {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
-        serde_yaml::from_str(text).map_err(|e| ConfigError::Invalid {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Invalid {
             path: None,
-            message: e.to_string(),
+            message: e.without_snippet().to_string(),
         })
     }
 

@@ -164,7 +164,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
     let unaudited = notes.len() - before;
     let progress = Bar::new(resources.len());
-    let timestamp = chrono::Utc::now();
+    let timestamp = jiff::Timestamp::now();
     let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
         futures::stream::iter(resources.iter())
             .map(|(ar, scope_, whole)| {

@@ -75,7 +75,7 @@ pub struct ResultProperties {
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Timestamp {
     pub seconds: i64,
-    pub nanos: u32,
+    pub nanos: i32,
 }
 
 impl PolicyReport {
@@ -131,7 +131,7 @@ impl ReportResult {
 pub fn policy_reports(
     report: &Report,
     passes: &BTreeMap<String, usize>,
-    at: chrono::DateTime<chrono::Utc>,
+    at: jiff::Timestamp,
 ) -> Vec<PolicyReport> {
     let mut by_ns: BTreeMap<String, Vec<&Violation>> = BTreeMap::new();
     // Every namespace judged gets a report, a clean one too (it replaces an older one).
@@ -143,8 +143,8 @@ pub fn policy_reports(
     }
     by_ns.entry(String::new()).or_default();
     let timestamp = Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos(),
+        seconds: at.as_second(),
+        nanos: at.subsec_nanosecond(),
     };
     by_ns
         .into_iter()
