@@ -64,7 +64,7 @@ pub struct PolicyConfig {
     /// on a ConfigMap that still holds another bad value. `false`: every violation denies.
     #[serde(default = "yes")]
     pub allow_existing_violations: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_empty")]
     pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -87,15 +87,39 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingsFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "policies_or_empty")]
     pub policies: BTreeMap<String, PolicyConfig>,
     /// Users whose writes of controller-owned objects inherit the owner's violations
     /// (allowed with a warning, for policies with `allowExistingViolations`): the workload
     /// controllers, which copy a template their owner already carries. A Pod the ReplicaSet
     /// controller creates from a template that was admitted, or kept, on the Deployment must
     /// not be denied for that template: that would stop the Deployment from scaling.
-    #[serde(default = "default_trusted_controllers")]
+    #[serde(
+        default = "default_trusted_controllers",
+        deserialize_with = "null_is_empty"
+    )]
     pub trusted_controllers: Vec<String>,
+}
+
+/// `key:` with nothing after it (a YAML null) reads as empty, not as an error.
+fn null_is_empty<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// [`null_is_empty`] for the policies and for each policy (`a:` alone: its defaults).
+fn policies_or_empty<'de, D>(d: D) -> Result<BTreeMap<String, PolicyConfig>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let policies: BTreeMap<String, Option<PolicyConfig>> = null_is_empty(d)?;
+    Ok(policies
+        .into_iter()
+        .map(|(name, config)| (name, config.unwrap_or_default()))
+        .collect())
 }
 
 impl Default for SettingsFile {
@@ -181,6 +205,12 @@ mod tests {
                 .trusted_controllers
                 .contains(&"system:serviceaccount:kube-system:replicaset-controller".to_string())
         );
+        // Keys with nothing after them are empty, as a YAML null always read here.
+        let nulls = SettingsFile::parse("policies:\ntrustedControllers:\n").unwrap();
+        assert!(nulls.policies.is_empty() && nulls.trusted_controllers.is_empty());
+        let bare = SettingsFile::parse("policies:\n  a:\n  b: { settings: }\n").unwrap();
+        assert_eq!(bare.policies["a"], PolicyConfig::default());
+        assert!(bare.policies["b"].settings.is_empty());
         assert_eq!(
             SettingsFile::parse("trustedControllers: []")
                 .unwrap()
