@@ -1,8 +1,12 @@
 //! `kubectl ck8s`: the codex-k8s runbooks as one kubectl plugin.
 //!
 //! Exit codes (stable, for scripts; mapped in one place, [`exit::code`]): 0 every check
-//! passed, 1 a check failed or a violation was found, 2 usage, connection, permission or
-//! missing-object error.
+//! passed, 1 a check failed or a violation was found, 2 usage, connection, permission,
+//! missing-object or internal error.
+//!
+//! Every flow fetches into a typed state, judges it with pure functions and returns a
+//! [`report::Outcome`]; [`cli::run`] renders it once. The cluster layer ([`cluster`]) knows
+//! nothing of output.
 
 mod admission;
 mod buildref;
