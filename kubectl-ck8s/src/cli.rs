@@ -147,10 +147,7 @@ async fn outcome(cli: Cli) -> Result<Outcome, Failure> {
             Command::Policy(crate::policy::PolicyCommand::Audit(_))
         )
     {
-        return Err(
-            Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
-                .with_help("use -o table, json or yaml"),
-        );
+        return Err(crate::report::policyreport_refused());
     }
     if g.output != OutputFormat::Table
         && let Some(name) = text_only(&cli.command)

@@ -150,15 +150,11 @@ impl Report {
         }
     }
 
-    /// Prints the report in the chosen format; `extra` is table-only text printed before the
-    /// checks (listings that JSON carries in `details`).
-    pub fn print(&self, format: OutputFormat, extra: Option<&str>) -> Result<Verdict, Failure> {
-        if let Some(result) = format.print_structured(self) {
-            result.map_err(|e| Failure::internal(format!("cannot print the report: {e}")))?;
-            return Ok(self.verdict());
-        }
-        if let Some(extra) = extra {
-            print!("{extra}");
+    /// Prints the checks table and the summary line; `listing` is table-only text printed
+    /// before the checks (listings that JSON carries in `details`).
+    fn print_table(&self, listing: Option<&str>) {
+        if let Some(listing) = listing {
+            print!("{listing}");
         }
         println!("{}", checks_table(&self.checks));
         let count = |s| self.checks.iter().filter(|c| c.status == s).count();
@@ -175,8 +171,13 @@ impl Report {
                 "PASS"
             }
         );
-        Ok(self.verdict())
     }
+}
+
+/// `-o policyreport` anywhere but `policy audit`: refused before any flow runs.
+pub fn policyreport_refused() -> Failure {
+    Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
+        .with_help("use -o table, json or yaml")
 }
 
 /// What a flow hands back to [`crate::cli::run`]: its report, and what `-o table` shows of it.
@@ -252,29 +253,30 @@ impl Outcome {
                 policy_reports,
             } => (report, table, policy_reports),
         };
-        let encode = |e: String| Failure::internal(format!("cannot print the report: {e}"));
+        let encode =
+            |e: &dyn std::fmt::Display| Failure::internal(format!("cannot print the report: {e}"));
         match format {
             OutputFormat::Policyreport => {
-                let reports = policy_reports.ok_or_else(|| {
-                    Failure::usage("-o policyreport is only for `kubectl ck8s policy audit`")
-                        .with_help("use -o table, json or yaml")
-                })?;
+                let reports = policy_reports.ok_or_else(policyreport_refused)?;
                 // A YAML stream, one document per report, as `kubectl apply -f -` reads it.
                 for r in &reports {
-                    let text = serde_saphyr::to_string(r).map_err(|e| encode(e.to_string()))?;
+                    let text = serde_saphyr::to_string(r).map_err(|e| encode(&e))?;
                     print!("---\n{text}");
                 }
             }
-            OutputFormat::Json | OutputFormat::Yaml => {
-                if let Some(result) = format.print_structured(&report) {
-                    result.map_err(encode)?;
-                }
+            OutputFormat::Json => {
+                let text = serde_json::to_string_pretty(&report).map_err(|e| encode(&e))?;
+                println!("{text}");
+            }
+            OutputFormat::Yaml => {
+                print!(
+                    "{}",
+                    serde_saphyr::to_string(&report).map_err(|e| encode(&e))?
+                )
             }
             OutputFormat::Table => match table {
                 TableView::Text(text) => print!("{text}"),
-                TableView::Checks { listing } => {
-                    report.print(OutputFormat::Table, listing.as_deref())?;
-                }
+                TableView::Checks { listing } => report.print_table(listing.as_deref()),
             },
         }
         Ok(report.verdict())
