@@ -51,7 +51,7 @@ pub struct ReportResult {
     pub message: String,
     pub properties: ResultProperties,
     pub resources: Vec<ObjectReference>,
-    pub timestamp: Timestamp,
+    pub timestamp: ProtoTimestamp,
 }
 
 /// A denial fails; a policy that only warns or audits warns; one that could not judge errs.
@@ -73,7 +73,7 @@ pub struct ResultProperties {
 
 /// The CRD's timestamp: a protobuf Timestamp, not an RFC 3339 string.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Timestamp {
+pub struct ProtoTimestamp {
     pub seconds: i64,
     pub nanos: i32,
 }
@@ -93,7 +93,7 @@ impl PolicyReport {
 }
 
 impl ReportResult {
-    fn of(v: &Violation, timestamp: Timestamp) -> Self {
+    fn of(v: &Violation, timestamp: ProtoTimestamp) -> Self {
         ReportResult {
             source: "ck8s",
             policy: v.policy.clone(),
@@ -142,7 +142,7 @@ pub fn policy_reports(
         by_ns.entry(v.namespace.clone()).or_default().push(v);
     }
     by_ns.entry(String::new()).or_default();
-    let timestamp = Timestamp {
+    let timestamp = ProtoTimestamp {
         seconds: at.as_second(),
         nanos: at.subsec_nanosecond(),
     };
