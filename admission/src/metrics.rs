@@ -76,89 +76,79 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ck8s_admission");
-        let requests = Family::<DecisionLabels, Counter>::default();
-        registry.register(
+        let connections = ConnectionMetrics::register(&mut registry);
+        let mut m = Metrics {
+            registry,
+            requests: Family::default(),
+            request_seconds: Histogram::new(EVAL_BUCKETS),
+            evaluations: Family::default(),
+            evaluation_seconds: Family::new_with_constructor(|| Histogram::new(EVAL_BUCKETS)),
+            policy_errors: Family::default(),
+            inflight: Gauge::default(),
+            policies_loaded: Gauge::default(),
+            policy_load_seconds: Gauge::default(),
+            reloads: Family::default(),
+            connections,
+            paused: Gauge::default(),
+            pause_restores: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register(
             "requests",
             "Admission reviews answered, by decision",
-            requests.clone(),
+            m.requests.clone(),
         );
-        let request_seconds = Histogram::new(EVAL_BUCKETS);
-        registry.register(
+        r.register(
             "request_duration_seconds",
             "Time to answer one review (parse, evaluate, encode)",
-            request_seconds.clone(),
+            m.request_seconds.clone(),
         );
-        let evaluations = Family::<PolicyLabels, Counter>::default();
-        registry.register(
+        r.register(
             "policy_evaluations",
             "Policy evaluations, by policy and result",
-            evaluations.clone(),
+            m.evaluations.clone(),
         );
-        let evaluation_seconds =
-            Family::<PolicyName, Histogram>::new_with_constructor(|| Histogram::new(EVAL_BUCKETS));
-        registry.register(
+        r.register(
             "policy_evaluation_duration_seconds",
             "Time of one policy evaluation (the policy that opens a fresh instance, alone or first of its bundle, also counts setting it up)",
-            evaluation_seconds.clone(),
+            m.evaluation_seconds.clone(),
         );
-        let policy_errors = Family::<PolicyErrorLabels, Counter>::default();
-        registry.register(
+        r.register(
             "policy_errors",
             "Policy evaluations that failed (timeouts included), by kind",
-            policy_errors.clone(),
+            m.policy_errors.clone(),
         );
-        let inflight = Gauge::default();
-        registry.register(
+        r.register(
             "inflight_requests",
             "Reviews being evaluated now",
-            inflight.clone(),
+            m.inflight.clone(),
         );
-        let policies_loaded = Gauge::default();
-        registry.register(
+        r.register(
             "policies_loaded",
             "Policies in service",
-            policies_loaded.clone(),
+            m.policies_loaded.clone(),
         );
-        let policy_load_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
+        r.register(
             "policy_load_duration_seconds",
             "Time the last successful policy (re)load took",
-            policy_load_seconds.clone(),
+            m.policy_load_seconds.clone(),
         );
-        let reloads = Family::<ReloadLabels, Counter>::default();
-        registry.register(
+        r.register(
             "reloads",
             "Reloads of policies and certificate, by result",
-            reloads.clone(),
+            m.reloads.clone(),
         );
-        let connections = ConnectionMetrics::register(&mut registry);
-        let paused = Gauge::default();
-        registry.register(
+        r.register(
             "paused",
             "1 while a break-glass pause is recorded on the webhook configuration (with --restore-pause)",
-            paused.clone(),
+            m.paused.clone(),
         );
-        let pause_restores = Counter::default();
-        registry.register(
+        r.register(
             "pause_restores",
             "Webhook configurations restored at the end of a break-glass pause",
-            pause_restores.clone(),
+            m.pause_restores.clone(),
         );
-        Metrics {
-            paused,
-            pause_restores,
-            registry,
-            requests,
-            request_seconds,
-            evaluations,
-            evaluation_seconds,
-            policy_errors,
-            inflight,
-            policies_loaded,
-            policy_load_seconds,
-            reloads,
-            connections,
-        }
+        m
     }
 
     pub fn encode(&self) -> String {

@@ -8,6 +8,7 @@ use crate::metrics::{DecisionLabels, Metrics};
 use crate::review;
 use crate::store::PolicyStore;
 use crate::tls::{CertSource, CertStore};
+use crate::workers::Workers;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -46,8 +47,8 @@ struct AppState {
     /// [`set_id`] of a policy set that has outlived [`INLINE_BUDGET`]: its evaluations run on
     /// the blocking pool. 0: none.
     offloaded: AtomicUsize,
-    /// Whether evaluations may run on the async workers at all: not when there is only one
-    /// (a runtime of one thread would stall every connection behind an evaluation).
+    /// Whether evaluations may run on the connections' threads at all: not when there is only
+    /// one (it would stall every connection behind an evaluation).
     inline: bool,
 }
 
@@ -77,6 +78,8 @@ pub struct Server {
     /// Fingerprints of the certificate and client CA files in service.
     fingerprints: (Option<String>, Option<String>),
     started: Instant,
+    /// The HTTPS connections' threads ([`Workers`]): one per core.
+    workers: usize,
 }
 
 impl Server {
@@ -166,6 +169,7 @@ impl Server {
                 Err(e) => anyhow::bail!("--restore-pause needs the API server: {e}"),
             }
         }
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let state = Arc::new(AppState {
             connections,
             store,
@@ -174,11 +178,7 @@ impl Server {
             ready: AtomicBool::new(true),
             permits: Semaphore::new(args.max_inflight.max(1)),
             offloaded: AtomicUsize::new(0),
-            inline: {
-                let runtime = tokio::runtime::Handle::current();
-                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                    && runtime.metrics().num_workers() > 1
-            },
+            inline: workers > 1,
             queue_timeout: args.queue_timeout,
             budget,
             body_limits: BodyLimits {
@@ -197,6 +197,7 @@ impl Server {
             cert_source,
             fingerprints,
             started,
+            workers,
         })
     }
 
@@ -218,20 +219,9 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let Server {
-            args,
-            state,
-            https,
-            plain,
-            tls,
-            certs,
-            cert_source,
-            fingerprints,
-            started,
-        } = self;
         tracing::info!(
-            https = %https.local_addr()?, metrics = %plain.local_addr()?,
-            policies = state.store.current().len(), ready_ms = started.elapsed().as_secs_f64() * 1e3,
+            https = %self.https.local_addr()?, metrics = %self.plain.local_addr()?,
+            policies = self.state.store.current().len(), ready_ms = self.started.elapsed().as_secs_f64() * 1e3,
             "ck8s-admission ready"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -242,16 +232,16 @@ impl Server {
 
         let reloader = tokio::spawn(reload_loop(
             Reloader {
-                state: state.clone(),
-                certs,
-                tls: tls.clone(),
-                cert_fp: fingerprints.0,
-                cert_source,
-                client_ca_fp: fingerprints.1,
-                client_ca: args.client_ca.clone(),
+                state: self.state.clone(),
+                certs: self.certs,
+                tls: self.tls.clone(),
+                cert_fp: self.fingerprints.0,
+                cert_source: self.cert_source,
+                client_ca_fp: self.fingerprints.1,
+                client_ca: self.args.client_ca.clone(),
             },
-            args.reload_interval,
-            args.watched_dirs(),
+            self.args.reload_interval,
+            self.args.watched_dirs(),
             stop_rx.clone(),
         ));
 
@@ -262,11 +252,11 @@ impl Server {
         let admission = probes
             .clone()
             .route("/validate", post(validate))
-            .with_state(state.clone());
-        let probes = probes.with_state(state.clone());
+            .with_state(self.state.clone());
+        let probes = probes.with_state(self.state.clone());
 
-        let https_conns = state.connections.clone();
-        let handshake_metrics = state.metrics.connections.clone();
+        let https_conns = self.state.connections.clone();
+        let handshake_metrics = self.state.metrics.connections.clone();
         let plain_conns = Connections::new(
             ConnLimits {
                 max_connections: PROBE_CONNECTIONS,
@@ -275,26 +265,24 @@ impl Server {
             None,
         );
         let plain_server = tokio::spawn(accept_loop(
-            plain,
+            self.plain,
             plain_conns.clone(),
             stop_rx.clone(),
-            move |tcp, conns_slot, stop| {
+            move |tcp, slot, stop| {
                 let service = TowerToHyperService::new(probes.clone());
-                crate::conn::serve(
-                    conns_slot,
-                    tcp,
-                    |tcp| std::future::ready(Ok(tcp)),
-                    service,
-                    stop,
-                )
+                let ready = |tcp| std::future::ready(Ok(tcp));
+                tokio::spawn(crate::conn::serve(slot, tcp, ready, service, stop));
             },
         ));
+        // Borrowed by the accept loop: the threads outlive it, until the connections drain.
+        let workers = Workers::start(self.workers)?;
+        let workers = &workers;
         accept_loop(
-            https,
+            self.https,
             https_conns.clone(),
             stop_rx.clone(),
             move |tcp, slot, stop| {
-                let acceptor = TlsAcceptor::from(tls.load_full());
+                let acceptor = TlsAcceptor::from(self.tls.load_full());
                 let service = TowerToHyperService::new(admission.clone());
                 let metrics = handshake_metrics.clone();
                 let handshake = move |tcp| async move {
@@ -304,34 +292,33 @@ impl Server {
                     }
                     Ok(stream)
                 };
-                crate::conn::serve(slot, tcp, handshake, service, stop)
+                workers.serve(tcp, move |tcp| {
+                    crate::conn::serve(slot, tcp, handshake, service, stop)
+                });
             },
         )
         .await;
 
-        state.ready.store(false, Ordering::SeqCst);
-        tracing::info!(grace = ?args.shutdown_grace, "shutting down: draining in-flight requests");
+        self.state.ready.store(false, Ordering::SeqCst);
+        tracing::info!(grace = ?self.args.shutdown_grace, "shutting down: draining in-flight requests");
         let _ = plain_server.await;
         tokio::select! {
             _ = async { https_conns.drained().await; plain_conns.drained().await } => tracing::info!("all connections drained"),
-            _ = tokio::time::sleep(args.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
+            _ = tokio::time::sleep(self.args.shutdown_grace) => tracing::warn!("shutdown grace elapsed with connections still open"),
         }
         reloader.abort();
         Ok(())
     }
 }
 
-/// Accepts until `stop`, each connection under a place in `conns`; the listener is closed
-/// when it returns.
-async fn accept_loop<F, Fut>(
+/// Accepts until `stop`, each connection under a place in `conns`, and hands it to `serve`
+/// (which spawns its task); the listener is closed when it returns.
+async fn accept_loop(
     listener: TcpListener,
     conns: Arc<Connections>,
     mut stop: watch::Receiver<bool>,
-    serve: F,
-) where
-    F: Fn(tokio::net::TcpStream, crate::conn::Slot, watch::Receiver<bool>) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+    serve: impl Fn(tokio::net::TcpStream, crate::conn::Slot, watch::Receiver<bool>),
+) {
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -350,7 +337,7 @@ async fn accept_loop<F, Fut>(
             _ = stopped(&mut stop) => return,
         };
         let _ = tcp.set_nodelay(true);
-        tokio::spawn(serve(tcp, slot, stop.clone()));
+        serve(tcp, slot, stop.clone());
     }
 }
 

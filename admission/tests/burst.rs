@@ -7,6 +7,7 @@
 //! 200 idle keep-alive connections stay open all along, as a busy API server's pool would.
 //! Loopback only; every request loop is bounded in count and in time.
 
+use ck8s_tests::cluster::free_port;
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -28,14 +29,6 @@ const DEPLOYMENT_MEMORY_LIMIT_MIB: u64 = 128;
 /// Each of object and oldObject: what the API server allows for one object.
 const OBJECT_BYTES: usize = 3 << 20;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Server {
     child: Child,
     https: u16,
@@ -51,7 +44,7 @@ impl Server {
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert.cert.pem()).unwrap();
         std::fs::write(dir.path().join("tls.key"), cert.signing_key.serialize_pem()).unwrap();
-        let (https, metrics) = (free_port(), free_port());
+        let (https, metrics) = (free_port().unwrap(), free_port().unwrap());
         let child = Command::new(bin())
             .arg(format!("--listen=127.0.0.1:{https}"))
             .arg(format!("--metrics-listen=127.0.0.1:{metrics}"))

@@ -1,18 +1,11 @@
 //! The real `ck8s-admission` binary: flags, start-up errors, SIGTERM.
 
+use ck8s_tests::cluster::free_port;
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ck8s-admission");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[test]
 fn help_and_usage_errors() {
@@ -57,7 +50,7 @@ fn start_up_errors_exit_non_zero_with_a_reason() {
 #[test]
 fn sigterm_drains_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = free_port();
+    let metrics = free_port().unwrap();
     let mut child = Command::new(BIN)
         .args([
             "--listen=127.0.0.1:0",

@@ -1016,6 +1016,17 @@ impl ControlPlane {
     /// any `status`, nor a webhook configuration (its Service has no process behind it). `codex-k8s-prod` becomes `namespace`. The fixture's `logs/<ns>/<pod>.log`
     /// are served (kwok `ClusterLogs`) for the pods of the Deployment the pod name starts with.
     /// Returns once every Deployment is rolled out.
+    /// [`Self::apply_fixture`] in a test: a fixture that does not apply panics with the
+    /// controller manager's log tail.
+    pub fn fixture_in(&self, name: &str, namespace: &str) -> AppliedFixture {
+        self.apply_fixture(name, namespace).unwrap_or_else(|e| {
+            panic!(
+                "fixture {name}: {e:#}\n{}",
+                self.log_tail("kube-controller-manager")
+            )
+        })
+    }
+
     pub fn apply_fixture(&self, name: &str, namespace: &str) -> anyhow::Result<AppliedFixture> {
         let (objects, logs) = crate::apiserver::load_fixture(name)?;
         let deployments: Vec<String> = objects

@@ -108,12 +108,27 @@ pub fn repo() -> std::path::PathBuf {
         .to_path_buf()
 }
 
+/// The limit of [`eventually`] and [`eventually_blocking`].
+const EVENTUALLY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// [`eventually`] for a test without an async runtime: polls `check` every 50 ms.
+pub fn eventually_blocking(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check() {
+        assert!(
+            start.elapsed() < EVENTUALLY,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// Polls `check` every 50 ms until it holds; panics naming `what` after 20 s.
 pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     let start = std::time::Instant::now();
     while !check().await {
         assert!(
-            start.elapsed() < std::time::Duration::from_secs(20),
+            start.elapsed() < EVENTUALLY,
             "timed out waiting for: {what}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

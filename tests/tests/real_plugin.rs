@@ -24,12 +24,7 @@ static LEGACY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn fixture(cp: &ControlPlane, name: &str) -> String {
     let ns = cp.namespace(&format!("prod-{name}")).unwrap();
     cp.serve_app_ports(&ns, codex_app()).unwrap();
-    cp.apply_fixture(name, &ns).unwrap_or_else(|e| {
-        panic!(
-            "fixture {name}: {e:#}\n{}",
-            cp.log_tail("kube-controller-manager")
-        )
-    });
+    cp.fixture_in(name, &ns);
     ns
 }
 

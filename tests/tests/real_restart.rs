@@ -18,12 +18,7 @@ const CONTROL_PLANE: &str = "deploy/codex-k8s-control-plane";
 
 fn fixture(cp: &ControlPlane, name: &str) -> String {
     let ns = cp.namespace(&format!("restart-{name}")).unwrap();
-    cp.apply_fixture(name, &ns).unwrap_or_else(|e| {
-        panic!(
-            "fixture {name}: {e:#}\n{}",
-            cp.log_tail("kube-controller-manager")
-        )
-    });
+    cp.fixture_in(name, &ns);
     ns
 }
 

@@ -826,15 +826,6 @@ fn plugin(cp: &ControlPlane, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Waits until `f` holds (20 s at most), saying `what` otherwise.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn pause_lets_writes_through_in_both_emergencies_and_the_guard_restores_itself() {
     let _g = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -884,7 +875,7 @@ fn pause_lets_writes_through_in_both_emergencies_and_the_guard_restores_itself()
     );
     assert_eq!(code, 0, "{paused_out}{err}");
     assert!(paused_out.contains("paused by "), "{paused_out}");
-    eventually("the paused guard still denies", || write().0);
+    eventually_blocking("the paused guard still denies", || write().0);
     let (code, out, _) = plugin(cp, &["admission", "status"]);
     assert_eq!(code, 0, "{out}");
     assert!(
@@ -935,7 +926,7 @@ fn pause_lets_writes_through_in_both_emergencies_and_the_guard_restores_itself()
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(paused(cp));
-    eventually(
+    eventually_blocking(
         "the guard did not restore its configuration after the pause",
         || !paused(cp),
     );

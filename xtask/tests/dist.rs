@@ -22,6 +22,7 @@
 //!
 //! Run: `cargo test -p xtask --test dist`
 
+use ck8s_tests::cluster::free_port;
 use flate2::read::GzDecoder;
 use k8s_openapi::api::core::v1::{Container, PodSecurityContext};
 use serde::Deserialize;
@@ -861,14 +862,6 @@ fn bytes_of(q: &str) -> u64 {
     num.parse::<u64>().unwrap() * mul
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn runc(args: &[&str]) -> std::process::Output {
     Command::new("runc")
         .args(args)
@@ -995,7 +988,7 @@ async fn image_runs_under_runc_as_the_deployment_runs_it() {
     // emptyDir: a directory on the node's disk, writable by the pod.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
 
-    let (https_port, metrics_port) = (free_port(), free_port());
+    let (https_port, metrics_port) = (free_port().unwrap(), free_port().unwrap());
     let mut process_args = vec![Value::from(ENTRYPOINT)];
     for a in container.args.as_ref().unwrap() {
         let a = if a.starts_with("--listen=") {

@@ -418,42 +418,44 @@ pub const OPT_SELECT: &str = "__ck8s_optional_select";
 /// `a.?b` in the `cel` crate 0.13 fails on a missing key instead of giving `optional.none()`;
 /// it is rewritten to a call of [`OPT_SELECT`], which follows the CEL specification.
 fn rewrite_optional_select(e: &mut Expr) {
+    if let Expr::Call(c) = e
+        && c.target.is_none()
+    {
+        if c.func_name == "_?._" && c.args.len() == 2 {
+            c.func_name = OPT_SELECT.to_string();
+        }
+        if c.func_name == "string" && c.args.len() == 1 {
+            c.func_name = STRING.to_string();
+        }
+    }
+    for_each_child(e, rewrite_optional_select);
+}
+
+/// Calls `f` on each direct subexpression of `e`: the rewrites recurse through it.
+fn for_each_child(e: &mut Expr, mut f: impl FnMut(&mut Expr)) {
     match e {
         Expr::Call(c) => {
-            if c.func_name == "_?._" && c.target.is_none() && c.args.len() == 2 {
-                c.func_name = OPT_SELECT.to_string();
-            }
-            if c.func_name == "string" && c.target.is_none() && c.args.len() == 1 {
-                c.func_name = STRING.to_string();
-            }
             if let Some(t) = &mut c.target {
-                rewrite_optional_select(&mut t.expr);
+                f(&mut t.expr);
             }
-            for a in &mut c.args {
-                rewrite_optional_select(&mut a.expr);
-            }
+            c.args.iter_mut().for_each(|a| f(&mut a.expr));
         }
-        Expr::Select(s) => rewrite_optional_select(&mut s.operand.expr),
-        Expr::Comprehension(c) => {
-            for x in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_optional_select(&mut x.expr);
-            }
-        }
-        Expr::List(l) => l
-            .elements
-            .iter_mut()
-            .for_each(|x| rewrite_optional_select(&mut x.expr)),
+        Expr::Select(s) => f(&mut s.operand.expr),
+        Expr::Comprehension(c) => [
+            &mut c.iter_range,
+            &mut c.accu_init,
+            &mut c.loop_cond,
+            &mut c.loop_step,
+            &mut c.result,
+        ]
+        .into_iter()
+        .for_each(|x| f(&mut x.expr)),
+        Expr::List(l) => l.elements.iter_mut().for_each(|x| f(&mut x.expr)),
         Expr::Map(m) => {
             for en in &mut m.entries {
                 if let EntryExpr::MapEntry(me) = &mut en.expr {
-                    rewrite_optional_select(&mut me.key.expr);
-                    rewrite_optional_select(&mut me.value.expr);
+                    f(&mut me.key.expr);
+                    f(&mut me.value.expr);
                 }
             }
         }
@@ -517,45 +519,13 @@ fn rewrite_variables(e: &mut Expr) {
         *e = Expr::Ident(var_ident(&s.field));
         return;
     }
-    match e {
-        Expr::Call(c) => {
-            if let Some(t) = &mut c.target {
-                rewrite_variables(&mut t.expr);
-            }
-            for a in &mut c.args {
-                rewrite_variables(&mut a.expr);
-            }
-        }
-        Expr::Select(s) => rewrite_variables(&mut s.operand.expr),
-        Expr::Comprehension(c) => {
-            // A comprehension variable named `variables` shadows the policy's.
-            if c.iter_var == "variables" || c.accu_var == "variables" {
-                return;
-            }
-            for x in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_variables(&mut x.expr);
-            }
-        }
-        Expr::List(l) => l
-            .elements
-            .iter_mut()
-            .for_each(|x| rewrite_variables(&mut x.expr)),
-        Expr::Map(m) => {
-            for en in &mut m.entries {
-                if let EntryExpr::MapEntry(me) = &mut en.expr {
-                    rewrite_variables(&mut me.key.expr);
-                    rewrite_variables(&mut me.value.expr);
-                }
-            }
-        }
-        _ => {}
+    // A comprehension variable named `variables` shadows the policy's.
+    if let Expr::Comprehension(c) = e
+        && (c.iter_var == "variables" || c.accu_var == "variables")
+    {
+        return;
     }
+    for_each_child(e, rewrite_variables);
 }
 
 /// `x.?a.?b.orValue(y)` → `has(x.a) && has(x.a.b) ? x.a.b : y`: the same value without the
@@ -627,41 +597,7 @@ fn rewrite_or_value(e: &mut Expr) {
             return;
         }
     }
-    match e {
-        Expr::Call(c) => {
-            if let Some(t) = &mut c.target {
-                rewrite_or_value(&mut t.expr);
-            }
-            for a in &mut c.args {
-                rewrite_or_value(&mut a.expr);
-            }
-        }
-        Expr::Select(s) => rewrite_or_value(&mut s.operand.expr),
-        Expr::Comprehension(c) => {
-            for x in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_or_value(&mut x.expr);
-            }
-        }
-        Expr::List(l) => l
-            .elements
-            .iter_mut()
-            .for_each(|x| rewrite_or_value(&mut x.expr)),
-        Expr::Map(m) => {
-            for en in &mut m.entries {
-                if let EntryExpr::MapEntry(me) = &mut en.expr {
-                    rewrite_or_value(&mut me.key.expr);
-                    rewrite_or_value(&mut me.value.expr);
-                }
-            }
-        }
-        _ => {}
-    }
+    for_each_child(e, rewrite_or_value);
 }
 
 /// Registers what ck8s adds to the evaluator's functions.
