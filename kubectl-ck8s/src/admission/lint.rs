@@ -31,7 +31,7 @@ pub(crate) struct CriticalWrite {
     pub what: &'static str,
 }
 
-pub(crate) const CRITICAL: [CriticalWrite; 8] = [
+const CRITICAL: [CriticalWrite; 8] = [
     CriticalWrite {
         group: "coordination.k8s.io",
         version: "v1",
@@ -192,12 +192,9 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         .map_err(|e| configurations("validatingwebhookconfigurations", e))?
     {
         let name = format!("validating/{}", c.metadata.name.unwrap_or_default());
-        state.hooks.extend(
-            c.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|w| hook!(name, w)),
-        );
+        state
+            .hooks
+            .extend(c.webhooks.into_iter().flatten().map(|w| hook!(name, w)));
     }
     for c in mutating
         .list(&lp)
@@ -205,12 +202,9 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         .map_err(|e| configurations("mutatingwebhookconfigurations", e))?
     {
         let name = format!("mutating/{}", c.metadata.name.unwrap_or_default());
-        state.hooks.extend(
-            c.webhooks
-                .unwrap_or_default()
-                .into_iter()
-                .map(|w| hook!(name, w)),
-        );
+        state
+            .hooks
+            .extend(c.webhooks.into_iter().flatten().map(|w| hook!(name, w)));
     }
     let namespaces: Api<Namespace> = ctx.all();
     for ns in CONTROL_PLANE_NAMESPACES.into_iter().chain(["default"]) {
@@ -222,14 +216,10 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         );
     }
     for hook in &state.hooks {
-        if let Some((ns, name)) = &hook.service {
-            if state
-                .ready_endpoints
-                .contains_key(&(ns.clone(), name.clone()))
-            {
-                continue;
-            }
-            let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), ns);
+        if let Some(service @ (ns, name)) = &hook.service
+            && !state.ready_endpoints.contains_key(service)
+        {
+            let slices: Api<EndpointSlice> = ctx.in_ns(ns);
             let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={name}"));
             let ready = slices
                 .list(&lp)
@@ -242,9 +232,7 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
                         .filter(|e| e.conditions.as_ref().and_then(|c| c.ready) != Some(false))
                         .count()
                 });
-            state
-                .ready_endpoints
-                .insert((ns.clone(), name.clone()), ready);
+            state.ready_endpoints.insert(service.clone(), ready);
         }
         if let Some(url) = &hook.url
             && !state.handshakes.contains_key(url)
@@ -255,6 +243,9 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     }
     Ok(state)
 }
+
+const NO_CA_BUNDLE: &str =
+    "no caBundle: verified against the API server's system roots, which ck8s cannot see";
 
 /// A TLS handshake with the webhook at `url`, verifying its certificate as the API server
 /// does, against `ca_bundle`: the days left on the served certificate. Without a caBundle the
@@ -269,10 +260,7 @@ pub(crate) async fn handshake(
     let host = uri.host().ok_or("the URL has no host")?.to_string();
     let port = uri.port_u16().unwrap_or(443);
     if ca_bundle.is_none() {
-        return Err(
-            "no caBundle: verified against the API server's system roots, which ck8s cannot see"
-                .into(),
-        );
+        return Err(NO_CA_BUNDLE.into());
     }
     let connect = async {
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
@@ -296,20 +284,13 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    let pem = ca_bundle.ok_or(NO_CA_BUNDLE)?;
     let mut roots = rustls::RootCertStore::empty();
-    match ca_bundle {
-        Some(pem) => {
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                let cert = cert.map_err(|e| format!("caBundle is not PEM: {e}"))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("caBundle holds a certificate that is not a CA: {e}"))?;
-            }
-        }
-        None => return Err(
-            "no caBundle: verified against the API server's system roots, which ck8s cannot see"
-                .into(),
-        ),
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| format!("caBundle is not PEM: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("caBundle holds a certificate that is not a CA: {e}"))?;
     }
     let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -340,7 +321,7 @@ where
 
 /// Everyday namespaced writes: a webhook sent any of them in kube-system judges the control
 /// plane's own workloads. `(group, version, resource, kind)`.
-pub(crate) const EVERYDAY: [(&str, &str, &str, &str); 5] = [
+const EVERYDAY: [(&str, &str, &str, &str); 5] = [
     ("", "v1", "pods", "Pod"),
     ("", "v1", "configmaps", "ConfigMap"),
     ("", "v1", "secrets", "Secret"),
@@ -386,22 +367,33 @@ pub(crate) fn sends(
     )
 }
 
+/// The control plane's writes ([`CRITICAL`]) the API server sends the webhook.
+pub(crate) fn critical_sent<'a>(
+    h: &'a Hook,
+    s: &'a State,
+) -> impl Iterator<Item = &'static CriticalWrite> + 'a {
+    CRITICAL
+        .iter()
+        .filter(|w| sends(h, s, w.group, w.version, w.resource, w.kind, w.namespace))
+}
+
+/// Whether the webhook judges an everyday write ([`EVERYDAY`]) in `namespace`.
+pub(crate) fn judges_writes_in(h: &Hook, s: &State, namespace: &str) -> bool {
+    EVERYDAY
+        .iter()
+        .any(|(g, v, r, k)| sends(h, s, g, v, r, k, Some(namespace)))
+}
+
 /// Whether `rule` sends `group/resource` CREATE or UPDATE requests to the webhook.
 fn rule_matches(rule: &RuleWithOperations, group: &str, resource: &str) -> bool {
-    let has = |list: &Option<Vec<String>>, want: &str| {
-        list.as_ref()
-            .is_some_and(|l| l.iter().any(|x| x == "*" || x == want))
+    let has = |list: &Option<Vec<String>>, wanted: &[&str]| {
+        list.iter()
+            .flatten()
+            .any(|x| x == "*" || wanted.contains(&x.as_str()))
     };
-    let resources = rule
-        .resources
-        .as_ref()
-        .is_some_and(|l| l.iter().any(|r| r == "*" || r == "*/*" || r == resource));
-    has(&rule.api_groups, group)
-        && resources
-        && rule.operations.as_ref().is_some_and(|ops| {
-            ops.iter()
-                .any(|o| o == "*" || o == "CREATE" || o == "UPDATE")
-        })
+    has(&rule.api_groups, &[group])
+        && has(&rule.resources, &["*/*", resource])
+        && has(&rule.operations, &["CREATE", "UPDATE"])
 }
 
 /// Whether a label selector selects `labels` (an absent selector selects everything), by the
@@ -420,39 +412,23 @@ pub fn judge(s: &State) -> Vec<Check> {
     }
     for h in &s.hooks {
         let id = |aspect: &str| format!("{}/{}:{aspect}", h.configuration, h.name);
-        let matches_any = |pred: &dyn Fn(&str, &str) -> bool| {
-            h.rules.iter().any(|r| {
-                r.api_groups.iter().flatten().any(|g| {
-                    r.resources
-                        .iter()
-                        .flatten()
-                        .any(|res| pred(g, res) && rule_matches(r, g, res))
-                })
-            })
-        };
         // The control plane's own writes this webhook is sent (under Fail: refused when it
         // is down). Leases are judged per namespace: node heartbeats and leader election.
-        let mut critical: Vec<String> = Vec::new();
-        for w in &CRITICAL {
-            if sends(h, s, w.group, w.version, w.resource, w.kind, w.namespace) {
+        let critical: Vec<String> = critical_sent(h, s)
+            .map(|w| {
                 let name = if w.group.is_empty() {
                     w.resource.to_string()
                 } else {
                     format!("{}.{}", w.resource, w.group)
                 };
                 let place = w.namespace.map(|n| format!(" in {n}")).unwrap_or_default();
-                critical.push(format!("{name}{place} ({})", w.what));
-            }
-        }
+                format!("{name}{place} ({})", w.what)
+            })
+            .collect();
         // Any write in the control plane's namespaces.
         let judged_namespaces: Vec<&str> = CONTROL_PLANE_NAMESPACES
-            .iter()
-            .copied()
-            .filter(|ns| {
-                EVERYDAY
-                    .iter()
-                    .any(|(g, v, r, k)| sends(h, s, g, v, r, k, Some(ns)))
-            })
+            .into_iter()
+            .filter(|ns| judges_writes_in(h, s, ns))
             .collect();
 
         // Lockout: under Fail, what the control plane itself writes.
@@ -490,10 +466,7 @@ pub fn judge(s: &State) -> Vec<Check> {
         // Timeout.
         let timeout_id = id("timeout");
         let t = h.timeout_seconds;
-        let touches_leases = CRITICAL.iter().any(|w| {
-            w.resource == "leases"
-                && sends(h, s, w.group, w.version, w.resource, w.kind, w.namespace)
-        });
+        let touches_leases = critical_sent(h, s).any(|w| w.resource == "leases");
         checks.push(if h.fail_closed && touches_leases && t >= RENEW_DEADLINE_SECONDS / 2 {
             Check::fail(
                 timeout_id,
@@ -560,7 +533,8 @@ pub fn judge(s: &State) -> Vec<Check> {
 
         // Scope: everything, unfiltered.
         let scope_id = id("scope");
-        let everything = matches_any(&|g, r| g == "*" && (r == "*" || r == "*/*"));
+        // Only a rule of `*` groups and `*` (or `*/*`) resources matches group and resource `*`.
+        let everything = h.rules.iter().any(|r| rule_matches(r, "*", "*"));
         let filtered = !h.match_conditions.is_empty()
             || h.object_selector
                 .as_ref()

@@ -89,19 +89,14 @@ pub async fn resume(_args: ResumeArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
 pub struct StatusArgs {}
 
 pub async fn status(_args: StatusArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
-    let vwc = get(ctx).await?;
-    let check = pause_check(&vwc, Timestamp::now());
+    let pause = ck8s_guard::pause_of(&get(ctx).await?);
+    let check = check_of("admission.pause", &pause, Timestamp::now());
     Ok(Outcome::checks(Report::of("admission status", vec![check])))
 }
 
-/// The pause as a check: pass when there is none, warn with the time left while one is in
-/// effect (smoke shows the same), fail when a pause is half applied or past its end and not
-/// restored (no ck8s-admission replica is running to restore it).
-pub fn pause_check(vwc: &ValidatingWebhookConfiguration, now: Timestamp) -> Check {
-    check_of("admission.pause", &ck8s_guard::pause_of(vwc), now)
-}
-
-/// [`pause_check`] of a pause already read, under the check id `id`.
+/// The pause as a check `id`: pass when there is none, warn with the time left while one is
+/// in effect (smoke shows the same), fail when a pause is half applied or past its end and
+/// not restored (no ck8s-admission replica is running to restore it).
 pub fn check_of(
     id: &str,
     pause: &Result<Option<ck8s_guard::Pause>, String>,
@@ -162,14 +157,10 @@ async fn replace(ctx: &Ctx, vwc: &ValidatingWebhookConfiguration) -> Result<(), 
 async fn whoami(ctx: &Ctx) -> String {
     let api: Api<SelfSubjectReview> = ctx.all();
     let review = SelfSubjectReview::default();
-    match api.create(&PostParams::default(), &review).await {
-        Ok(r) => r
-            .status
-            .and_then(|s| s.user_info)
-            .and_then(|u| u.username)
-            .unwrap_or_else(|| "unknown".into()),
-        Err(_) => "unknown".into(),
-    }
+    let review = api.create(&PostParams::default(), &review).await.ok();
+    review
+        .and_then(|r| r.status?.user_info?.username)
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// An Event on the configuration; a check saying so when it could not be written (the pause

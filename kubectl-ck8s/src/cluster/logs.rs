@@ -29,12 +29,9 @@ impl std::fmt::Display for Source {
 
 /// Splits `kubectl logs --timestamps` line into its time and text.
 pub fn split_timestamp(line: &str) -> (Option<Timestamp>, &str) {
-    match line.split_once(' ') {
-        Some((ts, rest)) => match ts.parse() {
-            Ok(t) => (Some(t), rest),
-            Err(_) => (None, line),
-        },
-        None => (None, line),
+    match line.split_once(' ').map(|(ts, rest)| (ts.parse(), rest)) {
+        Some((Ok(t), rest)) => (Some(t), rest),
+        _ => (None, line),
     }
 }
 

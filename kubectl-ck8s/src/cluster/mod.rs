@@ -57,8 +57,7 @@ pub async fn connect(
 ) -> Result<Ctx, Failure> {
     let options = KubeConfigOptions {
         context: opts.context.clone(),
-        cluster: None,
-        user: None,
+        ..Default::default()
     };
     let file = kubeconfig(opts.kubeconfig.as_ref())?;
     // The context's name, for messages: --context, else the kubeconfig's current-context.
@@ -125,7 +124,14 @@ impl Ctx {
         let ns = &self.namespace;
         match self.all::<Namespace>().get(ns).await {
             Ok(_) => Ok(NamespaceCheck::Exists),
-            Err(kube::Error::Api(s)) if s.code == 404 => Err(self.namespace_missing()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Err(Failure::not_found(format!(
+                "namespace {ns} not found (context {}, server {}): nothing to check there",
+                self.context, self.server
+            ))
+            .with_help(format!(
+                "name the production namespace with -n/--namespace or $CODEXK8S_PRODUCTION_NAMESPACE (now {ns}), or the cluster with --context (now {})",
+                self.context
+            ))),
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 let why = format!(
                     "cannot verify that namespace {ns} exists (context {}, server {}): forbidden: {}; going on",
@@ -138,22 +144,6 @@ impl Ctx {
         }
     }
 
-    /// The exit-2 error for a production namespace that does not exist.
-    pub fn namespace_missing(&self) -> Failure {
-        namespace_missing(&self.namespace, &self.context, &self.server)
-    }
-}
-
-pub fn namespace_missing(namespace: &str, context: &str, server: &str) -> Failure {
-    Failure::not_found(format!(
-        "namespace {namespace} not found (context {context}, server {server}): nothing to check there"
-    ))
-    .with_help(format!(
-        "name the production namespace with -n/--namespace or $CODEXK8S_PRODUCTION_NAMESPACE (now {namespace}), or the cluster with --context (now {context})"
-    ))
-}
-
-impl Ctx {
     pub fn ns<K>(&self) -> Api<K>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,

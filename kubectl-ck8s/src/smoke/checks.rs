@@ -1,7 +1,7 @@
 //! The smoke checks: pure functions of the fetched [`State`], one per runbook expectation.
 
 use super::probe::{ProbeResponse, ProbeResult};
-use crate::cluster::objects::{JobState, created, pod_ready};
+use crate::cluster::objects::{JobState, created, pod_phase, pod_ready};
 use crate::names::*;
 use crate::report::Check;
 use crate::rollout::{Rollout, rollout_status};
@@ -120,13 +120,13 @@ pub fn run_all(s: &State) -> Vec<Check> {
     checks
 }
 
-fn deployment<'a>(s: &'a State, name: &str) -> Option<&'a Deployment> {
+pub(super) fn deployment<'a>(s: &'a State, name: &str) -> Option<&'a Deployment> {
     s.deployments
         .iter()
         .find(|d| d.metadata.name.as_deref() == Some(name))
 }
 
-fn containers(d: &Deployment) -> impl Iterator<Item = &Container> {
+pub(super) fn containers(d: &Deployment) -> impl Iterator<Item = &Container> {
     d.spec
         .iter()
         .flat_map(|s| s.template.spec.iter())
@@ -139,35 +139,23 @@ pub fn pods_ready(s: &State) -> Check {
         "kubectl -n {} describe pod <pod>; kubectl -n {} logs <pod>; rollout order is PostgreSQL -> migrations -> control-plane -> api-gateway -> frontend (initContainers wait for dependencies)",
         s.namespace, s.namespace
     );
-    let mut bad = Vec::new();
-    for p in &s.pods {
-        let phase = p
-            .status
-            .as_ref()
-            .and_then(|st| st.phase.as_deref())
-            .unwrap_or("Unknown");
-        match phase {
-            "Succeeded" => {}
-            "Running" if pod_ready(p) => {}
-            "Running" => bad.push(format!(
-                "{} Running but not Ready",
-                p.metadata.name.as_deref().unwrap_or("")
-            )),
-            other => bad.push(format!(
-                "{} {other}",
-                p.metadata.name.as_deref().unwrap_or("")
-            )),
-        }
-    }
     if s.pods.is_empty() {
         return Check::fail(id, format!("no pods in {}", s.namespace)).remedy(remedy);
     }
-    let phase = |want: &str| {
-        s.pods
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|st| st.phase.as_deref()) == Some(want))
-            .count()
-    };
+    let bad: Vec<String> = s
+        .pods
+        .iter()
+        .filter_map(|p| {
+            let name = p.metadata.name.as_deref().unwrap_or("");
+            match pod_phase(p) {
+                "Succeeded" => None,
+                "Running" if pod_ready(p) => None,
+                "Running" => Some(format!("{name} Running but not Ready")),
+                other => Some(format!("{name} {other}")),
+            }
+        })
+        .collect();
+    let phase = |want| s.pods.iter().filter(|p| pod_phase(p) == want).count();
     let (running, done) = (phase("Running"), phase("Succeeded"));
     if bad.is_empty() && running == 0 {
         // Only finished Job pods: nothing serves, whatever their phase says.
@@ -201,7 +189,7 @@ pub fn pods_ready(s: &State) -> Check {
 
 pub fn pods_restarts(s: &State) -> Check {
     let id = "pods.restarts";
-    let mut worst: Vec<(String, i32)> = s
+    let restarts: Vec<(String, i32)> = s
         .pods
         .iter()
         .flat_map(|p| {
@@ -211,6 +199,10 @@ pub fn pods_restarts(s: &State) -> Check {
                 .flat_map(|st| st.container_statuses.iter().flatten())
                 .map(move |c| (format!("{name}/{}", c.name), c.restart_count))
         })
+        .collect();
+    let containers = restarts.len();
+    let mut worst: Vec<_> = restarts
+        .into_iter()
         .filter(|(_, n)| *n >= RESTARTS_WARN)
         .collect();
     worst.sort_by_key(|w| std::cmp::Reverse(w.1));
@@ -227,16 +219,6 @@ pub fn pods_restarts(s: &State) -> Check {
         // No pod read, no restart count: nothing to pass on (pods.ready fails).
         return Check::skip(id, format!("no pods in {}", s.namespace));
     }
-    let containers: usize = s
-        .pods
-        .iter()
-        .map(|p| {
-            p.status
-                .iter()
-                .flat_map(|st| st.container_statuses.iter().flatten())
-                .count()
-        })
-        .sum();
     match worst.first() {
         None => Check::pass(
             id,

@@ -87,7 +87,7 @@ fn probe_configmap(namespace: &str, build_ref: &str) -> ConfigMap {
 
 pub async fn fetch(ctx: &Ctx) -> Guard {
     let configurations: Api<ValidatingWebhookConfiguration> = ctx.all();
-    let configuration = match not_found_is_none(configurations.get(CONFIGURATION).await) {
+    let mut configuration = match not_found_is_none(configurations.get(CONFIGURATION).await) {
         Err(e) => {
             return Guard::Unreadable(
                 ctx.err("get", "validatingwebhookconfigurations", None, e)
@@ -98,7 +98,6 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
         Ok(Some(c)) => c,
     };
     let pause = ck8s_guard::pause_of(&configuration);
-    let mut configuration = configuration;
     ck8s_guard::restore(&mut configuration);
     let name = format!("validating/{CONFIGURATION}");
     let hook = configuration
@@ -217,21 +216,16 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
         dry_run: true,
         field_manager: Some("ck8s-smoke".into()),
     };
-    let refused = |r: Result<ConfigMap, kube::Error>| match r {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.code)),
-        Err(e) => Err(e.to_string()),
+    let create = async |build_ref| {
+        let probe = probe_configmap(&ctx.namespace, build_ref);
+        match configmaps.create(&dry_run, &probe).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.code)),
+            Err(e) => Err(e.to_string()),
+        }
     };
-    g.bad = refused(
-        configmaps
-            .create(&dry_run, &probe_configmap(&ctx.namespace, "-b main"))
-            .await,
-    );
-    g.good = refused(
-        configmaps
-            .create(&dry_run, &probe_configmap(&ctx.namespace, "main"))
-            .await,
-    );
+    g.bad = create("-b main").await;
+    g.good = create("main").await;
     g.hook = Some(h);
     Guard::Installed(Box::new(g))
 }
@@ -325,19 +319,12 @@ pub fn judge(g: &Guard, production_namespace: &str) -> Vec<Check> {
     checks.push(match (&h.ca_bundle, &g.served) {
         (None, _) => Check::fail("guard.certificate", "no caBundle: the API server cannot verify the guard's certificate").remedy(cert_remedy),
         (Some(_), Err(e)) => Check::fail("guard.certificate", e.clone()).remedy(cert_remedy),
-        (Some(pem), Ok(served_days)) => match lint::bundle_days_left(pem, g.now) {
+        (Some(pem), Ok(served_days)) => match lint::bundle_days_left(pem, g.now).map(|ca_days| ca_days.min(*served_days)) {
             Err(e) => Check::fail("guard.certificate", format!("caBundle: {e}")).remedy(cert_remedy),
-            Ok(ca_days) => {
-                let days = ca_days.min(*served_days);
-                if days < 0 {
-                    Check::fail("guard.certificate", format!("a certificate expired {} days ago", -days)).remedy(cert_remedy)
-                } else if days < lint::CERT_WARN_DAYS {
-                    Check::warn("guard.certificate", format!("the served certificate verifies with the caBundle, but one expires in {days} days"))
-                        .remedy("check that cert-manager renews it: kubectl -n ck8s-system get certificate")
-                } else {
-                    Check::pass("guard.certificate", format!("the served certificate verifies with the caBundle ({days} days left)"))
-                }
-            }
+            Ok(days) if days < 0 => Check::fail("guard.certificate", format!("a certificate expired {} days ago", -days)).remedy(cert_remedy),
+            Ok(days) if days < lint::CERT_WARN_DAYS => Check::warn("guard.certificate", format!("the served certificate verifies with the caBundle, but one expires in {days} days"))
+                .remedy("check that cert-manager renews it: kubectl -n ck8s-system get certificate"),
+            Ok(days) => Check::pass("guard.certificate", format!("the served certificate verifies with the caBundle ({days} days left)")),
         },
     });
 
@@ -390,7 +377,6 @@ fn settings(h: &Hook, g: &Installed, production_namespace: &str) -> Check {
         ));
     }
     let state = lint::State {
-        hooks: vec![],
         namespaces: g.namespaces.clone(),
         now: g.now,
         ..Default::default()
@@ -398,33 +384,17 @@ fn settings(h: &Hook, g: &Installed, production_namespace: &str) -> Check {
     for ns in lint::CONTROL_PLANE_NAMESPACES
         .iter()
         .chain([&g.namespace.as_str()])
+        .filter(|ns| lint::judges_writes_in(h, &state, ns))
     {
-        if lint::EVERYDAY
-            .iter()
-            .any(|(group, version, resource, kind)| {
-                lint::sends(h, &state, group, version, resource, kind, Some(ns))
-            })
-        {
-            wrong.push(format!(
-                "writes in {ns} are judged (its namespaceSelector must exclude it)"
-            ));
-        }
+        wrong.push(format!(
+            "writes in {ns} are judged (its namespaceSelector must exclude it)"
+        ));
     }
-    for w in lint::CRITICAL.iter() {
-        if lint::sends(
-            h,
-            &state,
-            w.group,
-            w.version,
-            w.resource,
-            w.kind,
-            w.namespace,
-        ) {
-            wrong.push(format!(
-                "{} ({}) are sent to it (the matchConditions must exclude them)",
-                w.what, w.resource
-            ));
-        }
+    for w in lint::critical_sent(h, &state) {
+        wrong.push(format!(
+            "{} ({}) are sent to it (the matchConditions must exclude them)",
+            w.what, w.resource
+        ));
     }
     if !lint::sends(
         h,

@@ -95,22 +95,20 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
         async { ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await },
     );
-    let here = Some(ns);
+    let failed = |verb, resource| move |e| ctx.err(verb, resource, Some(ns), e);
     Ok(State {
         namespace: ns.to_string(),
         domain: ctx.domain.clone(),
         now: jiff::Timestamp::now(),
-        pods: pods.map_err(|e| ctx.err("list", "pods", here, e))?.items,
+        pods: pods.map_err(failed("list", "pods"))?.items,
         deployments: deployments
-            .map_err(|e| ctx.err("list", "deployments.apps", here, e))?
+            .map_err(failed("list", "deployments.apps"))?
             .items,
-        jobs: jobs
-            .map_err(|e| ctx.err("list", "jobs.batch", here, e))?
-            .items,
+        jobs: jobs.map_err(failed("list", "jobs.batch"))?.items,
         ingresses: ingresses
-            .map_err(|e| ctx.err("list", "ingresses.networking.k8s.io", here, e))?
+            .map_err(failed("list", "ingresses.networking.k8s.io"))?
             .items,
-        tls_secret: not_found_is_none(tls).map_err(|e| ctx.err("get", "secrets", here, e))?,
+        tls_secret: not_found_is_none(tls).map_err(failed("get", "secrets"))?,
         reuse_secrets: reuse
             .map(|l| {
                 l.items
@@ -123,10 +121,8 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
                 ctx.err("list", "secrets", Some(SYSTEM_NAMESPACE), e)
                     .message
             }),
-        gc_cronjob: not_found_is_none(cronjob)
-            .map_err(|e| ctx.err("get", "cronjobs.batch", here, e))?,
-        runtime_config: not_found_is_none(runtime)
-            .map_err(|e| ctx.err("get", "configmaps", here, e))?,
+        gc_cronjob: not_found_is_none(cronjob).map_err(failed("get", "cronjobs.batch"))?,
+        runtime_config: not_found_is_none(runtime).map_err(failed("get", "configmaps"))?,
         probes: Probes::default(),
         guard: guard::Guard::NotRead,
     })
@@ -135,16 +131,9 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
 /// A Running and Ready pod the deployment selects (its selector, `matchExpressions`
 /// included) and the port to probe (named `http`, else the first).
 pub fn target_of(state: &State, deployment: &str) -> Option<Target> {
-    let d = state
-        .deployments
-        .iter()
-        .find(|d| d.metadata.name.as_deref() == Some(deployment))?;
+    let d = checks::deployment(state, deployment)?;
     let spec = d.spec.as_ref()?;
-    let ports: Vec<_> = spec
-        .template
-        .spec
-        .iter()
-        .flat_map(|p| p.containers.iter())
+    let ports: Vec<_> = checks::containers(d)
         .flat_map(|c| c.ports.iter().flatten())
         .collect();
     let port = ports

@@ -65,7 +65,27 @@ impl Prober for PortForward {
         let mut out = Vec::with_capacity(reqs.len());
         while out.len() < reqs.len() {
             let rest = &reqs[out.len()..];
-            match tokio::time::timeout(PROBE_TIMEOUT, self.open(target)).await {
+            let open = async {
+                let mut pf = self
+                    .pods
+                    .portforward(&target.pod, &[target.port])
+                    .await
+                    .map_err(|e| {
+                        let why = match &e {
+                            kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
+                            other => other.to_string(),
+                        };
+                        format!(
+                            "port-forward to {}:{} failed: {why}",
+                            target.pod, target.port
+                        )
+                    })?;
+                let stream = pf
+                    .take_stream(target.port)
+                    .ok_or("port-forward gave no stream")?;
+                Ok::<_, String>((pf, stream))
+            };
+            match tokio::time::timeout(PROBE_TIMEOUT, open).await {
                 Err(_) => out.extend(all_failed(rest.len(), "port-forward timed out".into())),
                 Ok(Err(e)) => out.extend(all_failed(rest.len(), e)),
                 Ok(Ok((pf, stream))) => {
@@ -79,39 +99,6 @@ impl Prober for PortForward {
     }
 }
 
-impl PortForward {
-    /// A fresh port-forward to the target and its stream.
-    async fn open(
-        &self,
-        target: &Target,
-    ) -> Result<
-        (
-            kube::api::Portforwarder,
-            impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        ),
-        String,
-    > {
-        let mut pf = self
-            .pods
-            .portforward(&target.pod, &[target.port])
-            .await
-            .map_err(|e| {
-                let why = match &e {
-                    kube::Error::Api(s) => format!("{} ({})", s.message, s.code),
-                    other => other.to_string(),
-                };
-                format!(
-                    "port-forward to {}:{} failed: {why}",
-                    target.pod, target.port
-                )
-            })?;
-        let stream = pf
-            .take_stream(target.port)
-            .ok_or("port-forward gave no stream")?;
-        Ok((pf, stream))
-    }
-}
-
 /// Straight to one TCP address, ignoring the target pod (tests, and `--probe-direct`).
 pub struct Direct {
     pub addr: String,
@@ -119,26 +106,18 @@ pub struct Direct {
 
 impl Prober for Direct {
     async fn probe_all(&self, _target: &Target, reqs: &[ProbeRequest]) -> Vec<ProbeResult> {
-        let connect = tokio::net::TcpStream::connect(&self.addr);
-        match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
-            Err(_) => all_failed(reqs.len(), format!("connect {}: timed out", self.addr)),
-            Ok(Err(e)) => all_failed(reqs.len(), format!("connect {}: {e}", self.addr)),
-            Ok(Ok(stream)) => {
-                let mut out = exchange_all(stream, reqs).await;
-                // The app closed the connection between two probes: the rest on a new one.
-                while out.len() < reqs.len() {
-                    let rest = &reqs[out.len()..];
-                    match tokio::net::TcpStream::connect(&self.addr).await {
-                        Ok(stream) => out.extend(exchange_all(stream, rest).await),
-                        Err(e) => out.extend(all_failed(
-                            rest.len(),
-                            format!("connect {}: {e}", self.addr),
-                        )),
-                    }
-                }
-                out
-            }
+        // A new connection whenever the app closes one between two probes.
+        let mut out = Vec::with_capacity(reqs.len());
+        while out.len() < reqs.len() {
+            let rest = &reqs[out.len()..];
+            let connect = tokio::net::TcpStream::connect(&self.addr);
+            out.extend(match tokio::time::timeout(PROBE_TIMEOUT, connect).await {
+                Err(_) => all_failed(rest.len(), format!("connect {}: timed out", self.addr)),
+                Ok(Err(e)) => all_failed(rest.len(), format!("connect {}: {e}", self.addr)),
+                Ok(Ok(stream)) => exchange_all(stream, rest).await,
+            });
         }
+        out
     }
 }
 
