@@ -102,13 +102,10 @@ pub enum Via {
 impl Via {
     /// The value is read only when the container starts.
     pub fn at_start_only(&self) -> bool {
-        !matches!(
-            self,
-            Via::Volume {
-                sub_path: false,
-                ..
-            }
-        )
+        match self {
+            Via::Volume { sub_path, .. } => *sub_path,
+            Via::EnvFrom | Via::ValueFrom { .. } => true,
+        }
     }
 }
 
