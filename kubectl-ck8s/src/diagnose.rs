@@ -160,10 +160,8 @@ impl Scan {
         if time.is_some_and(|t| t < since) {
             return;
         }
-        for (signature, hit) in [("A", is_signature_a(text)), ("B", is_signature_b(text))] {
-            if !hit {
-                continue;
-            }
+        let hits = [("A", is_signature_a(text)), ("B", is_signature_b(text))];
+        for (signature, _) in hits.into_iter().filter(|(_, hit)| *hit) {
             let f = self
                 .findings
                 .entry((signature, source.clone()))
