@@ -91,23 +91,15 @@ pub enum Command {
 }
 
 impl GlobalArgs {
-    fn connect_options(&self) -> crate::cluster::ConnectOptions {
-        crate::cluster::ConnectOptions {
-            kubeconfig: self.kubeconfig.clone(),
-            context: self.context.clone(),
-            request_timeout: self.request_timeout,
-        }
-    }
-
     /// The context a cluster-wide flow is handed (`policy audit`: it does not read the
     /// production namespace).
     async fn connect_cluster(&self) -> Result<crate::cluster::Ctx, Failure> {
-        crate::cluster::connect(
-            &self.connect_options(),
-            &self.namespace,
-            self.domain.clone(),
-        )
-        .await
+        let options = crate::cluster::ConnectOptions {
+            kubeconfig: self.kubeconfig.clone(),
+            context: self.context.clone(),
+            request_timeout: self.request_timeout,
+        };
+        crate::cluster::connect(&options, &self.namespace, self.domain.clone()).await
     }
 
     /// The context a flow of the production namespace is handed, once that namespace is

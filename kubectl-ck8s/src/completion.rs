@@ -8,7 +8,7 @@
 //! cluster when it answers within [`NAMESPACE_TIMEOUT`].
 
 use clap::{Arg, Command, CommandFactory};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How long `-n <TAB>` waits for the cluster before offering nothing.
@@ -53,10 +53,6 @@ fn find_flag<'a>(cmd: &'a Command, root: &'a Command, word: &str) -> Option<&'a 
     }
 }
 
-fn takes_value(a: &Arg) -> bool {
-    a.get_action().takes_values()
-}
-
 /// The subcommand the typed words reach, whether the last word is a flag awaiting its value,
 /// and the subcommand names on the way (`["policy", "audit"]`).
 fn walk<'a>(root: &'a Command, words: &[String]) -> (&'a Command, bool, Vec<String>) {
@@ -69,7 +65,8 @@ fn walk<'a>(root: &'a Command, words: &[String]) -> (&'a Command, bool, Vec<Stri
             continue;
         }
         if w.starts_with('-') {
-            skip_value = !w.contains('=') && find_flag(cmd, root, w).is_some_and(takes_value);
+            skip_value = !w.contains('=')
+                && find_flag(cmd, root, w).is_some_and(|a| a.get_action().takes_values());
             continue;
         }
         if let Some(sub) = cmd.find_subcommand(w) {
@@ -98,7 +95,7 @@ pub fn resolve(args: &[String]) -> (Want, Option<Arg>) {
         return (want, Some(flag.clone()));
     }
     if let Some((name, prefix)) = last.split_once('=')
-        && let Some(flag) = find_flag(cmd, &root, name).filter(|a| takes_value(a))
+        && let Some(flag) = find_flag(cmd, &root, name).filter(|a| a.get_action().takes_values())
     {
         let want = Want::Value {
             flag: flag.get_id().to_string(),
@@ -151,11 +148,7 @@ pub fn paths(prefix: &str, kind: Paths) -> (Vec<String>, bool) {
         Some(i) => (&prefix[..=i], &prefix[i + 1..]),
         None => ("", prefix),
     };
-    let read = if dir.is_empty() {
-        Path::new(".")
-    } else {
-        Path::new(dir)
-    };
+    let read = if dir.is_empty() { "." } else { dir };
     let mut out = Vec::new();
     let mut any_dir = false;
     for e in std::fs::read_dir(read).into_iter().flatten().flatten() {
@@ -190,6 +183,13 @@ pub fn contexts(kubeconfig: Option<&PathBuf>) -> Vec<String> {
     names
 }
 
+/// The kubeconfig the typed words name, else `$KUBECONFIG`.
+fn typed_kubeconfig(args: &[String]) -> Option<PathBuf> {
+    typed(args, "kubeconfig")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+}
+
 /// The value of `--flag VALUE` / `--flag=VALUE` among the typed words.
 fn typed(args: &[String], long: &str) -> Option<String> {
     let flag = format!("--{long}");
@@ -205,9 +205,7 @@ fn typed(args: &[String], long: &str) -> Option<String> {
 
 async fn namespaces(args: &[String]) -> Vec<String> {
     let opts = crate::cluster::ConnectOptions {
-        kubeconfig: typed(args, "kubeconfig")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from)),
+        kubeconfig: typed_kubeconfig(args),
         context: typed(args, "context"),
         request_timeout: NAMESPACE_TIMEOUT,
     };
@@ -239,25 +237,13 @@ pub async fn answer(args: &[String]) -> (Vec<String>, u32) {
         (Want::Value { prefix, lead, .. }, Some(arg)) => (prefix, lead, arg),
         (Want::Value { .. }, None) => return (vec![], NO_FILE_COMP),
     };
-    let value_name = arg
-        .get_value_names()
-        .map(|v| {
-            v.iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_default();
+    let value_names = arg.get_value_names().unwrap_or_default().iter();
+    let value_name = value_names
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     let (mut values, mut directive) = match arg.get_long() {
-        Some("context") => (
-            contexts(
-                typed(args, "kubeconfig")
-                    .map(PathBuf::from)
-                    .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
-                    .as_ref(),
-            ),
-            NO_FILE_COMP,
-        ),
+        Some("context") => (contexts(typed_kubeconfig(args).as_ref()), NO_FILE_COMP),
         Some("namespace") => (namespaces(args).await, NO_FILE_COMP),
         // `-o policyreport` is offered where it is accepted: `policy audit` only.
         Some("output") => {
@@ -306,11 +292,7 @@ pub async fn answer(args: &[String]) -> (Vec<String>, u32) {
 /// The cobra answer: one candidate per line, then `:<directive>`.
 pub async fn cobra(args: &[String]) -> String {
     let (candidates, directive) = answer(args).await;
-    let mut text = String::new();
-    for c in candidates {
-        text.push_str(&c);
-        text.push('\n');
-    }
+    let mut text: String = candidates.iter().map(|c| format!("{c}\n")).collect();
     text.push_str(&format!(":{directive}\n"));
     text
 }

@@ -160,10 +160,8 @@ impl Scan {
         if time.is_some_and(|t| t < since) {
             return;
         }
-        for (signature, hit) in [("A", is_signature_a(text)), ("B", is_signature_b(text))] {
-            if !hit {
-                continue;
-            }
+        let hits = [("A", is_signature_a(text)), ("B", is_signature_b(text))];
+        for (signature, _) in hits.into_iter().filter(|(_, hit)| *hit) {
             let f = self
                 .findings
                 .entry((signature, source.clone()))
@@ -267,30 +265,30 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     };
     let mut checks = Vec::new();
     let previous = f.logs_read.iter().filter(|r| r.source.previous).count();
-    let pods = {
-        let mut p: Vec<&str> = f.logs_read.iter().map(|r| r.source.pod.as_str()).collect();
-        p.sort();
-        p.dedup();
-        p.len()
-    };
+    let pods = f
+        .logs_read
+        .iter()
+        .map(|r| &r.source.pod)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     let read = format!(
         "read {} container logs of {pods} pods ({previous} --previous) {window}",
         f.logs_read.len()
     );
     // The evidence the signatures are judged on: logs of the control plane and the worker.
     let platform = [CONTROL_PLANE, WORKER].map(|d| format!("deploy/{d}"));
-    let platform_read = f
-        .logs_read
-        .iter()
-        .filter(|r| platform.contains(&r.workload))
-        .count();
-    let evidence = platform_read > 0;
-    let cannot = || {
-        f.logs_unreadable
-            .iter()
-            .map(|u| format!("{}: {}", u.log, u.reason))
-            .collect::<Vec<_>>()
-            .join("; ")
+    let evidence = f.logs_read.iter().any(|r| platform.contains(&r.workload));
+    // What could not be read, as `build.logs` appends it.
+    let cannot = match f.logs_unreadable.as_slice() {
+        [] => String::new(),
+        all => format!(
+            "; cannot read {}: {}",
+            all.len(),
+            all.iter()
+                .map(|u| format!("{}: {}", u.log, u.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
     };
     let not_judged = format!(
         "not judged: no log of {CONTROL_PLANE} or {WORKER} was read {window} (see build.logs)"
@@ -299,12 +297,7 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
         Check::fail(
             "build.logs",
             format!(
-                "{read}; none of {CONTROL_PLANE} or {WORKER}: the signatures cannot be judged{}",
-                if f.logs_unreadable.is_empty() {
-                    String::new()
-                } else {
-                    format!("; cannot read {}: {}", f.logs_unreadable.len(), cannot())
-                }
+                "{read}; none of {CONTROL_PLANE} or {WORKER}: the signatures cannot be judged{cannot}"
             ),
         )
         .remedy(format!(
@@ -313,19 +306,7 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     } else if f.logs_unreadable.is_empty() {
         Check::pass("build.logs", read)
     } else {
-        Check::warn(
-            "build.logs",
-            format!(
-                "{read}; cannot read {}: {}",
-                f.logs_unreadable.len(),
-                f.logs_unreadable
-                    .iter()
-                    .map(|u| format!("{}: {}", u.log, u.reason))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        )
-        .remedy(
+        Check::warn("build.logs", format!("{read}{cannot}")).remedy(
             "kubectl -n <ns> logs pod/<pod> -c <container> [--previous]; a 403 needs the verb \"get\" on \"pods/log\"",
         )
     });
@@ -417,19 +398,18 @@ pub fn diagnose(input: &Input) -> (Vec<Check>, Findings) {
     if !f.signature_a.is_empty() || cache_on && !f.failed_jobs.is_empty() {
         f.mitigation.push(MITIGATION_A);
     }
-    if !f.signature_b.is_empty() || matches!(input.build_ref_verdict, Some(Err(_))) {
+    let build_ref_rejected = matches!(input.build_ref_verdict, Some(Err(_)));
+    if !f.signature_b.is_empty() || build_ref_rejected {
         f.mitigation.push(MITIGATION_B);
     }
     // Escalation: the mitigation is in place yet the errors keep coming, or they last too long.
-    let mitigated_a = !cache_on;
-    let mitigated_b = !matches!(input.build_ref_verdict, Some(Err(_)));
     let (a, b) = (lines(&f.signature_a), lines(&f.signature_b));
-    if mitigated_a && a > 2 {
+    if !cache_on && a > 2 {
         f.escalate.push(format!(
             "cache disabled but MANIFEST_UNKNOWN seen {a} times"
         ));
     }
-    if mitigated_b && b > 2 {
+    if !build_ref_rejected && b > 2 {
         f.escalate.push(format!(
             "{BUILD_REF} valid but checkout errors seen {b} times"
         ));
@@ -484,17 +464,14 @@ async fn scan_pods(ctx: &Ctx, workload: &str, pods: &[Pod], window: &Window, ran
         let pod = p.metadata.name.clone().unwrap_or_default();
         let restarted = logs::restarted_since(p, window.since);
         for container in logs::containers(p) {
-            let previous = restarted.contains(&container);
-            sources.push(Source {
-                pod: pod.clone(),
-                container: container.clone(),
-                previous: false,
-            });
-            if previous {
+            // The running instance, and the previous one of a container restarted in the window.
+            let previous = restarted.contains(&container).then_some(true);
+            for previous in [false].into_iter().chain(previous) {
+                let (pod, container) = (pod.clone(), container.clone());
                 sources.push(Source {
-                    pod: pod.clone(),
+                    pod,
                     container,
-                    previous: true,
+                    previous,
                 });
             }
         }

@@ -111,8 +111,9 @@ pub fn finish(result: Result<Verdict, Failure>) -> ExitCode {
 /// client's `ERROR ... failed with error`) would say again, less clearly, what the
 /// `error:`/`help:` pair says. `-v` brings the dependencies' warnings and ck8s's info, `-vv`
 /// everything at debug; `CK8S_LOG` (an env filter) overrides both. Colours only on a
-/// terminal, never with `NO_COLOR` set.
+/// terminal, never with `NO_COLOR` set and not empty (no-color.org).
 pub fn init_tracing(verbose: u8) {
+    use std::io::IsTerminal;
     let filter = match verbose {
         0 => "off,kubectl_ck8s=warn",
         1 => "warn,kubectl_ck8s=info",
@@ -123,15 +124,12 @@ pub fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(colours_on_stderr())
+        .with_ansi(
+            std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        )
         .without_time()
         .try_init();
-}
-
-/// Whether stderr is a terminal and `NO_COLOR` is unset or empty (no-color.org).
-pub fn colours_on_stderr() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 #[cfg(test)]

@@ -81,28 +81,20 @@ pub struct GcSummary {
 
 pub fn parse_summary(log: &str) -> Option<GcSummary> {
     log.lines().rev().find_map(|line| {
-        let line = line.trim();
+        if !line.contains("eligible for deletion") {
+            return None;
+        }
         let words: Vec<&str> = line.split_whitespace().collect();
-        let pos = words.windows(2).position(|w| {
-            w[0].chars().all(|c| c.is_ascii_digit())
-                && w[1] == "blobs"
-                && line.contains("eligible for deletion")
-        })?;
-        let w = &words[pos..];
-        // N blobs marked, M blobs and K manifests eligible for deletion
-        if w.len() >= 8
-            && w[2] == "marked,"
-            && w[4] == "blobs"
-            && w[5] == "and"
-            && w[7] == "manifests"
-        {
-            Some(GcSummary {
-                blobs_marked: w[0].parse().ok()?,
-                blobs_eligible: w[3].parse().ok()?,
-                manifests_eligible: w[6].parse().ok()?,
-            })
-        } else {
-            None
+        let pos = words
+            .windows(2)
+            .position(|w| w[0].chars().all(|c| c.is_ascii_digit()) && w[1] == "blobs")?;
+        match words[pos..] {
+            [n, _, "marked,", m, "blobs", "and", k, "manifests", ..] => Some(GcSummary {
+                blobs_marked: n.parse().ok()?,
+                blobs_eligible: m.parse().ok()?,
+                manifests_eligible: k.parse().ok()?,
+            }),
+            _ => None,
         }
     })
 }
@@ -140,9 +132,7 @@ pub fn status_checks(
     jobs: &[Job],
     registry: Option<&Deployment>,
 ) -> Vec<Check> {
-    let mut out = Vec::new();
-    out.push(cronjob_check(ns, cj));
-    out.push(match jobs.iter().max_by_key(|j| created(&j.metadata)) {
+    let last_job = match jobs.iter().max_by_key(|j| created(&j.metadata)) {
         None => Check::warn("gc.last-job", "no GC job yet").remedy("kubectl ck8s gc run --wait"),
         Some(j) => {
             let name = j.metadata.name.as_deref().unwrap_or("");
@@ -153,16 +143,24 @@ pub fn status_checks(
                 s => Check::pass("gc.last-job", format!("{name} {}", s.as_str())),
             }
         }
-    });
-    out.push(match registry {
+    };
+    vec![
+        cronjob_check(ns, cj),
+        last_job,
+        registry_check(ns, registry),
+    ]
+}
+
+/// `gc.registry-replicas`: the registry is back at its replicas (GC scales it 1 -> 0 -> 1).
+fn registry_check(ns: &str, registry: Option<&Deployment>) -> Check {
+    match registry {
         None => Check::fail("gc.registry-replicas", format!("deployment {REGISTRY} not found")).remedy("redeploy the platform"),
         Some(d) => match d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1) {
             0 => Check::fail("gc.registry-replicas", format!("{REGISTRY} left at 0 replicas (GC scales 1 -> 0 -> 1)"))
                 .remedy(format!("kubectl -n {ns} scale deployment/{REGISTRY} --replicas=1; then check kubectl ck8s gc logs")),
             n => Check::pass("gc.registry-replicas", format!("{REGISTRY} replicas={n}")),
         },
-    });
-    out
+    }
 }
 
 /// What `job_logs` read: the text, and of how many containers and pods (the evidence a
@@ -175,14 +173,13 @@ struct JobLogs {
 
 /// The last `tail` lines of every container of the Job's pods, read line by line.
 async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
-    let pods = ctx
-        .ns::<Pod>()
+    let api = ctx.ns::<Pod>();
+    let pods = api
         .list(&ListParams::default().labels(&format!("job-name={job}")))
         .await
         .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
     let mut text = String::new();
     let mut containers = 0;
-    let api = ctx.ns::<Pod>();
     for p in &pods.items {
         for container in logs::containers(p) {
             containers += 1;
@@ -285,20 +282,15 @@ pub fn judge_run(ns: &str, run: &GcRun) -> Vec<Check> {
         ("Timeout", _) => Check::fail("gc.run", format!("{name} not finished within --timeout {waited_for}: {why}")).remedy(format!("kubectl -n {ns} get job/{name}; kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
         (s, _) => Check::fail("gc.run", format!("{name} {s}")).remedy(format!("kubectl -n {ns} logs job/{name} --tail=200; check that {REGISTRY} is back at replicas=1")),
     };
-    let replicas: Vec<Check> = match &run.registry {
-        Ok(registry) => status_checks(ns, None, &[], registry.as_ref())
-            .into_iter()
-            .filter(|c| c.id == "gc.registry-replicas")
-            .collect(),
-        Err(e) => vec![
-            Check::warn(
-                "gc.registry-replicas",
-                format!("cannot read deployment/{REGISTRY}: {e}"),
-            )
-            .remedy(format!("kubectl -n {ns} get deployment/{REGISTRY}")),
-        ],
+    let replicas = match &run.registry {
+        Ok(registry) => registry_check(ns, registry.as_ref()),
+        Err(e) => Check::warn(
+            "gc.registry-replicas",
+            format!("cannot read deployment/{REGISTRY}: {e}"),
+        )
+        .remedy(format!("kubectl -n {ns} get deployment/{REGISTRY}")),
     };
-    std::iter::once(check).chain(replicas).collect()
+    vec![check, replicas]
 }
 
 pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {

@@ -7,7 +7,7 @@ use crate::names::*;
 use crate::output::progress;
 use crate::report::{Check, Outcome, Report};
 use ck8s_policy_api::GroupVersionKind;
-use k8s_openapi::NamespaceResourceScope;
+use futures::FutureExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 
@@ -53,6 +53,9 @@ pub struct Finding {
     pub owner: Option<String>,
     #[serde(skip)]
     pub patch: serde_json::Value,
+    /// Where `--fix` sends the patch.
+    #[serde(skip)]
+    pub gvk: GroupVersionKind,
 }
 
 /// Pure: the finding for one object (its JSON), if it carries legacy keys, by the walkers the
@@ -89,6 +92,7 @@ pub fn inspect(
         blocked: found.blocked,
         owner,
         patch: found.patch,
+        gvk: gvk.clone(),
     }))
 }
 
@@ -114,26 +118,19 @@ where
         version: K::version(&()).to_string(),
         kind: K::kind(&()).to_string(),
     };
+    let (api, lp) = (ctx.all::<K>(), ListParams::default());
     let err = |e| ctx.err("list", &plural, None, e);
     let objects: Vec<serde_json::Value> = if whole {
-        let list = ctx
-            .all::<K>()
-            .list(&ListParams::default())
-            .await
-            .map_err(err)?;
-        list.items
-            .iter()
-            .map(|o| serde_json::to_value(o).map_err(|e| Failure::internal(e.to_string())))
-            .collect::<Result<_, _>>()?
+        let list = api.list(&lp).await.map_err(err)?;
+        let objects = list.items.iter().map(serde_json::to_value);
+        objects
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::internal(e.to_string()))?
     } else {
-        let list = ctx
-            .all::<K>()
-            .list_metadata(&ListParams::default())
-            .await
-            .map_err(err)?;
-        list.items
-            .iter()
-            .map(|o| serde_json::json!({ "metadata": o.metadata }))
+        let list = api.list_metadata(&lp).await.map_err(err)?;
+        let metadata = list.items.iter().map(|o| &o.metadata);
+        metadata
+            .map(|m| serde_json::json!({ "metadata": m }))
             .collect()
     };
     Ok(objects.into_iter().map(|o| (gvk.clone(), o)).collect())
@@ -162,76 +159,42 @@ pub fn findings(
     Ok(out)
 }
 
-async fn fix<K>(ctx: &Ctx, f: &Finding) -> Result<(), Failure>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    let ns = f.namespace.as_deref().unwrap_or_default();
-    let api: Api<K> = ctx.in_ns(ns);
+async fn scan_objects(ctx: &Ctx) -> Result<Vec<(GroupVersionKind, serde_json::Value)>, Failure> {
+    let lists = futures::future::join_all([
+        list::<Deployment>(ctx, true).boxed(),
+        list::<StatefulSet>(ctx, true).boxed(),
+        list::<DaemonSet>(ctx, true).boxed(),
+        list::<ReplicaSet>(ctx, true).boxed(),
+        list::<Job>(ctx, true).boxed(),
+        list::<CronJob>(ctx, true).boxed(),
+        list::<Pod>(ctx, false).boxed(),
+        list::<Service>(ctx, false).boxed(),
+        list::<ConfigMap>(ctx, false).boxed(),
+        list::<Secret>(ctx, false).boxed(),
+        list::<ServiceAccount>(ctx, false).boxed(),
+        list::<Role>(ctx, false).boxed(),
+        list::<RoleBinding>(ctx, false).boxed(),
+        list::<ResourceQuota>(ctx, false).boxed(),
+        list::<LimitRange>(ctx, false).boxed(),
+        list::<Ingress>(ctx, false).boxed(),
+    ])
+    .await;
+    Ok(lists.into_iter().collect::<Result<Vec<_>, _>>()?.concat())
+}
+
+/// Sends the finding's merge patch to its object, of any of the kinds listed.
+async fn apply_fix(ctx: &Ctx, f: &Finding) -> Result<(), Failure> {
+    let g = &f.gvk;
+    let gvk = kube::api::GroupVersionKind::gvk(&g.group, &g.version, &g.kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    let api: Api<DynamicObject> = match &f.namespace {
+        Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &resource),
+        None => Api::all_with(ctx.client.clone(), &resource),
+    };
     api.patch(&f.name, &PatchParams::default(), &Patch::Merge(&f.patch))
         .await
-        .map_err(|e| ctx.err("patch", &K::plural(&()), Some(ns), e))?;
+        .map_err(|e| ctx.err("patch", &resource.plural, f.namespace.as_deref(), e))?;
     Ok(())
-}
-
-async fn scan_objects(ctx: &Ctx) -> Result<Vec<(GroupVersionKind, serde_json::Value)>, Failure> {
-    let r = futures::join!(
-        list::<Deployment>(ctx, true),
-        list::<StatefulSet>(ctx, true),
-        list::<DaemonSet>(ctx, true),
-        list::<ReplicaSet>(ctx, true),
-        list::<Job>(ctx, true),
-        list::<CronJob>(ctx, true),
-        list::<Pod>(ctx, false),
-        list::<Service>(ctx, false),
-        list::<ConfigMap>(ctx, false),
-        list::<Secret>(ctx, false),
-        list::<ServiceAccount>(ctx, false),
-        list::<Role>(ctx, false),
-        list::<RoleBinding>(ctx, false),
-        list::<ResourceQuota>(ctx, false),
-        list::<LimitRange>(ctx, false),
-        list::<Ingress>(ctx, false),
-    );
-    let mut all = Vec::new();
-    for part in [
-        r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10, r.11, r.12, r.13, r.14, r.15,
-    ] {
-        all.extend(part?);
-    }
-    Ok(all)
-}
-
-async fn apply_fix(ctx: &Ctx, f: &Finding) -> Result<(), Failure> {
-    match f.kind.as_str() {
-        "Namespace" => {
-            let api: Api<Namespace> = ctx.all();
-            api.patch(&f.name, &PatchParams::default(), &Patch::Merge(&f.patch))
-                .await
-                .map_err(|e| ctx.err("patch", "namespaces", None, e))?;
-            Ok(())
-        }
-        "Deployment" => fix::<Deployment>(ctx, f).await,
-        "StatefulSet" => fix::<StatefulSet>(ctx, f).await,
-        "DaemonSet" => fix::<DaemonSet>(ctx, f).await,
-        "ReplicaSet" => fix::<ReplicaSet>(ctx, f).await,
-        "Job" => fix::<Job>(ctx, f).await,
-        "CronJob" => fix::<CronJob>(ctx, f).await,
-        "Pod" => fix::<Pod>(ctx, f).await,
-        "Service" => fix::<Service>(ctx, f).await,
-        "ConfigMap" => fix::<ConfigMap>(ctx, f).await,
-        "Secret" => fix::<Secret>(ctx, f).await,
-        "ServiceAccount" => fix::<ServiceAccount>(ctx, f).await,
-        "Role" => fix::<Role>(ctx, f).await,
-        "RoleBinding" => fix::<RoleBinding>(ctx, f).await,
-        "ResourceQuota" => fix::<ResourceQuota>(ctx, f).await,
-        "LimitRange" => fix::<LimitRange>(ctx, f).await,
-        "Ingress" => fix::<Ingress>(ctx, f).await,
-        other => Err(Failure::usage(format!("cannot fix kind {other}"))),
-    }
 }
 
 fn object_id(f: &Finding) -> String {
@@ -261,6 +224,11 @@ pub async fn run(args: LabelsArgs, ctx: &Ctx) -> Result<Outcome, Failure> {
     Ok(Outcome::listing(report, plan_text))
 }
 
+/// Whether `f` is the object `owner` (`Kind/name`) in `namespace`.
+fn is(f: &Finding, owner: &str, namespace: &Option<String>) -> bool {
+    f.namespace == *namespace && format!("{}/{}", f.kind, f.name) == owner
+}
+
 /// An object `--fix` patches: one no controller owns, with keys a patch can move.
 fn rewritable(f: &Finding) -> bool {
     f.owner.is_none() && f.patch.as_object().is_some_and(|p| !p.is_empty())
@@ -278,26 +246,18 @@ pub fn judge(
     // Whether this run rewrites the workload `owner` in `namespace`.
     let fixed_here = |owner: &str, namespace: &Option<String>| {
         args.fix
-            && findings.iter().any(|f| {
-                rewritable(f)
-                    && f.namespace == *namespace
-                    && format!("{}/{}", f.kind, f.name) == owner
-            })
+            && findings
+                .iter()
+                .any(|f| rewritable(f) && is(f, owner, namespace))
     };
     // Whether `owner` in `namespace` was listed and carries no legacy key (already fixed).
     let clean_owner = |owner: &str, namespace: &Option<String>| {
         let listed = objects.iter().any(|(g, o)| {
-            format!(
-                "{}/{}",
-                g.kind,
-                o["metadata"]["name"].as_str().unwrap_or("")
-            ) == owner
-                && o["metadata"]["namespace"].as_str() == namespace.as_deref()
+            let meta = &o["metadata"];
+            format!("{}/{}", g.kind, meta["name"].as_str().unwrap_or("")) == owner
+                && meta["namespace"].as_str() == namespace.as_deref()
         });
-        listed
-            && !findings
-                .iter()
-                .any(|f| f.namespace == *namespace && format!("{}/{}", f.kind, f.name) == owner)
+        listed && !findings.iter().any(|f| is(f, owner, namespace))
     };
     for f in findings {
         let keys = f
@@ -373,21 +333,15 @@ pub fn judge(
             .iter()
             .filter(|(g, _)| g.kind == "Namespace")
             .count();
+        let (what, read) = if args.objects {
+            let read = format!(", {} objects", objects.len() - namespaces);
+            (" or namespaced objects", read)
+        } else {
+            ("", String::new())
+        };
         checks.push(Check::pass(
             "labels",
-            format!(
-                "no {LEGACY_LABEL_PREFIX} keys on namespaces{} ({namespaces} namespaces{} read)",
-                if args.objects {
-                    " or namespaced objects"
-                } else {
-                    ""
-                },
-                if args.objects {
-                    format!(", {} objects", objects.len() - namespaces)
-                } else {
-                    String::new()
-                }
-            ),
+            format!("no {LEGACY_LABEL_PREFIX} keys on namespaces{what} ({namespaces} namespaces{read} read)"),
         ));
     }
     (checks, plan)

@@ -36,11 +36,7 @@ fn main() -> ExitCode {
     // not be read as this binary's own --context.
     let argv: Vec<String> = std::env::args().collect();
     let completing = argv.get(1).is_some_and(|a| a == "__complete");
-    let cli = if completing {
-        None
-    } else {
-        Some(cli::Cli::parse())
-    };
+    let cli = (!completing).then(cli::Cli::parse);
     if let Some(cli) = &cli {
         exit::init_tracing(cli.global.verbose);
     }

@@ -78,12 +78,7 @@ pub enum Store {
 }
 
 impl Store {
-    pub fn resource(self) -> &'static str {
-        match self {
-            Store::ConfigMap => "configmaps",
-            Store::Secret => "secrets",
-        }
-    }
+    /// As kubectl names the kind: `configmap`, `secret`.
     fn prefix(self) -> &'static str {
         match self {
             Store::ConfigMap => "configmap",
@@ -107,13 +102,10 @@ pub enum Via {
 impl Via {
     /// The value is read only when the container starts.
     pub fn at_start_only(&self) -> bool {
-        !matches!(
-            self,
-            Via::Volume {
-                sub_path: false,
-                ..
-            }
-        )
+        match self {
+            Via::Volume { sub_path, .. } => *sub_path,
+            Via::EnvFrom | Via::ValueFrom { .. } => true,
+        }
     }
 }
 
@@ -269,25 +261,25 @@ pub fn verify_pods<'a>(
             }
         })
         .collect();
-    let at = format!("{patched:.0}");
     if starts.is_empty() {
         return Err((format!("no running {CONTROL_PLANE} pod yet"), starts));
     }
-    let old: Vec<&PodStart> = starts.iter().filter(|s| !s.after_patch).collect();
+    let old: Vec<&str> = starts
+        .iter()
+        .filter(|s| !s.after_patch)
+        .map(|s| s.name.as_str())
+        .collect();
     if old.is_empty() {
-        Ok(starts)
-    } else {
-        let names: Vec<&str> = old.iter().map(|s| s.name.as_str()).collect();
-        Err((
-            format!(
-                "{} of {} running pods started before the patch at {at}: {}",
-                old.len(),
-                starts.len(),
-                names.join(", ")
-            ),
-            starts,
-        ))
+        return Ok(starts);
     }
+    let why = format!(
+        "{} of {} running pods started before the patch at {}: {}",
+        old.len(),
+        starts.len(),
+        rfc(patched),
+        old.join(", ")
+    );
+    Err((why, starts))
 }
 
 fn rfc(t: Timestamp) -> String {
@@ -487,8 +479,7 @@ impl Mitigation<'_> {
         let store = state.wiring.store;
         match change {
             Change::Config => {
-                let patch = config_patch(store, &state.key, &state.value);
-                let patch = Patch::Merge(&patch);
+                let patch = Patch::Merge(config_patch(store, &state.key, &state.value));
                 let sent = match store {
                     Store::ConfigMap => ctx
                         .ns::<ConfigMap>()
@@ -501,8 +492,9 @@ impl Mitigation<'_> {
                         .await
                         .map(drop),
                 };
+                let resource = format!("{}s", store.prefix());
                 sent.map(|()| None)
-                    .map_err(|e| ctx.err("patch", store.resource(), here, e))
+                    .map_err(|e| ctx.err("patch", &resource, here, e))
             }
             Change::Restart => ctx
                 .ns::<Deployment>()
@@ -522,11 +514,6 @@ impl Mitigation<'_> {
         format!(
             "kubectl -n {ns} rollout status deploy/{CONTROL_PLANE} --timeout=180s; kubectl -n {ns} get pods -l <selector> -o wide; then retry the ai-slot task and run kubectl ck8s diagnose build --verify"
         )
-    }
-
-    fn left(&self) -> Duration {
-        self.deadline
-            .saturating_duration_since(tokio::time::Instant::now())
     }
 
     async fn apply(&mut self, step: Step) -> Result<Check, Failure> {
@@ -584,7 +571,7 @@ impl Mitigation<'_> {
             ctx.ns::<Deployment>(),
             wait::named(CONTROL_PLANE),
             &watched,
-            self.left(),
+            self.deadline - tokio::time::Instant::now(),
             &self.progress,
             |ds: &[std::sync::Arc<Deployment>]| {
                 let Some(d) = ds.first() else {
@@ -657,7 +644,7 @@ impl Mitigation<'_> {
             ctx.ns::<Pod>(),
             watcher::Config::default().labels(&labels.to_string()),
             &watched,
-            self.left(),
+            self.deadline - tokio::time::Instant::now(),
             &self.progress,
             |pods: &[std::sync::Arc<Pod>]| {
                 verify_pods(pods.iter().map(|p| p.as_ref()), patched_at).map_err(|(why, starts)| {

@@ -27,20 +27,12 @@ impl OutputFormat {
 /// terminal, so pipes and scripts see nothing of it. Not part of a flow's result.
 pub fn progress(message: &str) -> Progress {
     use std::io::IsTerminal;
-    if std::io::stderr().is_terminal() {
-        Progress::spinner(message)
-    } else {
-        Progress(None)
-    }
-}
-
-impl Progress {
-    fn spinner(message: &str) -> Progress {
+    Progress(std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.set_message(message.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        Progress(Some(bar))
-    }
+        bar
+    }))
 }
 
 /// A spinner with a message; cleared when dropped.

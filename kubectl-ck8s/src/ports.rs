@@ -48,20 +48,13 @@ pub async fn run(args: PortsArgs, domain: Option<String>) -> Result<Outcome, Fai
             .with_help("kubectl ck8s ports HOST, or set --domain / CODEXK8S_PRODUCTION_DOMAIN")
     })?;
     let _progress = progress(&format!("ports: probing {host}"));
-    let plan: Vec<(u16, bool)> = args
-        .open
-        .iter()
-        .map(|p| (*p, true))
-        .chain(args.closed.iter().map(|p| (*p, false)))
-        .collect();
-    let probes = plan.iter().map(|(p, _)| is_open(&host, *p, args.timeout));
-    let results = futures::future::join_all(probes).await;
-    let checks = plan
-        .iter()
-        .zip(results)
-        .map(|((p, want), open)| judge(*p, *want, open))
-        .collect();
-    Ok(Outcome::checks(Report::for_host("ports", &host, checks)))
+    let (host, timeout) = (host.as_str(), args.timeout);
+    let open = args.open.iter().map(|&port| (port, true));
+    let plan = open.chain(args.closed.iter().map(|&port| (port, false)));
+    let probes = plan
+        .map(|(port, want)| async move { judge(port, want, is_open(host, port, timeout).await) });
+    let checks = futures::future::join_all(probes).await;
+    Ok(Outcome::checks(Report::for_host("ports", host, checks)))
 }
 
 #[cfg(test)]

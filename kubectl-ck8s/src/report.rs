@@ -88,24 +88,20 @@ pub struct Report {
 
 impl Report {
     pub fn new(command: &str, namespace: &str, checks: Vec<Check>) -> Self {
-        let mut r = Self::of_checks(command, checks);
+        let mut r = Self::of(command, checks);
         r.namespace = Some(namespace.into());
         r
     }
 
     /// A report about a host rather than a namespace.
     pub fn for_host(command: &str, host: &str, checks: Vec<Check>) -> Self {
-        let mut r = Self::of_checks(command, checks);
+        let mut r = Self::of(command, checks);
         r.host = Some(host.into());
         r
     }
 
     /// A report about the whole cluster (no namespace, no host).
     pub fn of(command: &str, checks: Vec<Check>) -> Self {
-        Self::of_checks(command, checks)
-    }
-
-    fn of_checks(command: &str, checks: Vec<Check>) -> Self {
         let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
             Status::Fail
         } else {
@@ -124,17 +120,12 @@ impl Report {
     /// A command whose result is not a list of checks (the `policy` tools): the verdict, and
     /// the result in `details`.
     pub fn structured<T: Serialize>(command: &str, verdict: Verdict, details: &T) -> Self {
-        Report {
-            command: command.into(),
-            namespace: None,
-            host: None,
-            verdict: match verdict {
-                Verdict::Pass => Status::Pass,
-                Verdict::Fail => Status::Fail,
-            },
-            checks: vec![],
-            details: serde_json::to_value(details).unwrap_or(serde_json::Value::Null),
-        }
+        let mut r = Self::of(command, vec![]);
+        r.verdict = match verdict {
+            Verdict::Pass => Status::Pass,
+            Verdict::Fail => Status::Fail,
+        };
+        r.with_details(serde_json::to_value(details).unwrap_or_default())
     }
 
     pub fn with_details(mut self, details: serde_json::Value) -> Self {
@@ -165,11 +156,7 @@ impl Report {
             count(Status::Warn),
             count(Status::Fail),
             count(Status::Skip),
-            if self.verdict == Status::Fail {
-                "FAIL"
-            } else {
-                "PASS"
-            }
+            self.verdict.as_str().to_uppercase()
         );
     }
 }
@@ -283,13 +270,8 @@ impl Outcome {
     }
 }
 
-pub fn checks_table(checks: &[Check]) -> Table {
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    fit(&mut table);
-    table.set_header(vec!["CHECK", "STATUS", "DETAIL", "REMEDY"]);
+fn checks_table(checks: &[Check]) -> Table {
+    let mut table = table(&["CHECK", "STATUS", "DETAIL", "REMEDY"]);
     for c in checks {
         let color = match c.status {
             Status::Pass => Color::Green,
@@ -307,28 +289,28 @@ pub fn checks_table(checks: &[Check]) -> Table {
     table
 }
 
-/// On a terminal comfy-table wraps to its width; in a pipe, wrap at a readable width too.
-fn fit(table: &mut Table) {
-    use std::io::IsTerminal;
-    if !std::io::stdout().is_terminal() {
-        table.set_width(PIPE_WIDTH);
-    }
-}
-
 /// The width tables wrap at when stdout is not a terminal.
 pub const PIPE_WIDTH: u16 = 160;
 
-/// A plain listing table (no colors), for the flows' object listings.
-pub fn listing(header: &[&str], rows: Vec<Vec<String>>) -> String {
+/// An empty table with `header`: on a terminal comfy-table wraps to its width; in a pipe, it
+/// wraps at a readable width too.
+fn table(header: &[&str]) -> Table {
+    use std::io::IsTerminal;
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    fit(&mut table);
-    table.set_header(header.to_vec());
-    for r in rows {
-        table.add_row(r);
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    if !std::io::stdout().is_terminal() {
+        table.set_width(PIPE_WIDTH);
     }
+    table
+}
+
+/// A plain listing table (no colors), for the flows' object listings.
+pub fn listing(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut table = table(header);
+    table.add_rows(rows);
     format!("{table}\n")
 }
 

@@ -1,6 +1,7 @@
 //! `kubectl ck8s runs` and `runs env`: full-env run namespaces and agent job env wiring.
 
 use crate::cluster::Ctx;
+use crate::cluster::objects::pod_phase;
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
@@ -51,7 +52,12 @@ pub fn judge_namespace(ns: &RunNamespace) -> Check {
     .filter(|(_, v)| v.is_empty())
     .map(|(k, _)| k)
     .collect();
-    let failed: Vec<&String> = ns.pods.iter().filter(|p| p.ends_with(" Failed")).collect();
+    let failed: Vec<&str> = ns
+        .pods
+        .iter()
+        .map(String::as_str)
+        .filter(|p| p.ends_with(" Failed"))
+        .collect();
     if !missing.is_empty() {
         Check::fail(id, format!("missing {}", missing.join(", "))).remedy(format!("kubectl -n {} get sa,role,rolebinding,resourcequota,limitrange,job,pod; the worker creates these for every run namespace: check kubectl logs deploy/{WORKER}", ns.name))
     } else if !failed.is_empty() {
@@ -61,11 +67,7 @@ pub fn judge_namespace(ns: &RunNamespace) -> Check {
                 "{} jobs, {} pods, failed: {}",
                 ns.jobs.len(),
                 ns.pods.len(),
-                failed
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                failed.join(", ")
             ),
         )
         .remedy(format!("kubectl -n {} logs <pod>", ns.name))
@@ -150,10 +152,7 @@ async fn inspect(ctx: &Ctx, ns: &str) -> Result<RunNamespace, Failure> {
                 format!(
                     "{} {}",
                     p.metadata.name.as_deref().unwrap_or(""),
-                    p.status
-                        .as_ref()
-                        .and_then(|s| s.phase.as_deref())
-                        .unwrap_or("Unknown")
+                    pod_phase(p)
                 )
             })
             .collect(),
