@@ -65,21 +65,25 @@ pub fn answer(
 /// uid (found without parsing the body, see `crate::body::uid_in_prefix`), a clear message,
 /// HTTP 429 semantics in the status so kubectl shows it.
 pub fn overloaded(uid: &str, message: String) -> Vec<u8> {
+    review_out(Response {
+        uid,
+        allowed: false,
+        status: Some(Status {
+            status: "Failure",
+            code: 429,
+            reason: "TooManyRequests",
+            message,
+        }),
+        warnings: Vec::new(),
+        audit_annotations: BTreeMap::new(),
+    })
+}
+
+fn review_out(response: Response) -> Vec<u8> {
     let out = ReviewOut {
         api_version: "admission.k8s.io/v1",
         kind: "AdmissionReview",
-        response: Response {
-            uid,
-            allowed: false,
-            status: Some(Status {
-                status: "Failure",
-                code: 429,
-                reason: "TooManyRequests",
-                message,
-            }),
-            warnings: Vec::new(),
-            audit_annotations: BTreeMap::new(),
-        },
+        response,
     };
     serde_json::to_vec(&out).expect("a review of strings always serializes")
 }
@@ -122,18 +126,13 @@ fn encode(uid: &str, d: &Decision) -> Vec<u8> {
     for (key, value) in &d.annotations {
         audit_annotations.insert(key.replacen('/', ".", 1), value.clone());
     }
-    let out = ReviewOut {
-        api_version: "admission.k8s.io/v1",
-        kind: "AdmissionReview",
-        response: Response {
-            uid,
-            allowed: d.allowed,
-            status,
-            warnings: warnings(&d.warning_texts()),
-            audit_annotations,
-        },
-    };
-    serde_json::to_vec(&out).expect("a review of strings always serializes")
+    review_out(Response {
+        uid,
+        allowed: d.allowed,
+        status,
+        warnings: warnings(&d.warning_texts()),
+        audit_annotations,
+    })
 }
 
 /// Warnings within the API server's budget: as many whole warnings as fit, then a line that

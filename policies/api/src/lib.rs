@@ -170,7 +170,7 @@ pub struct SettingSpec {
 }
 
 /// What a policy says about itself (`ck8s_metadata`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyMetadata {
     /// Stable identifier, lower-kebab-case (`build-ref`); used in config, metrics and messages.
     pub name: String,

@@ -244,14 +244,7 @@ impl LoadedPolicy {
             })?;
         let limits = runtime.limits();
         let mut policy = LoadedPolicy {
-            metadata: PolicyMetadata {
-                name: String::new(),
-                version: String::new(),
-                description: String::new(),
-                rules: vec![],
-                settings: vec![],
-                raw_object: false,
-            },
+            metadata: PolicyMetadata::default(),
             source,
             digest,
             wasm_size,
