@@ -1,10 +1,10 @@
 //! `policy inspect`, `policy webhook-rules` and `policy list`: what policies declare.
 
-use super::{PolicySelection, load_selection, runtime};
+use super::{PolicySelection, is_vap_file, policy_set, runtime, table, verdict};
 use crate::exit::{Failure, Verdict};
 use crate::report::{Outcome, Report as Envelope};
 use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
-use ck8s_policy_runtime::{LoadedPolicy, PolicySet, PolicySource};
+use ck8s_policy_runtime::{ConfigSource, LoadedPolicy, PolicySet, PolicySource};
 use clap::Args;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -97,14 +97,9 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
             })
             .collect();
     }
-    let verdict = if report.loads {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
     let text = vap_text(&report);
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict, &report),
+        Envelope::structured("policy inspect", verdict(report.loads), &report),
         text,
     ))
 }
@@ -188,7 +183,7 @@ struct LimitsView {
 }
 
 pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
-    if args.policy.ends_with(".yaml") || args.policy.ends_with(".yml") {
+    if is_vap_file(&args.policy) {
         return inspect_vap(&args.policy);
     }
     let runtime = runtime()?;
@@ -205,7 +200,8 @@ pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
             })
         });
     let load_time = start.elapsed();
-    let mut report = Inspection {
+    let policy = loaded.as_ref().ok().map(|p| &p.metadata);
+    let report = Inspection {
         source: source.to_string(),
         wasm_bytes: wasm.len(),
         sha256: hex::encode(Sha256::digest(&wasm)),
@@ -217,27 +213,15 @@ pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
             memory_bytes: limits.memory_bytes,
             max_output_bytes: limits.max_output_bytes,
         },
-        name: None,
-        version: None,
-        description: None,
-        settings: vec![],
-        rules: vec![],
-    };
-    if let Ok(p) = &loaded {
-        report.name = Some(p.metadata.name.clone());
-        report.version = Some(p.metadata.version.clone());
-        report.description = Some(p.metadata.description.clone());
-        report.settings = p.metadata.settings.clone();
-        report.rules = p.metadata.rules.clone();
-    }
-    let verdict = if report.loads {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+        name: policy.map(|m| m.name.clone()),
+        version: policy.map(|m| m.version.clone()),
+        description: policy.map(|m| m.description.clone()),
+        settings: policy.map(|m| m.settings.clone()).unwrap_or_default(),
+        rules: policy.map(|m| m.rules.clone()).unwrap_or_default(),
     };
     let text = wasm_text(&report, loaded.as_ref().ok())?;
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict, &report),
+        Envelope::structured("policy inspect", verdict(report.loads), &report),
         text,
     ))
 }
@@ -319,13 +303,6 @@ fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<Strin
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(header);
-    t
 }
 
 /// The bytes of `FILE.wasm` (with the NAME of `FILE.wasm#NAME`, one policy of a bundle) or
@@ -426,7 +403,7 @@ pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
 }
 
 pub fn webhook_rules(sel: &PolicySelection) -> Result<Outcome, Failure> {
-    let set = load_selection(sel)?;
+    let set = policy_set(sel, ConfigSource::Defaults)?;
     let vap_rules: Vec<Rule> = set
         .vap_policies()
         .iter()
@@ -462,10 +439,17 @@ struct Listed<'a> {
 }
 
 pub fn list(sel: &PolicySelection) -> Result<Outcome, Failure> {
-    let set = load_selection(sel)?;
+    let set = policy_set(sel, ConfigSource::Defaults)?;
     let listed: Vec<Listed> = set
         .policies()
-        .map(|(p, _)| listed(p))
+        .map(|(p, _)| Listed {
+            name: &p.metadata.name,
+            version: &p.metadata.version,
+            source: p.source.to_string(),
+            description: &p.metadata.description,
+            sha256: &p.digest,
+            rules: p.metadata.rules.as_slice().into(),
+        })
         .chain(set.vap_policies().iter().map(|p| Listed {
             name: &p.name,
             version: "",
@@ -496,17 +480,6 @@ pub fn list(sel: &PolicySelection) -> Result<Outcome, Failure> {
         &serde_json::json!({ "policies": listed }),
     );
     Ok(Outcome::text(report, format!("{t}\n")))
-}
-
-fn listed(p: &LoadedPolicy) -> Listed<'_> {
-    Listed {
-        name: &p.metadata.name,
-        version: &p.metadata.version,
-        source: p.source.to_string(),
-        description: &p.metadata.description,
-        sha256: &p.digest,
-        rules: p.metadata.rules.as_slice().into(),
-    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ pub(super) async fn judged_resources(
     ctx: &Ctx,
     set: &PolicySet,
     scope: &WebhookScope,
-    timeout: std::time::Duration,
     notes: &mut Vec<String>,
 ) -> Result<Vec<(ApiResource, Scope, bool)>, Failure> {
     let vap_rules: Vec<Vec<Rule>> = set
@@ -58,14 +57,14 @@ pub(super) async fn judged_resources(
             .filter(&[name.as_str()])
             .run();
         let shown = if name.is_empty() { "core" } else { name };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(ctx.request_timeout, run).await {
             Ok(Ok(d)) => found.push(d),
             Ok(Err(e)) => notes.push(format!(
                 "API group {shown} could not be discovered ({e}): its kinds are not audited"
             )),
             Err(_) => notes.push(format!(
                 "API group {shown} could not be discovered (no answer within {}): its kinds are not audited",
-                humantime::format_duration(timeout)
+                humantime::format_duration(ctx.request_timeout)
             )),
         }
     }

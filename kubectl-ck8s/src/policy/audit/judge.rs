@@ -6,7 +6,7 @@ use super::discovery::qualified;
 use super::scope::{WebhookScope, in_scope};
 use crate::cluster::Ctx;
 use crate::exit::Failure;
-use crate::policy::check::parts;
+use crate::policy::check::{FindingText, effects};
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{ClusterReads, Decision, FindingKind, PolicySet, Subject};
 use kube::Api;
@@ -87,7 +87,7 @@ pub(super) async fn audit_resource(
                 ck8s_policy_runtime::Evaluation::NotJudged(_) => 0,
             };
             let found = findings(&decision, &object);
-            let failed: BTreeSet<&str> = found.iter().map(|v| v.policy.as_str()).collect();
+            let failed: BTreeSet<&str> = found.iter().map(|v| v.finding.policy.as_str()).collect();
             for _ in 0..inspected.saturating_sub(failed.len()) {
                 passes.push(subject.namespace.to_string());
             }
@@ -105,30 +105,20 @@ pub(super) async fn audit_resource(
 fn findings(decision: &Decision, object: &Value) -> Vec<Violation> {
     let meta = &object["metadata"];
     let s = |v: &Value| v.as_str().unwrap_or("").to_string();
-    let all = decision
-        .denials
-        .iter()
-        .map(|f| ("deny", f))
-        .chain(decision.warnings.iter().map(|f| ("warn", f)))
-        .chain(decision.audits.iter().map(|f| ("audit", f)));
-    all.map(|(effect, f)| {
-        let (path, message, value, fix) = parts(f);
-        Violation {
+    effects(decision)
+        .map(|(effect, f)| Violation {
             kind: s(&object["kind"]),
             namespace: s(&meta["namespace"]),
             name: s(&meta["name"]),
             api_version: s(&object["apiVersion"]),
-            policy: f.policy.clone(),
-            effect: match f.kind {
-                FindingKind::Error(_) => "error",
-                FindingKind::Violation(_) | FindingKind::Vap { .. } => effect,
-            },
-            path,
-            message,
-            value,
-            fix,
+            finding: FindingText::of(
+                match f.kind {
+                    FindingKind::Error(_) => "error",
+                    FindingKind::Violation(_) | FindingKind::Vap { .. } => effect,
+                },
+                f,
+            ),
             uid: s(&meta["uid"]),
-        }
-    })
-    .collect()
+        })
+        .collect()
 }

@@ -25,9 +25,10 @@ mod reports;
 mod scope;
 mod table;
 
-use super::{PolicySelection, policy_set};
+use super::check::FindingText;
+use super::{PolicySelection, policy_set, verdict};
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::output::OutputFormat;
 use crate::report::{Outcome, TableView};
 use ck8s_policy_runtime::{ClusterReads, ConfigSource};
@@ -88,15 +89,9 @@ pub struct Violation {
     pub namespace: String,
     pub name: String,
     pub api_version: String,
-    pub policy: String,
-    /// `deny`, `warn`, `audit` (the policy's mode) or `error` (it could not judge).
-    pub effect: &'static str,
-    pub path: String,
-    pub message: String,
-    /// The offending literal; never present for a Secret's value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub fix: String,
+    /// Its effect: `deny`, `warn`, `audit` (the policy's mode) or `error` (it could not judge).
+    #[serde(flatten)]
+    pub finding: FindingText,
     #[serde(skip)]
     pub uid: String,
 }
@@ -160,7 +155,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     let reads = reads.as_ref().map(|r| r as &dyn ClusterReads);
     let mut notes = scope.notes.clone();
     let before = notes.len();
-    let resources = judged_resources(ctx, &set, &scope, ctx.request_timeout, &mut notes).await?;
+    let resources = judged_resources(ctx, &set, &scope, &mut notes).await?;
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
     let unaudited = notes.len() - before;
     let progress = Bar::new(resources.len());
@@ -197,17 +192,13 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         .iter()
         .map(|v| (v.kind.as_str(), v.namespace.as_str(), v.name.as_str()))
         .collect();
-    let namespaces = match &scope.namespaces {
-        Some(set) => set.iter().cloned().collect(),
-        None => Vec::new(),
-    };
     let report = Report {
         summary: Summary {
             violations: violations.len(),
             violating_objects: violating.len(),
             objects,
             resources: resources.iter().map(|(ar, _, _)| qualified(ar)).collect(),
-            namespaces,
+            namespaces: scope.namespaces.iter().flatten().cloned().collect(),
             exempt_namespaces: scope.exempt.clone(),
             policies: set.names().map(str::to_string).collect(),
             config: config_origin,
@@ -215,11 +206,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         },
         violations,
     };
-    let verdict = if (report.violations.is_empty() && unaudited == 0) || args.exit_zero {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
+    let verdict = verdict((report.violations.is_empty() && unaudited == 0) || args.exit_zero);
     let reports = if args.apply || format == OutputFormat::Policyreport {
         policy_reports(&report, &passes, timestamp)
     } else {

@@ -94,24 +94,22 @@ impl PolicyReport {
 
 impl ReportResult {
     fn of(v: &Violation, timestamp: ProtoTimestamp) -> Self {
+        let f = &v.finding;
         ReportResult {
             source: "ck8s",
-            policy: v.policy.clone(),
-            rule: v.policy.clone(),
-            result: match v.effect {
+            policy: f.policy.clone(),
+            rule: f.policy.clone(),
+            result: match f.effect {
                 "deny" => ResultKind::Fail,
                 "error" => ResultKind::Error,
                 _ => ResultKind::Warn,
             },
             scored: true,
-            message: match &v.value {
-                Some(value) => format!("{} (got {value:?})", v.message),
-                None => v.message.clone(),
-            },
+            message: f.message_and_value(),
             properties: ResultProperties {
-                path: v.path.clone(),
-                fix: v.fix.clone(),
-                mode: v.effect,
+                path: f.path.clone(),
+                fix: f.fix.clone(),
+                mode: f.effect,
             },
             resources: vec![ObjectReference {
                 api_version: Some(v.api_version.clone()),
