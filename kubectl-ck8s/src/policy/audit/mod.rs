@@ -34,7 +34,7 @@ use crate::report::{Outcome, TableView};
 use ck8s_policy_runtime::{ClusterReads, ConfigSource};
 use discovery::{judged_resources, qualified};
 use futures::{StreamExt, TryStreamExt};
-use judge::{Judge, audit_resource};
+use judge::audit_resource;
 use policies::{cluster_vaps, installed_config};
 use reports::{apply_reports, policy_reports, reports_served};
 use scope::{WebhookScope, webhook_scope};
@@ -124,18 +124,12 @@ pub struct Report {
 pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Outcome, Failure> {
     let (set, config_origin, scope, reads) = if args.cluster_vaps {
         let (set, reads) = cluster_vaps(ctx).await?;
+        let note = "the cluster's ValidatingAdmissionPolicies: each matched by its own constraints and bindings";
         let scope = WebhookScope {
-            notes: vec![
-                "the cluster's ValidatingAdmissionPolicies: each matched by its own constraints and bindings".into(),
-            ],
+            notes: vec![note.into()],
             ..Default::default()
         };
-        (
-            set,
-            "the cluster's bindings".to_string(),
-            scope,
-            Some(reads),
-        )
+        (set, "the cluster's bindings".into(), scope, Some(reads))
     } else {
         let (config, config_origin) = match &args.config {
             Some(path) => (ConfigSource::File(path.clone()), path.display().to_string()),
@@ -154,28 +148,24 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     }
     let reads = reads.as_ref().map(|r| r as &dyn ClusterReads);
     let mut notes = scope.notes.clone();
-    let before = notes.len();
     let resources = judged_resources(ctx, &set, &scope, &mut notes).await?;
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
-    let unaudited = notes.len() - before;
+    let unaudited = notes.len() - scope.notes.len();
     let progress = Bar::new(resources.len());
     let timestamp = jiff::Timestamp::now();
-    let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
-        futures::stream::iter(resources.iter())
-            .map(|(ar, scope_, whole)| {
-                let (set, scope, progress) = (&set, &scope, &progress);
-                let chunk = args.chunk_size;
-                let judge = Judge { set, reads };
-                async move {
-                    let r =
-                        audit_resource(ctx, judge, scope, ar, scope_.clone(), *whole, chunk).await;
-                    progress.done(&ar.plural);
-                    r
-                }
-            })
-            .buffer_unordered(args.concurrency as usize)
-            .try_collect()
-            .await?;
+    let results: Vec<(Vec<Violation>, usize, Vec<String>)> = futures::stream::iter(&resources)
+        .map(|resource| {
+            let (set, scope, progress) = (&set, &scope, &progress);
+            let chunk = args.chunk_size;
+            async move {
+                let r = audit_resource(ctx, set, reads, scope, resource, chunk).await;
+                progress.done(&resource.0.plural);
+                r
+            }
+        })
+        .buffer_unordered(args.concurrency as usize)
+        .try_collect()
+        .await?;
     drop(progress);
     let mut violations: Vec<Violation> = Vec::new();
     let mut objects = 0;
@@ -215,16 +205,10 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     if args.apply {
         apply_reports(ctx, &reports).await?;
     }
-    let documents = match format {
-        OutputFormat::Policyreport => Some(
-            reports
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?,
-        ),
-        _ => None,
-    };
+    let documents = (format == OutputFormat::Policyreport)
+        .then(|| reports.iter().map(serde_json::to_value).collect())
+        .transpose()
+        .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?;
     Ok(Outcome::Report {
         table: TableView::Text(table::text(&report, args.apply.then_some(reports.len()))),
         // The one report shape: the summary and the violations are its details.
