@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -207,7 +207,7 @@ pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
         sha256: hex::encode(Sha256::digest(&wasm)),
         loads: loaded.is_ok(),
         load_error: loaded.as_ref().err().cloned(),
-        load_time_ms: ms(load_time),
+        load_time_ms: (load_time.as_secs_f64() * 1e6).round() / 1e3,
         limits: LimitsView {
             deadline_ms: limits.deadline.as_millis(),
             memory_bytes: limits.memory_bytes,
@@ -279,13 +279,7 @@ fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<Strin
             let groups: Vec<&str> = r
                 .api_groups
                 .iter()
-                .map(|g| {
-                    if g.is_empty() {
-                        "\"\" (core)"
-                    } else {
-                        g.as_str()
-                    }
-                })
+                .map(|g| if g.is_empty() { "\"\" (core)" } else { g })
                 .collect();
             let ops: Vec<&str> = r.operations.iter().map(|o| o.as_str()).collect();
             t.add_row([
@@ -301,24 +295,15 @@ fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<Strin
     Ok(text)
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
 /// The bytes of `FILE.wasm` (with the NAME of `FILE.wasm#NAME`, one policy of a bundle) or
 /// of the built-in `builtin:NAME`.
 fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>, Option<&str>), Failure> {
     if let Some(name) = reference.strip_prefix("builtin:") {
-        let names: Vec<&str> = ck8s_builtin_policies::BUILTIN
-            .iter()
-            .map(|(n, _)| *n)
-            .collect();
-        let Some(bytes) = ck8s_builtin_policies::get(name) else {
-            return Err(
-                Failure::usage(format!("no built-in policy called {name:?}"))
-                    .with_help(format!("built-in policies: {}", names.join(", "))),
-            );
-        };
+        let bytes = ck8s_builtin_policies::get(name).ok_or_else(|| {
+            let names: Vec<&str> = ck8s_builtin_policies::BUILTIN.iter().map(|n| n.0).collect();
+            Failure::usage(format!("no built-in policy called {name:?}"))
+                .with_help(format!("built-in policies: {}", names.join(", ")))
+        })?;
         return Ok((
             PolicySource::Builtin(name.to_string()),
             bytes.to_vec(),

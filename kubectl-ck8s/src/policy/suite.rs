@@ -53,7 +53,6 @@ struct Suite {
     policy: String,
     #[serde(default)]
     settings: Map<String, Value>,
-    #[serde(default)]
     mode: Option<Mode>,
     cases: Vec<Case>,
 }
@@ -70,17 +69,12 @@ enum UnderTest {
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
-    #[serde(default)]
     operation: Option<Operation>,
-    #[serde(default)]
     resource: Option<Value>,
-    #[serde(default)]
     file: Option<PathBuf>,
-    #[serde(default)]
     review: Option<Value>,
     #[serde(default)]
     settings: Map<String, Value>,
-    #[serde(default)]
     mode: Option<Mode>,
     expect: Outcome,
     #[serde(default)]
