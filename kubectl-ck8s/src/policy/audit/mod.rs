@@ -151,7 +151,16 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     let resources = judged_resources(ctx, &set, &scope, &mut notes).await?;
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
     let unaudited = notes.len() - scope.notes.len();
-    let progress = Bar::new(resources.len());
+    // A count of the kinds, where the other flows' spinner would not say how far the audit
+    // is; indicatif draws it on a terminal only (as `output::progress`) and clears it when
+    // dropped.
+    let progress = indicatif::ProgressBar::new(resources.len() as u64)
+        .with_finish(indicatif::ProgressFinish::AndClear);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("audit {bar:30} {pos}/{len} kinds {msg}")
+    {
+        progress.set_style(style);
+    }
     let timestamp = jiff::Timestamp::now();
     let results: Vec<(Vec<Violation>, usize, Vec<String>)> = futures::stream::iter(&resources)
         .map(|resource| {
@@ -159,7 +168,8 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
             let chunk = args.chunk_size;
             async move {
                 let r = audit_resource(ctx, set, reads, scope, resource, chunk).await;
-                progress.done(&resource.0.plural);
+                progress.set_message(resource.0.plural.clone());
+                progress.inc(1);
                 r
             }
         })
@@ -215,38 +225,4 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         report: crate::report::Report::structured("policy audit", verdict, &report),
         policy_reports: documents,
     })
-}
-
-/// A progress bar over the kinds, on a terminal only (as `output::progress`); a count, where
-/// the other flows' spinner would not say how far the audit is.
-struct Bar(Option<indicatif::ProgressBar>);
-
-impl Bar {
-    fn new(kinds: usize) -> Self {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let bar = indicatif::ProgressBar::new(kinds as u64);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("audit {bar:30} {pos}/{len} kinds {msg}")
-        {
-            bar.set_style(style);
-        }
-        Bar(Some(bar))
-    }
-    fn done(&self, kind: &str) {
-        if let Some(bar) = &self.0 {
-            bar.set_message(kind.to_string());
-            bar.inc(1);
-        }
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
 }
