@@ -222,10 +222,8 @@ fn table_text(report: &Report) -> String {
             "FILE", "OBJECT", "POLICY", "EFFECT", "PATH", "MESSAGE", "FIX",
         ]);
         for r in &report.findings {
-            let mut file = format!("{}#{}", r.file, r.document);
-            if let Some(item) = r.item {
-                file.push_str(&format!(".{item}"));
-            }
+            let item = r.item.map(|i| format!(".{i}")).unwrap_or_default();
+            let file = format!("{}#{}{item}", r.file, r.document);
             let object = match r.namespace.as_str() {
                 "" => format!("{}/{}", r.kind, r.name),
                 ns => format!("{}/{} -n {ns}", r.kind, r.name),

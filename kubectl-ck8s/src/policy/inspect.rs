@@ -55,17 +55,8 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
         &runtime,
         &ck8s_policy_runtime::PolicySources::new().vap_file(path),
     );
-    let mut report = VapInspection {
-        source: path.to_string(),
-        loads: built.is_ok(),
-        load_error: built.as_ref().err().map(|e| e.to_string()),
-        policies: Vec::new(),
-        needs_namespaces: false,
-    };
-    if let Ok(set) = &built {
-        report.needs_namespaces = set.vap_needs().namespaces;
-        report.policies = set
-            .vap_policies()
+    let views = |set: &PolicySet| {
+        set.vap_policies()
             .iter()
             .map(|p| VapView {
                 name: p.name.clone(),
@@ -95,8 +86,15 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
                     })
                     .collect(),
             })
-            .collect();
-    }
+            .collect()
+    };
+    let report = VapInspection {
+        source: path.to_string(),
+        loads: built.is_ok(),
+        load_error: built.as_ref().err().map(|e| e.to_string()),
+        policies: built.as_ref().map(views).unwrap_or_default(),
+        needs_namespaces: built.as_ref().is_ok_and(|set| set.vap_needs().namespaces),
+    };
     let text = vap_text(&report);
     Ok(Outcome::text(
         Envelope::structured("policy inspect", verdict(report.loads), &report),

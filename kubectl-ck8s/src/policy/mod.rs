@@ -111,7 +111,9 @@ fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, 
     let runtime = runtime()?;
     let set = PolicySet::build(&runtime, &sel.sources().config(config)).map_err(|e| match e {
         BuildError::Load(e @ LoadError::Vap { .. }) => Failure::usage(e.to_string()),
-        BuildError::Load(e) => load_failure(e),
+        BuildError::Load(e) => Failure::usage(e.to_string()).with_help(
+            "build policies with `cargo build --release --target wasm32-unknown-unknown`",
+        ),
         // A config for policies, and none loaded: say what is missing first.
         BuildError::Set(SetError::NotLoaded { loaded, .. }) if loaded.is_empty() => no_policies(),
         e => Failure::usage(e.to_string()),
@@ -173,11 +175,6 @@ impl ClusterReads for ClusterSnapshot {
     fn namespace(&self, name: &str) -> Result<Option<Value>, String> {
         Ok(self.namespaces.get(name).cloned())
     }
-}
-
-fn load_failure(e: LoadError) -> Failure {
-    Failure::usage(e.to_string())
-        .with_help("build policies with `cargo build --release --target wasm32-unknown-unknown`")
 }
 
 fn no_policies() -> Failure {

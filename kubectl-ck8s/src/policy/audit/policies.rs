@@ -127,7 +127,6 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
                 .with_help("drop --cluster-vaps to audit with the webhook's policies"),
         );
     }
-    let needs = set.vap_needs();
     let mut snapshot = ClusterSnapshot::default();
     let namespaces: Api<Namespace> = ctx.all();
     for ns in namespaces
@@ -140,7 +139,7 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
             serde_json::to_value(&ns).map_err(|e| Failure::internal(e.to_string()))?,
         );
     }
-    for kind in &needs.param_kinds {
+    for kind in &set.vap_needs().param_kinds {
         let (group, version) = kind
             .api_version
             .split_once('/')
