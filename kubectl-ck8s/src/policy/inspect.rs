@@ -302,11 +302,8 @@ fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>, Option<&str>),
             Failure::usage(format!("no built-in policy called {name:?}"))
                 .with_help(format!("built-in policies: {}", names.join(", ")))
         })?;
-        return Ok((
-            PolicySource::Builtin(name.to_string()),
-            bytes.to_vec(),
-            None,
-        ));
+        let source = PolicySource::Builtin(name.to_string());
+        return Ok((source, bytes.to_vec(), None));
     }
     let (file, member) = super::split_member(reference);
     let path = PathBuf::from(file);

@@ -172,20 +172,19 @@ pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
             tally.errors += 1;
         }
     }
-    transcript.push_str(&format!(
-        "\n{} passed, {} failed\n",
-        tally.passed, tally.failed
-    ));
-    if tally.errors > 0 {
+    let Tally {
+        passed,
+        failed,
+        errors,
+    } = tally;
+    transcript.push_str(&format!("\n{passed} passed, {failed} failed\n"));
+    if errors > 0 {
         return Ok(crate::report::Outcome::Unfinished {
             shown: transcript,
-            failure: Failure::usage(format!(
-                "{} suite(s) or case(s) could not run",
-                tally.errors
-            )),
+            failure: Failure::usage(format!("{errors} suite(s) or case(s) could not run")),
         });
     }
-    let report = Report::structured("policy test", verdict(tally.failed == 0), &Value::Null);
+    let report = Report::structured("policy test", verdict(failed == 0), &Value::Null);
     Ok(crate::report::Outcome::text(report, transcript))
 }
 

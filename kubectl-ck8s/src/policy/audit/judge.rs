@@ -31,12 +31,12 @@ pub(super) async fn audit_resource(
     let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), ar);
     let err = |e| ctx.err("list", &qualified(ar), None, e);
     let (mut violations, mut judged, mut passes) = (Vec::new(), 0, Vec::new());
-    let mut token: Option<String> = None;
+    let mut token = None;
     loop {
-        let mut lp = ListParams::default().limit(chunk);
-        if let Some(t) = &token {
-            lp = lp.continue_token(t);
-        }
+        let lp = ListParams {
+            continue_token: token.take(),
+            ..ListParams::default().limit(chunk)
+        };
         let (objects, next): (Vec<Value>, _) = if *whole {
             let list = api.list(&lp).await.map_err(err)?;
             let items: Result<_, _> = list.items.iter().map(serde_json::to_value).collect();

@@ -33,12 +33,11 @@ pub(super) async fn installed_config(
         .iter()
         .find(|c| c.name == name)
         .or(pod.containers.first());
-    let path = container
+    let Some(path) = container
         .into_iter()
         .flat_map(|c| c.args.iter().flatten())
         .find_map(|a| a.strip_prefix("--config="))
-        .map(str::to_string);
-    let Some(path) = path else {
+    else {
         return Ok((
             SettingsFile::default(),
             format!("defaults (Deployment {namespace}/{name} runs without --config)"),
