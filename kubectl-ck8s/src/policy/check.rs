@@ -2,13 +2,11 @@
 //! them on CREATE (or `--operation UPDATE`), with the same policies, settings and modes.
 
 use super::manifests::{self, Manifest};
-use super::{PolicySelection, policy_set};
-use crate::exit::{Failure, Verdict};
+use super::{ClusterSnapshot, PolicySelection, policy_set, table, verdict};
+use crate::exit::Failure;
 use crate::report::Outcome;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
-use ck8s_policy_runtime::{
-    ClusterReads, ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject,
-};
+use ck8s_policy_runtime::{ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -59,8 +57,16 @@ pub struct Row {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    #[serde(flatten)]
+    pub finding: FindingText,
+}
+
+/// What a finding says, in every report of one (`check`, `audit`, `test`).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FindingText {
     pub policy: String,
-    /// `deny`, `warn` or `audit`: what the finding does to the request.
+    /// `deny`, `warn` or `audit`: what the finding does to the request (in `audit`, `error`:
+    /// the policy could not judge).
     pub effect: &'static str,
     pub path: String,
     pub message: String,
@@ -68,6 +74,50 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub fix: String,
+}
+
+impl FindingText {
+    /// A Secret's value is dropped here even if a policy returned it, so no output path can
+    /// show it.
+    pub fn of(effect: &'static str, finding: &Finding) -> Self {
+        let base = FindingText {
+            policy: finding.policy.clone(),
+            effect,
+            ..Default::default()
+        };
+        match &finding.kind {
+            FindingKind::Violation(v) if v.source == ValueSource::Secret => FindingText {
+                path: v.path.clone(),
+                message: format!("{} (value from a Secret, not shown)", v.message),
+                fix: v.fix.clone(),
+                ..base
+            },
+            FindingKind::Violation(v) => FindingText {
+                path: v.path.clone(),
+                message: v.message.clone(),
+                value: v.value.clone(),
+                fix: v.fix.clone(),
+                ..base
+            },
+            FindingKind::Error(e) => FindingText {
+                message: format!("policy error: {e}"),
+                ..base
+            },
+            FindingKind::Vap { path, text } => FindingText {
+                path: path.clone(),
+                message: text.clone(),
+                ..base
+            },
+        }
+    }
+
+    /// The message, and the offending literal if there is one to show.
+    pub fn message_and_value(&self) -> String {
+        match &self.value {
+            Some(v) => format!("{} (got {v:?})", self.message),
+            None => self.message.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -89,101 +139,40 @@ pub fn effects(decision: &Decision) -> impl Iterator<Item = (&'static str, &Find
     d.chain(w).chain(a)
 }
 
-/// `(path, message, value, fix)` of a finding; a Secret's value is dropped here even if a
-/// policy returned it, so no output path can show it.
-pub fn parts(finding: &Finding) -> (String, String, Option<String>, String) {
-    match &finding.kind {
-        FindingKind::Violation(v) => {
-            let value = if v.source == ValueSource::Secret {
-                None
-            } else {
-                v.value.clone()
-            };
-            let mut message = v.message.clone();
-            if v.source == ValueSource::Secret {
-                message.push_str(" (value from a Secret, not shown)");
-            }
-            (v.path.clone(), message, value, v.fix.clone())
-        }
-        FindingKind::Error(e) => (
-            String::new(),
-            format!("policy error: {e}"),
-            None,
-            String::new(),
-        ),
-        FindingKind::Vap { path, text } => (path.clone(), text.clone(), None, String::new()),
-    }
-}
-
 pub fn run(args: CheckArgs) -> Result<Outcome, Failure> {
     let files = manifests::expand(&args.files).map_err(Failure::usage)?;
     let objects = manifests::read_all(&files).map_err(Failure::usage)?;
-    let config = match &args.config {
-        Some(path) => ConfigSource::File(path.clone()),
-        None => ConfigSource::Defaults,
-    };
+    let config = args
+        .config
+        .map_or(ConfigSource::Defaults, ConfigSource::File);
     let set = policy_set(&args.selection, config)?;
     let report = evaluate(&set, &objects, args.operation.into())?;
-
-    let verdict = if report.allowed {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
     let text = table_text(&report);
-    let envelope = crate::report::Report::structured("policy check", verdict, &report);
+    let envelope =
+        crate::report::Report::structured("policy check", verdict(report.allowed), &report);
     Ok(Outcome::text(envelope, text))
 }
 
 /// The Namespaces among the manifests: what a ValidatingAdmissionPolicy's `namespaceSelector`
 /// and `namespaceObject` see offline. Others are not known, and such a policy fails closed
 /// saying so (give the Namespace manifests with `-f`).
-struct ManifestNamespaces(Vec<serde_json::Value>);
-
-impl ManifestNamespaces {
-    fn of(objects: &[Manifest]) -> Self {
-        ManifestNamespaces(
-            objects
-                .iter()
-                .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.object.get()).ok())
-                .filter(|o| o["apiVersion"] == "v1" && o["kind"] == "Namespace")
-                .collect(),
-        )
-    }
-}
-
-impl ck8s_policy_runtime::cel::ParamSource for ManifestNamespaces {
-    fn get(
-        &self,
-        _: &ck8s_policy_runtime::cel::ParamKind,
-        _: Option<&str>,
-        _: &str,
-    ) -> Result<Option<serde_json::Value>, String> {
-        Ok(None)
-    }
-
-    fn list(
-        &self,
-        _: &ck8s_policy_runtime::cel::ParamKind,
-        _: Option<&str>,
-        _: &ck8s_policy_runtime::cel::LabelSelector,
-    ) -> Result<Vec<serde_json::Value>, String> {
-        Ok(Vec::new())
-    }
-}
-
-impl ClusterReads for ManifestNamespaces {
-    fn namespace(&self, name: &str) -> Result<Option<serde_json::Value>, String> {
-        Ok(self
-            .0
-            .iter()
-            .find(|n| n["metadata"]["name"] == name)
-            .map(|n| {
-                // The API server labels every namespace with its name.
-                let mut n = n.clone();
-                n["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.into();
-                n
-            }))
+fn manifest_namespaces(objects: &[Manifest]) -> ClusterSnapshot {
+    let namespaces = objects
+        .iter()
+        // Collected last to first: of two Namespaces with one name, the first is kept.
+        .rev()
+        .filter_map(|m| serde_json::from_str::<serde_json::Value>(m.object.get()).ok())
+        .filter(|o| o["apiVersion"] == "v1" && o["kind"] == "Namespace")
+        .filter_map(|mut n| {
+            let name = n["metadata"]["name"].as_str()?.to_string();
+            // The API server labels every namespace with its name.
+            n["metadata"]["labels"]["kubernetes.io/metadata.name"] = name.clone().into();
+            Some((name, n))
+        })
+        .collect();
+    ClusterSnapshot {
+        namespaces,
+        params: Vec::new(),
     }
 }
 
@@ -192,7 +181,7 @@ fn evaluate(
     objects: &[Manifest],
     operation: Operation,
 ) -> Result<Report, Failure> {
-    let namespaces = ManifestNamespaces::of(objects);
+    let namespaces = manifest_namespaces(objects);
     let mut report = Report {
         allowed: true,
         objects: objects.len(),
@@ -210,23 +199,17 @@ fn evaluate(
         report.denials += decision.denials.len();
         report.warnings += decision.warnings.len();
         report.audits += decision.audits.len();
-        for (effect, finding) in effects(&decision) {
-            let (path, message, value, fix) = parts(finding);
-            report.findings.push(Row {
+        report
+            .findings
+            .extend(effects(&decision).map(|(effect, f)| Row {
                 file: m.origin.file.clone(),
                 document: m.origin.document,
                 item: m.origin.item,
                 kind: subject.kind.kind.clone(),
                 namespace: subject.namespace.to_string(),
                 name: subject.name.to_string(),
-                policy: finding.policy.clone(),
-                effect,
-                path,
-                message,
-                value,
-                fix,
-            });
-        }
+                finding: FindingText::of(effect, f),
+            }));
     }
     Ok(report)
 }
@@ -235,32 +218,25 @@ fn evaluate(
 fn table_text(report: &Report) -> String {
     let mut text = String::new();
     if !report.findings.is_empty() {
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::NOTHING);
-        table.set_header([
+        let mut table = table([
             "FILE", "OBJECT", "POLICY", "EFFECT", "PATH", "MESSAGE", "FIX",
         ]);
         for r in &report.findings {
-            let mut file = format!("{}#{}", r.file, r.document);
-            if let Some(item) = r.item {
-                file.push_str(&format!(".{item}"));
-            }
+            let item = r.item.map(|i| format!(".{i}")).unwrap_or_default();
+            let file = format!("{}#{}{item}", r.file, r.document);
             let object = match r.namespace.as_str() {
                 "" => format!("{}/{}", r.kind, r.name),
                 ns => format!("{}/{} -n {ns}", r.kind, r.name),
             };
-            let message = match &r.value {
-                Some(v) => format!("{} (got {v:?})", r.message),
-                None => r.message.clone(),
-            };
+            let f = &r.finding;
             table.add_row([
                 file,
                 object,
-                r.policy.clone(),
-                r.effect.to_string(),
-                r.path.clone(),
-                message,
-                r.fix.clone(),
+                f.policy.clone(),
+                f.effect.to_string(),
+                f.path.clone(),
+                f.message_and_value(),
+                f.fix.clone(),
             ]);
         }
         text.push_str(&format!("{table}\n"));

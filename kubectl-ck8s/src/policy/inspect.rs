@@ -1,15 +1,15 @@
 //! `policy inspect`, `policy webhook-rules` and `policy list`: what policies declare.
 
-use super::{PolicySelection, load_selection, runtime};
+use super::{PolicySelection, is_vap_file, policy_set, runtime, table, verdict};
 use crate::exit::{Failure, Verdict};
 use crate::report::{Outcome, Report as Envelope};
 use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
-use ck8s_policy_runtime::{LoadedPolicy, PolicySet, PolicySource};
+use ck8s_policy_runtime::{ConfigSource, LoadedPolicy, PolicySet, PolicySource};
 use clap::Args;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
@@ -55,17 +55,8 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
         &runtime,
         &ck8s_policy_runtime::PolicySources::new().vap_file(path),
     );
-    let mut report = VapInspection {
-        source: path.to_string(),
-        loads: built.is_ok(),
-        load_error: built.as_ref().err().map(|e| e.to_string()),
-        policies: Vec::new(),
-        needs_namespaces: false,
-    };
-    if let Ok(set) = &built {
-        report.needs_namespaces = set.vap_needs().namespaces;
-        report.policies = set
-            .vap_policies()
+    let views = |set: &PolicySet| {
+        set.vap_policies()
             .iter()
             .map(|p| VapView {
                 name: p.name.clone(),
@@ -95,16 +86,18 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
                     })
                     .collect(),
             })
-            .collect();
-    }
-    let verdict = if report.loads {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+            .collect()
+    };
+    let report = VapInspection {
+        source: path.to_string(),
+        loads: built.is_ok(),
+        load_error: built.as_ref().err().map(|e| e.to_string()),
+        policies: built.as_ref().map(views).unwrap_or_default(),
+        needs_namespaces: built.as_ref().is_ok_and(|set| set.vap_needs().namespaces),
     };
     let text = vap_text(&report);
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict, &report),
+        Envelope::structured("policy inspect", verdict(report.loads), &report),
         text,
     ))
 }
@@ -188,7 +181,7 @@ struct LimitsView {
 }
 
 pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
-    if args.policy.ends_with(".yaml") || args.policy.ends_with(".yml") {
+    if is_vap_file(&args.policy) {
         return inspect_vap(&args.policy);
     }
     let runtime = runtime()?;
@@ -205,39 +198,28 @@ pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
             })
         });
     let load_time = start.elapsed();
-    let mut report = Inspection {
+    let policy = loaded.as_ref().ok().map(|p| &p.metadata);
+    let report = Inspection {
         source: source.to_string(),
         wasm_bytes: wasm.len(),
         sha256: hex::encode(Sha256::digest(&wasm)),
         loads: loaded.is_ok(),
         load_error: loaded.as_ref().err().cloned(),
-        load_time_ms: ms(load_time),
+        load_time_ms: (load_time.as_secs_f64() * 1e6).round() / 1e3,
         limits: LimitsView {
             deadline_ms: limits.deadline.as_millis(),
             memory_bytes: limits.memory_bytes,
             max_output_bytes: limits.max_output_bytes,
         },
-        name: None,
-        version: None,
-        description: None,
-        settings: vec![],
-        rules: vec![],
-    };
-    if let Ok(p) = &loaded {
-        report.name = Some(p.metadata.name.clone());
-        report.version = Some(p.metadata.version.clone());
-        report.description = Some(p.metadata.description.clone());
-        report.settings = p.metadata.settings.clone();
-        report.rules = p.metadata.rules.clone();
-    }
-    let verdict = if report.loads {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
+        name: policy.map(|m| m.name.clone()),
+        version: policy.map(|m| m.version.clone()),
+        description: policy.map(|m| m.description.clone()),
+        settings: policy.map(|m| m.settings.clone()).unwrap_or_default(),
+        rules: policy.map(|m| m.rules.clone()).unwrap_or_default(),
     };
     let text = wasm_text(&report, loaded.as_ref().ok())?;
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict, &report),
+        Envelope::structured("policy inspect", verdict(report.loads), &report),
         text,
     ))
 }
@@ -295,13 +277,7 @@ fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<Strin
             let groups: Vec<&str> = r
                 .api_groups
                 .iter()
-                .map(|g| {
-                    if g.is_empty() {
-                        "\"\" (core)"
-                    } else {
-                        g.as_str()
-                    }
-                })
+                .map(|g| if g.is_empty() { "\"\" (core)" } else { g })
                 .collect();
             let ops: Vec<&str> = r.operations.iter().map(|o| o.as_str()).collect();
             t.add_row([
@@ -317,36 +293,17 @@ fn wasm_text(report: &Inspection, loaded: Option<&LoadedPolicy>) -> Result<Strin
     Ok(text)
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
-}
-
-fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::NOTHING);
-    t.set_header(header);
-    t
-}
-
 /// The bytes of `FILE.wasm` (with the NAME of `FILE.wasm#NAME`, one policy of a bundle) or
 /// of the built-in `builtin:NAME`.
 fn read_policy(reference: &str) -> Result<(PolicySource, Vec<u8>, Option<&str>), Failure> {
     if let Some(name) = reference.strip_prefix("builtin:") {
-        let names: Vec<&str> = ck8s_builtin_policies::BUILTIN
-            .iter()
-            .map(|(n, _)| *n)
-            .collect();
-        let Some(bytes) = ck8s_builtin_policies::get(name) else {
-            return Err(
-                Failure::usage(format!("no built-in policy called {name:?}"))
-                    .with_help(format!("built-in policies: {}", names.join(", "))),
-            );
-        };
-        return Ok((
-            PolicySource::Builtin(name.to_string()),
-            bytes.to_vec(),
-            None,
-        ));
+        let bytes = ck8s_builtin_policies::get(name).ok_or_else(|| {
+            let names: Vec<&str> = ck8s_builtin_policies::BUILTIN.iter().map(|n| n.0).collect();
+            Failure::usage(format!("no built-in policy called {name:?}"))
+                .with_help(format!("built-in policies: {}", names.join(", ")))
+        })?;
+        let source = PolicySource::Builtin(name.to_string());
+        return Ok((source, bytes.to_vec(), None));
     }
     let (file, member) = super::split_member(reference);
     let path = PathBuf::from(file);
@@ -426,7 +383,7 @@ pub fn merge_rules<'a>(all: impl IntoIterator<Item = &'a Rule>) -> Vec<Rule> {
 }
 
 pub fn webhook_rules(sel: &PolicySelection) -> Result<Outcome, Failure> {
-    let set = load_selection(sel)?;
+    let set = policy_set(sel, ConfigSource::Defaults)?;
     let vap_rules: Vec<Rule> = set
         .vap_policies()
         .iter()
@@ -462,10 +419,17 @@ struct Listed<'a> {
 }
 
 pub fn list(sel: &PolicySelection) -> Result<Outcome, Failure> {
-    let set = load_selection(sel)?;
+    let set = policy_set(sel, ConfigSource::Defaults)?;
     let listed: Vec<Listed> = set
         .policies()
-        .map(|(p, _)| listed(p))
+        .map(|(p, _)| Listed {
+            name: &p.metadata.name,
+            version: &p.metadata.version,
+            source: p.source.to_string(),
+            description: &p.metadata.description,
+            sha256: &p.digest,
+            rules: p.metadata.rules.as_slice().into(),
+        })
         .chain(set.vap_policies().iter().map(|p| Listed {
             name: &p.name,
             version: "",
@@ -496,17 +460,6 @@ pub fn list(sel: &PolicySelection) -> Result<Outcome, Failure> {
         &serde_json::json!({ "policies": listed }),
     );
     Ok(Outcome::text(report, format!("{t}\n")))
-}
-
-fn listed(p: &LoadedPolicy) -> Listed<'_> {
-    Listed {
-        name: &p.metadata.name,
-        version: &p.metadata.version,
-        source: p.source.to_string(),
-        description: &p.metadata.description,
-        sha256: &p.digest,
-        rules: p.metadata.rules.as_slice().into(),
-    }
 }
 
 #[cfg(test)]

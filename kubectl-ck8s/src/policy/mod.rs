@@ -20,14 +20,17 @@ mod scaffold;
 mod suite;
 
 use crate::cluster::Ctx;
-use crate::exit::Failure;
+use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
 use crate::report::Outcome;
+use ck8s_policy_runtime::cel::{LabelSelector, LocalParams, ParamKind, ParamSource};
 use ck8s_policy_runtime::{
-    BuildError, ConfigSource, LoadError, LoadedPolicy, PolicySet, PolicySource, PolicySources,
-    Runtime, SetError, Source,
+    BuildError, ClusterReads, ConfigSource, LoadError, LoadedPolicy, PolicySet, PolicySource,
+    PolicySources, Runtime, SetError, Source,
 };
 use clap::{Args, Subcommand};
+use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Subcommand)]
@@ -108,7 +111,9 @@ fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, 
     let runtime = runtime()?;
     let set = PolicySet::build(&runtime, &sel.sources().config(config)).map_err(|e| match e {
         BuildError::Load(e @ LoadError::Vap { .. }) => Failure::usage(e.to_string()),
-        BuildError::Load(e) => load_failure(e),
+        BuildError::Load(e) => Failure::usage(e.to_string()).with_help(
+            "build policies with `cargo build --release --target wasm32-unknown-unknown`",
+        ),
         // A config for policies, and none loaded: say what is missing first.
         BuildError::Set(SetError::NotLoaded { loaded, .. }) if loaded.is_empty() => no_policies(),
         e => Failure::usage(e.to_string()),
@@ -119,14 +124,57 @@ fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, 
     Ok(set)
 }
 
-/// The selected policies with their defaults: what `list` and `webhook-rules` show.
-fn load_selection(sel: &PolicySelection) -> Result<PolicySet, Failure> {
-    policy_set(sel, ConfigSource::Defaults)
+/// Pass when `pass`, else fail: the verdict of every policy subcommand.
+fn verdict(pass: bool) -> Verdict {
+    if pass { Verdict::Pass } else { Verdict::Fail }
 }
 
-fn load_failure(e: LoadError) -> Failure {
-    Failure::usage(e.to_string())
-        .with_help("build policies with `cargo build --release --target wasm32-unknown-unknown`")
+/// A policy reference that names a file of ValidatingAdmissionPolicies, not a `.wasm`.
+fn is_vap_file(reference: &str) -> bool {
+    reference.ends_with(".yaml") || reference.ends_with(".yml")
+}
+
+/// A borderless table with `header`, as the policy subcommands print their rows.
+fn table<const N: usize>(header: [&str; N]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    t.set_header(header);
+    t
+}
+
+/// What ValidatingAdmissionPolicies read beside the request, held in memory: Namespaces by
+/// name and params. `check` has the Namespaces among the manifests; `audit --cluster-vaps`
+/// the cluster's Namespaces and params, listed once.
+#[derive(Default)]
+struct ClusterSnapshot {
+    namespaces: BTreeMap<String, Value>,
+    params: Vec<Value>,
+}
+
+impl ParamSource for ClusterSnapshot {
+    fn get(
+        &self,
+        kind: &ParamKind,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, String> {
+        LocalParams(&self.params).get(kind, namespace, name)
+    }
+
+    fn list(
+        &self,
+        kind: &ParamKind,
+        namespace: Option<&str>,
+        selector: &LabelSelector,
+    ) -> Result<Vec<Value>, String> {
+        LocalParams(&self.params).list(kind, namespace, selector)
+    }
+}
+
+impl ClusterReads for ClusterSnapshot {
+    fn namespace(&self, name: &str) -> Result<Option<Value>, String> {
+        Ok(self.namespaces.get(name).cloned())
+    }
 }
 
 fn no_policies() -> Failure {

@@ -33,20 +33,14 @@ pub struct NewArgs {
 
 pub fn run(args: NewArgs) -> Result<Outcome, Failure> {
     check_name(&args.name)?;
-    if args.cel {
-        return run_cel(&args);
-    }
     let dir = args
         .path
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
-    if dir.exists() {
-        return Err(Failure::usage(format!(
-            "{} already exists; refusing to overwrite it",
-            dir.display()
-        ))
-        .with_help("choose another NAME or --path DIR"));
+    if args.cel {
+        return run_cel(&args.name, &dir);
     }
+    refuse_existing(&dir)?;
     let sdk = args
         .sdk
         .canonicalize()
@@ -60,25 +54,9 @@ pub fn run(args: NewArgs) -> Result<Outcome, Failure> {
             .with_help("pass --sdk PATH to the policies/sdk directory of a ck8s checkout")
         })?;
     let krate = args.name.replace('-', "_");
-    let files = files(&args.name, &sdk);
-    for (rel, text) in &files {
-        let path = dir.join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Failure::usage(format!("cannot create {}: {e}", parent.display())))?;
-        }
-        std::fs::write(&path, text)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
-    }
-
     let wasm = format!("target/wasm32-unknown-unknown/release/{krate}.wasm");
-    let mut summary = format!("Created policy crate {} in {}\n", args.name, dir.display());
-    for (rel, _) in &files {
-        summary.push_str(&format!("  {}\n", Path::new(rel).display()));
-    }
-    summary.push_str(&format!(
-        "\nNext:
-  cd {dir}
+    let next = format!(
+        "  cd {dir}
   cargo test                                              # native rule tests
   cargo build --release --target wasm32-unknown-unknown   # builds {wasm}
   kubectl ck8s policy test .                              # the YAML suite, against the .wasm
@@ -86,50 +64,53 @@ pub fn run(args: NewArgs) -> Result<Outcome, Failure> {
   cp {wasm} <the webhook's --policies DIR>   # live without a restart
 ",
         dir = dir.display()
-    ));
-    Ok(created(summary))
+    );
+    let what = format!("policy crate {}", args.name);
+    write(&dir, &files(&args.name, &sdk), &what, &next)
 }
 
-/// A scaffold's outcome: its summary of what was written and what to run next.
-fn created(summary: String) -> Outcome {
-    Outcome::text(Report::of("policy new", vec![]), summary)
+fn refuse_existing(path: &Path) -> Result<(), Failure> {
+    if !path.exists() {
+        return Ok(());
+    }
+    Err(Failure::usage(format!(
+        "{} already exists; refusing to overwrite it",
+        path.display()
+    ))
+    .with_help("choose another NAME or --path DIR"))
+}
+
+/// Writes `files` (`(path in dir, contents)`) and says what was created and what to run next.
+fn write(
+    dir: &Path,
+    files: &[(impl AsRef<str>, String)],
+    what: &str,
+    next: &str,
+) -> Result<Outcome, Failure> {
+    let mut summary = format!("Created {what} in {}\n", dir.display());
+    for (rel, text) in files {
+        let path = dir.join(rel.as_ref());
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Failure::usage(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+        summary.push_str(&format!("  {}\n", rel.as_ref()));
+    }
+    summary.push_str(&format!("\nNext:\n{next}"));
+    Ok(Outcome::text(Report::of("policy new", vec![]), summary))
 }
 
 /// The `--cel` scaffold: two files in DIR (default: ./NAME).
-fn run_cel(args: &NewArgs) -> Result<Outcome, Failure> {
-    let dir = args
-        .path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&args.name));
-    let files = cel_files(&args.name);
+fn run_cel(name: &str, dir: &Path) -> Result<Outcome, Failure> {
+    let files = cel_files(name);
     for (rel, _) in &files {
-        if dir.join(rel).exists() {
-            return Err(Failure::usage(format!(
-                "{} already exists; refusing to overwrite it",
-                dir.join(rel).display()
-            ))
-            .with_help("choose another NAME or --path DIR"));
-        }
-    }
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
-    for (rel, text) in &files {
-        let path = dir.join(rel);
-        std::fs::write(&path, text)
-            .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+        refuse_existing(&dir.join(rel))?;
     }
     let policy = dir.join(&files[0].0);
-    let mut summary = format!(
-        "Created ValidatingAdmissionPolicy {} in {}\n",
-        args.name,
-        dir.display()
-    );
-    for (rel, _) in &files {
-        summary.push_str(&format!("  {rel}\n"));
-    }
-    summary.push_str(&format!(
-        "\nNext:
-  kubectl ck8s policy test {dir}
+    let next = format!(
+        "  kubectl ck8s policy test {dir}
   kubectl ck8s policy check --no-builtin --policies {dir} -f MANIFESTS
   kubectl ck8s policy inspect {policy}
   cp {policy} <the webhook's --policies DIR>   # in force at once
@@ -137,8 +118,13 @@ fn run_cel(args: &NewArgs) -> Result<Outcome, Failure> {
 ",
         dir = dir.display(),
         policy = policy.display()
-    ));
-    Ok(created(summary))
+    );
+    write(
+        dir,
+        &files,
+        &format!("ValidatingAdmissionPolicy {name}"),
+        &next,
+    )
 }
 
 /// `(file, contents)` of the `--cel` scaffold: the policy first.

@@ -24,9 +24,9 @@
 //!     hidden: ["hunter2"]          # in no finding: secrets must never be shown
 //! ```
 
-use super::check::{effects, parts};
-use super::{load_ref, manifests, runtime};
-use crate::exit::{Failure, Verdict};
+use super::check::{FindingText, effects};
+use super::{is_vap_file, load_ref, manifests, runtime, verdict};
+use crate::exit::Failure;
 use crate::report::Report;
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
@@ -53,7 +53,6 @@ struct Suite {
     policy: String,
     #[serde(default)]
     settings: Map<String, Value>,
-    #[serde(default)]
     mode: Option<Mode>,
     cases: Vec<Case>,
 }
@@ -70,17 +69,12 @@ enum UnderTest {
 #[serde(deny_unknown_fields)]
 struct Case {
     name: String,
-    #[serde(default)]
     operation: Option<Operation>,
-    #[serde(default)]
     resource: Option<Value>,
-    #[serde(default)]
     file: Option<PathBuf>,
-    #[serde(default)]
     review: Option<Value>,
     #[serde(default)]
     settings: Map<String, Value>,
-    #[serde(default)]
     mode: Option<Mode>,
     expect: Outcome,
     #[serde(default)]
@@ -178,31 +172,20 @@ pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
             tally.errors += 1;
         }
     }
-    transcript.push_str(&format!(
-        "\n{} passed, {} failed\n",
-        tally.passed, tally.failed
-    ));
-    if tally.errors > 0 {
+    let Tally {
+        passed,
+        failed,
+        errors,
+    } = tally;
+    transcript.push_str(&format!("\n{passed} passed, {failed} failed\n"));
+    if errors > 0 {
         return Ok(crate::report::Outcome::Unfinished {
             shown: transcript,
-            failure: Failure::usage(format!(
-                "{} suite(s) or case(s) could not run",
-                tally.errors
-            )),
+            failure: Failure::usage(format!("{errors} suite(s) or case(s) could not run")),
         });
     }
-    let verdict = if tally.failed == 0 {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
-    let report = Report::structured("policy test", verdict, &serde_json::Value::Null);
+    let report = Report::structured("policy test", verdict(failed == 0), &Value::Null);
     Ok(crate::report::Outcome::text(report, transcript))
-}
-
-/// A suite's `policy:` that names a file of ValidatingAdmissionPolicies.
-fn is_vap_file(reference: &str) -> bool {
-    reference.ends_with(".yaml") || reference.ends_with(".yml")
 }
 
 /// `*.ck8s-test.yaml|yml` under `dir`, skipping `target/` and hidden directories.
@@ -355,15 +338,13 @@ fn run_case(
     let got = Outcome::of(&decision);
     let findings: Vec<(String, String)> = effects(&decision)
         .map(|(effect, f)| {
-            let (path, message, value, fix) = parts(f);
-            let mut line = format!("[{effect}] {}: {path}: {message}", f.policy);
-            if let Some(v) = value {
-                line.push_str(&format!(" (got {v:?})"));
+            let f = FindingText::of(effect, f);
+            let (policy, message) = (&f.policy, f.message_and_value());
+            let mut line = format!("[{effect}] {policy}: {}: {message}", f.path);
+            if !f.fix.is_empty() {
+                line.push_str(&format!("; fix: {}", f.fix));
             }
-            if !fix.is_empty() {
-                line.push_str(&format!("; fix: {fix}"));
-            }
-            (path, line)
+            (f.path, line)
         })
         .collect();
 

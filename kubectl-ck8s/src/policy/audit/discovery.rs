@@ -10,6 +10,9 @@ use kube::api::ApiResource;
 use kube::discovery::{Discovery, Scope, verbs};
 use std::collections::BTreeSet;
 
+/// A kind is listed when a policy judges its creation or its update.
+const WRITES: [Operation; 2] = [Operation::Create, Operation::Update];
+
 /// `plural.group`, as kubectl names a resource.
 pub(super) fn qualified(ar: &ApiResource) -> String {
     if ar.group.is_empty() {
@@ -24,7 +27,6 @@ pub(super) async fn judged_resources(
     ctx: &Ctx,
     set: &PolicySet,
     scope: &WebhookScope,
-    timeout: std::time::Duration,
     notes: &mut Vec<String>,
 ) -> Result<Vec<(ApiResource, Scope, bool)>, Failure> {
     let vap_rules: Vec<Vec<Rule>> = set
@@ -58,14 +60,14 @@ pub(super) async fn judged_resources(
             .filter(&[name.as_str()])
             .run();
         let shown = if name.is_empty() { "core" } else { name };
-        match tokio::time::timeout(timeout, run).await {
+        match tokio::time::timeout(ctx.request_timeout, run).await {
             Ok(Ok(d)) => found.push(d),
             Ok(Err(e)) => notes.push(format!(
                 "API group {shown} could not be discovered ({e}): its kinds are not audited"
             )),
             Err(_) => notes.push(format!(
                 "API group {shown} could not be discovered (no answer within {}): its kinds are not audited",
-                humantime::format_duration(timeout)
+                humantime::format_duration(ctx.request_timeout)
             )),
         }
     }
@@ -75,19 +77,15 @@ pub(super) async fn judged_resources(
             if !caps.supports_operation(verbs::LIST) || !scope.sends(&ar) {
                 continue;
             }
+            let (g, v, r) = (&ar.group, &ar.version, &ar.plural);
             let judging: Vec<_> = set
                 .policies()
-                .filter(|(p, _)| {
-                    [Operation::Create, Operation::Update]
-                        .iter()
-                        .any(|&op| p.metadata.inspects(&ar.group, &ar.version, &ar.plural, op))
-                })
+                .filter(|(p, _)| WRITES.iter().any(|&op| p.metadata.inspects(g, v, r, op)))
                 .collect();
-            let vap_judging = vap_rules.iter().flatten().any(|r| {
-                [Operation::Create, Operation::Update]
-                    .iter()
-                    .any(|&op| r.matches(&ar.group, &ar.version, &ar.plural, op))
-            });
+            let vap_judging = vap_rules
+                .iter()
+                .flatten()
+                .any(|rule| WRITES.iter().any(|&op| rule.matches(g, v, r, op)));
             if judging.is_empty() && !vap_judging {
                 continue;
             }

@@ -25,15 +25,16 @@ mod reports;
 mod scope;
 mod table;
 
-use super::{PolicySelection, policy_set};
+use super::check::FindingText;
+use super::{PolicySelection, policy_set, verdict};
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::output::OutputFormat;
 use crate::report::{Outcome, TableView};
 use ck8s_policy_runtime::{ClusterReads, ConfigSource};
 use discovery::{judged_resources, qualified};
 use futures::{StreamExt, TryStreamExt};
-use judge::{Judge, audit_resource};
+use judge::audit_resource;
 use policies::{cluster_vaps, installed_config};
 use reports::{apply_reports, policy_reports, reports_served};
 use scope::{WebhookScope, webhook_scope};
@@ -88,15 +89,9 @@ pub struct Violation {
     pub namespace: String,
     pub name: String,
     pub api_version: String,
-    pub policy: String,
-    /// `deny`, `warn`, `audit` (the policy's mode) or `error` (it could not judge).
-    pub effect: &'static str,
-    pub path: String,
-    pub message: String,
-    /// The offending literal; never present for a Secret's value.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-    pub fix: String,
+    /// Its effect: `deny`, `warn`, `audit` (the policy's mode) or `error` (it could not judge).
+    #[serde(flatten)]
+    pub finding: FindingText,
     #[serde(skip)]
     pub uid: String,
 }
@@ -129,18 +124,12 @@ pub struct Report {
 pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Outcome, Failure> {
     let (set, config_origin, scope, reads) = if args.cluster_vaps {
         let (set, reads) = cluster_vaps(ctx).await?;
+        let note = "the cluster's ValidatingAdmissionPolicies: each matched by its own constraints and bindings";
         let scope = WebhookScope {
-            notes: vec![
-                "the cluster's ValidatingAdmissionPolicies: each matched by its own constraints and bindings".into(),
-            ],
+            notes: vec![note.into()],
             ..Default::default()
         };
-        (
-            set,
-            "the cluster's bindings".to_string(),
-            scope,
-            Some(reads),
-        )
+        (set, "the cluster's bindings".into(), scope, Some(reads))
     } else {
         let (config, config_origin) = match &args.config {
             Some(path) => (ConfigSource::File(path.clone()), path.display().to_string()),
@@ -159,28 +148,34 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     }
     let reads = reads.as_ref().map(|r| r as &dyn ClusterReads);
     let mut notes = scope.notes.clone();
-    let before = notes.len();
-    let resources = judged_resources(ctx, &set, &scope, ctx.request_timeout, &mut notes).await?;
+    let resources = judged_resources(ctx, &set, &scope, &mut notes).await?;
     // Kinds of an API group that could not be discovered were not read: no all-clear on them.
-    let unaudited = notes.len() - before;
-    let progress = Bar::new(resources.len());
+    let unaudited = notes.len() - scope.notes.len();
+    // A count of the kinds, where the other flows' spinner would not say how far the audit
+    // is; indicatif draws it on a terminal only (as `output::progress`) and clears it when
+    // dropped.
+    let progress = indicatif::ProgressBar::new(resources.len() as u64)
+        .with_finish(indicatif::ProgressFinish::AndClear);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("audit {bar:30} {pos}/{len} kinds {msg}")
+    {
+        progress.set_style(style);
+    }
     let timestamp = jiff::Timestamp::now();
-    let results: Vec<(Vec<Violation>, usize, Vec<String>)> =
-        futures::stream::iter(resources.iter())
-            .map(|(ar, scope_, whole)| {
-                let (set, scope, progress) = (&set, &scope, &progress);
-                let chunk = args.chunk_size;
-                let judge = Judge { set, reads };
-                async move {
-                    let r =
-                        audit_resource(ctx, judge, scope, ar, scope_.clone(), *whole, chunk).await;
-                    progress.done(&ar.plural);
-                    r
-                }
-            })
-            .buffer_unordered(args.concurrency as usize)
-            .try_collect()
-            .await?;
+    let results: Vec<(Vec<Violation>, usize, Vec<String>)> = futures::stream::iter(&resources)
+        .map(|resource| {
+            let (set, scope, progress) = (&set, &scope, &progress);
+            let chunk = args.chunk_size;
+            async move {
+                let r = audit_resource(ctx, set, reads, scope, resource, chunk).await;
+                progress.set_message(resource.0.plural.clone());
+                progress.inc(1);
+                r
+            }
+        })
+        .buffer_unordered(args.concurrency as usize)
+        .try_collect()
+        .await?;
     drop(progress);
     let mut violations: Vec<Violation> = Vec::new();
     let mut objects = 0;
@@ -197,17 +192,13 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         .iter()
         .map(|v| (v.kind.as_str(), v.namespace.as_str(), v.name.as_str()))
         .collect();
-    let namespaces = match &scope.namespaces {
-        Some(set) => set.iter().cloned().collect(),
-        None => Vec::new(),
-    };
     let report = Report {
         summary: Summary {
             violations: violations.len(),
             violating_objects: violating.len(),
             objects,
             resources: resources.iter().map(|(ar, _, _)| qualified(ar)).collect(),
-            namespaces,
+            namespaces: scope.namespaces.iter().flatten().cloned().collect(),
             exempt_namespaces: scope.exempt.clone(),
             policies: set.names().map(str::to_string).collect(),
             config: config_origin,
@@ -215,11 +206,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         },
         violations,
     };
-    let verdict = if (report.violations.is_empty() && unaudited == 0) || args.exit_zero {
-        Verdict::Pass
-    } else {
-        Verdict::Fail
-    };
+    let verdict = verdict((report.violations.is_empty() && unaudited == 0) || args.exit_zero);
     let reports = if args.apply || format == OutputFormat::Policyreport {
         policy_reports(&report, &passes, timestamp)
     } else {
@@ -228,54 +215,14 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     if args.apply {
         apply_reports(ctx, &reports).await?;
     }
-    let documents = match format {
-        OutputFormat::Policyreport => Some(
-            reports
-                .iter()
-                .map(serde_json::to_value)
-                .collect::<Result<_, _>>()
-                .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?,
-        ),
-        _ => None,
-    };
+    let documents = (format == OutputFormat::Policyreport)
+        .then(|| reports.iter().map(serde_json::to_value).collect())
+        .transpose()
+        .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?;
     Ok(Outcome::Report {
         table: TableView::Text(table::text(&report, args.apply.then_some(reports.len()))),
         // The one report shape: the summary and the violations are its details.
         report: crate::report::Report::structured("policy audit", verdict, &report),
         policy_reports: documents,
     })
-}
-
-/// A progress bar over the kinds, on a terminal only (as `output::progress`); a count, where
-/// the other flows' spinner would not say how far the audit is.
-struct Bar(Option<indicatif::ProgressBar>);
-
-impl Bar {
-    fn new(kinds: usize) -> Self {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Bar(None);
-        }
-        let bar = indicatif::ProgressBar::new(kinds as u64);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("audit {bar:30} {pos}/{len} kinds {msg}")
-        {
-            bar.set_style(style);
-        }
-        Bar(Some(bar))
-    }
-    fn done(&self, kind: &str) {
-        if let Some(bar) = &self.0 {
-            bar.set_message(kind.to_string());
-            bar.inc(1);
-        }
-    }
-}
-
-impl Drop for Bar {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.0 {
-            bar.finish_and_clear();
-        }
-    }
 }

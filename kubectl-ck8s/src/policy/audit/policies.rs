@@ -3,14 +3,13 @@
 
 use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::Failure;
-use ck8s_policy_runtime::{ClusterReads, PolicySet, SettingsFile};
+use crate::policy::{ClusterSnapshot, runtime};
+use ck8s_policy_runtime::{PolicySet, SettingsFile};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, ResourceExt};
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::json;
 
 /// The installed webhook's `--config`: the file its Deployment's container is given, read
 /// from the ConfigMap mounted at that path. No Deployment: the policies' defaults.
@@ -34,12 +33,11 @@ pub(super) async fn installed_config(
         .iter()
         .find(|c| c.name == name)
         .or(pod.containers.first());
-    let path = container
+    let Some(path) = container
         .into_iter()
         .flat_map(|c| c.args.iter().flatten())
         .find_map(|a| a.strip_prefix("--config="))
-        .map(str::to_string);
-    let Some(path) = path else {
+    else {
         return Ok((
             SettingsFile::default(),
             format!("defaults (Deployment {namespace}/{name} runs without --config)"),
@@ -115,7 +113,7 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
         .to_string());
         text.push_str("\n---\n");
     }
-    let runtime = super::super::runtime()?;
+    let runtime = runtime()?;
     let set = PolicySet::build(
         &runtime,
         &ck8s_policy_runtime::PolicySources::new()
@@ -128,7 +126,6 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
                 .with_help("drop --cluster-vaps to audit with the webhook's policies"),
         );
     }
-    let needs = set.vap_needs();
     let mut snapshot = ClusterSnapshot::default();
     let namespaces: Api<Namespace> = ctx.all();
     for ns in namespaces
@@ -141,7 +138,7 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
             serde_json::to_value(&ns).map_err(|e| Failure::internal(e.to_string()))?,
         );
     }
-    for kind in &needs.param_kinds {
+    for kind in &set.vap_needs().param_kinds {
         let (group, version) = kind
             .api_version
             .split_once('/')
@@ -151,7 +148,6 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
             .await
             .map_err(|e| ctx.err("discover", &kind.kind, None, e))?;
         let api: Api<DynamicObject> = Api::all_with(ctx.client.clone(), &ar);
-        let mut items = Vec::new();
         for o in api
             .list(&lp)
             .await
@@ -160,42 +156,8 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
             let mut v = serde_json::to_value(&o).map_err(|e| Failure::internal(e.to_string()))?;
             v["apiVersion"] = json!(kind.api_version);
             v["kind"] = json!(kind.kind);
-            items.push(v);
+            snapshot.params.push(v);
         }
-        snapshot.params.extend(items);
     }
     Ok((set, snapshot))
-}
-
-/// Namespaces and params read once, for the whole audit.
-#[derive(Default)]
-pub(super) struct ClusterSnapshot {
-    namespaces: BTreeMap<String, Value>,
-    params: Vec<Value>,
-}
-
-impl ck8s_policy_runtime::cel::ParamSource for ClusterSnapshot {
-    fn get(
-        &self,
-        kind: &ck8s_policy_runtime::cel::ParamKind,
-        namespace: Option<&str>,
-        name: &str,
-    ) -> Result<Option<Value>, String> {
-        ck8s_policy_runtime::cel::LocalParams(&self.params).get(kind, namespace, name)
-    }
-
-    fn list(
-        &self,
-        kind: &ck8s_policy_runtime::cel::ParamKind,
-        namespace: Option<&str>,
-        selector: &LabelSelector,
-    ) -> Result<Vec<Value>, String> {
-        ck8s_policy_runtime::cel::LocalParams(&self.params).list(kind, namespace, selector)
-    }
-}
-
-impl ClusterReads for ClusterSnapshot {
-    fn namespace(&self, name: &str) -> Result<Option<Value>, String> {
-        Ok(self.namespaces.get(name).cloned())
-    }
 }

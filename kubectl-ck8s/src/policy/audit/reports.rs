@@ -78,40 +78,24 @@ pub struct ProtoTimestamp {
     pub nanos: i32,
 }
 
-impl PolicyReport {
-    /// The resource it is stored as, and its namespace (`None`: cluster-scoped).
-    fn resource(&self) -> (ApiResource, Option<&str>) {
-        let ar = ApiResource {
-            group: GROUP.into(),
-            version: VERSION.into(),
-            api_version: API_VERSION.into(),
-            kind: self.kind.into(),
-            plural: self.kind.to_ascii_lowercase() + "s",
-        };
-        (ar, self.metadata.namespace.as_deref())
-    }
-}
-
 impl ReportResult {
     fn of(v: &Violation, timestamp: ProtoTimestamp) -> Self {
+        let f = &v.finding;
         ReportResult {
             source: "ck8s",
-            policy: v.policy.clone(),
-            rule: v.policy.clone(),
-            result: match v.effect {
+            policy: f.policy.clone(),
+            rule: f.policy.clone(),
+            result: match f.effect {
                 "deny" => ResultKind::Fail,
                 "error" => ResultKind::Error,
                 _ => ResultKind::Warn,
             },
             scored: true,
-            message: match &v.value {
-                Some(value) => format!("{} (got {value:?})", v.message),
-                None => v.message.clone(),
-            },
+            message: f.message_and_value(),
             properties: ResultProperties {
-                path: v.path.clone(),
-                fix: v.fix.clone(),
-                mode: v.effect,
+                path: f.path.clone(),
+                fix: f.fix.clone(),
+                mode: f.effect,
             },
             resources: vec![ObjectReference {
                 api_version: Some(v.api_version.clone()),
@@ -209,7 +193,14 @@ const MISSING_CRDS: &str = "install the PolicyReport CRDs (wgpolicyk8s.io_policy
 pub(super) async fn apply_reports(ctx: &Ctx, reports: &[PolicyReport]) -> Result<(), Failure> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for r in reports {
-        let (ar, ns) = r.resource();
+        let ar = ApiResource {
+            group: GROUP.into(),
+            version: VERSION.into(),
+            api_version: API_VERSION.into(),
+            kind: r.kind.into(),
+            plural: r.kind.to_ascii_lowercase() + "s",
+        };
+        let ns = r.metadata.namespace.as_deref();
         let api: Api<DynamicObject> = match ns {
             Some(ns) => Api::namespaced_with(ctx.client.clone(), ns, &ar),
             None => Api::all_with(ctx.client.clone(), &ar),

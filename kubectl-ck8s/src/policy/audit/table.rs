@@ -2,30 +2,30 @@
 
 use super::Report;
 use super::reports::REPORT_NAME;
+use crate::policy::table;
 
 /// The violations as a table, then the summary; `applied`: how many reports `--apply` wrote.
 pub(super) fn text(report: &Report, applied: Option<usize>) -> String {
     let mut lines = Vec::new();
     if !report.violations.is_empty() {
-        let mut table = comfy_table::Table::new();
-        table.load_preset(comfy_table::presets::NOTHING);
-        table.set_header(["KIND", "OBJECT", "POLICY", "FIELD", "FIX"]);
+        let mut table = table(["KIND", "OBJECT", "POLICY", "FIELD", "FIX"]);
         for v in &report.violations {
+            let f = &v.finding;
             let object = match v.namespace.as_str() {
                 "" => v.name.clone(),
                 ns => format!("{ns}/{}", v.name),
             };
-            let field = match (&v.value, v.effect) {
-                (_, "error") => v.message.clone(),
-                (Some(value), _) => format!("{} (got {value:?})", v.path),
-                (None, _) => v.path.clone(),
+            let field = match (&f.value, f.effect) {
+                (_, "error") => f.message.clone(),
+                (Some(value), _) => format!("{} (got {value:?})", f.path),
+                (None, _) => f.path.clone(),
             };
             // The policy's mode where it does not deny (the webhook only warns or audits).
-            let policy = match v.effect {
-                "deny" => v.policy.clone(),
-                effect => format!("{} ({effect})", v.policy),
+            let policy = match f.effect {
+                "deny" => f.policy.clone(),
+                effect => format!("{} ({effect})", f.policy),
             };
-            table.add_row([v.kind.clone(), object, policy, field, v.fix.clone()]);
+            table.add_row([v.kind.clone(), object, policy, field, f.fix.clone()]);
         }
         lines.push(table.to_string());
     }
