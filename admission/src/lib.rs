@@ -13,8 +13,7 @@
 //! - [`metrics`] — the Prometheus registry;
 //! - [`conn`] — the connection cap and the timeouts of each connection;
 //! - [`body`] — request bodies under the memory budget and their deadline;
-//! - [`server`] — listeners, the request handler, reloads, graceful shutdown;
-//! - [`workers`] — the HTTPS connections' threads, a single-threaded runtime per core.
+//! - [`server`] — listeners, the request handler, reloads, graceful shutdown.
 
 pub mod body;
 pub mod breakglass;
@@ -26,6 +25,5 @@ pub mod review;
 pub mod server;
 pub mod store;
 pub mod tls;
-pub mod workers;
 
 pub use server::{Server, run};

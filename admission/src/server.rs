@@ -8,7 +8,6 @@ use crate::metrics::{DecisionLabels, Metrics};
 use crate::review;
 use crate::store::PolicyStore;
 use crate::tls::{CertSource, CertStore};
-use crate::workers::Workers;
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -47,8 +46,8 @@ struct AppState {
     /// [`set_id`] of a policy set that has outlived [`INLINE_BUDGET`]: its evaluations run on
     /// the blocking pool. 0: none.
     offloaded: AtomicUsize,
-    /// Whether evaluations may run on the connections' threads at all: not when there is only
-    /// one (it would stall every connection behind an evaluation).
+    /// Whether evaluations may run on the async workers at all: not when there is only one
+    /// (a runtime of one thread would stall every connection behind an evaluation).
     inline: bool,
 }
 
@@ -78,8 +77,6 @@ pub struct Server {
     /// Fingerprints of the certificate and client CA files in service.
     fingerprints: (Option<String>, Option<String>),
     started: Instant,
-    /// The HTTPS connections' threads ([`Workers`]): one per core.
-    workers: usize,
 }
 
 impl Server {
@@ -169,7 +166,6 @@ impl Server {
                 Err(e) => anyhow::bail!("--restore-pause needs the API server: {e}"),
             }
         }
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let state = Arc::new(AppState {
             connections,
             store,
@@ -178,7 +174,11 @@ impl Server {
             ready: AtomicBool::new(true),
             permits: Semaphore::new(args.max_inflight.max(1)),
             offloaded: AtomicUsize::new(0),
-            inline: workers > 1,
+            inline: {
+                let runtime = tokio::runtime::Handle::current();
+                runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    && runtime.metrics().num_workers() > 1
+            },
             queue_timeout: args.queue_timeout,
             budget,
             body_limits: BodyLimits {
@@ -197,7 +197,6 @@ impl Server {
             cert_source,
             fingerprints,
             started,
-            workers,
         })
     }
 
@@ -274,9 +273,6 @@ impl Server {
                 tokio::spawn(crate::conn::serve(slot, tcp, ready, service, stop));
             },
         ));
-        // Borrowed by the accept loop: the threads outlive it, until the connections drain.
-        let workers = Workers::start(self.workers)?;
-        let workers = &workers;
         accept_loop(
             self.https,
             https_conns.clone(),
@@ -292,9 +288,7 @@ impl Server {
                     }
                     Ok(stream)
                 };
-                workers.serve(tcp, move |tcp| {
-                    crate::conn::serve(slot, tcp, handshake, service, stop)
-                });
+                tokio::spawn(crate::conn::serve(slot, tcp, handshake, service, stop));
             },
         )
         .await;

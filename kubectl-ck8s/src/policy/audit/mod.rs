@@ -192,7 +192,7 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         .iter()
         .map(|v| (v.kind.as_str(), v.namespace.as_str(), v.name.as_str()))
         .collect();
-    let report = Report {
+    let mut report = Report {
         summary: Summary {
             violations: violations.len(),
             violating_objects: violating.len(),
@@ -212,15 +212,20 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
     } else {
         Vec::new()
     };
-    if args.apply {
-        apply_reports(ctx, &reports).await?;
-    }
+    let written = if args.apply {
+        let gone = apply_reports(ctx, &reports).await?;
+        let written = reports.len() - gone.len();
+        report.summary.notes.extend(gone);
+        Some(written)
+    } else {
+        None
+    };
     let documents = (format == OutputFormat::Policyreport)
         .then(|| reports.iter().map(serde_json::to_value).collect())
         .transpose()
         .map_err(|e| Failure::internal(format!("cannot encode a PolicyReport: {e}")))?;
     Ok(Outcome::Report {
-        table: TableView::Text(table::text(&report, args.apply.then_some(reports.len()))),
+        table: TableView::Text(table::text(&report, written)),
         // The one report shape: the summary and the violations are its details.
         report: crate::report::Report::structured("policy audit", verdict, &report),
         policy_reports: documents,

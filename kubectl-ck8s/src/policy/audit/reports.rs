@@ -190,8 +190,14 @@ pub(super) async fn reports_served(ctx: &Ctx) -> Result<(), Failure> {
 const MISSING_CRDS: &str = "install the PolicyReport CRDs (wgpolicyk8s.io_policyreports.yaml, wgpolicyk8s.io_clusterpolicyreports.yaml) first";
 
 /// Creates or updates every report, server-side (field manager `kubectl-ck8s-audit`).
-pub(super) async fn apply_reports(ctx: &Ctx, reports: &[PolicyReport]) -> Result<(), Failure> {
+/// Returns a note for each namespace that was deleted meanwhile: its report has nowhere to go
+/// (run namespaces come and go while a cluster-wide audit runs).
+pub(super) async fn apply_reports(
+    ctx: &Ctx,
+    reports: &[PolicyReport],
+) -> Result<Vec<String>, Failure> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut gone = Vec::new();
     for r in reports {
         let ar = ApiResource {
             group: GROUP.into(),
@@ -208,6 +214,11 @@ pub(super) async fn apply_reports(ctx: &Ctx, reports: &[PolicyReport]) -> Result
         let resource = format!("{}.{GROUP}", ar.plural);
         match api.patch(REPORT_NAME, &params, &Patch::Apply(r)).await {
             Ok(_) => {}
+            Err(kube::Error::Api(s)) if namespace_gone(&s) => gone.push(format!(
+                "no report written for namespace {}: {}",
+                ns.unwrap_or_default(),
+                s.message
+            )),
             Err(kube::Error::Api(s)) if s.code == 404 => {
                 return Err(Failure::not_found(format!(
                     "the API server does not serve {resource}/{VERSION}"
@@ -222,5 +233,53 @@ pub(super) async fn apply_reports(ctx: &Ctx, reports: &[PolicyReport]) -> Result
             Err(e) => return Err(ctx.err("patch", &resource, ns, e)),
         }
     }
-    Ok(())
+    Ok(gone)
+}
+
+/// The API server's answer for a namespace being deleted (403, cause `NamespaceTerminating`:
+/// "unable to create new content in namespace X because it is being terminated") or already
+/// gone (404 of `namespaces`).
+fn namespace_gone(s: &kube::core::Status) -> bool {
+    s.details.as_ref().is_some_and(|d| {
+        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+            || (s.code == 404 && d.kind == "namespaces")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::namespace_gone;
+    use serde_json::json;
+
+    fn status(v: serde_json::Value) -> kube::core::Status {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_namespace_deleted_during_the_audit_is_told_apart_from_missing_crds_and_rbac() {
+        // As kube-apiserver answers an apply into a namespace being deleted.
+        let terminating = status(
+            json!({"status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "policyreports.wgpolicyk8s.io \"ck8s-policy-audit\" is forbidden: unable to create new content in namespace run-1 because it is being terminated",
+            "details": {"name": "ck8s-policy-audit", "group": "wgpolicyk8s.io", "kind": "policyreports",
+                "causes": [{"reason": "NamespaceTerminating", "message": "namespace run-1 is being terminated", "field": "metadata.namespace"}]}}),
+        );
+        assert!(namespace_gone(&terminating));
+        let gone = status(
+            json!({"status": "Failure", "code": 404, "reason": "NotFound",
+            "message": "namespaces \"run-1\" not found", "details": {"name": "run-1", "kind": "namespaces"}}),
+        );
+        assert!(namespace_gone(&gone));
+        let no_crd = status(
+            json!({"status": "Failure", "code": 404, "reason": "NotFound",
+            "message": "the server could not find the requested resource", "details": {}}),
+        );
+        assert!(!namespace_gone(&no_crd));
+        let rbac = status(
+            json!({"status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "policyreports.wgpolicyk8s.io \"ck8s-policy-audit\" is forbidden: User \"u\" cannot patch resource",
+            "details": {"name": "ck8s-policy-audit", "group": "wgpolicyk8s.io", "kind": "policyreports"}}),
+        );
+        assert!(!namespace_gone(&rbac));
+    }
 }
