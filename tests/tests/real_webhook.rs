@@ -7,6 +7,7 @@
 
 use ck8s_tests::cluster::ControlPlane;
 use ck8s_tests::cluster_webhook::{Ck8s, WEBHOOK, kubectl_in, register, unregister, wait_active};
+use ck8s_tests::eventually_blocking;
 use ck8s_tests::webhook::wat_policy;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
