@@ -1,8 +1,8 @@
 //! `kubectl ck8s gc status | run | logs`: the registry GC CronJob `codex-k8s-registry-gc`.
 
 use crate::cluster::objects::{JobState, created};
-use crate::cluster::wait::{self, Waited, Watched};
-use crate::cluster::{Ctx, logs, not_found_is_none};
+use crate::cluster::wait::{self, Waited};
+use crate::cluster::{Ctx, logs};
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
@@ -298,16 +298,14 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     match cmd {
         GcCommand::Status => {
             let _p = progress("gc: reading the CronJob");
-            let (cj, jobs, registry) = futures::join!(
-                async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
+            let (cronjob, jobs, registry) = futures::join!(
+                ctx.get_opt(ctx.ns::<CronJob>(), "cronjobs.batch", GC_CRONJOB),
                 gc_jobs(ctx),
-                async { ctx.ns::<Deployment>().get(REGISTRY).await }
+                ctx.get_opt(ctx.ns::<Deployment>(), "deployments.apps", REGISTRY),
             );
             let status = GcStatus {
-                cronjob: not_found_is_none(cj)
-                    .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?,
-                registry: not_found_is_none(registry)
-                    .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?,
+                cronjob: cronjob?,
+                registry: registry?,
                 jobs: jobs?,
             };
             let table = recent_jobs_table(&status.jobs);
@@ -333,15 +331,10 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 return Ok(Outcome::checks(report));
             }
             let progress = progress(&format!("gc: waiting for {name}"));
-            let watched = Watched {
-                server: &ctx.server,
-                resource: "jobs.batch",
-                namespace: &ns,
-            };
             let waited = wait::until(
-                ctx.ns::<Job>(),
+                ctx,
+                "jobs.batch",
                 wait::named(&name),
-                &watched,
                 timeout,
                 &progress,
                 |jobs: &[std::sync::Arc<Job>]| match jobs.first().map(|j| JobState::of(j)) {
@@ -364,9 +357,7 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 Err(_) if timed_out => String::new(),
                 Err(e) => return Err(e),
             };
-            let registry = match not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
-                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))
-            {
+            let registry = match ctx.get_opt(ctx.ns(), "deployments.apps", REGISTRY).await {
                 Ok(registry) => Ok(registry),
                 Err(e) if timed_out => Err(e.message),
                 Err(e) => return Err(e),
@@ -398,10 +389,8 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
             let read = job_logs(ctx, &job, tail).await?;
             if read.pods == 0 {
                 // No pod, no log: an empty output would read as a Job that logged nothing.
-                let exists = not_found_is_none(ctx.ns::<Job>().get(&job).await)
-                    .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?
-                    .is_some();
-                return Err(if exists {
+                let found: Option<Job> = ctx.get_opt(ctx.ns(), "jobs.batch", &job).await?;
+                return Err(if found.is_some() {
                     Failure::not_found(format!(
                         "job/{job} in namespace {ns} has no pods (not started yet, or deleted): there is no log to read"
                     ))

@@ -168,6 +168,21 @@ impl Ctx {
         Api::all(self.client.clone())
     }
 
+    /// The object `name` of `api`, `None` when it does not exist; any other error fails,
+    /// naming `resource` as kubectl does (`deployments.apps`).
+    pub async fn get_opt<K>(
+        &self,
+        api: Api<K>,
+        resource: &str,
+        name: &str,
+    ) -> Result<Option<K>, Failure>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        not_found_is_none(api.get(name).await)
+            .map_err(|e| self.err("get", resource, api.namespace(), e))
+    }
+
     /// Turns a client error into a typed failure: what was asked, of what, and what to do.
     pub fn err(
         &self,

@@ -87,13 +87,13 @@ fn probe_configmap(namespace: &str, build_ref: &str) -> ConfigMap {
 
 pub async fn fetch(ctx: &Ctx) -> Guard {
     let configurations: Api<ValidatingWebhookConfiguration> = ctx.all();
-    let mut configuration = match not_found_is_none(configurations.get(CONFIGURATION).await) {
-        Err(e) => {
-            return Guard::Unreadable(
-                ctx.err("get", "validatingwebhookconfigurations", None, e)
-                    .message,
-            );
-        }
+    let found = ctx.get_opt(
+        configurations,
+        "validatingwebhookconfigurations",
+        CONFIGURATION,
+    );
+    let mut configuration = match found.await {
+        Err(e) => return Guard::Unreadable(e.message),
         Ok(None) => return Guard::NotInstalled,
         Ok(Some(c)) => c,
     };
@@ -400,7 +400,6 @@ fn settings(h: &Hook, g: &Installed, production_namespace: &str) -> Check {
         h,
         &state,
         "",
-        "v1",
         "configmaps",
         "ConfigMap",
         Some(production_namespace),
