@@ -521,12 +521,8 @@ fn reason(e: kube::Error) -> String {
 }
 
 async fn pods_of(ctx: &Ctx, selector: &str) -> Result<Vec<Pod>, Failure> {
-    Ok(ctx
-        .ns::<Pod>()
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?
-        .items)
+    let lp = ListParams::default().labels(selector);
+    ctx.list(ctx.ns::<Pod>(), "pods", &lp).await
 }
 
 /// The pods of a Deployment (its selector, `matchExpressions` included), or why there are none.
@@ -561,11 +557,12 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     let ns = ctx.namespace.clone();
     let progress = progress(&format!("diagnose: reading logs {}", window.describe()));
     let codegen_selector = format!("job-name={CODEGEN_CHECK_JOB}");
+    let lp = ListParams::default();
     let (cp, worker, codegen, jobs, cm) = futures::join!(
         deployment_pods(ctx, CONTROL_PLANE),
         deployment_pods(ctx, WORKER),
         pods_of(ctx, &codegen_selector),
-        async { ctx.ns::<Job>().list(&ListParams::default()).await },
+        ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp),
         ctx.get_opt(ctx.ns::<ConfigMap>(), "configmaps", RUNTIME_CONFIG),
     );
     let mut scan = Scan::default();
@@ -599,9 +596,7 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
         window,
         verify,
         scan,
-        jobs: jobs
-            .map_err(|e| ctx.err("list", "jobs.batch", Some(&ns), e))?
-            .items,
+        jobs: jobs?,
         runtime_config,
         build_ref_verdict,
     };

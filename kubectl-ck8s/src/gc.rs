@@ -173,14 +173,14 @@ struct JobLogs {
 
 /// The last `tail` lines of every container of the Job's pods, read line by line.
 async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
-    let api = ctx.ns::<Pod>();
-    let pods = api
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
+    let (api, lp) = (
+        ctx.ns::<Pod>(),
+        ListParams::default().labels(&format!("job-name={job}")),
+    );
+    let pods = ctx.list(api.clone(), "pods", &lp).await?;
     let mut text = String::new();
     let mut containers = 0;
-    for p in &pods.items {
+    for p in &pods {
         for container in logs::containers(p) {
             containers += 1;
             let source = logs::Source {
@@ -203,17 +203,13 @@ async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
     Ok(JobLogs {
         text,
         containers,
-        pods: pods.items.len(),
+        pods: pods.len(),
     })
 }
 
 async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
-    let mut jobs = ctx
-        .ns::<Job>()
-        .list(&ListParams::default().labels(GC_JOB_SELECTOR))
-        .await
-        .map_err(|e| ctx.err("list", "jobs.batch", Some(&ctx.namespace), e))?
-        .items;
+    let lp = ListParams::default().labels(GC_JOB_SELECTOR);
+    let mut jobs = ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp).await?;
     jobs.sort_by_key(|j| std::cmp::Reverse(created(&j.metadata)));
     Ok(jobs)
 }

@@ -10,6 +10,7 @@ pub mod wait;
 pub mod webhooks;
 
 use crate::exit::Failure;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use std::path::PathBuf;
@@ -181,6 +182,22 @@ impl Ctx {
     {
         not_found_is_none(api.get(name).await)
             .map_err(|e| self.err("get", resource, api.namespace(), e))
+    }
+
+    /// The objects of `api` that `lp` selects; an error fails, naming `resource`.
+    pub async fn list<K>(
+        &self,
+        api: Api<K>,
+        resource: &str,
+        lp: &ListParams,
+    ) -> Result<Vec<K>, Failure>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let list = api.list(lp).await;
+        Ok(list
+            .map_err(|e| self.err("list", resource, api.namespace(), e))?
+            .items)
     }
 
     /// Turns a client error into a typed failure: what was asked, of what, and what to do.

@@ -150,15 +150,11 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
                     })
                 })
                 .map_err(|e| ctx.err("get", "deployments.apps", Some(ns), e).message);
-            let slices: Api<EndpointSlice> = ctx.in_ns(ns);
             let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-            let listed = slices
-                .list(&lp)
-                .await
-                .map_err(|e| ctx.err("list", "endpointslices", Some(ns), e).message);
+            let listed = ctx.list(ctx.in_ns::<EndpointSlice>(ns), "endpointslices", &lp);
+            let listed = listed.await.map_err(|e| e.message);
             let ready: Result<Vec<(String, u16)>, String> = listed.map(|l| {
-                l.items
-                    .iter()
+                l.iter()
                     .flat_map(|s| {
                         // The port the API server calls: the Service's `https`, else the only one.
                         let port = s.ports.iter().flatten().find(|p| {

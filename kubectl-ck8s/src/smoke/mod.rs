@@ -82,10 +82,10 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     let ns = ctx.namespace.as_str();
     let lp = ListParams::default();
     let (pods, deployments, jobs, ingresses, tls, reuse, cronjob, runtime) = futures::join!(
-        async { ctx.ns::<Pod>().list(&lp).await },
-        async { ctx.ns::<Deployment>().list(&lp).await },
-        async { ctx.ns::<Job>().list(&lp).await },
-        async { ctx.ns::<Ingress>().list(&lp).await },
+        ctx.list(ctx.ns::<Pod>(), "pods", &lp),
+        ctx.list(ctx.ns::<Deployment>(), "deployments.apps", &lp),
+        ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp),
+        ctx.list(ctx.ns::<Ingress>(), "ingresses.networking.k8s.io", &lp),
         ctx.get_opt(ctx.ns::<Secret>(), "secrets", TLS_SECRET),
         async {
             ctx.in_ns::<Secret>(SYSTEM_NAMESPACE)
@@ -95,19 +95,14 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
         ctx.get_opt(ctx.ns::<CronJob>(), "cronjobs.batch", GC_CRONJOB),
         ctx.get_opt(ctx.ns::<ConfigMap>(), "configmaps", RUNTIME_CONFIG),
     );
-    let failed = |verb, resource| move |e| ctx.err(verb, resource, Some(ns), e);
     Ok(State {
         namespace: ns.to_string(),
         domain: ctx.domain.clone(),
         now: jiff::Timestamp::now(),
-        pods: pods.map_err(failed("list", "pods"))?.items,
-        deployments: deployments
-            .map_err(failed("list", "deployments.apps"))?
-            .items,
-        jobs: jobs.map_err(failed("list", "jobs.batch"))?.items,
-        ingresses: ingresses
-            .map_err(failed("list", "ingresses.networking.k8s.io"))?
-            .items,
+        pods: pods?,
+        deployments: deployments?,
+        jobs: jobs?,
+        ingresses: ingresses?,
         tls_secret: tls?,
         reuse_secrets: reuse
             .map(|l| {
