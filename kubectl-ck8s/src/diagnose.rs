@@ -12,9 +12,9 @@
 //! that were read. With no log of the control plane or the worker read, they are `skip` (not
 //! judged) and `build.logs` fails, so the verdict is never an all-clear on nothing read.
 
+use crate::cluster::Ctx;
 use crate::cluster::logs::{self, Range, Source};
 use crate::cluster::objects::{self, JobState, job_time};
-use crate::cluster::{Ctx, not_found_is_none};
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
@@ -521,18 +521,13 @@ fn reason(e: kube::Error) -> String {
 }
 
 async fn pods_of(ctx: &Ctx, selector: &str) -> Result<Vec<Pod>, Failure> {
-    Ok(ctx
-        .ns::<Pod>()
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?
-        .items)
+    let lp = ListParams::default().labels(selector);
+    ctx.list(ctx.ns::<Pod>(), "pods", &lp).await
 }
 
 /// The pods of a Deployment (its selector, `matchExpressions` included), or why there are none.
 async fn deployment_pods(ctx: &Ctx, name: &str) -> Result<Result<Vec<Pod>, Unreadable>, Failure> {
-    let d = not_found_is_none(ctx.ns::<Deployment>().get(name).await)
-        .map_err(|e| ctx.err("get", "deployments.apps", Some(&ctx.namespace), e))?;
+    let d: Option<Deployment> = ctx.get_opt(ctx.ns(), "deployments.apps", name).await?;
     let missing = |reason: &str| Unreadable {
         log: format!("deploy/{name}"),
         reason: reason.into(),
@@ -562,12 +557,13 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     let ns = ctx.namespace.clone();
     let progress = progress(&format!("diagnose: reading logs {}", window.describe()));
     let codegen_selector = format!("job-name={CODEGEN_CHECK_JOB}");
+    let lp = ListParams::default();
     let (cp, worker, codegen, jobs, cm) = futures::join!(
         deployment_pods(ctx, CONTROL_PLANE),
         deployment_pods(ctx, WORKER),
         pods_of(ctx, &codegen_selector),
-        async { ctx.ns::<Job>().list(&ListParams::default()).await },
-        async { ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await },
+        ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp),
+        ctx.get_opt(ctx.ns::<ConfigMap>(), "configmaps", RUNTIME_CONFIG),
     );
     let mut scan = Scan::default();
     let since = Range {
@@ -588,8 +584,7 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     };
     let codegen_job = format!("job/{CODEGEN_CHECK_JOB}");
     scan.merge(scan_pods(ctx, &codegen_job, &codegen?, &window, tail).await);
-    let runtime_config =
-        not_found_is_none(cm).map_err(|e| ctx.err("get", "configmaps", Some(&ns), e))?;
+    let runtime_config = cm?;
     let build_ref = config_value(&runtime_config, BUILD_REF);
     progress.set("diagnose: judging CODEXK8S_BUILD_REF with the build-ref policy");
     let build_ref_verdict = match &build_ref {
@@ -601,9 +596,7 @@ pub async fn run(cmd: DiagnoseCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
         window,
         verify,
         scan,
-        jobs: jobs
-            .map_err(|e| ctx.err("list", "jobs.batch", Some(&ns), e))?
-            .items,
+        jobs: jobs?,
         runtime_config,
         build_ref_verdict,
     };

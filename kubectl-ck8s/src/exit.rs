@@ -11,6 +11,13 @@ pub enum Verdict {
     Fail = 1,
 }
 
+impl Verdict {
+    /// `Pass` when `ok`, else `Fail`.
+    pub fn pass_if(ok: bool) -> Self {
+        if ok { Verdict::Pass } else { Verdict::Fail }
+    }
+}
+
 /// Exit code for usage, connection, permission, missing-object and internal errors.
 pub const ERROR: u8 = 2;
 

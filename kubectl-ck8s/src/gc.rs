@@ -1,8 +1,8 @@
 //! `kubectl ck8s gc status | run | logs`: the registry GC CronJob `codex-k8s-registry-gc`.
 
 use crate::cluster::objects::{JobState, created};
-use crate::cluster::wait::{self, Waited, Watched};
-use crate::cluster::{Ctx, logs, not_found_is_none};
+use crate::cluster::wait::{self, Waited};
+use crate::cluster::{Ctx, logs};
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
@@ -173,14 +173,14 @@ struct JobLogs {
 
 /// The last `tail` lines of every container of the Job's pods, read line by line.
 async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
-    let api = ctx.ns::<Pod>();
-    let pods = api
-        .list(&ListParams::default().labels(&format!("job-name={job}")))
-        .await
-        .map_err(|e| ctx.err("list", "pods", Some(&ctx.namespace), e))?;
+    let (api, lp) = (
+        ctx.ns::<Pod>(),
+        ListParams::default().labels(&format!("job-name={job}")),
+    );
+    let pods = ctx.list(api.clone(), "pods", &lp).await?;
     let mut text = String::new();
     let mut containers = 0;
-    for p in &pods.items {
+    for p in &pods {
         for container in logs::containers(p) {
             containers += 1;
             let source = logs::Source {
@@ -203,17 +203,13 @@ async fn job_logs(ctx: &Ctx, job: &str, tail: i64) -> Result<JobLogs, Failure> {
     Ok(JobLogs {
         text,
         containers,
-        pods: pods.items.len(),
+        pods: pods.len(),
     })
 }
 
 async fn gc_jobs(ctx: &Ctx) -> Result<Vec<Job>, Failure> {
-    let mut jobs = ctx
-        .ns::<Job>()
-        .list(&ListParams::default().labels(GC_JOB_SELECTOR))
-        .await
-        .map_err(|e| ctx.err("list", "jobs.batch", Some(&ctx.namespace), e))?
-        .items;
+    let lp = ListParams::default().labels(GC_JOB_SELECTOR);
+    let mut jobs = ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp).await?;
     jobs.sort_by_key(|j| std::cmp::Reverse(created(&j.metadata)));
     Ok(jobs)
 }
@@ -298,16 +294,14 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
     match cmd {
         GcCommand::Status => {
             let _p = progress("gc: reading the CronJob");
-            let (cj, jobs, registry) = futures::join!(
-                async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
+            let (cronjob, jobs, registry) = futures::join!(
+                ctx.get_opt(ctx.ns::<CronJob>(), "cronjobs.batch", GC_CRONJOB),
                 gc_jobs(ctx),
-                async { ctx.ns::<Deployment>().get(REGISTRY).await }
+                ctx.get_opt(ctx.ns::<Deployment>(), "deployments.apps", REGISTRY),
             );
             let status = GcStatus {
-                cronjob: not_found_is_none(cj)
-                    .map_err(|e| ctx.err("get", "cronjobs.batch", Some(&ns), e))?,
-                registry: not_found_is_none(registry)
-                    .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))?,
+                cronjob: cronjob?,
+                registry: registry?,
                 jobs: jobs?,
             };
             let table = recent_jobs_table(&status.jobs);
@@ -333,15 +327,10 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 return Ok(Outcome::checks(report));
             }
             let progress = progress(&format!("gc: waiting for {name}"));
-            let watched = Watched {
-                server: &ctx.server,
-                resource: "jobs.batch",
-                namespace: &ns,
-            };
             let waited = wait::until(
-                ctx.ns::<Job>(),
+                ctx,
+                "jobs.batch",
                 wait::named(&name),
-                &watched,
                 timeout,
                 &progress,
                 |jobs: &[std::sync::Arc<Job>]| match jobs.first().map(|j| JobState::of(j)) {
@@ -364,9 +353,7 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 Err(_) if timed_out => String::new(),
                 Err(e) => return Err(e),
             };
-            let registry = match not_found_is_none(ctx.ns::<Deployment>().get(REGISTRY).await)
-                .map_err(|e| ctx.err("get", "deployments.apps", Some(&ns), e))
-            {
+            let registry = match ctx.get_opt(ctx.ns(), "deployments.apps", REGISTRY).await {
                 Ok(registry) => Ok(registry),
                 Err(e) if timed_out => Err(e.message),
                 Err(e) => return Err(e),
@@ -398,10 +385,8 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
             let read = job_logs(ctx, &job, tail).await?;
             if read.pods == 0 {
                 // No pod, no log: an empty output would read as a Job that logged nothing.
-                let exists = not_found_is_none(ctx.ns::<Job>().get(&job).await)
-                    .map_err(|e| ctx.err("get", "jobs.batch", Some(&ns), e))?
-                    .is_some();
-                return Err(if exists {
+                let found: Option<Job> = ctx.get_opt(ctx.ns(), "jobs.batch", &job).await?;
+                return Err(if found.is_some() {
                     Failure::not_found(format!(
                         "job/{job} in namespace {ns} has no pods (not started yet, or deleted): there is no log to read"
                     ))

@@ -10,9 +10,9 @@
 //! 4. Verify that every running control-plane pod started after the patch; exit 1 when that
 //!    cannot be verified within `--timeout`.
 
+use crate::cluster::Ctx;
 use crate::cluster::objects::{self, pod_started};
-use crate::cluster::wait::{self, Waited, Watched};
-use crate::cluster::{Ctx, not_found_is_none};
+use crate::cluster::wait::{self, Waited};
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::{Progress, progress};
@@ -561,16 +561,11 @@ impl Mitigation<'_> {
         self.progress.set(&format!(
             "mitigate: waiting for the {CONTROL_PLANE} rollout"
         ));
-        let watched = Watched {
-            server: &ctx.server,
-            resource: "deployments.apps",
-            namespace: &ctx.namespace,
-        };
         let generation = self.generation;
         let rollout = wait::until(
-            ctx.ns::<Deployment>(),
+            ctx,
+            "deployments.apps",
             wait::named(CONTROL_PLANE),
-            &watched,
             self.deadline - tokio::time::Instant::now(),
             &self.progress,
             |ds: &[std::sync::Arc<Deployment>]| {
@@ -634,16 +629,11 @@ impl Mitigation<'_> {
             .ok_or_else(|| {
                 Failure::usage(format!("deployment {CONTROL_PLANE} has an empty selector"))
             })?;
-        let watched = Watched {
-            server: &ctx.server,
-            resource: "pods",
-            namespace: &ctx.namespace,
-        };
         let (patched_at, mut seen) = (self.patched_at, Vec::new());
         let verified = wait::until(
-            ctx.ns::<Pod>(),
+            ctx,
+            "pods",
             watcher::Config::default().labels(&labels.to_string()),
-            &watched,
             self.deadline - tokio::time::Instant::now(),
             &self.progress,
             |pods: &[std::sync::Arc<Pod>]| {
@@ -692,10 +682,10 @@ async fn patch_and_verify(
     args: &MitigateArgs,
 ) -> Result<Outcome, Failure> {
     let ns = &ctx.namespace;
-    let here = Some(ns.as_str());
     let progress = progress(&format!("mitigate: {key}={value}"));
-    let deployment = not_found_is_none(ctx.ns::<Deployment>().get(CONTROL_PLANE).await)
-        .map_err(|e| ctx.err("get", "deployments.apps", here, e))?
+    let deployment = ctx
+        .get_opt(ctx.ns::<Deployment>(), "deployments.apps", CONTROL_PLANE)
+        .await?
         .ok_or_else(|| {
             Failure::not_found(format!(
                 "deployment {CONTROL_PLANE} not found in namespace {ns}"
@@ -716,8 +706,9 @@ async fn patch_and_verify(
     // The old value, for the report: only a ConfigMap's (a Secret's is never read).
     let before = match wiring.store {
         Store::ConfigMap => {
-            let cm = not_found_is_none(ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await)
-                .map_err(|e| ctx.err("get", "configmaps", here, e))?
+            let cm = ctx
+                .get_opt(ctx.ns::<ConfigMap>(), "configmaps", RUNTIME_CONFIG)
+                .await?
                 .ok_or_else(|| Failure::not_found(format!("configmap/{RUNTIME_CONFIG} not found in namespace {ns}, though {CONTROL_PLANE} reads it")))?;
             let old = cm.data.and_then(|d| d.get(key).cloned());
             details["before"] = json!(old);

@@ -134,11 +134,7 @@ impl Report {
     }
 
     pub fn verdict(&self) -> Verdict {
-        if self.verdict == Status::Fail {
-            Verdict::Fail
-        } else {
-            Verdict::Pass
-        }
+        Verdict::pass_if(self.verdict != Status::Fail)
     }
 
     /// Prints the checks table and the summary line; `listing` is table-only text printed
@@ -213,16 +209,6 @@ impl Outcome {
             report,
             table: TableView::Text(text),
             policy_reports: None,
-        }
-    }
-
-    /// The verdict, without rendering (for tests and callers that only need the exit code).
-    #[cfg(test)]
-    pub fn verdict(&self) -> Verdict {
-        match self {
-            Outcome::Report { report, .. } => report.verdict(),
-            // Its exit is the failure's (2), never a pass.
-            Outcome::Unfinished { .. } => Verdict::Fail,
         }
     }
 
@@ -324,6 +310,17 @@ pub fn selected(id: &str, only: &[String], skip: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Outcome {
+        /// The verdict, without rendering.
+        pub fn verdict(&self) -> Verdict {
+            match self {
+                Outcome::Report { report, .. } => report.verdict(),
+                // Its exit is the failure's (2), never a pass.
+                Outcome::Unfinished { .. } => Verdict::Fail,
+            }
+        }
+    }
 
     #[test]
     fn verdict_fails_only_on_fail() {

@@ -173,13 +173,12 @@ async fn run_pods(ctx: &Ctx, namespaces: &[String]) -> Result<Vec<RunPod>, Failu
     let lists = futures::future::join_all(
         namespaces
             .iter()
-            .map(|n| async { ctx.in_ns::<Pod>(n).list(&lp).await }),
+            .map(|n| ctx.list(ctx.in_ns::<Pod>(n), "pods", &lp)),
     )
     .await;
     let mut pods = Vec::new();
     for (ns, list) in namespaces.iter().zip(lists) {
-        let list = list.map_err(|e| ctx.err("list", "pods", Some(ns), e))?;
-        pods.extend(list.items.iter().map(|pod| RunPod {
+        pods.extend(list?.iter().map(|pod| RunPod {
             namespace: ns.clone(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             env_names: env_names(pod),

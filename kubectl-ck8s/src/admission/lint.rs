@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 /// and node heartbeats (kube-node-lease).
 pub(crate) const CONTROL_PLANE_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
 
-/// A write the control plane makes all the time, which a `Fail` webhook must never judge.
+/// A write the control plane makes all the time, which a `Fail` webhook must never judge (of
+/// version v1, as every write judged here).
 pub(crate) struct CriticalWrite {
     pub group: &'static str,
-    pub version: &'static str,
     pub resource: &'static str,
     pub kind: &'static str,
     /// Where it is written (`None`: cluster-scoped).
@@ -34,7 +34,6 @@ pub(crate) struct CriticalWrite {
 const CRITICAL: [CriticalWrite; 8] = [
     CriticalWrite {
         group: "coordination.k8s.io",
-        version: "v1",
         resource: "leases",
         kind: "Lease",
         namespace: Some("kube-node-lease"),
@@ -42,7 +41,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "coordination.k8s.io",
-        version: "v1",
         resource: "leases",
         kind: "Lease",
         namespace: Some("kube-system"),
@@ -50,7 +48,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "",
-        version: "v1",
         resource: "events",
         kind: "Event",
         namespace: Some("default"),
@@ -58,7 +55,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "",
-        version: "v1",
         resource: "endpoints",
         kind: "Endpoints",
         namespace: Some("default"),
@@ -66,7 +62,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "discovery.k8s.io",
-        version: "v1",
         resource: "endpointslices",
         kind: "EndpointSlice",
         namespace: Some("default"),
@@ -74,7 +69,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "authentication.k8s.io",
-        version: "v1",
         resource: "tokenreviews",
         kind: "TokenReview",
         namespace: None,
@@ -82,7 +76,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "authorization.k8s.io",
-        version: "v1",
         resource: "subjectaccessreviews",
         kind: "SubjectAccessReview",
         namespace: None,
@@ -90,7 +83,6 @@ const CRITICAL: [CriticalWrite; 8] = [
     },
     CriticalWrite {
         group: "authorization.k8s.io",
-        version: "v1",
         resource: "selfsubjectaccessreviews",
         kind: "SelfSubjectAccessReview",
         namespace: None,
@@ -208,8 +200,7 @@ async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     }
     let namespaces: Api<Namespace> = ctx.all();
     for ns in CONTROL_PLANE_NAMESPACES.into_iter().chain(["default"]) {
-        let found = crate::cluster::not_found_is_none(namespaces.get(ns).await)
-            .map_err(|e| ctx.err("get", "namespaces", None, e))?;
+        let found = ctx.get_opt(namespaces.clone(), "namespaces", ns).await?;
         state.namespaces.insert(
             ns.to_string(),
             found.map(|n| n.metadata.labels.unwrap_or_default()),
@@ -320,23 +311,22 @@ where
 }
 
 /// Everyday namespaced writes: a webhook sent any of them in kube-system judges the control
-/// plane's own workloads. `(group, version, resource, kind)`.
-const EVERYDAY: [(&str, &str, &str, &str); 5] = [
-    ("", "v1", "pods", "Pod"),
-    ("", "v1", "configmaps", "ConfigMap"),
-    ("", "v1", "secrets", "Secret"),
-    ("apps", "v1", "deployments", "Deployment"),
-    ("coordination.k8s.io", "v1", "leases", "Lease"),
+/// plane's own workloads. `(group, resource, kind)`, of version v1.
+const EVERYDAY: [(&str, &str, &str); 5] = [
+    ("", "pods", "Pod"),
+    ("", "configmaps", "ConfigMap"),
+    ("", "secrets", "Secret"),
+    ("apps", "deployments", "Deployment"),
+    ("coordination.k8s.io", "leases", "Lease"),
 ];
 
-/// Whether the API server sends the webhook an UPDATE of an unlabelled `kind` in `namespace`
-/// (`None`: cluster-scoped): its rules, namespaceSelector, objectSelector and matchConditions,
+/// Whether the API server sends the webhook an UPDATE of an unlabelled `kind` (version v1) in
+/// `namespace` (`None`: cluster-scoped): its rules, namespaceSelector, objectSelector and matchConditions,
 /// the conditions evaluated by ck8s's CEL evaluator ([`conditions_send`]).
 pub(crate) fn sends(
     h: &Hook,
     s: &State,
     group: &str,
-    version: &str,
     resource: &str,
     kind: &str,
     namespace: Option<&str>,
@@ -358,7 +348,7 @@ pub(crate) fn sends(
         &h.match_conditions,
         Write {
             group,
-            version,
+            version: "v1",
             resource,
             kind,
             namespace,
@@ -374,14 +364,14 @@ pub(crate) fn critical_sent<'a>(
 ) -> impl Iterator<Item = &'static CriticalWrite> + 'a {
     CRITICAL
         .iter()
-        .filter(|w| sends(h, s, w.group, w.version, w.resource, w.kind, w.namespace))
+        .filter(|w| sends(h, s, w.group, w.resource, w.kind, w.namespace))
 }
 
 /// Whether the webhook judges an everyday write ([`EVERYDAY`]) in `namespace`.
 pub(crate) fn judges_writes_in(h: &Hook, s: &State, namespace: &str) -> bool {
     EVERYDAY
         .iter()
-        .any(|(g, v, r, k)| sends(h, s, g, v, r, k, Some(namespace)))
+        .any(|(g, r, k)| sends(h, s, g, r, k, Some(namespace)))
 }
 
 /// Whether `rule` sends `group/resource` CREATE or UPDATE requests to the webhook.

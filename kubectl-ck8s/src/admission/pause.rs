@@ -5,7 +5,7 @@
 //! process: ck8s-admission restores its configuration when the pause ends (the first replica
 //! running then). Every pause and resume is an Event on the configuration.
 
-use crate::cluster::{Ctx, not_found_is_none};
+use crate::cluster::Ctx;
 use crate::exit::Failure;
 use crate::report::{Check, Outcome, Report};
 use jiff::Timestamp;
@@ -134,8 +134,8 @@ pub fn check_of(
 
 async fn get(ctx: &Ctx) -> Result<ValidatingWebhookConfiguration, Failure> {
     let api: Api<ValidatingWebhookConfiguration> = ctx.all();
-    not_found_is_none(api.get(CONFIGURATION).await)
-        .map_err(|e| ctx.err("get", "validatingwebhookconfigurations", None, e))?
+    ctx.get_opt(api, "validatingwebhookconfigurations", CONFIGURATION)
+        .await?
         .ok_or_else(|| {
             Failure::not_found(format!(
                 "ValidatingWebhookConfiguration {CONFIGURATION} not found: ck8s-admission is not installed"

@@ -10,6 +10,7 @@ pub mod wait;
 pub mod webhooks;
 
 use crate::exit::Failure;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use std::path::PathBuf;
@@ -166,6 +167,37 @@ impl Ctx {
         <K as kube::Resource>::DynamicType: Default,
     {
         Api::all(self.client.clone())
+    }
+
+    /// The object `name` of `api`, `None` when it does not exist; any other error fails,
+    /// naming `resource` as kubectl does (`deployments.apps`).
+    pub async fn get_opt<K>(
+        &self,
+        api: Api<K>,
+        resource: &str,
+        name: &str,
+    ) -> Result<Option<K>, Failure>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        not_found_is_none(api.get(name).await)
+            .map_err(|e| self.err("get", resource, api.namespace(), e))
+    }
+
+    /// The objects of `api` that `lp` selects; an error fails, naming `resource`.
+    pub async fn list<K>(
+        &self,
+        api: Api<K>,
+        resource: &str,
+        lp: &ListParams,
+    ) -> Result<Vec<K>, Failure>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let list = api.list(lp).await;
+        Ok(list
+            .map_err(|e| self.err("list", resource, api.namespace(), e))?
+            .items)
     }
 
     /// Turns a client error into a typed failure: what was asked, of what, and what to do.

@@ -2,11 +2,10 @@
 //! when the server says the version is gone), resumed with kube's default backoff across
 //! transient errors and API server restarts, bounded by a deadline, with a progress line.
 
-use super::api_failure;
+use super::Ctx;
 use crate::exit::Failure;
 use crate::output::Progress;
 use futures::StreamExt;
-use kube::Api;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
@@ -23,32 +22,32 @@ pub enum Waited<T> {
     TimedOut { last: String },
 }
 
-/// What is being waited for, for messages: `deployments.apps` in namespace `ns`.
-pub struct Watched<'a> {
-    pub server: &'a str,
-    pub resource: &'a str,
-    pub namespace: &'a str,
-}
-
-/// Watches the objects `config` selects until `cond` answers `Ok(Some(_))` for the current
+/// Watches the `resource` objects (as kubectl names them, for messages: `deployments.apps`)
+/// of the context's namespace that `config` selects until `cond` answers `Ok(Some(_))` for the current
 /// set, or `timeout` passes. `cond` sees every object the watch holds after each change;
 /// `Err(message)` means "not yet", and the message goes to the progress line.
 /// Permanent errors (forbidden, unauthorized, unknown resource) end the wait as a failure;
 /// any other error is retried.
 pub async fn until<K, T>(
-    api: Api<K>,
+    ctx: &Ctx,
+    resource: &str,
     config: watcher::Config,
-    what: &Watched<'_>,
     timeout: Duration,
     progress: &Progress,
     mut cond: impl FnMut(&[Arc<K>]) -> Result<T, String>,
 ) -> Result<Waited<T>, Failure>
 where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug
+        + Send
+        + Sync
+        + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
     let (store, writer): (Store<K>, _) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, config)).default_backoff();
+    let stream = reflector::reflector(writer, watcher(ctx.ns::<K>(), config)).default_backoff();
     let mut stream = std::pin::pin!(stream);
     let mut last = String::from("no answer from the API server yet");
     // The error of a watch that has not resumed since: a timeout names it, so an outage is
@@ -61,8 +60,7 @@ where
                 return Ok(Waited::TimedOut {
                     last: match interrupted {
                         Some(e) => format!(
-                            "{last}; the watch of {} was interrupted and had not resumed: {e}",
-                            what.resource
+                            "{last}; the watch of {resource} was interrupted and had not resumed: {e}"
                         ),
                         None => last,
                     },
@@ -85,7 +83,7 @@ where
             Err(e) => {
                 let text = chain(&e);
                 let (verb, e) = source(e);
-                if let Some(failure) = permanent(what, verb, text.clone(), e) {
+                if let Some(failure) = permanent(ctx, resource, verb, text.clone(), e) {
                     return Err(failure);
                 }
                 // Transient (connection refused while the server restarts, 5xx, 410 Gone, a
@@ -123,22 +121,19 @@ fn source(e: watcher::Error) -> (&'static str, Option<kube::Error>) {
 
 /// The errors waiting longer cannot cure.
 fn permanent(
-    what: &Watched<'_>,
+    ctx: &Ctx,
+    resource: &str,
     verb: &str,
     text: String,
     e: Option<kube::Error>,
 ) -> Option<Failure> {
     match e {
-        Some(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404) => Some(api_failure(
-            what.server,
-            verb,
-            what.resource,
-            Some(what.namespace),
-            kube::Error::Api(s),
-        )),
+        Some(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 404) => {
+            Some(ctx.err(verb, resource, Some(&ctx.namespace), kube::Error::Api(s)))
+        }
         None => Some(Failure::connection(format!(
-            "cannot watch {} in namespace {}: {text}",
-            what.resource, what.namespace
+            "cannot watch {resource} in namespace {}: {text}",
+            ctx.namespace
         ))),
         Some(_) => None,
     }

@@ -87,13 +87,13 @@ fn probe_configmap(namespace: &str, build_ref: &str) -> ConfigMap {
 
 pub async fn fetch(ctx: &Ctx) -> Guard {
     let configurations: Api<ValidatingWebhookConfiguration> = ctx.all();
-    let mut configuration = match not_found_is_none(configurations.get(CONFIGURATION).await) {
-        Err(e) => {
-            return Guard::Unreadable(
-                ctx.err("get", "validatingwebhookconfigurations", None, e)
-                    .message,
-            );
-        }
+    let found = ctx.get_opt(
+        configurations,
+        "validatingwebhookconfigurations",
+        CONFIGURATION,
+    );
+    let mut configuration = match found.await {
+        Err(e) => return Guard::Unreadable(e.message),
         Ok(None) => return Guard::NotInstalled,
         Ok(Some(c)) => c,
     };
@@ -150,15 +150,11 @@ pub async fn fetch(ctx: &Ctx) -> Guard {
                     })
                 })
                 .map_err(|e| ctx.err("get", "deployments.apps", Some(ns), e).message);
-            let slices: Api<EndpointSlice> = ctx.in_ns(ns);
             let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={svc}"));
-            let listed = slices
-                .list(&lp)
-                .await
-                .map_err(|e| ctx.err("list", "endpointslices", Some(ns), e).message);
+            let listed = ctx.list(ctx.in_ns::<EndpointSlice>(ns), "endpointslices", &lp);
+            let listed = listed.await.map_err(|e| e.message);
             let ready: Result<Vec<(String, u16)>, String> = listed.map(|l| {
-                l.items
-                    .iter()
+                l.iter()
                     .flat_map(|s| {
                         // The port the API server calls: the Service's `https`, else the only one.
                         let port = s.ports.iter().flatten().find(|p| {
@@ -400,7 +396,6 @@ fn settings(h: &Hook, g: &Installed, production_namespace: &str) -> Check {
         h,
         &state,
         "",
-        "v1",
         "configmaps",
         "ConfigMap",
         Some(production_namespace),

@@ -7,7 +7,7 @@ pub mod checks;
 pub mod guard;
 pub mod probe;
 
-use crate::cluster::{Ctx, not_found_is_none, objects};
+use crate::cluster::{Ctx, objects};
 use crate::exit::Failure;
 use crate::names::*;
 use crate::output::progress;
@@ -82,33 +82,28 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
     let ns = ctx.namespace.as_str();
     let lp = ListParams::default();
     let (pods, deployments, jobs, ingresses, tls, reuse, cronjob, runtime) = futures::join!(
-        async { ctx.ns::<Pod>().list(&lp).await },
-        async { ctx.ns::<Deployment>().list(&lp).await },
-        async { ctx.ns::<Job>().list(&lp).await },
-        async { ctx.ns::<Ingress>().list(&lp).await },
-        async { ctx.ns::<Secret>().get(TLS_SECRET).await },
+        ctx.list(ctx.ns::<Pod>(), "pods", &lp),
+        ctx.list(ctx.ns::<Deployment>(), "deployments.apps", &lp),
+        ctx.list(ctx.ns::<Job>(), "jobs.batch", &lp),
+        ctx.list(ctx.ns::<Ingress>(), "ingresses.networking.k8s.io", &lp),
+        ctx.get_opt(ctx.ns::<Secret>(), "secrets", TLS_SECRET),
         async {
             ctx.in_ns::<Secret>(SYSTEM_NAMESPACE)
                 .list_metadata(&lp)
                 .await
         },
-        async { ctx.ns::<CronJob>().get(GC_CRONJOB).await },
-        async { ctx.ns::<ConfigMap>().get(RUNTIME_CONFIG).await },
+        ctx.get_opt(ctx.ns::<CronJob>(), "cronjobs.batch", GC_CRONJOB),
+        ctx.get_opt(ctx.ns::<ConfigMap>(), "configmaps", RUNTIME_CONFIG),
     );
-    let failed = |verb, resource| move |e| ctx.err(verb, resource, Some(ns), e);
     Ok(State {
         namespace: ns.to_string(),
         domain: ctx.domain.clone(),
         now: jiff::Timestamp::now(),
-        pods: pods.map_err(failed("list", "pods"))?.items,
-        deployments: deployments
-            .map_err(failed("list", "deployments.apps"))?
-            .items,
-        jobs: jobs.map_err(failed("list", "jobs.batch"))?.items,
-        ingresses: ingresses
-            .map_err(failed("list", "ingresses.networking.k8s.io"))?
-            .items,
-        tls_secret: not_found_is_none(tls).map_err(failed("get", "secrets"))?,
+        pods: pods?,
+        deployments: deployments?,
+        jobs: jobs?,
+        ingresses: ingresses?,
+        tls_secret: tls?,
         reuse_secrets: reuse
             .map(|l| {
                 l.items
@@ -121,8 +116,8 @@ pub async fn fetch(ctx: &Ctx) -> Result<State, Failure> {
                 ctx.err("list", "secrets", Some(SYSTEM_NAMESPACE), e)
                     .message
             }),
-        gc_cronjob: not_found_is_none(cronjob).map_err(failed("get", "cronjobs.batch"))?,
-        runtime_config: not_found_is_none(runtime).map_err(failed("get", "configmaps"))?,
+        gc_cronjob: cronjob?,
+        runtime_config: runtime?,
         probes: Probes::default(),
         guard: guard::Guard::NotRead,
     })
