@@ -2,8 +2,8 @@
 //! them on CREATE (or `--operation UPDATE`), with the same policies, settings and modes.
 
 use super::manifests::{self, Manifest};
-use super::{ClusterSnapshot, PolicySelection, policy_set, table, verdict};
-use crate::exit::Failure;
+use super::{ClusterSnapshot, PolicySelection, policy_set, table};
+use crate::exit::{Failure, Verdict};
 use crate::report::Outcome;
 use ck8s_policy_runtime::api::{Operation, ValueSource};
 use ck8s_policy_runtime::{ConfigSource, Decision, Finding, FindingKind, PolicySet, Subject};
@@ -148,8 +148,11 @@ pub fn run(args: CheckArgs) -> Result<Outcome, Failure> {
     let set = policy_set(&args.selection, config)?;
     let report = evaluate(&set, &objects, args.operation.into())?;
     let text = table_text(&report);
-    let envelope =
-        crate::report::Report::structured("policy check", verdict(report.allowed), &report);
+    let envelope = crate::report::Report::structured(
+        "policy check",
+        Verdict::pass_if(report.allowed),
+        &report,
+    );
     Ok(Outcome::text(envelope, text))
 }
 

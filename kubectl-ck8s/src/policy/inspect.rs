@@ -1,6 +1,6 @@
 //! `policy inspect`, `policy webhook-rules` and `policy list`: what policies declare.
 
-use super::{PolicySelection, is_vap_file, policy_set, runtime, table, verdict};
+use super::{PolicySelection, is_vap_file, policy_set, runtime, table};
 use crate::exit::{Failure, Verdict};
 use crate::report::{Outcome, Report as Envelope};
 use ck8s_policy_runtime::api::{Operation, Rule, SettingSpec};
@@ -97,7 +97,7 @@ fn inspect_vap(path: &str) -> Result<Outcome, Failure> {
     };
     let text = vap_text(&report);
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict(report.loads), &report),
+        Envelope::structured("policy inspect", Verdict::pass_if(report.loads), &report),
         text,
     ))
 }
@@ -219,7 +219,7 @@ pub fn run(args: InspectArgs) -> Result<Outcome, Failure> {
     };
     let text = wasm_text(&report, loaded.as_ref().ok())?;
     Ok(Outcome::text(
-        Envelope::structured("policy inspect", verdict(report.loads), &report),
+        Envelope::structured("policy inspect", Verdict::pass_if(report.loads), &report),
         text,
     ))
 }

@@ -20,7 +20,7 @@ mod scaffold;
 mod suite;
 
 use crate::cluster::Ctx;
-use crate::exit::{Failure, Verdict};
+use crate::exit::Failure;
 use crate::output::OutputFormat;
 use crate::report::Outcome;
 use ck8s_policy_runtime::cel::{LabelSelector, LocalParams, ParamKind, ParamSource};
@@ -122,11 +122,6 @@ fn policy_set(sel: &PolicySelection, config: ConfigSource) -> Result<PolicySet, 
         return Err(no_policies());
     }
     Ok(set)
-}
-
-/// Pass when `pass`, else fail: the verdict of every policy subcommand.
-fn verdict(pass: bool) -> Verdict {
-    if pass { Verdict::Pass } else { Verdict::Fail }
 }
 
 /// A policy reference that names a file of ValidatingAdmissionPolicies, not a `.wasm`.

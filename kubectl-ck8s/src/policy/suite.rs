@@ -25,8 +25,8 @@
 //! ```
 
 use super::check::{FindingText, effects};
-use super::{is_vap_file, load_ref, manifests, runtime, verdict};
-use crate::exit::Failure;
+use super::{is_vap_file, load_ref, manifests, runtime};
+use crate::exit::{Failure, Verdict};
 use crate::report::Report;
 use ck8s_policy_runtime::api::Operation;
 use ck8s_policy_runtime::{
@@ -184,7 +184,7 @@ pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
             failure: Failure::usage(format!("{errors} suite(s) or case(s) could not run")),
         });
     }
-    let report = Report::structured("policy test", verdict(failed == 0), &Value::Null);
+    let report = Report::structured("policy test", Verdict::pass_if(failed == 0), &Value::Null);
     Ok(crate::report::Outcome::text(report, transcript))
 }
 

@@ -26,9 +26,9 @@ mod scope;
 mod table;
 
 use super::check::FindingText;
-use super::{PolicySelection, policy_set, verdict};
+use super::{PolicySelection, policy_set};
 use crate::cluster::Ctx;
-use crate::exit::Failure;
+use crate::exit::{Failure, Verdict};
 use crate::output::OutputFormat;
 use crate::report::{Outcome, TableView};
 use ck8s_policy_runtime::{ClusterReads, ConfigSource};
@@ -206,7 +206,8 @@ pub async fn run(args: AuditArgs, ctx: &Ctx, format: OutputFormat) -> Result<Out
         },
         violations,
     };
-    let verdict = verdict((report.violations.is_empty() && unaudited == 0) || args.exit_zero);
+    let verdict =
+        Verdict::pass_if((report.violations.is_empty() && unaudited == 0) || args.exit_zero);
     let reports = if args.apply || format == OutputFormat::Policyreport {
         policy_reports(&report, &passes, timestamp)
     } else {
