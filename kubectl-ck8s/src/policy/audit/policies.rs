@@ -1,7 +1,7 @@
 //! What the audit judges with: the installed webhook's configuration, or the cluster's own
 //! ValidatingAdmissionPolicies with the Namespaces and params they read.
 
-use crate::cluster::{Ctx, not_found_is_none};
+use crate::cluster::Ctx;
 use crate::exit::Failure;
 use crate::policy::{ClusterSnapshot, runtime};
 use ck8s_policy_runtime::{PolicySet, SettingsFile};
@@ -19,9 +19,7 @@ pub(super) async fn installed_config(
     namespace: &str,
 ) -> Result<(SettingsFile, String), Failure> {
     let deployments: Api<Deployment> = ctx.in_ns(namespace);
-    let Some(d) = not_found_is_none(deployments.get(name).await)
-        .map_err(|e| ctx.err("get", "deployments", Some(namespace), e))?
-    else {
+    let Some(d) = ctx.get_opt(deployments, "deployments", name).await? else {
         return Ok((
             SettingsFile::default(),
             format!("defaults (no Deployment {name} in {namespace}; pass --config FILE)"),

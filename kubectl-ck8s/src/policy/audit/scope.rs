@@ -2,7 +2,7 @@
 //! and matchConditions, reconstructed from its ValidatingWebhookConfiguration.
 
 use crate::cluster::webhooks::{Write, conditions_send, unevaluable};
-use crate::cluster::{Ctx, not_found_is_none, objects};
+use crate::cluster::{Ctx, objects};
 use crate::exit::Failure;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
@@ -49,8 +49,9 @@ impl WebhookScope {
 /// What the installed ValidatingWebhookConfiguration sends the webhook.
 pub(super) async fn webhook_scope(ctx: &Ctx, name: &str) -> Result<WebhookScope, Failure> {
     let api: Api<ValidatingWebhookConfiguration> = ctx.all();
-    let vwc = not_found_is_none(api.get(name).await)
-        .map_err(|e| ctx.err("get", "validatingwebhookconfigurations", None, e))?;
+    let vwc = ctx
+        .get_opt(api, "validatingwebhookconfigurations", name)
+        .await?;
     let mut scope = WebhookScope::default();
     let Some(vwc) = vwc else {
         scope.notes.push(format!(
