@@ -91,20 +91,18 @@ pub(super) async fn cluster_vaps(ctx: &Ctx) -> Result<(PolicySet, ClusterSnapsho
     let bindings: Api<ValidatingAdmissionPolicyBinding> = ctx.all();
     let lp = ListParams::default();
     let mut text = String::new();
-    for p in policies
-        .list(&lp)
-        .await
-        .map_err(|e| ctx.err("list", "validatingadmissionpolicies", None, e))?
+    for p in ctx
+        .list(policies, "validatingadmissionpolicies", &lp)
+        .await?
     {
         text.push_str(&json!({"apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicy", "metadata": {"name": p.name_any()}, "spec": p.spec})
         .to_string());
         text.push_str("\n---\n");
     }
-    for b in bindings
-        .list(&lp)
-        .await
-        .map_err(|e| ctx.err("list", "validatingadmissionpolicybindings", None, e))?
+    for b in ctx
+        .list(bindings, "validatingadmissionpolicybindings", &lp)
+        .await?
     {
         text.push_str(&json!({"apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": b.name_any()}, "spec": b.spec})
