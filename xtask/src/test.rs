@@ -273,40 +273,18 @@ fn build(root: &Path, cargo: &str) -> Result<Vec<TestBinary>> {
 }
 
 fn run_binary(b: &TestBinary, test_args: &[String], logs: &Path, print: &Mutex<()>) -> Finished {
+    let mut cmd = Command::new(&b.executable);
+    cmd.args(test_args)
+        .current_dir(&b.package_dir)
+        .env("CARGO_MANIFEST_DIR", &b.package_dir)
+        // the test build made them (see `ck8s_tests::workspace_binary`)
+        .env(BINARIES_BUILT_ENV, "1");
     let log = logs.join(format!("{}.log", b.name.replace('/', "-")));
-    let start = Instant::now();
-    let status = std::fs::File::create(&log).and_then(|f| {
-        Command::new(&b.executable)
-            .args(test_args)
-            .current_dir(&b.package_dir)
-            .env("CARGO_MANIFEST_DIR", &b.package_dir)
-            // the test build made them (see `ck8s_tests::workspace_binary`)
-            .env(BINARIES_BUILT_ENV, "1")
-            .stdin(Stdio::null())
-            .stdout(f.try_clone()?)
-            .stderr(f)
-            .status()
-    });
-    let took = start.elapsed();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let success = matches!(&status, Ok(s) if s.success());
-    let _g = print.lock().unwrap();
-    println!(
-        "     Running {} ({}) [{:.1} s]",
-        b.name,
-        b.executable.display(),
-        took.as_secs_f64()
-    );
-    print!("{text}");
-    if let Err(e) = &status {
-        println!("error: cannot run {}: {e}", b.executable.display());
-    }
-    Finished {
-        name: b.name.clone(),
-        took,
-        success,
-        counts: Counts::of_output(&text),
-    }
+    let header = |took: Duration| {
+        let (name, exe, s) = (&b.name, b.executable.display(), took.as_secs_f64());
+        format!("     Running {name} ({exe}) [{s:.1} s]")
+    };
+    run_logged(b.name.clone(), cmd, &log, header, print)
 }
 
 fn run_doc_tests(
@@ -316,27 +294,45 @@ fn run_doc_tests(
     logs: &Path,
     print: &Mutex<()>,
 ) -> Finished {
+    let mut cmd = Command::new(cargo);
+    cmd.args(["test", "--workspace", "--doc", "--"])
+        .args(test_args)
+        .current_dir(root);
     let log = logs.join("doc-tests.log");
+    let header = |took: Duration| format!("   Doc-tests [{:.1} s]", took.as_secs_f64());
+    run_logged("doc tests".into(), cmd, &log, header, print)
+}
+
+/// Runs `cmd` with its output into `log`, then prints `header` and the log whole, in one write.
+fn run_logged(
+    name: String,
+    mut cmd: Command,
+    log: &Path,
+    header: impl Fn(Duration) -> String,
+    print: &Mutex<()>,
+) -> Finished {
     let start = Instant::now();
-    let status = std::fs::File::create(&log).and_then(|f| {
-        Command::new(cargo)
-            .args(["test", "--workspace", "--doc", "--"])
-            .args(test_args)
-            .current_dir(root)
-            .stdin(Stdio::null())
+    let status = std::fs::File::create(log).and_then(|f| {
+        cmd.stdin(Stdio::null())
             .stdout(f.try_clone()?)
             .stderr(f)
             .status()
     });
     let took = start.elapsed();
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let text = std::fs::read_to_string(log).unwrap_or_default();
     let _g = print.lock().unwrap();
-    println!("   Doc-tests [{:.1} s]", took.as_secs_f64());
+    println!("{}", header(took));
     print!("{text}");
+    if let Err(e) = &status {
+        println!(
+            "error: cannot run {}: {e}",
+            cmd.get_program().to_string_lossy()
+        );
+    }
     Finished {
-        name: "doc tests".into(),
+        name,
         took,
-        success: matches!(status, Ok(s) if s.success()),
+        success: matches!(&status, Ok(s) if s.success()),
         counts: Counts::of_output(&text),
     }
 }

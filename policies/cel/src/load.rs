@@ -55,28 +55,20 @@ pub(crate) fn add_document(
         index,
         message,
     };
+    let parse_error = |e: serde_json::Error| bad_doc(e.to_string());
+    let twice = |kind: &str, name: &str| Err(bad_doc(format!("{kind} {name:?} is defined twice")));
     match (api_version, kind) {
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
-            let p: ValidatingAdmissionPolicy =
-                serde_json::from_value(doc).map_err(|e| bad_doc(e.to_string()))?;
-            let p = compile_policy(p)?;
+            let p = compile_policy(serde_json::from_value(doc).map_err(parse_error)?)?;
             if set.policies.iter().any(|q| q.name == p.name) {
-                return Err(bad_doc(format!(
-                    "ValidatingAdmissionPolicy {:?} is defined twice",
-                    p.name
-                )));
+                return twice("ValidatingAdmissionPolicy", &p.name);
             }
             set.policies.push(p);
         }
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
-            let b: ValidatingAdmissionPolicyBinding =
-                serde_json::from_value(doc).map_err(|e| bad_doc(e.to_string()))?;
-            let b = compile_binding(b)?;
+            let b = compile_binding(serde_json::from_value(doc).map_err(parse_error)?)?;
             if set.bindings.iter().any(|q| q.name == b.name) {
-                return Err(bad_doc(format!(
-                    "ValidatingAdmissionPolicyBinding {:?} is defined twice",
-                    b.name
-                )));
+                return twice("ValidatingAdmissionPolicyBinding", &b.name);
             }
             set.bindings.push(b);
         }

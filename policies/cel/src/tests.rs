@@ -352,6 +352,25 @@ fn load_refusals() {
 }
 
 #[test]
+fn a_policy_or_binding_defined_twice_is_refused() {
+    let p = policy("p", "  validations:\n  - expression: 'true'\n");
+    let b = binding("b", "p", "[Deny]", "");
+    for (yaml, want) in [
+        (
+            format!("{p}---\n{p}"),
+            "ValidatingAdmissionPolicy \"p\" is defined twice",
+        ),
+        (
+            p + &b + &b,
+            "ValidatingAdmissionPolicyBinding \"b\" is defined twice",
+        ),
+    ] {
+        let e = PolicySet::load("twice.yaml", &yaml).expect_err(want);
+        assert!(e.to_string().contains(want), "{e}");
+    }
+}
+
+#[test]
 fn compile_error_reads_like_the_api_server() {
     let e = PolicySet::load(
         "f",
