@@ -91,9 +91,15 @@ impl Phase {
 }
 
 /// What a connection's task and its watchers share.
+///
+/// Only the connection's own task changes its phase, always while it polls hyper's connection,
+/// and the serving loop re-reads the deadline after each such poll: a phase change wakes
+/// nothing. (Waking the task from inside its own poll would make tokio reschedule it as a
+/// yield and wake a second worker to steal it: a futex wake-up and a context switch on
+/// another core for every request.)
 struct Shared {
     phase: Mutex<Phase>,
-    /// The phase changed or the connection was asked to close.
+    /// The connection was asked to close ([`Shared::evict`]).
     wake: Notify,
     evict: AtomicBool,
 }
@@ -101,7 +107,6 @@ struct Shared {
 impl Shared {
     fn set(&self, phase: Phase) {
         *self.phase.lock().unwrap() = phase;
-        self.wake.notify_one();
     }
 
     fn phase(&self) -> Phase {
@@ -113,8 +118,6 @@ impl Shared {
         let mut p = self.phase.lock().unwrap();
         if let Phase::Idle(_) = *p {
             *p = Phase::Head(Instant::now());
-            drop(p);
-            self.wake.notify_one();
         }
     }
 }
@@ -413,19 +416,42 @@ pub async fn serve<IO, T, H, HF, S, B>(
     let mut closing = false;
     // The deadline whose passing started the close, if one did.
     let mut fired = None;
+    // The current phase's deadline, re-armed after every poll of the connection (see `Shared`).
+    let mut armed = None;
+    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    let self_wakes = crate::self_wake::SelfWakes::new();
     loop {
-        let deadline = shared.phase().deadline(&limits);
-        let expired = async {
-            match deadline {
-                Some((at, reason)) => {
-                    tokio::time::sleep_until(at).await;
-                    reason
+        let mut asked_to_close = pin!(shared.wake.notified());
+        let mut stopping = pin!(stopped(&mut stop));
+        let event = self_wakes
+            .run(std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Ended(r));
                 }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = conn.as_mut() => {
+                let deadline = shared.phase().deadline(&limits);
+                if deadline != armed {
+                    armed = deadline;
+                    if let Some((at, _)) = deadline {
+                        timer.as_mut().reset(at);
+                    }
+                }
+                // Armed while closing too: see the module doc.
+                if let Some((_, reason)) = armed
+                    && timer.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Expired(reason));
+                }
+                if asked_to_close.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::AskedToClose);
+                }
+                if !closing && stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stopping);
+                }
+                Poll::Pending
+            }))
+            .await;
+        match event {
+            Event::Ended(r) => {
                 if let Err(e) = r {
                     if e.is_timeout() {
                         owner.timeout("header");
@@ -434,37 +460,40 @@ pub async fn serve<IO, T, H, HF, S, B>(
                 }
                 return;
             }
-            // Armed while closing too: see the module doc.
-            reason = expired => {
-                // Still in the phase the deadline was set for: it passed.
-                let still = shared.phase().deadline(&limits) == deadline;
-                if still {
-                    // The same deadline fires again at once while the graceful shutdown it
-                    // started is under way: it is one timeout, counted once.
-                    if fired != deadline {
-                        owner.timeout(reason);
-                    }
-                    if reason == "header" || closing {
-                        return; // dropping the connection closes it
-                    }
-                    fired = deadline;
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+            Event::Expired(reason) => {
+                // The same deadline fires again at once while the graceful shutdown it
+                // started is under way: it is one timeout, counted once.
+                if fired != armed {
+                    owner.timeout(reason);
                 }
+                if reason == "header" || closing {
+                    return; // dropping the connection closes it
+                }
+                fired = armed;
+                closing = true;
+                conn.as_mut().graceful_shutdown();
             }
-            _ = shared.wake.notified() => {
+            Event::AskedToClose => {
                 if shared.evict.load(Ordering::Relaxed) && !closing {
                     owner.evicted();
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            _ = stopped(&mut stop), if !closing => {
+            Event::Stopping => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
     }
+}
+
+/// What woke the serving loop.
+enum Event {
+    Ended(Result<(), hyper::Error>),
+    Expired(&'static str),
+    AskedToClose,
+    Stopping,
 }
 
 /// Resolves once `stop` turns true (the guard `wait_for` returns is not `Send`, so it must

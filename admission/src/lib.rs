@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod conn;
 pub mod metrics;
 pub mod review;
+pub mod self_wake;
 pub mod server;
 pub mod store;
 pub mod tls;
