@@ -108,7 +108,9 @@ impl GlobalArgs {
     /// flow checks it.
     async fn connect(&self) -> Result<crate::cluster::Ctx, Failure> {
         let ctx = self.connect_cluster().await?;
-        ctx.verify_namespace().await?;
+        if let crate::cluster::NamespaceCheck::Unverified(why) = ctx.verify_namespace().await? {
+            eprintln!("warning: {why}");
+        }
         Ok(ctx)
     }
 }

@@ -106,12 +106,19 @@ pub fn code(result: &Result<Verdict, Failure>) -> u8 {
 pub fn finish(result: Result<Verdict, Failure>) -> ExitCode {
     let code = code(&result);
     if let Err(failure) = result {
-        eprintln!("error: {}", failure.message);
-        if let Some(help) = failure.help {
+        failure.eprint();
+    }
+    ExitCode::from(code)
+}
+
+impl Failure {
+    /// The `error:`/`help:` pair on stderr.
+    pub fn eprint(&self) {
+        eprintln!("error: {}", self.message);
+        if let Some(help) = &self.help {
             eprintln!("help: {help}");
         }
     }
-    ExitCode::from(code)
 }
 
 /// Logs on stderr. By default only ck8s's own warnings: a dependency's log line (the kube

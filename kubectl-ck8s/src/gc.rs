@@ -319,7 +319,6 @@ pub async fn run(cmd: GcCommand, ctx: &Ctx) -> Result<Outcome, Failure> {
                 .create(&PostParams::default(), &job)
                 .await
                 .map_err(|e| ctx.err("create", "jobs.batch", Some(&ns), e))?;
-            eprintln!("job.batch/{name} created");
             if !wait {
                 let checks = vec![Check::pass("gc.run", format!("job.batch/{name} created"))];
                 let report = Report::new("gc run", &ns, checks)

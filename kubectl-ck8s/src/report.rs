@@ -174,8 +174,13 @@ pub enum Outcome {
         policy_reports: Option<Vec<serde_json::Value>>,
     },
     /// A flow that could not finish after part of its result was made (`policy test` with a
-    /// suite that would not run): `shown` is printed as it is, and the failure is the exit.
-    Unfinished { shown: String, failure: Failure },
+    /// suite that would not run): `shown` is printed as it is, the `errors` on stderr, and the
+    /// failure is the exit.
+    Unfinished {
+        shown: String,
+        errors: Vec<Failure>,
+        failure: Failure,
+    },
 }
 
 /// What `-o table` shows of a report.
@@ -216,8 +221,13 @@ impl Outcome {
     /// flow's result is printed.
     pub fn render(self, format: OutputFormat) -> Result<Verdict, Failure> {
         let (report, table, policy_reports) = match self {
-            Outcome::Unfinished { shown, failure } => {
+            Outcome::Unfinished {
+                shown,
+                errors,
+                failure,
+            } => {
                 print!("{shown}");
+                errors.iter().for_each(Failure::eprint);
                 return Err(failure);
             }
             Outcome::Report {

@@ -138,7 +138,6 @@ impl Ctx {
                     "cannot verify that namespace {ns} exists (context {}, server {}): forbidden: {}; going on",
                     self.context, self.server, s.message
                 );
-                eprintln!("warning: {why}");
                 Ok(NamespaceCheck::Unverified(why))
             }
             Err(e) => Err(self.err("get", "namespaces", None, e)),

@@ -163,12 +163,11 @@ pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
     let mut tally = Tally::default();
     // The suites' and cases' lines, then the tally: what the command shows.
     let mut transcript = String::new();
+    let mut suite_errors = Vec::new();
     for path in &suites {
         if let Err(e) = run_suite(&runtime, path, &mut tally, &mut transcript) {
-            eprintln!("error: {}: {}", path.display(), e.message);
-            if let Some(help) = e.help {
-                eprintln!("help: {help}");
-            }
+            let message = format!("{}: {}", path.display(), e.message);
+            suite_errors.push(Failure { message, ..e });
             tally.errors += 1;
         }
     }
@@ -181,6 +180,7 @@ pub fn run(args: TestArgs) -> Result<crate::report::Outcome, Failure> {
     if errors > 0 {
         return Ok(crate::report::Outcome::Unfinished {
             shown: transcript,
+            errors: suite_errors,
             failure: Failure::usage(format!("{errors} suite(s) or case(s) could not run")),
         });
     }
