@@ -12,6 +12,7 @@
 //! - [`review`] — one `AdmissionReview` in, one out;
 //! - [`metrics`] — the Prometheus registry;
 //! - [`conn`] — the connection cap and the timeouts of each connection;
+//! - [`self_wake`] — a connection's task polled again when it wakes itself, not rescheduled;
 //! - [`body`] — request bodies under the memory budget and their deadline;
 //! - [`server`] — listeners, the request handler, reloads, graceful shutdown.
 
