@@ -115,6 +115,12 @@ mod tests {
         }
     }
 
+    /// The task's wake counter, its waker, and the connection's self-wakes.
+    fn setup() -> (Arc<Counted>, Waker, SelfWakes) {
+        let task = Arc::new(Counted::default());
+        (task.clone(), Waker::from(task), SelfWakes::new())
+    }
+
     /// Pending `n` times, waking itself during each of those polls (as hyper's body channel
     /// does), then ready with the number of polls.
     fn wakes_itself(n: usize) -> impl Future<Output = usize> {
@@ -131,10 +137,8 @@ mod tests {
 
     #[test]
     fn a_self_wake_is_polled_again_without_waking_the_task() {
-        let task = Arc::new(Counted::default());
-        let waker = Waker::from(task.clone());
+        let (task, waker, wakes) = setup();
         let mut cx = Context::from_waker(&waker);
-        let wakes = SelfWakes::new();
         let mut run = pin!(wakes.run(wakes_itself(3)));
         assert_eq!(run.as_mut().poll(&mut cx), Poll::Ready(4));
         assert_eq!(task.0.load(Ordering::SeqCst), 0, "the task was woken");
@@ -142,10 +146,8 @@ mod tests {
 
     #[test]
     fn a_future_that_keeps_waking_itself_yields_after_the_bound() {
-        let task = Arc::new(Counted::default());
-        let waker = Waker::from(task.clone());
+        let (task, waker, wakes) = setup();
         let mut cx = Context::from_waker(&waker);
-        let wakes = SelfWakes::new();
         let mut run = pin!(wakes.run(wakes_itself(MAX_POLLS + 2)));
         assert!(run.as_mut().poll(&mut cx).is_pending());
         assert_eq!(
@@ -158,10 +160,8 @@ mod tests {
 
     #[test]
     fn a_wake_after_the_poll_reaches_the_task() {
-        let task = Arc::new(Counted::default());
-        let waker = Waker::from(task.clone());
+        let (task, waker, wakes) = setup();
         let mut cx = Context::from_waker(&waker);
-        let wakes = SelfWakes::new();
         let (tx, rx) = futures::channel::oneshot::channel::<u8>();
         let mut run = pin!(wakes.run(rx));
         assert!(run.as_mut().poll(&mut cx).is_pending());
