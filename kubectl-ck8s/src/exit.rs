@@ -53,6 +53,13 @@ impl Failure {
             help: None,
         }
     }
+    /// The `error:`/`help:` pair on stderr.
+    pub fn eprint(&self) {
+        eprintln!("error: {}", self.message);
+        if let Some(help) = &self.help {
+            eprintln!("help: {help}");
+        }
+    }
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(Kind::Usage, message)
     }
@@ -109,16 +116,6 @@ pub fn finish(result: Result<Verdict, Failure>) -> ExitCode {
         failure.eprint();
     }
     ExitCode::from(code)
-}
-
-impl Failure {
-    /// The `error:`/`help:` pair on stderr.
-    pub fn eprint(&self) {
-        eprintln!("error: {}", self.message);
-        if let Some(help) = &self.help {
-            eprintln!("help: {help}");
-        }
-    }
 }
 
 /// Logs on stderr. By default only ck8s's own warnings: a dependency's log line (the kube
