@@ -2,6 +2,12 @@ use ck8s_admission::cli::{Args, LogFormat};
 use clap::Parser;
 use std::process::ExitCode;
 
+/// mimalloc rather than the C library's allocator: a review allocates and frees its parse, the
+/// policies' input and the answer, and musl's malloc (the shipped static binary) made that a
+/// fifth of the CPU per review (BENCHMARKS.md, "ck8s-admission's CPU per review").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Err(e) = args.check() {

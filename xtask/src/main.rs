@@ -220,7 +220,7 @@ fn cargo_build(root: &Path, target: &Target) -> Result<PathBuf> {
     if !status.success() {
         bail!(
             "cargo build for {t} failed ({status})\n\
-             help: `rustup target add {t}`; ring (rustls) compiles C for the target: for \
+             help: `rustup target add {t}`; ring (rustls) and mimalloc compile C for the target: for \
              x86_64-unknown-linux-musl that is musl-gcc (Debian: apt-get install musl-tools); \
              aarch64-unknown-linux-musl needs an aarch64 musl C toolchain and linker (see README)",
             t = target.triple

@@ -27,9 +27,9 @@ pub struct Subject<'a> {
     pub old_object: Option<&'a RawValue>,
     /// Who sends the request (`userInfo.username`; empty offline).
     pub user: &'a str,
-    /// The webhook's whole `AdmissionRequest`, raw (`None` offline): ValidatingAdmissionPolicies
-    /// read all of it as their `request` variable.
-    pub request: Option<&'a RawValue>,
+    /// The webhook's `AdmissionReview` (`None` offline): ValidatingAdmissionPolicies read its
+    /// request whole as their `request` variable ([`crate::admission::raw_request`]).
+    pub review: Option<&'a str>,
 }
 
 /// Why a request is allowed without asking any policy.
@@ -74,7 +74,7 @@ impl<'a> Subject<'a> {
             object: req.object,
             old_object: req.old_object,
             user: req.user_info.username.as_deref().unwrap_or(""),
-            request: req.raw,
+            review: req.review,
         }
     }
 
@@ -129,7 +129,7 @@ impl<'a> Subject<'a> {
             object: Some(object),
             old_object: None,
             user: "",
-            request: None,
+            review: None,
         })
     }
 

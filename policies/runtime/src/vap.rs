@@ -336,7 +336,7 @@ fn request_of<'s>(subject: &Subject<'s>) -> Result<cel::Request<'s>, String> {
     let parse = |raw: &'s serde_json::value::RawValue| {
         cel::Json::parse(raw.get()).map_err(|e| format!("the request does not parse: {e}"))
     };
-    if let Some(raw) = subject.request {
+    if let Some(raw) = subject.review.and_then(crate::admission::raw_request) {
         return cel::Request::from_admission_request(parse(raw)?);
     }
     let object = subject.object.map(parse).transpose()?;
