@@ -9,7 +9,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, Module, PoolingAllocationConfig};
 
 /// The limits every evaluation runs under.
@@ -30,8 +30,7 @@ pub struct Limits {
     /// set, so reusing a slot costs no page faults.
     pub keep_resident_bytes: usize,
     /// Whether [`Limits::deadline`] is enforced, by a thread that advances the engine's epoch
-    /// every 2 ms while an evaluation runs (and sleeps while none does). Off only in
-    /// [`Limits::one_shot`].
+    /// (see [`EpochTicker`]). Off only in [`Limits::one_shot`].
     pub enforce_deadline: bool,
 }
 
@@ -62,19 +61,18 @@ impl Limits {
     }
 }
 
-/// How often the epoch advances while evaluations run: a deadline holds to within one tick.
-const EPOCH_TICK: Duration = Duration::from_millis(20);
+/// How often the epoch advances while an evaluation runs: a deadline holds to within one tick.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(20);
 
-/// How long the epoch thread keeps ticking after the last evaluation started before it
-/// parks. At a cluster's steady rate it never parks, so an evaluation that starts costs no
-/// wake-up of it; idle, it parks after this and costs nothing.
-const EPOCH_GRACE_TICKS: u32 = 50;
+/// How long the epoch thread keeps waking after the last evaluation started before it parks.
+/// At a cluster's steady rate it never parks, so an evaluation that starts costs no wake-up
+/// of it; idle, it parks after this and costs nothing.
+const EPOCH_GRACE: Duration = Duration::from_secs(1);
 
 /// The engine, its limits, and the compiled-module caches.
 pub struct Runtime {
     engine: Engine,
     limits: Limits,
-    deadline_ticks: u64,
     /// `None` when no directory was given or it did not pass the trust checks.
     artifacts: Option<ArtifactCache>,
     compat_hash: String,
@@ -84,11 +82,15 @@ pub struct Runtime {
 }
 
 /// The thread that advances the engine's epoch, which is what enforces
-/// [`Limits::deadline`]. It ticks while guests run or have run in the last
-/// [`EPOCH_GRACE_TICKS`] ticks, and sleeps otherwise, so an idle webhook spends no CPU on it
-/// and a busy one pays a tick every [`EPOCH_TICK`], not a wake-up per evaluation. It ends when
-/// the runtime and every policy loaded on it (each holds the ticker) are gone, so a policy's
-/// deadline holds even after its runtime is dropped.
+/// [`Limits::deadline`]: every tick interrupts the guests that run, and each store's deadline
+/// callback lets its guest go on until its own deadline has passed (`policy.rs`). The thread
+/// ticks every [`EPOCH_TICK`] while a guest runs; while none runs it sleeps one deadline
+/// between ticks (a guest that starts meanwhile gets its first tick within its deadline, then
+/// one every tick); after [`EPOCH_GRACE`] with no evaluation started it parks until one
+/// starts. So an idle webhook spends nothing on it, one at a cluster's rate a wake-up per
+/// deadline (10 a second by default), not one per evaluation, and a deadline holds to within
+/// [`EPOCH_TICK`]. It ends when the runtime and every policy loaded on it (each holds the
+/// ticker) are gone, so a policy's deadline holds even after its runtime is dropped.
 pub(crate) struct EpochTicker {
     shared: Arc<TickShared>,
 }
@@ -118,7 +120,9 @@ impl Drop for Running {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<Arc<EpochTicker>> {
+    /// Starts the thread; `idle_tick` is how long it sleeps between ticks while no guest
+    /// runs (the deadline: what keeps the first tick of a guest that starts within it).
+    fn start(engine: Engine, idle_tick: Duration) -> std::io::Result<Arc<EpochTicker>> {
         let shared = Arc::new(TickShared {
             running: AtomicUsize::new(0),
             started: AtomicU64::new(0),
@@ -131,11 +135,11 @@ impl EpochTicker {
         std::thread::Builder::new()
             .name("ck8s-epoch".into())
             .spawn(move || {
-                // Ticks in a row with nothing running and nothing started (none yet: parked).
-                let mut quiet = EPOCH_GRACE_TICKS;
+                // When an evaluation last started (as far as this thread has seen).
+                let mut active = Instant::now() - EPOCH_GRACE;
                 let mut seen = thread.started.load(Ordering::SeqCst);
                 loop {
-                    if quiet >= EPOCH_GRACE_TICKS {
+                    if active.elapsed() >= EPOCH_GRACE {
                         let mut stopped = thread.stopped.lock().unwrap();
                         while !*stopped && thread.running.load(Ordering::SeqCst) == 0 {
                             // Parked first, then the count checked again: an evaluation that
@@ -152,18 +156,17 @@ impl EpochTicker {
                         if *stopped {
                             return;
                         }
-                        quiet = 0;
+                        active = Instant::now();
                     } else if *thread.stopped.lock().unwrap() {
                         return;
                     }
-                    std::thread::sleep(EPOCH_TICK);
+                    let running = thread.running.load(Ordering::SeqCst) != 0;
+                    std::thread::sleep(if running { EPOCH_TICK } else { idle_tick });
                     engine.increment_epoch();
                     thread.ticks.fetch_add(1, Ordering::Relaxed);
                     let started = thread.started.load(Ordering::SeqCst);
-                    if started == seen && thread.running.load(Ordering::SeqCst) == 0 {
-                        quiet += 1;
-                    } else {
-                        quiet = 0;
+                    if started != seen || thread.running.load(Ordering::SeqCst) != 0 {
+                        active = Instant::now();
                         seen = started;
                     }
                 }
@@ -227,14 +230,11 @@ impl Runtime {
         let compat_hash = format!("{:016x}", h.finish());
 
         let ticker = if limits.enforce_deadline {
-            Some(EpochTicker::start(engine.clone()).map_err(StartError::EpochThread)?)
+            let idle_tick = limits.deadline.max(EPOCH_TICK);
+            Some(EpochTicker::start(engine.clone(), idle_tick).map_err(StartError::EpochThread)?)
         } else {
             None
         };
-        // One tick more than the deadline holds: the first tick may come at once after the
-        // evaluation starts (the thread is already ticking), so a deadline lasts from
-        // `deadline` to `deadline` + one tick.
-        let deadline_ticks = limits.deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos()) as u64 + 1;
         let artifacts = artifact_dir.and_then(|root| match ArtifactCache::open(&root) {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -245,7 +245,6 @@ impl Runtime {
         Ok(Runtime {
             engine,
             limits,
-            deadline_ticks,
             artifacts,
             compat_hash,
             modules: Mutex::new(HashMap::new()),
@@ -273,10 +272,6 @@ impl Runtime {
     /// must measure exactly this configuration, like `examples/instance_cost.rs`).
     pub fn engine(&self) -> &Engine {
         &self.engine
-    }
-
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        self.deadline_ticks
     }
 
     /// What a policy loaded on this runtime holds to keep the epoch thread running.
@@ -385,7 +380,7 @@ mod tests {
     fn the_epoch_advances_while_evaluations_run_and_stops_when_idle() {
         let runtime = Runtime::new(Limits::default(), None).unwrap();
         let ticker = runtime.ticker().expect("deadlines are enforced by default");
-        let grace = EPOCH_TICK * EPOCH_GRACE_TICKS;
+        let grace = EPOCH_GRACE;
         assert_eq!(
             ticks_over(&ticker, EPOCH_TICK * 6),
             0,
@@ -396,6 +391,13 @@ mod tests {
         drop(running);
         // Still ticking in the grace after the evaluation (what spares the next one a wake-up).
         assert!(ticks_within(&ticker, grace / 2), "the grace");
+        // ... but a deadline apart while nothing runs, not a tick apart (late ticks on a loaded
+        // machine only make fewer).
+        let sparse = ticks_over(&ticker, EPOCH_TICK * 10);
+        assert!(
+            sparse <= 3,
+            "{sparse} ticks in ten ticks' time with nothing running"
+        );
         std::thread::sleep(grace);
         assert!(idle_within(&ticker, grace * 3), "idle again");
         // A long evaluation keeps it ticking past the grace; concurrent ones until the last ends.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{
     Engine, Instance, InstancePre, Linker, Memory, Module, ModuleExport, ResourceLimiter, Store,
-    Trap, TypedFunc,
+    StoreContextMut, Trap, TypedFunc, UpdateDeadline,
 };
 
 /// Where a policy came from, for messages.
@@ -44,7 +44,6 @@ pub struct LoadedPolicy {
     engine: Engine,
     pre: InstancePre<StoreState>,
     exports: Exports,
-    deadline_ticks: u64,
     /// [`ABI_VERSION`] (binary input) or [`ABI_VERSION_JSON`] (JSON request).
     abi: i32,
     memory_bytes: usize,
@@ -96,7 +95,8 @@ impl Session {
     /// Calls `policy` (the session's own policy, or a member of its bundle) with the next
     /// settings blob, `settings`, under a fresh deadline.
     fn call(&mut self, policy: &LoadedPolicy, settings: &[u8]) -> Result<Verdict, PolicyError> {
-        self.store.set_epoch_deadline(policy.deadline_ticks);
+        self.store.data_mut().deadline_at = Instant::now() + policy.deadline;
+        self.store.set_epoch_deadline(1);
         let (input_ptr, input_len) = self.input;
         let (settings_ptr, settings_len) = (self.next_settings, settings.len() as i32);
         self.next_settings += settings_len;
@@ -133,6 +133,18 @@ pub(crate) struct StoreState {
     limiter: MemoryCap,
     /// Keeps the epoch ticking while this store's guest code may run.
     _running: Option<Running>,
+    /// When the guest's current call must end: every epoch tick asks [`deadline_passed`].
+    deadline_at: Instant,
+}
+
+/// The epoch callback of every store: a tick interrupts the guest only once its own deadline
+/// has passed (the epoch thread ticks for all the guests that run, whenever they started).
+fn deadline_passed(store: StoreContextMut<'_, StoreState>) -> wasmtime::Result<UpdateDeadline> {
+    Ok(if Instant::now() >= store.data().deadline_at {
+        UpdateDeadline::Interrupt
+    } else {
+        UpdateDeadline::Continue(1)
+    })
 }
 
 struct MemoryCap {
@@ -251,7 +263,6 @@ impl LoadedPolicy {
             engine: runtime.engine().clone(),
             pre,
             exports,
-            deadline_ticks: runtime.deadline_ticks(),
             abi: ABI_VERSION,
             memory_bytes: limits.memory_bytes,
             deadline: limits.deadline,
@@ -406,11 +417,12 @@ impl LoadedPolicy {
                     exceeded: false,
                 },
                 _running: self._ticker.as_ref().map(|t| t.running()),
+                deadline_at: Instant::now() + self.deadline,
             },
         );
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(self.deadline_ticks);
-        store.epoch_deadline_trap();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(deadline_passed);
         match self.pre.instantiate(&mut store) {
             Ok(instance) => Ok((store, instance)),
             // The pool is full: wasmtime says so with its own error type.

@@ -105,6 +105,12 @@ fn infinite_loop_hits_the_deadline() {
         run(&p),
         Err(PolicyError::Timeout(Duration::from_millis(50)))
     );
+    // Never before its deadline: the epoch's ticks before it only ask the store's callback.
+    assert!(
+        start.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        start.elapsed()
+    );
     // generous bound: the point is that it stops, not how precisely
     assert!(
         start.elapsed() < Duration::from_secs(5),
