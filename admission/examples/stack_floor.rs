@@ -33,10 +33,14 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // `STACK_FLOOR_RUNTIME=current`: one single-threaded runtime instead of the webhook's
+    // multi-threaded one, to see what the scheduler itself costs per review.
+    let mut builder = if std::env::var("STACK_FLOOR_RUNTIME").as_deref() == Ok("current") {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = builder.enable_all().build().expect("runtime");
     runtime.block_on(async {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());

@@ -84,8 +84,8 @@ pub struct Runtime {
 /// The thread that advances the engine's epoch, which is what enforces
 /// [`Limits::deadline`]: every tick interrupts the guests that run, and each store's deadline
 /// callback lets its guest go on until its own deadline has passed (`policy.rs`). The thread
-/// ticks every [`EPOCH_TICK`] while a guest runs; while none runs it sleeps one deadline
-/// between ticks (a guest that starts meanwhile gets its first tick within its deadline, then
+/// ticks every [`EPOCH_TICK`] while a guest runs; while none runs it sleeps one deadline (at
+/// most [`EPOCH_GRACE`]) between ticks (a guest that starts meanwhile gets its first tick within its deadline, then
 /// one every tick); after [`EPOCH_GRACE`] with no evaluation started it parks until one
 /// starts. So an idle webhook spends nothing on it, one at a cluster's rate a wake-up per
 /// deadline (10 a second by default), not one per evaluation, and a deadline holds to within
@@ -121,7 +121,7 @@ impl Drop for Running {
 
 impl EpochTicker {
     /// Starts the thread; `idle_tick` is how long it sleeps between ticks while no guest
-    /// runs (the deadline: what keeps the first tick of a guest that starts within it).
+    /// runs (at most the deadline: a guest that starts meanwhile gets its first tick within it).
     fn start(engine: Engine, idle_tick: Duration) -> std::io::Result<Arc<EpochTicker>> {
         let shared = Arc::new(TickShared {
             running: AtomicUsize::new(0),
@@ -230,7 +230,8 @@ impl Runtime {
         let compat_hash = format!("{:016x}", h.finish());
 
         let ticker = if limits.enforce_deadline {
-            let idle_tick = limits.deadline.max(EPOCH_TICK);
+            // At most the grace: a runtime dropped meanwhile lets its thread end that soon.
+            let idle_tick = limits.deadline.clamp(EPOCH_TICK, EPOCH_GRACE);
             Some(EpochTicker::start(engine.clone(), idle_tick).map_err(StartError::EpochThread)?)
         } else {
             None
