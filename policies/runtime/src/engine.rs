@@ -62,7 +62,7 @@ impl Limits {
 }
 
 /// How often the epoch advances while an evaluation runs: a deadline holds to within one tick.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(20);
+const EPOCH_TICK: Duration = Duration::from_millis(20);
 
 /// How long the epoch thread keeps waking after the last evaluation started before it parks.
 /// At a cluster's steady rate it never parks, so an evaluation that starts costs no wake-up
@@ -85,11 +85,11 @@ pub struct Runtime {
 /// [`Limits::deadline`]: every tick interrupts the guests that run, and each store's deadline
 /// callback lets its guest go on until its own deadline has passed (`policy.rs`). The thread
 /// ticks every [`EPOCH_TICK`] while a guest runs; while none runs it sleeps one deadline (at
-/// most [`EPOCH_GRACE`]) between ticks (a guest that starts meanwhile gets its first tick within its deadline, then
-/// one every tick); after [`EPOCH_GRACE`] with no evaluation started it parks until one
-/// starts. So an idle webhook spends nothing on it, one at a cluster's rate a wake-up per
-/// deadline (10 a second by default), not one per evaluation, and a deadline holds to within
-/// [`EPOCH_TICK`]. It ends when the runtime and every policy loaded on it (each holds the
+/// most [`EPOCH_GRACE`]) between ticks, so a guest that starts meanwhile gets its first tick
+/// within its deadline and then one every tick; after [`EPOCH_GRACE`] with no evaluation
+/// started it parks until one starts. So an idle webhook spends nothing on it, one at a
+/// cluster's rate a wake-up per deadline (10 a second by default), not one per evaluation, and
+/// a deadline holds to within [`EPOCH_TICK`]. It ends when the runtime and every policy loaded on it (each holds the
 /// ticker) are gone, so a policy's deadline holds even after its runtime is dropped.
 pub(crate) struct EpochTicker {
     shared: Arc<TickShared>,
@@ -135,11 +135,12 @@ impl EpochTicker {
         std::thread::Builder::new()
             .name("ck8s-epoch".into())
             .spawn(move || {
-                // When an evaluation last started (as far as this thread has seen).
-                let mut active = Instant::now() - EPOCH_GRACE;
+                // When an evaluation last started or ran, as far as this thread has seen (none
+                // yet: it parks at once).
+                let mut active: Option<Instant> = None;
                 let mut seen = thread.started.load(Ordering::SeqCst);
                 loop {
-                    if active.elapsed() >= EPOCH_GRACE {
+                    if active.is_none_or(|at| at.elapsed() >= EPOCH_GRACE) {
                         let mut stopped = thread.stopped.lock().unwrap();
                         while !*stopped && thread.running.load(Ordering::SeqCst) == 0 {
                             // Parked first, then the count checked again: an evaluation that
@@ -156,7 +157,7 @@ impl EpochTicker {
                         if *stopped {
                             return;
                         }
-                        active = Instant::now();
+                        active = Some(Instant::now());
                     } else if *thread.stopped.lock().unwrap() {
                         return;
                     }
@@ -166,7 +167,7 @@ impl EpochTicker {
                     thread.ticks.fetch_add(1, Ordering::Relaxed);
                     let started = thread.started.load(Ordering::SeqCst);
                     if started != seen || thread.running.load(Ordering::SeqCst) != 0 {
-                        active = Instant::now();
+                        active = Some(Instant::now());
                         seen = started;
                     }
                 }
