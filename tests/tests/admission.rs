@@ -326,6 +326,24 @@ async fn malformed_input_gets_a_plain_400_and_the_server_keeps_serving() {
     w.shutdown().await;
 }
 
+/// Issue 24: the allocator (mimalloc) commits its arenas on demand, as `.cargo/config.toml`
+/// asks of its C build; committed eagerly, the webhook's peak RSS under load doubled
+/// (BENCHMARKS.md). A build that lost the define fails here, not in a cluster's memory graph.
+#[test]
+fn the_allocator_commits_its_arenas_on_demand() {
+    let out = std::process::Command::new(ck8s_tests::workspace_binary("ck8s-admission"))
+        .arg("--version")
+        .env("MIMALLOC_VERBOSE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("option 'arena_eager_commit': 0"),
+        "mimalloc's options as it printed them:\n{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn no_plaintext_admission_endpoint() {
     let w = Webhook::start(&[], |_| {}).await;
