@@ -367,6 +367,16 @@ impl PolicySet {
         let params: &dyn ParamSource = params.unwrap_or(&local);
         eval::evaluate(self, request, params)
     }
+
+    /// Whether any policy's resource rules take `request`, selectors aside (a binding only
+    /// narrows its policy). When none does, [`PolicySet::evaluate`] judges nothing; only the
+    /// request's resource, subresource, operation, namespace and name are read here, so a
+    /// caller may ask before it parses the objects.
+    pub fn may_judge(&self, request: &Request) -> bool {
+        self.policies
+            .iter()
+            .any(|p| matching::rules_match(&p.match_constraints, request, false))
+    }
 }
 
 /// Evaluates one expression with the given variables bound (JSON values), with the same

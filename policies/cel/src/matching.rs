@@ -12,18 +12,35 @@ pub type MatchResult = Result<bool, String>;
 
 /// `matchConstraints` of a policy (`binding == false`) or `matchResources` of a binding
 /// (`binding == true`: no resource rules means no constraint on resources).
+///
+/// In the API server's order (`plugin/policy/matching`): a selector that does not match ends
+/// it; one that cannot be applied (an unknown namespace, a bad operator) is an error only for
+/// a request the resource rules take, so a policy for other resources never fails a request.
 pub fn matches(m: &MatchResources, req: &Request, binding: bool) -> MatchResult {
-    if !selector_matches_namespace(m.namespace_selector.as_ref(), req)? {
+    let namespace = selector_matches_namespace(m.namespace_selector.as_ref(), req);
+    if namespace == Ok(false) {
         return Ok(false);
     }
-    if !selector_matches_object(m.object_selector.as_ref(), req)? {
+    let object = selector_matches_object(m.object_selector.as_ref(), req);
+    if object == Ok(false) {
         return Ok(false);
     }
+    if !rules_match(m, req, binding) {
+        return Ok(false);
+    }
+    namespace?;
+    object?;
+    Ok(true)
+}
+
+/// The resource rules alone (`resourceRules` and `excludeResourceRules`), selectors aside.
+/// They read only the request's resource, subresource, operation, namespace and name.
+pub fn rules_match(m: &MatchResources, req: &Request, binding: bool) -> bool {
     let rules = m.resource_rules.as_deref().unwrap_or_default();
     // A binding without resource rules does not constrain resources.
     let unconstrained = binding && rules.is_empty();
     if !unconstrained && !rules.iter().any(|r| rule_matches(r, req)) {
-        return Ok(false);
+        return false;
     }
     let excluded = m
         .exclude_resource_rules
@@ -31,7 +48,7 @@ pub fn matches(m: &MatchResources, req: &Request, binding: bool) -> MatchResult 
         .unwrap_or_default()
         .iter()
         .any(|r| rule_matches(r, req));
-    Ok(!excluded)
+    !excluded
 }
 
 /// One `NamedRuleWithOperations` against the request's resource. `matchPolicy: Equivalent`
@@ -313,6 +330,45 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn a_selector_that_cannot_be_applied_fails_only_a_request_the_rules_take() {
+        let sel: LabelSelector =
+            serde_json::from_value(serde_json::json!({"matchLabels": {"env": "prod"}})).unwrap();
+        let mr = MatchResources {
+            namespace_selector: Some(sel),
+            resource_rules: Some(vec![rule(&["CREATE"], &["apps"], &["deployments"])]),
+            ..Default::default()
+        };
+        // The namespace's labels are not known (namespace_object is None).
+        let taken = req("deployments", "", "team-a");
+        assert!(matches(&mr, &taken, false).is_err());
+        let other = req("statefulsets", "", "team-a");
+        assert_eq!(matches(&mr, &other, false), Ok(false));
+        let mut excluded = mr.clone();
+        excluded.exclude_resource_rules = mr.resource_rules.clone();
+        assert_eq!(matches(&excluded, &taken, false), Ok(false));
+        // A bad operator in the object selector: the same.
+        let bad: LabelSelector = serde_json::from_value(serde_json::json!(
+            {"matchExpressions": [{"key": "app", "operator": "Near"}]}
+        ))
+        .unwrap();
+        let mut by_object = MatchResources {
+            object_selector: Some(bad),
+            ..mr.clone()
+        };
+        by_object.namespace_selector = None;
+        let mut labelled = req("deployments", "", "team-a");
+        labelled.object = Some(serde_json::json!({"metadata": {"labels": {"app": "web"}}}).into());
+        assert!(matches(&by_object, &labelled, false).is_err());
+        labelled.resource.resource = "statefulsets".into();
+        assert_eq!(matches(&by_object, &labelled, false), Ok(false));
+        // A selector that applies and does not match ends it before the rules.
+        let mut known = req("deployments", "", "team-a");
+        known.namespace_object =
+            Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}).into());
+        assert_eq!(matches(&mr, &known, false), Ok(false));
     }
 
     #[test]

@@ -122,6 +122,16 @@ impl VapPolicies {
         cluster: Option<&dyn ClusterReads>,
     ) -> Vec<Outcome> {
         let start = Instant::now();
+        // Most requests a webhook registered for every resource sees are for resources no
+        // VAP names: answered before the request is parsed for CEL.
+        if subject.review.is_some() && !self.set.may_judge(&resource_of(subject)) {
+            return self
+                .set
+                .policies
+                .iter()
+                .map(|p| not_inspected(&p.name))
+                .collect();
+        }
         let mut request = match request_of(subject) {
             Ok(r) => r,
             Err(e) => return self.all_failed(&e),
@@ -329,6 +339,34 @@ fn violation(o: &cel::Outcome, f: &cel::Failure, mode: Mode) -> Violation {
     }
 }
 
+/// What the resource rules read of a webhook request, as [`request_of`] would read it from
+/// the review: no objects.
+fn resource_of(subject: &Subject<'_>) -> cel::Request<'static> {
+    let (group, version, resource) = subject.resource.clone();
+    let mut request = cel::Request::new(
+        cel_operation(subject.operation),
+        cel::Gvr {
+            group,
+            version,
+            resource,
+        },
+        None,
+    );
+    request.sub_resource = subject.sub_resource.to_string();
+    request.namespace = subject.namespace.to_string();
+    request.name = subject.name.to_string();
+    request
+}
+
+fn cel_operation(op: Operation) -> cel::Operation {
+    match op {
+        Operation::Create => cel::Operation::Create,
+        Operation::Update => cel::Operation::Update,
+        Operation::Delete => cel::Operation::Delete,
+        Operation::Connect => cel::Operation::Connect,
+    }
+}
+
 /// The request as `ck8s-policy-cel` reads it: the webhook's `AdmissionRequest` whole (the
 /// `request` variable needs userInfo's groups, options, ...), or a manifest judged offline.
 fn request_of<'s>(subject: &Subject<'s>) -> Result<cel::Request<'s>, String> {
@@ -342,12 +380,7 @@ fn request_of<'s>(subject: &Subject<'s>) -> Result<cel::Request<'s>, String> {
     let object = subject.object.map(parse).transpose()?;
     let (group, version, resource) = subject.resource.clone();
     let mut request = cel::Request::new(
-        match subject.operation {
-            Operation::Create => cel::Operation::Create,
-            Operation::Update => cel::Operation::Update,
-            Operation::Delete => cel::Operation::Delete,
-            Operation::Connect => cel::Operation::Connect,
-        },
+        cel_operation(subject.operation),
         cel::Gvr {
             group,
             version,
@@ -517,6 +550,42 @@ spec:
             &review("CREATE", &deployment(2, "main"), &Value::Null, "u"),
         );
         assert!(d.allowed, "{}", d.denial_message());
+    }
+
+    #[test]
+    fn a_request_no_vap_names_is_not_inspected_even_when_a_selector_cannot_be_applied() {
+        // Its namespace's labels are unknown here (no cluster): the API server errs only for
+        // requests the resource rules take.
+        let selecting = vap(None).replace(
+            "  matchConstraints:\n",
+            "  matchConstraints:\n    namespaceSelector: {matchLabels: {env: prod}}\n",
+        );
+        let set = set_of(&[("max.yaml", &selecting)], "", false).unwrap();
+        let statefulset = review("CREATE", &deployment(5, "main"), &Value::Null, "u")
+            .replace("deployments", "statefulsets")
+            .replace("Deployment", "StatefulSet");
+        let request = parse_review(statefulset.as_bytes()).unwrap();
+        let evaluation = set.evaluate(&Subject::from_admission(&request));
+        let crate::Evaluation::Judged(outcomes) = &evaluation else {
+            panic!("{evaluation:?}")
+        };
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o.result, crate::OutcomeResult::NotInspected)),
+            "{outcomes:?}"
+        );
+        assert!(Decision::from_evaluation(&evaluation).allowed);
+        let d = decide(
+            &set,
+            &review("CREATE", &deployment(1, "main"), &Value::Null, "u"),
+        );
+        assert!(!d.allowed, "a request the rules take fails closed");
+        assert!(
+            d.denial_message().contains("is not known"),
+            "{}",
+            d.denial_message()
+        );
     }
 
     #[test]
