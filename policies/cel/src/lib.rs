@@ -375,7 +375,7 @@ impl PolicySet {
     pub fn may_judge(&self, request: &Request) -> bool {
         self.policies
             .iter()
-            .any(|p| matching::rules_match(&p.match_constraints, request, false))
+            .any(|p| matching::may_match(&p.match_constraints, request))
     }
 }
 

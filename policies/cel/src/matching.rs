@@ -26,11 +26,20 @@ pub fn matches(m: &MatchResources, req: &Request, binding: bool) -> MatchResult 
         return Ok(false);
     }
     if !rules_match(m, req, binding) {
-        return Ok(false);
+        return match another_version(m, req) {
+            Some(named) => Err(named),
+            None => Ok(false),
+        };
     }
     namespace?;
     object?;
     Ok(true)
+}
+
+/// Whether a policy's `matchConstraints` may judge the request, selectors aside: its resource
+/// rules take it, or take it in another version (an error, see [`another_version`]).
+pub fn may_match(m: &MatchResources, req: &Request) -> bool {
+    rules_match(m, req, false) || another_version(m, req).is_some()
 }
 
 /// The resource rules alone (`resourceRules` and `excludeResourceRules`), selectors aside.
@@ -51,10 +60,74 @@ pub fn rules_match(m: &MatchResources, req: &Request, binding: bool) -> bool {
     !excluded
 }
 
+/// `matchPolicy: Equivalent` (the default) for a request in a version the rules do not name:
+/// the API server judges it converted to a version they name. Without discovery and
+/// conversion that cannot be done here, and letting it pass as unmatched would let anyone
+/// evade a policy by writing another version (`autoscaling/v1` for a policy on `autoscaling/v2`
+/// HorizontalPodAutoscalers). So a request for a resource a rule names by its exact group and
+/// resource, in a version the rule leaves out, is an error (the policy's `failurePolicy`
+/// decides), with the versions to use. `None`: no such rule, or `matchPolicy: Exact`.
+fn another_version(m: &MatchResources, req: &Request) -> Option<String> {
+    if m.match_policy.as_deref() == Some("Exact") {
+        return None;
+    }
+    let by_name =
+        |list: Option<&[String]>, value: &str| list.unwrap_or_default().iter().any(|x| x == value);
+    let mut named: Vec<&str> = Vec::new();
+    for r in m.resource_rules.iter().flatten() {
+        let exact = by_name(r.api_groups.as_deref(), &req.resource.group)
+            && r.resources.as_deref().unwrap_or_default().iter().any(|p| {
+                let (resource, sub) = p.split_once('/').unwrap_or((p, ""));
+                resource == req.resource.resource && (sub == "*" || sub == req.sub_resource)
+            });
+        if exact && rule_matches_in_any_version(r, req) {
+            named.extend(r.api_versions.iter().flatten().map(String::as_str));
+        }
+    }
+    let excluded = m
+        .exclude_resource_rules
+        .iter()
+        .flatten()
+        .any(|r| rule_matches_in_any_version(r, req));
+    if named.is_empty() || excluded {
+        return None;
+    }
+    named.sort_unstable();
+    named.dedup();
+    let group = &req.resource.group;
+    let in_group = |v: &str| {
+        if group.is_empty() {
+            v.to_string()
+        } else {
+            format!("{group}/{v}")
+        }
+    };
+    Some(format!(
+        "the request is for {} in {}, a version this policy's rules do not name ({}); with matchPolicy Equivalent the API server would judge it converted to one of those, which ck8s cannot do: send the object as {} (or set matchPolicy: Exact)",
+        req.resource.resource,
+        in_group(&req.resource.version),
+        named.join(", "),
+        named
+            .iter()
+            .map(|v| in_group(v))
+            .collect::<Vec<_>>()
+            .join(" or "),
+    ))
+}
+
+/// [`rule_matches`] with the rule's `apiVersions` taken as `*`.
+fn rule_matches_in_any_version(r: &NamedRuleWithOperations, req: &Request) -> bool {
+    rule_matches_with(r, req, false)
+}
+
 /// One `NamedRuleWithOperations` against the request's resource. `matchPolicy: Equivalent`
 /// (the default) also matches the request's `requestResource` when the caller knows it to be
 /// another version of the same resource.
 pub fn rule_matches(r: &NamedRuleWithOperations, req: &Request) -> bool {
+    rule_matches_with(r, req, true)
+}
+
+fn rule_matches_with(r: &NamedRuleWithOperations, req: &Request, check_version: bool) -> bool {
     let op = match req.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
@@ -65,7 +138,7 @@ pub fn rule_matches(r: &NamedRuleWithOperations, req: &Request) -> bool {
         return false;
     }
     if !list_has(r.api_groups.as_deref(), &req.resource.group)
-        || !list_has(r.api_versions.as_deref(), &req.resource.version)
+        || (check_version && !list_has(r.api_versions.as_deref(), &req.resource.version))
     {
         return false;
     }
@@ -369,6 +442,64 @@ mod tests {
         known.namespace_object =
             Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}).into());
         assert_eq!(matches(&mr, &known, false), Ok(false));
+    }
+
+    #[test]
+    fn another_version_of_a_named_resource_is_an_error_under_equivalent() {
+        let hpa = |version: &str| {
+            let mut r = Request::new(
+                Operation::Create,
+                Gvr {
+                    group: "autoscaling".into(),
+                    version: version.into(),
+                    resource: "horizontalpodautoscalers".into(),
+                },
+                None,
+            );
+            r.namespace = "team-a".into();
+            r
+        };
+        let mut v2 = rule(&["CREATE"], &["autoscaling"], &["horizontalpodautoscalers"]);
+        v2.api_versions = Some(vec!["v2".into()]);
+        let mr = MatchResources {
+            resource_rules: Some(vec![v2.clone()]),
+            ..Default::default()
+        };
+        assert_eq!(matches(&mr, &hpa("v2"), false), Ok(true));
+        let err = matches(&mr, &hpa("v1"), false).unwrap_err();
+        assert!(
+            err.contains("autoscaling/v1") && err.contains("send the object as autoscaling/v2"),
+            "{err}"
+        );
+        assert!(may_match(&mr, &hpa("v1")));
+        // Exact: another version is simply not matched.
+        let exact = MatchResources {
+            match_policy: Some("Exact".into()),
+            ..mr.clone()
+        };
+        assert_eq!(matches(&exact, &hpa("v1"), false), Ok(false));
+        assert!(!may_match(&exact, &hpa("v1")));
+        // Only a rule that names the group and the resource exactly says so; an operation it
+        // leaves out, or an exclusion in any version, is no match.
+        let mut wildcard = v2.clone();
+        wildcard.api_groups = Some(vec!["*".into()]);
+        let broad = MatchResources {
+            resource_rules: Some(vec![wildcard]),
+            ..Default::default()
+        };
+        assert_eq!(matches(&broad, &hpa("v1"), false), Ok(false));
+        let mut update = hpa("v1");
+        update.operation = Operation::Update;
+        assert_eq!(matches(&mr, &update, false), Ok(false));
+        let excluded = MatchResources {
+            exclude_resource_rules: Some(vec![v2]),
+            ..mr.clone()
+        };
+        assert_eq!(matches(&excluded, &hpa("v1"), false), Ok(false));
+        assert_eq!(
+            matches(&mr, &req("deployments", "", "team-a"), false),
+            Ok(false)
+        );
     }
 
     #[test]

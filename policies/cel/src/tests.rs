@@ -583,3 +583,37 @@ fn the_fast_path_agrees_with_the_cel_crate() {
     assert_eq!(log.slow, 0, "{:#?}", log.slow_sources);
     assert!(log.fast >= 8, "{log:?}");
 }
+
+#[test]
+fn a_resource_sent_in_a_version_the_rules_leave_out_follows_the_failure_policy() {
+    let hpa_policy = |failure: &str| {
+        format!(
+            "{HEAD}metadata: {{name: hpa-max}}\nspec:\n  failurePolicy: {failure}\n  matchConstraints:\n    resourceRules:\n    - {{apiGroups: [autoscaling], apiVersions: [v2], operations: [CREATE], resources: [horizontalpodautoscalers]}}\n  validations:\n  - expression: object.spec.maxReplicas <= 10\n    message: at most 10 replicas\n"
+        )
+    };
+    let hpa = |version: &str| {
+        json!({"apiVersion": format!("autoscaling/{version}"), "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "team-a"},
+            "spec": {"maxReplicas": 50, "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}}})
+    };
+    let fail = PolicySet::load("hpa", &hpa_policy("Fail")).unwrap();
+    let d = fail.evaluate(&req(hpa("v2")), None).decision();
+    assert!(!d.allowed);
+    assert!(
+        d.denials[0].message.contains("at most 10 replicas"),
+        "{d:?}"
+    );
+    // Written as autoscaling/v1, the API server would judge it converted to v2; ck8s cannot
+    // convert, and does not let it through unjudged either.
+    let d = fail.evaluate(&req(hpa("v1")), None).decision();
+    assert!(!d.allowed, "{d:?}");
+    assert!(
+        d.denials[0]
+            .message
+            .contains("send the object as autoscaling/v2"),
+        "{d:?}"
+    );
+    let ignore = PolicySet::load("hpa", &hpa_policy("Ignore")).unwrap();
+    let d = ignore.evaluate(&req(hpa("v1")), None).decision();
+    assert!(d.allowed, "{d:?}");
+}
