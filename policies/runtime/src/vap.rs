@@ -589,6 +589,23 @@ spec:
     }
 
     #[test]
+    fn a_request_in_a_version_the_rules_leave_out_reaches_the_policy_and_fails_closed() {
+        // The webhook asks the resource rules before it parses a request for CEL: a request
+        // for a named resource in another version must not be skipped there.
+        let set = set_of(&[("max.yaml", &vap(None))], "", false).unwrap();
+        let beta = review("CREATE", &deployment(1, "main"), &Value::Null, "u")
+            .replace(r#""version":"v1""#, r#""version":"v1beta2""#);
+        assert!(beta.contains("v1beta2"), "{beta}");
+        let d = decide(&set, &beta);
+        assert!(!d.allowed, "{}", d.denial_message());
+        assert!(
+            d.denial_message().contains("send the object as apps/v1"),
+            "{}",
+            d.denial_message()
+        );
+    }
+
+    #[test]
     fn validation_actions_are_the_modes() {
         let with_binding =
             "ValidatingAdmissionPolicy 'max-replicas' with binding 'max-replicas-binding'";
