@@ -808,6 +808,20 @@ fn the_audit_component_is_accepted_and_its_service_account_can_do_exactly_the_au
         cp.kubectl_output(&["delete", kind, "-A", "--all"]).unwrap();
     }
     let sa = "system:serviceaccount:ck8s-system:ck8s-audit";
+    // The API server's authorizer learns a new binding from its informer, a moment after the
+    // apply: wait until it grants the writes, so that a refusal below is the role's, not the
+    // cache's.
+    for kind in [
+        "policyreports.wgpolicyk8s.io",
+        "clusterpolicyreports.wgpolicyk8s.io",
+    ] {
+        cp.wait_until(Duration::from_secs(30), "the audit role in force", || {
+            Ok(cp
+                .kubectl_output(&["auth", "can-i", "patch", kind, "-A", "--as", sa])
+                .is_ok_and(|o| o.trim() == "yes"))
+        })
+        .unwrap();
+    }
     let from = cp.audit_events().unwrap().len();
     let out = ck8s(&kubeconfig, &args);
     assert_eq!(
