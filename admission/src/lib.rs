@@ -15,6 +15,9 @@
 //! - [`self_wake`] — a connection's task polled again when it wakes itself, not rescheduled;
 //! - [`body`] — request bodies under the memory budget and their deadline;
 //! - [`server`] — listeners, the request handler, reloads, graceful shutdown.
+//!
+//! The binary's allocator and its settings live in `ck8s-admission-allocator`, which holds
+//! the FFI this crate forbids.
 
 pub mod body;
 pub mod breakglass;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 /// policies' input and the answer, and musl's malloc (the shipped static binary) made that a
 /// fifth of the CPU per review (BENCHMARKS.md, "ck8s-admission's CPU per review").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ck8s_admission_allocator::MiMalloc = ck8s_admission_allocator::MiMalloc;
 
 fn main() -> ExitCode {
+    ck8s_admission_allocator::return_freed_memory_promptly();
     let args = Args::parse();
     if let Err(e) = args.check() {
         eprintln!("error: {e}");
