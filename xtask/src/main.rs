@@ -2,7 +2,8 @@
 //! whole test suite with its test binaries side by side ([`test`]).
 //!
 //! The release:
-//! 1. static `ck8s-admission` and `kubectl-ck8s` for each `--target` (musl, `cargo build --release`);
+//! 1. static `ck8s-admission` and `kubectl-ck8s` for each `--target` (musl, `cargo build --release`),
+//!    optimised with the target's committed profile where there is one ([`pgo`]);
 //! 2. `ck8s-<version>-<target>.tar.gz` per target: both binaries, `kubectl_complete-ck8s`,
 //!    LICENSE and README.md under one top-level directory;
 //! 3. the webhook image from the x86_64 binary, without a container engine (umoci, skopeo):
@@ -15,6 +16,7 @@
 mod archive;
 mod image;
 mod krew;
+mod pgo;
 mod test;
 
 use anyhow::{Context, Result, bail};
@@ -92,6 +94,9 @@ struct DistArgs {
     /// Skip the container image (no umoci/skopeo needed).
     #[arg(long)]
     no_image: bool,
+    /// Build without the committed optimisation profile (admission/pgo/README.md).
+    #[arg(long)]
+    no_pgo: bool,
 }
 
 fn main() {
@@ -162,7 +167,7 @@ fn dist(args: DistArgs) -> Result<()> {
 
     let mut archives = Vec::new();
     for target in &targets {
-        let bin_dir = cargo_build(&root, target)?;
+        let bin_dir = cargo_build(&root, target, !args.no_pgo)?;
         let path = archive::write(&root, &bin_dir, target, &out, epoch)?;
         eprintln!("wrote {}", path.display());
         archives.push((*target, path));
@@ -205,8 +210,9 @@ fn dist(args: DistArgs) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release` of [`BINARIES`] for `target`; returns the directory holding them.
-fn cargo_build(root: &Path, target: &Target) -> Result<PathBuf> {
+/// `cargo build --release` of [`BINARIES`] for `target`, with its committed optimisation
+/// profile if `use_profile` and there is one; returns the directory holding them.
+fn cargo_build(root: &Path, target: &Target, use_profile: bool) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(root)
@@ -214,7 +220,26 @@ fn cargo_build(root: &Path, target: &Target) -> Result<PathBuf> {
     for bin in BINARIES {
         cmd.args(["-p", bin]);
     }
-    eprintln!("building {} for {}", BINARIES.join(", "), target.triple);
+    let profile = match pgo::committed_profile(root, target.triple) {
+        Some(gz) if use_profile => {
+            let profile = pgo::unpack(&gz, &target_dir(root).join("pgo"))?;
+            let (name, value) =
+                pgo::rustflags_with_profile(target.triple, &profile, |n| std::env::var(n).ok());
+            cmd.env(name, value);
+            format!(
+                " with the profile {} ({})",
+                gz.display(),
+                pgo::provenance(root, target.triple)
+            )
+        }
+        Some(_) => " without its profile (--no-pgo)".to_string(),
+        None => String::new(),
+    };
+    eprintln!(
+        "building {} for {}{profile}",
+        BINARIES.join(", "),
+        target.triple
+    );
     let started = Instant::now();
     let status = cmd.status().context("running cargo")?;
     if !status.success() {

@@ -181,6 +181,30 @@ fn archive_entries(dir: &Path, triple: &str) -> Vec<Entry> {
 // Archives
 // ---------------------------------------------------------------------------------------
 
+/// The released webhook is optimised with the committed profile (admission/pgo/README.md):
+/// rustc lists the file it was given by `-Cprofile-use` in the binary's dep-info, and that
+/// file is the committed profile, unpacked. A build that lost the flag fails here.
+#[test]
+fn the_webhook_is_built_with_the_committed_profile() {
+    dist();
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
+    let depinfo_path = target.join(X86).join("release/ck8s-admission.d");
+    let depinfo = std::fs::read_to_string(&depinfo_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", depinfo_path.display()));
+    let used = depinfo
+        .split_whitespace()
+        .find(|w| w.ends_with(".profdata"))
+        .unwrap_or_else(|| panic!("no profile among the build's inputs:\n{depinfo:.2000}"));
+    let committed =
+        std::fs::read(workspace().join(format!("admission/pgo/{X86}.profdata.gz"))).unwrap();
+    assert!(
+        std::fs::read(used).unwrap() == gunzip(&committed),
+        "{used} is not the committed profile"
+    );
+}
+
 #[test]
 fn archives_hold_static_binaries_the_completion_helper_license_and_readme() {
     let dir = dist();
