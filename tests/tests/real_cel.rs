@@ -1025,6 +1025,107 @@ fn same_answer(name: &str, ours: &Server, theirs: &Server) -> Result<(), String>
     }
 }
 
+/// The same storage under another group: the API server judges an `events.k8s.io/v1` Event by
+/// a policy on core Events (converted), so ck8s must not let it through unjudged either.
+#[test]
+fn the_other_group_of_a_resource_is_not_let_through_unjudged() {
+    let cp = ControlPlane::shared();
+    let api = Api::new(cp);
+    ensure(
+        &api,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "cel-events"}}),
+    );
+    let text = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: cel-core-event-reason}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [events]}
+  validations:
+  - expression: object.reason != 'Refused'
+    message: the reason Refused is refused
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: cel-core-event-reason}
+spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
+"#;
+    let files: Vec<Value> = serde_saphyr::from_multiple(text).unwrap();
+    for f in &files {
+        ensure(&api, f);
+    }
+    let core = |reason: &str| {
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "cel-events"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "cel-events"},
+            "reason": reason, "message": "m", "type": "Normal"})
+    };
+    let new_api = |reason: &str| {
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "cel-events"},
+            "eventTime": "2026-12-04T00:00:00.000000Z", "reportingController": "ck8s.dev/test",
+            "reportingInstance": "test-1", "action": "Tested", "reason": reason, "type": "Normal",
+            "regarding": {"kind": "Pod", "name": "p", "namespace": "cel-events"}, "note": "m"})
+    };
+    cp.wait_until(Duration::from_secs(60), "the Event policy in force", || {
+        Ok(api.create(&core("Refused"), true).status >= 400)
+    })
+    .unwrap();
+
+    let set = PolicySet::load("cel-core-event-reason", text).unwrap();
+    let no_namespaces = BTreeMap::new();
+    let judged = |object: &Value| {
+        set.evaluate(&request_for(object, &no_namespaces), None)
+            .decision()
+    };
+
+    // The API server converts the events.k8s.io Event and denies it by the core policy...
+    let refused = new_api("Refused");
+    let server = api.create(&refused, true);
+    assert!(
+        server.status >= 400
+            && server.body["message"]
+                .to_string()
+                .contains("the reason Refused is refused"),
+        "the API server judges an events.k8s.io/v1 Event by the core Events policy: {} {}",
+        server.status,
+        server.body
+    );
+    // ... and ck8s does not let it through either.
+    let ours = judged(&refused);
+    assert!(!ours.allowed, "{ours:?}");
+    assert!(
+        ours.denials[0]
+            .message
+            .contains("send the object as v1 (the core group)"),
+        "{ours:?}"
+    );
+    // As a core Event, both judge it the same.
+    let ours = judged(&core("Refused"));
+    assert!(!ours.allowed && ours.denials[0].message.contains("the reason Refused is refused"));
+    assert!(api.create(&core("Tested"), true).status < 300);
+    assert!(judged(&core("Tested")).allowed);
+    // The documented difference, as for versions: ck8s cannot convert, so an allowed
+    // events.k8s.io Event is an error too.
+    assert!(api.create(&new_api("Tested"), true).status < 300);
+    assert!(!judged(&new_api("Tested")).allowed);
+
+    for (kind, name) in [
+        ("validatingadmissionpolicybindings", "cel-core-event-reason"),
+        ("validatingadmissionpolicies", "cel-core-event-reason"),
+    ] {
+        api.send(
+            reqwest::Method::DELETE,
+            &format!("/apis/admissionregistration.k8s.io/v1/{kind}/{name}"),
+            None,
+        );
+    }
+}
+
+
 /// `matchPolicy: Equivalent` across versions, which ck8s cannot do (no conversion): the API
 /// server judges an `autoscaling/v1` HorizontalPodAutoscaler by a policy written for
 /// `autoscaling/v2`, converted. Before, ck8s let such a request pass unjudged: a way around any

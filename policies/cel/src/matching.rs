@@ -60,74 +60,102 @@ pub fn rules_match(m: &MatchResources, req: &Request, binding: bool) -> bool {
     !excluded
 }
 
+/// Resources the API server stores once and serves under two groups. With `matchPolicy:
+/// Equivalent` a rule naming one takes requests for the other, converted: its
+/// `EquivalentResourceMapper` keys a resource by its storage prefix. Events are the one such
+/// pair Kubernetes serves today (`extensions` Deployments and Ingresses are gone).
+const SAME_STORAGE: &[[(&str, &str); 2]] = &[[("", "events"), ("events.k8s.io", "events")]];
+
+/// The request's group and resource, then those the API server stores as the same resource.
+fn equivalent_resources<'r>(req: &'r Request) -> Vec<(&'r str, &'r str)> {
+    let own = (req.resource.group.as_str(), req.resource.resource.as_str());
+    let mut all = vec![own];
+    for pair in SAME_STORAGE {
+        if let Some(i) = pair.iter().position(|gr| *gr == own) {
+            all.push(pair[1 - i]);
+        }
+    }
+    all
+}
+
 /// `matchPolicy: Equivalent` (the default) for a request in a version the rules do not name:
 /// the API server judges it converted to a version they name. Without discovery and
 /// conversion that cannot be done here, and letting it pass as unmatched would let anyone
 /// evade a policy by writing another version (`autoscaling/v1` for a policy on `autoscaling/v2`
-/// HorizontalPodAutoscalers). So a request for a resource a rule names by its exact group and
-/// resource, in a version the rule leaves out, is an error (the policy's `failurePolicy`
-/// decides), with the versions to use. `None`: no such rule, or `matchPolicy: Exact`.
+/// HorizontalPodAutoscalers) or the other group of the same resource (`events.k8s.io/v1` for a
+/// policy on core Events). So a request for a resource a rule names by its exact group and
+/// resource (or by the other group of the same storage, [`SAME_STORAGE`]), in a version the
+/// rule leaves out, is an error (the policy's `failurePolicy` decides), with the group-versions
+/// to use. `None`: no such rule, or `matchPolicy: Exact`.
 fn another_version(m: &MatchResources, req: &Request) -> Option<String> {
     if m.match_policy.as_deref() == Some("Exact") {
         return None;
     }
     let by_name =
         |list: Option<&[String]>, value: &str| list.unwrap_or_default().iter().any(|x| x == value);
-    let mut named: Vec<&str> = Vec::new();
-    for r in m.resource_rules.iter().flatten() {
-        let exact = by_name(r.api_groups.as_deref(), &req.resource.group)
-            && r.resources.as_deref().unwrap_or_default().iter().any(|p| {
-                let (resource, sub) = p.split_once('/').unwrap_or((p, ""));
-                resource == req.resource.resource && (sub == "*" || sub == req.sub_resource)
-            });
-        if exact && rule_matches_in_any_version(r, req) {
-            named.extend(r.api_versions.iter().flatten().map(String::as_str));
+    // As an apiVersion reads; the core group named, since its apiVersion carries no group.
+    let in_group = |group: &str, version: &str| match (group, version) {
+        ("", "*") => "v1 (the core group)".to_string(),
+        ("", version) => format!("{version} (the core group)"),
+        (group, "*") => format!("{group} (any version)"),
+        (group, version) => format!("{group}/{version}"),
+    };
+    let equivalents = equivalent_resources(req);
+    let mut named: Vec<String> = Vec::new();
+    for &(group, resource) in &equivalents {
+        for r in m.resource_rules.iter().flatten() {
+            let exact = by_name(r.api_groups.as_deref(), group)
+                && r.resources.as_deref().unwrap_or_default().iter().any(|p| {
+                    let (named, sub) = p.split_once('/').unwrap_or((p, ""));
+                    named == resource && (sub == "*" || sub == req.sub_resource)
+                });
+            if exact && rule_matches_as(r, req, group, resource, None) {
+                named.extend(r.api_versions.iter().flatten().map(|v| in_group(group, v)));
+            }
         }
     }
-    let excluded = m
-        .exclude_resource_rules
-        .iter()
-        .flatten()
-        .any(|r| rule_matches_in_any_version(r, req));
+    let excluded = m.exclude_resource_rules.iter().flatten().any(|r| {
+        equivalents
+            .iter()
+            .any(|&(group, resource)| rule_matches_as(r, req, group, resource, None))
+    });
     if named.is_empty() || excluded {
         return None;
     }
     named.sort_unstable();
     named.dedup();
-    let group = &req.resource.group;
-    let in_group = |v: &str| {
-        if group.is_empty() {
-            v.to_string()
-        } else {
-            format!("{group}/{v}")
-        }
-    };
     Some(format!(
-        "the request is for {} in {}, a version this policy's rules do not name ({}); with matchPolicy Equivalent the API server would judge it converted to one of those, which ck8s cannot do: send the object as {} (or set matchPolicy: Exact)",
+        "the request is for {} in {}, which this policy's rules name only as {}; with matchPolicy Equivalent the API server would judge it converted to one of those, which ck8s cannot do: send the object as {} (or set matchPolicy: Exact)",
         req.resource.resource,
-        in_group(&req.resource.version),
+        in_group(&req.resource.group, &req.resource.version),
         named.join(", "),
-        named
-            .iter()
-            .map(|v| in_group(v))
-            .collect::<Vec<_>>()
-            .join(" or "),
+        named.join(" or "),
     ))
-}
-
-/// [`rule_matches`] with the rule's `apiVersions` taken as `*`.
-fn rule_matches_in_any_version(r: &NamedRuleWithOperations, req: &Request) -> bool {
-    rule_matches_with(r, req, false)
 }
 
 /// One `NamedRuleWithOperations` against the request's resource. `matchPolicy: Equivalent`
 /// (the default) also matches the request's `requestResource` when the caller knows it to be
 /// another version of the same resource.
 pub fn rule_matches(r: &NamedRuleWithOperations, req: &Request) -> bool {
-    rule_matches_with(r, req, true)
+    let resource = &req.resource;
+    rule_matches_as(
+        r,
+        req,
+        &resource.group,
+        &resource.resource,
+        Some(&resource.version),
+    )
 }
 
-fn rule_matches_with(r: &NamedRuleWithOperations, req: &Request, check_version: bool) -> bool {
+/// [`rule_matches`] for the request as if for `group` and `resource`, in `version` (`None`:
+/// any version, named by the rule or not).
+fn rule_matches_as(
+    r: &NamedRuleWithOperations,
+    req: &Request,
+    group: &str,
+    resource: &str,
+    version: Option<&str>,
+) -> bool {
     let op = match req.operation {
         Operation::Create => "CREATE",
         Operation::Update => "UPDATE",
@@ -137,14 +165,14 @@ fn rule_matches_with(r: &NamedRuleWithOperations, req: &Request, check_version: 
     if !list_has(r.operations.as_deref(), op) {
         return false;
     }
-    if !list_has(r.api_groups.as_deref(), &req.resource.group)
-        || (check_version && !list_has(r.api_versions.as_deref(), &req.resource.version))
+    if !list_has(r.api_groups.as_deref(), group)
+        || version.is_some_and(|v| !list_has(r.api_versions.as_deref(), v))
     {
         return false;
     }
     if !resource_matches(
         r.resources.as_deref().unwrap_or_default(),
-        &req.resource.resource,
+        resource,
         &req.sub_resource,
     ) {
         return false;
@@ -442,6 +470,61 @@ mod tests {
         known.namespace_object =
             Some(serde_json::json!({"metadata": {"labels": {"env": "dev"}}}).into());
         assert_eq!(matches(&mr, &known, false), Ok(false));
+    }
+
+    #[test]
+    fn the_other_group_of_the_same_storage_is_an_error_under_equivalent() {
+        let event = |group: &str| {
+            let mut r = Request::new(
+                Operation::Create,
+                Gvr {
+                    group: group.into(),
+                    version: "v1".into(),
+                    resource: "events".into(),
+                },
+                None,
+            );
+            r.namespace = "team-a".into();
+            r
+        };
+        let core = MatchResources {
+            resource_rules: Some(vec![rule(&["CREATE"], &[""], &["events"])]),
+            ..Default::default()
+        };
+        assert_eq!(matches(&core, &event(""), false), Ok(true));
+        let err = matches(&core, &event("events.k8s.io"), false).unwrap_err();
+        assert!(
+            err.contains("in events.k8s.io/v1")
+                && err.contains("send the object as v1 (the core group)"),
+            "{err}"
+        );
+        assert!(may_match(&core, &event("events.k8s.io")));
+        // The other way round, with a named version.
+        let mut new_api = rule(&["CREATE"], &["events.k8s.io"], &["events"]);
+        new_api.api_versions = Some(vec!["v1".into()]);
+        let new_api = MatchResources {
+            resource_rules: Some(vec![new_api]),
+            ..Default::default()
+        };
+        let err = matches(&new_api, &event(""), false).unwrap_err();
+        assert!(err.contains("send the object as events.k8s.io/v1"), "{err}");
+        // Exact, or the equivalent excluded: no match. Another resource is never equivalent.
+        let exact = MatchResources {
+            match_policy: Some("Exact".into()),
+            ..core.clone()
+        };
+        assert_eq!(matches(&exact, &event("events.k8s.io"), false), Ok(false));
+        let excluded = MatchResources {
+            exclude_resource_rules: Some(vec![rule(&["*"], &[""], &["events"])]),
+            ..core.clone()
+        };
+        assert_eq!(
+            matches(&excluded, &event("events.k8s.io"), false),
+            Ok(false)
+        );
+        let mut other = event("events.k8s.io");
+        other.resource.resource = "eventlists".into();
+        assert_eq!(matches(&core, &other, false), Ok(false));
     }
 
     #[test]
