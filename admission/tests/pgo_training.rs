@@ -65,7 +65,13 @@ fn the_training_workload_is_answered_in_full() {
     // One second of each phase (regenerate.sh runs 20).
     let out = Command::new("python3")
         .current_dir(root)
-        .args(["admission/pgo/train.py", &https.to_string(), &metrics.to_string(), "1", "1"])
+        .args([
+            "admission/pgo/train.py",
+            &https.to_string(),
+            &metrics.to_string(),
+            "1",
+            "1",
+        ])
         .output()
         .expect("python3 runs the training workload");
     let _ = server.kill();

@@ -1105,7 +1105,12 @@ spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
     );
     // As a core Event, both judge it the same.
     let ours = judged(&core("Refused"));
-    assert!(!ours.allowed && ours.denials[0].message.contains("the reason Refused is refused"));
+    assert!(
+        !ours.allowed
+            && ours.denials[0]
+                .message
+                .contains("the reason Refused is refused")
+    );
     assert!(api.create(&core("Tested"), true).status < 300);
     assert!(judged(&core("Tested")).allowed);
     // The documented difference, as for versions: ck8s cannot convert, so an allowed
@@ -1124,7 +1129,6 @@ spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
         );
     }
 }
-
 
 /// `matchPolicy: Equivalent` across versions, which ck8s cannot do (no conversion): the API
 /// server judges an `autoscaling/v1` HorizontalPodAutoscaler by a policy written for

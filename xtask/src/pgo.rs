@@ -44,13 +44,19 @@ pub fn provenance(root: &Path, triple: &str) -> String {
         ],
     );
     match since {
-        Ok(n) if n == "0" => format!("trained at {}, the Rust code since unchanged", &commit[..12]),
+        Ok(n) if n == "0" => format!(
+            "trained at {}, the Rust code since unchanged",
+            &commit[..12]
+        ),
         Ok(n) => format!(
             "trained at {}; {n} commit(s) since changed Rust code: functions changed since run without \
              their profile (admission/pgo/README.md, \"When to regenerate\")",
             &commit[..12]
         ),
-        Err(_) => format!("trained at {} (not in this checkout's history)", &commit[..12]),
+        Err(_) => format!(
+            "trained at {} (not in this checkout's history)",
+            &commit[..12]
+        ),
     }
 }
 
