@@ -14,13 +14,18 @@ triple=x86_64-unknown-linux-musl
 llvm_bin=$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin
 [ -x "$llvm_bin/llvm-profdata" ] || { echo "error: llvm-profdata missing: rustup component add llvm-tools" >&2; exit 1; }
 
+# The commit the build is made from, taken before it starts (a tree with changes says so).
+trained_at="commit $(git rev-parse HEAD)"
+[ -z "$(git status --porcelain -- '*.rs' Cargo.lock)" ] || trained_at="$trained_at with uncommitted changes"
+
 work=$(mktemp -d)
 pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # Its own target directory: instrumented objects must not mix with the release build's. The
 # flag's path is fixed so that a second run reuses the build; LLVM_PROFILE_FILE picks the output.
-# INSTRUMENTED=<binary> trains an instrumented build made before instead.
+# INSTRUMENTED=<binary> trains an instrumented build made before instead (of HEAD's code: the
+# stamp names HEAD).
 if [ -n "${INSTRUMENTED:-}" ]; then
   bin=$INSTRUMENTED
 else
@@ -58,5 +63,5 @@ train --policies "$work/policies"
 # Sparse: functions the workload never ran are left out (they are optimised as without a profile).
 "$llvm_bin/llvm-profdata" merge --sparse -o "$work/merged.profdata" "$work/raw"
 gzip -9n <"$work/merged.profdata" >admission/pgo/$triple.profdata.gz
-printf 'trained on commit %s with %s\n' "$(git rev-parse HEAD)" "$(rustc -V)" >admission/pgo/$triple.trained-at
+printf 'trained on %s with %s\n' "$trained_at" "$(rustc -V)" >admission/pgo/$triple.trained-at
 ls -l admission/pgo/$triple.profdata.gz
