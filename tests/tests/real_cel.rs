@@ -1025,6 +1025,48 @@ fn same_answer(name: &str, ours: &Server, theirs: &Server) -> Result<(), String>
     }
 }
 
+/// A policy and its binding (one YAML text, both named `name`) in force in the API server and
+/// loaded by ck8s, to judge the same objects on both sides; deleted from the API server on drop.
+struct OnBothSides<'a> {
+    api: &'a Api,
+    name: &'static str,
+    set: PolicySet,
+}
+
+impl<'a> OnBothSides<'a> {
+    fn install(api: &'a Api, name: &'static str, text: &str) -> Self {
+        let files: Vec<Value> = serde_saphyr::from_multiple(text).unwrap();
+        for f in &files {
+            ensure(api, f);
+        }
+        let set = PolicySet::load(name, text).unwrap();
+        OnBothSides { api, name, set }
+    }
+
+    /// ck8s's decision on a dry-run CREATE of `object`.
+    fn ck8s(&self, object: &Value) -> Decision {
+        let no_namespaces = BTreeMap::new();
+        self.set
+            .evaluate(&request_for(object, &no_namespaces), None)
+            .decision()
+    }
+}
+
+impl Drop for OnBothSides<'_> {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicies",
+        ] {
+            self.api.send(
+                reqwest::Method::DELETE,
+                &format!("/apis/admissionregistration.k8s.io/v1/{kind}/{}", self.name),
+                None,
+            );
+        }
+    }
+}
+
 /// The same storage under another group: the API server judges an `events.k8s.io/v1` Event by
 /// a policy on core Events (converted), so ck8s must not let it through unjudged either.
 #[test]
@@ -1053,10 +1095,7 @@ kind: ValidatingAdmissionPolicyBinding
 metadata: {name: cel-core-event-reason}
 spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
 "#;
-    let files: Vec<Value> = serde_saphyr::from_multiple(text).unwrap();
-    for f in &files {
-        ensure(&api, f);
-    }
+    let policy = OnBothSides::install(&api, "cel-core-event-reason", text);
     let core = |reason: &str| {
         json!({"apiVersion": "v1", "kind": "Event",
             "metadata": {"name": "e", "namespace": "cel-events"},
@@ -1075,12 +1114,7 @@ spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
     })
     .unwrap();
 
-    let set = PolicySet::load("cel-core-event-reason", text).unwrap();
-    let no_namespaces = BTreeMap::new();
-    let judged = |object: &Value| {
-        set.evaluate(&request_for(object, &no_namespaces), None)
-            .decision()
-    };
+    let judged = |object: &Value| policy.ck8s(object);
 
     // The API server converts the events.k8s.io Event and denies it by the core policy...
     let refused = new_api("Refused");
@@ -1117,17 +1151,6 @@ spec: {policyName: cel-core-event-reason, validationActions: [Deny]}
     // events.k8s.io Event is an error too.
     assert!(api.create(&new_api("Tested"), true).status < 300);
     assert!(!judged(&new_api("Tested")).allowed);
-
-    for (kind, name) in [
-        ("validatingadmissionpolicybindings", "cel-core-event-reason"),
-        ("validatingadmissionpolicies", "cel-core-event-reason"),
-    ] {
-        api.send(
-            reqwest::Method::DELETE,
-            &format!("/apis/admissionregistration.k8s.io/v1/{kind}/{name}"),
-            None,
-        );
-    }
 }
 
 /// `matchPolicy: Equivalent` across versions, which ck8s cannot do (no conversion): the API
@@ -1162,10 +1185,7 @@ kind: ValidatingAdmissionPolicyBinding
 metadata: {name: cel-hpa-v2-max}
 spec: {policyName: cel-hpa-v2-max, validationActions: [Deny]}
 "#;
-    let files: Vec<Value> = serde_saphyr::from_multiple(text).unwrap();
-    for f in &files {
-        ensure(&api, f);
-    }
+    let policy = OnBothSides::install(&api, "cel-hpa-v2-max", text);
     let hpa = |version: &str, max: u32| {
         json!({"apiVersion": format!("autoscaling/{version}"), "kind": "HorizontalPodAutoscaler",
             "metadata": {"name": "web", "namespace": "cel-versions"},
@@ -1177,12 +1197,7 @@ spec: {policyName: cel-hpa-v2-max, validationActions: [Deny]}
     })
     .unwrap();
 
-    let set = PolicySet::load("cel-hpa-v2-max", text).unwrap();
-    let no_namespaces = BTreeMap::new();
-    let judged = |object: &Value| {
-        set.evaluate(&request_for(object, &no_namespaces), None)
-            .decision()
-    };
+    let judged = |object: &Value| policy.ck8s(object);
 
     // The API server converts the v1 object and denies it by the v2 policy's rule...
     let over = hpa("v1", 50);
@@ -1215,15 +1230,4 @@ spec: {policyName: cel-hpa-v2-max, validationActions: [Deny]}
     // error for ck8s (it cannot convert), and the message says what to send.
     assert!(api.create(&hpa("v1", 5), true).status < 300);
     assert!(!judged(&hpa("v1", 5)).allowed);
-
-    for (kind, name) in [
-        ("validatingadmissionpolicybindings", "cel-hpa-v2-max"),
-        ("validatingadmissionpolicies", "cel-hpa-v2-max"),
-    ] {
-        api.send(
-            reqwest::Method::DELETE,
-            &format!("/apis/admissionregistration.k8s.io/v1/{kind}/{name}"),
-            None,
-        );
-    }
 }
