@@ -67,15 +67,14 @@ pub fn rules_match(m: &MatchResources, req: &Request, binding: bool) -> bool {
 const SAME_STORAGE: &[[(&str, &str); 2]] = &[[("", "events"), ("events.k8s.io", "events")]];
 
 /// The request's group and resource, then those the API server stores as the same resource.
-fn equivalent_resources<'r>(req: &'r Request) -> Vec<(&'r str, &'r str)> {
+/// No allocation: the webhook's pre-check asks this of every policy for every request.
+fn equivalent_resources<'r>(req: &'r Request) -> impl Iterator<Item = (&'r str, &'r str)> + Clone {
     let own = (req.resource.group.as_str(), req.resource.resource.as_str());
-    let mut all = vec![own];
-    for pair in SAME_STORAGE {
-        if let Some(i) = pair.iter().position(|gr| *gr == own) {
-            all.push(pair[1 - i]);
-        }
-    }
-    all
+    let others = SAME_STORAGE.iter().filter_map(move |pair| {
+        let i = pair.iter().position(|gr| *gr == own)?;
+        Some(pair[1 - i])
+    });
+    std::iter::once(own).chain(others)
 }
 
 /// `matchPolicy: Equivalent` (the default) for a request in a version the rules do not name:
@@ -102,7 +101,7 @@ fn another_version(m: &MatchResources, req: &Request) -> Option<String> {
     };
     let equivalents = equivalent_resources(req);
     let mut named: Vec<String> = Vec::new();
-    for &(group, resource) in &equivalents {
+    for (group, resource) in equivalents.clone() {
         for r in m.resource_rules.iter().flatten() {
             let exact = by_name(r.api_groups.as_deref(), group)
                 && r.resources.as_deref().unwrap_or_default().iter().any(|p| {
@@ -116,8 +115,8 @@ fn another_version(m: &MatchResources, req: &Request) -> Option<String> {
     }
     let excluded = m.exclude_resource_rules.iter().flatten().any(|r| {
         equivalents
-            .iter()
-            .any(|&(group, resource)| rule_matches_as(r, req, group, resource, None))
+            .clone()
+            .any(|(group, resource)| rule_matches_as(r, req, group, resource, None))
     });
     if named.is_empty() || excluded {
         return None;
