@@ -174,15 +174,15 @@ pub(crate) fn display_kind(gvk: &GroupVersionKind) -> String {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectMeta<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub name: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub namespace: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub labels: StrMap<'a>,
     #[serde(default, borrow)]
     pub annotations: StrMap<'a>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub deletion_timestamp: Option<Cow<'a, str>>,
 }
 
@@ -217,11 +217,11 @@ pub struct PodTemplateSpec<'a> {
 pub struct Container<'a> {
     #[serde(default, borrow)]
     pub name: Cow<'a, str>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub image: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "nullable")]
+    #[serde(default, borrow, deserialize_with = "str_list")]
     pub command: Vec<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "nullable")]
+    #[serde(default, borrow, deserialize_with = "str_list")]
     pub args: Vec<Cow<'a, str>>,
     #[serde(default, borrow, deserialize_with = "nullable")]
     pub env: Vec<EnvVar<'a>>,
@@ -233,7 +233,7 @@ pub struct EnvVar<'a> {
     #[serde(default, borrow)]
     pub name: Cow<'a, str>,
     /// The literal value; `None` when unset or when the variable uses `valueFrom`.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "opt_str")]
     pub value: Option<Cow<'a, str>>,
     /// Whether the variable has a `valueFrom` (a reference, never a literal).
     #[serde(default, deserialize_with = "present")]
@@ -251,6 +251,44 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A JSON string, borrowed from the input unless it has escapes. serde's own `Cow<str>` borrows
+/// only as a field's whole type: inside an `Option` or a `Vec` it always copies.
+struct BorrowedStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BorrowedStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(BorrowedStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// An optional string, borrowed where it can be (see [`BorrowedStr`]).
+fn opt_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    Ok(Option::<BorrowedStr<'a>>::deserialize(d)?.map(|s| s.0))
+}
+
+/// A list of strings (`null` is empty), each borrowed where it can be (see [`BorrowedStr`]).
+fn str_list<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Vec<Cow<'a, str>>, D::Error> {
+    let list: Vec<BorrowedStr<'a>> = nullable(d)?;
+    // The same allocation: a newtype is collected in place.
+    Ok(list.into_iter().map(|s| s.0).collect())
 }
 
 /// A string-to-string map in document order (labels, annotations, ConfigMap data).
@@ -775,6 +813,37 @@ mod tests {
             literals,
             [("EMPTY", ""), ("EMPTY_WRITTEN", ""), ("SET", "main")]
         );
+    }
+
+    /// The view points into the object's JSON: a string without escapes is never copied
+    /// (the webhook parses every object it judges, tens of strings each).
+    #[test]
+    fn strings_without_escapes_are_borrowed_from_the_json() {
+        let json = r#"{"metadata":{"name":"d","namespace":"n","labels":{"a":"b"}},"spec":{"template":{"metadata":{},"spec":{
+            "containers":[{"name":"c","image":"img:1","command":["sh"],"args":["-c","x"],"env":[{"name":"K","value":"v"}]}],
+            "initContainers":[{"name":"i","image":"esc\\aped"}]}}}}"#;
+        let gvk = GroupVersionKind {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+        };
+        let o = Object::parse(&gvk, json).unwrap();
+        let borrowed = |c: &Cow<'_, str>| matches!(c, Cow::Borrowed(_));
+        assert!(o.metadata.name.as_ref().is_some_and(borrowed));
+        assert!(o.metadata.namespace.as_ref().is_some_and(borrowed));
+        let pod = o.spec.unwrap().template.unwrap().spec.unwrap();
+        let c = &pod.containers[0];
+        assert!(borrowed(&c.name));
+        assert!(c.image.as_ref().is_some_and(borrowed), "image");
+        assert!(
+            c.command.iter().chain(&c.args).all(borrowed),
+            "command and args"
+        );
+        assert!(c.env[0].value.as_ref().is_some_and(borrowed), "env value");
+        // An escape needs a copy: the text is what the JSON says, unescaped.
+        let image = pod.init_containers[0].image.as_ref().unwrap();
+        assert!(!borrowed(image));
+        assert_eq!(image, "esc\\aped");
     }
 
     #[test]
