@@ -314,8 +314,11 @@ impl ControlPlane {
             "clusterportforwards.kwok.x-k8s.io",
         ])?;
         // The ServiceAccount admission plugin refuses pods until the controller manager has
-        // created the namespace's `default` ServiceAccount.
-        cp.wait_until(Duration::from_secs(60), "default ServiceAccount", || {
+        // created the namespace's `default` ServiceAccount. Its first start (leader election,
+        // every informer's first list) took over 60 s once, with the suite's other binaries
+        // building and running beside it on two cores: a longer bound, and its log if even
+        // that is not enough.
+        cp.wait_until(Duration::from_secs(180), "default ServiceAccount", || {
             Ok(cp
                 .kubectl_output(&[
                     "-n",
@@ -327,7 +330,8 @@ impl ControlPlane {
                     "name",
                 ])
                 .is_ok())
-        })?;
+        })
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", cp.log_tail("kube-controller-manager")))?;
         Ok(cp)
     }
 
