@@ -11,8 +11,15 @@ pid=""
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
 export CK8S_CACHE_DIR="$work/cache"
 
-# The 4 KB Deployment of the policy benchmarks as a CREATE AdmissionReview, in $work/review.json.
+# The review every request posts, in $work/review.json: $REVIEW if set (e.g.
+# admission/bench/apiserver-review.json, what the real kube-apiserver sent for the create of
+# the cluster benchmarks' 4 KB Deployment, captured by `cargo run -p ck8s-tests --example
+# capture_review`), else the 4 KB Deployment of the policy benchmarks as a CREATE AdmissionReview.
 write_review() {
+  if [ -n "${REVIEW:-}" ]; then
+    cp "$REVIEW" "$work/review.json"
+    return
+  fi
   python3 - "$work/review.json" <<'PY'
 import json, sys
 obj = json.load(open("policies/runtime/benches/deployment-4k.json"))

@@ -4,6 +4,7 @@
 #
 #   admission/bench/load.sh            # 10 s per run; DURATION=30s for longer runs
 #   BIN=/path/to/ck8s-admission admission/bench/load.sh   # another build, same load (no cargo build)
+#   REVIEW=admission/bench/apiserver-review.json admission/bench/load.sh   # the API server's review
 #
 # Prints: ready time with a warm artifact cache, req/s and latency percentiles at 1 and 8
 # connections, and the server's RSS (VmHWM, the peak) after the load.

@@ -8,6 +8,7 @@
 #   admission/bench/paced.sh                                 # builds the release binary first
 #   BIN=/path/to/ck8s-admission admission/bench/paced.sh     # another build
 #   RATE=1000 admission/bench/paced.sh
+#   REVIEW=admission/bench/apiserver-review.json admission/bench/paced.sh   # what the API server sends
 set -euo pipefail
 RATE=${RATE:-150}
 SECONDS_RUN=${SECONDS_RUN:-30}

@@ -20,8 +20,10 @@
 //! recorded run used.
 
 use ck8s_tests::cluster::{ControlPlane, codex_app};
-use ck8s_tests::cluster_webhook::{Ck8s, WEBHOOK, register, unregister, wait_active};
-use serde_json::{Value, json};
+use ck8s_tests::cluster_webhook::{
+    Ck8s, WEBHOOK, bench_deployment, register, unregister, wait_active,
+};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -278,7 +280,7 @@ async fn create_loop(
     let url = format!("{server}/apis/apps/v1/namespaces/{ns}/deployments");
     let mut times = Vec::with_capacity(n);
     for i in 0..n {
-        let body = deployment(&format!("{prefix}-{i}"));
+        let body = bench_deployment(&format!("{prefix}-{i}"));
         let t = Instant::now();
         let resp = client
             .post(&url)
@@ -293,26 +295,6 @@ async fn create_loop(
         times.push(t.elapsed());
     }
     Ok(times)
-}
-
-/// A Deployment of about 4 KB: the control plane's shape, env and labels included.
-fn deployment(name: &str) -> Value {
-    let env: Vec<Value> = (0..40)
-        .map(|i| json!({ "name": format!("CODEXK8S_SETTING_{i:02}"), "value": format!("value-{i:02}-abcdefghijklmnopqrstuvwxyz") }))
-        .chain(std::iter::once(json!({"name": "CODEXK8S_BUILD_REF", "value": "main"})))
-        .collect();
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": name, "labels": { "app.kubernetes.io/name": name, "codex-k8s.dev/project-id": "3" } },
-        "spec": {
-            "replicas": 0,
-            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
-            "template": {
-                "metadata": { "labels": { "app.kubernetes.io/name": name } },
-                "spec": { "containers": [{ "name": "main", "image": "registry.codex-k8s.dev/codex-k8s:1.0.0", "env": env }] }
-            }
-        }
-    })
 }
 
 /// The API server's histogram of ck8s's validating CREATE calls.

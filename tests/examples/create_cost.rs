@@ -19,16 +19,22 @@
 //! `CK8S_ADMISSION_BIN_B` adds a fifth variant: that other build of ck8s-admission with the
 //! WASM built-ins, alternated with the rest, to compare two builds in one run.
 //!
+//! A third argument paces the one-client runs at that many creates a second (a cluster's rate,
+//! 150, rather than as fast as one client goes): each create starts on its slot of a fixed
+//! schedule, so every review finds the webhook idle, as at a real cluster's rate.
+//!
 //! ```sh
 //! CARGO_TARGET_DIR=target/rel cargo build --release -p ck8s-admission
 //! CK8S_ADMISSION_BIN=target/rel/release/ck8s-admission \
-//!   cargo run -q -p ck8s-tests --example create_cost -- 1000 3   # creates per run, rounds
+//!   cargo run -q -p ck8s-tests --example create_cost -- 1000 3 [150]   # creates per run, rounds, pace
 //! ```
 
 use ck8s_tests::cluster::ControlPlane;
-use ck8s_tests::cluster_webhook::{Ck8s, WEBHOOK, register, unregister, wait_active};
+use ck8s_tests::cluster_webhook::{
+    Ck8s, WEBHOOK, bench_deployment, register, unregister, wait_active,
+};
 use ck8s_tests::repo;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -99,6 +105,11 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let creates: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let pace: Option<f64> = args.next().map(|a| a.parse()).transpose()?;
+    anyhow::ensure!(
+        pace.is_none_or(|r| r.is_finite() && r > 0.0),
+        "the pace must be a positive number of creates a second"
+    );
     let cp = ControlPlane::shared();
     let ns = cp.namespace("cost")?;
     let apiserver: u32 = std::fs::read_to_string(cp.dir.join("kube-apiserver.pid"))?
@@ -117,8 +128,11 @@ fn main() -> anyhow::Result<()> {
             .http1_only()
             .build()?)
     };
+    let paced = pace.map_or(String::new(), |r| {
+        format!(", one client paced at {r} creates/s")
+    });
     println!(
-        "# the cost of a create, {creates} creates of a 4 KB Deployment per run, {rounds} rounds, variants alternated\n"
+        "# the cost of a create, {creates} creates of a 4 KB Deployment per run, {rounds} rounds, variants alternated{paced}\n"
     );
     // SAFETY: signalling a child process of this one.
     unsafe { libc::kill(controllers as i32, libc::SIGSTOP) };
@@ -145,7 +159,13 @@ fn main() -> anyhow::Result<()> {
                     let t = Instant::now();
                     let client = new_client()?;
                     let latencies = rt.block_on(create_concurrently(
-                        &client, &cp.server, &ns, &prefix, creates, clients,
+                        &client,
+                        &cp.server,
+                        &ns,
+                        &prefix,
+                        creates,
+                        clients,
+                        pace.filter(|_| clients == 1),
                     ))?;
                     let wall = t.elapsed();
                     let after_admission = admission_time(&cp.metrics()?, v);
@@ -268,7 +288,7 @@ fn teardown(cp: &ControlPlane, ns: &str, v: Variant, guard: Option<Ck8s>) -> any
 
 /// Whether a server-side dry run of a Deployment with a bad build ref is allowed.
 fn dry_run_bad(cp: &ControlPlane, ns: &str) -> bool {
-    let mut bad = deployment("probe");
+    let mut bad = bench_deployment("probe");
     bad["spec"]["template"]["spec"]["containers"][0]["env"][40]["value"] = json!("-b x");
     bad["metadata"]["namespace"] = json!(ns);
     let (ok, _, _) = ck8s_tests::cluster_webhook::kubectl_in(
@@ -348,7 +368,8 @@ fn admission_time(metrics: &str, v: Variant) -> (f64, f64) {
     out
 }
 
-/// `n` creates by `clients` loops at once; every create's latency.
+/// `n` creates by `clients` loops at once, each loop's creates `pace` a second if given (on a
+/// fixed schedule: a late create does not push back the ones after it); every create's latency.
 async fn create_concurrently(
     client: &reqwest::Client,
     server: &str,
@@ -356,14 +377,20 @@ async fn create_concurrently(
     prefix: &str,
     n: usize,
     clients: usize,
+    pace: Option<f64>,
 ) -> anyhow::Result<Vec<Duration>> {
     let url = format!("{server}/apis/apps/v1/namespaces/{ns}/deployments");
+    let start = tokio::time::Instant::now();
     let loops = (0..clients).map(|c| {
         let url = url.clone();
         async move {
             let mut times = Vec::new();
-            for i in (c..n).step_by(clients) {
-                let body = deployment(&format!("{prefix}-{i}"));
+            for (k, i) in (c..n).step_by(clients).enumerate() {
+                if let Some(rate) = pace {
+                    tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / rate))
+                        .await;
+                }
+                let body = bench_deployment(&format!("{prefix}-{i}"));
                 let t = Instant::now();
                 let resp = client
                     .post(&url)
@@ -383,26 +410,6 @@ async fn create_concurrently(
     });
     let all = futures::future::try_join_all(loops).await?;
     Ok(all.into_iter().flatten().collect())
-}
-
-/// A Deployment of about 4 KB: the control plane's shape, env and labels included.
-fn deployment(name: &str) -> Value {
-    let env: Vec<Value> = (0..40)
-        .map(|i| json!({ "name": format!("CODEXK8S_SETTING_{i:02}"), "value": format!("value-{i:02}-abcdefghijklmnopqrstuvwxyz") }))
-        .chain(std::iter::once(json!({"name": "CODEXK8S_BUILD_REF", "value": "main"})))
-        .collect();
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": { "name": name, "labels": { "app.kubernetes.io/name": name, "codex-k8s.dev/project-id": "3" } },
-        "spec": {
-            "replicas": 0,
-            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
-            "template": {
-                "metadata": { "labels": { "app.kubernetes.io/name": name } },
-                "spec": { "containers": [{ "name": "main", "image": "registry.codex-k8s.dev/codex-k8s:1.0.0", "env": env }] }
-            }
-        }
-    })
 }
 
 fn report(samples: &[(Variant, usize, Sample)], creates: usize) {

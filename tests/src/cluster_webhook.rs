@@ -204,6 +204,27 @@ pub fn webhook_configuration(cp: &ControlPlane) -> String {
     serde_json::to_string(&vwc).unwrap()
 }
 
+/// The benchmarks' Deployment of about 4 KB: the control plane's shape, 41 env vars (the
+/// build ref last, `main`) and labels; `replicas: 0`, so a create makes no Pods.
+pub fn bench_deployment(name: &str) -> Value {
+    let env: Vec<Value> = (0..40)
+        .map(|i| serde_json::json!({ "name": format!("CODEXK8S_SETTING_{i:02}"), "value": format!("value-{i:02}-abcdefghijklmnopqrstuvwxyz") }))
+        .chain(std::iter::once(serde_json::json!({"name": "CODEXK8S_BUILD_REF", "value": "main"})))
+        .collect();
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "labels": { "app.kubernetes.io/name": name, "codex-k8s.dev/project-id": "3" } },
+        "spec": {
+            "replicas": 0,
+            "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
+            "template": {
+                "metadata": { "labels": { "app.kubernetes.io/name": name } },
+                "spec": { "containers": [{ "name": "main", "image": "registry.codex-k8s.dev/codex-k8s:1.0.0", "env": env }] }
+            }
+        }
+    })
+}
+
 /// Registers the webhook (once per test binary; later calls re-apply the same object).
 pub fn register(cp: &ControlPlane) {
     cp.apply(&webhook_configuration(cp)).unwrap();
