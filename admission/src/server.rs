@@ -31,6 +31,13 @@ use tokio_rustls::TlsAcceptor;
 /// Open connections at most on the plain probes listener (kubelet and Prometheus need a few).
 const PROBE_CONNECTIONS: usize = 32;
 
+/// Bytes taken from an HTTPS connection's socket per read, below TLS. rustls asks for at most
+/// 4 KiB at a time, so the API server's 8.7 KB review of a 4 KB Deployment took three
+/// `recvfrom` calls; with this buffer one read takes all that has arrived (BENCHMARKS.md,
+/// "One read per review"). 16 KiB, a TLS record's largest plaintext: at the connection cap
+/// (256 by default) 4 MiB at most.
+const SOCKET_READ: usize = 16 << 10;
+
 struct AppState {
     store: PolicyStore,
     cluster: ClusterCache,
@@ -291,6 +298,7 @@ impl Server {
                 let service = TowerToHyperService::new(admission.clone());
                 let metrics = handshake_metrics.clone();
                 let handshake = move |tcp| async move {
+                    let tcp = tokio::io::BufReader::with_capacity(SOCKET_READ, tcp);
                     let stream = acceptor.accept(tcp).await?;
                     if let Some(kind) = stream.get_ref().1.handshake_kind() {
                         metrics.handshake(kind);
