@@ -11,7 +11,7 @@
 use crate::{GroupVersionKind, ValueSource};
 use base64::Engine as _;
 use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Unexpected, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -259,23 +259,63 @@ struct BorrowedStr<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for BorrowedStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = BorrowedStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedStr(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedStr(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(BorrowedStr(Cow::Owned(v)))
-            }
+        d.deserialize_str(TextVisitor::<false>).map(BorrowedStr)
+    }
+}
+
+/// The one visitor of text in the view: a string borrowed from the input unless it has
+/// escapes; with `SCALARS`, also `null` (empty) and any other scalar, as its text.
+struct TextVisitor<const SCALARS: bool>;
+
+impl<const SCALARS: bool> TextVisitor<SCALARS> {
+    fn scalar<'de, E: de::Error>(
+        &self,
+        text: String,
+        found: Unexpected<'_>,
+    ) -> Result<Cow<'de, str>, E> {
+        if SCALARS {
+            Ok(Cow::Owned(text))
+        } else {
+            Err(E::invalid_type(found, self))
         }
-        d.deserialize_str(V)
+    }
+}
+
+impl<'de, const SCALARS: bool> Visitor<'de> for TextVisitor<SCALARS> {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(if SCALARS {
+            "a string or scalar"
+        } else {
+            "a string"
+        })
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        self.scalar(v.to_string(), Unexpected::Bool(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.scalar(v.to_string(), Unexpected::Signed(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.scalar(v.to_string(), Unexpected::Unsigned(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        self.scalar(v.to_string(), Unexpected::Float(v))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.scalar(String::new(), Unexpected::Unit)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        self.scalar(String::new(), Unexpected::Option)
     }
 }
 
@@ -313,46 +353,12 @@ impl<'a> StrMap<'a> {
     }
 }
 
-/// A scalar read as text.
+/// A scalar read as text (see [`TextVisitor`]).
 struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Text<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string or scalar")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v)))
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Owned(v.to_string())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed("")))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(Text(Cow::Borrowed("")))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(TextVisitor::<true>).map(Text)
     }
 }
 
@@ -844,6 +850,35 @@ mod tests {
         let image = pod.init_containers[0].image.as_ref().unwrap();
         assert!(!borrowed(image));
         assert_eq!(image, "esc\\aped");
+    }
+
+    /// Labels and annotations take any scalar as its text (YAML's unquoted `true`); a field
+    /// that must be a string refuses a number, and says what it expected.
+    #[test]
+    fn maps_read_scalars_as_text_and_string_fields_refuse_them() {
+        let gvk = GroupVersionKind {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Pod".into(),
+        };
+        let json = r#"{"metadata":{"name":"p","labels":{"on":true,"n":-3,"u":7,"f":1.5,"none":null,"s":"x"}}}"#;
+        let o = Object::parse(&gvk, json).unwrap();
+        let labels: Vec<(&str, &str)> = o.metadata.labels.iter().collect();
+        assert_eq!(
+            labels,
+            [
+                ("on", "true"),
+                ("n", "-3"),
+                ("u", "7"),
+                ("f", "1.5"),
+                ("none", ""),
+                ("s", "x")
+            ]
+        );
+        let err = Object::parse(&gvk, r#"{"metadata":{"name":5}}"#)
+            .err()
+            .expect("a number is not a name");
+        assert!(err.to_string().contains("expected a string"), "{err}");
     }
 
     #[test]
