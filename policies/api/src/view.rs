@@ -875,9 +875,9 @@ mod tests {
                 ("s", "x")
             ]
         );
-        let err = Object::parse(&gvk, r#"{"metadata":{"name":5}}"#)
-            .err()
-            .expect("a number is not a name");
+        let Err(err) = Object::parse(&gvk, r#"{"metadata":{"name":5}}"#) else {
+            panic!("a number is not a name");
+        };
         assert!(err.to_string().contains("expected a string"), "{err}");
     }
 
