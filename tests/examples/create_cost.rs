@@ -16,6 +16,11 @@
 //! controller manager is stopped (SIGSTOP) while it runs, so that no ReplicaSet is made
 //! meanwhile.
 //!
+//! A second table pairs each ck8s variant with the native VAP round by round (their
+//! difference in the client's p50 and in all processes' CPU per create, and in how many rounds
+//! ck8s was lower): a round runs its variants within seconds, so the pairs cancel most of the
+//! drift of a noisy machine between rounds, which the medians of the first table carry.
+//!
 //! `CK8S_ADMISSION_BIN_B` adds a fifth variant: that other build of ck8s-admission with the
 //! WASM built-ins, alternated with the rest, to compare two builds in one run.
 //!
@@ -136,7 +141,7 @@ fn main() -> anyhow::Result<()> {
     );
     // SAFETY: signalling a child process of this one.
     unsafe { libc::kill(controllers as i32, libc::SIGSTOP) };
-    let mut samples: Vec<(Variant, usize, Sample)> = Vec::new();
+    let mut samples: Vec<(Variant, usize, usize, Sample)> = Vec::new();
     let result = (|| -> anyhow::Result<()> {
         for clients in [1usize, 8] {
             for round in 0..rounds {
@@ -191,7 +196,7 @@ fn main() -> anyhow::Result<()> {
                         v.label(),
                         creates as f64 / wall.as_secs_f64()
                     );
-                    samples.push((v, clients, sample));
+                    samples.push((v, clients, round, sample));
                     // One deletecollection: the run's Deployments gone before the next (again
                     // if the connection it was sent on was closed meanwhile).
                     let url = format!("{}/apis/apps/v1/namespaces/{ns}/deployments", cp.server);
@@ -217,6 +222,7 @@ fn main() -> anyhow::Result<()> {
     unsafe { libc::kill(controllers as i32, libc::SIGCONT) };
     result?;
     report(&samples, creates);
+    report_paired(&samples, creates);
     Ok(())
 }
 
@@ -412,7 +418,7 @@ async fn create_concurrently(
     Ok(all.into_iter().flatten().collect())
 }
 
-fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
+fn report(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
     let ms = |d: f64| format!("{:.2}", d * 1e3);
     println!(
         "| variant | clients | client p50 ms | p99 ms | creates/s | CPU/create ms: apiserver | etcd | ck8s | all | admission mean ms (API server) | TLS handshakes per 1000 creates |"
@@ -422,8 +428,8 @@ fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
         for v in Variant::all() {
             let runs: Vec<&Sample> = samples
                 .iter()
-                .filter(|(x, c, _)| *x == v && *c == clients)
-                .map(|(_, _, s)| s)
+                .filter(|(x, c, _, _)| *x == v && *c == clients)
+                .map(|(_, _, _, s)| s)
                 .collect();
             // Median (min–max) over the rounds.
             let stat = |f: &dyn Fn(&Sample) -> f64, show: &dyn Fn(f64) -> String| {
@@ -461,6 +467,63 @@ fn report(samples: &[(Variant, usize, Sample)], creates: usize) {
                 stat(&|s| s.handshakes * 1000.0 / creates as f64, &|x| format!(
                     "{x:.1}"
                 )),
+            );
+        }
+    }
+}
+
+/// The goal's comparison (ck8s against the native VAP), paired round by round: a round runs
+/// every variant within seconds of each other, so the difference in a round cancels most of
+/// the machine's drift between rounds, which the medians above carry.
+fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
+    let p50 = |s: &Sample| {
+        let mut v = s.latencies.clone();
+        v.sort();
+        v[((v.len() as f64 - 1.0) * 0.5).round() as usize].as_secs_f64() * 1e3
+    };
+    let cpu_all =
+        |s: &Sample| s.cpu.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / creates as f64;
+    let find = |v: Variant, clients: usize, round: usize| {
+        samples
+            .iter()
+            .find(|(x, c, r, _)| *x == v && *c == clients && *r == round)
+            .map(|(_, _, _, s)| s)
+    };
+    println!(
+        "\nPaired by round, ck8s minus the native VAP (median, min–max; rounds where ck8s is lower):\n"
+    );
+    println!("| variant | clients | client p50 ms | CPU/create ms, all processes |");
+    println!("| --- | --- | --- | --- |");
+    for clients in [1usize, 8] {
+        for v in Variant::all() {
+            if matches!(v, Variant::NoPolicy | Variant::NativeVap) {
+                continue;
+            }
+            let pairs: Vec<(&Sample, &Sample)> = samples
+                .iter()
+                .filter(|(x, c, _, _)| *x == v && *c == clients)
+                .filter_map(|(_, _, r, s)| Some((s, find(Variant::NativeVap, clients, *r)?)))
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let column = |f: &dyn Fn(&Sample) -> f64| {
+                let mut d: Vec<f64> = pairs.iter().map(|(s, vap)| f(s) - f(vap)).collect();
+                d.sort_by(f64::total_cmp);
+                let lower = d.iter().filter(|x| **x < 0.0).count();
+                format!(
+                    "{:+.2} ({:+.2}–{:+.2}); {lower} of {}",
+                    d[d.len() / 2],
+                    d[0],
+                    d[d.len() - 1],
+                    d.len()
+                )
+            };
+            println!(
+                "| {} | {clients} | {} | {} |",
+                v.label(),
+                column(&p50),
+                column(&cpu_all)
             );
         }
     }
