@@ -8,8 +8,9 @@
 //! next; each round starts one variant later than the one before. Per variant and client
 //! count, the median over the rounds (and the spread, min–max) of: the client's create
 //! latency p50 and p99, creates per second, the CPU time per create of
-//! kube-apiserver, etcd and ck8s-admission (from /proc), and the admission time the API server
-//! itself records (`apiserver_admission_webhook_admission_duration_seconds` for the webhook,
+//! kube-apiserver, etcd and ck8s-admission (from /proc: the threads' run time in nanoseconds,
+//! or the process's 10 ms ticks when one of its threads ended during the run), and the
+//! admission time the API server itself records (`apiserver_admission_webhook_admission_duration_seconds` for the webhook,
 //! `apiserver_admission_controller_admission_duration_seconds{name="ValidatingAdmissionPolicy"}`
 //! for the VAP), and the TLS handshakes ck8s-admission completed per 1000 creates (its
 //! `ck8s_admission_tls_handshakes_total`: how well the API server reuses its connections). The
@@ -40,6 +41,7 @@ use ck8s_tests::cluster_webhook::{
 };
 use ck8s_tests::repo;
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -155,9 +157,9 @@ fn main() -> anyhow::Result<()> {
                     let handshakes_before = guard.as_ref().map_or(0.0, handshakes);
                     let ck8s_pid = guard.as_ref().map(|c| c.child.id());
                     let before = (
-                        cpu_of(apiserver),
-                        cpu_of(etcd),
-                        ck8s_pid.map_or(Duration::ZERO, cpu_of),
+                        CpuClock::of(apiserver),
+                        CpuClock::of(etcd),
+                        ck8s_pid.map(CpuClock::of),
                         admission_time(&cp.metrics()?, v),
                     );
                     let prefix = format!("{}-{round}-{clients}", v as u8);
@@ -178,11 +180,11 @@ fn main() -> anyhow::Result<()> {
                         latencies,
                         wall,
                         cpu: [
-                            cpu_of(apiserver).saturating_sub(before.0),
-                            cpu_of(etcd).saturating_sub(before.1),
+                            CpuClock::of(apiserver).since(&before.0),
+                            CpuClock::of(etcd).since(&before.1),
                             ck8s_pid
-                                .map_or(Duration::ZERO, cpu_of)
-                                .saturating_sub(before.2),
+                                .zip(before.2.as_ref())
+                                .map_or(Duration::ZERO, |(pid, b)| CpuClock::of(pid).since(b)),
                         ],
                         admission: (
                             after_admission.0 - before.3.0,
@@ -318,8 +320,55 @@ fn child_named(name: &str) -> Option<u32> {
     })
 }
 
-/// User + system CPU time of `pid` so far.
-fn cpu_of(pid: u32) -> Duration {
+/// A process's CPU time so far: each thread's run time from the scheduler, in nanoseconds
+/// (`/proc/<pid>/task/*/schedstat`), and the process's user + system time in clock ticks
+/// (`/proc/<pid>/stat`, 10 ms), which also holds the threads that have ended.
+struct CpuClock {
+    ticks: Duration,
+    threads: HashMap<u32, u64>,
+}
+
+impl CpuClock {
+    fn of(pid: u32) -> CpuClock {
+        let mut threads = HashMap::new();
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for task in tasks.flatten() {
+                let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+                let ns = std::fs::read_to_string(task.path().join("schedstat"))
+                    .ok()
+                    .and_then(|s| s.split(' ').next()?.parse().ok());
+                if let (Some(tid), Some(ns)) = (tid, ns) {
+                    threads.insert(tid, ns);
+                }
+            }
+        }
+        CpuClock {
+            ticks: ticks_of(pid),
+            threads,
+        }
+    }
+
+    /// The CPU used since `before`: to the nanosecond when every thread of `before` is still
+    /// there (a thread that ended took its run time with it), else in the process's ticks.
+    fn since(&self, before: &CpuClock) -> Duration {
+        if before.threads.is_empty() || before.threads.keys().any(|t| !self.threads.contains_key(t))
+        {
+            eprintln!(
+                "note: a thread ended during the run; its process's CPU counted in clock ticks"
+            );
+            return self.ticks.saturating_sub(before.ticks);
+        }
+        let ns: u64 = self
+            .threads
+            .iter()
+            .map(|(t, ns)| ns.saturating_sub(before.threads.get(t).copied().unwrap_or(0)))
+            .sum();
+        Duration::from_nanos(ns)
+    }
+}
+
+/// User + system CPU time of `pid` so far, in clock ticks.
+fn ticks_of(pid: u32) -> Duration {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return Duration::ZERO;
     };
