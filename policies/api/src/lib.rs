@@ -61,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 pub mod codec;
+pub mod skim;
 mod view;
 
 pub use view::{

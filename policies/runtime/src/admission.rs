@@ -1,6 +1,6 @@
 //! `admission.k8s.io/v1` `AdmissionReview` requests, parsed without copying the objects.
 
-use ck8s_policy_api::{GroupVersionKind, Operation};
+use ck8s_policy_api::{GroupVersionKind, Operation, skim};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -103,27 +103,17 @@ pub const MAX_DEPTH: usize = 256;
 /// The nesting depth of a JSON text (brackets outside strings), stopping early past `limit`.
 /// serde_json skips ignored values without a depth limit, so this is checked up front.
 ///
-/// Strings, most of a Kubernetes object's bytes, are crossed eight bytes at a time (see
-/// [`quote_or_backslash`]): a byte-by-byte walk cost a webhook review about 4% of its CPU, and
-/// a `memchr2` call per string (an object's strings are short) 55,000 instructions of the API
-/// server's 8.7 KB review (`admission/examples/review_loop.rs` under callgrind).
+/// Strings, most of a Kubernetes object's bytes, are crossed eight bytes at a time
+/// ([`skim::string_end`]): a byte-by-byte walk cost a webhook review about 4% of its CPU.
 pub fn exceeds_depth(json: &[u8], limit: usize) -> bool {
     let mut depth = 0usize;
     let mut at = 0;
     while let Some(&b) = json.get(at) {
         at += 1;
         match b {
-            b'"' => loop {
-                let Some(i) = quote_or_backslash(json, at) else {
-                    return false;
-                };
-                if json[i] == b'\\' {
-                    // An escape: the byte after the backslash cannot end the string.
-                    at = i + 2;
-                } else {
-                    at = i + 1;
-                    break;
-                }
+            b'"' => match skim::string_end(json, at) {
+                Some(end) => at = end,
+                None => return false,
             },
             b'{' | b'[' => {
                 depth += 1;
@@ -136,29 +126,6 @@ pub fn exceeds_depth(json: &[u8], limit: usize) -> bool {
         }
     }
     false
-}
-
-/// The index of the first `"` or `\` at or after `at`: eight bytes at a time while eight are
-/// left (a byte equal to one of them is a zero byte of the word XOR that byte repeated; the
-/// lowest flagged byte of `(x - 0x01..) & !x & 0x80..` is always a true zero), then byte by
-/// byte.
-fn quote_or_backslash(json: &[u8], mut at: usize) -> Option<usize> {
-    const ONES: u64 = u64::MAX / 255;
-    const HIGH: u64 = ONES << 7;
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    while let Some(chunk) = json.get(at..at + 8) {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
-        let found = zero_bytes(word ^ (ONES * u64::from(b'"')))
-            | zero_bytes(word ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            return Some(at + (found.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    let tail = json.get(at..)?;
-    tail.iter()
-        .position(|&b| b == b'"' || b == b'\\')
-        .map(|i| at + i)
 }
 
 /// Parses an `AdmissionReview` body and returns its request.

@@ -207,8 +207,10 @@ impl<'a> Subject<'a> {
     /// (`ck8s_policy_api::codec`). `Err` is the message every policy would give for an object
     /// that does not parse (`apps/v1/Deployment does not parse: ...`).
     pub fn input(&self) -> Result<EncodedInput<'a>, Unparsable> {
-        let raw = self.object.map_or("null", |o| o.get());
-        let object = Object::parse(&self.kind, raw).map_err(|e| Unparsable(e.to_string()))?;
+        let raw = self.object.unwrap_or(RawValue::NULL);
+        let mut scratch = String::new();
+        let object = Object::parse_skipping_managed_fields(&self.kind, raw, &mut scratch)
+            .map_err(|e| Unparsable(e.to_string()))?;
         let header = Header {
             operation: self.operation,
             kind: self.kind.clone(),
@@ -216,7 +218,7 @@ impl<'a> Subject<'a> {
             name: self.name,
             dry_run: self.dry_run,
         };
-        Ok(EncodedInput::new(&header, &object, raw))
+        Ok(EncodedInput::new(&header, &object, raw.get()))
     }
 
     /// The JSON [`EvaluationRequest`] handed to policies of ABI version 1; built once per
