@@ -62,6 +62,7 @@ use std::fmt;
 
 pub mod codec;
 pub mod skim;
+mod valid;
 mod view;
 
 pub use view::{

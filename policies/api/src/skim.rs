@@ -1,22 +1,29 @@
-//! Finding things in JSON text without parsing it: where a string ends, where a value ends,
-//! where one member of an object is.
+//! Finding things in JSON text without parsing it: where a string ends, where a value ends.
 //!
 //! For text already known to be JSON (the host's objects are `RawValue`s: the review's parse
-//! checked every byte of them), these let the host skip what no policy reads instead of
+//! checked every byte of them), these let the host step over what no policy reads instead of
 //! having serde_json check it once more. On text that is not JSON they never panic, and give
 //! `None` or a position that serde_json then refuses.
 
 /// The index just past the string whose opening quote is at `at - 1`: the first `"` that no
 /// backslash escapes. `None` if the text ends first.
 #[inline]
-pub fn string_end(json: &[u8], mut at: usize) -> Option<usize> {
+pub fn string_end(json: &[u8], at: usize) -> Option<usize> {
+    string_span(json, at).map(|(end, _)| end)
+}
+
+/// [`string_end`], and whether the string has escapes.
+#[inline]
+pub fn string_span(json: &[u8], mut at: usize) -> Option<(usize, bool)> {
+    let mut escaped = false;
     loop {
         let i = quote_or_backslash(json, at)?;
         if json[i] == b'\\' {
             // An escape: the byte after the backslash cannot end the string.
+            escaped = true;
             at = i + 2;
         } else {
-            return Some(i + 1);
+            return Some((i + 1, escaped));
         }
     }
 }
@@ -46,7 +53,9 @@ fn quote_or_backslash(json: &[u8], mut at: usize) -> Option<usize> {
         .map(|i| at + i)
 }
 
-fn skip_whitespace(json: &[u8], mut at: usize) -> usize {
+/// The index of the first byte at or after `at` that is not JSON whitespace.
+#[inline]
+pub fn skip_whitespace(json: &[u8], mut at: usize) -> usize {
     while matches!(json.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         at += 1;
     }
@@ -91,39 +100,6 @@ pub fn value_end(json: &[u8], at: usize) -> Option<usize> {
     }
 }
 
-/// Where the value of the first member named exactly `key` of the object whose `{` is at
-/// `at` starts ([`value_end`] finds its end: a value found is not walked twice).
-///
-/// Keys are compared as they are written: a key spelled with escapes (`"na\u006de"`) is not
-/// `name` here, though serde_json reads it so. Callers must only use a match to skip work,
-/// never to decide what a missing match means.
-pub fn member(json: &[u8], at: usize, key: &str) -> Option<usize> {
-    if json.get(at) != Some(&b'{') {
-        return None;
-    }
-    let mut i = skip_whitespace(json, at + 1);
-    loop {
-        if json.get(i) != Some(&b'"') {
-            return None; // `}`: no such member (or not JSON).
-        }
-        let key_end = string_end(json, i + 1)?;
-        let is_key = json.get(i + 1..key_end - 1) == Some(key.as_bytes());
-        i = skip_whitespace(json, key_end);
-        if json.get(i) != Some(&b':') {
-            return None;
-        }
-        let start = skip_whitespace(json, i + 1);
-        if is_key {
-            return Some(start);
-        }
-        i = skip_whitespace(json, value_end(json, start)?);
-        if json.get(i) != Some(&b',') {
-            return None;
-        }
-        i = skip_whitespace(json, i + 1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,30 +133,5 @@ mod tests {
         }
         assert_eq!(value_end(b"[1,[2]", 0), None);
         assert_eq!(value_end(b"", 0), None);
-    }
-
-    #[test]
-    fn members_are_found_by_their_written_key() {
-        let text =
-            r#"{ "kind" : "Pod", "metadata":{"name":"a","managedFields":[{"f:x":{}}]} ,"spec":{}}"#;
-        let b = text.as_bytes();
-        let value = |start: usize| &text[start..value_end(b, start).unwrap()];
-        let meta = member(b, 0, "metadata").unwrap();
-        assert_eq!(value(meta), r#"{"name":"a","managedFields":[{"f:x":{}}]}"#);
-        assert_eq!(
-            value(member(b, meta, "managedFields").unwrap()),
-            r#"[{"f:x":{}}]"#
-        );
-        assert_eq!(value(member(b, 0, "spec").unwrap()), "{}");
-        assert_eq!(member(b, 0, "status"), None);
-        // Only the top level: `name` inside metadata is not a member of the object.
-        assert_eq!(member(b, 0, "name"), None);
-        // An escaped key is not matched, and a value named like the key is not a key.
-        let escaped = r#"{"x":"metadata","met\u0061data":{}}"#;
-        assert_eq!(member(escaped.as_bytes(), 0, "metadata"), None);
-        // Not an object, or not JSON: nothing, no panic.
-        for t in ["[]", "", "{", r#"{"a""#, r#"{"a":}"#, r#"{"a":1 "b":2}"#] {
-            assert_eq!(member(t.as_bytes(), 0, "b"), None, "{t:?}");
-        }
     }
 }

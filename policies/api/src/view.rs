@@ -8,7 +8,7 @@
 //! the object's JSON once per request ([`Object::parse`]) and hands every guest the view in
 //! the binary encoding of [`crate::codec`], which the guest decodes without copying strings.
 
-use crate::{GroupVersionKind, ValueSource, skim};
+use crate::{GroupVersionKind, ValueSource};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Unexpected, Visitor};
@@ -113,6 +113,22 @@ pub struct ParseError {
 impl<'a> Object<'a> {
     /// Parses `json` as an object of kind `gvk`.
     pub fn parse(gvk: &GroupVersionKind, json: &'a str) -> Result<Self, ParseError> {
+        Self::read(gvk, json, false)
+    }
+
+    /// [`Object::parse`] of an object known to be JSON: the same view and the same errors,
+    /// without checking its bytes again (`crate::valid`; when that reader balks, serde_json
+    /// parses).
+    ///
+    /// Why: serde_json checks every byte of what the view skips, above all the field managers'
+    /// record of every field they set (`metadata.managedFields`, 3.8 of the benchmarks'
+    /// Deployment's 8.7 KB), though the review's parse has checked them already: this parse
+    /// cost 125,600 of a review's 400,000 instructions under callgrind.
+    pub fn parse_valid(gvk: &GroupVersionKind, json: &'a RawValue) -> Result<Self, ParseError> {
+        Self::read(gvk, json.get(), true)
+    }
+
+    fn read(gvk: &GroupVersionKind, json: &'a str, valid: bool) -> Result<Self, ParseError> {
         let kind = gvk.kind.clone();
         let err = |source| ParseError {
             kind: display_kind(gvk),
@@ -120,7 +136,7 @@ impl<'a> Object<'a> {
         };
         Ok(match shape(&gvk.group, &gvk.kind) {
             Shape::Pod | Shape::Workload | Shape::CronJob => {
-                let o: WithSpec = serde_json::from_str(json).map_err(err)?;
+                let o: WithSpec = from_json(json, valid).map_err(err)?;
                 Object {
                     kind,
                     metadata: o.metadata,
@@ -129,7 +145,7 @@ impl<'a> Object<'a> {
                 }
             }
             Shape::PodTemplate => {
-                let o: WithTemplate = serde_json::from_str(json).map_err(err)?;
+                let o: WithTemplate = from_json(json, valid).map_err(err)?;
                 Object {
                     kind,
                     metadata: o.metadata,
@@ -138,7 +154,7 @@ impl<'a> Object<'a> {
                 }
             }
             Shape::ConfigMap | Shape::Secret => {
-                let o: WithData = serde_json::from_str(json).map_err(err)?;
+                let o: WithData = from_json(json, valid).map_err(err)?;
                 Object {
                     kind,
                     metadata: o.metadata,
@@ -148,7 +164,7 @@ impl<'a> Object<'a> {
                 }
             }
             Shape::Other => {
-                let o: MetaOnly = serde_json::from_str(json).map_err(err)?;
+                let o: MetaOnly = from_json(json, valid).map_err(err)?;
                 Object {
                     kind,
                     metadata: o.metadata,
@@ -158,45 +174,18 @@ impl<'a> Object<'a> {
         })
     }
 
-    /// [`Object::parse`] of an object known to be JSON, without reading its
-    /// `metadata.managedFields`, which no policy's view holds: the parse reads a copy in
-    /// `scratch` with that value written `null`. The same view, the same errors.
-    ///
-    /// Why: the API server sends the field managers' record of every field they set (3.8 of
-    /// the benchmarks' Deployment's 8.7 KB, half its strings), and serde_json checks every byte
-    /// of what a struct skips, though the review's parse has checked it already: 62,000 of a
-    /// review's 400,000 instructions under callgrind; finding its end here costs 24,000.
-    pub fn parse_skipping_managed_fields(
-        gvk: &GroupVersionKind,
-        json: &'a RawValue,
-        scratch: &'a mut String,
-    ) -> Result<Self, ParseError> {
-        let text = json.get();
-        let Some(managed) = managed_fields(text) else {
-            return Object::parse(gvk, text);
-        };
-        scratch.clear();
-        scratch.reserve(text.len() - managed.len() + 4);
-        scratch.push_str(&text[..managed.start]);
-        scratch.push_str("null");
-        scratch.push_str(&text[managed.end..]);
-        let copy: &'a String = scratch;
-        // An error names a line and column: the original's, not the copy's.
-        Object::parse(gvk, copy).or_else(|_| Object::parse(gvk, text))
-    }
-
     fn is_secret(&self) -> bool {
         self.kind == "Secret"
     }
 }
 
-/// Where the value of the object's `metadata.managedFields` is, if it is written plainly.
-fn managed_fields(object: &str) -> Option<std::ops::Range<usize>> {
-    let bytes = object.as_bytes();
-    let top = bytes.iter().position(|b| !b.is_ascii_whitespace())?;
-    let metadata = skim::member(bytes, top, "metadata")?;
-    let start = skim::member(bytes, metadata, "managedFields")?;
-    Some(start..skim::value_end(bytes, start)?)
+/// `T` from `json`: read without checking if `valid` (the text is known to be JSON) and that
+/// reader can, else by serde_json, whose error is the one a caller sees.
+fn from_json<'a, T: Deserialize<'a>>(json: &'a str, valid: bool) -> serde_json::Result<T> {
+    if valid && let Ok(value) = crate::valid::from_valid_str(json) {
+        return Ok(value);
+    }
+    serde_json::from_str(json)
 }
 
 pub(crate) fn display_kind(gvk: &GroupVersionKind) -> String {
@@ -975,113 +964,262 @@ mod tests {
         assert_eq!(o.config_value("data.K").as_deref(), Some(&b"LWIgeA=="[..]));
     }
 
-    /// Skipping `metadata.managedFields` changes nothing a policy sees: the same view, or the
-    /// same error at the same line and column, for every kind's shape, wherever the field
-    /// sits, however the text is spaced; and it is skipped only where it is that field.
-    #[test]
-    fn skipping_managed_fields_gives_the_same_view_and_errors() {
-        let gvk = |group: &str, kind: &str| GroupVersionKind {
+    /// Whether the reader for valid JSON read `text` as `gvk`'s view by itself.
+    fn read_without_serde_json(gvk: &GroupVersionKind, text: &str) -> bool {
+        match shape(&gvk.group, &gvk.kind) {
+            Shape::Pod | Shape::Workload | Shape::CronJob => {
+                crate::valid::from_valid_str::<WithSpec>(text).is_ok()
+            }
+            Shape::PodTemplate => crate::valid::from_valid_str::<WithTemplate>(text).is_ok(),
+            Shape::ConfigMap | Shape::Secret => {
+                crate::valid::from_valid_str::<WithData>(text).is_ok()
+            }
+            Shape::Other => crate::valid::from_valid_str::<MetaOnly>(text).is_ok(),
+        }
+    }
+
+    fn gvk(group: &str, kind: &str) -> GroupVersionKind {
+        GroupVersionKind {
             group: group.into(),
             version: "v1".into(),
             kind: kind.into(),
-        };
-        let managed = serde_json::json!([{"manager": "kubectl-create", "operation": "Update",
-            "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
-                         "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {}}}}}}}]);
-        let pod_spec = serde_json::json!({"containers": [{"name": "web", "image": "nginx",
-            "args": ["-b", "x"], "env": [{"name": "CODEXK8S_BUILD_REF", "value": "-b \"quoted\" \u{e9}"}]}]});
+        }
+    }
+
+    /// What the view of a known-JSON object holds does not depend on who reads it: the same
+    /// view, or the same error at the same line and column, for every kind's shape, wherever
+    /// `managedFields` sits, however the text is spaced.
+    #[test]
+    fn the_valid_reader_gives_serde_jsons_view_and_errors() {
+        let managed = r#"[{"manager":"kubectl-create","operation":"Update","fieldsV1":{"f:metadata":{"f:labels":{".":{},"f:app":{}}},"f:spec":{"f:template":{"f:spec":{"f:containers":{"k:{\"name\":\"web\"}":{}}}}}}}]"#;
+        let pod_spec = r#"{"containers":[{"name":"web","image":"nginx","args":["-b","x"],"resources":{"limits":{"cpu":0.5}},"env":[{"name":"CODEXK8S_BUILD_REF","value":"-b \"quoted\" \u00e9 \ud83d\ude00"},{"name":"R","valueFrom":{"secretKeyRef":{"name":"s"}}}]}],"initContainers":null}"#;
         let bodies = [
             (
                 gvk("apps", "Deployment"),
-                serde_json::json!({"spec": {"template": {
-                "metadata": {"labels": {"app": "web"}, "managedFields": "not skipped: a template's"},
-                "spec": pod_spec}}}),
+                format!(
+                    r#""spec":{{"replicas":2,"template":{{"metadata":{{"labels":{{"app":"web"}},"managedFields":"a template's"}},"spec":{pod_spec}}}}},"status":{{}}"#
+                ),
+                true,
             ),
-            (gvk("", "Pod"), serde_json::json!({"spec": pod_spec})),
+            (gvk("", "Pod"), format!(r#""spec":{pod_spec}"#), true),
             (
                 gvk("batch", "CronJob"),
-                serde_json::json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod_spec}}}}}),
+                format!(
+                    r#""spec":{{"jobTemplate":{{"spec":{{"template":{{"spec":{pod_spec}}}}}}}}}"#
+                ),
+                true,
+            ),
+            (
+                gvk("", "PodTemplate"),
+                format!(r#""template":{{"spec":{pod_spec}}}"#),
+                true,
             ),
             (
                 gvk("", "ConfigMap"),
-                serde_json::json!({"data": {"managedFields": "-b x", "K": "v"}}),
+                r#""data":{"managedFields":"-b x","K":"v","N":5}"#.to_string(),
+                true,
             ),
             (
                 gvk("", "Secret"),
-                serde_json::json!({"data": {"K": "LWIgeA=="}, "stringData": {"S": "-b y"}}),
+                r#""data":{"K":"LWIgeA=="},"stringData":{"S":"-b y"}"#.to_string(),
+                true,
             ),
             (
                 gvk("example.com", "Widget"),
-                serde_json::json!({"spec": {"metadata": {"managedFields": 1}}}),
+                r#""spec":{"metadata":{"managedFields":1}}"#.to_string(),
+                true,
             ),
-            // Errors after the skipped field: named where they are in the original.
+            // Errors after managedFields: serde_json's, where they are.
             (
                 gvk("apps", "Deployment"),
-                serde_json::json!({"spec": {"template": {"spec": {"containers": "web"}}}}),
+                r#""spec":{"template":{"spec":{"containers":"web"}}}"#.to_string(),
+                false,
             ),
-            (gvk("", "ConfigMap"), serde_json::json!({"data": {"K": 5}})),
+            (
+                gvk("", "Pod"),
+                r#""spec":{"containers":[{"name":"a","image":5}]}"#.to_string(),
+                false,
+            ),
+            (gvk("", "Secret"), r#""data":{"K":[]}"#.to_string(), false),
         ];
-        let mut skipped = 0;
-        for (kind, body) in &bodies {
+        let mut cases = 0;
+        for (kind, body, readable) in &bodies {
             for position in 0..4 {
-                // managedFields first, between, or last in metadata; metadata first or last.
-                // Written by hand: serde_json's maps sort their keys.
                 let mut meta = vec![
                     r#""name":"web""#.to_string(),
-                    r#""labels":{"codexk8s.io/x":"1","a\"b":"c"}"#.to_string(),
-                    r#""annotations":{"note":"managedFields"}"#.to_string(),
+                    r#""labels":{"codexk8s.io/x":"1","a\"b":"c","n":1}"#.to_string(),
+                    r#""annotations":{"note":"managedFields","e":"\u0041\n"}"#.to_string(),
                 ];
                 meta.insert(position.min(3), format!(r#""managedFields":{managed}"#));
                 let meta = format!(r#""metadata":{{{}}}"#, meta.join(","));
-                let body = body.to_string();
-                let rest = &body[1..body.len() - 1];
                 let compact = if position % 2 == 0 {
-                    format!("{{{meta},{rest}}}")
+                    format!("{{{meta},{body}}}")
                 } else {
-                    format!("{{{rest},{meta}}}")
+                    format!("{{{body},{meta}}}")
                 };
                 let value: serde_json::Value = serde_json::from_str(&compact).unwrap();
                 for text in [
                     compact.clone(),
                     serde_json::to_string_pretty(&value).unwrap(),
-                    format!(" \n{}\t", serde_json::to_string_pretty(&value).unwrap()),
+                    format!(" \n{compact}\t"),
                 ] {
                     let raw = RawValue::from_string(text.clone()).unwrap();
-                    let mut scratch = String::new();
-                    let fast = Object::parse_skipping_managed_fields(kind, &raw, &mut scratch);
+                    let valid = Object::parse_valid(kind, &raw);
                     let full = Object::parse(kind, raw.get());
-                    assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{kind:?} {text}");
-                    let span =
-                        managed_fields(&text).expect("a plainly written managedFields is found");
-                    assert_eq!(
-                        serde_json::from_str::<serde_json::Value>(&text[span]).unwrap(),
-                        managed
-                    );
-                    skipped += 1;
+                    assert_eq!(format!("{valid:?}"), format!("{full:?}"), "{kind:?} {text}");
+                    assert_eq!(valid.is_ok(), *readable, "{kind:?} {text}");
+                    assert_eq!(read_without_serde_json(kind, &text), *readable, "{text}");
+                    cases += 1;
                 }
             }
         }
-        assert_eq!(skipped, bodies.len() * 4 * 3);
+        assert_eq!(cases, bodies.len() * 4 * 3);
+    }
 
-        // Not found, so read as before: escaped, absent, not in `metadata`, not an object.
-        for text in [
-            r#"{"metadata":{"managed\u0046ields":[1],"name":"a"}}"#,
-            r#"{"metadata":{"name":"a"},"managedFields":[1]}"#,
-            r#"{"spec":{"metadata":{"managedFields":[1]}}}"#,
-            r#"{"metadata":null}"#,
-            "null",
-            "[]",
-            r#""metadata""#,
-        ] {
-            assert_eq!(managed_fields(text), None, "{text}");
-            let raw = RawValue::from_string(text.to_string()).unwrap();
-            let kind = gvk("", "ConfigMap");
-            let mut scratch = String::new();
-            let fast = Object::parse_skipping_managed_fields(&kind, &raw, &mut scratch);
-            assert_eq!(
-                format!("{fast:?}"),
-                format!("{:?}", Object::parse(&kind, raw.get()))
-            );
+    /// Random objects, of the view's field names and of every JSON type, with duplicates,
+    /// escapes and odd spacing: the reader for valid JSON and serde_json agree on each, and
+    /// the reader reads many of them by itself.
+    #[test]
+    fn random_objects_read_the_same_with_and_without_checking() {
+        const KEYS: &[&str] = &[
+            "metadata",
+            "name",
+            "namespace",
+            "labels",
+            "annotations",
+            "deletionTimestamp",
+            "managedFields",
+            "spec",
+            "template",
+            "jobTemplate",
+            "containers",
+            "initContainers",
+            "ephemeralContainers",
+            "env",
+            "value",
+            "valueFrom",
+            "image",
+            "command",
+            "args",
+            "data",
+            "stringData",
+            "status",
+            "x",
+            r"na\u006de",
+            r#"a\"b"#,
+        ];
+        const STRINGS: &[&str] = &[
+            "",
+            "-b x",
+            r"\u00e9\ud83d\ude00",
+            r"tab\t\/",
+            "CODEXK8S_BUILD_REF",
+            r"\ud800",
+            "codexk8s.io/x",
+            r"\\",
+        ];
+        const NUMBERS: &[&str] = &[
+            "0",
+            "-1",
+            "1.5",
+            "1e3",
+            "-2.5E-3",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "123456789012345678901234567890",
+            "0.30000000000000004",
+        ];
+        const SPACE: &[&str] = &["", "", "", " ", "\n  ", "\t"];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        fn value(out: &mut String, depth: u32, next: &mut dyn FnMut(usize) -> usize) {
+            let sp = |next: &mut dyn FnMut(usize) -> usize| SPACE[next(SPACE.len())];
+            let choice = if depth == 0 { next(4) } else { next(7) };
+            match choice {
+                0 => {
+                    out.push('"');
+                    out.push_str(STRINGS[next(STRINGS.len())]);
+                    out.push('"');
+                }
+                1 => out.push_str(NUMBERS[next(NUMBERS.len())]),
+                2 => out.push_str(["true", "false"][next(2)]),
+                3 => out.push_str("null"),
+                4 | 5 => {
+                    out.push('{');
+                    for i in 0..next(5) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(sp(next));
+                        out.push('"');
+                        out.push_str(KEYS[next(KEYS.len())]);
+                        out.push('"');
+                        out.push_str(sp(next));
+                        out.push(':');
+                        out.push_str(sp(next));
+                        value(out, depth - 1, next);
+                        out.push_str(sp(next));
+                    }
+                    out.push('}');
+                }
+                _ => {
+                    out.push('[');
+                    for i in 0..next(4) {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(sp(next));
+                        value(out, depth - 1, next);
+                    }
+                    out.push(']');
+                }
+            }
         }
+        let kinds = [
+            gvk("apps", "Deployment"),
+            gvk("", "PodTemplate"),
+            gvk("", "Secret"),
+            gvk("example.com", "Widget"),
+        ];
+        let (mut compared, mut read_alone) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            value(&mut text, 5, &mut next);
+            // Lone surrogates are JSON to the review's check but not to serde_json's parse.
+            let Ok(raw) = RawValue::from_string(text.clone()) else {
+                continue;
+            };
+            for kind in &kinds {
+                let valid = Object::parse_valid(kind, &raw);
+                let full = Object::parse(kind, raw.get());
+                assert_eq!(format!("{valid:?}"), format!("{full:?}"), "{kind:?} {text}");
+                compared += 1;
+                read_alone += usize::from(read_without_serde_json(kind, &text));
+            }
+        }
+        assert!(compared > 40_000, "{compared} compared");
+        // A pod template nested past serde_json's recursion limit: its error, no overflow.
+        let deep = format!(
+            r#"{{"spec":{}{{}}{}}}"#,
+            r#"{"template":{"spec":"#.repeat(5_000),
+            "}}".repeat(5_000)
+        );
+        let raw = RawValue::from_string(deep).unwrap();
+        let kind = gvk("apps", "Deployment");
+        let valid = Object::parse_valid(&kind, &raw);
+        assert!(valid.is_err());
+        assert_eq!(
+            format!("{valid:?}"),
+            format!("{:?}", Object::parse(&kind, raw.get()))
+        );
+        assert!(
+            read_alone > compared / 10,
+            "{read_alone} of {compared} read alone"
+        );
     }
 }

@@ -208,9 +208,7 @@ impl<'a> Subject<'a> {
     /// that does not parse (`apps/v1/Deployment does not parse: ...`).
     pub fn input(&self) -> Result<EncodedInput<'a>, Unparsable> {
         let raw = self.object.unwrap_or(RawValue::NULL);
-        let mut scratch = String::new();
-        let object = Object::parse_skipping_managed_fields(&self.kind, raw, &mut scratch)
-            .map_err(|e| Unparsable(e.to_string()))?;
+        let object = Object::parse_valid(&self.kind, raw).map_err(|e| Unparsable(e.to_string()))?;
         let header = Header {
             operation: self.operation,
             kind: self.kind.clone(),
