@@ -137,11 +137,7 @@ mod tests {
     use serde_json::json;
 
     fn gvk(group: &str, kind: &str) -> GroupVersionKind {
-        GroupVersionKind {
-            group: group.into(),
-            version: "v1".into(),
-            kind: kind.into(),
-        }
+        GroupVersionKind::new(group, "v1", kind)
     }
 
     #[test]

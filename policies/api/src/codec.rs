@@ -610,11 +610,7 @@ mod tests {
         "initContainers":null}}}}"#;
 
     fn gvk(group: &str, kind: &str) -> GroupVersionKind {
-        GroupVersionKind {
-            group: group.into(),
-            version: "v1".into(),
-            kind: kind.into(),
-        }
+        GroupVersionKind::new(group, "v1", kind)
     }
 
     #[test]

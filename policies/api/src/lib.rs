@@ -228,6 +228,16 @@ pub struct GroupVersionKind {
     pub kind: String,
 }
 
+impl GroupVersionKind {
+    pub fn new(group: &str, version: &str, kind: &str) -> Self {
+        GroupVersionKind {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+        }
+    }
+}
+
 /// What the host hands a policy: the parts of an `AdmissionRequest` a policy judges.
 ///
 /// `object` is the new object (the one being created or updated), verbatim.

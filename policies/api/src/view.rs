@@ -979,11 +979,7 @@ mod tests {
     }
 
     fn gvk(group: &str, kind: &str) -> GroupVersionKind {
-        GroupVersionKind {
-            group: group.into(),
-            version: "v1".into(),
-            kind: kind.into(),
-        }
+        GroupVersionKind::new(group, "v1", kind)
     }
 
     /// What the view of a known-JSON object holds does not depend on who reads it: the same
