@@ -76,7 +76,8 @@ fn walk(o: &Object<'_>) -> Vec<String> {
 }
 
 /// The object JSON of one built-in kind (the first byte picks it) through `Object::parse`
-/// and every walker; the binary view the host hands guests must round-trip.
+/// (and, when it is JSON, `Object::parse_valid`, which must agree) and every walker; the
+/// binary view the host hands guests must round-trip.
 pub fn sdk_walkers(data: &[u8]) {
     let Some((&pick, json)) = data.split_first() else {
         return;
@@ -90,7 +91,17 @@ pub fn sdk_walkers(data: &[u8]) {
         version: version.into(),
         kind: kind.into(),
     };
-    let Ok(object) = Object::parse(&gvk, json) else {
+    // The host reads an object it knows is JSON without checking it again: it must see
+    // exactly what serde_json sees, view or error.
+    let parsed = Object::parse(&gvk, json);
+    if let Ok(raw) = serde_json::value::RawValue::from_string(json.to_string()) {
+        assert_eq!(
+            format!("{:?}", Object::parse_valid(&gvk, &raw)),
+            format!("{parsed:?}"),
+            "the view read without checking differs from serde_json's"
+        );
+    }
+    let Ok(object) = parsed else {
         return;
     };
     let seen = walk(&object);
