@@ -75,14 +75,29 @@ impl<'de> Reader<'de> {
         self.bytes().get(self.at).copied().ok_or(Error)
     }
 
-    /// Steps into the object or array at `at`.
-    fn enter(&mut self) -> Result<(), Error> {
+    /// The object or array at `at`, its items read by `visit`, through its closing `close`.
+    fn nested<T>(
+        &mut self,
+        close: u8,
+        visit: impl FnOnce(Items<'_, 'de>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(Error);
         }
         self.at += 1;
-        Ok(())
+        let value = visit(Items {
+            reader: self,
+            close,
+            first: true,
+        })?;
+        // A visitor that stopped before the end: serde_json refuses it, let it say so.
+        if self.peek()? != close {
+            return Err(Error);
+        }
+        self.at += 1;
+        self.depth -= 1;
+        Ok(value)
     }
 
     fn literal(&mut self, word: &str) -> bool {
@@ -170,33 +185,8 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         match self.peek()? {
             b'"' => self.string(visitor),
-            b'{' => {
-                self.enter()?;
-                let value = visitor.visit_map(Members {
-                    reader: self,
-                    first: true,
-                })?;
-                // A visitor that stopped before the end: serde_json refuses it, let it say so.
-                if self.peek()? != b'}' {
-                    return Err(Error);
-                }
-                self.at += 1;
-                self.depth -= 1;
-                Ok(value)
-            }
-            b'[' => {
-                self.enter()?;
-                let value = visitor.visit_seq(Elements {
-                    reader: self,
-                    first: true,
-                })?;
-                if self.peek()? != b']' {
-                    return Err(Error);
-                }
-                self.at += 1;
-                self.depth -= 1;
-                Ok(value)
-            }
+            b'{' => self.nested(b'}', |items| visitor.visit_map(items)),
+            b'[' => self.nested(b']', |items| visitor.visit_seq(items)),
             b'n' if self.literal("null") => visitor.visit_unit(),
             b't' if self.literal("true") => visitor.visit_bool(true),
             b'f' if self.literal("false") => visitor.visit_bool(false),
@@ -240,25 +230,37 @@ impl<'de> de::Deserializer<'de> for &mut Reader<'de> {
     }
 }
 
-struct Members<'r, 'de> {
+/// The members of an object or the elements of an array, up to its closing bracket.
+struct Items<'r, 'de> {
     reader: &'r mut Reader<'de>,
+    close: u8,
     first: bool,
 }
 
-impl<'de> MapAccess<'de> for Members<'_, 'de> {
+impl Items<'_, '_> {
+    /// Steps over the `,` before the next item: `false` at the closing bracket.
+    fn next(&mut self) -> Result<bool, Error> {
+        match self.reader.peek()? {
+            b if b == self.close => return Ok(false),
+            b',' if !self.first => self.reader.at += 1,
+            _ if self.first => {}
+            _ => return Err(Error),
+        }
+        self.first = false;
+        Ok(true)
+    }
+}
+
+impl<'de> MapAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, Error> {
-        match self.reader.peek()? {
-            b'}' => return Ok(None),
-            b',' if !self.first => self.reader.at += 1,
-            b'"' if self.first => {}
-            _ => return Err(Error),
+        if !self.next()? {
+            return Ok(None);
         }
-        self.first = false;
         if self.reader.peek()? != b'"' {
             return Err(Error);
         }
@@ -275,25 +277,16 @@ impl<'de> MapAccess<'de> for Members<'_, 'de> {
     }
 }
 
-struct Elements<'r, 'de> {
-    reader: &'r mut Reader<'de>,
-    first: bool,
-}
-
-impl<'de> SeqAccess<'de> for Elements<'_, 'de> {
+impl<'de> SeqAccess<'de> for Items<'_, 'de> {
     type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, Error> {
-        match self.reader.peek()? {
-            b']' => return Ok(None),
-            b',' if !self.first => self.reader.at += 1,
-            _ if self.first => {}
-            _ => return Err(Error),
+        if !self.next()? {
+            return Ok(None);
         }
-        self.first = false;
         seed.deserialize(&mut *self.reader).map(Some)
     }
 }
