@@ -3,6 +3,7 @@
 
 use crate::subject::Subject;
 use ck8s_policy_api::{GroupVersionKind, Object, ValueSource, Violation};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 use std::cell::OnceCell;
 
@@ -65,7 +66,7 @@ impl<'v> Identity<'v> {
 /// violation from a Secret asks, and each object is parsed at most once more).
 pub(crate) struct SecretValues<'a> {
     kind: &'a GroupVersionKind,
-    raw: [&'a str; 2],
+    raw: [&'a RawValue; 2],
     parsed: [OnceCell<Option<Object<'a>>>; 2],
 }
 
@@ -74,7 +75,7 @@ impl<'a> SecretValues<'a> {
     const OLD: usize = 1;
 
     pub(crate) fn of_update(subject: &'a Subject<'a>, before: &'a Subject<'a>) -> Self {
-        let raw = |s: &'a Subject<'a>| s.object.map_or("null", |o| o.get());
+        let raw = |s: &'a Subject<'a>| s.object.unwrap_or(RawValue::NULL);
         SecretValues {
             kind: &subject.kind,
             raw: [raw(subject), raw(before)],
@@ -84,7 +85,7 @@ impl<'a> SecretValues<'a> {
 
     fn digest(&self, which: usize, path: &str) -> Option<[u8; 32]> {
         let object = self.parsed[which]
-            .get_or_init(|| Object::parse(self.kind, self.raw[which]).ok())
+            .get_or_init(|| Object::parse_valid(self.kind, self.raw[which]).ok())
             .as_ref()?;
         Some(Sha256::digest(object.config_value(path)?).into())
     }
