@@ -1,40 +1,96 @@
-//! The floor of ck8s-admission's stack: tokio (the same multi-thread runtime), rustls (ring) and
-//! hyper's HTTP/1.1 server answering every POST with a fixed allowed review, no parse, no
-//! policy. `admission/bench/paced.sh` runs it like the webhook:
+//! The floor of ck8s-admission's stack: tokio, rustls (ring) and hyper's HTTP/1.1 server
+//! answering every POST with an allowed review, no parse beyond finding the request's uid, no
+//! policy, no deadlines or metrics. What it costs per review is what the transport alone costs
+//! on this machine; the webhook's figure minus this one is what ck8s-admission adds.
+//!
+//! Posted to directly by `admission/bench/paced.sh`:
 //!
 //!   cargo build --release -p ck8s-admission --example stack_floor
 //!   BIN=target/release/examples/stack_floor admission/bench/paced.sh
 //!
-//! What paced.sh reports for it is what the transport costs per review on this machine; the
-//! webhook's figure minus this one is what ck8s-admission adds.
+//! and registered behind the real API server by the create-cost benchmark
+//! (`CK8S_FLOOR_BIN=target/release/examples/stack_floor`, see `tests/examples/create_cost.rs`),
+//! which gives it ck8s-admission's flags: `--listen`, `--metrics-listen`, `--tls-cert`,
+//! `--tls-key` (`--name=value` or `--name value`; a self-signed certificate without the last
+//! two; other flags are ignored). The plain listener answers any request with `reviews N`, the
+//! reviews answered so far.
+//!
+//! `STACK_FLOOR_RUNTIME=current` runs it on one single-threaded runtime instead of the
+//! webhook's multi-threaded one: the lowest a tokio server can go.
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-const ANSWER: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"b5f4c8a2-0000-4000-8000-000000000001","allowed":true}}"#;
+static REVIEWS: AtomicU64 = AtomicU64::new(0);
 
-fn arg(name: &str) -> String {
+/// The value of flag `name`, given as `--name=value` or `--name value`.
+fn flag(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    let at = args.iter().position(|a| a == name).expect(name);
-    args[at + 1].clone()
+    args.iter()
+        .enumerate()
+        .find_map(|(i, a)| match a.strip_prefix(name)?.strip_prefix('=') {
+            Some(value) => Some(value.to_owned()),
+            None if a == name => args.get(i + 1).cloned(),
+            None => None,
+        })
+}
+
+fn required(name: &str) -> String {
+    flag(name).unwrap_or_else(|| panic!("stack_floor needs {name}"))
+}
+
+/// The first `"uid":"..."` of the review: the Go encoder writes `request.uid` before any other.
+fn request_uid(body: &[u8]) -> &str {
+    const KEY: &[u8] = br#""uid":""#;
+    body.windows(KEY.len())
+        .position(|w| w == KEY)
+        .and_then(|at| {
+            let rest = &body[at + KEY.len()..];
+            let end = rest.iter().position(|&b| b == b'"')?;
+            std::str::from_utf8(&rest[..end]).ok()
+        })
+        .unwrap_or("")
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let _body = req.into_body().collect().await?.to_bytes();
+    let body = req.into_body().collect().await?.to_bytes();
+    REVIEWS.fetch_add(1, Ordering::Relaxed);
+    let answer = format!(
+        r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":"{}","allowed":true}}}}"#,
+        request_uid(&body)
+    );
     Ok(Response::builder()
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from_static(ANSWER.as_bytes())))
+        .body(Full::new(Bytes::from(answer)))
         .expect("a fixed response"))
 }
 
+fn certificate() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+    match (flag("--tls-cert"), flag("--tls-key")) {
+        (Some(cert), Some(key)) => (
+            CertificateDer::pem_file_iter(&cert)
+                .expect("--tls-cert")
+                .collect::<Result<_, _>>()
+                .expect("--tls-cert"),
+            PrivateKeyDer::from_pem_file(&key).expect("--tls-key"),
+        ),
+        _ => {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+            let key = PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+            (vec![cert.cert.der().clone()], key)
+        }
+    }
+}
+
 fn main() {
-    // `STACK_FLOOR_RUNTIME=current`: one single-threaded runtime instead of the webhook's
-    // multi-threaded one, to see what the scheduler itself costs per review.
     let mut builder = if std::env::var("STACK_FLOOR_RUNTIME").as_deref() == Ok("current") {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -42,31 +98,34 @@ fn main() {
     };
     let runtime = builder.enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let (chain, key) = certificate();
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .with_single_cert(chain, key)
         .expect("config");
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let readiness = TcpListener::bind(arg("--metrics-listen"))
+        let plain = TcpListener::bind(required("--metrics-listen"))
             .await
             .expect("bind");
         tokio::spawn(async move {
             loop {
-                let (mut s, _) = readiness.accept().await.expect("accept");
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
-                    )
-                    .await;
+                let (mut s, _) = plain.accept().await.expect("accept");
+                // The request read first: closing with it unread would reset the connection.
+                let mut request = [0u8; 1024];
+                let _ = s.read(&mut request).await;
+                let body = format!("reviews {}\n", REVIEWS.load(Ordering::Relaxed));
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(format!("{head}{body}").as_bytes()).await;
             }
         });
-        let listener = TcpListener::bind(arg("--listen")).await.expect("bind");
+        let listener = TcpListener::bind(required("--listen")).await.expect("bind");
         loop {
             let (tcp, _) = listener.accept().await.expect("accept");
             let acceptor = acceptor.clone();

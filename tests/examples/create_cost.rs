@@ -25,6 +25,12 @@
 //! `CK8S_ADMISSION_BIN_B` adds a fifth variant: that other build of ck8s-admission with the
 //! WASM built-ins, alternated with the rest, to compare two builds in one run.
 //!
+//! `CK8S_FLOOR_BIN` adds the transport's floor: `admission/examples/stack_floor.rs` registered
+//! as the webhook (TLS, HTTP/1.1, an allowed answer, no other work), on one single-threaded
+//! runtime, the least any webhook on this stack can cost. Its CPU per review, measured in the
+//! same rounds, is the part of ck8s-admission's that is the transport and the wake-ups, and a
+//! third table gives ck8s-admission's own CPU above it, round by round.
+//!
 //! A third argument paces the one-client runs at that many creates a second (a cluster's rate,
 //! 150, rather than as fast as one client goes): each create starts on its slot of a fixed
 //! schedule, so every review finds the webhook idle, as at a real cluster's rate.
@@ -53,6 +59,8 @@ enum Variant {
     Ck8sCel,
     /// `CK8S_ADMISSION_BIN_B` with the WASM built-ins.
     Ck8sWasmB,
+    /// `CK8S_FLOOR_BIN`: the transport alone.
+    Floor,
 }
 
 impl Variant {
@@ -67,6 +75,9 @@ impl Variant {
         if bin_b().is_some() {
             all.push(Variant::Ck8sWasmB);
         }
+        if floor_bin().is_some() {
+            all.push(Variant::Floor);
+        }
         all
     }
 
@@ -77,12 +88,25 @@ impl Variant {
             Variant::Ck8sWasm => "ck8s-admission, WASM built-ins",
             Variant::Ck8sCel => "ck8s-admission, the same VAP files",
             Variant::Ck8sWasmB => "ck8s-admission B (CK8S_ADMISSION_BIN_B), WASM built-ins",
+            Variant::Floor => "transport floor (CK8S_FLOOR_BIN: TLS, HTTP/1.1, no work)",
         }
+    }
+
+    /// Whether the variant is a webhook process this run starts and measures.
+    fn is_webhook(self) -> bool {
+        matches!(
+            self,
+            Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB | Variant::Floor
+        )
     }
 }
 
 fn bin_b() -> Option<PathBuf> {
     std::env::var_os("CK8S_ADMISSION_BIN_B").map(PathBuf::from)
+}
+
+fn floor_bin() -> Option<PathBuf> {
+    std::env::var_os("CK8S_FLOOR_BIN").map(PathBuf::from)
 }
 
 /// One run's figures.
@@ -109,6 +133,11 @@ fn vap_files() -> Vec<PathBuf> {
 }
 
 fn main() -> anyhow::Result<()> {
+    if floor_bin().is_some() {
+        // The floor on one single-threaded runtime (ck8s-admission ignores the variable).
+        // SAFETY: no other thread has started yet.
+        unsafe { std::env::set_var("STACK_FLOOR_RUNTIME", "current") };
+    }
     let mut args = std::env::args().skip(1);
     let creates: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(1000);
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
@@ -225,6 +254,7 @@ fn main() -> anyhow::Result<()> {
     result?;
     report(&samples, creates);
     report_paired(&samples, creates);
+    report_above_floor(&samples, creates);
     Ok(())
 }
 
@@ -265,6 +295,16 @@ fn setup(cp: &ControlPlane, ns: &str, v: Variant) -> anyhow::Result<Option<Ck8s>
             register(cp);
             Some(c)
         }
+        Variant::Floor => {
+            let c = Ck8s::start_bin(floor_bin(), "", &[], &[]);
+            register(cp);
+            // The floor allows everything: in force once a dry run has reached it.
+            cp.wait_until(Duration::from_secs(60), "the floor called", || {
+                dry_run_bad(cp, ns);
+                Ok(floor_reviews(&c) > 0)
+            })?;
+            return Ok(Some(c));
+        }
     };
     if v != Variant::NoPolicy {
         cp.wait_until(Duration::from_secs(60), "the guard in force", || {
@@ -286,6 +326,12 @@ fn teardown(cp: &ControlPlane, ns: &str, v: Variant, guard: Option<Ck8s>) -> any
         Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB => {
             unregister(cp);
             drop(guard);
+        }
+        Variant::Floor => {
+            // Stopped first: while it is registered and gone, the API server's calls fail
+            // (failurePolicy Fail), so an allowed dry run below means the registration is gone.
+            drop(guard);
+            unregister(cp);
         }
     }
     cp.wait_until(Duration::from_secs(60), "the guard gone", || {
@@ -384,6 +430,15 @@ fn ticks_of(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
 }
 
+/// The reviews the floor has answered (its plain listener's `reviews N`).
+fn floor_reviews(floor: &Ck8s) -> u64 {
+    floor
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("reviews ")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// TLS handshakes ck8s-admission has completed (full and resumed).
 fn handshakes(ck8s: &Ck8s) -> f64 {
     ck8s.metrics()
@@ -401,7 +456,7 @@ fn admission_time(metrics: &str, v: Variant) -> (f64, f64) {
             "apiserver_admission_controller_admission_duration_seconds",
             "name=\"ValidatingAdmissionPolicy\"",
         ),
-        Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB => (
+        Variant::Ck8sWasm | Variant::Ck8sCel | Variant::Ck8sWasmB | Variant::Floor => (
             "apiserver_admission_webhook_admission_duration_seconds",
             webhook.as_str(),
         ),
@@ -545,7 +600,7 @@ fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
     println!("| --- | --- | --- | --- |");
     for clients in [1usize, 8] {
         for v in Variant::all() {
-            if matches!(v, Variant::NoPolicy | Variant::NativeVap) {
+            if !v.is_webhook() || v == Variant::Floor {
                 continue;
             }
             let pairs: Vec<(&Sample, &Sample)> = samples
@@ -573,6 +628,60 @@ fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
                 v.label(),
                 column(&p50),
                 column(&cpu_all)
+            );
+        }
+    }
+}
+
+/// ck8s-admission's CPU per review above the transport's floor, round by round: what it costs
+/// beyond the least any webhook on this stack costs in the same minute.
+fn report_above_floor(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
+    if floor_bin().is_none() {
+        return;
+    }
+    let own = |s: &Sample| s.cpu[2].as_secs_f64() * 1e3 / creates as f64;
+    println!(
+        "\nPaired by round, the webhook process's CPU per review: the floor, and each ck8s variant minus the floor (median, min–max):\n"
+    );
+    println!("| variant | clients | CPU per review ms | minus the floor's, same round |");
+    println!("| --- | --- | --- | --- |");
+    for clients in [1usize, 8] {
+        for v in Variant::all().into_iter().filter(|v| v.is_webhook()) {
+            let mut own_ms = Vec::new();
+            let mut above = Vec::new();
+            for (_, _, round, s) in samples
+                .iter()
+                .filter(|(x, c, _, _)| *x == v && *c == clients)
+            {
+                own_ms.push(own(s));
+                let floor = samples
+                    .iter()
+                    .find(|(x, c, r, _)| *x == Variant::Floor && *c == clients && r == round);
+                if let Some((_, _, _, f)) = floor {
+                    above.push(own(s) - own(f));
+                }
+            }
+            let spread = |mut xs: Vec<f64>| {
+                if xs.is_empty() {
+                    return "-".to_owned();
+                }
+                xs.sort_by(f64::total_cmp);
+                format!(
+                    "{:.3} ({:.3}–{:.3})",
+                    xs[xs.len() / 2],
+                    xs[0],
+                    xs[xs.len() - 1]
+                )
+            };
+            let above = if v == Variant::Floor {
+                "-".to_owned()
+            } else {
+                spread(above)
+            };
+            println!(
+                "| {} | {clients} | {} | {above} |",
+                v.label(),
+                spread(own_ms)
             );
         }
     }
