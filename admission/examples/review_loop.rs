@@ -11,13 +11,14 @@
 //! # instructions per review: (Ir(1000) - Ir(0)) / 1000
 //! ```
 //!
-//! With a second argument, `EVICT` bytes of memory are written before each review, so that it
-//! finds the caches as a review behind a busy API server does (64 MiB: more than this
-//! machine's 32 MiB L3); the time of each `answer` alone is measured and its median and
-//! spread printed. Under callgrind's cache simulation the same run counts the cache lines a
+//! With a second argument, the time of each `answer` alone is measured and its median and
+//! spread printed, `EVICT` bytes of memory written before each review (0: none, the caches
+//! hot), so that it finds the caches as a review behind a busy API server does (64 MiB: more
+//! than this machine's 32 MiB L3). Under callgrind's cache simulation the same run counts the cache lines a
 //! review misses, code and data, function by function:
 //!
 //! ```sh
+//! target/release/examples/review_loop 2000 0               # time per review, caches hot
 //! target/release/examples/review_loop 2000 67108864        # time per review, caches cold
 //! valgrind --tool=callgrind --cache-sim=yes --LL=33554432,16,64 \
 //!   --callgrind-out-file=/tmp/cold target/release/examples/review_loop 200 67108864
@@ -33,17 +34,17 @@ use ck8s_policy_runtime::{Limits, PolicySet, PolicySources, Runtime};
 use std::time::{Duration, Instant};
 
 const REVIEW: &[u8] = include_bytes!("../bench/apiserver-review.json");
-const USAGE: &str = "usage: review_loop N [EVICT] (reviews to answer; bytes to write before each)";
+const USAGE: &str = "usage: review_loop N [EVICT] (reviews to answer; with EVICT, each timed after writing EVICT bytes)";
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let mut number = |default: usize| -> anyhow::Result<usize> {
-        args.next().map_or(Ok(default), |a| {
-            a.parse().map_err(|_| anyhow::anyhow!(USAGE))
-        })
+    let mut number = || -> anyhow::Result<Option<usize>> {
+        args.next()
+            .map(|a| a.parse().map_err(|_| anyhow::anyhow!(USAGE)))
+            .transpose()
     };
-    let n = number(1000)?;
-    let evict = number(0)?;
+    let n = number()?.unwrap_or(1000);
+    let evict = number()?;
     let limits = Limits {
         max_instances: 1,
         ..Limits::default()
@@ -58,13 +59,13 @@ fn main() -> anyhow::Result<()> {
         first.decision.allowed,
         "the benchmark's review must be allowed"
     );
-    if evict == 0 {
+    let Some(evict) = evict else {
         for _ in 0..n {
             let answer = review::answer(REVIEW, &set, None, &metrics)?;
             std::hint::black_box(answer.body);
         }
         return Ok(());
-    }
+    };
     // One write per cache line: what the review needs next is no longer cached.
     let mut other_work = vec![0u8; evict];
     let mut times = Vec::with_capacity(n);

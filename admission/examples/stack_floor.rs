@@ -1,6 +1,6 @@
 //! The floor of ck8s-admission's stack: tokio, rustls (ring) and hyper's HTTP/1.1 server
-//! answering every POST with an allowed review, no parse beyond finding the request's uid, no
-//! policy, no deadlines or metrics. What it costs per review is what the transport alone costs
+//! answering every POST with an allowed review, no parse beyond finding the request's uid (as
+//! ck8s-admission finds it when overloaded), no policy, no deadlines or metrics. What it costs per review is what the transport alone costs
 //! on this machine; the webhook's figure minus this one is what ck8s-admission adds.
 //!
 //! Posted to directly by `admission/bench/paced.sh`:
@@ -12,14 +12,15 @@
 //! (`CK8S_FLOOR_BIN=target/release/examples/stack_floor`, see `tests/examples/create_cost.rs`),
 //! which gives it ck8s-admission's flags: `--listen`, `--metrics-listen`, `--tls-cert`,
 //! `--tls-key` (`--name=value` or `--name value`; a self-signed certificate without the last
-//! two; other flags are ignored). The plain listener answers any request with `reviews N`, the
-//! reviews answered so far.
+//! two; other flags are ignored). The plain listener answers any request with
+//! `stack_floor_reviews_total N`, the reviews answered so far.
 //!
 //! `STACK_FLOOR_RUNTIME=current` runs it on one single-threaded runtime instead of the
 //! webhook's multi-threaded one: the lowest a tokio server can go.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ck8s_admission::body::uid_in_prefix;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response};
@@ -47,25 +48,12 @@ fn required(name: &str) -> String {
     flag(name).unwrap_or_else(|| panic!("stack_floor needs {name}"))
 }
 
-/// The first `"uid":"..."` of the review: the Go encoder writes `request.uid` before any other.
-fn request_uid(body: &[u8]) -> &str {
-    const KEY: &[u8] = br#""uid":""#;
-    body.windows(KEY.len())
-        .position(|w| w == KEY)
-        .and_then(|at| {
-            let rest = &body[at + KEY.len()..];
-            let end = rest.iter().position(|&b| b == b'"')?;
-            std::str::from_utf8(&rest[..end]).ok()
-        })
-        .unwrap_or("")
-}
-
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let body = req.into_body().collect().await?.to_bytes();
     REVIEWS.fetch_add(1, Ordering::Relaxed);
     let answer = format!(
         r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{{"uid":"{}","allowed":true}}}}"#,
-        request_uid(&body)
+        uid_in_prefix(&body).unwrap_or_default()
     );
     Ok(Response::builder()
         .header("content-type", "application/json")
@@ -117,7 +105,10 @@ fn main() {
                 // The request read first: closing with it unread would reset the connection.
                 let mut request = [0u8; 1024];
                 let _ = s.read(&mut request).await;
-                let body = format!("reviews {}\n", REVIEWS.load(Ordering::Relaxed));
+                let body = format!(
+                    "stack_floor_reviews_total {}\n",
+                    REVIEWS.load(Ordering::Relaxed)
+                );
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()

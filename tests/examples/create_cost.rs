@@ -301,7 +301,7 @@ fn setup(cp: &ControlPlane, ns: &str, v: Variant) -> anyhow::Result<Option<Ck8s>
             // The floor allows everything: in force once a dry run has reached it.
             cp.wait_until(Duration::from_secs(60), "the floor called", || {
                 dry_run_bad(cp, ns);
-                Ok(floor_reviews(&c) > 0)
+                Ok(c.metric("stack_floor_reviews_total") > 0)
             })?;
             return Ok(Some(c));
         }
@@ -430,15 +430,6 @@ fn ticks_of(pid: u32) -> Duration {
     Duration::from_nanos(ticks * 1_000_000_000 / hz.max(1))
 }
 
-/// The reviews the floor has answered (its plain listener's `reviews N`).
-fn floor_reviews(floor: &Ck8s) -> u64 {
-    floor
-        .metrics()
-        .lines()
-        .find_map(|l| l.strip_prefix("reviews ")?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// TLS handshakes ck8s-admission has completed (full and resumed).
 fn handshakes(ck8s: &Ck8s) -> f64 {
     ck8s.metrics()
@@ -537,10 +528,7 @@ fn report(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
                 .collect();
             // Median (min–max) over the rounds.
             let stat = |f: &dyn Fn(&Sample) -> f64, show: &dyn Fn(f64) -> String| {
-                let mut xs: Vec<f64> = runs.iter().map(|s| f(s)).collect();
-                xs.sort_by(f64::total_cmp);
-                let med = xs[xs.len() / 2];
-                format!("{} ({}–{})", show(med), show(xs[0]), show(xs[xs.len() - 1]))
+                spread(runs.iter().map(|s| f(s)).collect(), show)
             };
             let q = |s: &Sample, q: f64| {
                 let mut v = s.latencies.clone();
@@ -612,16 +600,10 @@ fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
                 continue;
             }
             let column = |f: &dyn Fn(&Sample) -> f64| {
-                let mut d: Vec<f64> = pairs.iter().map(|(s, vap)| f(s) - f(vap)).collect();
-                d.sort_by(f64::total_cmp);
+                let d: Vec<f64> = pairs.iter().map(|(s, vap)| f(s) - f(vap)).collect();
                 let lower = d.iter().filter(|x| **x < 0.0).count();
-                format!(
-                    "{:+.2} ({:+.2}–{:+.2}); {lower} of {}",
-                    d[d.len() / 2],
-                    d[0],
-                    d[d.len() - 1],
-                    d.len()
-                )
+                let n = d.len();
+                format!("{}; {lower} of {n}", spread(d, &|x| format!("{x:+.2}")))
             };
             println!(
                 "| {} | {clients} | {} | {} |",
@@ -661,28 +643,25 @@ fn report_above_floor(samples: &[(Variant, usize, usize, Sample)], creates: usiz
                     above.push(own(s) - own(f));
                 }
             }
-            let spread = |mut xs: Vec<f64>| {
-                if xs.is_empty() {
-                    return "-".to_owned();
-                }
-                xs.sort_by(f64::total_cmp);
-                format!(
-                    "{:.3} ({:.3}–{:.3})",
-                    xs[xs.len() / 2],
-                    xs[0],
-                    xs[xs.len() - 1]
-                )
-            };
-            let above = if v == Variant::Floor {
+            let ms = |x: f64| format!("{x:.3}");
+            // The floor has nothing above itself.
+            let above = if above.is_empty() || v == Variant::Floor {
                 "-".to_owned()
             } else {
-                spread(above)
+                spread(above, &ms)
             };
             println!(
                 "| {} | {clients} | {} | {above} |",
                 v.label(),
-                spread(own_ms)
+                spread(own_ms, &ms)
             );
         }
     }
+}
+
+/// `median (min–max)` of `xs` (not empty), each shown by `show`.
+fn spread(mut xs: Vec<f64>, show: &dyn Fn(f64) -> String) -> String {
+    xs.sort_by(f64::total_cmp);
+    let (min, median, max) = (xs[0], xs[xs.len() / 2], xs[xs.len() - 1]);
+    format!("{} ({}–{})", show(median), show(min), show(max))
 }
