@@ -1,7 +1,8 @@
 //! The floor of ck8s-admission's stack: tokio, rustls (ring) and hyper's HTTP/1.1 server
 //! answering every POST with an allowed review, no parse beyond finding the request's uid (as
-//! ck8s-admission finds it when overloaded), no policy, no deadlines or metrics. What it costs per review is what the transport alone costs
-//! on this machine; the webhook's figure minus this one is what ck8s-admission adds.
+//! ck8s-admission finds it when overloaded), no policy, no deadlines or metrics. What it costs
+//! per review is what the transport alone costs on this machine; the webhook's figure minus
+//! this one is what ck8s-admission adds.
 //!
 //! Posted to directly by `admission/bench/paced.sh`:
 //!
@@ -58,7 +59,7 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::
     Ok(Response::builder()
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(answer)))
-        .expect("a fixed response"))
+        .expect("a response of a static header and a body"))
 }
 
 fn certificate() -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
