@@ -35,6 +35,23 @@
 //! follow it) and a deadline per call; if a call fails (trap, deadline, memory), the policies
 //! after it get a new instance. Each policy keeps its own settings, mode and outcome.
 //!
+//! ## Settings read once (optional exports)
+//!
+//! A module may also export `ck8s_configure(settings_ptr, settings_len: i32) -> i64` (a
+//! bundle: `ck8s_configure_policy(index, settings_ptr, settings_len: i32) -> i64`). When it
+//! does, the host calls it once per policy when it puts the policy in service, with the
+//! policy's settings as JSON (defaults merged), every policy of a bundle in one instance, in
+//! order. The output is as `ck8s_validate`'s: empty means the settings were taken, a
+//! [`Verdict`] with `error` set says why not, and the policy is refused at load with that
+//! message instead of failing every request. The host then keeps what the calls changed in the
+//! instance's memory (its difference from a fresh instance's) and writes it into the fresh
+//! instance of every evaluation, before the input; those evaluations pass settings of length
+//! 0, which such a guest reads as "the settings given to configure". So a guest exporting it
+//! must keep all it configures in its linear memory (no mutable global may differ after the
+//! call: the SDK's guests only have the stack pointer, which every call restores), and must
+//! still accept settings passed to `ck8s_validate` (a non-empty blob) as before. What it buys:
+//! no guest parses its settings in every evaluation.
+//!
 //! ## The input: parsed once by the host
 //!
 //! The host parses the object's JSON **once per request**, natively, into the typed view
@@ -85,6 +102,11 @@ pub mod exports {
     pub const VALIDATE: &str = "ck8s_validate";
     /// A bundle's `ck8s_validate`, with the policy's index first.
     pub const VALIDATE_POLICY: &str = "ck8s_validate_policy";
+    /// Optional: reads a policy's settings once, before any evaluation (see "Settings read
+    /// once" in the crate docs).
+    pub const CONFIGURE: &str = "ck8s_configure";
+    /// A bundle's `ck8s_configure`, with the policy's index first.
+    pub const CONFIGURE_POLICY: &str = "ck8s_configure_policy";
 }
 
 /// Packs a guest pointer and length into the `i64` the ABI returns.

@@ -32,6 +32,7 @@ mod error;
 pub mod kinds;
 mod policy;
 mod ratchet;
+mod resident;
 mod set;
 mod sources;
 mod subject;
@@ -46,7 +47,7 @@ pub use error::{
     BuildError, ConfigError, LoadError, ManifestError, PolicyError, SetError, StartError,
     Unparsable,
 };
-pub use policy::{LoadedPolicy, PolicySource};
+pub use policy::{ConfiguredMemory, LoadedPolicy, PolicySource};
 pub use set::{Evaluation, Origin, Outcome, OutcomeResult, PolicySet};
 pub use sources::{ConfigSource, PolicySources, Source};
 pub use subject::{NotJudged, Subject};

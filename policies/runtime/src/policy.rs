@@ -3,6 +3,7 @@
 
 use crate::engine::{EpochTicker, Running, Runtime};
 use crate::error::{LoadError, PolicyError};
+use crate::resident;
 use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
@@ -71,12 +72,111 @@ struct Exports {
     metadata: ModuleExport,
     validate: ModuleExport,
     abi_version: ModuleExport,
+    /// `ck8s_configure` (`ck8s_configure_policy` of a bundle), if the module has it.
+    configure: Option<ModuleExport>,
 }
 
 /// `ck8s_validate` of a single policy, or `ck8s_validate_policy` of a bundle.
 enum Validate {
     One(TypedFunc<(i32, i32, i32, i32), i64>),
     Member(TypedFunc<(i32, i32, i32, i32, i32), i64>),
+}
+
+/// What configuring the policies of one module (`ck8s_configure`) left in its memory: its
+/// difference from a fresh instance's, written into the fresh instance of every evaluation
+/// before the input, so that no evaluation parses settings (see `ck8s_policy_api`, "Settings
+/// read once"). Made by [`LoadedPolicy::configure`].
+pub struct ConfiguredMemory {
+    /// The module it was taken from: it means nothing in another module's memory.
+    module: Module,
+    /// The memory's size after configuring, in wasm pages.
+    pages: u64,
+    /// `(offset, bytes)`: the runs of memory that differ from a fresh instance's.
+    runs: Vec<(usize, Box<[u8]>)>,
+}
+
+impl fmt::Debug for ConfiguredMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfiguredMemory")
+            .field("pages", &self.pages)
+            .field("runs", &self.runs.len())
+            .field("bytes", &self.bytes())
+            .field(
+                "at",
+                &self
+                    .runs
+                    .iter()
+                    .map(|(o, r)| (*o, r.len()))
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl ConfiguredMemory {
+    /// Bytes written into each evaluation's instance.
+    pub fn bytes(&self) -> usize {
+        self.runs.iter().map(|(_, run)| run.len()).sum()
+    }
+
+    /// The runs of the configured memory that differ from a fresh instance's memory,
+    /// compared by cache line and merged when adjacent. `populated` holds the configured
+    /// memory's populated pages as `(offset, bytes)` (the others are as in a fresh instance);
+    /// past the end of `fresh`, memory is zero.
+    fn diff(module: Module, pages: u64, fresh: &[u8], populated: &[(usize, Vec<u8>)]) -> Self {
+        const LINE: usize = 64;
+        let mut runs: Vec<(usize, Box<[u8]>)> = Vec::new();
+        for (base, after) in populated {
+            let mut open: Option<usize> = None;
+            for start in (0..after.len()).step_by(LINE) {
+                let end = (start + LINE).min(after.len());
+                let now = &after[start..end];
+                let (from, to) = (base + start, base + end);
+                let was = fresh
+                    .get(from.min(fresh.len())..to.min(fresh.len()))
+                    .unwrap_or(&[]);
+                let differs = was != &now[..was.len()] || now[was.len()..].iter().any(|&b| b != 0);
+                match (differs, open) {
+                    (true, None) => open = Some(start),
+                    (false, Some(first)) => {
+                        runs.push((base + first, after[first..start].into()));
+                        open = None;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(first) = open {
+                runs.push((base + first, after[first..].into()));
+            }
+        }
+        ConfiguredMemory {
+            module,
+            pages,
+            runs,
+        }
+    }
+
+    /// Writes the configured state into a fresh instance's memory, grown to its size first.
+    fn write_into(
+        &self,
+        policy: &LoadedPolicy,
+        store: &mut Store<StoreState>,
+        memory: Memory,
+    ) -> Result<(), PolicyError> {
+        let pages = memory.size(&*store);
+        if pages < self.pages {
+            memory
+                .grow(&mut *store, self.pages - pages)
+                .map_err(|e| policy.classify(store, e))?;
+        }
+        let data = memory.data_mut(&mut *store);
+        for (offset, run) in &self.runs {
+            data.get_mut(*offset..offset + run.len())
+                .ok_or_else(|| PolicyError::Trap("configured memory lies outside memory".into()))?
+                .copy_from_slice(run);
+        }
+        Ok(())
+    }
 }
 
 /// A fresh instance with the input and the settings written into it.
@@ -240,12 +340,18 @@ impl LoadedPolicy {
         } else {
             exports::VALIDATE
         };
+        let configure_export = if is_bundle {
+            exports::CONFIGURE_POLICY
+        } else {
+            exports::CONFIGURE
+        };
         let exports = Exports {
             memory: export(exports::MEMORY)?,
             alloc: export(exports::ALLOC)?,
             metadata: export(exports::METADATA)?,
             validate: export(validate_export)?,
             abi_version: export(exports::ABI_VERSION)?,
+            configure: module.get_export_index(configure_export),
         };
         let linker: Linker<StoreState> = Linker::new(runtime.engine());
         let pre = linker
@@ -351,6 +457,27 @@ impl LoadedPolicy {
                 source_name: name,
                 export: validate_export.into(),
             });
+        }
+        // Only the binary ABI has it: a version-1 module keeps JSON settings per call.
+        if policy.abi != ABI_VERSION {
+            policy.exports.configure = None;
+        }
+        if let Some(configure) = &policy.exports.configure {
+            let typed = if is_bundle {
+                policy
+                    .func::<(i32, i32, i32), i64>(&mut store, &instance, configure)
+                    .is_some()
+            } else {
+                policy
+                    .func::<(i32, i32), i64>(&mut store, &instance, configure)
+                    .is_some()
+            };
+            if !typed {
+                return Err(LoadError::Export {
+                    source_name: name,
+                    export: configure_export.into(),
+                });
+            }
         }
         policy
             .func::<i32, i32>(&mut store, &instance, &policy.exports.alloc)
@@ -463,7 +590,8 @@ impl LoadedPolicy {
     /// [`Subject::request_json`](crate::Subject::request_json)), `settings` the policy's
     /// merged settings as JSON.
     pub fn evaluate(&self, request: &[u8], settings: &[u8]) -> Result<Verdict, PolicyError> {
-        self.session(&[request], [settings])?.call(self, settings)
+        self.session(&[request], [settings], None)?
+            .call(self, settings)
     }
 
     /// Evaluates an ABI v2 input (a policy of [`ABI_VERSION`]), with the raw object JSON in
@@ -473,22 +601,26 @@ impl LoadedPolicy {
         input: &EncodedInput<'_>,
         settings: &[u8],
     ) -> Result<Verdict, PolicyError> {
-        self.session(&input.parts(self.metadata.raw_object), [settings])?
+        self.session(&input.parts(self.metadata.raw_object), [settings], None)?
             .call(self, settings)
     }
 
-    /// Evaluates policies of one bundle (each with its settings) on one ABI v2 input, in one
-    /// fresh instance, in order: the input is written once and decoded once by the guest.
-    /// A call that fails for any reason but the policy's own verdict error ends that instance,
-    /// and the policies after it get a new one. Each result comes with its time, the
-    /// instance's set-up counted in the first call made on it.
+    /// Evaluates policies of one module (one policy, or members of one bundle, each with its
+    /// settings) on one ABI v2 input, in one fresh instance, in order: the input is written
+    /// once and decoded once by the guest. With `configured` (from [`LoadedPolicy::configure`]
+    /// on this module), each instance starts from it, and a policy given empty settings uses
+    /// those it was configured with. A call that fails for any reason but the policy's own
+    /// verdict error ends that instance, and the policies after it get a new one. Each result
+    /// comes with its time, the instance's set-up counted in the first call made on it.
     ///
     /// # Panics
     ///
-    /// If the policies are not all members of the same bundle ([`LoadedPolicy::same_bundle`]).
+    /// If the policies are not all of one module ([`LoadedPolicy::same_bundle`]), or
+    /// `configured` was taken from another.
     pub fn evaluate_together(
         policies: &[(&LoadedPolicy, &[u8])],
         input: &EncodedInput<'_>,
+        configured: Option<&ConfiguredMemory>,
     ) -> Vec<(Result<Verdict, PolicyError>, Duration)> {
         let Some(((first, _), rest)) = policies.split_first() else {
             return Vec::new();
@@ -496,6 +628,10 @@ impl LoadedPolicy {
         assert!(
             rest.iter().all(|(p, _)| p.same_bundle(first)),
             "evaluate_together needs policies of one bundle"
+        );
+        assert!(
+            configured.is_none_or(|c| Module::same(&c.module, first.pre.module())),
+            "configured memory of another module"
         );
         let with_raw = policies.iter().any(|(p, _)| p.metadata.raw_object);
         let mut out = Vec::with_capacity(policies.len());
@@ -506,7 +642,7 @@ impl LoadedPolicy {
                 Some(open) => open,
                 None => {
                     let rest = policies[i..].iter().map(|(_, s)| *s);
-                    match first.session(&input.parts(with_raw), rest) {
+                    match first.session(&input.parts(with_raw), rest, configured) {
                         Ok(opened) => opened,
                         Err(error) => {
                             out.push((Err(error), start.elapsed()));
@@ -525,12 +661,104 @@ impl LoadedPolicy {
         out
     }
 
+    /// Whether the module reads its settings once (`ck8s_configure`), so that
+    /// [`LoadedPolicy::configure`] applies.
+    pub fn configurable(&self) -> bool {
+        self.exports.configure.is_some()
+    }
+
+    /// Hands each policy (of one module, in the module's order) its settings once, in one
+    /// instance, and returns what that left in the instance's memory, for
+    /// [`LoadedPolicy::evaluate_together`] to start every evaluation from; `Ok(None)` if the
+    /// module does not read settings once ([`LoadedPolicy::configurable`]). `Err` names the
+    /// position in `policies` of the policy that refused its settings, or could not take them.
+    ///
+    /// # Panics
+    ///
+    /// If the policies are not all of one module (one policy, or members of one bundle).
+    pub fn configure(
+        policies: &[(&LoadedPolicy, &[u8])],
+    ) -> Result<Option<ConfiguredMemory>, (usize, PolicyError)> {
+        let Some(((first, _), rest)) = policies.split_first() else {
+            return Ok(None);
+        };
+        assert!(
+            rest.iter().all(|(p, _)| p.same_bundle(first)),
+            "configure needs the policies of one module"
+        );
+        let Some(configure) = &first.exports.configure else {
+            return Ok(None);
+        };
+        let (mut store, instance) = first.instantiate().map_err(|e| (0, e))?;
+        let memory = first.memory(&mut store, &instance).map_err(|e| (0, e))?;
+        let alloc = first
+            .func::<i32, i32>(&mut store, &instance, &first.exports.alloc)
+            .ok_or_else(|| (0, PolicyError::BadOutput("`ck8s_alloc` is missing".into())))?;
+        let configure = first
+            .func_export(&mut store, &instance, configure)
+            .map_err(|e| (0, e))?;
+        for (i, (policy, settings)) in policies.iter().enumerate() {
+            let fail = |e| (i, e);
+            store.data_mut().deadline_at = Instant::now() + policy.deadline;
+            store.set_epoch_deadline(1);
+            let len = i32::try_from(settings.len())
+                .map_err(|_| fail(PolicyError::MemoryLimit(policy.memory_bytes)))?;
+            let ptr = alloc
+                .call(&mut store, len)
+                .map_err(|e| fail(policy.classify(&store, e)))? as u32
+                as usize;
+            memory
+                .data_mut(&mut store)
+                .get_mut(ptr..ptr + settings.len())
+                .ok_or_else(|| {
+                    fail(PolicyError::Trap(
+                        "ck8s_alloc returned a buffer outside memory".into(),
+                    ))
+                })?
+                .copy_from_slice(settings);
+            let packed = match &policy.member {
+                Some(member) => configure
+                    .typed::<(i32, i32, i32), i64>(&store)
+                    .and_then(|f| f.call(&mut store, (member.index as i32, ptr as i32, len))),
+                None => configure
+                    .typed::<(i32, i32), i64>(&store)
+                    .and_then(|f| f.call(&mut store, (ptr as i32, len))),
+            }
+            .map_err(|e| fail(policy.classify(&store, e)))?;
+            if unpack(packed).1 != 0 {
+                let out = policy
+                    .read_output_from(&store, memory, packed)
+                    .map_err(fail)?;
+                let verdict: Verdict = serde_json::from_slice(&out)
+                    .map_err(|e| fail(PolicyError::BadOutput(e.to_string())))?;
+                if let Some(message) = verdict.error {
+                    return Err(fail(PolicyError::Guest(message)));
+                }
+            }
+        }
+        // Only the populated pages are read, here and in the fresh instance below, so that
+        // no other page of the pool slot gets populated (see `resident.rs`).
+        let pages = memory.size(&store);
+        let populated = populated_runs(memory.data(&store));
+        drop(store);
+        let (mut store, instance) = first.instantiate().map_err(|e| (0, e))?;
+        let fresh = first.memory(&mut store, &instance).map_err(|e| (0, e))?;
+        Ok(Some(ConfiguredMemory::diff(
+            first.pre.module().clone(),
+            pages,
+            fresh.data(&store),
+            &populated,
+        )))
+    }
+
     /// A fresh instance with the input (written from `parts`) and the settings blob of each
-    /// call to come, in order, in one guest buffer from one `ck8s_alloc` call.
+    /// call to come, in order, in one guest buffer from one `ck8s_alloc` call; the memory of
+    /// `configured` written into it first.
     fn session<'s>(
         &self,
         parts: &[&'s [u8]],
         settings: impl IntoIterator<Item = &'s [u8], IntoIter: Clone>,
+        configured: Option<&ConfiguredMemory>,
     ) -> Result<Session, PolicyError> {
         let settings = settings.into_iter();
         let (mut store, instance) = self.instantiate()?;
@@ -550,6 +778,9 @@ impl LoadedPolicy {
             )
         };
         let memory = self.memory(&mut store, &instance)?;
+        if let Some(configured) = configured {
+            configured.write_into(self, &mut store, memory)?;
+        }
 
         let input_len: usize = parts.iter().map(|p| p.len()).sum();
         let total = settings
@@ -632,6 +863,29 @@ impl LoadedPolicy {
             None => PolicyError::Trap(format!("{error:#}")),
         }
     }
+}
+
+/// Copies of the populated pages of `memory` (all of it when that cannot be told), runs of
+/// consecutive pages merged: `(offset, bytes)`.
+fn populated_runs(memory: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let Some(populated) = resident::populated_pages(memory) else {
+        return vec![(0, memory.to_vec())];
+    };
+    let page = resident::page_size();
+    // The first entry is the page holding memory[0], which may start before it.
+    let skew = memory.as_ptr() as usize % page;
+    let mut runs: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, _) in populated.iter().enumerate().filter(|(_, p)| **p) {
+        let from = (i * page).saturating_sub(skew);
+        let to = ((i + 1) * page - skew).min(memory.len());
+        match runs.last_mut() {
+            Some((start, bytes)) if *start + bytes.len() == from => {
+                bytes.extend_from_slice(&memory[from..to])
+            }
+            _ => runs.push((from, memory[from..to].to_vec())),
+        }
+    }
+    runs
 }
 
 fn validate_metadata(m: &PolicyMetadata) -> Result<(), String> {

@@ -2,7 +2,7 @@
 
 use crate::config::{Mode, OnError, PolicyConfig, SettingsFile};
 use crate::error::{PolicyError, SetError};
-use crate::policy::LoadedPolicy;
+use crate::policy::{ConfiguredMemory, LoadedPolicy};
 use crate::ratchet::{SecretValues, ratchet};
 use crate::subject::{NotJudged, Subject};
 use crate::vap::{ClusterReads, VapNeeds, VapPolicies};
@@ -15,6 +15,19 @@ struct Entry {
     config: PolicyConfig,
     /// Defaults merged with the configured settings, serialized once.
     settings_json: Vec<u8>,
+    /// The policy's module with its settings already read (by every policy of the set in
+    /// it), when the module reads settings once: then no evaluation passes `settings_json`.
+    configured: Option<Arc<ConfiguredMemory>>,
+}
+
+impl Entry {
+    /// The settings blob an evaluation passes: none when the module was configured.
+    fn settings(&self) -> &[u8] {
+        match self.configured {
+            Some(_) => &[],
+            None => &self.settings_json,
+        }
+    }
 }
 
 /// An immutable set of policies and their configuration. The webhook swaps whole sets
@@ -130,8 +143,10 @@ impl PolicySet {
                 policy,
                 config: cfg,
                 settings_json,
+                configured: None,
             });
         }
+        configure(&mut entries)?;
         let vaps = vaps
             .filter(|v| !v.policies.is_empty())
             .map(|v| VapPolicies::new(v, config))
@@ -364,29 +379,57 @@ impl PolicySet {
                     continue;
                 }
             };
-            if !e.policy.is_bundled() {
-                let start = Instant::now();
-                let verdict = e.policy.evaluate_input(input, &e.settings_json);
-                results[i] = Some((verdict, start.elapsed()));
-                continue;
-            }
             // This policy and the others of its bundle that the request concerns: one instance.
             let members: Vec<usize> = (i..self.entries.len())
-                .filter(|&j| ask[j] && self.entries[j].policy.same_bundle(&e.policy))
+                .filter(|&j| j == i || ask[j] && self.entries[j].policy.same_bundle(&e.policy))
                 .collect();
             let calls: Vec<(&LoadedPolicy, &[u8])> = members
                 .iter()
-                .map(|&j| (&*self.entries[j].policy, &self.entries[j].settings_json[..]))
+                .map(|&j| (&*self.entries[j].policy, self.entries[j].settings()))
                 .collect();
+            let configured = e.configured.as_deref();
             for (j, result) in members
                 .into_iter()
-                .zip(LoadedPolicy::evaluate_together(&calls, input))
+                .zip(LoadedPolicy::evaluate_together(&calls, input, configured))
             {
                 results[j] = Some(result);
             }
         }
         results
     }
+}
+
+/// Hands the policies of each module that reads its settings once their settings (every
+/// policy of a bundle in one instance), so that a policy refusing its settings fails here,
+/// when it is put in service, and no evaluation parses them again.
+fn configure(entries: &mut [Entry]) -> Result<(), SetError> {
+    for i in 0..entries.len() {
+        let first = &entries[i];
+        if first.configured.is_some() || !first.policy.configurable() {
+            continue;
+        }
+        let members: Vec<usize> = (i..entries.len())
+            .filter(|&j| j == i || entries[j].policy.same_bundle(&first.policy))
+            .collect();
+        let calls: Vec<(&LoadedPolicy, &[u8])> = members
+            .iter()
+            .map(|&j| (&*entries[j].policy, &entries[j].settings_json[..]))
+            .collect();
+        let configured = match LoadedPolicy::configure(&calls) {
+            Ok(Some(memory)) => Arc::new(memory),
+            Ok(None) => continue,
+            Err((k, error)) => {
+                return Err(SetError::Settings {
+                    policy: calls[k].0.name().to_string(),
+                    error,
+                });
+            }
+        };
+        for j in members {
+            entries[j].configured = Some(configured.clone());
+        }
+    }
+    Ok(())
 }
 
 /// One policy's verdict on one object and the time it took.

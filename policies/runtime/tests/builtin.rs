@@ -4,8 +4,8 @@
 use ck8s_policy_api::Operation;
 use ck8s_policy_runtime::admission::parse_review;
 use ck8s_policy_runtime::{
-    Decision, Evaluation, FindingKind, Limits, NotJudged, OutcomeResult, PolicySet, PolicySources,
-    Runtime, SettingsFile, Source, Subject,
+    Decision, Evaluation, FindingKind, Limits, LoadedPolicy, NotJudged, OutcomeResult, PolicySet,
+    PolicySources, Runtime, SettingsFile, Source, Subject,
 };
 use serde_json::{Value, json};
 use std::sync::{Arc, OnceLock};
@@ -219,6 +219,89 @@ fn settings_reach_the_guest_and_typos_are_refused() {
     .to_string();
     assert!(err.contains("not loaded"), "{err}");
     assert!(SettingsFile::parse("policies: { build-ref: { mode: block } }").is_err());
+}
+
+/// The built-ins read their settings once, when put in service (`ck8s_configure`): a setting
+/// of the wrong type is refused then, naming the policy and the setting, where it used to
+/// fail every request; and settings read once decide exactly as settings passed to every call.
+#[test]
+fn settings_are_read_once_at_load_and_a_wrong_type_is_refused_there() {
+    let policies: Vec<Arc<LoadedPolicy>> = BUILTIN
+        .load(runtime())
+        .unwrap()
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    assert!(policies.iter().all(|p| p.configurable()));
+    for (config, policy, wrong) in [
+        (
+            "policies: { build-ref: { settings: { names: CODEXK8S_BUILD_REF } } }",
+            "build-ref",
+            "invalid type: string \"CODEXK8S_BUILD_REF\", expected a sequence",
+        ),
+        (
+            "policies: { kaniko-cache: { settings: { executorImage: [kaniko] } } }",
+            "kaniko-cache",
+            "invalid type: sequence, expected a string",
+        ),
+    ] {
+        let err = PolicySet::new(policies.clone(), &SettingsFile::parse(config).unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("policy {policy} does not take its settings: "))
+                && err.contains("settings do not parse")
+                && err.contains(wrong),
+            "{err}"
+        );
+    }
+
+    // The same request judged by the set (settings read once) and by each policy called
+    // with its settings as JSON: the same violations, under defaults and under overrides.
+    let body = review("CREATE", &bad_deployment(), json!({}));
+    let request = parse_review(body.as_bytes()).unwrap();
+    let subject = Subject::from_admission(&request);
+    let input = subject.input().unwrap();
+    for config in [
+        "{}",
+        "policies: { build-ref: { settings: { names: [OTHER_REF, CODEXK8S_BUILD_REF] } }, legacy-labels: { settings: { legacyPrefix: codexk8s.io/managed } } }",
+    ] {
+        let config = SettingsFile::parse(config).unwrap();
+        let set = PolicySet::new(policies.clone(), &config).unwrap();
+        let Evaluation::Judged(outcomes) = set.evaluate(&subject) else {
+            panic!("the Deployment is judged")
+        };
+        for policy in &policies {
+            let mut settings = policy.metadata.default_settings();
+            if let Some(given) = config.policies.get(policy.name()) {
+                settings.extend(given.settings.clone());
+            }
+            let settings = serde_json::to_vec(&settings).unwrap();
+            let per_call = policy.evaluate_input(&input, &settings).unwrap();
+            let outcome = outcomes.iter().find(|o| o.policy == policy.name()).unwrap();
+            let OutcomeResult::Violations(read_once) = &outcome.result else {
+                panic!("{}: {:?}", policy.name(), outcome.result)
+            };
+            assert_eq!(read_once, &per_call.violations, "{}", policy.name());
+        }
+    }
+
+    // What configuring leaves in a fresh instance is a difference, not the memory.
+    let defaults: Vec<Vec<u8>> = policies
+        .iter()
+        .map(|p| serde_json::to_vec(&p.metadata.default_settings()).unwrap())
+        .collect();
+    let calls: Vec<(&LoadedPolicy, &[u8])> = policies
+        .iter()
+        .zip(&defaults)
+        .map(|(p, s)| (&**p, &s[..]))
+        .collect();
+    let configured = LoadedPolicy::configure(&calls).unwrap().unwrap();
+    assert!(
+        (1..16 << 10).contains(&configured.bytes()),
+        "{configured:?}"
+    );
 }
 
 #[test]

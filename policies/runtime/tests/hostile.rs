@@ -606,3 +606,111 @@ fn a_full_pool_is_a_capacity_error() {
     assert!(matches!(busy.join().unwrap(), Err(PolicyError::Timeout(_))));
     assert_eq!(run(&allow), Ok(()));
 }
+
+/// A single policy that reads its settings once: its bump pointer lives in memory (at 1024),
+/// as the ABI asks of such a guest, and `configure_body` is the body of `ck8s_configure`
+/// (params `$ptr`, `$len`). Its `ck8s_validate`, given no settings, answers the output whose
+/// `(ptr, len)` configure left at 1032 and 1036 (nothing configured: `(0, 0)`, allowed); given
+/// settings, it allows.
+fn configured_wat(configure_body: &str, extra: &str) -> String {
+    let esc = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"(module
+  {extra}
+  (memory (export "memory") 1)
+  (data (i32.const 0) "{meta}")
+  (data (i32.const 1024) "\00\10\00\00")
+  (func (export "ck8s_abi_version") (result i32) (i32.const 2))
+  (func (export "ck8s_alloc") (param $len i32) (result i32)
+    (local $p i32)
+    (local.set $p (i32.load (i32.const 1024)))
+    (i32.store (i32.const 1024) (i32.add (local.get $p) (local.get $len)))
+    (local.get $p))
+  (func (export "ck8s_metadata") (result i64) (i64.const {meta_len}))
+  (func (export "ck8s_configure") (param $ptr i32) (param $len i32) (result i64)
+    {configure_body})
+  (func (export "ck8s_validate") (param i32 i32 i32 i32) (result i64)
+    (if (result i64) (i32.eqz (local.get 3))
+      (then (i64.or
+        (i64.shl (i64.extend_i32_u (i32.load (i32.const 1032))) (i64.const 32))
+        (i64.extend_i32_u (i32.load (i32.const 1036)))))
+      (else (i64.const 0))))
+)"#,
+        meta = esc(META),
+        meta_len = META.len(),
+    )
+}
+
+/// What `ck8s_configure` leaves in memory, grown pages included, is where every evaluation's
+/// fresh instance starts: here configure grows the memory by a page, copies its settings (a
+/// verdict) there and notes where, and each evaluation given no settings answers that verdict.
+#[test]
+fn every_evaluation_starts_from_the_configured_memory() {
+    let rt = runtime();
+    let configure = "(local $at i32)
+        (local.set $at (i32.mul (memory.grow (i32.const 1)) (i32.const 65536)))
+        (memory.copy (local.get $at) (local.get $ptr) (local.get $len))
+        (i32.store (i32.const 1032) (local.get $at))
+        (i32.store (i32.const 1036) (local.get $len))
+        (i64.const 0)";
+    let policy = load(&rt, &configured_wat(configure, "")).unwrap();
+    assert!(policy.configurable());
+    let verdict = br#"{"violations":[],"error":"configured once"}"#;
+    let configured = LoadedPolicy::configure(&[(&policy, &verdict[..])])
+        .unwrap()
+        .unwrap();
+    let shown = format!("{configured:?}");
+    assert!(shown.contains("pages: 2"), "{shown}");
+
+    let raw = configmap();
+    let subject = Subject::from_manifest(&raw, Operation::Create).unwrap();
+    let input = subject.input().unwrap();
+    let judge = |settings: &[u8], configured| {
+        let mut results =
+            LoadedPolicy::evaluate_together(&[(&policy, settings)], &input, configured);
+        assert_eq!(results.len(), 1);
+        results.remove(0).0
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            judge(b"", Some(&configured)),
+            Err(PolicyError::Guest("configured once".into()))
+        );
+    }
+    // A fresh instance without it remembers nothing; settings passed with the call win.
+    assert_eq!(judge(b"", None), Ok(Default::default()));
+    assert_eq!(judge(b"{}", Some(&configured)), Ok(Default::default()));
+}
+
+/// A policy that refuses its settings, or traps taking them, is refused when the set is put
+/// together, with the policy's name and its reason.
+#[test]
+fn a_policy_that_refuses_its_settings_is_refused_at_load() {
+    let rt = runtime();
+    let refusal = r#"{"violations":[],"error":"settings do not parse: no such mode"}"#;
+    let refuses = configured_wat(
+        &format!(
+            "(i64.or (i64.shl (i64.const 2048) (i64.const 32)) (i64.const {}))",
+            refusal.len()
+        ),
+        &format!(
+            r#"(data (i32.const 2048) "{}")"#,
+            refusal.replace('"', "\\\"")
+        ),
+    );
+    let traps = configured_wat("(unreachable)", "");
+    for (wat, reason) in [
+        (refuses, "settings do not parse: no such mode".to_string()),
+        (traps, "trap".to_string()),
+    ] {
+        let policy = Arc::new(load(&rt, &wat).unwrap());
+        let err = PolicySet::new(vec![policy], &SettingsFile::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("policy hostile does not take its settings: ") && err.contains(&reason),
+            "{err}"
+        );
+    }
+}

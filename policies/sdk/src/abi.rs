@@ -26,7 +26,7 @@ pub fn __leak_output(bytes: Vec<u8>) -> i64 {
 /// into a verdict with `error` set, so that a malformed input never traps the guest.
 pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
     let request = Request::decode(input);
-    let verdict = judge::<P>(request.as_ref(), settings);
+    let verdict = judge::<P>(request.as_ref(), settings, 0);
     // In a guest the instance is discarded after this call: walking the view only to "free"
     // into a bump allocator that never frees is wasted.
     if cfg!(target_arch = "wasm32") {
@@ -39,7 +39,7 @@ pub fn __run<P: Policy>(input: &[u8], settings: &[u8]) -> Verdict {
 /// bundle is called on the same input in the same instance, so the input is decoded on the
 /// first call and the view kept for the others.
 #[cfg(target_arch = "wasm32")]
-pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdict {
+pub fn __run_bundled<P: Policy>(index: usize, input: &'static [u8], settings: &[u8]) -> Verdict {
     use std::cell::Cell;
     type Decoded = (usize, usize, &'static Result<Request<'static>, DecodeError>);
     thread_local! {
@@ -55,19 +55,69 @@ pub fn __run_bundled<P: Policy>(input: &'static [u8], settings: &[u8]) -> Verdic
             decoded
         }
     };
-    judge::<P>(decoded.as_ref(), settings)
+    judge::<P>(decoded.as_ref(), settings, index)
 }
 
-/// Parses the settings and runs the policy on the decoded request; a settings or decoding
-/// failure is the verdict's `error`.
-fn judge<P: Policy>(request: Result<&Request<'_>, &DecodeError>, settings: &[u8]) -> Verdict {
-    let settings = match parse_settings::<P>(settings) {
+/// `ck8s_configure` (`ck8s_configure_policy` of a bundle): parses the settings of the policy
+/// at `index` once and keeps them for every evaluation that passes no settings. The host keeps
+/// this instance's memory as the start of every evaluation's (see `ck8s_policy_api`).
+pub fn __configure<P: Policy>(index: usize, settings: &[u8]) -> Verdict {
+    match parse_settings::<P>(settings) {
+        Ok(parsed) => {
+            let parsed: &'static P::Settings = Box::leak(Box::new(parsed));
+            CONFIGURED.with_borrow_mut(|slots| {
+                if slots.len() <= index {
+                    slots.resize(index + 1, None);
+                }
+                slots[index] = Some(parsed);
+            });
+            Verdict::default()
+        }
+        Err(verdict) => verdict,
+    }
+}
+
+thread_local! {
+    /// The settings `ck8s_configure` parsed, by the policy's index in its module. A guest is
+    /// single-threaded: this is a plain static in its memory, which is what the host keeps.
+    static CONFIGURED: std::cell::RefCell<Vec<Option<&'static dyn std::any::Any>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The settings to judge with: the configured ones when the host passes none, else the blob
+/// parsed (an empty blob without configured settings is `{}`).
+fn settings_for<P: Policy>(index: usize, blob: &[u8]) -> Result<Settings<P>, Verdict> {
+    if blob.is_empty() {
+        let configured = CONFIGURED.with_borrow(|slots| slots.get(index).copied().flatten());
+        if let Some(settings) = configured.and_then(|any| any.downcast_ref::<P::Settings>()) {
+            return Ok(Settings::Configured(settings));
+        }
+    }
+    parse_settings::<P>(blob).map(Settings::Parsed)
+}
+
+enum Settings<P: Policy> {
+    Configured(&'static P::Settings),
+    Parsed(P::Settings),
+}
+
+/// Runs the policy on the decoded request with its settings; a settings or decoding failure
+/// is the verdict's `error`.
+fn judge<P: Policy>(
+    request: Result<&Request<'_>, &DecodeError>,
+    settings: &[u8],
+    index: usize,
+) -> Verdict {
+    let settings = match settings_for::<P>(index, settings) {
         Ok(s) => s,
         Err(verdict) => return verdict,
     };
     match request {
         Ok(request) => {
-            let violations = P::validate(request, &settings);
+            let violations = match &settings {
+                Settings::Configured(s) => P::validate(request, s),
+                Settings::Parsed(s) => P::validate(request, s),
+            };
             if cfg!(target_arch = "wasm32") {
                 core::mem::forget(settings);
             }

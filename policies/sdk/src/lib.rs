@@ -37,7 +37,7 @@ pub use abi::__run;
 #[doc(hidden)]
 pub use abi::__run_bundled;
 #[doc(hidden)]
-pub use abi::{__alloc, __leak_output};
+pub use abi::{__alloc, __configure, __leak_output};
 pub use ck8s_policy_api::{
     Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, GroupVersionKind, Literal,
     MetaEntry, MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec,
@@ -52,7 +52,7 @@ use serde_json::value::RawValue;
 pub trait Policy {
     /// The policy's settings; missing fields take the defaults declared in [`Policy::metadata`]
     /// (the host fills them in), so a `#[serde(default)]` is only needed for native tests.
-    type Settings: DeserializeOwned;
+    type Settings: DeserializeOwned + 'static;
 
     fn metadata() -> PolicyMetadata;
 
@@ -205,6 +205,13 @@ macro_rules! export_policy {
                     unsafe { $crate::__buffers(req_ptr, req_len, settings_ptr, settings_len) };
                 $crate::__verdict_output($crate::__run::<$policy>(req, settings))
             }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_configure(settings_ptr: i32, settings_len: i32) -> i64 {
+                // SAFETY: the host wrote the settings where it says.
+                let settings = unsafe { $crate::__settings(settings_ptr, settings_len) };
+                $crate::__verdict_output($crate::__configure::<$policy>(0, settings))
+            }
         }
     };
 }
@@ -241,7 +248,8 @@ macro_rules! __common_exports {
 ///
 /// ABI (on top of a single policy's): `ck8s_metadata` returns a JSON *array* of metadata,
 /// and `ck8s_validate_policy(index, input_ptr, input_len, settings_ptr, settings_len)`
-/// replaces `ck8s_validate`, `index` being the position in that array.
+/// replaces `ck8s_validate` (`ck8s_configure_policy(index, settings_ptr, settings_len)`
+/// `ck8s_configure`), `index` being the position in that array.
 #[macro_export]
 macro_rules! export_policies {
     ($($policy:ty),+ $(,)?) => {
@@ -269,19 +277,41 @@ macro_rules! export_policies {
                 // SAFETY: the host wrote the input and the settings where it says.
                 let (req, settings) =
                     unsafe { $crate::__buffers(req_ptr, req_len, settings_ptr, settings_len) };
-                let runs: &[fn(&'static [u8], &[u8]) -> $crate::Verdict] =
+                let runs: &[fn(usize, &'static [u8], &[u8]) -> $crate::Verdict] =
                     &[$($crate::__run_bundled::<$policy>),+];
                 let verdict = match runs.get(index as usize) {
-                    Some(run) => run(req, settings),
-                    None => $crate::Verdict {
-                        violations: ::std::vec::Vec::new(),
-                        error: Some(::std::format!("this bundle has no policy {index}")),
-                    },
+                    Some(run) => run(index as usize, req, settings),
+                    None => $crate::__no_policy(index),
+                };
+                $crate::__verdict_output(verdict)
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn ck8s_configure_policy(
+                index: i32,
+                settings_ptr: i32,
+                settings_len: i32,
+            ) -> i64 {
+                // SAFETY: the host wrote the settings where it says.
+                let settings = unsafe { $crate::__settings(settings_ptr, settings_len) };
+                let configures: &[fn(usize, &[u8]) -> $crate::Verdict] =
+                    &[$($crate::__configure::<$policy>),+];
+                let verdict = match configures.get(index as usize) {
+                    Some(configure) => configure(index as usize, settings),
+                    None => $crate::__no_policy(index),
                 };
                 $crate::__verdict_output(verdict)
             }
         }
     };
+}
+
+#[doc(hidden)]
+pub fn __no_policy(index: i32) -> Verdict {
+    Verdict {
+        violations: Vec::new(),
+        error: Some(format!("this bundle has no policy {index}")),
+    }
 }
 
 /// The input and settings buffers the host passed, as slices.
@@ -304,6 +334,20 @@ pub unsafe fn __buffers(
             core::slice::from_raw_parts(settings_ptr as usize as *const u8, settings_len as usize),
         )
     }
+}
+
+/// The settings buffer of `ck8s_configure`, as a slice (empty for a length of 0).
+///
+/// # Safety
+///
+/// As [`__buffers`]: the host wrote `len` bytes at `ptr`, into a buffer from `ck8s_alloc`.
+#[doc(hidden)]
+pub unsafe fn __settings(ptr: i32, len: i32) -> &'static [u8] {
+    if len <= 0 {
+        return &[];
+    }
+    // SAFETY: see above.
+    unsafe { core::slice::from_raw_parts(ptr as usize as *const u8, len as usize) }
 }
 
 #[doc(hidden)]
