@@ -155,8 +155,8 @@ pub enum SetError {
     },
     /// The policy refused its settings when they were handed to it, once, at load (a guest
     /// that reads them once: `ck8s_configure`), or could not take them.
-    #[error("policy {policy} does not take its settings: {error}")]
-    Settings { policy: String, error: PolicyError },
+    #[error("policy {policy} does not take its settings: {reason}")]
+    Settings { policy: String, reason: String },
     #[error("config names policy {policy:?}, which is not loaded (loaded: {})", loaded.join(", "))]
     NotLoaded { policy: String, loaded: Vec<String> },
     /// A VAP's mode comes from its bindings' `validationActions`, its error handling from

@@ -421,7 +421,11 @@ fn configure(entries: &mut [Entry]) -> Result<(), SetError> {
             Err((k, error)) => {
                 return Err(SetError::Settings {
                     policy: calls[k].0.name().to_string(),
-                    error,
+                    // The guest's own words, else what stopped it (a trap, the deadline).
+                    reason: match error {
+                        PolicyError::Guest(message) => message,
+                        other => other.to_string(),
+                    },
                 });
             }
         };
