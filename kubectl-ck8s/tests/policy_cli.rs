@@ -185,52 +185,33 @@ fn check_invalid_yaml_is_exit_2_with_file_and_document() {
     );
 }
 
+/// A setting the policy does not declare, or one of the wrong type (which the policy itself
+/// refuses when its settings are handed to it, once): exit 2 before any object is judged.
 #[test]
 fn check_unknown_or_mistyped_setting_is_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        "policies:\n  build-ref:\n    settings: {nmaes: [X]}\n",
-    )
-    .unwrap();
-    let r = ck8s(&[
-        "policy",
-        "check",
-        "-f",
-        "good",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("policy build-ref has no setting \"nmaes\""),
-        "{r:?}"
-    );
-
-    // A setting of the wrong type: refused before any object is judged, in the policy's words.
-    std::fs::write(
-        &config,
-        "policies:\n  build-ref:\n    settings: {names: CODEXK8S_BUILD_REF}\n",
-    )
-    .unwrap();
-    let r = ck8s(&[
-        "policy",
-        "check",
-        "-f",
-        "good",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 2, "{r:?}");
-    assert!(
-        r.stderr.contains(
-            "policy build-ref does not take its settings: settings do not parse: invalid type: string \"CODEXK8S_BUILD_REF\", expected a sequence"
+    for (settings, says) in [
+        ("{nmaes: [X]}", "policy build-ref has no setting \"nmaes\""),
+        (
+            "{names: CODEXK8S_BUILD_REF}",
+            "policy build-ref does not take its settings: settings do not parse: invalid type: string \"CODEXK8S_BUILD_REF\", expected a sequence",
         ),
-        "{r:?}"
-    );
-    assert!(r.stdout.is_empty(), "{r:?}");
+    ] {
+        let yaml = format!("policies:\n  build-ref:\n    settings: {settings}\n");
+        std::fs::write(&config, yaml).unwrap();
+        let r = ck8s(&[
+            "policy",
+            "check",
+            "-f",
+            "good",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 2, "{r:?}");
+        assert!(r.stderr.contains(says), "{r:?}");
+        assert!(r.stdout.is_empty(), "{r:?}");
+    }
 }
 
 // ---- policy test ----
