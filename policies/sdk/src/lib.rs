@@ -52,6 +52,8 @@ use serde_json::value::RawValue;
 pub trait Policy {
     /// The policy's settings; missing fields take the defaults declared in [`Policy::metadata`]
     /// (the host fills them in), so a `#[serde(default)]` is only needed for native tests.
+    /// Deserialized once, when the host puts the policy in service (`ck8s_configure`), and
+    /// kept for every request: hence `'static` (owned data).
     type Settings: DeserializeOwned + 'static;
 
     fn metadata() -> PolicyMetadata;
