@@ -182,6 +182,7 @@ impl ConfiguredMemory {
 /// A fresh instance with the input and the settings written into it.
 struct Session {
     store: Store<StoreState>,
+    instance: Instance,
     memory: Memory,
     validate: Validate,
     /// `(ptr, len)` of the input in guest memory.
@@ -195,11 +196,8 @@ impl Session {
     /// Calls `policy` (the session's own policy, or a member of its bundle) with the next
     /// settings blob, `settings`, under a fresh deadline.
     fn call(&mut self, policy: &LoadedPolicy, settings: &[u8]) -> Result<Verdict, PolicyError> {
-        self.store.data_mut().deadline_at = Instant::now() + policy.deadline;
-        self.store.set_epoch_deadline(1);
+        let (settings_ptr, settings_len) = self.next_call(policy, settings);
         let (input_ptr, input_len) = self.input;
-        let (settings_ptr, settings_len) = (self.next_settings, settings.len() as i32);
-        self.next_settings += settings_len;
         let packed = match &self.validate {
             Validate::One(f) => f.call(
                 &mut self.store,
@@ -214,6 +212,41 @@ impl Session {
             }
         }
         .map_err(|e| policy.classify(&self.store, e))?;
+        self.verdict(policy, packed)
+    }
+
+    /// Calls `ck8s_configure` of `policy` (the session's own policy, or a member of its
+    /// bundle) with the next settings blob, `settings`, under a fresh deadline: `Ok` if the
+    /// guest took them.
+    fn configure(&mut self, policy: &LoadedPolicy, settings: &[u8]) -> Result<(), PolicyError> {
+        let export = (policy.exports.configure.as_ref())
+            .ok_or_else(|| PolicyError::BadOutput("the module reads no settings once".into()))?;
+        let configure = policy.func_export(&mut self.store, &self.instance, export)?;
+        let (ptr, len) = self.next_call(policy, settings);
+        let packed = match &policy.member {
+            Some(member) => configure
+                .typed::<(i32, i32, i32), i64>(&self.store)
+                .and_then(|f| f.call(&mut self.store, (member.index as i32, ptr, len))),
+            None => configure
+                .typed::<(i32, i32), i64>(&self.store)
+                .and_then(|f| f.call(&mut self.store, (ptr, len))),
+        }
+        .map_err(|e| policy.classify(&self.store, e))?;
+        self.verdict(policy, packed).map(drop)
+    }
+
+    /// Arms a fresh deadline for a call of `policy` and returns `(ptr, len)` of its settings
+    /// blob, `settings`, the next in the buffer.
+    fn next_call(&mut self, policy: &LoadedPolicy, settings: &[u8]) -> (i32, i32) {
+        self.store.data_mut().deadline_at = Instant::now() + policy.deadline;
+        self.store.set_epoch_deadline(1);
+        let blob = (self.next_settings, settings.len() as i32);
+        self.next_settings += blob.1;
+        blob
+    }
+
+    /// The verdict a call returned (`packed`); a guest's `error` is [`PolicyError::Guest`].
+    fn verdict(&self, policy: &LoadedPolicy, packed: i64) -> Result<Verdict, PolicyError> {
         if policy.abi == ABI_VERSION && unpack(packed).1 == 0 {
             // ABI v2: an empty output is "allowed, nothing to say" (see ck8s_policy_api).
             return Ok(Verdict::default());
@@ -686,61 +719,19 @@ impl LoadedPolicy {
             rest.iter().all(|(p, _)| p.same_bundle(first)),
             "configure needs the policies of one module"
         );
-        let Some(configure) = &first.exports.configure else {
+        if !first.configurable() {
             return Ok(None);
-        };
-        let (mut store, instance) = first.instantiate().map_err(|e| (0, e))?;
-        let memory = first.memory(&mut store, &instance).map_err(|e| (0, e))?;
-        let alloc = first
-            .func::<i32, i32>(&mut store, &instance, &first.exports.alloc)
-            .ok_or_else(|| (0, PolicyError::BadOutput("`ck8s_alloc` is missing".into())))?;
-        let configure = first
-            .func_export(&mut store, &instance, configure)
-            .map_err(|e| (0, e))?;
+        }
+        let blobs = policies.iter().map(|(_, settings)| *settings);
+        let mut session = first.session(&[], blobs, None).map_err(|e| (0, e))?;
         for (i, (policy, settings)) in policies.iter().enumerate() {
-            let fail = |e| (i, e);
-            store.data_mut().deadline_at = Instant::now() + policy.deadline;
-            store.set_epoch_deadline(1);
-            let len = i32::try_from(settings.len())
-                .map_err(|_| fail(PolicyError::MemoryLimit(policy.memory_bytes)))?;
-            let ptr = alloc
-                .call(&mut store, len)
-                .map_err(|e| fail(policy.classify(&store, e)))? as u32
-                as usize;
-            memory
-                .data_mut(&mut store)
-                .get_mut(ptr..ptr + settings.len())
-                .ok_or_else(|| {
-                    fail(PolicyError::Trap(
-                        "ck8s_alloc returned a buffer outside memory".into(),
-                    ))
-                })?
-                .copy_from_slice(settings);
-            let packed = match &policy.member {
-                Some(member) => configure
-                    .typed::<(i32, i32, i32), i64>(&store)
-                    .and_then(|f| f.call(&mut store, (member.index as i32, ptr as i32, len))),
-                None => configure
-                    .typed::<(i32, i32), i64>(&store)
-                    .and_then(|f| f.call(&mut store, (ptr as i32, len))),
-            }
-            .map_err(|e| fail(policy.classify(&store, e)))?;
-            if unpack(packed).1 != 0 {
-                let out = policy
-                    .read_output_from(&store, memory, packed)
-                    .map_err(fail)?;
-                let verdict: Verdict = serde_json::from_slice(&out)
-                    .map_err(|e| fail(PolicyError::BadOutput(e.to_string())))?;
-                if let Some(message) = verdict.error {
-                    return Err(fail(PolicyError::Guest(message)));
-                }
-            }
+            session.configure(policy, settings).map_err(|e| (i, e))?;
         }
         // Only the populated pages are read, here and in the fresh instance below, so that
         // no other page of the pool slot gets populated (see `resident.rs`).
-        let pages = memory.size(&store);
-        let populated = populated_runs(memory.data(&store));
-        drop(store);
+        let pages = session.memory.size(&session.store);
+        let populated = populated_runs(session.memory.data(&session.store));
+        drop(session);
         let (mut store, instance) = first.instantiate().map_err(|e| (0, e))?;
         let fresh = first.memory(&mut store, &instance).map_err(|e| (0, e))?;
         Ok(Some(ConfiguredMemory::diff(
@@ -804,6 +795,7 @@ impl LoadedPolicy {
         }
         Ok(Session {
             store,
+            instance,
             memory,
             validate,
             input: (ptr as i32, input_len as i32),

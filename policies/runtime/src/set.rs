@@ -380,9 +380,7 @@ impl PolicySet {
                 }
             };
             // This policy and the others of its bundle that the request concerns: one instance.
-            let members: Vec<usize> = (i..self.entries.len())
-                .filter(|&j| j == i || ask[j] && self.entries[j].policy.same_bundle(&e.policy))
-                .collect();
+            let members = module_members(&self.entries, i, |j| ask[j]);
             let calls: Vec<(&LoadedPolicy, &[u8])> = members
                 .iter()
                 .map(|&j| (&*self.entries[j].policy, self.entries[j].settings()))
@@ -399,6 +397,14 @@ impl PolicySet {
     }
 }
 
+/// Entry `i` and the entries after it of the same module (the other members of its bundle)
+/// that `keep` admits, in order: the policies one instance serves.
+fn module_members(entries: &[Entry], i: usize, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+    (i..entries.len())
+        .filter(|&j| j == i || keep(j) && entries[j].policy.same_bundle(&entries[i].policy))
+        .collect()
+}
+
 /// Hands the policies of each module that reads its settings once their settings (every
 /// policy of a bundle in one instance), so that a policy refusing its settings fails here,
 /// when it is put in service, and no evaluation parses them again.
@@ -408,9 +414,7 @@ fn configure(entries: &mut [Entry]) -> Result<(), SetError> {
         if first.configured.is_some() || !first.policy.configurable() {
             continue;
         }
-        let members: Vec<usize> = (i..entries.len())
-            .filter(|&j| j == i || entries[j].policy.same_bundle(&first.policy))
-            .collect();
+        let members = module_members(entries, i, |_| true);
         let calls: Vec<(&LoadedPolicy, &[u8])> = members
             .iter()
             .map(|&j| (&*entries[j].policy, &entries[j].settings_json[..]))

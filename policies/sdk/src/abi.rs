@@ -101,6 +101,15 @@ enum Settings<P: Policy> {
     Parsed(P::Settings),
 }
 
+impl<P: Policy> Settings<P> {
+    fn get(&self) -> &P::Settings {
+        match self {
+            Settings::Configured(s) => s,
+            Settings::Parsed(s) => s,
+        }
+    }
+}
+
 /// Runs the policy on the decoded request with its settings; a settings or decoding failure
 /// is the verdict's `error`.
 fn judge<P: Policy>(
@@ -114,10 +123,7 @@ fn judge<P: Policy>(
     };
     match request {
         Ok(request) => {
-            let violations = match &settings {
-                Settings::Configured(s) => P::validate(request, s),
-                Settings::Parsed(s) => P::validate(request, s),
-            };
+            let violations = P::validate(request, settings.get());
             if cfg!(target_arch = "wasm32") {
                 core::mem::forget(settings);
             }

@@ -211,7 +211,7 @@ macro_rules! export_policy {
             #[unsafe(no_mangle)]
             pub extern "C" fn ck8s_configure(settings_ptr: i32, settings_len: i32) -> i64 {
                 // SAFETY: the host wrote the settings where it says.
-                let settings = unsafe { $crate::__settings(settings_ptr, settings_len) };
+                let settings = unsafe { $crate::__buffer(settings_ptr, settings_len) };
                 $crate::__verdict_output($crate::__configure::<$policy>(0, settings))
             }
         }
@@ -295,7 +295,7 @@ macro_rules! export_policies {
                 settings_len: i32,
             ) -> i64 {
                 // SAFETY: the host wrote the settings where it says.
-                let settings = unsafe { $crate::__settings(settings_ptr, settings_len) };
+                let settings = unsafe { $crate::__buffer(settings_ptr, settings_len) };
                 let configures: &[fn(usize, &[u8]) -> $crate::Verdict] =
                     &[$($crate::__configure::<$policy>),+];
                 let verdict = match configures.get(index as usize) {
@@ -320,8 +320,7 @@ pub fn __no_policy(index: i32) -> Verdict {
 ///
 /// # Safety
 ///
-/// The host wrote `len` bytes at each pointer, into buffers it got from `ck8s_alloc`, which
-/// are never freed: they live as long as the instance, hence `'static`.
+/// As [`__buffer`], for each.
 #[doc(hidden)]
 pub unsafe fn __buffers(
     input_ptr: i32,
@@ -332,19 +331,20 @@ pub unsafe fn __buffers(
     // SAFETY: see above.
     unsafe {
         (
-            core::slice::from_raw_parts(input_ptr as usize as *const u8, input_len as usize),
-            core::slice::from_raw_parts(settings_ptr as usize as *const u8, settings_len as usize),
+            __buffer(input_ptr, input_len),
+            __buffer(settings_ptr, settings_len),
         )
     }
 }
 
-/// The settings buffer of `ck8s_configure`, as a slice (empty for a length of 0).
+/// A buffer the host passed, as a slice (empty for a length of 0, whatever the pointer).
 ///
 /// # Safety
 ///
-/// As [`__buffers`]: the host wrote `len` bytes at `ptr`, into a buffer from `ck8s_alloc`.
+/// The host wrote `len` bytes at `ptr`, into a buffer it got from `ck8s_alloc`, which is never
+/// freed: it lives as long as the instance, hence `'static`.
 #[doc(hidden)]
-pub unsafe fn __settings(ptr: i32, len: i32) -> &'static [u8] {
+pub unsafe fn __buffer(ptr: i32, len: i32) -> &'static [u8] {
     if len <= 0 {
         return &[];
     }
