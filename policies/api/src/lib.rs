@@ -83,8 +83,9 @@ mod valid;
 mod view;
 
 pub use view::{
-    Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, Literal, MetaEntry, MetaField,
-    Object, ObjectMeta, ParseError, PodSpecRef, PodTemplateSpec, Spec, StrMap, reads_only_metadata,
+    Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, Literal, LiteralPath, MetaEntry,
+    MetaField, Object, ObjectMeta, ParseError, PodSpecRef, PodTemplateSpec, Spec, StrMap,
+    reads_only_metadata,
 };
 
 /// Version of the ABI described in the crate docs. Bumped on any incompatible change.

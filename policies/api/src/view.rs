@@ -501,11 +501,37 @@ fn sub_path(base: &str, field: &str) -> Cow<'static, str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Literal<'o> {
     /// `spec.template.spec.containers[0].env[NAME]`, `data.NAME`, `stringData.NAME`.
-    pub path: String,
+    pub path: LiteralPath<'o>,
     /// The variable or key name.
     pub name: &'o str,
     pub value: Cow<'o, str>,
     pub source: ValueSource,
+}
+
+/// Where a [`Literal`] is written, formatted only when displayed: a policy looks at every
+/// literal of the names it watches, and an allowed object needs none of their paths (in a
+/// wasm guest the formatting machinery is code a review would otherwise fetch for nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiteralPath<'o> {
+    /// `<container>.env[NAME]`.
+    Env {
+        container: ContainerPath,
+        name: &'o str,
+    },
+    /// `data.KEY` of a ConfigMap or Secret.
+    Data(&'o str),
+    /// `stringData.KEY` of a Secret.
+    StringData(&'o str),
+}
+
+impl fmt::Display for LiteralPath<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LiteralPath::Env { container, name } => write!(f, "{container}.env[{name}]"),
+            LiteralPath::Data(key) => write!(f, "data.{key}"),
+            LiteralPath::StringData(key) => write!(f, "stringData.{key}"),
+        }
+    }
 }
 
 impl Literal<'_> {
@@ -516,7 +542,7 @@ impl Literal<'_> {
         fix: impl Into<String>,
     ) -> crate::Violation {
         crate::Violation {
-            path: self.path.clone(),
+            path: self.path.to_string(),
             message: message.into(),
             value: match self.source {
                 ValueSource::Literal => Some(self.value.to_string()),
@@ -623,7 +649,10 @@ impl<'a> Object<'a> {
                     continue;
                 }
                 out.push(Literal {
-                    path: format!("{}.env[{}]", c.path, var.name),
+                    path: LiteralPath::Env {
+                        container: c.path.clone(),
+                        name: &var.name,
+                    },
                     name: &var.name,
                     value: Cow::Borrowed(value),
                     source: ValueSource::Literal,
@@ -679,7 +708,7 @@ impl<'a> Object<'a> {
                 Cow::Borrowed(v)
             };
             out.push(Literal {
-                path: format!("data.{k}"),
+                path: LiteralPath::Data(k),
                 name: k,
                 value,
                 source,
@@ -690,7 +719,7 @@ impl<'a> Object<'a> {
                 continue;
             }
             out.push(Literal {
-                path: format!("stringData.{k}"),
+                path: LiteralPath::StringData(k),
                 name: k,
                 value: Cow::Borrowed(v),
                 source,
@@ -953,9 +982,15 @@ mod tests {
         );
         assert_eq!(o.config_value("data.missing"), None);
         assert_eq!(o.config_value("metadata.labels[K]"), None);
+        let paths: Vec<String> = o
+            .config_entries()
+            .iter()
+            .map(|e| e.path.to_string())
+            .collect();
+        assert_eq!(paths, ["data.K", "stringData.S"]);
         for entry in o.config_entries() {
             assert_eq!(
-                o.config_value(&entry.path).as_deref(),
+                o.config_value(&entry.path.to_string()).as_deref(),
                 Some(entry.value.as_bytes())
             );
         }

@@ -78,13 +78,13 @@ pub fn check_ref(value: &str) -> Result<(), RefProblem> {
     if value == "@" {
         return Err(RefProblem::LoneAt);
     }
-    if value.contains("..") {
+    if has_pair(value, *b"..") {
         return Err(RefProblem::DoubleDot);
     }
-    if value.contains("@{") {
+    if has_pair(value, *b"@{") {
         return Err(RefProblem::AtBrace);
     }
-    if value.starts_with('/') || value.ends_with('/') || value.contains("//") {
+    if value.starts_with('/') || value.ends_with('/') || has_pair(value, *b"//") {
         return Err(RefProblem::BadSlash);
     }
     if value.ends_with('.') {
@@ -99,6 +99,13 @@ pub fn check_ref(value: &str) -> Result<(), RefProblem> {
         }
     }
     Ok(())
+}
+
+/// Whether `value` has the two bytes `pair` side by side. `str::contains` with a string
+/// pattern builds a two-way searcher, more code than this policy's whole check, which a
+/// review would fetch for patterns of two bytes.
+fn has_pair(value: &str, pair: [u8; 2]) -> bool {
+    value.as_bytes().windows(2).any(|w| w == pair)
 }
 
 /// A full or abbreviated commit id: 7–40 hex digits (SHA-1) or 64 (SHA-256).

@@ -40,7 +40,7 @@ pub use abi::__run_bundled;
 pub use abi::{__alloc, __configure, __leak_output};
 pub use ck8s_policy_api::{
     Container, ContainerKind, ContainerPath, ContainerRef, EnvVar, GroupVersionKind, Literal,
-    MetaEntry, MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec,
+    LiteralPath, MetaEntry, MetaField, Object, ObjectMeta, Operation, PodSpecRef, PodTemplateSpec,
     PolicyMetadata, Rule, SettingSpec, Spec, StrMap, ValueSource, Verdict, Violation,
 };
 
