@@ -79,16 +79,18 @@ fn main() -> anyhow::Result<()> {
         times.push(start.elapsed());
         std::hint::black_box(answer.body);
     }
+    let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
     times.sort();
     let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     if !times.is_empty() {
         println!(
-            "{n} reviews, {} KiB written before each: median {:.1} µs per review (p10 {:.1}, p90 {:.1})",
+            "{n} reviews, {} KiB written before each: median {:.1} µs per review (p10 {:.1}, p90 {:.1}), mean {:.1}",
             evict >> 10,
             us(at(0.5)),
             us(at(0.1)),
-            us(at(0.9))
+            us(at(0.9)),
+            us(mean)
         );
     }
     Ok(())

@@ -3,6 +3,7 @@
 
 use crate::artifacts::ArtifactCache;
 use crate::error::{LoadError, StartError};
+use crate::stores::StorePool;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -23,12 +24,21 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Wasm stack limit (deep recursion traps cleanly at this depth).
     pub max_wasm_stack: usize,
-    /// Instances that may exist at once; evaluations beyond it fail fast with
-    /// [`crate::PolicyError::Capacity`]. Callers bound their concurrency below this.
+    /// Evaluations that may run at once; beyond the pool's slots they fail fast with
+    /// [`crate::PolicyError::Capacity`]. Callers bound their concurrency below this. The pool
+    /// has these slots plus those the kept stores may hold ([`Limits::kept_stores`]).
     pub max_instances: u32,
     /// Memory kept mapped between instances of a pool slot: a small policy's whole working
     /// set, so reusing a slot costs no page faults.
     pub keep_resident_bytes: usize,
+    /// Evaluations one wasmtime store serves before it is dropped, each in a fresh instance
+    /// of its own (see `stores.rs`): a store's set-up and teardown are paid once for them
+    /// all. 1: a store per evaluation.
+    pub evaluations_per_store: u32,
+    /// Stores kept between evaluations at most. The pool has `max_instances` slots for the
+    /// evaluations in flight plus `kept_stores * (evaluations_per_store - 1)` for the
+    /// instances the kept stores still hold.
+    pub kept_stores: u32,
     /// Whether [`Limits::deadline`] is enforced, by a thread that advances the engine's epoch
     /// (see [`EpochTicker`]). Off only in [`Limits::one_shot`].
     pub enforce_deadline: bool,
@@ -43,6 +53,8 @@ impl Default for Limits {
             max_wasm_stack: 512 << 10,
             max_instances: 256,
             keep_resident_bytes: 256 << 10,
+            evaluations_per_store: 8,
+            kept_stores: 2,
             enforce_deadline: true,
         }
     }
@@ -55,6 +67,7 @@ impl Limits {
     pub fn one_shot() -> Self {
         Limits {
             max_instances: 1,
+            evaluations_per_store: 1,
             enforce_deadline: false,
             ..Limits::default()
         }
@@ -79,6 +92,8 @@ pub struct Runtime {
     /// Modules by wasm digest: a reload that finds the same bytes reuses the module.
     modules: Mutex<HashMap<String, Module>>,
     ticker: Option<Arc<EpochTicker>>,
+    /// The stores kept between evaluations of every policy loaded on this runtime.
+    stores: Arc<StorePool>,
 }
 
 /// The thread that advances the engine's epoch, which is what enforces
@@ -193,6 +208,12 @@ impl EpochTicker {
     fn ticks(&self) -> u64 {
         self.shared.ticks.load(Ordering::Relaxed)
     }
+
+    /// Guards alive now (tests).
+    #[cfg(test)]
+    pub(crate) fn running_now(&self) -> usize {
+        self.shared.running.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for EpochTicker {
@@ -206,10 +227,14 @@ impl Runtime {
     /// A runtime with `limits`, caching precompiled artifacts under `artifact_dir` if given
     /// and trustworthy (see the README's trust model; otherwise it compiles and says why).
     pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, StartError> {
+        let slots = limits.max_instances.saturating_add(StorePool::kept_slots(
+            limits.evaluations_per_store,
+            limits.kept_stores,
+        ));
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(limits.max_instances)
-            .total_memories(limits.max_instances)
-            .total_tables(limits.max_instances)
+        pool.total_core_instances(slots)
+            .total_memories(slots)
+            .total_tables(slots)
             .max_memory_size(limits.memory_bytes)
             .linear_memory_keep_resident(limits.keep_resident_bytes)
             .table_keep_resident(limits.keep_resident_bytes);
@@ -244,9 +269,11 @@ impl Runtime {
                 None
             }
         });
+        let stores = StorePool::new(limits.evaluations_per_store, limits.kept_stores);
         Ok(Runtime {
             engine,
             limits,
+            stores,
             artifacts,
             compat_hash,
             modules: Mutex::new(HashMap::new()),
@@ -274,6 +301,11 @@ impl Runtime {
     /// must measure exactly this configuration, like `examples/instance_cost.rs`).
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The stores every policy loaded on this runtime instantiates in.
+    pub(crate) fn stores(&self) -> Arc<StorePool> {
+        self.stores.clone()
     }
 
     /// What a policy loaded on this runtime holds to keep the epoch thread running.

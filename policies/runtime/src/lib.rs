@@ -35,6 +35,7 @@ mod ratchet;
 mod resident;
 mod set;
 mod sources;
+mod stores;
 mod subject;
 mod vap;
 

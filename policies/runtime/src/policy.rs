@@ -4,6 +4,7 @@
 use crate::engine::{EpochTicker, Running, Runtime};
 use crate::error::{LoadError, PolicyError};
 use crate::resident;
+use crate::stores::{PooledStore, StorePool};
 use ck8s_policy_api::codec::EncodedInput;
 use ck8s_policy_api::{ABI_VERSION, ABI_VERSION_JSON, PolicyMetadata, Verdict, exports, unpack};
 use std::fmt;
@@ -54,6 +55,8 @@ pub struct LoadedPolicy {
     member: Option<Member>,
     /// Keeps the runtime's epoch thread, which enforces `deadline`, running.
     _ticker: Option<Arc<EpochTicker>>,
+    /// The runtime's stores, which this policy's instances are made in.
+    stores: Arc<StorePool>,
 }
 
 /// A policy's place in a bundle module (several policies, `ck8s_validate_policy`).
@@ -160,7 +163,7 @@ impl ConfiguredMemory {
     fn write_into(
         &self,
         policy: &LoadedPolicy,
-        store: &mut Store<StoreState>,
+        store: &mut PooledStore,
         memory: Memory,
     ) -> Result<(), PolicyError> {
         let pages = memory.size(&*store);
@@ -181,7 +184,7 @@ impl ConfiguredMemory {
 
 /// A fresh instance with the input and the settings written into it.
 struct Session {
-    store: Store<StoreState>,
+    store: PooledStore,
     instance: Instance,
     memory: Memory,
     validate: Validate,
@@ -211,7 +214,7 @@ impl Session {
                 )
             }
         }
-        .map_err(|e| policy.classify(&self.store, e))?;
+        .map_err(|e| policy.classify(&mut self.store, e))?;
         self.verdict(policy, packed)
     }
 
@@ -231,7 +234,7 @@ impl Session {
                 .typed::<(i32, i32), i64>(&self.store)
                 .and_then(|f| f.call(&mut self.store, (ptr, len))),
         }
-        .map_err(|e| policy.classify(&self.store, e))?;
+        .map_err(|e| policy.classify(&mut self.store, e))?;
         self.verdict(policy, packed).map(drop)
     }
 
@@ -268,6 +271,42 @@ pub(crate) struct StoreState {
     _running: Option<Running>,
     /// When the guest's current call must end: every epoch tick asks [`deadline_passed`].
     deadline_at: Instant,
+}
+
+impl StoreState {
+    /// A store's state before its first evaluation, and between evaluations while kept: no
+    /// guard keeps the epoch thread awake.
+    fn idle_state() -> Self {
+        StoreState {
+            limiter: MemoryCap {
+                limit: 0,
+                exceeded: false,
+            },
+            _running: None,
+            deadline_at: Instant::now(),
+        }
+    }
+
+    /// Ready for an evaluation: the memory cap, the epoch thread kept awake by `running`,
+    /// the deadline of the first call.
+    fn resume(&mut self, memory_bytes: usize, running: Option<Running>, deadline_at: Instant) {
+        self.limiter = MemoryCap {
+            limit: memory_bytes,
+            exceeded: false,
+        };
+        self._running = running;
+        self.deadline_at = deadline_at;
+    }
+
+    /// Kept idle between evaluations: the epoch thread may sleep.
+    pub(crate) fn idle(&mut self) {
+        self._running = None;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self::idle_state()
+    }
 }
 
 /// The epoch callback of every store: a tick interrupts the guest only once its own deadline
@@ -408,6 +447,7 @@ impl LoadedPolicy {
             max_output: limits.max_output_bytes,
             member: None,
             _ticker: runtime.ticker(),
+            stores: runtime.stores(),
         };
 
         // Ask the module who it is, inside the same limits as any evaluation.
@@ -423,7 +463,7 @@ impl LoadedPolicy {
             })?;
         let found = abi.call(&mut store, ()).map_err(|e| LoadError::Start {
             source_name: name.clone(),
-            error: policy.classify(&store, e),
+            error: policy.classify(&mut store, e),
         })?;
         let expected = if is_bundle {
             found == ABI_VERSION
@@ -446,7 +486,7 @@ impl LoadedPolicy {
             })?;
         let packed = meta.call(&mut store, ()).map_err(|e| LoadError::Start {
             source_name: name.clone(),
-            error: policy.classify(&store, e),
+            error: policy.classify(&mut store, e),
         })?;
         let bytes = policy
             .read_output(&mut store, &instance, packed)
@@ -568,28 +608,34 @@ impl LoadedPolicy {
         self.abi
     }
 
-    fn instantiate(&self) -> Result<(Store<StoreState>, Instance), PolicyError> {
-        let mut store = Store::new(
-            &self.engine,
-            StoreState {
-                limiter: MemoryCap {
-                    limit: self.memory_bytes,
-                    exceeded: false,
-                },
-                _running: self._ticker.as_ref().map(|t| t.running()),
-                deadline_at: Instant::now() + self.deadline,
-            },
+    /// A fresh instance, in a kept store if one is waiting (`stores.rs`), else in a new one.
+    fn instantiate(&self) -> Result<(PooledStore, Instance), PolicyError> {
+        let mut store = match self.stores.take() {
+            Some(kept) => kept,
+            None => {
+                let mut store = Store::new(&self.engine, StoreState::idle_state());
+                store.limiter(|s| &mut s.limiter);
+                store.epoch_deadline_callback(deadline_passed);
+                self.stores.wrap(store)
+            }
+        };
+        store.data_mut().resume(
+            self.memory_bytes,
+            self._ticker.as_ref().map(|t| t.running()),
+            Instant::now() + self.deadline,
         );
-        store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(deadline_passed);
         match self.pre.instantiate(&mut store) {
-            Ok(instance) => Ok((store, instance)),
+            Ok(instance) => {
+                store.instantiated();
+                Ok((store, instance))
+            }
             // The pool is full: wasmtime says so with its own error type.
             Err(e) if e.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                store.failed();
                 Err(PolicyError::Capacity(format!("{e:#}")))
             }
-            Err(e) => Err(self.classify(&store, e)),
+            Err(e) => Err(self.classify(&mut store, e)),
         }
     }
 
@@ -781,7 +827,7 @@ impl LoadedPolicy {
             .ok_or(PolicyError::MemoryLimit(self.memory_bytes))?;
         let ptr = alloc
             .call(&mut store, total)
-            .map_err(|e| self.classify(&store, e))? as u32 as usize;
+            .map_err(|e| self.classify(&mut store, e))? as u32 as usize;
         let mut buffer = memory
             .data_mut(&mut store)
             .get_mut(ptr..ptr + total as usize)
@@ -844,7 +890,9 @@ impl LoadedPolicy {
             })
     }
 
-    fn classify(&self, store: &Store<StoreState>, error: wasmtime::Error) -> PolicyError {
+    /// What a failed call means as a [`PolicyError`]; the store is not kept after it.
+    fn classify(&self, store: &mut PooledStore, error: wasmtime::Error) -> PolicyError {
+        store.failed();
         if store.data().limiter.exceeded {
             return PolicyError::MemoryLimit(self.memory_bytes);
         }

@@ -232,6 +232,18 @@ fn no_state_leaks_between_evaluations() {
     for _ in 0..50 {
         assert_eq!(run(&p), Ok(()));
     }
+    // The same with the count in linear memory, beyond what the module's data sets: fresh
+    // instances come in stores kept between evaluations (`evaluations_per_store`), and none
+    // sees another's memory.
+    let body = format!(
+        "(i32.store (i32.const 60000) (i32.add (i32.load (i32.const 60000)) (i32.const 1))) (if (i32.gt_u (i32.load (i32.const 60000)) (i32.const 1)) (then unreachable)) {}",
+        allow_body()
+    );
+    let p = load(&rt, &policy_wat(&body, "", 1)).unwrap();
+    assert!(Limits::default().evaluations_per_store > 1);
+    for _ in 0..50 {
+        assert_eq!(run(&p), Ok(()));
+    }
 }
 
 #[test]
@@ -584,6 +596,8 @@ fn a_full_pool_is_a_capacity_error() {
             deadline: Duration::from_secs(2),
             memory_bytes: 8 << 20,
             max_instances: 1,
+            // No store kept between evaluations: the pool is exactly the one slot.
+            evaluations_per_store: 1,
             ..Limits::default()
         },
         None,
