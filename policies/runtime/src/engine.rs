@@ -227,10 +227,8 @@ impl Runtime {
     /// A runtime with `limits`, caching precompiled artifacts under `artifact_dir` if given
     /// and trustworthy (see the README's trust model; otherwise it compiles and says why).
     pub fn new(limits: Limits, artifact_dir: Option<PathBuf>) -> Result<Self, StartError> {
-        let slots = limits.max_instances.saturating_add(StorePool::kept_slots(
-            limits.evaluations_per_store,
-            limits.kept_stores,
-        ));
+        let stores = StorePool::new(limits.evaluations_per_store, limits.kept_stores);
+        let slots = limits.max_instances.saturating_add(stores.kept_slots());
         let mut pool = PoolingAllocationConfig::default();
         pool.total_core_instances(slots)
             .total_memories(slots)
@@ -269,7 +267,6 @@ impl Runtime {
                 None
             }
         });
-        let stores = StorePool::new(limits.evaluations_per_store, limits.kept_stores);
         Ok(Runtime {
             engine,
             limits,

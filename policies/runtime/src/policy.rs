@@ -276,7 +276,7 @@ pub(crate) struct StoreState {
 impl StoreState {
     /// A store's state before its first evaluation, and between evaluations while kept: no
     /// guard keeps the epoch thread awake.
-    fn idle_state() -> Self {
+    pub(crate) fn idle_state() -> Self {
         StoreState {
             limiter: MemoryCap {
                 limit: 0,
@@ -301,11 +301,6 @@ impl StoreState {
     /// Kept idle between evaluations: the epoch thread may sleep.
     pub(crate) fn idle(&mut self) {
         self._running = None;
-    }
-
-    #[cfg(test)]
-    pub(crate) fn for_tests() -> Self {
-        Self::idle_state()
     }
 }
 

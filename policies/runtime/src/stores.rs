@@ -53,14 +53,10 @@ impl StorePool {
         })
     }
 
-    /// Instance slots the idle stores may hold between evaluations: the pool's size on top of
+    /// Instance slots the kept stores may hold between evaluations: the pool's size on top of
     /// the evaluations in flight.
-    pub(crate) fn kept_slots(per_store: u32, max_idle: u32) -> u32 {
-        if per_store <= 1 {
-            0
-        } else {
-            max_idle.saturating_mul(per_store - 1)
-        }
+    pub(crate) fn kept_slots(&self) -> u32 {
+        (self.max_idle as u32).saturating_mul(self.per_store - 1)
     }
 
     /// A kept store with room for another instance, if there is one.
@@ -184,23 +180,22 @@ mod tests {
     use crate::{Limits, Runtime};
 
     fn store(runtime: &Runtime) -> Store<StoreState> {
-        Store::new(runtime.engine(), StoreState::for_tests())
+        Store::new(runtime.engine(), StoreState::idle_state())
+    }
+
+    /// One evaluation's use of `store`, which then goes back or is dropped.
+    fn serve(mut store: PooledStore) {
+        store.instantiated();
     }
 
     #[test]
     fn a_store_serves_its_evaluations_then_is_dropped() {
         let runtime = Runtime::new(Limits::default(), None).unwrap();
         let pool = StorePool::new(3, 1);
-        let mut first = pool.wrap(store(&runtime));
-        first.instantiated();
-        drop(first);
+        serve(pool.wrap(store(&runtime)));
         assert_eq!(pool.idle(), 1);
-        let mut again = pool.take().expect("kept");
-        again.instantiated();
-        drop(again);
-        let mut last = pool.take().expect("kept");
-        last.instantiated();
-        drop(last);
+        serve(pool.take().expect("kept"));
+        serve(pool.take().expect("kept"));
         assert_eq!(pool.idle(), 0, "a store that served 3 of 3 is dropped");
         assert!(pool.take().is_none());
     }
@@ -214,25 +209,21 @@ mod tests {
         failed.failed();
         drop(failed);
         assert_eq!(pool.idle(), 0);
-        let (mut a, mut b) = (pool.wrap(store(&runtime)), pool.wrap(store(&runtime)));
-        a.instantiated();
-        b.instantiated();
-        drop((a, b));
+        let (a, b) = (pool.wrap(store(&runtime)), pool.wrap(store(&runtime)));
+        serve(a);
+        serve(b);
         assert_eq!(pool.idle(), 1, "at most max_idle are kept");
         // The kept one, taken and in use, still counts: a new store is not kept meanwhile.
-        let mut taken = pool.take().expect("kept");
-        let mut other = pool.wrap(store(&runtime));
-        other.instantiated();
-        drop(other);
+        let taken = pool.take().expect("kept");
+        serve(pool.wrap(store(&runtime)));
         assert_eq!(pool.idle(), 0);
-        taken.instantiated();
-        drop(taken);
+        serve(taken);
         assert_eq!(pool.idle(), 1);
         let none = StorePool::new(1, 4);
         drop(none.wrap(store(&runtime)));
         assert_eq!(none.idle(), 0, "one evaluation per store keeps none");
-        assert_eq!(StorePool::kept_slots(1, 4), 0);
-        assert_eq!(StorePool::kept_slots(8, 2), 14);
+        assert_eq!(none.kept_slots(), 0);
+        assert_eq!(StorePool::new(8, 2).kept_slots(), 14);
     }
 
     /// After an evaluation its store waits in the pool, and holds no guard that would keep
