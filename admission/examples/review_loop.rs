@@ -30,6 +30,7 @@
 
 use ck8s_admission::metrics::Metrics;
 use ck8s_admission::review;
+use ck8s_admission::store::Served;
 use ck8s_policy_runtime::{Limits, PolicySet, PolicySources, Runtime};
 use std::time::{Duration, Instant};
 
@@ -51,17 +52,17 @@ fn main() -> anyhow::Result<()> {
     };
     let runtime = Runtime::new(limits, None)?;
     let sources = PolicySources::new().builtin(ck8s_builtin_policies::BUNDLE);
-    let set = PolicySet::build(&runtime, &sources)?;
+    let served = Served::new(PolicySet::build(&runtime, &sources)?);
     let metrics = Metrics::new();
     // One answer outside the count's difference: the first evaluation's one-time work.
-    let first = review::answer(REVIEW, &set, None, &metrics)?;
+    let first = review::answer(REVIEW, &served, None, &metrics)?;
     anyhow::ensure!(
         first.decision.allowed,
         "the benchmark's review must be allowed"
     );
     let Some(evict) = evict else {
         for _ in 0..n {
-            let answer = review::answer(REVIEW, &set, None, &metrics)?;
+            let answer = review::answer(REVIEW, &served, None, &metrics)?;
             std::hint::black_box(answer.body);
         }
         return Ok(());
@@ -75,7 +76,7 @@ fn main() -> anyhow::Result<()> {
         }
         std::hint::black_box(&other_work);
         let start = Instant::now();
-        let answer = review::answer(REVIEW, &set, None, &metrics)?;
+        let answer = review::answer(REVIEW, &served, None, &metrics)?;
         times.push(start.elapsed());
         std::hint::black_box(answer.body);
     }

@@ -416,9 +416,16 @@ pub async fn serve<IO, T, H, HF, S, B>(
     let mut closing = false;
     // The deadline whose passing started the close, if one did.
     let mut fired = None;
-    // The current phase's deadline, re-armed after every poll of the connection (see `Shared`).
+    // The current phase's deadline, read again after every poll of the connection (see
+    // `Shared`).
     let mut armed = None;
-    let mut timer = pin!(tokio::time::sleep_until(Instant::now()));
+    // What `timer` is set to: never later than `armed`. A deadline later than it leaves it
+    // alone, and when it goes off early it is set again: each request moves the deadline
+    // later twice (its head, then idle), and setting a timer earlier costs the runtime's
+    // timer wheel a removal and an insertion, while one that goes off early costs one such
+    // step per header timeout, not per request.
+    let mut timer_at = Instant::now();
+    let mut timer = pin!(tokio::time::sleep_until(timer_at));
     let self_wakes = crate::self_wake::SelfWakes::new();
     loop {
         let mut asked_to_close = pin!(shared.wake.notified());
@@ -431,15 +438,23 @@ pub async fn serve<IO, T, H, HF, S, B>(
                 let deadline = shared.phase().deadline(&limits);
                 if deadline != armed {
                     armed = deadline;
-                    if let Some((at, _)) = deadline {
+                    if let Some((at, _)) = deadline
+                        && (at < timer_at || timer.is_elapsed())
+                    {
+                        timer_at = at;
                         timer.as_mut().reset(at);
                     }
                 }
                 // Armed while closing too: see the module doc.
-                if let Some((_, reason)) = armed
-                    && timer.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Event::Expired(reason));
+                if let Some((at, reason)) = armed {
+                    while timer.as_mut().poll(cx).is_ready() {
+                        if timer_at >= at {
+                            return Poll::Ready(Event::Expired(reason));
+                        }
+                        // Gone off before the deadline, which moved later since it was set.
+                        timer_at = at;
+                        timer.as_mut().reset(at);
+                    }
                 }
                 if asked_to_close.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::AskedToClose);

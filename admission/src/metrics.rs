@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
 
 /// Sub-millisecond buckets: a policy evaluation takes tens of microseconds.
 const EVAL_BUCKETS: [f64; 14] = [
@@ -28,6 +29,48 @@ pub struct PolicyLabels {
     /// workload controller wrote an object it controls, from its owner's template) | deny |
     /// warn | audit | error | not_inspected
     pub result: &'static str,
+}
+
+/// The `result` label of `policy_evaluations_total`, one per outcome of a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyResult {
+    /// Allowed with nothing found.
+    Allow,
+    /// Allowed: only violations the old object had.
+    Kept,
+    /// Allowed: a workload controller wrote an object it controls, from its owner's template.
+    Inherited,
+    Deny,
+    Warn,
+    Audit,
+    Error,
+    NotInspected,
+}
+
+impl PolicyResult {
+    const ALL: [PolicyResult; 8] = [
+        PolicyResult::Allow,
+        PolicyResult::Kept,
+        PolicyResult::Inherited,
+        PolicyResult::Deny,
+        PolicyResult::Warn,
+        PolicyResult::Audit,
+        PolicyResult::Error,
+        PolicyResult::NotInspected,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PolicyResult::Allow => "allow",
+            PolicyResult::Kept => "kept",
+            PolicyResult::Inherited => "inherited",
+            PolicyResult::Deny => "deny",
+            PolicyResult::Warn => "warn",
+            PolicyResult::Audit => "audit",
+            PolicyResult::Error => "error",
+            PolicyResult::NotInspected => "not_inspected",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,6 +96,8 @@ pub struct ReloadLabels {
 pub struct Metrics {
     pub registry: Registry,
     pub requests: Family<DecisionLabels, Counter>,
+    /// `requests`, by decision, taken once.
+    pub decisions: DecisionSeries,
     pub request_seconds: Histogram,
     pub evaluations: Family<PolicyLabels, Counter>,
     pub evaluation_seconds: Family<PolicyName, Histogram>,
@@ -67,6 +112,132 @@ pub struct Metrics {
     pub pause_restores: Counter,
 }
 
+/// One policy's series of `policy_evaluations_total` and
+/// `policy_evaluation_duration_seconds`, each looked up in its family once, when first used,
+/// and then kept: a review counts its outcomes with no label copied or hashed and no family
+/// locked. A series appears in `/metrics` when first used, as one taken from the family would.
+/// The counters are the family's own, so a count goes on across reloads.
+pub struct PolicySeries {
+    policy: String,
+    evaluations: [OnceLock<Counter>; PolicyResult::ALL.len()],
+    seconds: OnceLock<Histogram>,
+}
+
+impl PolicySeries {
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    pub fn evaluated(&self, metrics: &Metrics, result: PolicyResult) {
+        let index = PolicyResult::ALL
+            .iter()
+            .position(|&r| r == result)
+            .expect("every result is in ALL");
+        self.evaluations[index]
+            .get_or_init(|| {
+                metrics
+                    .evaluations
+                    .get_or_create(&PolicyLabels {
+                        policy: self.policy.clone(),
+                        result: result.label(),
+                    })
+                    .clone()
+            })
+            .inc();
+    }
+
+    pub fn took(&self, metrics: &Metrics, seconds: f64) {
+        self.seconds
+            .get_or_init(|| {
+                metrics
+                    .evaluation_seconds
+                    .get_or_create(&PolicyName {
+                        policy: self.policy.clone(),
+                    })
+                    .clone()
+            })
+            .observe(seconds);
+    }
+}
+
+/// The series of every policy of one policy set, in the order its outcomes come (see
+/// `PolicySet::names`): built when the set goes into service, not per review.
+pub struct SetSeries {
+    policies: Vec<PolicySeries>,
+}
+
+impl SetSeries {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        SetSeries {
+            policies: names
+                .into_iter()
+                .map(|policy| PolicySeries {
+                    policy: policy.to_string(),
+                    evaluations: Default::default(),
+                    seconds: OnceLock::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The series of the policy called `policy`, the `index`th outcome of a review: found at
+    /// its place, else by name (a set whose outcomes came in another order).
+    pub fn of(&self, index: usize, policy: &str) -> Option<&PolicySeries> {
+        match self.policies.get(index) {
+            Some(s) if s.policy == policy => Some(s),
+            _ => self.policies.iter().find(|s| s.policy == policy),
+        }
+    }
+}
+
+/// `requests_total`'s series, one per decision, taken from the family when the metrics are
+/// made: every decision is in `/metrics` from the start (at 0, so a rate over it is defined
+/// before the first denial), and a request is counted without hashing its label.
+pub struct DecisionSeries {
+    counters: Vec<(&'static str, Counter)>,
+    family: Family<DecisionLabels, Counter>,
+}
+
+impl DecisionSeries {
+    /// The values of `DecisionLabels::decision`.
+    pub const DECISIONS: [&'static str; 9] = [
+        "allow",
+        "kept",
+        "inherited",
+        "deny",
+        "bad_request",
+        "too_large",
+        "too_slow",
+        "overloaded",
+        "error",
+    ];
+
+    fn new(family: &Family<DecisionLabels, Counter>) -> Self {
+        DecisionSeries {
+            counters: Self::DECISIONS
+                .iter()
+                .map(|&decision| {
+                    let counter = family.get_or_create(&DecisionLabels { decision }).clone();
+                    (decision, counter)
+                })
+                .collect(),
+            family: family.clone(),
+        }
+    }
+
+    /// Counts one request decided `decision` (one of [`DecisionSeries::DECISIONS`]; another
+    /// is counted too, through the family).
+    pub fn count(&self, decision: &'static str) {
+        match self.counters.iter().find(|(d, _)| *d == decision) {
+            Some((_, counter)) => counter.inc(),
+            None => self
+                .family
+                .get_or_create(&DecisionLabels { decision })
+                .inc(),
+        };
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -77,9 +248,11 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ck8s_admission");
         let connections = ConnectionMetrics::register(&mut registry);
+        let requests = Family::default();
         let mut m = Metrics {
             registry,
-            requests: Family::default(),
+            decisions: DecisionSeries::new(&requests),
+            requests,
             request_seconds: Histogram::new(EVAL_BUCKETS),
             evaluations: Family::default(),
             evaluation_seconds: Family::new_with_constructor(|| Histogram::new(EVAL_BUCKETS)),
@@ -274,5 +447,78 @@ impl ConnectionMetrics {
         self.handshakes
             .get_or_create(&HandshakeLabels { kind })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(metrics: &Metrics, series: &str) -> Option<f64> {
+        metrics
+            .encode()
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn a_policy_series_appears_when_first_used_and_counts_on_across_sets() {
+        let metrics = Metrics::new();
+        let first = SetSeries::new(["build-ref", "legacy-labels"]);
+        let series =
+            r#"ck8s_admission_policy_evaluations_total{policy="legacy-labels",result="deny"}"#;
+        assert_eq!(
+            sample(&metrics, series),
+            None,
+            "no series before its first use"
+        );
+
+        first
+            .of(1, "legacy-labels")
+            .unwrap()
+            .evaluated(&metrics, PolicyResult::Deny);
+        assert_eq!(sample(&metrics, series), Some(1.0));
+
+        // A reloaded set, its policies in another order: found by name, the same counter.
+        let reloaded = SetSeries::new(["legacy-labels", "build-ref"]);
+        let found = reloaded.of(1, "legacy-labels").unwrap();
+        assert_eq!(found.policy(), "legacy-labels");
+        found.evaluated(&metrics, PolicyResult::Deny);
+        found.took(&metrics, 0.00002);
+        assert_eq!(sample(&metrics, series), Some(2.0));
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"ck8s_admission_policy_evaluation_duration_seconds_count{policy="legacy-labels"}"#
+            ),
+            Some(1.0)
+        );
+        assert!(reloaded.of(0, "kaniko-cache").is_none());
+    }
+
+    #[test]
+    fn every_decision_is_counted_from_zero() {
+        let metrics = Metrics::new();
+        for decision in DecisionSeries::DECISIONS {
+            let series = format!(r#"ck8s_admission_requests_total{{decision="{decision}"}}"#);
+            assert_eq!(sample(&metrics, &series), Some(0.0), "{series}");
+        }
+        metrics.decisions.count("deny");
+        metrics.decisions.count("deny");
+        metrics.decisions.count("something-new");
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"ck8s_admission_requests_total{decision="deny"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                r#"ck8s_admission_requests_total{decision="something-new"}"#
+            ),
+            Some(1.0)
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! One `AdmissionReview` in, one out: parse, evaluate, apply the modes, encode.
 
-use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName};
+use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName, PolicyResult};
+use crate::store::Served;
 use ck8s_policy_runtime::admission::{AdmissionRequest, ReviewError, parse_review};
-use ck8s_policy_runtime::{ClusterReads, Decision, Evaluation, OutcomeResult, PolicySet, Subject};
+use ck8s_policy_runtime::{ClusterReads, Decision, Evaluation, OutcomeResult, Subject};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -45,16 +46,18 @@ pub struct Answer {
     pub decision: Decision,
 }
 
-/// Evaluates a review body against `set`. `Err` is a 400 with a plain reason.
+/// Evaluates a review body against the set in service. `Err` is a 400 with a plain reason.
 pub fn answer(
     body: &[u8],
-    set: &PolicySet,
+    served: &Served,
     cluster: Option<&dyn ClusterReads>,
     metrics: &Metrics,
 ) -> Result<Answer, ReviewError> {
     let request = parse_review(body)?;
-    let evaluation = set.evaluate_in(&Subject::from_admission(&request), cluster);
-    record(&evaluation, metrics);
+    let evaluation = served
+        .set
+        .evaluate_in(&Subject::from_admission(&request), cluster);
+    record(&evaluation, served, metrics);
     let decision = Decision::from_evaluation(&evaluation);
     log_findings(&request, &decision);
     let body = encode(&request.uid, &decision);
@@ -85,7 +88,11 @@ fn review_out(response: Response) -> Vec<u8> {
         kind: "AdmissionReview",
         response,
     };
-    serde_json::to_vec(&out).expect("a review of strings always serializes")
+    // Room for an allowed answer and a short denial at once: a growing buffer's reallocation
+    // is code a review otherwise runs for nothing.
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, &out).expect("a review of strings always serializes");
+    body
 }
 
 impl Answer {
@@ -156,22 +163,22 @@ pub fn warnings(findings: &[String]) -> Vec<String> {
     out
 }
 
-fn record(evaluation: &Evaluation, metrics: &Metrics) {
+fn record(evaluation: &Evaluation, served: &Served, metrics: &Metrics) {
     let Evaluation::Judged(outcomes) = evaluation else {
         return;
     };
-    for o in outcomes {
+    for (i, o) in outcomes.iter().enumerate() {
         let result = match &o.result {
-            OutcomeResult::NotInspected => "not_inspected",
+            OutcomeResult::NotInspected => PolicyResult::NotInspected,
             // Every violation was one the old object had (ratcheting).
             // Written by a workload controller from its owner's template.
-            OutcomeResult::Allowed if o.inherited_from.is_some() => "inherited",
-            OutcomeResult::Allowed if !o.kept.is_empty() => "kept",
-            OutcomeResult::Allowed => "allow",
+            OutcomeResult::Allowed if o.inherited_from.is_some() => PolicyResult::Inherited,
+            OutcomeResult::Allowed if !o.kept.is_empty() => PolicyResult::Kept,
+            OutcomeResult::Allowed => PolicyResult::Allow,
             OutcomeResult::Violations(_) => match o.mode {
-                ck8s_policy_runtime::Mode::Deny => "deny",
-                ck8s_policy_runtime::Mode::Warn => "warn",
-                ck8s_policy_runtime::Mode::Audit => "audit",
+                ck8s_policy_runtime::Mode::Deny => PolicyResult::Deny,
+                ck8s_policy_runtime::Mode::Warn => PolicyResult::Warn,
+                ck8s_policy_runtime::Mode::Audit => PolicyResult::Audit,
             },
             OutcomeResult::Error(e) => {
                 metrics
@@ -181,23 +188,35 @@ fn record(evaluation: &Evaluation, metrics: &Metrics) {
                         kind: e.kind(),
                     })
                     .inc();
-                "error"
+                PolicyResult::Error
             }
         };
-        metrics
-            .evaluations
-            .get_or_create(&PolicyLabels {
-                policy: o.policy.clone(),
-                result,
-            })
-            .inc();
-        if !matches!(o.result, OutcomeResult::NotInspected) {
-            metrics
-                .evaluation_seconds
-                .get_or_create(&PolicyName {
-                    policy: o.policy.clone(),
-                })
-                .observe(o.elapsed.as_secs_f64());
+        let inspected = !matches!(o.result, OutcomeResult::NotInspected);
+        match served.series.of(i, &o.policy) {
+            Some(series) => {
+                series.evaluated(metrics, result);
+                if inspected {
+                    series.took(metrics, o.elapsed.as_secs_f64());
+                }
+            }
+            // Not a policy of the set (never, by `PolicySet::names`): counted all the same.
+            None => {
+                metrics
+                    .evaluations
+                    .get_or_create(&PolicyLabels {
+                        policy: o.policy.clone(),
+                        result: result.label(),
+                    })
+                    .inc();
+                if inspected {
+                    metrics
+                        .evaluation_seconds
+                        .get_or_create(&PolicyName {
+                            policy: o.policy.clone(),
+                        })
+                        .observe(o.elapsed.as_secs_f64());
+                }
+            }
         }
     }
 }

@@ -4,7 +4,7 @@ use crate::body::{BodyError, BodyLimits, Budget};
 use crate::cli::Args;
 use crate::cluster::ClusterCache;
 use crate::conn::{ConnLimits, Connections, stopped};
-use crate::metrics::{DecisionLabels, Metrics};
+use crate::metrics::Metrics;
 use crate::review;
 use crate::store::PolicyStore;
 use crate::tls::{CertSource, CertStore};
@@ -76,7 +76,7 @@ fn thread_cpu_time() -> Duration {
 
 /// A policy set's identity while it is in service (its address: a set that replaces it at
 /// the same address after it is freed inherits the offloading, which costs only speed).
-fn set_id(set: &Arc<ck8s_policy_runtime::PolicySet>) -> usize {
+fn set_id(set: &Arc<crate::store::Served>) -> usize {
     Arc::as_ptr(set) as usize
 }
 
@@ -168,7 +168,7 @@ impl Server {
             Some(metrics.connections.clone()),
         );
         let cluster = ClusterCache::new(args.kubeconfig.clone());
-        cluster.watch(&store.current().vap_needs()).await;
+        cluster.watch(&store.current().set.vap_needs()).await;
         if let Some(name) = &args.restore_pause {
             match cluster.client().await {
                 Ok(client) => {
@@ -236,7 +236,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         tracing::info!(
             https = %self.https.local_addr()?, metrics = %self.plain.local_addr()?,
-            policies = self.state.store.current().len(), ready_ms = self.started.elapsed().as_secs_f64() * 1e3,
+            policies = self.state.store.current().set.len(), ready_ms = self.started.elapsed().as_secs_f64() * 1e3,
             "ck8s-admission ready"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -377,12 +377,7 @@ async fn shutdown_signal() {
 async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response {
     let start = Instant::now();
     let queue_until = tokio::time::Instant::now() + st.queue_timeout;
-    let count = |decision: &'static str| {
-        st.metrics
-            .requests
-            .get_or_create(&DecisionLabels { decision })
-            .inc()
-    };
+    let count = |decision: &'static str| st.metrics.decisions.count(decision);
     let content_length = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -432,19 +427,19 @@ async fn validate(State(st): State<Arc<AppState>>, request: Request) -> Response
         }
     };
     st.metrics.inflight.inc();
-    let set = st.store.current();
-    let result = if !st.inline || st.offloaded.load(Ordering::Relaxed) == set_id(&set) {
+    let served = st.store.current();
+    let result = if !st.inline || st.offloaded.load(Ordering::Relaxed) == set_id(&served) {
         let worker = st.clone();
         tokio::task::spawn_blocking(move || {
-            review::answer(&body, &set, Some(&worker.cluster), &worker.metrics)
+            review::answer(&body, &served, Some(&worker.cluster), &worker.metrics)
         })
         .await
     } else {
         let start = thread_cpu_time();
-        let answer = review::answer(&body, &set, Some(&st.cluster), &st.metrics);
+        let answer = review::answer(&body, &served, Some(&st.cluster), &st.metrics);
         let computed = thread_cpu_time().saturating_sub(start);
         if computed > INLINE_BUDGET {
-            st.offloaded.store(set_id(&set), Ordering::Relaxed);
+            st.offloaded.store(set_id(&served), Ordering::Relaxed);
             tracing::warn!(
                 cpu_ms = computed.as_millis() as u64,
                 "an evaluation outlived the inline budget: this policy set now runs off the async workers"
@@ -661,7 +656,7 @@ async fn reload_loop(
                 if reloaded {
                     r.state
                         .cluster
-                        .watch(&r.state.store.current().vap_needs())
+                        .watch(&r.state.store.current().set.vap_needs())
                         .await;
                 }
                 r

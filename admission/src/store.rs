@@ -5,7 +5,7 @@
 //! with. If anything fails to load, the previous set stays in service and the failure is
 //! logged and counted.
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SetSeries};
 use arc_swap::ArcSwap;
 use ck8s_policy_runtime::{BuildError, PolicySet, PolicySources, Runtime, SettingsFile};
 use std::sync::Arc;
@@ -15,9 +15,23 @@ use std::time::Instant;
 pub struct PolicyStore {
     runtime: Runtime,
     sources: PolicySources,
-    current: ArcSwap<PolicySet>,
+    current: ArcSwap<Served>,
     /// [`PolicySources::fingerprint`] of what the current set was built from.
     loaded_from: Mutex<String>,
+}
+
+/// A policy set in service, with its policies' metric series (found once, when it goes into
+/// service, so that a review does not look them up).
+pub struct Served {
+    pub set: PolicySet,
+    pub series: SetSeries,
+}
+
+impl Served {
+    pub fn new(set: PolicySet) -> Self {
+        let series = SetSeries::new(set.names());
+        Served { set, series }
+    }
 }
 
 /// Why no set could go into service.
@@ -47,10 +61,10 @@ impl PolicyStore {
         let store = PolicyStore {
             runtime,
             sources,
-            current: ArcSwap::from_pointee(
+            current: ArcSwap::from_pointee(Served::new(
                 PolicySet::new(Vec::new(), &SettingsFile::default())
                     .expect("an empty set has nothing to refuse"),
-            ),
+            )),
             loaded_from: Mutex::new(String::new()),
         };
         store.install(set, fingerprint, metrics, start);
@@ -58,7 +72,7 @@ impl PolicyStore {
     }
 
     /// The set in service.
-    pub fn current(&self) -> Arc<PolicySet> {
+    pub fn current(&self) -> Arc<Served> {
         self.current.load_full()
     }
 
@@ -99,7 +113,7 @@ impl PolicyStore {
         metrics
             .policy_load_seconds
             .set(start.elapsed().as_secs_f64());
-        self.current.store(Arc::new(set));
+        self.current.store(Arc::new(Served::new(set)));
         *self.loaded_from.lock().unwrap() = fingerprint;
         tracing::info!(policies = %names.join(", "), elapsed_ms = start.elapsed().as_secs_f64() * 1e3, "policy set in service");
     }
