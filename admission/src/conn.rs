@@ -16,16 +16,16 @@
 //! A phase's bound holds while the connection is closing too. hyper's graceful shutdown
 //! finishes a request whose head has begun, so a connection asked to close (evicted, idle too
 //! long, or drained) in the instant its client sent a byte would otherwise read that head with
-//! no bound but hyper's own backstop (idle + header, two minutes): a slow client could hold its
-//! place that long, and many of them the whole cap. Closing, a phase whose bound passes drops
-//! the connection at once.
+//! no bound: a slow client could hold its place for ever, and many of them the whole cap.
+//! Closing, a phase whose bound passes drops the connection at once. (hyper's own header
+//! timeout is not used: the watch is the one bound, and it costs a request no timer.)
 //!
 //! `ck8s_admission_oldest_connection_seconds{phase}` shows the age in its phase of the oldest
 //! connection in each phase: a `head` or `handshake` figure above its timeout is an escape.
 
 use crate::metrics::ConnectionMetrics;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -404,13 +404,10 @@ pub async fn serve<IO, T, H, HF, S, B>(
         shared: shared.clone(),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    // hyper's own header timer starts when it waits for a request, so it bounds idle and
-    // head together: a backstop behind the finer watch below.
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.idle + limits.header)
-        .keep_alive(true)
-        .max_buf_size(READ_BUFFER);
+    // No timer for hyper: its header read timeout would arm a timer of its own for every
+    // request (an allocation, and an insertion into the runtime's timer wheel and a removal
+    // from it), to bound what the watch below bounds already, phase by phase, closing or not.
+    builder.keep_alive(true).max_buf_size(READ_BUFFER);
     let conn = builder.serve_connection(io, service);
     let mut conn = pin!(conn);
     let mut closing = false;
@@ -468,9 +465,6 @@ pub async fn serve<IO, T, H, HF, S, B>(
         match event {
             Event::Ended(r) => {
                 if let Err(e) = r {
-                    if e.is_timeout() {
-                        owner.timeout("header");
-                    }
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
@@ -526,7 +520,8 @@ mod tests {
 
     const HEADER: Duration = Duration::from_millis(200);
     /// How long past its header deadline a connection may take to be seen closed on a loaded
-    /// machine. Before the fix it stayed open until hyper's backstop, idle + header.
+    /// machine (before the fix of issue 23 it stayed open for idle + header, the header timeout
+    /// of hyper's that the connection then also had).
     const SLACK: Duration = Duration::from_secs(2);
 
     fn limits(max_connections: usize) -> ConnLimits {
@@ -615,6 +610,68 @@ mod tests {
             closes_in_time(task, &format!("draining, round {round}")).await;
             drop(client);
         }
+    }
+
+    /// Sends one whole request and reads its answer's head.
+    async fn one_request(client: &mut DuplexStream) {
+        use tokio::io::AsyncReadExt;
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: ck8s\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed before answering");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    }
+
+    /// After a request the connection's deadline moves later (its idle bound) while the timer
+    /// still stands at the request's header deadline: the timer goes off early and is set
+    /// again, and neither closes a connection before its time nor lets one outlive it.
+    #[tokio::test]
+    async fn a_deadline_that_moved_later_neither_closes_early_nor_late() {
+        const IDLE: Duration = Duration::from_millis(900);
+        let conns = Connections::new(
+            ConnLimits {
+                idle: IDLE,
+                ..limits(4)
+            },
+            None,
+        );
+        let (_stop_tx, stop) = watch::channel(false);
+
+        // Idle after a request: open past the header deadline, closed at the idle one.
+        let (mut client, task) = open(conns.admit().await, stop.clone());
+        settle().await;
+        one_request(&mut client).await;
+        let idle_since = Instant::now();
+        tokio::time::sleep(HEADER * 2).await;
+        assert!(
+            !task.is_finished(),
+            "an idle connection closed at its last request's header deadline"
+        );
+        tokio::time::timeout(IDLE + SLACK, task)
+            .await
+            .expect("an idle connection outlived --idle-timeout")
+            .unwrap();
+        assert!(
+            idle_since.elapsed() >= IDLE,
+            "closed after {:?}, before --idle-timeout",
+            idle_since.elapsed()
+        );
+
+        // The next request's head after such a timer: its header deadline holds.
+        let (mut client, task) = open(conns.admit().await, stop.clone());
+        settle().await;
+        one_request(&mut client).await;
+        tokio::time::sleep(HEADER * 2).await;
+        one_request(&mut client).await;
+        client.write_all(b"P").await.unwrap();
+        closes_in_time(task, "a head after two requests").await;
     }
 
     /// What `/metrics` shows: the age in its phase of the oldest connection of each phase.
