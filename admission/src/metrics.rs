@@ -44,20 +44,13 @@ pub enum PolicyResult {
     Warn,
     Audit,
     Error,
+    /// The last: [`PolicyResult::COUNT`] counts up to it.
     NotInspected,
 }
 
 impl PolicyResult {
-    const ALL: [PolicyResult; 8] = [
-        PolicyResult::Allow,
-        PolicyResult::Kept,
-        PolicyResult::Inherited,
-        PolicyResult::Deny,
-        PolicyResult::Warn,
-        PolicyResult::Audit,
-        PolicyResult::Error,
-        PolicyResult::NotInspected,
-    ];
+    /// How many results there are (the variants, in order, index a policy's series).
+    const COUNT: usize = PolicyResult::NotInspected as usize + 1;
 
     pub fn label(self) -> &'static str {
         match self {
@@ -119,21 +112,25 @@ pub struct Metrics {
 /// The counters are the family's own, so a count goes on across reloads.
 pub struct PolicySeries {
     policy: String,
-    evaluations: [OnceLock<Counter>; PolicyResult::ALL.len()],
+    evaluations: [OnceLock<Counter>; PolicyResult::COUNT],
     seconds: OnceLock<Histogram>,
 }
 
 impl PolicySeries {
+    pub fn new(policy: &str) -> Self {
+        PolicySeries {
+            policy: policy.to_string(),
+            evaluations: Default::default(),
+            seconds: OnceLock::new(),
+        }
+    }
+
     pub fn policy(&self) -> &str {
         &self.policy
     }
 
     pub fn evaluated(&self, metrics: &Metrics, result: PolicyResult) {
-        let index = PolicyResult::ALL
-            .iter()
-            .position(|&r| r == result)
-            .expect("every result is in ALL");
-        self.evaluations[index]
+        self.evaluations[result as usize]
             .get_or_init(|| {
                 metrics
                     .evaluations
@@ -169,14 +166,7 @@ pub struct SetSeries {
 impl SetSeries {
     pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
         SetSeries {
-            policies: names
-                .into_iter()
-                .map(|policy| PolicySeries {
-                    policy: policy.to_string(),
-                    evaluations: Default::default(),
-                    seconds: OnceLock::new(),
-                })
-                .collect(),
+            policies: names.into_iter().map(PolicySeries::new).collect(),
         }
     }
 

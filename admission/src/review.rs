@@ -1,6 +1,6 @@
 //! One `AdmissionReview` in, one out: parse, evaluate, apply the modes, encode.
 
-use crate::metrics::{Metrics, PolicyErrorLabels, PolicyLabels, PolicyName, PolicyResult};
+use crate::metrics::{Metrics, PolicyErrorLabels, PolicyResult, PolicySeries};
 use crate::store::Served;
 use ck8s_policy_runtime::admission::{AdmissionRequest, ReviewError, parse_review};
 use ck8s_policy_runtime::{ClusterReads, Decision, Evaluation, OutcomeResult, Subject};
@@ -191,32 +191,18 @@ fn record(evaluation: &Evaluation, served: &Served, metrics: &Metrics) {
                 PolicyResult::Error
             }
         };
-        let inspected = !matches!(o.result, OutcomeResult::NotInspected);
-        match served.series.of(i, &o.policy) {
-            Some(series) => {
-                series.evaluated(metrics, result);
-                if inspected {
-                    series.took(metrics, o.elapsed.as_secs_f64());
-                }
-            }
-            // Not a policy of the set (never, by `PolicySet::names`): counted all the same.
+        // Not a policy of the set (never, by `PolicySet::names`): its series found now.
+        let unlisted;
+        let series = match served.series.of(i, &o.policy) {
+            Some(series) => series,
             None => {
-                metrics
-                    .evaluations
-                    .get_or_create(&PolicyLabels {
-                        policy: o.policy.clone(),
-                        result: result.label(),
-                    })
-                    .inc();
-                if inspected {
-                    metrics
-                        .evaluation_seconds
-                        .get_or_create(&PolicyName {
-                            policy: o.policy.clone(),
-                        })
-                        .observe(o.elapsed.as_secs_f64());
-                }
+                unlisted = PolicySeries::new(&o.policy);
+                &unlisted
             }
+        };
+        series.evaluated(metrics, result);
+        if !matches!(o.result, OutcomeResult::NotInspected) {
+            series.took(metrics, o.elapsed.as_secs_f64());
         }
     }
 }
