@@ -436,7 +436,7 @@ pub async fn serve<IO, T, H, HF, S, B>(
                 if deadline != armed {
                     armed = deadline;
                     if let Some((at, _)) = deadline
-                        && (at < timer_at || timer.is_elapsed())
+                        && at < timer_at
                     {
                         timer_at = at;
                         timer.as_mut().reset(at);

@@ -88,8 +88,7 @@ pub struct ReloadLabels {
 
 pub struct Metrics {
     pub registry: Registry,
-    pub requests: Family<DecisionLabels, Counter>,
-    /// `requests`, by decision, taken once.
+    /// `requests_total`, by decision.
     pub decisions: DecisionSeries,
     pub request_seconds: Histogram,
     pub evaluations: Family<PolicyLabels, Counter>,
@@ -202,7 +201,7 @@ impl DecisionSeries {
         "error",
     ];
 
-    fn new(family: &Family<DecisionLabels, Counter>) -> Self {
+    fn new(family: Family<DecisionLabels, Counter>) -> Self {
         DecisionSeries {
             counters: Self::DECISIONS
                 .iter()
@@ -211,7 +210,7 @@ impl DecisionSeries {
                     (decision, counter)
                 })
                 .collect(),
-            family: family.clone(),
+            family,
         }
     }
 
@@ -238,11 +237,9 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ck8s_admission");
         let connections = ConnectionMetrics::register(&mut registry);
-        let requests = Family::default();
         let mut m = Metrics {
             registry,
-            decisions: DecisionSeries::new(&requests),
-            requests,
+            decisions: DecisionSeries::new(Family::default()),
             request_seconds: Histogram::new(EVAL_BUCKETS),
             evaluations: Family::default(),
             evaluation_seconds: Family::new_with_constructor(|| Histogram::new(EVAL_BUCKETS)),
@@ -259,7 +256,7 @@ impl Metrics {
         r.register(
             "requests",
             "Admission reviews answered, by decision",
-            m.requests.clone(),
+            m.decisions.family.clone(),
         );
         r.register(
             "request_duration_seconds",
