@@ -23,7 +23,8 @@
 //! drift of a noisy machine between rounds, which the medians of the first table carry.
 //!
 //! `CK8S_ADMISSION_BIN_B` adds a fifth variant: that other build of ck8s-admission with the
-//! WASM built-ins, alternated with the rest, to compare two builds in one run.
+//! WASM built-ins, alternated with the rest, to compare two builds in one run; a last table
+//! gives their ratio round by round (the whole process, and above the floor with `CK8S_FLOOR_BIN`).
 //!
 //! `CK8S_FLOOR_BIN` adds the transport's floor: `admission/examples/stack_floor.rs` registered
 //! as the webhook (TLS, HTTP/1.1, an allowed answer, no other work), on one single-threaded
@@ -255,6 +256,7 @@ fn main() -> anyhow::Result<()> {
     report(&samples, creates);
     report_paired(&samples, creates);
     report_above_floor(&samples, creates);
+    report_builds(&samples, creates);
     Ok(())
 }
 
@@ -656,6 +658,52 @@ fn report_above_floor(samples: &[(Variant, usize, usize, Sample)], creates: usiz
                 spread(own_ms, &ms)
             );
         }
+    }
+}
+
+/// With `CK8S_ADMISSION_BIN_B`, the two builds' ratio round by round: ck8s-admission's CPU per
+/// review over B's, the whole process and (with the floor) above the floor. A ratio within one
+/// run is what these noisy machines let compare: both builds see the same minute.
+fn report_builds(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
+    if bin_b().is_none() {
+        return;
+    }
+    let own = |s: &Sample| s.cpu[2].as_secs_f64() * 1e3 / creates as f64;
+    let find = |v: Variant, clients: usize, round: usize| {
+        samples
+            .iter()
+            .find(|(x, c, r, _)| *x == v && *c == clients && *r == round)
+            .map(|(_, _, _, s)| own(s))
+    };
+    println!(
+        "\nPaired by round, ck8s-admission's CPU per review over B's, WASM built-ins (median, min–max; rounds where ck8s-admission is lower):\n"
+    );
+    println!("| clients | whole process | above the floor's, same round |");
+    println!("| --- | --- | --- |");
+    for clients in [1usize, 8] {
+        let mut whole = Vec::new();
+        let mut above = Vec::new();
+        for (_, _, round, s) in samples
+            .iter()
+            .filter(|(x, c, _, _)| *x == Variant::Ck8sWasm && *c == clients)
+        {
+            let Some(b) = find(Variant::Ck8sWasmB, clients, *round) else {
+                continue;
+            };
+            whole.push(own(s) / b);
+            if let Some(floor) = find(Variant::Floor, clients, *round) {
+                above.push((own(s) - floor) / (b - floor));
+            }
+        }
+        let column = |xs: Vec<f64>| {
+            if xs.is_empty() {
+                return "-".to_owned();
+            }
+            let lower = xs.iter().filter(|x| **x < 1.0).count();
+            let n = xs.len();
+            format!("{}; {lower} of {n}", spread(xs, &|x| format!("{x:.3}")))
+        };
+        println!("| {clients} | {} | {} |", column(whole), column(above));
     }
 }
 
