@@ -577,12 +577,6 @@ fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
     };
     let cpu_all =
         |s: &Sample| s.cpu.iter().map(Duration::as_secs_f64).sum::<f64>() * 1e3 / creates as f64;
-    let find = |v: Variant, clients: usize, round: usize| {
-        samples
-            .iter()
-            .find(|(x, c, r, _)| *x == v && *c == clients && *r == round)
-            .map(|(_, _, _, s)| s)
-    };
     println!(
         "\nPaired by round, ck8s minus the native VAP (median, min–max; rounds where ck8s is lower):\n"
     );
@@ -596,7 +590,9 @@ fn report_paired(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
             let pairs: Vec<(&Sample, &Sample)> = samples
                 .iter()
                 .filter(|(x, c, _, _)| *x == v && *c == clients)
-                .filter_map(|(_, _, r, s)| Some((s, find(Variant::NativeVap, clients, *r)?)))
+                .filter_map(|(_, _, r, s)| {
+                    Some((s, in_round(samples, Variant::NativeVap, clients, *r)?))
+                })
                 .collect();
             if pairs.is_empty() {
                 continue;
@@ -623,7 +619,7 @@ fn report_above_floor(samples: &[(Variant, usize, usize, Sample)], creates: usiz
     if floor_bin().is_none() {
         return;
     }
-    let own = |s: &Sample| s.cpu[2].as_secs_f64() * 1e3 / creates as f64;
+    let own = |s: &Sample| webhook_ms_per_review(s, creates);
     println!(
         "\nPaired by round, the webhook process's CPU per review: the floor, and each ck8s variant minus the floor (median, min–max):\n"
     );
@@ -638,10 +634,7 @@ fn report_above_floor(samples: &[(Variant, usize, usize, Sample)], creates: usiz
                 .filter(|(x, c, _, _)| *x == v && *c == clients)
             {
                 own_ms.push(own(s));
-                let floor = samples
-                    .iter()
-                    .find(|(x, c, r, _)| *x == Variant::Floor && *c == clients && r == round);
-                if let Some((_, _, _, f)) = floor {
+                if let Some(f) = in_round(samples, Variant::Floor, clients, *round) {
                     above.push(own(s) - own(f));
                 }
             }
@@ -668,13 +661,9 @@ fn report_builds(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
     if bin_b().is_none() {
         return;
     }
-    let own = |s: &Sample| s.cpu[2].as_secs_f64() * 1e3 / creates as f64;
-    let find = |v: Variant, clients: usize, round: usize| {
-        samples
-            .iter()
-            .find(|(x, c, r, _)| *x == v && *c == clients && *r == round)
-            .map(|(_, _, _, s)| own(s))
-    };
+    let own = |s: &Sample| webhook_ms_per_review(s, creates);
+    let find =
+        |v: Variant, clients: usize, round: usize| in_round(samples, v, clients, round).map(own);
     println!(
         "\nPaired by round, ck8s-admission's CPU per review over B's, WASM built-ins (median, min–max; rounds where ck8s-admission is lower):\n"
     );
@@ -691,7 +680,10 @@ fn report_builds(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
                 continue;
             };
             whole.push(own(s) / b);
-            if let Some(floor) = find(Variant::Floor, clients, *round) {
+            // A round whose B cost no more than the floor (noise) has no ratio above it.
+            if let Some(floor) = find(Variant::Floor, clients, *round)
+                && b > floor
+            {
                 above.push((own(s) - floor) / (b - floor));
             }
         }
@@ -705,6 +697,24 @@ fn report_builds(samples: &[(Variant, usize, usize, Sample)], creates: usize) {
         };
         println!("| {clients} | {} | {} |", column(whole), column(above));
     }
+}
+
+/// The sample of `variant` at `clients` in `round`, if the run has one.
+fn in_round(
+    samples: &[(Variant, usize, usize, Sample)],
+    variant: Variant,
+    clients: usize,
+    round: usize,
+) -> Option<&Sample> {
+    samples
+        .iter()
+        .find(|(v, c, r, _)| *v == variant && *c == clients && *r == round)
+        .map(|(_, _, _, s)| s)
+}
+
+/// The webhook process's CPU per review in ms (its CPU is the third of a sample's processes).
+fn webhook_ms_per_review(s: &Sample, creates: usize) -> f64 {
+    s.cpu[2].as_secs_f64() * 1e3 / creates as f64
 }
 
 /// `median (min–max)` of `xs` (not empty), each shown by `show`.
